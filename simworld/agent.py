@@ -1,0 +1,147 @@
+"""Persona agents: mesa agents that speak and answer probes through the LLM gateway."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import TYPE_CHECKING, Any, Literal
+
+import mesa
+from pydantic import BaseModel, ConfigDict, create_model
+
+from simworld import prompts
+from simworld.llm import CallIdentity, LLMRequest
+from simworld.memory import Memory, MemoryItem, RecentMemory
+from simworld.persona import Persona
+from simworld.scenario import Topic
+
+if TYPE_CHECKING:
+    from simworld.model import SocialSimulation
+
+
+def answer_model(topic: Topic) -> type[BaseModel]:
+    """The pydantic model of a probe answer on ``topic``: ``{"answer": <allowed value>}``."""
+    return _answer_model(topic.id, tuple(topic.scale.values))
+
+
+@cache
+def _answer_model(topic_id: str, values: tuple[int | str, ...]) -> type[BaseModel]:
+    return create_model(
+        f"Answer_{topic_id}",
+        __config__=ConfigDict(extra="forbid"),
+        answer=(Literal[values], ...),  # type: ignore[valid-type]
+    )
+
+
+class PersonaAgent(mesa.Agent):
+    """An LLM-backed agent with a persona, a place in the network and a memory.
+
+    Args:
+        model: The simulation.
+        persona: Who the agent is.
+        node: Its node in ``model.graph``.
+        memory: Its memory store (a fresh :class:`RecentMemory` by default).
+    """
+
+    model: SocialSimulation
+
+    def __init__(
+        self,
+        model: SocialSimulation,
+        persona: Persona,
+        node: int,
+        *,
+        memory: Memory | None = None,
+    ) -> None:
+        super().__init__(model)
+        self.persona = persona
+        self.node = node
+        self.memory: Memory = memory or RecentMemory()
+        self._system = prompts.persona_system(persona, model.scenario.topics)
+
+    @property
+    def key(self) -> str:
+        """The agent's id in outputs (its persona id)."""
+        return self.persona.id
+
+    @property
+    def name(self) -> str:
+        """Display name used in conversation."""
+        return self.persona.name
+
+    def neighbours(self) -> list[PersonaAgent]:
+        """Agents adjacent in the social graph, in node order."""
+        return [self.model.agent_at(n) for n in sorted(self.model.graph.neighbors(self.node))]
+
+    def remember(self, *, step: int, kind: Any, speaker: str, topic: str, text: str) -> None:
+        """Store a memory."""
+        self.memory.add(MemoryItem(step=step, kind=kind, speaker=speaker, topic=topic, text=text))
+
+    def _context(self, topic: Topic, extra: list[tuple[str, str]]) -> str:
+        window = self.model.scenario.protocol.memory_window
+        recalled = [(m.speaker, m.text) for m in self.memory.recall(topic.id, window)]
+        return prompts.memories_block(recalled + extra)
+
+    def _request(
+        self,
+        user: str,
+        *,
+        step: int,
+        purpose: str,
+        index: int = 0,
+        schema: type[BaseModel] | None = None,
+    ) -> LLMRequest:
+        llm = self.model.scenario.llm
+        return LLMRequest(
+            model=llm.model,
+            messages=(
+                {"role": "system", "content": self._system},
+                {"role": "user", "content": user},
+            ),
+            identity=CallIdentity(self.model.scenario.seed, self.key, step, purpose, index),
+            temperature=llm.temperature,
+            max_tokens=llm.max_tokens,
+            schema=None if schema is None else schema.model_json_schema(),
+            schema_name=None if schema is None else schema.__name__,
+        )
+
+    def speech_request(
+        self,
+        template: str,
+        topic: Topic,
+        *,
+        step: int,
+        index: int = 0,
+        heard: list[tuple[str, str]] | None = None,
+        **fields: str,
+    ) -> LLMRequest:
+        """A request for a public message, rendered from ``template``.
+
+        Args:
+            template: ``post``, ``pair_open``, ``pair_reply`` or ``group_turn``.
+            topic: What to talk about.
+            step: Current step.
+            index: Turn number inside the step.
+            heard: This step's messages visible to the agent so far, ``(speaker, text)``.
+            **fields: Extra template fields (``partner``, ``members``).
+        """
+        user = prompts.render(
+            template,
+            instruction=prompts.instruction_prefix(self.model.scenario.protocol.instruction),
+            statement=topic.statement,
+            options=prompts.options_block(topic),
+            memories=self._context(topic, heard or []),
+            **fields,
+        )
+        return self._request(user, step=step, purpose=f"{template}:{topic.id}", index=index)
+
+    def probe_request(self, topic: Topic, *, step: int) -> tuple[LLMRequest, type[BaseModel]]:
+        """A private, structured request for the agent's opinion on ``topic``."""
+        schema = answer_model(topic)
+        user = prompts.render(
+            "probe",
+            statement=topic.statement,
+            options=prompts.options_block(topic),
+            memories=self._context(topic, []),
+            values=", ".join(str(v) for v in topic.scale.values),
+        )
+        return self._request(user, step=step, purpose=f"probe:{topic.id}", schema=schema), schema

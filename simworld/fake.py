@@ -1,0 +1,189 @@
+"""The ``fake/...`` provider: deterministic, persona-aware answers for tests and dry runs.
+
+Model strings take options after ``?``:
+``fake/default?latency_ms=100&failure_rate=0.3&failures=rate_limit,timeout,malformed``.
+
+The fake reads the conventions of simworld's prompt templates: the ``Topic:`` line, option
+lines ``  <value> = <label>`` and the persona's ``- <statement>: <label>`` start views. Its
+position on a topic is the weighted average (Likert) or weighted mode (choice) of the labels
+in its context: its start view counts twice, every position it has heard counts once. All
+randomness comes from the ``seed`` simworld derives from each call's identity.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import re
+import time
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs
+
+import litellm
+from litellm import CustomLLM
+from litellm.types.utils import ModelResponse
+
+FAILURE_KINDS = ("rate_limit", "timeout", "malformed")
+SELF_WEIGHT = 2.0
+_OPTION = re.compile(r"^  (\S+) = (.+)$", re.MULTILINE)
+_TOPIC = re.compile(r"^Topic: (.+)$", re.MULTILINE)
+_SAYINGS = (
+    "Speaking for myself, my position is {label}.",
+    "Having listened to everyone, I land on {label}.",
+    "Where do I stand? {label}, and I have my reasons.",
+    "For me it is {label}; that is how I see it today.",
+)
+
+
+@dataclass(frozen=True)
+class FakeOptions:
+    """Options parsed from a fake model string."""
+
+    latency_ms: float = 0.0
+    failure_rate: float = 0.0
+    failures: tuple[str, ...] = FAILURE_KINDS
+
+    @classmethod
+    def parse(cls, model: str) -> FakeOptions:
+        """Parse ``name?key=value&...`` (the part after ``fake/``)."""
+        _, _, query = model.partition("?")
+        q = {k: v[-1] for k, v in parse_qs(query).items()}
+        kinds = tuple(k for k in q.get("failures", ",".join(FAILURE_KINDS)).split(",") if k)
+        unknown = set(kinds) - set(FAILURE_KINDS)
+        if unknown:
+            raise ValueError(f"fake provider: unknown failure kind(s) {sorted(unknown)}")
+        return cls(float(q.get("latency_ms", 0)), float(q.get("failure_rate", 0)), kinds)
+
+
+def _unit(seed: int, salt: str) -> float:
+    digest = hashlib.sha256(f"{seed}:{salt}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def _label_pattern(labels: list[str]) -> re.Pattern[str]:
+    ordered = sorted(labels, key=len, reverse=True)
+    return re.compile(r"\b(" + "|".join(re.escape(lab) for lab in ordered) + r")\b", re.IGNORECASE)
+
+
+def infer_position(
+    messages: list[dict[str, str]], seed: int, temperature: float
+) -> tuple[str, str] | None:
+    """The fake's position as ``(value, label)``, or ``None`` when the prompt has no options."""
+    user = messages[-1]["content"] if messages else ""
+    options = _OPTION.findall(user)
+    topic = _TOPIC.search(user)
+    if not options or topic is None:
+        return None
+    by_label = {label.casefold(): value for value, label in options}
+    pattern = _label_pattern([label for _, label in options])
+    weights: dict[str, float] = {}
+    statement = topic.group(1)
+    for msg in messages[:-1]:
+        for line in msg["content"].splitlines():
+            if line.startswith("- ") and statement in line:
+                for m in pattern.finditer(line.split(statement, 1)[1]):
+                    value = by_label[m.group(1).casefold()]
+                    weights[value] = weights.get(value, 0.0) + SELF_WEIGHT
+    body = _OPTION.sub("", user).replace(statement, "")
+    for m in pattern.finditer(body):
+        value = by_label[m.group(1).casefold()]
+        weights[value] = weights.get(value, 0.0) + 1.0
+    values = [v for v, _ in options]
+    if not weights:
+        choice = values[int(_unit(seed, "blank") * len(values))]
+    elif all(v.lstrip("-").isdigit() for v in values):
+        mean = sum(int(v) * w for v, w in weights.items()) / sum(weights.values())
+        noise = (_unit(seed, "noise") - 0.5) * temperature
+        nums = [int(v) for v in values]
+        choice = str(min(max(round(mean + noise), min(nums)), max(nums)))
+    else:
+        best = max(weights.values())
+        tied = sorted(v for v, w in weights.items() if w == best)
+        choice = tied[int(_unit(seed, "tie") * len(tied))]
+    label = next(lab for v, lab in options if v == choice)
+    return choice, label
+
+
+def _fill(schema: dict[str, Any], position: tuple[str, str] | None, seed: int) -> Any:
+    kind = schema.get("type")
+    if "enum" in schema:
+        enum = schema["enum"]
+        if position is not None:
+            for item in enum:
+                if str(item) == position[0]:
+                    return item
+        return enum[int(_unit(seed, "enum") * len(enum))]
+    if kind == "object":
+        props = schema.get("properties", {})
+        return {k: _fill(v, position, seed) for k, v in props.items()}
+    if kind == "array":
+        return [_fill(schema.get("items", {}), position, seed)]
+    if kind == "integer":
+        lo, hi = int(schema.get("minimum", 0)), int(schema.get("maximum", 10))
+        return lo + int(_unit(seed, "int") * (hi - lo + 1))
+    if kind == "number":
+        lo, hi = float(schema.get("minimum", 0.0)), float(schema.get("maximum", 1.0))
+        return lo + _unit(seed, "num") * (hi - lo)
+    if kind == "boolean":
+        return _unit(seed, "bool") < 0.5
+    return "fake text"
+
+
+class FakeLLM(CustomLLM):
+    """litellm custom provider behind ``fake/...`` model strings."""
+
+    def _answer(
+        self, model: str, messages: list[dict[str, str]], params: dict[str, Any]
+    ) -> ModelResponse:
+        opts = FakeOptions.parse(model)
+        seed = int(params.get("seed") or 0)
+        temperature = float(params.get("temperature") or 0.0)
+        failure = None
+        if opts.failures and _unit(seed, "fail") < opts.failure_rate:
+            failure = opts.failures[int(_unit(seed, "kind") * len(opts.failures))]
+        if failure == "rate_limit":
+            raise litellm.RateLimitError(
+                "fake: injected rate limit", llm_provider="fake", model=model
+            )
+        if failure == "timeout":
+            raise litellm.Timeout("fake: injected timeout", model=model, llm_provider="fake")
+        position = infer_position(messages, seed, temperature)
+        fmt = params.get("response_format")
+        if failure == "malformed":
+            text = '{"answer": ' if fmt else ""
+        elif fmt:
+            schema = fmt.get("json_schema", {}).get("schema", {})
+            text = json.dumps(_fill(schema, position, seed))
+        elif position is not None:
+            saying = _SAYINGS[int(_unit(seed, "saying") * len(_SAYINGS))]
+            text = saying.format(label=position[1])
+        else:
+            text = "I have nothing to add."
+        prompt_tokens = sum(len(m["content"].split()) for m in messages)
+        return litellm.ModelResponse(
+            model=model,
+            choices=[{"message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+            usage={
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": len(text.split()),
+                "total_tokens": prompt_tokens + len(text.split()),
+            },
+        )
+
+    def completion(self, model: str, messages: list, *args: Any, **kwargs: Any) -> ModelResponse:  # type: ignore[override]
+        """Synchronous answer (sleeps for the configured latency)."""
+        latency = FakeOptions.parse(model).latency_ms
+        if latency:
+            time.sleep(latency / 1000)
+        return self._answer(model, messages, kwargs.get("optional_params") or {})
+
+    async def acompletion(
+        self, model: str, messages: list, *args: Any, **kwargs: Any
+    ) -> ModelResponse:  # type: ignore[override]
+        """Asynchronous answer (awaits the configured latency)."""
+        latency = FakeOptions.parse(model).latency_ms
+        if latency:
+            await asyncio.sleep(latency / 1000)
+        return self._answer(model, messages, kwargs.get("optional_params") or {})

@@ -1,0 +1,190 @@
+"""The one abstract language-model interface, its request types, and the litellm backend."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import litellm
+
+from simworld.scenario import PriceConfig
+
+litellm.telemetry = False
+litellm.suppress_debug_info = True
+
+Message = dict[str, str]
+
+
+def canonical_json(obj: Any) -> str:
+    """JSON with sorted keys and no spaces: the byte form hashed for cache keys."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def sha256_hex(text: str) -> str:
+    """Hex SHA-256 of UTF-8 text."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class CallIdentity:
+    """Deterministic identity of one logical model call.
+
+    Two calls with identical prompts are still distinct samples when their identities differ.
+
+    Attributes:
+        seed: The run's seed.
+        agent: The calling agent's id.
+        step: The simulation step.
+        purpose: What the call is for (``post``, ``probe:<topic>`` …).
+        index: Distinguishes several calls with the same other fields (turn number).
+    """
+
+    seed: int
+    agent: str
+    step: int
+    purpose: str
+    index: int = 0
+
+    def derived_seed(self, attempt: int) -> int:
+        """A sampling seed for the given attempt, derived from the identity."""
+        digest = sha256_hex(canonical_json({**asdict(self), "attempt": attempt}))
+        return int(digest[:8], 16) & 0x7FFFFFFF
+
+
+@dataclass(frozen=True)
+class LLMRequest:
+    """Everything that determines one logical model call.
+
+    Attributes:
+        model: litellm model string (``provider/name``).
+        messages: Chat messages.
+        identity: The call's deterministic identity.
+        temperature: Sampling temperature.
+        max_tokens: Output limit.
+        schema: JSON Schema the answer must satisfy (structured output), if any.
+        schema_name: Name of that schema.
+    """
+
+    model: str
+    messages: tuple[Message, ...]
+    identity: CallIdentity
+    temperature: float
+    max_tokens: int
+    schema: dict[str, Any] | None = None
+    schema_name: str | None = None
+
+    def cache_key(self) -> str:
+        """Content address: hash of model, messages, sampling parameters, schema and identity."""
+        return sha256_hex(
+            canonical_json(
+                {
+                    "model": self.model,
+                    "messages": list(self.messages),
+                    "temperature": self.temperature,
+                    "max_tokens": self.max_tokens,
+                    "schema": self.schema,
+                    "schema_name": self.schema_name,
+                    "identity": asdict(self.identity),
+                }
+            )
+        )
+
+
+@dataclass
+class Completion:
+    """One raw answer of a model.
+
+    Attributes:
+        text: The generated text.
+        prompt_tokens: Input tokens billed.
+        completion_tokens: Output tokens billed.
+        cost_usd: Cost of the call, or ``None`` when the model's price is unknown.
+        extra: Provider extras worth keeping (e.g. log-probabilities).
+    """
+
+    text: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class LanguageModel(ABC):
+    """A model that answers one request; wrappers add retry, caching and accounting."""
+
+    @abstractmethod
+    async def complete(self, request: LLMRequest, *, attempt: int, timeout_s: float) -> Completion:
+        """Answer ``request``.
+
+        Args:
+            request: The call.
+            attempt: 0 for the first try, then 1, 2 …; seeds derive from it.
+            timeout_s: Seconds before the provider should give up.
+
+        Returns:
+            The model's answer.
+        """
+
+
+class LiteLLMModel(LanguageModel):
+    """Every provider litellm knows, including simworld's registered ``fake/`` provider.
+
+    Args:
+        price: Price per million tokens that overrides litellm's cost map.
+    """
+
+    def __init__(self, *, price: PriceConfig | None = None) -> None:
+        from simworld.providers import register_providers
+
+        register_providers()
+        self._price = price
+
+    async def complete(self, request: LLMRequest, *, attempt: int, timeout_s: float) -> Completion:
+        """Call ``litellm.acompletion`` once (litellm's own retries are off)."""
+        kwargs: dict[str, Any] = {
+            "model": request.model,
+            "messages": list(request.messages),
+            "temperature": request.temperature,
+            "max_tokens": request.max_tokens,
+            "seed": request.identity.derived_seed(attempt),
+            "timeout": timeout_s,
+            "num_retries": 0,
+        }
+        if request.schema is not None:
+            kwargs["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {
+                    "name": request.schema_name or "answer",
+                    "schema": request.schema,
+                    "strict": True,
+                },
+            }
+        response = await litellm.acompletion(**kwargs)
+        text = response.choices[0].message.content or ""
+        usage = getattr(response, "usage", None)
+        prompt_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
+        completion_tokens = int(getattr(usage, "completion_tokens", 0) or 0)
+        return Completion(
+            text=text,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            cost_usd=self._cost(request.model, prompt_tokens, completion_tokens),
+        )
+
+    def _cost(self, model: str, prompt_tokens: int, completion_tokens: int) -> float | None:
+        if self._price is not None:
+            return (
+                prompt_tokens * self._price.input_per_million
+                + completion_tokens * self._price.output_per_million
+            ) / 1e6
+        if model.startswith(("fake/", "local/")):
+            return 0.0
+        if model not in litellm.model_cost and model.split("/", 1)[-1] not in litellm.model_cost:
+            return None
+        prompt_cost, completion_cost = litellm.cost_per_token(
+            model=model, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens
+        )
+        return float(prompt_cost + completion_cost)

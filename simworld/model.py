@@ -1,0 +1,302 @@
+"""The mesa model: persona agents on a social graph, stepped with concurrent LLM calls."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import mesa
+import networkx as nx
+
+from simworld.agent import PersonaAgent
+from simworld.gateway import CallOutcome, Gateway
+from simworld.network import build_graph
+from simworld.population import build_population
+from simworld.scenario import Scenario, Topic
+
+Event = dict[str, Any]
+
+
+@dataclass
+class StepRecord:
+    """Everything one step (or the initial probe at step 0) produced, in a fixed order."""
+
+    step: int
+    events: list[Event] = field(default_factory=list)
+    calls: list[CallOutcome] = field(default_factory=list)
+
+    def call(self, outcome: CallOutcome) -> None:
+        """Log one model call."""
+        self.calls.append(outcome)
+        self.events.append({"type": "llm_call", **outcome.record()})
+
+
+@dataclass
+class Turn:
+    """One speaking turn inside a conversation."""
+
+    speaker: PersonaAgent
+    template: str
+    listeners: list[PersonaAgent]
+    fields: dict[str, str] = field(default_factory=dict)
+
+
+class SocialSimulation(mesa.Model):
+    """LLM-backed persona agents talking over a networkx graph.
+
+    Within a step, every conversation runs concurrently (its turns in order) and outcomes
+    are applied in plan order, so results depend neither on which call returns first nor
+    on the concurrency level. Messages travel only along graph edges; probes are private.
+
+    Args:
+        scenario: The validated scenario.
+        gateway: The LLM gateway.
+        source: The scenario file, named in errors.
+        on_step: Called with each finished :class:`StepRecord` (the run writer).
+    """
+
+    def __init__(
+        self,
+        scenario: Scenario,
+        *,
+        gateway: Gateway,
+        source: str | Path = "<scenario>",
+        on_step: Callable[[StepRecord], None] | None = None,
+    ) -> None:
+        super().__init__(rng=scenario.seed)
+        self.scenario = scenario
+        self.gateway = gateway
+        self.on_step = on_step
+        personas = build_population(scenario, self.rng, source=source)
+        self.graph: nx.Graph = build_graph(scenario.network, personas, self.rng, source=source)
+        self._by_node = [PersonaAgent(self, p, node) for node, p in enumerate(personas)]
+        self.probe_steps = set(scenario.protocol.probe_steps())
+        self.opinions: list[dict[str, Any]] = []
+        self.stopped_reason: str | None = None
+        self._loop = asyncio.new_event_loop()
+        self._started = False
+
+    # -- structure ---------------------------------------------------------------------------
+    def agent_at(self, node: int) -> PersonaAgent:
+        """The agent on graph node ``node``."""
+        return self._by_node[node]
+
+    @property
+    def population(self) -> list[PersonaAgent]:
+        """Agents in node order."""
+        return list(self._by_node)
+
+    def start_event(self) -> Event:
+        """The run's opening transcript event: agents and edges."""
+        return {
+            "type": "run_start",
+            "scenario": self.scenario.name,
+            "seed": self.scenario.seed,
+            "agents": [
+                {
+                    "agent": a.key,
+                    "name": a.name,
+                    "node": a.node,
+                    "nationality": a.persona.nationality,
+                }
+                for a in self._by_node
+            ],
+            "edges": sorted([min(u, v), max(u, v)] for u, v in self.graph.edges()),
+        }
+
+    def topic_for(self, step: int) -> Topic:
+        """The topic discussed at ``step`` (topics take turns)."""
+        topics = self.scenario.topics
+        return topics[(step - 1) % len(topics)]
+
+    # -- running -----------------------------------------------------------------------------
+    def _gather(self, aws: Iterable[Awaitable[Any]]) -> list[Any]:
+        """Run awaitables concurrently on the model's event loop; results in input order."""
+
+        async def gather() -> list[Any]:
+            return list(await asyncio.gather(*aws))
+
+        return self._loop.run_until_complete(gather())
+
+    def start(self) -> None:
+        """Probe the initial state (step 0) when configured; idempotent."""
+        if self._started:
+            return
+        self._started = True
+        if 0 in self.probe_steps:
+            record = StepRecord(0)
+            self._probe(record)
+            self._finish(record)
+
+    def step(self) -> None:
+        """One interaction step, then the probe if this step is a probe step."""
+        self.start()
+        step = self.steps
+        record = StepRecord(step)
+        topic = self.topic_for(step)
+        conversations = self._plan(step, topic)
+        results = self._gather(self._converse(conv, topic, step) for conv in conversations)
+        for conv, outcomes in zip(conversations, results, strict=True):
+            self._apply(record, conv, outcomes, topic, step)
+        if step in self.probe_steps:
+            self._probe(record)
+        self._finish(record)
+        if self.gateway.budget_exhausted:
+            self.stopped_reason = "budget_exhausted"
+            self.running = False
+        elif step >= self.scenario.protocol.steps:
+            self.running = False
+
+    def close(self) -> None:
+        """Release the event loop."""
+        if not self._loop.is_closed():
+            self._loop.close()
+
+    def _finish(self, record: StepRecord) -> None:
+        record.events.append(
+            {
+                "type": "step_end",
+                "step": record.step,
+                "calls": len(record.calls),
+                "failures": sum(not c.ok for c in record.calls),
+            }
+        )
+        if self.on_step is not None:
+            self.on_step(record)
+
+    # -- conversations -----------------------------------------------------------------------
+    def _plan(self, step: int, topic: Topic) -> list[list[Turn]]:
+        mode = self.scenario.protocol.mode
+        if mode == "broadcast":
+            return [[Turn(a, "post", a.neighbours())] for a in self._by_node]
+        if mode == "pairs":
+            return [self._pair(a, b) for a, b in self._matching()]
+        return [self._group(members) for members in self._groups()]
+
+    def _matching(self) -> list[tuple[PersonaAgent, PersonaAgent]]:
+        """A random maximal matching along edges; the first of each pair opens."""
+        edges = sorted((min(u, v), max(u, v)) for u, v in self.graph.edges())
+        order = self.rng.permutation(len(edges))
+        taken: set[int] = set()
+        pairs = []
+        for i in order:
+            u, v = edges[int(i)]
+            if u in taken or v in taken:
+                continue
+            taken.update((u, v))
+            if self.rng.random() < 0.5:
+                u, v = v, u
+            pairs.append((self.agent_at(u), self.agent_at(v)))
+        return pairs
+
+    def _pair(self, a: PersonaAgent, b: PersonaAgent) -> list[Turn]:
+        return [
+            Turn(a, "pair_open", [b], {"partner": b.name}),
+            Turn(b, "pair_reply", [a], {"partner": a.name}),
+        ]
+
+    def _groups(self) -> list[list[PersonaAgent]]:
+        """A seeded partition into groups of ``group_size`` (a lone remainder joins the last)."""
+        size = self.scenario.protocol.group_size
+        nodes = [int(n) for n in self.rng.permutation(len(self._by_node))]
+        groups = [nodes[i : i + size] for i in range(0, len(nodes), size)]
+        if len(groups) > 1 and len(groups[-1]) == 1:
+            groups[-2].extend(groups.pop())
+        return [[self.agent_at(n) for n in g] for g in groups]
+
+    def _group(self, members: list[PersonaAgent]) -> list[Turn]:
+        turns = []
+        for _ in range(self.scenario.protocol.rounds):
+            for speaker in members:
+                listeners = [
+                    m
+                    for m in members
+                    if m is not speaker and self.graph.has_edge(m.node, speaker.node)
+                ]
+                others = ", ".join(m.name for m in members if m is not speaker)
+                turns.append(Turn(speaker, "group_turn", listeners, {"members": others}))
+        return turns
+
+    async def _converse(self, turns: list[Turn], topic: Topic, step: int) -> list[CallOutcome]:
+        """Run one conversation's turns in order; each speaker sees what reached it so far."""
+        outcomes: list[CallOutcome] = []
+        for index, turn in enumerate(turns):
+            heard = [
+                (t.speaker.name, o.text or "")
+                for t, o in zip(turns, outcomes, strict=False)
+                if o.ok and (turn.speaker in t.listeners or t.speaker is turn.speaker)
+            ]
+            request = turn.speaker.speech_request(
+                turn.template, topic, step=step, index=index, heard=heard, **turn.fields
+            )
+            outcomes.append(await self.gateway.call(request))
+        return outcomes
+
+    def _apply(
+        self,
+        record: StepRecord,
+        turns: list[Turn],
+        outcomes: list[CallOutcome],
+        topic: Topic,
+        step: int,
+    ) -> None:
+        for index, (turn, outcome) in enumerate(zip(turns, outcomes, strict=True)):
+            record.call(outcome)
+            if not outcome.ok or outcome.text is None:
+                continue
+            speaker = turn.speaker
+            record.events.append(
+                {
+                    "type": "message",
+                    "step": step,
+                    "agent": speaker.key,
+                    "to": [a.key for a in turn.listeners],
+                    "topic": topic.id,
+                    "mode": self.scenario.protocol.mode,
+                    "turn": index,
+                    "text": outcome.text,
+                }
+            )
+            speaker.remember(
+                step=step,
+                kind="own_message",
+                speaker=speaker.name,
+                topic=topic.id,
+                text=outcome.text,
+            )
+            for listener in turn.listeners:
+                listener.remember(
+                    step=step,
+                    kind="observation",
+                    speaker=speaker.name,
+                    topic=topic.id,
+                    text=outcome.text,
+                )
+
+    # -- probes ------------------------------------------------------------------------------
+    def _probe(self, record: StepRecord) -> None:
+        """Ask every agent privately about every topic; nothing enters memory."""
+        jobs = [
+            (agent, topic, *agent.probe_request(topic, step=record.step))
+            for agent in self._by_node
+            for topic in self.scenario.topics
+        ]
+        outcomes = self._gather(self.gateway.call(r, s) for _, _, r, s in jobs)
+        for (agent, topic, _, _), outcome in zip(jobs, outcomes, strict=True):
+            record.call(outcome)
+            answer = outcome.parsed["answer"] if outcome.ok and outcome.parsed else None
+            row = {
+                "step": record.step,
+                "agent": agent.key,
+                "topic": topic.id,
+                "value": float(answer) if answer is not None and topic.ordinal else None,
+                "answer": None if answer is None else str(answer),
+                "raw": outcome.text,
+                "ok": outcome.ok,
+                "call": outcome.key,
+            }
+            self.opinions.append(row)
+            record.events.append({"type": "probe", **row})

@@ -1,0 +1,297 @@
+"""Scenario files: the pydantic schema of an experiment and its safe loading from YAML."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from simworld.errors import ConfigError, config_error_from_validation
+from simworld.persona import PopulationDistributions
+from simworld.yamlio import read_yaml_mapping
+
+DEFAULT_MODEL = "fake/default"
+DEFAULT_TEMPERATURE = 0.7
+DEFAULT_MAX_TOKENS = 160
+DEFAULT_CONCURRENCY = 16
+SLUG = r"^[a-z0-9][a-z0-9_\-]*$"
+
+OpinionValue = int | str
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class LikertScale(_Strict):
+    """An ordinal scale with values ``1..K``, one label per value."""
+
+    type: Literal["likert"]
+    labels: list[str] = Field(min_length=2, max_length=11)
+
+    @model_validator(mode="after")
+    def _distinct(self) -> LikertScale:
+        if len({lab.casefold() for lab in self.labels}) != len(self.labels):
+            raise ValueError("labels must be distinct")
+        return self
+
+    @property
+    def values(self) -> list[OpinionValue]:
+        """The allowed answers."""
+        return list(range(1, len(self.labels) + 1))
+
+    def label(self, value: OpinionValue) -> str:
+        """Label of an answer."""
+        return self.labels[int(value) - 1]
+
+
+class ChoiceScale(_Strict):
+    """A categorical scale: options keyed by single capital letters."""
+
+    type: Literal["choice"]
+    options: dict[Annotated[str, Field(pattern=r"^[A-Z]$")], str] = Field(min_length=2)
+
+    @property
+    def values(self) -> list[OpinionValue]:
+        """The allowed answers."""
+        return list(self.options)
+
+    def label(self, value: OpinionValue) -> str:
+        """Label of an answer."""
+        return self.options[str(value)]
+
+
+Scale = Annotated[LikertScale | ChoiceScale, Field(discriminator="type")]
+
+
+class Topic(_Strict):
+    """A question the agents hold opinions on, with its answer scale."""
+
+    id: str = Field(pattern=SLUG)
+    statement: str = Field(min_length=3)
+    scale: Scale
+
+    @property
+    def ordinal(self) -> bool:
+        """Whether answers are ordered numbers (Likert) rather than categories."""
+        return isinstance(self.scale, LikertScale)
+
+
+class PopulationConfig(_Strict):
+    """Where the personas come from: a library file or attribute distributions."""
+
+    size: int = Field(ge=1, le=100_000)
+    library: str | None = None
+    replace: bool = False
+    distributions: PopulationDistributions | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> PopulationConfig:
+        if (self.library is None) == (self.distributions is None):
+            raise ValueError("give exactly one of 'library' or 'distributions'")
+        return self
+
+
+class CompleteNetwork(_Strict):
+    """Everyone is connected to everyone."""
+
+    generator: Literal["complete"]
+
+
+class ErdosRenyiNetwork(_Strict):
+    """Each pair is connected with probability ``p``."""
+
+    generator: Literal["erdos_renyi"]
+    p: float = Field(ge=0.0, le=1.0)
+
+
+class WattsStrogatzNetwork(_Strict):
+    """Small world: ring of ``k`` nearest neighbours, each edge rewired with probability ``p``."""
+
+    generator: Literal["watts_strogatz"]
+    k: int = Field(ge=2)
+    p: float = Field(ge=0.0, le=1.0)
+
+
+class BarabasiAlbertNetwork(_Strict):
+    """Preferential attachment: each new node attaches ``m`` edges."""
+
+    generator: Literal["barabasi_albert"]
+    m: int = Field(ge=1)
+
+
+class StochasticBlockNetwork(_Strict):
+    """Homophily: blocks by a persona attribute (or explicit sizes), dense inside, sparse across."""
+
+    generator: Literal["stochastic_block"]
+    p_in: float = Field(ge=0.0, le=1.0)
+    p_out: float = Field(ge=0.0, le=1.0)
+    group_by: Literal["nationality", "gender", "occupation", "education", "culture"] | None = None
+    sizes: list[Annotated[int, Field(ge=1)]] | None = None
+
+    @model_validator(mode="after")
+    def _one_grouping(self) -> StochasticBlockNetwork:
+        if (self.group_by is None) == (self.sizes is None):
+            raise ValueError("give exactly one of 'group_by' or 'sizes'")
+        return self
+
+
+class EdgeListNetwork(_Strict):
+    """Edges read from a file: one ``a b`` pair of persona ids or 0-based indices per line."""
+
+    generator: Literal["edge_list"]
+    path: str
+
+
+NetworkConfig = Annotated[
+    CompleteNetwork
+    | ErdosRenyiNetwork
+    | WattsStrogatzNetwork
+    | BarabasiAlbertNetwork
+    | StochasticBlockNetwork
+    | EdgeListNetwork,
+    Field(discriminator="generator"),
+]
+
+
+class ProtocolConfig(_Strict):
+    """How agents interact and when they are probed.
+
+    Step 0 is the initial state; interaction steps are ``1..steps``. A probe at step t
+    is taken after step t's interaction (at step 0, before any).
+    """
+
+    steps: int = Field(ge=1, le=100_000)
+    mode: Literal["broadcast", "pairs", "group"] = "broadcast"
+    group_size: int = Field(default=5, ge=2)
+    rounds: int = Field(default=3, ge=1)
+    probe_every: int = Field(default=1, ge=1)
+    probe_at: list[Annotated[int, Field(ge=0)]] | None = None
+    memory_window: int = Field(default=8, ge=0)
+    instruction: str = ""
+
+    def probe_steps(self) -> list[int]:
+        """The steps at which every agent is probed."""
+        if self.probe_at is not None:
+            return sorted({s for s in self.probe_at if s <= self.steps})
+        return list(range(0, self.steps + 1, self.probe_every))
+
+
+class PriceConfig(_Strict):
+    """Price per million tokens, overriding litellm's cost map."""
+
+    input_per_million: float = Field(ge=0.0)
+    output_per_million: float = Field(ge=0.0)
+
+
+class LLMConfig(_Strict):
+    """Model and gateway settings."""
+
+    model: str = Field(default=DEFAULT_MODEL, min_length=3)
+    temperature: float = Field(default=DEFAULT_TEMPERATURE, ge=0.0, le=2.0)
+    max_tokens: int = Field(default=DEFAULT_MAX_TOKENS, ge=1, le=32_768)
+    concurrency: int = Field(default=DEFAULT_CONCURRENCY, ge=1, le=4096)
+    cache: Literal["off", "record", "replay"] = "record"
+    timeout_s: float = Field(default=60.0, gt=0.0)
+    max_retries: int = Field(default=4, ge=0, le=20)
+    max_invalid_retries: int = Field(default=2, ge=0, le=20)
+    backoff_base_s: float = Field(default=0.5, ge=0.0)
+    backoff_max_s: float = Field(default=20.0, ge=0.0)
+    budget_usd: float | None = Field(default=None, gt=0.0)
+    price: PriceConfig | None = None
+
+
+class Scenario(_Strict):
+    """One experiment: who, on which network, about what, how, and with which model."""
+
+    name: str = Field(pattern=SLUG)
+    description: str = ""
+    seed: int = Field(default=0, ge=0, le=2**63 - 1)
+    population: PopulationConfig
+    network: NetworkConfig
+    topics: list[Topic] = Field(min_length=1)
+    protocol: ProtocolConfig
+    llm: LLMConfig = Field(default_factory=LLMConfig)
+
+    @model_validator(mode="after")
+    def _check(self) -> Scenario:
+        ids = [t.id for t in self.topics]
+        for i, t in enumerate(ids):
+            if t in ids[:i]:
+                raise ValueError(f"topics[{i}].id: duplicate topic id {t!r}")
+        if self.protocol.probe_at is not None:
+            late = [s for s in self.protocol.probe_at if s > self.protocol.steps]
+            if late:
+                raise ValueError(f"protocol.probe_at: step {late[0]} is after the last step")
+        return self
+
+    def topic(self, topic_id: str) -> Topic:
+        """The topic with this id."""
+        return next(t for t in self.topics if t.id == topic_id)
+
+
+def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+    """Set ``data[a][b][c] = value`` for the dotted key ``a.b.c``, creating mappings."""
+    parts = key.split(".")
+    node = data
+    for part in parts[:-1]:
+        nxt = node.get(part)
+        if not isinstance(nxt, dict):
+            nxt = {}
+            node[part] = nxt
+        node = nxt
+    node[parts[-1]] = value
+
+
+def _resolve_path(base: Path, value: str) -> str:
+    p = Path(value)
+    return str(p if p.is_absolute() else (base / p).resolve())
+
+
+def load_scenario(path: str | Path, overrides: dict[str, Any] | None = None) -> Scenario:
+    """Read, override and validate a scenario file; relative paths resolve from its folder.
+
+    Args:
+        path: The scenario YAML file.
+        overrides: Dotted keys to set before validation (``{"llm.model": "fake/x"}``).
+
+    Returns:
+        The validated scenario, with file paths made absolute.
+
+    Raises:
+        ConfigError: The file is missing or a field is malformed.
+    """
+    path = Path(path)
+    data = copy.deepcopy(read_yaml_mapping(path))
+    for key, value in (overrides or {}).items():
+        set_dotted(data, key, value)
+    try:
+        scenario = Scenario.model_validate(data)
+    except ValidationError as exc:
+        raise config_error_from_validation(path, exc) from exc
+    base = path.resolve().parent
+    if scenario.population.library is not None:
+        scenario.population.library = _resolve_path(base, scenario.population.library)
+    if isinstance(scenario.network, EdgeListNetwork):
+        scenario.network.path = _resolve_path(base, scenario.network.path)
+    return scenario
+
+
+def scenario_json_schema() -> dict[str, Any]:
+    """The JSON Schema of scenario files, for editors."""
+    schema = Scenario.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "simworld scenario"
+    return schema
+
+
+__all__ = [
+    "ConfigError",
+    "LLMConfig",
+    "Scenario",
+    "Topic",
+    "load_scenario",
+    "scenario_json_schema",
+]

@@ -1,0 +1,38 @@
+"""Safe reading of YAML documents with errors that name the file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from simworld.errors import ConfigError
+
+
+def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
+    """Read a YAML file that must hold a mapping, with ``yaml.safe_load`` only.
+
+    Args:
+        path: The file to read.
+
+    Returns:
+        The mapping.
+
+    Raises:
+        ConfigError: The file is missing, unreadable, not YAML or not a mapping.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(p, "", "file not found")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(p, where, f"not valid YAML: {getattr(exc, 'problem', exc)}") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(p, "", f"cannot read file: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(p, "", "expected a mapping at the top level")
+    return data

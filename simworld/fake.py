@@ -1,7 +1,9 @@
 """The ``fake/...`` provider: deterministic, persona-aware answers for tests and dry runs.
 
 Model strings take options after ``?``:
-``fake/default?latency_ms=100&failure_rate=0.3&failures=rate_limit,timeout,malformed``.
+``fake/default?latency_ms=100&latency_jitter_ms=50&failure_rate=0.3&failures=rate_limit,timeout,malformed``.
+Latency jitter is drawn from the call's seed, so calls finish in a scrambled but repeatable
+order; injected timeouts are raised at once (no waiting).
 
 The fake reads the conventions of simworld's prompt templates: the ``Topic:`` line, option
 lines ``  <value> = <label>`` and the persona's ``- <statement>: <label>`` start views. Its
@@ -42,8 +44,13 @@ class FakeOptions:
     """Options parsed from a fake model string."""
 
     latency_ms: float = 0.0
+    latency_jitter_ms: float = 0.0
     failure_rate: float = 0.0
     failures: tuple[str, ...] = FAILURE_KINDS
+
+    def latency_s(self, seed: int) -> float:
+        """This call's latency: the base plus a seeded share of the jitter."""
+        return (self.latency_ms + _unit(seed, "latency") * self.latency_jitter_ms) / 1000
 
     @classmethod
     def parse(cls, model: str) -> FakeOptions:
@@ -54,7 +61,12 @@ class FakeOptions:
         unknown = set(kinds) - set(FAILURE_KINDS)
         if unknown:
             raise ValueError(f"fake provider: unknown failure kind(s) {sorted(unknown)}")
-        return cls(float(q.get("latency_ms", 0)), float(q.get("failure_rate", 0)), kinds)
+        return cls(
+            latency_ms=float(q.get("latency_ms", 0)),
+            latency_jitter_ms=float(q.get("latency_jitter_ms", 0)),
+            failure_rate=float(q.get("failure_rate", 0)),
+            failures=kinds,
+        )
 
 
 def _unit(seed: int, salt: str) -> float:
@@ -174,16 +186,18 @@ class FakeLLM(CustomLLM):
 
     def completion(self, model: str, messages: list, *args: Any, **kwargs: Any) -> ModelResponse:  # type: ignore[override]
         """Synchronous answer (sleeps for the configured latency)."""
-        latency = FakeOptions.parse(model).latency_ms
+        params = kwargs.get("optional_params") or {}
+        latency = FakeOptions.parse(model).latency_s(int(params.get("seed") or 0))
         if latency:
-            time.sleep(latency / 1000)
-        return self._answer(model, messages, kwargs.get("optional_params") or {})
+            time.sleep(latency)
+        return self._answer(model, messages, params)
 
     async def acompletion(
         self, model: str, messages: list, *args: Any, **kwargs: Any
     ) -> ModelResponse:  # type: ignore[override]
         """Asynchronous answer (awaits the configured latency)."""
-        latency = FakeOptions.parse(model).latency_ms
+        params = kwargs.get("optional_params") or {}
+        latency = FakeOptions.parse(model).latency_s(int(params.get("seed") or 0))
         if latency:
-            await asyncio.sleep(latency / 1000)
-        return self._answer(model, messages, kwargs.get("optional_params") or {})
+            await asyncio.sleep(latency)
+        return self._answer(model, messages, params)

@@ -151,9 +151,22 @@ class SocialSimulation(mesa.Model):
             self.running = False
 
     def close(self) -> None:
-        """Release the event loop."""
-        if not self._loop.is_closed():
-            self._loop.close()
+        """Cancel leftover background tasks (litellm's logging worker) and close the loop."""
+        if self._loop.is_closed():
+            return
+        pending = asyncio.all_tasks(self._loop)
+        for task in pending:
+            task.cancel()
+        if pending:
+            self._gather_tasks(pending)
+        self._loop.run_until_complete(self._loop.shutdown_asyncgens())
+        self._loop.close()
+
+    def _gather_tasks(self, tasks: set[asyncio.Task[Any]]) -> None:
+        async def wait() -> None:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        self._loop.run_until_complete(wait())
 
     def _finish(self, record: StepRecord) -> None:
         record.events.append(

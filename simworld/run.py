@@ -142,7 +142,7 @@ def run_scenario(
         "versions": package_versions(),
         "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "status": "running",
-        "cache": {"mode": scenario.llm.cache, "path": str(cache_path) if cache else None},
+        "cache": {"mode": scenario.llm.cache, "path": None if cache is None else str(cache_path)},
     }
     writer.manifest(manifest)
     writer.event(model.start_event())

@@ -1,0 +1,74 @@
+"""Shared fixtures: small scenario files built on the shipped persona library."""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+# Tests import litellm directly; it must not try to fetch its cost map over the network.
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+ROOT = Path(__file__).resolve().parents[1]
+LIBRARY = ROOT / "agents" / "global_panel.yaml"
+LIKERT = ["Strongly disagree", "Disagree", "Neutral", "Agree", "Strongly agree"]
+
+BASE_SCENARIO: dict[str, Any] = {
+    "name": "tiny",
+    "seed": 11,
+    "population": {"library": str(LIBRARY), "size": 8},
+    "network": {"generator": "watts_strogatz", "k": 4, "p": 0.2},
+    "topics": [
+        {
+            "id": "remote_work",
+            "statement": "Companies should let employees work from home as much as they want.",
+            "scale": {"type": "likert", "labels": LIKERT},
+        },
+        {
+            "id": "city_priority",
+            "statement": "What should be the city's first priority for next year's budget?",
+            "scale": {
+                "type": "choice",
+                "options": {
+                    "A": "Public transport",
+                    "B": "Affordable housing",
+                    "C": "Policing and safety",
+                    "D": "Parks and green space",
+                },
+            },
+        },
+    ],
+    "protocol": {"steps": 3, "mode": "broadcast"},
+    "llm": {"model": "fake/default", "concurrency": 8, "cache": "record", "backoff_base_s": 0.0},
+}
+
+
+def deep_update(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``base`` with dotted keys of ``changes`` set."""
+    out = copy.deepcopy(base)
+    for key, value in changes.items():
+        node = out
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return out
+
+
+@pytest.fixture
+def make_scenario(tmp_path: Path) -> Callable[..., Path]:
+    """Write a scenario YAML (the tiny base with dotted-key changes) and return its path."""
+    counter = iter(range(1000))
+
+    def make(changes: dict[str, Any] | None = None, name: str | None = None) -> Path:
+        data = deep_update(BASE_SCENARIO, changes or {})
+        path = tmp_path / (name or f"scenario{next(counter)}.yaml")
+        path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+        return path
+
+    return make

@@ -1,0 +1,168 @@
+"""The gateway: retries, structured output, accounting, cache keys and the concurrency cap."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+
+import litellm
+import pytest
+from pydantic import BaseModel
+
+from simworld.cache import ResponseCache
+from simworld.errors import ReplayMissError
+from simworld.gateway import Gateway
+from simworld.llm import CallIdentity, Completion, LanguageModel, LLMRequest
+from simworld.scenario import LLMConfig
+
+
+class Answer(BaseModel):
+    answer: int
+
+
+class Scripted(LanguageModel):
+    """Answers from a script: each item is a text or an exception to raise."""
+
+    def __init__(self, script: list[str | BaseException], delay: float = 0.0) -> None:
+        self.script = list(script)
+        self.calls: list[int] = []
+        self.delay = delay
+        self.in_flight = 0
+        self.max_in_flight = 0
+
+    async def complete(self, request, *, attempt, timeout_s):
+        self.calls.append(attempt)
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            await asyncio.sleep(self.delay)
+            item = self.script.pop(0) if self.script else '{"answer": 1}'
+            if isinstance(item, BaseException):
+                raise item
+            return Completion(text=item, prompt_tokens=10, completion_tokens=2, cost_usd=0.5)
+        finally:
+            self.in_flight -= 1
+
+
+def request(agent: str = "a", step: int = 1, content: str = "hi") -> LLMRequest:
+    return LLMRequest(
+        model="test/model",
+        messages=({"role": "user", "content": content},),
+        identity=CallIdentity(seed=1, agent=agent, step=step, purpose="probe:x"),
+        temperature=0.7,
+        max_tokens=20,
+        schema=Answer.model_json_schema(),
+        schema_name="Answer",
+    )
+
+
+def gateway(model: LanguageModel, cache: ResponseCache | None = None, **cfg) -> Gateway:
+    mode = "off" if cache is None else "record"
+    config = LLMConfig(cache=mode, backoff_base_s=0.0, **cfg)
+    return Gateway(model, config=config, cache=cache, jitter=random.Random(0))
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def rate_limited() -> BaseException:
+    return litellm.RateLimitError("slow down", llm_provider="test", model="m")
+
+
+def test_transient_errors_are_retried_then_succeed():
+    model = Scripted([rate_limited(), litellm.Timeout("t", model="m", llm_provider="test"), '{"answer": 3}'])
+    out = run(gateway(model).call(request(), Answer))
+    assert out.ok and out.parsed == {"answer": 3}
+    assert model.calls == [0, 1, 2]
+    assert [e["kind"] for e in out.errors] == ["rate_limit", "timeout"]
+    assert out.attempts == 3
+
+
+def test_transient_errors_exhaust_retries_into_recorded_failure():
+    model = Scripted([rate_limited()] * 10)
+    gw = gateway(model, max_retries=2)
+    out = run(gw.call(request(), Answer))
+    assert out.status == "failed" and out.parsed is None and out.text is None
+    assert len(model.calls) == 3 and len(out.errors) == 3
+    assert gw.accounting.failures == 1
+
+
+def test_non_transient_error_is_not_retried():
+    model = Scripted([litellm.AuthenticationError("bad key", llm_provider="test", model="m")])
+    out = run(gateway(model, max_retries=5).call(request(), Answer))
+    assert out.status == "failed" and len(model.calls) == 1
+    assert out.errors[0]["kind"] == "auth"
+
+
+def test_invalid_output_is_retried_a_bounded_number_of_times():
+    model = Scripted(["not json", '{"answer": "x"}', '{"answer": 4}'])
+    out = run(gateway(model, max_invalid_retries=2).call(request(), Answer))
+    assert out.ok and out.parsed == {"answer": 4}
+    assert [e["kind"] for e in out.errors] == ["invalid_output", "invalid_output"]
+    # every attempt's tokens and cost are counted
+    assert out.prompt_tokens == 30 and out.cost_usd == pytest.approx(1.5)
+
+    model = Scripted(["nope", "nope", "nope", '{"answer": 4}'])
+    out = run(gateway(model, max_invalid_retries=1).call(request(), Answer))
+    assert out.status == "failed" and len(model.calls) == 2
+
+
+def test_backoff_grows_exponentially_and_is_capped():
+    gw = Gateway(Scripted([]), config=LLMConfig(cache="off", backoff_base_s=1.0, backoff_max_s=5.0),
+                 cache=None, jitter=random.Random(0))
+    samples = {attempt: [gw._backoff(attempt) for _ in range(200)] for attempt in (1, 2, 3, 6)}
+    assert max(samples[1]) <= 1.0 and max(samples[2]) <= 2.0 and max(samples[3]) <= 4.0
+    assert max(samples[6]) <= 5.0 and max(samples[6]) > 4.0
+    assert min(samples[3]) >= 0.0 and len(set(samples[3])) > 100  # jittered
+
+
+def test_concurrency_cap_is_respected():
+    model = Scripted([], delay=0.01)
+    gw = gateway(model, concurrency=3)
+
+    async def many():
+        return await asyncio.gather(*(gw.call(request(agent=f"a{i}"), Answer) for i in range(20)))
+
+    outs = run(many())
+    assert all(o.ok for o in outs)
+    assert model.max_in_flight == 3
+
+
+def test_cache_key_covers_identity_and_content():
+    base = request()
+    assert base.cache_key() == request().cache_key()
+    assert base.cache_key() != request(agent="b").cache_key()
+    assert base.cache_key() != request(step=2).cache_key()
+    assert base.cache_key() != request(content="hi!").cache_key()
+    other_temp = LLMRequest(**{**base.__dict__, "temperature": 0.1})
+    assert base.cache_key() != other_temp.cache_key()
+    assert base.identity.derived_seed(0) != base.identity.derived_seed(1)
+
+
+def test_record_then_serve_from_cache_including_failures(tmp_path):
+    cache = ResponseCache(tmp_path / "c.sqlite")
+    model = Scripted(['{"answer": 2}', rate_limited()])
+    gw = gateway(model, cache=cache, max_retries=0)
+    ok = run(gw.call(request(agent="x"), Answer))
+    failed = run(gw.call(request(agent="y"), Answer))
+    assert ok.ok and failed.status == "failed"
+    replay = Gateway(Scripted([]), config=LLMConfig(cache="replay"), cache=cache)
+    again_ok = run(replay.call(request(agent="x"), Answer))
+    again_failed = run(replay.call(request(agent="y"), Answer))
+    assert again_ok.record() == ok.record() and again_ok.cached
+    assert again_failed.record() == failed.record()
+    assert replay.accounting.model_calls == 0 and replay.accounting.cache_hits == 2
+    with pytest.raises(ReplayMissError):
+        run(replay.call(request(agent="z"), Answer))
+    stored = cache.get(ok.key)
+    assert json.dumps(stored)  # plain JSON, never pickled
+
+
+def test_budget_is_tracked_on_spending():
+    gw = gateway(Scripted([]), budget_usd=1.0)
+    run(gw.call(request(agent="a"), Answer))
+    assert not gw.budget_exhausted
+    run(gw.call(request(agent="b"), Answer))
+    assert gw.budget_exhausted and gw.accounting.spent_usd == pytest.approx(1.0)

@@ -9,6 +9,7 @@ import mesa
 from pydantic import BaseModel, ConfigDict, create_model
 
 from simworld import prompts
+from simworld.gateway import CallOutcome
 from simworld.llm import CallIdentity, LLMRequest
 from simworld.memory import Memory, MemoryItem, RecentMemory
 from simworld.persona import Persona
@@ -75,6 +76,15 @@ class PersonaAgent(mesa.Agent):
     def remember(self, *, step: int, kind: Any, speaker: str, topic: str, text: str) -> None:
         """Store a memory."""
         self.memory.add(MemoryItem(step=step, kind=kind, speaker=speaker, topic=topic, text=text))
+
+    async def memory_step(self, step: int) -> tuple[list[CallOutcome], list[dict[str, Any]]]:
+        """End-of-step memory work (importance rating, forgetting, reflection).
+
+        Runs concurrently for all agents; must not touch other agents. Returns the model calls
+        made (in a fixed order) and the transcript events to log, which the model applies
+        in agent order.
+        """
+        return [], []
 
     def _context(self, topic: Topic, extra: list[tuple[str, str]]) -> str:
         window = self.model.scenario.protocol.memory_window

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from pydantic import ValidationError
+
+_NO_DATA: Any = object()
+_FIELD_PREFIX = re.compile(r"^([A-Za-z_][\w.\[\]]*): (.+)$", re.DOTALL)
 
 
 class SimworldError(Exception):
@@ -37,29 +42,46 @@ class ReplayMissError(SimworldError):
     """Replay mode met a model call that the cache does not hold."""
 
 
-def format_loc(loc: Sequence[str | int], prefix: str = "") -> str:
+def format_loc(loc: Sequence[str | int], prefix: str = "", data: Any = _NO_DATA) -> str:
     """Turn a pydantic error location into a dotted field path such as ``topics[2].scale``.
 
     Args:
         loc: The location tuple from a pydantic error.
         prefix: A dotted path to put in front (for nested documents).
+        data: The validated input; when given, parts of ``loc`` that name a union member
+            rather than a field (``watts_strogatz`` in ``network.watts_strogatz.p``, ``int``
+            in ``opinions.x.int``) are left out.
 
     Returns:
         The dotted path.
     """
     out = prefix
+    node = data
     for part in loc:
+        if isinstance(part, str) and (
+            part.startswith(("function-", "tagged-union")) or part in {"list", "dict", "[key]"}
+        ):
+            continue
+        if node is not _NO_DATA:
+            if isinstance(node, dict) and part in node:
+                node = node[part]
+            elif isinstance(node, dict) and isinstance(part, str):
+                if part in {v for v in node.values() if isinstance(v, str)}:
+                    continue  # the tag of a discriminated union, e.g. generator: watts_strogatz
+                node = _NO_DATA  # a missing field
+            elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+                node = node[part]
+            else:
+                continue  # the member name of a union tried on a scalar
         if isinstance(part, int):
             out += f"[{part}]"
-        elif part.startswith(("function-", "tagged-union")) or part in {"list", "dict"}:
-            continue
         else:
             out += f".{part}" if out else part
     return out
 
 
 def config_error_from_validation(
-    path: str | Path, err: ValidationError, prefix: str = ""
+    path: str | Path, err: ValidationError, prefix: str = "", data: Any = _NO_DATA
 ) -> ConfigError:
     """Build a one-line :class:`ConfigError` from the first error of a pydantic failure.
 
@@ -67,18 +89,36 @@ def config_error_from_validation(
         path: The file that was being validated.
         err: The validation error.
         prefix: Dotted path of the validated part inside the file.
+        data: The validated input, to tell union member names from field names.
 
     Returns:
         The error naming file, field and problem.
     """
     first = err.errors(include_url=False)[0]
+    loc = tuple(first["loc"])
     msg = first["msg"]
-    if first["type"] == "extra_forbidden":
+    kind = first["type"]
+    ctx = first.get("ctx") or {}
+    if kind == "extra_forbidden":
         msg = "unknown field"
-    elif first["type"] == "missing":
+    elif kind in {"missing", "union_tag_not_found"}:
         msg = "required field is missing"
-    elif "input" in first and first["type"] not in {"value_error", "assertion_error"}:
+    elif kind == "union_tag_invalid":
+        msg = f"unknown value {ctx.get('tag')!r}; expected one of {ctx.get('expected_tags')}"
+    elif loc and loc[-1] == "[key]":
+        msg = f"key {first.get('input')!r}: {msg}"
+        loc = loc[:-2]
+    elif "input" in first and kind not in {"value_error", "assertion_error"}:
         shown = repr(first["input"])
         if len(shown) <= 60:
             msg = f"{msg} (got {shown})"
-    return ConfigError(path, format_loc(first["loc"], prefix), msg.removeprefix("Value error, "))
+    field = format_loc(loc, prefix, data)
+    if kind.startswith("union_tag"):
+        field = ".".join(p for p in (field, str(ctx.get("discriminator", "")).strip("'")) if p)
+    msg = msg.removeprefix("Value error, ")
+    # A validator's message may start with the field it is about ("labels: must be distinct").
+    sub = _FIELD_PREFIX.match(msg) if kind == "value_error" else None
+    if sub:
+        joiner = "" if not field or sub.group(1).startswith("[") else "."
+        field, msg = f"{field}{joiner}{sub.group(1)}", sub.group(2)
+    return ConfigError(path, field, msg)

@@ -141,6 +141,7 @@ class SocialSimulation(mesa.Model):
         results = self._gather(self._converse(conv, topic, step) for conv in conversations)
         for conv, outcomes in zip(conversations, results, strict=True):
             self._apply(record, conv, outcomes, topic, step)
+        self._memory_phase(record, step)
         if step in self.probe_steps:
             self._probe(record)
         self._finish(record)
@@ -288,6 +289,15 @@ class SocialSimulation(mesa.Model):
                     topic=topic.id,
                     text=outcome.text,
                 )
+
+    # -- memory ------------------------------------------------------------------------------
+    def _memory_phase(self, record: StepRecord, step: int) -> None:
+        """Let every agent tend its memory (rate, forget, reflect) concurrently; apply in order."""
+        results = self._gather(agent.memory_step(step) for agent in self._by_node)
+        for calls, events in results:
+            for outcome in calls:
+                record.call(outcome)
+            record.events.extend(events)
 
     # -- probes ------------------------------------------------------------------------------
     def _probe(self, record: StepRecord) -> None:

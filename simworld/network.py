@@ -108,6 +108,10 @@ def _edge_list(path: Path, personas: list[Persona]) -> nx.Graph:
             elif part.isdigit() and int(part) < len(personas):
                 ends.append(int(part))
             else:
-                raise ConfigError(path, f"line {lineno}", f"unknown node {part!r}")
+                raise ConfigError(
+                    path,
+                    f"line {lineno}",
+                    f"unknown node {part!r}: not a persona id nor an index 0..{len(personas) - 1}",
+                )
         graph.add_edge(*ends)
     return graph

@@ -94,7 +94,7 @@ def load_library(path: str | Path) -> PersonaLibrary:
     try:
         return PersonaLibrary.model_validate(data)
     except ValidationError as exc:
-        raise config_error_from_validation(path, exc) from exc
+        raise config_error_from_validation(path, exc, data=data) from exc
 
 
 class PopulationDistributions(_Strict):
@@ -117,7 +117,7 @@ class PopulationDistributions(_Strict):
     @model_validator(mode="after")
     def _check(self) -> PopulationDistributions:
         if self.age_min > self.age_max:
-            raise ValueError("age_min must not exceed age_max")
+            raise ValueError("age_min: must not exceed age_max")
         for name in ("nationality", "gender", "occupation", "education"):
             _check_weights(getattr(self, name), name)
         for topic, dist in self.opinions.items():

@@ -34,7 +34,7 @@ class LikertScale(_Strict):
     @model_validator(mode="after")
     def _distinct(self) -> LikertScale:
         if len({lab.casefold() for lab in self.labels}) != len(self.labels):
-            raise ValueError("labels must be distinct")
+            raise ValueError("labels: must be distinct")
         return self
 
     @property
@@ -225,6 +225,15 @@ class Scenario(_Strict):
             late = [s for s in self.protocol.probe_at if s > self.protocol.steps]
             if late:
                 raise ValueError(f"protocol.probe_at: step {late[0]} is after the last step")
+        n, net = self.population.size, self.network
+        if isinstance(net, WattsStrogatzNetwork) and net.k >= n:
+            raise ValueError(f"network.k: k={net.k} must be smaller than population.size {n}")
+        if isinstance(net, BarabasiAlbertNetwork) and net.m >= n:
+            raise ValueError(f"network.m: m={net.m} must be smaller than population.size {n}")
+        if isinstance(net, StochasticBlockNetwork) and net.sizes and sum(net.sizes) != n:
+            raise ValueError(
+                f"network.sizes: block sizes sum to {sum(net.sizes)}, not population.size {n}"
+            )
         return self
 
     def topic(self, topic_id: str) -> Topic:
@@ -270,12 +279,17 @@ def load_scenario(path: str | Path, overrides: dict[str, Any] | None = None) -> 
     try:
         scenario = Scenario.model_validate(data)
     except ValidationError as exc:
-        raise config_error_from_validation(path, exc) from exc
+        raise config_error_from_validation(path, exc, data=data) from exc
     base = path.resolve().parent
     if scenario.population.library is not None:
         scenario.population.library = _resolve_path(base, scenario.population.library)
+        if not Path(scenario.population.library).is_file():
+            msg = f"file not found: {scenario.population.library}"
+            raise ConfigError(path, "population.library", msg)
     if isinstance(scenario.network, EdgeListNetwork):
         scenario.network.path = _resolve_path(base, scenario.network.path)
+        if not Path(scenario.network.path).is_file():
+            raise ConfigError(path, "network.path", f"file not found: {scenario.network.path}")
     return scenario
 
 

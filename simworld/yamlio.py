@@ -33,6 +33,8 @@ def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
         raise ConfigError(p, where, f"not valid YAML: {getattr(exc, 'problem', exc)}") from exc
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(p, "", f"cannot read file: {exc}") from exc
+    if data is None:
+        raise ConfigError(p, "", "file is empty")
     if not isinstance(data, dict):
         raise ConfigError(p, "", "expected a mapping at the top level")
     return data

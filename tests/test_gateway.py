@@ -72,7 +72,9 @@ def rate_limited() -> BaseException:
 
 
 def test_transient_errors_are_retried_then_succeed():
-    model = Scripted([rate_limited(), litellm.Timeout("t", model="m", llm_provider="test"), '{"answer": 3}'])
+    model = Scripted(
+        [rate_limited(), litellm.Timeout("t", model="m", llm_provider="test"), '{"answer": 3}']
+    )
     out = run(gateway(model).call(request(), Answer))
     assert out.ok and out.parsed == {"answer": 3}
     assert model.calls == [0, 1, 2]
@@ -110,8 +112,12 @@ def test_invalid_output_is_retried_a_bounded_number_of_times():
 
 
 def test_backoff_grows_exponentially_and_is_capped():
-    gw = Gateway(Scripted([]), config=LLMConfig(cache="off", backoff_base_s=1.0, backoff_max_s=5.0),
-                 cache=None, jitter=random.Random(0))
+    gw = Gateway(
+        Scripted([]),
+        config=LLMConfig(cache="off", backoff_base_s=1.0, backoff_max_s=5.0),
+        cache=None,
+        jitter=random.Random(0),
+    )
     samples = {attempt: [gw._backoff(attempt) for _ in range(200)] for attempt in (1, 2, 3, 6)}
     assert max(samples[1]) <= 1.0 and max(samples[2]) <= 2.0 and max(samples[3]) <= 4.0
     assert max(samples[6]) <= 5.0 and max(samples[6]) > 4.0

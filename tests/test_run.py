@@ -50,8 +50,13 @@ def test_same_seed_identical_across_concurrency(make_scenario, tmp_path):
     outs = []
     for conc in (1, 64):
         path = make_scenario(
-            {"llm.model": model, "llm.concurrency": conc, "llm.cache": "off",
-             "protocol.mode": "pairs", "population.size": 12}
+            {
+                "llm.model": model,
+                "llm.concurrency": conc,
+                "llm.cache": "off",
+                "protocol.mode": "pairs",
+                "population.size": 12,
+            }
         )
         out = tmp_path / f"run{conc}"
         run_scenario(path, out_dir=out)
@@ -69,8 +74,14 @@ def test_different_seed_differs(make_scenario, tmp_path):
 
 def test_record_then_replay_makes_no_model_calls(make_scenario, tmp_path):
     cache = tmp_path / "cache.sqlite"
-    path = make_scenario({"protocol.mode": "group", "protocol.group_size": 4, "protocol.rounds": 2,
-                          "network": {"generator": "complete"}})
+    path = make_scenario(
+        {
+            "protocol.mode": "group",
+            "protocol.group_size": 4,
+            "protocol.rounds": 2,
+            "network": {"generator": "complete"},
+        }
+    )
     first = run_scenario(path, out_dir=tmp_path / "rec", cache_path=cache)
     assert first.accounting.model_calls > 0 and first.accounting.cache_hits == 0
     second = run_scenario(
@@ -95,8 +106,13 @@ def test_replay_miss_fails_the_run(make_scenario, tmp_path):
 
 def test_injected_failures_are_recorded_never_invented(make_scenario, tmp_path):
     path = make_scenario(
-        {"llm.model": "fake/default?failure_rate=0.3", "llm.max_retries": 1,
-         "llm.max_invalid_retries": 0, "population.size": 16, "protocol.steps": 4}
+        {
+            "llm.model": "fake/default?failure_rate=0.3",
+            "llm.max_retries": 1,
+            "llm.max_invalid_retries": 0,
+            "population.size": 16,
+            "protocol.steps": 4,
+        }
     )
     result = run_scenario(path, out_dir=tmp_path / "run", cache_path=tmp_path / "c.db")
     assert result.status == "completed"
@@ -108,7 +124,9 @@ def test_injected_failures_are_recorded_never_invented(make_scenario, tmp_path):
     assert failed and retried, "30% injected failures must show both retries and failures"
     assert len(failed) == result.accounting.failures
     assert {err["kind"] for e in calls for err in e["errors"]} == {
-        "rate_limit", "timeout", "invalid_output"
+        "rate_limit",
+        "timeout",
+        "invalid_output",
     }
     for e in failed:
         assert e["text"] is None and e["parsed"] is None and e["errors"]
@@ -159,8 +177,12 @@ def test_probes_never_enter_memory_or_prompts(make_scenario, tmp_path):
 
 def test_budget_stops_run_cleanly(make_scenario, tmp_path):
     path = make_scenario(
-        {"llm.budget_usd": 0.001, "llm.price": {"input_per_million": 10.0, "output_per_million": 10.0},
-         "protocol.steps": 10, "llm.cache": "off"}
+        {
+            "llm.budget_usd": 0.001,
+            "llm.price": {"input_per_million": 10.0, "output_per_million": 10.0},
+            "protocol.steps": 10,
+            "llm.cache": "off",
+        }
     )
     result = run_scenario(path, out_dir=tmp_path / "run")
     assert result.status == "budget_exhausted"

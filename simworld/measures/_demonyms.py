@@ -1,0 +1,87 @@
+"""Country names with their demonyms/adjectives, for the impersonation pattern (metrics.md §1).
+
+Keys are country names as persona files spell them (``nationality: Japan``); values are the
+words a speaker uses to describe itself ("As a Japanese …"). Very short aliases such as
+"US" or "UK" are left out on purpose: the detector matches case-insensitively and "us"
+is an English word.
+"""
+
+from __future__ import annotations
+
+from types import MappingProxyType
+
+DEMONYMS = MappingProxyType(
+    {
+        "Afghanistan": ("Afghan",),
+        "Algeria": ("Algerian",),
+        "Argentina": ("Argentine", "Argentinian"),
+        "Australia": ("Australian",),
+        "Austria": ("Austrian",),
+        "Bangladesh": ("Bangladeshi",),
+        "Belgium": ("Belgian",),
+        "Bolivia": ("Bolivian",),
+        "Brazil": ("Brazilian",),
+        "Bulgaria": ("Bulgarian",),
+        "Canada": ("Canadian",),
+        "Chile": ("Chilean",),
+        "China": ("Chinese",),
+        "Colombia": ("Colombian",),
+        "Croatia": ("Croatian", "Croat"),
+        "Cuba": ("Cuban",),
+        "Czech Republic": ("Czech",),
+        "Denmark": ("Danish", "Dane"),
+        "Ecuador": ("Ecuadorian",),
+        "Egypt": ("Egyptian",),
+        "Ethiopia": ("Ethiopian",),
+        "Finland": ("Finnish", "Finn"),
+        "France": ("French", "Frenchman", "Frenchwoman"),
+        "Germany": ("German",),
+        "Ghana": ("Ghanaian",),
+        "Greece": ("Greek",),
+        "Hungary": ("Hungarian",),
+        "India": ("Indian",),
+        "Indonesia": ("Indonesian",),
+        "Iran": ("Iranian", "Persian"),
+        "Iraq": ("Iraqi",),
+        "Ireland": ("Irish", "Irishman", "Irishwoman"),
+        "Israel": ("Israeli",),
+        "Italy": ("Italian",),
+        "Japan": ("Japanese",),
+        "Jordan": ("Jordanian",),
+        "Kenya": ("Kenyan",),
+        "Lebanon": ("Lebanese",),
+        "Malaysia": ("Malaysian",),
+        "Mexico": ("Mexican",),
+        "Morocco": ("Moroccan",),
+        "Netherlands": ("Dutch", "Dutchman", "Dutchwoman"),
+        "New Zealand": ("New Zealander", "Kiwi"),
+        "Nigeria": ("Nigerian",),
+        "Norway": ("Norwegian",),
+        "Pakistan": ("Pakistani",),
+        "Peru": ("Peruvian",),
+        "Philippines": ("Filipino", "Filipina", "Philippine"),
+        "Poland": ("Polish", "Pole"),
+        "Portugal": ("Portuguese",),
+        "Romania": ("Romanian",),
+        "Russia": ("Russian",),
+        "Saudi Arabia": ("Saudi", "Saudi Arabian"),
+        "Serbia": ("Serbian", "Serb"),
+        "Singapore": ("Singaporean",),
+        "South Africa": ("South African",),
+        "South Korea": ("South Korean", "Korean"),
+        "Spain": ("Spanish", "Spaniard"),
+        "Sweden": ("Swedish", "Swede"),
+        "Switzerland": ("Swiss",),
+        "Taiwan": ("Taiwanese",),
+        "Tanzania": ("Tanzanian",),
+        "Thailand": ("Thai",),
+        "Tunisia": ("Tunisian",),
+        "Turkey": ("Turkish", "Turk"),
+        "Uganda": ("Ugandan",),
+        "Ukraine": ("Ukrainian",),
+        "United Kingdom": ("British", "Briton", "Great Britain"),
+        "United States": ("American", "United States of America", "USA"),
+        "Venezuela": ("Venezuelan",),
+        "Vietnam": ("Vietnamese",),
+    }
+)

@@ -57,7 +57,12 @@ class PersonaAgent(mesa.Agent):
         self.persona = persona
         self.node = node
         self.memory: Memory = memory or RecentMemory()
-        self._system = prompts.persona_system(persona, model.scenario.topics)
+        self._system = ""
+        self.refresh_system_prompt()
+
+    def refresh_system_prompt(self) -> None:
+        """Render the persona's system prompt for the model's current topics."""
+        self._system = prompts.persona_system(self.persona, self.model.scenario.topics)
 
     @property
     def key(self) -> str:

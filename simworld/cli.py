@@ -5,10 +5,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
-from simworld.errors import SimworldError
+import yaml
+
+from simworld.errors import ConfigError, SimworldError
+
+if TYPE_CHECKING:
+    from simworld.run import RunResult
 
 EXIT_BAD_INPUT = 2
 EXIT_RUN_FAILED = 1
@@ -30,6 +35,25 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--concurrency", type=int, help="overrides llm.concurrency")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
+    resume = sub.add_parser("resume", help="resume an interrupted run in place")
+    resume.add_argument("run_dir", help="the interrupted run's directory")
+    resume.add_argument("--cache", help="cache file (default: the one in its manifest)")
+    resume.add_argument("--quiet", action="store_true", help="no progress bar")
+    replay = sub.add_parser(
+        "replay", help="re-execute a recorded run with no model calls, or branch it"
+    )
+    replay.add_argument("run_dir", help="the recorded run's directory")
+    replay.add_argument("--from-step", type=int, help="branch a counterfactual from this step")
+    replay.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="scenario change for the branch (dotted key; repeatable)",
+    )
+    replay.add_argument("--out", help="where to write the replayed or branched run")
+    replay.add_argument("--cache", help="cache file (default: the one in its manifest)")
+    replay.add_argument("--quiet", action="store_true", help="no progress bar")
     sub.add_parser("schema", help="print the JSON Schema of scenario files")
     return parser
 
@@ -48,15 +72,23 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``simworld`` console script; returns the exit code."""
     args = _parser().parse_args(argv)
-    if args.command == "schema":
-        from simworld.scenario import scenario_json_schema
+    try:
+        return COMMANDS[args.command](args)
+    except SimworldError as exc:
+        print(f"simworld: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
 
-        print(json.dumps(scenario_json_schema(), indent=2))
-        return 0
+
+def _finish(result: RunResult) -> int:
+    print(result.summary())
+    return 0 if result.status in {"completed", "budget_exhausted"} else EXIT_RUN_FAILED
+
+
+def _run(args: argparse.Namespace) -> int:
     from simworld.run import run_scenario
 
-    try:
-        result = run_scenario(
+    return _finish(
+        run_scenario(
             args.scenario,
             overrides=_overrides(args),
             out_dir=args.out,
@@ -64,11 +96,73 @@ def main(argv: Sequence[str] | None = None) -> int:
             cache_path=args.cache,
             progress=not args.quiet,
         )
-    except SimworldError as exc:
-        print(f"simworld: error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    print(result.summary())
-    return 0 if result.status in {"completed", "budget_exhausted"} else EXIT_RUN_FAILED
+    )
+
+
+def _resume(args: argparse.Namespace) -> int:
+    from simworld.run import resume_run
+
+    return _finish(resume_run(args.run_dir, cache_path=args.cache, progress=not args.quiet))
+
+
+def parse_assignments(items: Sequence[str]) -> dict[str, Any]:
+    """Parse ``key=value`` pairs; values are YAML scalars (``0.5``, ``true``, ``text``).
+
+    Raises:
+        ConfigError: An item has no ``=``.
+    """
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError("--set", item, "expected KEY=VALUE")
+        out[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
+    return out
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from simworld.replay import branch_run, verify_replay
+
+    progress = not args.quiet
+    if args.from_step is None:
+        if args.set:
+            raise ConfigError("--set", "", "--set needs --from-step (a branch)")
+        report = verify_replay(
+            args.run_dir, out_dir=args.out, cache_path=args.cache, progress=progress
+        )
+        print(report.result.summary())
+        if report.result.status != "completed":
+            return EXIT_RUN_FAILED
+        if not report.identical:
+            for line in report.differences:
+                print(f"DIFFERENT  {line}")
+            return EXIT_RUN_FAILED
+        print("replay     identical (transcript.jsonl, opinions.parquet)")
+        return 0
+    result = branch_run(
+        args.run_dir,
+        from_step=args.from_step,
+        overrides=parse_assignments(args.set),
+        out_dir=args.out,
+        cache_path=args.cache,
+        progress=progress,
+    )
+    return _finish(result)
+
+
+def _schema(args: argparse.Namespace) -> int:
+    from simworld.scenario import scenario_json_schema
+
+    print(json.dumps(scenario_json_schema(), indent=2))
+    return 0
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "run": _run,
+    "resume": _resume,
+    "replay": _replay,
+    "schema": _schema,
+}
 
 
 if __name__ == "__main__":

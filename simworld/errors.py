@@ -38,6 +38,10 @@ class BudgetExceededError(SimworldError):
     """The run's spending budget is used up; the run stops after the current step."""
 
 
+class ResumeError(SimworldError):
+    """A run cannot be resumed: complete, unrecorded, or not reproducing what it wrote."""
+
+
 class ReplayMissError(SimworldError):
     """Replay mode met a model call that the cache does not hold."""
 

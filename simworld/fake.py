@@ -174,7 +174,7 @@ class FakeLLM(CustomLLM):
         else:
             text = "I have nothing to add."
         prompt_tokens = sum(len(m["content"].split()) for m in messages)
-        return litellm.ModelResponse(
+        response = litellm.ModelResponse(
             model=model,
             choices=[{"message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
             usage={
@@ -183,6 +183,9 @@ class FakeLLM(CustomLLM):
                 "total_tokens": prompt_tokens + len(text.split()),
             },
         )
+        # A free provider: telling litellm the cost spares it a slow cost-map search.
+        response._hidden_params["response_cost"] = 0.0
+        return response
 
     def completion(self, model: str, messages: list, *args: Any, **kwargs: Any) -> ModelResponse:  # type: ignore[override]
         """Synchronous answer (sleeps for the configured latency)."""

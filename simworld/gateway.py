@@ -101,8 +101,9 @@ class Accounting:
         failures: Logical calls that ended in failure.
         prompt_tokens: Input tokens of all logical calls.
         completion_tokens: Output tokens of all logical calls.
-        cost_usd: Recorded cost of all logical calls (unknown prices count as 0).
-        spent_usd: Cost of the requests sent in this process (what the budget limits).
+        cost_usd: Recorded cost of all logical calls (unknown prices count as 0; what the
+            budget limits).
+        spent_usd: Cost of the requests sent in this process.
         unpriced_calls: Calls whose price litellm does not know.
     """
 
@@ -155,17 +156,30 @@ class Gateway:
             raise ValueError(f"cache mode {config.cache!r} needs a cache")
         self._model = model
         self.config = config
+        self._store = cache
         self._cache = cache if config.cache != "off" else None
         self._redactor = redactor or Redactor()
         self._jitter = jitter or random.Random()
         self._slots = asyncio.Semaphore(config.concurrency)
         self.accounting = Accounting()
 
+    def reconfigure(self, config: LLMConfig) -> None:
+        """Switch settings mid-run (a branched run); the concurrency cap follows."""
+        if config.cache != "off" and self._store is None:
+            raise ValueError(f"cache mode {config.cache!r} needs a cache")
+        self.config = config
+        self._cache = self._store if config.cache != "off" else None
+        self._slots = asyncio.Semaphore(config.concurrency)
+
     @property
     def budget_exhausted(self) -> bool:
-        """Whether spending has reached the configured budget."""
+        """Whether the run's recorded cost has reached the configured budget.
+
+        The recorded cost (cached calls included) is used rather than this process's
+        spending, so a resumed or replayed run stops at exactly the same step.
+        """
         budget = self.config.budget_usd
-        return budget is not None and self.accounting.spent_usd >= budget
+        return budget is not None and self.accounting.cost_usd >= budget
 
     async def call(
         self, request: LLMRequest, output_type: type[BaseModel] | None = None

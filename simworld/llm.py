@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -16,6 +17,7 @@ litellm.telemetry = False
 litellm.suppress_debug_info = True
 
 Message = dict[str, str]
+FREE_PROVIDERS = ("fake/", "local/")
 
 
 def canonical_json(obj: Any) -> str:
@@ -141,9 +143,34 @@ class LiteLLMModel(LanguageModel):
 
         register_providers()
         self._price = price
+        self._known: set[str] = set()
+
+    def _ensure_priced(self, model: str) -> None:
+        """Put simworld's free in-process models in litellm's cost map, once per model string.
+
+        Without an entry litellm searches its whole cost map on every call, which costs more
+        CPU than the fake provider's answer itself.
+        """
+        if model in self._known or not model.startswith(FREE_PROVIDERS):
+            return
+        entry = {
+            "input_cost_per_token": 0.0,
+            "output_cost_per_token": 0.0,
+            "mode": "chat",
+            "litellm_provider": model.split("/", 1)[0],
+        }
+        litellm_logger = logging.getLogger("LiteLLM")
+        level = litellm_logger.level
+        litellm_logger.setLevel(logging.ERROR)  # it warns that cache-token prices default to 0
+        try:
+            litellm.register_model({model: entry})
+        finally:
+            litellm_logger.setLevel(level)
+        self._known.add(model)
 
     async def complete(self, request: LLMRequest, *, attempt: int, timeout_s: float) -> Completion:
         """Call ``litellm.acompletion`` once (litellm's own retries are off)."""
+        self._ensure_priced(request.model)
         kwargs: dict[str, Any] = {
             "model": request.model,
             "messages": list(request.messages),
@@ -180,7 +207,7 @@ class LiteLLMModel(LanguageModel):
                 prompt_tokens * self._price.input_per_million
                 + completion_tokens * self._price.output_per_million
             ) / 1e6
-        if model.startswith(("fake/", "local/")):
+        if model.startswith(FREE_PROVIDERS):
             return 0.0
         if model not in litellm.model_cost and model.split("/", 1)[-1] not in litellm.model_cost:
             return None

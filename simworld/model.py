@@ -18,6 +18,7 @@ from simworld.population import build_population
 from simworld.scenario import Scenario, Topic
 
 Event = dict[str, Any]
+BRANCH_FIXED_FIELDS = ("name", "seed", "population", "network")
 
 
 @dataclass
@@ -106,6 +107,21 @@ class SocialSimulation(mesa.Model):
             ],
             "edges": sorted([min(u, v), max(u, v)] for u, v in self.graph.edges()),
         }
+
+    def rebase(self, scenario: Scenario) -> None:
+        """Continue under another scenario from the next step on (a counterfactual branch).
+
+        Raises:
+            ValueError: The new scenario changes who is simulated (seed, population, network).
+        """
+        for name in BRANCH_FIXED_FIELDS:
+            if getattr(scenario, name) != getattr(self.scenario, name):
+                raise ValueError(f"{name} cannot change in a branch")
+        self.scenario = scenario
+        self.gateway.reconfigure(scenario.llm)
+        self.probe_steps = set(scenario.protocol.probe_steps())
+        for agent in self._by_node:
+            agent.refresh_system_prompt()
 
     def topic_for(self, step: int) -> Topic:
         """The topic discussed at ``step`` (topics take turns)."""

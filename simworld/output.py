@@ -10,6 +10,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from simworld.errors import ResumeError
 from simworld.gateway import CallOutcome
 from simworld.model import StepRecord
 from simworld.redact import Redactor
@@ -106,17 +107,43 @@ class RunWriter:
     CALLS = "llm_calls.parquet"
     MANIFEST = "manifest.json"
 
-    def __init__(self, run_dir: Path, *, redactor: Redactor) -> None:
+    def __init__(self, run_dir: Path, *, redactor: Redactor, resume: bool = False) -> None:
         self.run_dir = run_dir
         self._redactor = redactor
-        run_dir.mkdir(parents=True, exist_ok=False)
+        self._expected: list[str] = []
+        if resume:
+            self._expected = self._keep_completed_steps(run_dir / self.TRANSCRIPT)
+        else:
+            run_dir.mkdir(parents=True, exist_ok=False)
         self._transcript = open(run_dir / self.TRANSCRIPT, "a", encoding="utf-8")  # noqa: SIM115
+        self._checked = 0
         self._calls: list[dict[str, Any]] = []
         self._opinions: list[dict[str, Any]] = []
 
+    @staticmethod
+    def _keep_completed_steps(path: Path) -> list[str]:
+        """Cut a partial transcript back to its last completed step; return the kept lines."""
+        lines = path.read_text(encoding="utf-8").splitlines(keepends=True) if path.exists() else []
+        ends = [
+            i
+            for i, line in enumerate(lines)
+            if line.endswith("\n") and json.loads(line).get("type") == "step_end"
+        ]
+        kept = lines[: ends[-1] + 1] if ends else []
+        atomic_write_bytes(path, "".join(kept).encode("utf-8"))
+        return [line.rstrip("\n") for line in kept]
+
     def event(self, event: dict[str, Any]) -> None:
         """Append one event line (call :meth:`flush` to make it durable)."""
-        line = json.dumps(self._redactor.deep(event), sort_keys=True, ensure_ascii=False)
+        line = self._redactor.text(json.dumps(event, sort_keys=True, ensure_ascii=False))
+        if self._checked < len(self._expected):
+            if line != self._expected[self._checked]:
+                raise ResumeError(
+                    f"{self.run_dir / self.TRANSCRIPT}: line {self._checked + 1}: the resumed "
+                    "run does not reproduce the transcript already written"
+                )
+            self._checked += 1
+            return
         self._transcript.write(line + "\n")
 
     def flush(self) -> None:

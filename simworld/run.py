@@ -1,28 +1,38 @@
-"""Running a scenario end to end into a run directory."""
+"""Running a scenario into a run directory: new runs, resumed runs and branched runs."""
 
 from __future__ import annotations
 
+import json
 import platform
+import shutil
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
 from tqdm import tqdm
 
 from simworld.cache import ResponseCache
-from simworld.errors import ConfigError, ReplayMissError
+from simworld.errors import (
+    ConfigError,
+    ReplayMissError,
+    ResumeError,
+    config_error_from_validation,
+)
 from simworld.gateway import Accounting, Gateway
 from simworld.llm import LiteLLMModel
 from simworld.model import SocialSimulation
 from simworld.output import RunWriter
 from simworld.redact import Redactor
-from simworld.scenario import load_scenario
+from simworld.scenario import Scenario, load_scenario
 
 DEFAULT_OUT_ROOT = Path("outputs")
 CACHE_FILE = "llm_cache.sqlite"
+MEMORY_DIR = "memory"
 VERSIONED_PACKAGES = (
     "simworld",
     "mesa",
@@ -77,10 +87,10 @@ def package_versions() -> dict[str, str]:
     return out
 
 
-def new_run_dir(root: Path, scenario: str, seed: int) -> Path:
-    """A fresh ``root/<scenario>/<timestamp>-s<seed>`` directory path (not created)."""
+def new_run_dir(root: Path, scenario: str, seed: int, *, suffix: str = "") -> Path:
+    """A fresh ``root/<scenario>/<timestamp>-s<seed><suffix>`` path (not created)."""
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-    base = root / scenario / f"{stamp}-s{seed}"
+    base = root / scenario / f"{stamp}-s{seed}{suffix}"
     path, n = base, 1
     while path.exists():
         n += 1
@@ -88,70 +98,125 @@ def new_run_dir(root: Path, scenario: str, seed: int) -> Path:
     return path
 
 
-def run_scenario(
-    scenario_path: str | Path,
-    *,
-    overrides: dict[str, Any] | None = None,
-    out_dir: str | Path | None = None,
-    out_root: str | Path = DEFAULT_OUT_ROOT,
-    cache_path: str | Path | None = None,
-    progress: bool = False,
-) -> RunResult:
-    """Validate, run and record one scenario.
-
-    Args:
-        scenario_path: The scenario YAML file.
-        overrides: Dotted scenario keys to override (``{"llm.model": ...}``).
-        out_dir: Exact run directory (must not exist); default ``out_root/<scenario>/<id>``.
-        out_root: Root of run directories.
-        cache_path: The record/replay SQLite file; default ``llm_cache.sqlite`` beside the
-            scenario folders of ``out_root`` (or of ``out_dir``'s parent).
-        progress: Show a progress bar on stderr.
-
-    Returns:
-        The run's result; its ``status`` is ``completed``, ``budget_exhausted`` or ``failed``.
+def read_manifest(run_dir: str | Path) -> dict[str, Any]:
+    """The manifest of a run directory.
 
     Raises:
-        ConfigError: Bad input; nothing has been written.
+        ConfigError: There is no readable manifest.
+    """
+    path = Path(run_dir) / RunWriter.MANIFEST
+    if not path.is_file():
+        raise ConfigError(path, "", "not a run directory (no manifest.json)")
+    try:
+        return dict(json.loads(path.read_text(encoding="utf-8")))
+    except json.JSONDecodeError as exc:
+        raise ConfigError(path, "", f"unreadable manifest: {exc.msg}") from exc
+
+
+def manifest_scenario(run_dir: str | Path, manifest: dict[str, Any]) -> Scenario:
+    """The resolved scenario recorded in a run's manifest."""
+    try:
+        return Scenario.model_validate(manifest["scenario"])
+    except (KeyError, ValidationError) as exc:
+        where = Path(run_dir) / RunWriter.MANIFEST
+        if isinstance(exc, ValidationError):
+            raise config_error_from_validation(where, exc, "scenario") from exc
+        raise ConfigError(where, "scenario", "missing") from exc
+
+
+def default_cache_path(out_dir: str | Path | None, out_root: str | Path) -> Path:
+    """``llm_cache.sqlite`` in the out root (or beside the scenario folder of ``out_dir``)."""
+    root = Path(out_dir).parent if out_dir is not None else Path(out_root)
+    return root / CACHE_FILE
+
+
+@dataclass
+class Branch:
+    """A counterfactual: from ``step`` on, the run continues under ``scenario``."""
+
+    step: int
+    scenario: Scenario
+
+
+def execute(
+    scenario: Scenario,
+    *,
+    source: str | Path,
+    run_dir: Path,
+    cache_path: Path,
+    progress: bool = False,
+    resume: bool = False,
+    branch: Branch | None = None,
+    manifest_extra: dict[str, Any] | None = None,
+    before_step: Callable[[SocialSimulation], None] | None = None,
+) -> RunResult:
+    """Build the model, run it to the end and record everything in ``run_dir``.
+
+    Args:
+        scenario: The validated scenario (the branch's parent scenario when branching).
+        source: Scenario file named in errors.
+        run_dir: The run directory (must not exist unless ``resume``).
+        cache_path: The record/replay cache.
+        progress: Show a progress bar.
+        resume: Re-execute an existing partial run in place, checking it reproduces the
+            transcript already written, then continue it.
+        branch: Switch to another scenario from a given step (the parent's steps replay).
+        manifest_extra: More manifest fields (e.g. the parent of a branch).
+        before_step: Test hook called before every step.
+
+    Returns:
+        The run's result.
+
+    Raises:
+        ConfigError: The population or network cannot be built; nothing is written.
     """
     started = time.perf_counter()
-    scenario = load_scenario(scenario_path, overrides)
-    if out_dir is not None and Path(out_dir).exists():
-        raise ConfigError(out_dir, "", "run directory already exists")
     redactor = Redactor()
-    if cache_path is None:
-        cache_root = Path(out_dir).parent if out_dir is not None else Path(out_root)
-        cache_path = cache_root / CACHE_FILE
-    cache = ResponseCache(cache_path) if scenario.llm.cache != "off" else None
+    first = (
+        scenario
+        if branch is None
+        else scenario.model_copy(
+            update={"llm": scenario.llm.model_copy(update={"cache": "replay"})}
+        )
+    )
+    cache = ResponseCache(cache_path) if first.llm.cache != "off" else None
     gateway = Gateway(
-        LiteLLMModel(price=scenario.llm.price), config=scenario.llm, cache=cache, redactor=redactor
+        LiteLLMModel(price=first.llm.price), config=first.llm, cache=cache, redactor=redactor
     )
-    model = SocialSimulation(scenario, gateway=gateway, source=scenario_path)
-    run_dir = (
-        Path(out_dir)
-        if out_dir is not None
-        else new_run_dir(Path(out_root), scenario.name, scenario.seed)
-    )
-    writer = RunWriter(run_dir, redactor=redactor)
+    model = SocialSimulation(first, gateway=gateway, source=source)
+    if resume:
+        shutil.rmtree(run_dir / MEMORY_DIR, ignore_errors=True)
+    writer = RunWriter(run_dir, redactor=redactor, resume=resume)
     model.on_step = lambda record: writer.step(record, model.opinions)
+    final = scenario if branch is None else branch.scenario
     manifest: dict[str, Any] = {
-        "scenario": scenario.model_dump(mode="json"),
-        "scenario_file": str(Path(scenario_path).resolve()),
-        "seed": scenario.seed,
-        "model": scenario.llm.model,
+        "scenario": final.model_dump(mode="json"),
+        "scenario_file": str(source),
+        "seed": final.seed,
+        "model": final.llm.model,
         "versions": package_versions(),
         "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "status": "running",
-        "cache": {"mode": scenario.llm.cache, "path": None if cache is None else str(cache_path)},
+        "cache": {"mode": final.llm.cache, "path": None if cache is None else str(cache_path)},
+        **(manifest_extra or {}),
     }
+    if resume:
+        manifest["resumed"] = int(read_manifest(run_dir).get("resumed", 0)) + 1
     writer.manifest(manifest)
     writer.event(model.start_event())
     status, error = "completed", None
-    total = scenario.protocol.steps
-    bar = tqdm(total=total, desc=scenario.name, unit="step", disable=not progress, leave=False)
+    bar = tqdm(
+        total=final.protocol.steps, desc=final.name, unit="step", disable=not progress, leave=False
+    )
     try:
+        if branch is not None and branch.step == 0:
+            model.rebase(branch.scenario)
         model.start()
         while model.running:
+            if branch is not None and model.steps + 1 == branch.step:
+                model.rebase(branch.scenario)
+            if before_step is not None:
+                before_step(model)
             model.step()
             acc = gateway.accounting
             bar.set_postfix(
@@ -163,6 +228,7 @@ def run_scenario(
         if model.stopped_reason:
             status = model.stopped_reason
             writer.event({"type": "run_stopped", "step": model.steps, "reason": status})
+            writer.flush()
     except ReplayMissError as exc:
         status, error = "failed", str(exc)
     except BaseException as exc:
@@ -189,4 +255,99 @@ def run_scenario(
             cache.close()
     return RunResult(
         run_dir, status, len(model.population), model.steps, gateway.accounting, wall, error
+    )
+
+
+def run_scenario(
+    scenario_path: str | Path,
+    *,
+    overrides: dict[str, Any] | None = None,
+    out_dir: str | Path | None = None,
+    out_root: str | Path = DEFAULT_OUT_ROOT,
+    cache_path: str | Path | None = None,
+    progress: bool = False,
+    before_step: Callable[[SocialSimulation], None] | None = None,
+) -> RunResult:
+    """Validate, run and record one scenario in a new run directory.
+
+    Args:
+        scenario_path: The scenario YAML file.
+        overrides: Dotted scenario keys to override (``{"llm.model": ...}``).
+        out_dir: Exact run directory (must not exist); default ``out_root/<scenario>/<id>``.
+        out_root: Root of run directories.
+        cache_path: The record/replay SQLite file; default :func:`default_cache_path`.
+        progress: Show a progress bar on stderr.
+        before_step: Test hook called before every step.
+
+    Returns:
+        The run's result; its ``status`` is ``completed``, ``budget_exhausted`` or ``failed``.
+
+    Raises:
+        ConfigError: Bad input; nothing has been written.
+    """
+    scenario = load_scenario(scenario_path, overrides)
+    if out_dir is not None and Path(out_dir).exists():
+        raise ConfigError(out_dir, "", "run directory already exists")
+    run_dir = (
+        Path(out_dir)
+        if out_dir is not None
+        else new_run_dir(Path(out_root), scenario.name, scenario.seed)
+    )
+    cache = Path(cache_path) if cache_path is not None else default_cache_path(out_dir, out_root)
+    return execute(
+        scenario,
+        source=Path(scenario_path).resolve(),
+        run_dir=run_dir,
+        cache_path=cache,
+        progress=progress,
+        before_step=before_step,
+    )
+
+
+def resume_run(
+    run_dir: str | Path, *, cache_path: str | Path | None = None, progress: bool = False
+) -> RunResult:
+    """Resume an interrupted run in place.
+
+    Every step up to the last one completed is re-executed from the record/replay cache
+    (no model calls) and checked against the transcript already written; the run then goes
+    on live. The final outputs are byte-identical to an uninterrupted run.
+
+    Args:
+        run_dir: The interrupted run's directory.
+        cache_path: The cache it recorded into (default: the one named in its manifest).
+        progress: Show a progress bar.
+
+    Returns:
+        The run's result.
+
+    Raises:
+        ResumeError: The run is complete, was run without a cache, or does not reproduce.
+    """
+    run_dir = Path(run_dir)
+    manifest = read_manifest(run_dir)
+    if manifest.get("status") == "completed":
+        raise ResumeError(f"{run_dir}: run is already complete")
+    scenario = manifest_scenario(run_dir, manifest)
+    if scenario.llm.cache != "record":
+        raise ResumeError(
+            f"{run_dir}: llm.cache: a run can be resumed only if it recorded its model calls "
+            f"(cache mode was {scenario.llm.cache!r})"
+        )
+    recorded = (manifest.get("cache") or {}).get("path")
+    cache = Path(cache_path) if cache_path is not None else Path(recorded or run_dir / CACHE_FILE)
+    info = manifest.get("branch")
+    branch = None
+    if info is not None:
+        branch = Branch(int(info["from_step"]), scenario)
+        scenario = Scenario.model_validate(info["parent_scenario"])
+    return execute(
+        scenario,
+        source=manifest.get("scenario_file", "<manifest>"),
+        run_dir=run_dir,
+        cache_path=cache,
+        progress=progress,
+        resume=True,
+        branch=branch,
+        manifest_extra=None if info is None else {"branch": info},
     )

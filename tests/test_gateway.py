@@ -171,4 +171,4 @@ def test_budget_is_tracked_on_spending():
     run(gw.call(request(agent="a"), Answer))
     assert not gw.budget_exhausted
     run(gw.call(request(agent="b"), Answer))
-    assert gw.budget_exhausted and gw.accounting.spent_usd == pytest.approx(1.0)
+    assert gw.budget_exhausted and gw.accounting.cost_usd == pytest.approx(1.0)

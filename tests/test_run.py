@@ -187,7 +187,7 @@ def test_budget_stops_run_cleanly(make_scenario, tmp_path):
     result = run_scenario(path, out_dir=tmp_path / "run")
     assert result.status == "budget_exhausted"
     assert result.steps < 10
-    assert result.accounting.spent_usd >= 0.001
+    assert result.accounting.cost_usd >= 0.001
     events = read_events(tmp_path / "run")
     assert events[-1] == {"type": "run_stopped", "step": result.steps, "reason": "budget_exhausted"}
 

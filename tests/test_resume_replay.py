@@ -1,0 +1,164 @@
+"""Resume after a crash, verified replay and counterfactual branches."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from simworld.cli import main
+from simworld.errors import ConfigError, ResumeError
+from simworld.replay import branch_run, verify_replay
+from simworld.run import resume_run, run_scenario
+
+SAME = ("transcript.jsonl", "opinions.parquet")
+
+
+def step_ends(run_dir: Path) -> int:
+    path = run_dir / "transcript.jsonl"
+    if not path.exists():
+        return 0
+    return sum('"type": "step_end"' in line for line in path.read_text().splitlines())
+
+
+def assert_same_outputs(a: Path, b: Path) -> None:
+    for name in SAME:
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name
+
+
+def test_kill_9_then_resume_is_identical(make_scenario, tmp_path):
+    path = make_scenario(
+        {"protocol.steps": 8, "llm.model": "fake/default?latency_ms=40", "llm.concurrency": 4}
+    )
+    reference = run_scenario(path, out_dir=tmp_path / "ref", cache_path=tmp_path / "ref.db")
+    assert reference.status == "completed"
+
+    run_dir, cache = tmp_path / "crashed", tmp_path / "crash.db"
+    cmd = [
+        sys.executable,
+        "-m",
+        "simworld.cli",
+        "run",
+        str(path),
+        "--out",
+        str(run_dir),
+        "--cache",
+        str(cache),
+        "--quiet",
+    ]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while step_ends(run_dir) < 4 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done = step_ends(run_dir)
+    assert 4 <= done < 9, "the run must be killed part-way"
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["status"] == "running"
+
+    result = resume_run(run_dir)
+    assert result.status == "completed"
+    assert_same_outputs(tmp_path / "ref", run_dir)
+    # every call of the completed steps (probes at step 0 included) came from the cache
+    per_step = 8 + 8 * 2  # 8 posts + 8 agents x 2 topics probed
+    assert result.accounting.cache_hits >= 8 * 2 + (done - 1) * per_step
+    assert result.accounting.model_calls < reference.accounting.model_calls
+    assert json.loads((run_dir / "manifest.json").read_text())["resumed"] == 1
+
+
+def test_interrupted_in_process_resume_and_complete_run_refused(make_scenario, tmp_path):
+    path = make_scenario({"protocol.steps": 5})
+    run_scenario(path, out_dir=tmp_path / "ref", cache_path=tmp_path / "ref.db")
+
+    def stop_at_three(model):
+        if model.steps == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_scenario(
+            path, out_dir=tmp_path / "run", cache_path=tmp_path / "c.db", before_step=stop_at_three
+        )
+    assert json.loads((tmp_path / "run" / "manifest.json").read_text())["status"] == "interrupted"
+    assert resume_run(tmp_path / "run").status == "completed"
+    assert_same_outputs(tmp_path / "ref", tmp_path / "run")
+    with pytest.raises(ResumeError, match="already complete"):
+        resume_run(tmp_path / "run")
+
+
+def test_resume_detects_a_transcript_it_cannot_reproduce(make_scenario, tmp_path):
+    path = make_scenario({"protocol.steps": 4})
+
+    def stop_at_two(model):
+        if model.steps == 2:
+            raise KeyboardInterrupt
+
+    run_dir = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        run_scenario(path, out_dir=run_dir, cache_path=tmp_path / "c.db", before_step=stop_at_two)
+    transcript = run_dir / "transcript.jsonl"
+    transcript.write_text(transcript.read_text().replace("Agree", "Disagree", 1))
+    with pytest.raises(ResumeError, match="does not reproduce"):
+        resume_run(run_dir)
+
+
+def test_replay_verifies_identical_with_zero_model_calls(make_scenario, tmp_path, capsys):
+    path = make_scenario({"protocol.mode": "pairs"})
+    run_scenario(path, out_dir=tmp_path / "run", cache_path=tmp_path / "c.db")
+    report = verify_replay(tmp_path / "run", out_dir=tmp_path / "again")
+    assert report.identical and report.result.accounting.model_calls == 0
+    assert main(["replay", str(tmp_path / "run"), "--quiet"]) == 0
+    assert "identical" in capsys.readouterr().out
+
+
+def test_replay_reports_the_first_difference(make_scenario, tmp_path, capsys):
+    path = make_scenario()
+    run_scenario(path, out_dir=tmp_path / "run", cache_path=tmp_path / "c.db")
+    transcript = tmp_path / "run" / "transcript.jsonl"
+    lines = transcript.read_text().splitlines()
+    n = next(i for i, line in enumerate(lines) if '"type": "message"' in line)
+    event = json.loads(lines[n])
+    event["text"] = "tampered"
+    lines[n] = json.dumps(event, sort_keys=True)
+    transcript.write_text("\n".join(lines) + "\n")
+    assert main(["replay", str(tmp_path / "run"), "--quiet"]) == 1
+    out = capsys.readouterr().out
+    assert f'transcript.jsonl line {n + 1} (message): text: recorded "tampered"' in out
+
+
+def test_branch_reuses_everything_before_the_step(make_scenario, tmp_path):
+    path = make_scenario({"protocol.steps": 4})
+    parent = run_scenario(path, out_dir=tmp_path / "parent", cache_path=tmp_path / "c.db")
+    branch = branch_run(
+        tmp_path / "parent",
+        from_step=3,
+        overrides={"protocol.instruction": "Be stubborn and never change your mind."},
+    )
+    assert branch.status == "completed"
+    assert branch.run_dir == tmp_path / "parent-branch3"
+    parent_lines = (tmp_path / "parent" / "transcript.jsonl").read_text().splitlines()
+    branch_lines = (branch.run_dir / "transcript.jsonl").read_text().splitlines()
+    cut = [i for i, line in enumerate(parent_lines) if '"type": "step_end"' in line][2]
+    assert branch_lines[: cut + 1] == parent_lines[: cut + 1]  # steps 0, 1, 2 identical
+    assert branch_lines[cut + 1 :] != parent_lines[cut + 1 :]
+    # steps 1-2 replayed from the cache, steps 3-4 new
+    assert 0 < branch.accounting.model_calls < parent.accounting.model_calls
+    manifest = json.loads((branch.run_dir / "manifest.json").read_text())
+    assert manifest["branch"]["from_step"] == 3
+    assert manifest["scenario"]["protocol"]["instruction"].startswith("Be stubborn")
+
+
+def test_branch_refuses_changing_who_is_simulated(make_scenario, tmp_path):
+    run_scenario(make_scenario(), out_dir=tmp_path / "p", cache_path=tmp_path / "c.db")
+    with pytest.raises(ConfigError, match="cannot change in a branch"):
+        branch_run(tmp_path / "p", from_step=2, overrides={"seed": 3})
+    with pytest.raises(ConfigError, match="protocol.steps"):
+        branch_run(tmp_path / "p", from_step=2, overrides={"protocol.steps": "many"})
+    assert main(["replay", str(tmp_path / "p"), "--from-step", "2", "--set", "seed=3"]) == 2
+    assert not (tmp_path / "p-branch2").exists()

@@ -29,14 +29,22 @@ class ResponseCache:
 
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, timeout=60.0, isolation_level=None)
-        self._db.execute("PRAGMA busy_timeout = 60000")
-        if self.path != ":memory:":
-            self._db.execute("PRAGMA journal_mode = WAL")
-            self._db.execute("PRAGMA synchronous = NORMAL")
-        self._db.execute(_SCHEMA)
+        self._conn: sqlite3.Connection | None = None
+
+    @property
+    def _db(self) -> sqlite3.Connection:
+        """The connection, opened (and the file created) at first use, not before."""
+        if self._conn is None:
+            if self.path != ":memory:":
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(self.path, timeout=60.0, isolation_level=None)
+            conn.execute("PRAGMA busy_timeout = 60000")
+            if self.path != ":memory:":
+                conn.execute("PRAGMA journal_mode = WAL")
+                conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute(_SCHEMA)
+            self._conn = conn
+        return self._conn
 
     def get(self, key: str) -> dict[str, Any] | None:
         """The stored outcome for ``key``, or ``None``."""
@@ -54,5 +62,7 @@ class ResponseCache:
         return int(self._db.execute("SELECT COUNT(*) FROM outcomes").fetchone()[0])
 
     def close(self) -> None:
-        """Close the connection."""
-        self._db.close()
+        """Close the connection (if it was ever opened)."""
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None

@@ -211,7 +211,8 @@ class Gateway:
         outcome = await self._live(request, key, output_type)
         outcome.latency_s = time.perf_counter() - started
         if self._cache is not None:
-            self._cache.put(key, request.model, outcome.record())
+            record = self._redactor.deep(outcome.record())
+            self._cache.put(key, self._redactor.text(request.model), record)
         self.accounting.add(outcome)
         return outcome
 

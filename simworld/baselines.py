@@ -1,0 +1,162 @@
+"""Classical opinion dynamics (metrics.md §7): DeGroot, Friedkin–Johnsen, Hegselmann–Krause,
+Deffuant–Weisbuch, as update rules on a vector of opinions over a networkx graph."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+import networkx as nx
+import numpy as np
+
+DEFAULT_SELF_WEIGHT = 1.0
+DEFAULT_SUSCEPTIBILITY = 0.5
+DEFAULT_CONFIDENCE = 0.5
+DEFAULT_CONVERGENCE = 0.3
+
+BaselineName = Literal["degroot", "friedkin_johnsen", "hegselmann_krause", "deffuant_weisbuch"]
+
+
+def influence_matrix(graph: nx.Graph, *, self_weight: float = DEFAULT_SELF_WEIGHT) -> np.ndarray:
+    """Row-stochastic W: each agent weighs itself ``self_weight`` and each neighbour 1.
+
+    Source: metrics.md §7 (DeGroot 1974: ``x(t+1) = W x(t)`` with W row-stochastic).
+
+    Args:
+        graph: Undirected graph on nodes ``0..n-1``.
+        self_weight: Weight of an agent's own opinion before normalisation.
+
+    Returns:
+        The n × n matrix W (rows sum to 1; an isolated agent keeps its opinion).
+    """
+    n = graph.number_of_nodes()
+    w = nx.to_numpy_array(graph, nodelist=range(n), weight=None) + self_weight * np.eye(n)
+    rows = w.sum(axis=1, keepdims=True)
+    rows[rows == 0] = 1.0
+    return w / rows
+
+
+class Dynamics(Protocol):
+    """One synchronous or pairwise update of all opinions."""
+
+    def update(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Opinions at t+1 from opinions at t (a new array)."""
+        ...
+
+
+@dataclass
+class DeGroot:
+    """``x(t+1) = W x(t)`` (metrics.md §7). Converges on a connected aperiodic graph to the
+    average weighted by W's left eigenvector for eigenvalue 1."""
+
+    w: np.ndarray
+
+    def update(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """One averaging step."""
+        return self.w @ x
+
+
+@dataclass
+class FriedkinJohnsen:
+    """``x(t+1) = Λ W x(t) + (I − Λ) x(0)`` (metrics.md §7), Λ = diag(susceptibility).
+
+    Fixed point ``x* = (I − ΛW)^-1 (I − Λ) x(0)`` when some agent is stubborn (λ < 1).
+    """
+
+    w: np.ndarray
+    susceptibility: np.ndarray
+    x0: np.ndarray
+
+    def update(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """One step toward the stubborn anchor."""
+        lam = self.susceptibility
+        return lam * (self.w @ x) + (1.0 - lam) * self.x0
+
+    def fixed_point(self) -> np.ndarray:
+        """The equilibrium ``(I − ΛW)^-1 (I − Λ) x(0)``."""
+        n = len(self.x0)
+        lam = np.diag(self.susceptibility)
+        return np.linalg.solve(np.eye(n) - lam @ self.w, (np.eye(n) - lam) @ self.x0)
+
+
+@dataclass
+class HegselmannKrause:
+    """``x_i(t+1)`` = mean of all ``x_j(t)`` with ``|x_i − x_j| ≤ ε`` (metrics.md §7).
+
+    ``graph=None`` is the classical all-to-all model; with a graph only neighbours (and i
+    itself) are candidates.
+    """
+
+    epsilon: float
+    neighbours: list[np.ndarray] | None = None
+
+    def update(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """One bounded-confidence averaging step."""
+        out = np.empty_like(x, dtype=float)
+        for i in range(len(x)):
+            pool = np.arange(len(x)) if self.neighbours is None else self.neighbours[i]
+            vals = x[pool]
+            out[i] = vals[np.abs(vals - x[i]) <= self.epsilon].mean()
+        return out
+
+
+@dataclass
+class DeffuantWeisbuch:
+    """A random pair (along an edge); if ``|x_i − x_j| < ε`` each moves μ toward the other
+    (metrics.md §7). One ``update`` performs ``pairs_per_step`` such encounters in turn."""
+
+    edges: np.ndarray
+    epsilon: float
+    mu: float = DEFAULT_CONVERGENCE
+    pairs_per_step: int = 1
+
+    def update(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Some pairwise encounters, drawn from ``rng``."""
+        x = x.astype(float).copy()
+        if len(self.edges) == 0:
+            return x
+        for k in rng.integers(0, len(self.edges), size=self.pairs_per_step):
+            i, j = self.edges[int(k)]
+            if rng.random() < 0.5:
+                i, j = j, i
+            if abs(x[i] - x[j]) < self.epsilon:
+                xi, xj = x[i], x[j]
+                x[i] = xi + self.mu * (xj - xi)
+                x[j] = xj + self.mu * (xi - xj)
+        return x
+
+
+def make_dynamics(
+    name: BaselineName,
+    graph: nx.Graph,
+    x0: np.ndarray,
+    *,
+    self_weight: float = DEFAULT_SELF_WEIGHT,
+    susceptibility: float | np.ndarray = DEFAULT_SUSCEPTIBILITY,
+    epsilon: float = DEFAULT_CONFIDENCE,
+    mu: float = DEFAULT_CONVERGENCE,
+) -> Dynamics:
+    """Build a baseline's update rule on ``graph`` from its parameters."""
+    n = graph.number_of_nodes()
+    if name == "degroot":
+        return DeGroot(influence_matrix(graph, self_weight=self_weight))
+    if name == "friedkin_johnsen":
+        lam = np.broadcast_to(np.asarray(susceptibility, dtype=float), (n,)).copy()
+        return FriedkinJohnsen(
+            influence_matrix(graph, self_weight=self_weight), lam, x0.astype(float)
+        )
+    if name == "hegselmann_krause":
+        neigh = [np.array(sorted({i, *graph.neighbors(i)}), dtype=int) for i in range(n)]
+        return HegselmannKrause(epsilon, neigh)
+    edges = np.array(sorted((min(u, v), max(u, v)) for u, v in graph.edges()), dtype=int)
+    return DeffuantWeisbuch(edges.reshape(-1, 2), epsilon, mu, pairs_per_step=max(1, n // 2))
+
+
+def simulate(
+    dynamics: Dynamics, x0: np.ndarray, steps: int, rng: np.random.Generator
+) -> np.ndarray:
+    """Opinions at steps ``0..steps`` as a ``(steps + 1) × n`` array."""
+    xs = [np.asarray(x0, dtype=float)]
+    for _ in range(steps):
+        xs.append(dynamics.update(xs[-1], rng))
+    return np.vstack(xs)

@@ -163,12 +163,17 @@ def sample_from_library(
     idx = rng.choice(n, size=size, replace=replace)
     out: list[Persona] = []
     counts: dict[str, int] = {}
+    taken = {p.id for p in library.personas}  # a suffixed id must not be a library id
     for i in idx:
         p = library.personas[int(i)]
         counts[p.id] = counts.get(p.id, 0) + 1
-        out.append(
-            p if counts[p.id] == 1 else p.model_copy(update={"id": f"{p.id}-{counts[p.id]}"})
-        )
+        if counts[p.id] == 1:
+            out.append(p)
+            continue
+        while f"{p.id}-{counts[p.id]}" in taken:
+            counts[p.id] += 1
+        taken.add(f"{p.id}-{counts[p.id]}")
+        out.append(p.model_copy(update={"id": f"{p.id}-{counts[p.id]}"}))
     return out
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Mapping
@@ -26,7 +27,9 @@ class Redactor:
         values = {
             v for k, v in env.items() if SECRET_NAME.search(k) and len(v) >= MIN_SECRET_LENGTH
         }
-        self._secrets = sorted(values, key=len, reverse=True)
+        # JSON-escaped forms too: transcripts are masked after serialisation.
+        escaped = {json.dumps(v, ensure_ascii=False)[1:-1] for v in values}
+        self._secrets = sorted(values | escaped, key=len, reverse=True)
 
     def text(self, value: str) -> str:
         """A copy of ``value`` with every secret masked."""

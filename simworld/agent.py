@@ -10,9 +10,11 @@ from pydantic import BaseModel, ConfigDict, create_model
 
 from simworld import prompts
 from simworld.gateway import CallOutcome
+from simworld.importance import rate_importance
 from simworld.llm import CallIdentity, LLMRequest
-from simworld.memory import Memory, MemoryItem, RecentMemory
+from simworld.memory import Memory, MemoryItem, MemoryStream
 from simworld.persona import Persona
+from simworld.reflection import reflect
 from simworld.scenario import Topic
 
 if TYPE_CHECKING:
@@ -40,7 +42,8 @@ class PersonaAgent(mesa.Agent):
         model: The simulation.
         persona: Who the agent is.
         node: Its node in ``model.graph``.
-        memory: Its memory store (a fresh :class:`RecentMemory` by default).
+        memory: Its memory store (by default a fresh one from ``model.memory_system``: a
+            :class:`~simworld.memory.RecentMemory` or a :class:`~simworld.memory.MemoryStream`).
     """
 
     model: SocialSimulation
@@ -56,7 +59,9 @@ class PersonaAgent(mesa.Agent):
         super().__init__(model)
         self.persona = persona
         self.node = node
-        self.memory: Memory = memory or RecentMemory()
+        self.memory: Memory = (
+            memory if memory is not None else model.memory_system.create(persona.id, persona.name)
+        )
         self._system = ""
         self.refresh_system_prompt()
 
@@ -87,14 +92,58 @@ class PersonaAgent(mesa.Agent):
 
         Runs concurrently for all agents; must not touch other agents. Returns the model calls
         made (in a fixed order) and the transcript events to log, which the model applies
-        in agent order.
+        in agent order. For a memory stream, in this order: rate the step's new memories
+        (``llm`` importance mode), embed them, forget (``memory_forgotten`` events), then
+        reflect when the importance sum exceeds the threshold (``reflection`` events).
+        A window memory does nothing.
         """
-        return [], []
+        memory = self.memory
+        if not isinstance(memory, MemoryStream):
+            return [], []
 
-    def _context(self, topic: Topic, extra: list[tuple[str, str]]) -> str:
-        window = self.model.scenario.protocol.memory_window
-        recalled = [(m.speaker, m.text) for m in self.memory.recall(topic.id, window)]
-        return prompts.memories_block(recalled + extra)
+        async def ask(user: str, purpose: str, index: int, schema: type[BaseModel]) -> CallOutcome:
+            request = self._request(user, step=step, purpose=purpose, index=index, schema=schema)
+            return await self.model.gateway.call(request, schema)
+
+        calls: list[CallOutcome] = []
+        events: list[dict[str, Any]] = []
+        if memory.config.importance.mode == "llm":
+            calls.extend(await rate_importance(memory, ask))
+        memory.ensure_embedded()
+        events.extend(memory.forget(step))
+        if memory.reflection_due():
+            more_calls, more_events = await reflect(memory, step=step, ask=ask)
+            calls.extend(more_calls)
+            events.extend(more_events)
+        memory.persist()
+        return calls, events
+
+    def _memory_k(self) -> int:
+        """How many memories a prompt shows."""
+        k = self.model.scenario.memory.retrieval.k
+        return self.model.scenario.protocol.memory_window if k is None else k
+
+    def _context(
+        self, topic: Topic, extra: list[tuple[str, str]], *, step: int, touch: bool
+    ) -> str:
+        """The memories block of a prompt: recalled memories, then ``extra`` (heard now).
+
+        A memory stream retrieves by score (a recall when ``touch``); the query is the
+        topic statement, plus the latest line of ``extra`` when configured.
+        """
+        memory = self.memory
+        if not isinstance(memory, MemoryStream):
+            window = self.model.scenario.protocol.memory_window
+            recalled = [(m.speaker, m.text) for m in memory.recall(topic.id, window)]
+            return prompts.memories_block(recalled + extra)
+        query = topic.statement
+        if memory.config.retrieval.query == "topic_and_heard" and extra:
+            query = f"{query}\n{extra[-1][1]}"
+        lines = memory.context_lines(query, k=self._memory_k(), step=step, touch=touch)
+        lines += [
+            prompts.render("memory_line", speaker=s, text=" ".join(t.split())) for s, t in extra
+        ]
+        return "\n".join(lines) if lines else prompts.render("no_memories")
 
     def _request(
         self,
@@ -144,7 +193,7 @@ class PersonaAgent(mesa.Agent):
             instruction=prompts.instruction_prefix(self.model.scenario.protocol.instruction),
             statement=topic.statement,
             options=prompts.options_block(topic),
-            memories=self._context(topic, heard or []),
+            memories=self._context(topic, heard or [], step=step, touch=True),
             **fields,
         )
         return self._request(user, step=step, purpose=f"{template}:{topic.id}", index=index)
@@ -156,7 +205,7 @@ class PersonaAgent(mesa.Agent):
             "probe",
             statement=topic.statement,
             options=prompts.options_block(topic),
-            memories=self._context(topic, []),
+            memories=self._context(topic, [], step=step, touch=False),
             values=", ".join(str(v) for v in topic.scale.values),
         )
         return self._request(user, step=step, purpose=f"probe:{topic.id}", schema=schema), schema

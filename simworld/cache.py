@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
 CACHE_MODES = ("off", "record", "replay")
+WAL_SWITCH_ATTEMPTS = 200
+WAL_SWITCH_WAIT_S = 0.05
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outcomes (
     key TEXT PRIMARY KEY,
@@ -15,6 +18,22 @@ CREATE TABLE IF NOT EXISTS outcomes (
     outcome TEXT NOT NULL
 )
 """
+
+
+def _enable_wal(conn: sqlite3.Connection) -> None:
+    """Switch a connection to WAL, retrying while the file is locked.
+
+    The switch does not wait on the busy timeout, so several processes opening one new file
+    at once (sweep workers starting together) would otherwise fail with "database is locked".
+    """
+    for attempt in range(WAL_SWITCH_ATTEMPTS):
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == WAL_SWITCH_ATTEMPTS - 1:
+                raise
+            time.sleep(WAL_SWITCH_WAIT_S)
 
 
 class ResponseCache:
@@ -40,7 +59,7 @@ class ResponseCache:
             conn = sqlite3.connect(self.path, timeout=60.0, isolation_level=None)
             conn.execute("PRAGMA busy_timeout = 60000")
             if self.path != ":memory:":
-                conn.execute("PRAGMA journal_mode = WAL")
+                _enable_wal(conn)
                 conn.execute("PRAGMA synchronous = NORMAL")
             conn.execute(_SCHEMA)
             self._conn = conn

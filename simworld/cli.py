@@ -55,6 +55,29 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("--cache", help="cache file (default: the one in its manifest)")
     replay.add_argument("--quiet", action="store_true", help="no progress bar")
     sub.add_parser("schema", help="print the JSON Schema of scenario files")
+    analyze = sub.add_parser(
+        "analyze", help="re-derive a run's tracker frames from its transcript (no model call)"
+    )
+    analyze.add_argument("run_dir", help="the run's directory")
+    analyze.add_argument("--out", help="where to write the frames (default RUN_DIR/trackers)")
+    analyze.add_argument(
+        "--check", action="store_true", help="only compare with the frames on disk"
+    )
+    report = sub.add_parser("report", help="write RUN_DIR/report/report.html with figures")
+    report.add_argument("run_dir", help="the run's directory")
+    report.add_argument("--out", help="where to write the report (default RUN_DIR/report)")
+    report.add_argument(
+        "--network-steps",
+        type=int,
+        nargs="+",
+        metavar="STEP",
+        help="probe steps at which to draw the network (default first, middle, last)",
+    )
+    from simworld.sweep import add_sweep_arguments
+
+    add_sweep_arguments(
+        sub.add_parser("sweep", help="run a scenario over a grid of parameters and seeds")
+    )
     return parser
 
 
@@ -150,10 +173,35 @@ def _replay(args: argparse.Namespace) -> int:
     return _finish(result)
 
 
+def _sweep(args: argparse.Namespace) -> int:
+    from simworld.sweep import sweep_command
+
+    return sweep_command(args)
+
+
+def _analyze(args: argparse.Namespace) -> int:
+    from simworld.trackers import analyze_run
+
+    status = analyze_run(args.run_dir, out_dir=args.out, check=args.check)
+    for name, state in status.items():
+        print(f"{name:<12} {state}")
+    return EXIT_RUN_FAILED if args.check and set(status.values()) != {"identical"} else 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from simworld.report import build_report
+
+    print(build_report(args.run_dir, out_dir=args.out, steps=args.network_steps))
+    return 0
+
+
 def _schema(args: argparse.Namespace) -> int:
     from simworld.scenario import scenario_json_schema
 
-    print(json.dumps(scenario_json_schema(), indent=2))
+    try:
+        print(json.dumps(scenario_json_schema(), indent=2))
+    except BrokenPipeError:  # `simworld schema | head`
+        sys.stderr.close()
     return 0
 
 
@@ -162,6 +210,9 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "resume": _resume,
     "replay": _replay,
     "schema": _schema,
+    "sweep": _sweep,
+    "analyze": _analyze,
+    "report": _report,
 }
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import math
 import re
 import time
 from dataclasses import dataclass
@@ -29,6 +30,10 @@ from litellm.types.utils import ModelResponse
 
 FAILURE_KINDS = ("rate_limit", "timeout", "malformed")
 SELF_WEIGHT = 2.0
+# Log-probabilities (only when asked): ordinal options get weight exp(-SHARPNESS * distance
+# from the answer); categorical ones CHOSEN_PROB for the answer, the rest shared evenly.
+LOGPROB_SHARPNESS = 1.0
+CHOSEN_PROB = 0.6
 _OPTION = re.compile(r"^  (\S+) = (.+)$", re.MULTILINE)
 _TOPIC = re.compile(r"^Topic: (.+)$", re.MULTILINE)
 _SAYINGS = (
@@ -143,6 +148,59 @@ def _fill(schema: dict[str, Any], position: tuple[str, str] | None, seed: int) -
     return "fake text"
 
 
+def _lp_entry(token: str, logprob: float, alts: list[tuple[str, float]]) -> dict[str, Any]:
+    return {
+        "token": token,
+        "logprob": logprob,
+        "bytes": list(token.encode("utf-8")),
+        "top_logprobs": [
+            {"token": t, "logprob": lp, "bytes": list(t.encode("utf-8"))} for t, lp in alts
+        ],
+    }
+
+
+def _option_logprobs(enum: list[Any], chosen: Any) -> list[tuple[str, float]]:
+    numeric = all(isinstance(v, int | float) and not isinstance(v, bool) for v in enum)
+    if numeric:
+        weights = [math.exp(-LOGPROB_SHARPNESS * abs(v - chosen)) for v in enum]
+    elif len(enum) == 1:
+        weights = [1.0]
+    else:
+        rest = (1.0 - CHOSEN_PROB) / (len(enum) - 1)
+        weights = [CHOSEN_PROB if v == chosen else rest for v in enum]
+    total = sum(weights)
+    alts = [(json.dumps(v), math.log(w / total)) for v, w in zip(enum, weights, strict=True)]
+    return sorted(alts, key=lambda a: -a[1])
+
+
+def fake_logprobs(text: str, schema: dict[str, Any] | None, seed: int) -> list[dict[str, Any]]:
+    """Deterministic OpenAI-format ``logprobs.content`` for a fake answer.
+
+    A JSON answer with an ``answer`` enum becomes three entries (text before the value, the
+    value with every option as an alternative, text after it); other text one entry per
+    whitespace-led word with a seeded log-probability in ``(log 0.5, 0]``.
+    """
+    enum = (schema or {}).get("properties", {}).get("answer", {}).get("enum")
+    try:
+        data = json.loads(text) if enum else None
+    except json.JSONDecodeError:
+        data = None
+    if isinstance(data, dict) and data.get("answer") in enum:
+        value = json.dumps(data["answer"])
+        at = text.index(value, text.index(":") + 1)
+        head, tail = text[:at], text[at + len(value) :]
+        alts = _option_logprobs(enum, data["answer"])
+        chosen = next(lp for t, lp in alts if t == value)
+        parts = [_lp_entry(head, 0.0, [(head, 0.0)]), _lp_entry(value, chosen, alts)]
+        return parts + ([_lp_entry(tail, 0.0, [(tail, 0.0)])] if tail else [])
+    words = re.findall(r"\s*\S+", text)
+    out = []
+    for i, word in enumerate(words):
+        lp = math.log(0.5 + 0.5 * _unit(seed, f"logprob:{i}"))
+        out.append(_lp_entry(word, lp, [(word, lp)]))
+    return out
+
+
 class FakeLLM(CustomLLM):
     """litellm custom provider behind ``fake/...`` model strings."""
 
@@ -174,9 +232,16 @@ class FakeLLM(CustomLLM):
         else:
             text = "I have nothing to add."
         prompt_tokens = sum(len(m["content"].split()) for m in messages)
+        choice: dict[str, Any] = {
+            "message": {"role": "assistant", "content": text},
+            "finish_reason": "stop",
+        }
+        if params.get("logprobs"):
+            schema = fmt.get("json_schema", {}).get("schema") if fmt else None
+            choice["logprobs"] = {"content": fake_logprobs(text, schema, seed)}
         response = litellm.ModelResponse(
             model=model,
-            choices=[{"message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+            choices=[choice],
             usage={
                 "prompt_tokens": prompt_tokens,
                 "completion_tokens": len(text.split()),

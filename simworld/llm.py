@@ -11,12 +11,14 @@ from typing import Any
 
 import litellm
 
+from simworld.logprobs import answer_enum, logprob_content, option_distribution
 from simworld.scenario import PriceConfig
 
 litellm.telemetry = False
 litellm.suppress_debug_info = True
 
 Message = dict[str, str]
+TOP_LOGPROBS = 20
 FREE_PROVIDERS = ("fake/", "local/")
 
 
@@ -68,6 +70,9 @@ class LLMRequest:
         max_tokens: Output limit.
         schema: JSON Schema the answer must satisfy (structured output), if any.
         schema_name: Name of that schema.
+        logprobs: Ask for token log-probabilities (``top_logprobs=TOP_LOGPROBS``); with an
+            ``answer`` enum schema the option distribution lands in
+            ``Completion.extra["option_probs"]``.
     """
 
     model: str
@@ -77,22 +82,25 @@ class LLMRequest:
     max_tokens: int
     schema: dict[str, Any] | None = None
     schema_name: str | None = None
+    logprobs: bool = False
 
     def cache_key(self) -> str:
-        """Content address: hash of model, messages, sampling parameters, schema and identity."""
-        return sha256_hex(
-            canonical_json(
-                {
-                    "model": self.model,
-                    "messages": list(self.messages),
-                    "temperature": self.temperature,
-                    "max_tokens": self.max_tokens,
-                    "schema": self.schema,
-                    "schema_name": self.schema_name,
-                    "identity": asdict(self.identity),
-                }
-            )
-        )
+        """Content address: hash of model, messages, sampling parameters, schema and identity.
+
+        ``logprobs`` enters the key only when set, so keys of plain requests are unchanged.
+        """
+        data: dict[str, Any] = {
+            "model": self.model,
+            "messages": list(self.messages),
+            "temperature": self.temperature,
+            "max_tokens": self.max_tokens,
+            "schema": self.schema,
+            "schema_name": self.schema_name,
+            "identity": asdict(self.identity),
+        }
+        if self.logprobs:
+            data["logprobs"] = True
+        return sha256_hex(canonical_json(data))
 
 
 @dataclass
@@ -144,6 +152,7 @@ class LiteLLMModel(LanguageModel):
         register_providers()
         self._price = price
         self._known: set[str] = set()
+        self._checked: set[str] = set()
 
     def _ensure_priced(self, model: str) -> None:
         """Put simworld's free in-process models in litellm's cost map, once per model string.
@@ -169,7 +178,22 @@ class LiteLLMModel(LanguageModel):
         self._known.add(model)
 
     async def complete(self, request: LLMRequest, *, attempt: int, timeout_s: float) -> Completion:
-        """Call ``litellm.acompletion`` once (litellm's own retries are off)."""
+        """Call ``litellm.acompletion`` once (litellm's own retries are off).
+
+        With ``request.logprobs`` the returned log-probabilities go to ``extra["logprobs"]``
+        (``[{"token", "logprob", "top_logprobs": [{"token", "logprob"}]}]``) and, when the
+        schema has an ``answer`` enum, the option distribution to ``extra["option_probs"]``
+        (``{str(value): probability}``, see :mod:`simworld.logprobs`).
+
+        Raises:
+            SimworldError: simworld's own provider cannot run the model (a bad ``local/``
+                model string); raised here because litellm would wrap it as retryable.
+        """
+        if request.model not in self._checked:
+            from simworld.providers import check_model
+
+            check_model(request.model)
+            self._checked.add(request.model)
         self._ensure_priced(request.model)
         kwargs: dict[str, Any] = {
             "model": request.model,
@@ -189,8 +213,20 @@ class LiteLLMModel(LanguageModel):
                     "strict": True,
                 },
             }
+        if request.logprobs:
+            kwargs["logprobs"] = True
+            kwargs["top_logprobs"] = TOP_LOGPROBS
         response = await litellm.acompletion(**kwargs)
         text = response.choices[0].message.content or ""
+        extra: dict[str, Any] = {}
+        if request.logprobs:
+            content = logprob_content(getattr(response.choices[0], "logprobs", None))
+            if content:
+                extra["logprobs"] = content
+                enum = answer_enum(request.schema)
+                dist = option_distribution(content, enum) if enum else None
+                if dist is not None:
+                    extra["option_probs"] = {str(v): p for v, p in dist.probs.items()}
         usage = getattr(response, "usage", None)
         prompt_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
         completion_tokens = int(getattr(usage, "completion_tokens", 0) or 0)
@@ -199,6 +235,7 @@ class LiteLLMModel(LanguageModel):
             prompt_tokens=prompt_tokens,
             completion_tokens=completion_tokens,
             cost_usd=self._cost(request.model, prompt_tokens, completion_tokens),
+            extra=extra,
         )
 
     def _cost(self, model: str, prompt_tokens: int, completion_tokens: int) -> float | None:

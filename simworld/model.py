@@ -12,10 +12,14 @@ import mesa
 import networkx as nx
 
 from simworld.agent import PersonaAgent
+from simworld.annotate import Job, annotation_jobs
+from simworld.bfi_probe import bfi_jobs
 from simworld.gateway import CallOutcome, Gateway
+from simworld.memory import MemorySystem
 from simworld.network import build_graph
 from simworld.population import build_population
 from simworld.scenario import Scenario, Topic
+from simworld.trackers import TrackerSet
 
 Event = dict[str, Any]
 BRANCH_FIXED_FIELDS = ("name", "seed", "population", "network")
@@ -57,6 +61,8 @@ class SocialSimulation(mesa.Model):
         gateway: The LLM gateway.
         source: The scenario file, named in errors.
         on_step: Called with each finished :class:`StepRecord` (the run writer).
+        memory_dir: Where a ``chroma`` memory store keeps its files (``<run_dir>/memory``;
+            created on first write); ``None`` keeps memories in memory only.
     """
 
     def __init__(
@@ -66,6 +72,7 @@ class SocialSimulation(mesa.Model):
         gateway: Gateway,
         source: str | Path = "<scenario>",
         on_step: Callable[[StepRecord], None] | None = None,
+        memory_dir: str | Path | None = None,
     ) -> None:
         super().__init__(rng=scenario.seed)
         self.scenario = scenario
@@ -73,12 +80,16 @@ class SocialSimulation(mesa.Model):
         self.on_step = on_step
         personas = build_population(scenario, self.rng, source=source)
         self.graph: nx.Graph = build_graph(scenario.network, personas, self.rng, source=source)
+        self.memory_system = MemorySystem(scenario.memory, seed=scenario.seed, directory=memory_dir)
         self._by_node = [PersonaAgent(self, p, node) for node, p in enumerate(personas)]
         self.probe_steps = set(scenario.protocol.probe_steps())
         self.opinions: list[dict[str, Any]] = []
         self.stopped_reason: str | None = None
         self._loop = asyncio.new_event_loop()
         self._started = False
+        self.trackers = TrackerSet(scenario)
+        self.trackers.observe(self.start_event())
+        self.datacollector = self.trackers.datacollector()
 
     # -- structure ---------------------------------------------------------------------------
     def agent_at(self, node: int) -> PersonaAgent:
@@ -102,6 +113,8 @@ class SocialSimulation(mesa.Model):
                     "name": a.name,
                     "node": a.node,
                     "nationality": a.persona.nationality,
+                    "opinions": dict(a.persona.opinions),
+                    "big_five": a.persona.big_five.model_dump(),
                 }
                 for a in self._by_node
             ],
@@ -117,6 +130,7 @@ class SocialSimulation(mesa.Model):
         for name in BRANCH_FIXED_FIELDS:
             if getattr(scenario, name) != getattr(self.scenario, name):
                 raise ValueError(f"{name} cannot change in a branch")
+        self.memory_system.reconfigure(scenario.memory)
         self.scenario = scenario
         self.gateway.reconfigure(scenario.llm)
         self.probe_steps = set(scenario.protocol.probe_steps())
@@ -142,9 +156,11 @@ class SocialSimulation(mesa.Model):
         if self._started:
             return
         self._started = True
+        record = StepRecord(0)
         if 0 in self.probe_steps:
-            record = StepRecord(0)
             self._probe(record)
+        self._run_jobs(record, bfi_jobs(self, 0))
+        if record.events:
             self._finish(record)
 
     def step(self) -> None:
@@ -155,11 +171,14 @@ class SocialSimulation(mesa.Model):
         topic = self.topic_for(step)
         conversations = self._plan(step, topic)
         results = self._gather(self._converse(conv, topic, step) for conv in conversations)
-        for conv, outcomes in zip(conversations, results, strict=True):
+        for index, (conv, outcomes) in enumerate(zip(conversations, results, strict=True)):
+            self._log_conversation(record, conv, topic, step, index)
             self._apply(record, conv, outcomes, topic, step)
+        self._run_jobs(record, annotation_jobs(self, record.events, step))
         self._memory_phase(record, step)
         if step in self.probe_steps:
             self._probe(record)
+        self._run_jobs(record, bfi_jobs(self, step))
         self._finish(record)
         if self.gateway.budget_exhausted:
             self.stopped_reason = "budget_exhausted"
@@ -168,7 +187,8 @@ class SocialSimulation(mesa.Model):
             self.running = False
 
     def close(self) -> None:
-        """Cancel leftover background tasks (litellm's logging worker) and close the loop."""
+        """Close the memories, cancel leftover tasks (litellm's logging worker), close the loop."""
+        self.memory_system.close()
         if self._loop.is_closed():
             return
         pending = asyncio.all_tasks(self._loop)
@@ -194,8 +214,19 @@ class SocialSimulation(mesa.Model):
                 "failures": sum(not c.ok for c in record.calls),
             }
         )
+        self.trackers.observe_all(record.events)
+        self.datacollector.collect(self)
         if self.on_step is not None:
             self.on_step(record)
+
+    def _run_jobs(self, record: StepRecord, jobs: list[Job]) -> None:
+        """Run tracker calls (stances, judges, BFI) concurrently; log them in job order."""
+        if not jobs:
+            return
+        outcomes = self._gather(self.gateway.call(j.request, j.schema) for j in jobs)
+        for job, outcome in zip(jobs, outcomes, strict=True):
+            record.call(outcome)
+            record.events.append(job.event(outcome))
 
     # -- conversations -----------------------------------------------------------------------
     def _plan(self, step: int, topic: Topic) -> list[list[Turn]]:
@@ -264,6 +295,24 @@ class SocialSimulation(mesa.Model):
             )
             outcomes.append(await self.gateway.call(request))
         return outcomes
+
+    def _log_conversation(
+        self, record: StepRecord, turns: list[Turn], topic: Topic, step: int, index: int
+    ) -> None:
+        """Log who takes part in a pair or group conversation (discussion blocks, §1)."""
+        if self.scenario.protocol.mode == "broadcast":
+            return
+        members = list(dict.fromkeys(t.speaker.key for t in turns))
+        record.events.append(
+            {
+                "type": "conversation",
+                "step": step,
+                "index": index,
+                "topic": topic.id,
+                "mode": self.scenario.protocol.mode,
+                "members": members,
+            }
+        )
 
     def _apply(
         self,

@@ -1,12 +1,13 @@
-"""Registration of simworld's own litellm providers (``fake/`` now, ``local/`` when installed)."""
+"""Registration of simworld's own litellm providers: ``fake/`` and ``local/``."""
 
 from __future__ import annotations
 
 import litellm
 
+from simworld import local
 from simworld.fake import FakeLLM
 
-PROVIDERS = {"fake": FakeLLM}
+PROVIDERS = {"fake": FakeLLM, "local": local.LocalLLM}
 
 
 def register_providers() -> None:
@@ -16,3 +17,15 @@ def register_providers() -> None:
         if name not in present:
             litellm.custom_provider_map.append({"provider": name, "custom_handler": handler()})
     litellm.utils.custom_llm_setup()
+
+
+def check_model(model: str) -> None:
+    """Fail early, with one line, when simworld's own provider cannot run ``model``.
+
+    Only ``local/`` models are checked (extra installed, GGUF file present, packaged model
+    assembled); other model strings pass.
+
+    Raises:
+        simworld.local.LocalModelError: The model cannot be used.
+    """
+    local.check_model(model)

@@ -25,10 +25,11 @@ from simworld.errors import (
 )
 from simworld.gateway import Accounting, Gateway
 from simworld.llm import LiteLLMModel
-from simworld.model import SocialSimulation
+from simworld.model import SocialSimulation, StepRecord
 from simworld.output import RunWriter
 from simworld.redact import Redactor
 from simworld.scenario import Scenario, load_scenario
+from simworld.trackers import TRACKERS_DIR
 
 DEFAULT_OUT_ROOT = Path("outputs")
 CACHE_FILE = "llm_cache.sqlite"
@@ -183,11 +184,17 @@ def execute(
     gateway = Gateway(
         LiteLLMModel(price=first.llm.price), config=first.llm, cache=cache, redactor=redactor
     )
-    model = SocialSimulation(first, gateway=gateway, source=source)
+    model = SocialSimulation(first, gateway=gateway, source=source, memory_dir=run_dir / MEMORY_DIR)
     if resume:
         shutil.rmtree(run_dir / MEMORY_DIR, ignore_errors=True)
     writer = RunWriter(run_dir, redactor=redactor, resume=resume)
-    model.on_step = lambda record: writer.step(record, model.opinions)
+    trackers_dir = run_dir / TRACKERS_DIR
+
+    def on_step(record: StepRecord) -> None:
+        writer.step(record, model.opinions)
+        model.trackers.write(trackers_dir, redactor=redactor)
+
+    model.on_step = on_step
     final = scenario if branch is None else branch.scenario
     manifest: dict[str, Any] = {
         "scenario": final.model_dump(mode="json"),
@@ -250,6 +257,7 @@ def execute(
             finished_at=datetime.now(UTC).isoformat(timespec="seconds"),
         )
         writer.manifest(manifest)
+        model.trackers.write(trackers_dir, redactor=redactor)
         writer.close()
         if cache is not None:
             cache.close()

@@ -9,7 +9,9 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from simworld.errors import ConfigError, config_error_from_validation
+from simworld.memory_config import MemoryConfig
 from simworld.persona import PopulationDistributions
+from simworld.tracker_config import TrackersConfig
 from simworld.yamlio import read_yaml_mapping
 
 DEFAULT_MODEL = "fake/default"
@@ -214,6 +216,8 @@ class Scenario(_Strict):
     topics: list[Topic] = Field(min_length=1)
     protocol: ProtocolConfig
     llm: LLMConfig = Field(default_factory=LLMConfig)
+    memory: MemoryConfig = Field(default_factory=MemoryConfig)
+    trackers: TrackersConfig = Field(default_factory=TrackersConfig)
 
     @model_validator(mode="after")
     def _check(self) -> Scenario:

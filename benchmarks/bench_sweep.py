@@ -1,0 +1,163 @@
+"""Sweep benchmark: 16 short runs at 50 ms fake latency, 1 vs 2 local workers, and Ray overhead.
+
+Run: ``.venv/bin/python benchmarks/bench_sweep.py`` (writes ``benchmarks/results/sweep.json``;
+``docs/benchmarks-sweep.md`` summarises one such run). Every sweep starts from an empty
+directory and an empty cache, and its wall time includes starting and stopping the workers.
+``startup_s`` is the time to the first result less that run's own time: mostly workers
+importing litellm and mesa; the ``after_startup`` speedup leaves it out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from simworld.sweep import SweepResult, run_sweep
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = Path(__file__).parent / "results" / "sweep.json"
+LIBRARY = ROOT / "agents" / "global_panel.yaml"
+LATENCY_MS = 50
+AGENTS = 6
+STEPS = 3
+ROUNDS = 3
+SEEDS = "0-7"
+GRID = {"protocol.memory_window": [4, 8]}  # 2 grid points x 8 seeds = 16 runs
+TARGET_SPEEDUP = 1.8
+TARGET_RAY_OVERHEAD = 1.2
+LIKERT = ["Strongly disagree", "Disagree", "Neutral", "Agree", "Strongly agree"]
+
+
+def scenario_file(folder: Path) -> Path:
+    """A short group-discussion scenario: one group of 6, 3 rounds per step, 3 steps.
+
+    Each step is 18 speaking turns in sequence, so a run is latency-bound (about 3 s of
+    waiting at 50 ms per call) rather than CPU-bound, like a run against a remote model.
+    """
+    data = {
+        "name": "bench_sweep",
+        "seed": 0,
+        "population": {"library": str(LIBRARY), "size": AGENTS},
+        "network": {"generator": "complete"},
+        "topics": [
+            {
+                "id": "remote_work",
+                "statement": "Companies should let employees work from home as much as they want.",
+                "scale": {"type": "likert", "labels": LIKERT},
+            }
+        ],
+        "protocol": {"steps": STEPS, "mode": "group", "group_size": AGENTS, "rounds": ROUNDS},
+        "llm": {"model": f"fake/default?latency_ms={LATENCY_MS}", "concurrency": 16},
+    }
+    path = folder / "bench_sweep.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def timed_sweep(scenario: Path, out: Path, **options: Any) -> dict[str, Any]:
+    """Run one sweep into a fresh directory; wall time and what the runs reported."""
+    started = time.perf_counter()
+    arrivals: list[tuple[float, float]] = []
+    result: SweepResult = run_sweep(
+        scenario,
+        grid=GRID,
+        seeds=SEEDS,
+        out_dir=out,
+        on_result=lambda r: arrivals.append((time.perf_counter() - started, r.wall_time_s)),
+        **options,
+    )
+    wall = time.perf_counter() - started
+    assert result.ok, result.summary()
+    run_times = [r["wall_time_s"] for r in result.runs]
+    first_at, first_run = arrivals[0]
+    return {
+        "options": {k: v for k, v in options.items() if v is not None},
+        "wall_s": round(wall, 3),
+        "first_result_s": round(first_at, 3),
+        "startup_s": round(first_at - first_run, 3),
+        "sum_run_s": round(sum(run_times), 3),
+        "mean_run_s": round(sum(run_times) / len(run_times), 3),
+        "runs": len(result.runs),
+        "calls": int(result.totals["calls"]),
+        "frame": (out / "opinions.parquet").read_bytes(),
+    }
+
+
+def main() -> None:
+    """Run the three local sweeps and the Ray sweeps; write the results file."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--no-ray", action="store_true", help="skip the Ray executor")
+    args = parser.parse_args()
+    load_before = os.getloadavg()
+    with tempfile.TemporaryDirectory(prefix="bench_sweep_") as tmp:
+        folder = Path(tmp)
+        scenario = scenario_file(folder)
+        runs: dict[str, dict[str, Any]] = {}
+        runs["local_1"] = timed_sweep(scenario, folder / "l1", workers=1)
+        print("local, 1 worker ", runs["local_1"]["wall_s"], "s", file=sys.stderr)
+        runs["local_2"] = timed_sweep(scenario, folder / "l2", workers=2)
+        print("local, 2 workers", runs["local_2"]["wall_s"], "s", file=sys.stderr)
+        if not args.no_ray:
+            import ray
+
+            runs["ray_2_with_init"] = timed_sweep(
+                scenario, folder / "r1", executor="ray", workers=2
+            )
+            print("ray (incl. init)", runs["ray_2_with_init"]["wall_s"], "s", file=sys.stderr)
+            ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+            try:
+                runs["ray_2_running"] = timed_sweep(
+                    scenario, folder / "r2", executor="ray", workers=2
+                )
+            finally:
+                ray.shutdown()
+            print("ray (running)   ", runs["ray_2_running"]["wall_s"], "s", file=sys.stderr)
+    frames = {name: r.pop("frame") for name, r in runs.items()}
+    identical = len(set(frames.values())) == 1
+    speedup = runs["local_1"]["wall_s"] / runs["local_2"]["wall_s"]
+    warm = [runs[k]["wall_s"] - runs[k]["startup_s"] for k in ("local_1", "local_2")]
+    result: dict[str, Any] = {
+        "machine": {
+            "python": platform.python_version(),
+            "cpu": platform.machine(),
+            "cpus": os.cpu_count(),
+            "loadavg_before": [round(x, 2) for x in load_before],
+            "loadavg_after": [round(x, 2) for x in os.getloadavg()],
+        },
+        "sweep": {
+            "runs": runs["local_1"]["runs"],
+            "grid": GRID,
+            "seeds": SEEDS,
+            "agents": AGENTS,
+            "steps": STEPS,
+            "mode": f"group of {AGENTS}, {ROUNDS} rounds",
+            "latency_ms": LATENCY_MS,
+            "calls": runs["local_1"]["calls"],
+        },
+        "sweeps": runs,
+        "frames_identical": identical,
+        "speedup_2_vs_1": round(speedup, 3),
+        "speedup_2_vs_1_after_startup": round(warm[0] / warm[1], 3),
+        "target_speedup": TARGET_SPEEDUP,
+    }
+    if "ray_2_running" in runs:
+        local = runs["local_2"]["wall_s"]
+        result["ray_overhead_with_init"] = round(runs["ray_2_with_init"]["wall_s"] / local, 3)
+        result["ray_overhead_running"] = round(runs["ray_2_running"]["wall_s"] / local, 3)
+        result["target_ray_overhead"] = TARGET_RAY_OVERHEAD
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

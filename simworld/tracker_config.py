@@ -1,0 +1,60 @@
+"""The ``trackers:`` section of a scenario: stance extraction, judges, BFI probes, extras."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+DEFAULT_STANCE_TEMPERATURE = 0.0
+DEFAULT_CONSENSUS_THRESHOLD = 1.0
+DEFAULT_BFI_INVENTORY = "bfi10"
+TRACKER_SPEC = r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*$"
+"""``package.module:ClassName`` (resolved with importlib, never evaluated)."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class BfiConfig(_Strict):
+    """Big Five inventory administered as a private probe (metrics.md §4).
+
+    Attributes:
+        steps: Steps after whose interaction (0: before any) every agent takes the inventory.
+        inventory: ``bfi10`` (Rammstedt & John 2007) or ``bfi44`` (John & Srivastava 1999).
+        shuffle_items: Show the items in a seeded random order per administration.
+        shuffle_options: Show the answer options in a seeded random order per administration.
+    """
+
+    steps: list[Annotated[int, Field(ge=0)]] = Field(default_factory=lambda: [0])
+    inventory: Literal["bfi10", "bfi44"] = DEFAULT_BFI_INVENTORY
+    shuffle_items: bool = True
+    shuffle_options: bool = True
+
+
+class TrackersConfig(_Strict):
+    """What the engine measures besides the private opinion probes.
+
+    Attributes:
+        stance: Extract each public message's stated position with a structured call
+            (needed for D_i in metrics.md §1 and stated neighbour opinions in §3).
+        stance_temperature: Sampling temperature of the stance calls.
+        judge: Also ask an LLM judge whether each message impersonates another persona
+            (reported beside the pattern measure, which is always computed).
+        bfi: Administer a Big Five inventory at some steps (off when absent).
+        consensus_threshold: Share of the modal opinion that counts as consensus (§5).
+        extra: More trackers, ``package.module:ClassName``; each class is built with no
+            arguments (or with ``context=`` when its constructor takes it) and must have
+            ``observe(event)`` and ``rows()``.
+    """
+
+    stance: bool = True
+    stance_temperature: float = Field(default=DEFAULT_STANCE_TEMPERATURE, ge=0.0, le=2.0)
+    judge: bool = False
+    bfi: BfiConfig | None = None
+    consensus_threshold: float = Field(default=DEFAULT_CONSENSUS_THRESHOLD, gt=0.0, le=1.0)
+    extra: list[Annotated[str, Field(pattern=TRACKER_SPEC)]] = Field(default_factory=list)
+
+
+__all__ = ["BfiConfig", "TrackersConfig"]

@@ -1,0 +1,288 @@
+"""The embedded local model: prompt conversion, grammar, seeds, errors, and real end-to-end runs."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from simworld import local
+from simworld.cli import main
+from simworld.fake import _SAYINGS
+from simworld.llm import CallIdentity, LiteLLMModel, LLMRequest
+from simworld.local import LocalModelError, check_model, parse_model, to_prompt
+from simworld.local_engine import PREFILL_CHUNK, EngineConfig, LlamaEngine, Sampling
+
+MODEL = "local/gemma3-270m"
+SYSTEM = (
+    "You are Ana Lima, a 40-year-old woman from Brazil. You work as a teacher.\n"
+    "Where you stood at the start:\n- Remote work is good.: Agree"
+)
+LIKERT_SCHEMA = {
+    "type": "object",
+    "properties": {"answer": {"type": "integer", "enum": [1, 2, 3, 4, 5]}},
+    "required": ["answer"],
+    "additionalProperties": False,
+}
+CHOICE_SCHEMA = {
+    "type": "object",
+    "properties": {"answer": {"type": "string", "enum": ["A", "B", "C", "D"]}},
+    "required": ["answer"],
+    "additionalProperties": False,
+}
+PROBE = (
+    "Topic: Companies should let employees work from home as much as they want.\n"
+    "Options:\n  1 = Strongly disagree\n  2 = Disagree\n  3 = Neutral\n  4 = Agree\n"
+    '  5 = Strongly agree\nReply with a JSON object {"answer": X} where X is one of 1, 2, 3, 4, 5.'
+)
+
+
+@pytest.fixture(scope="module")
+def engine() -> LlamaEngine:
+    return LlamaEngine.get(parse_model(MODEL))
+
+
+def _generate(engine: LlamaEngine, user: str, **kwargs) -> str:
+    prompt = to_prompt([{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}])
+    sampling = Sampling(**{"max_tokens": 40, "temperature": 0.8, "seed": 1, **kwargs})
+    return engine.generate(prompt.text, preamble=prompt.preamble, sampling=sampling).text
+
+
+# -- prompt conversion ------------------------------------------------------------------------
+def test_prompt_is_a_transcript_the_persona_continues():
+    prompt = to_prompt(
+        [
+            {"role": "system", "content": SYSTEM},
+            {"role": "user", "content": "What do you think?"},
+            {"role": "assistant", "content": "I agree."},
+            {"role": "user", "content": "Why?"},
+        ]
+    )
+    assert prompt.speaker == "Ana Lima"
+    assert prompt.text.startswith(prompt.preamble)
+    assert SYSTEM in prompt.preamble and "What do you think?" not in prompt.preamble
+    assert "Interviewer: What do you think?\nAna Lima: I agree.\nInterviewer: Why?" in prompt.text
+    assert prompt.text.endswith("\nAna Lima:")
+
+
+def test_prompt_without_system_message_uses_default_speaker():
+    prompt = to_prompt([{"role": "user", "content": "Hello?"}])
+    assert prompt.speaker == "Participant"
+    assert prompt.text.endswith("Interviewer: Hello?\nParticipant:")
+
+
+def test_preamble_is_shared_across_calls_of_one_persona():
+    a = to_prompt([{"role": "system", "content": SYSTEM}, {"role": "user", "content": "One"}])
+    b = to_prompt([{"role": "system", "content": SYSTEM}, {"role": "user", "content": "Two"}])
+    assert a.preamble == b.preamble and a.text != b.text
+
+
+# -- model strings and errors -----------------------------------------------------------------
+def test_missing_gguf_path_is_one_clear_line(tmp_path):
+    missing = tmp_path / "nope" / "model.gguf"
+    with pytest.raises(LocalModelError) as err:
+        check_model(f"local/{missing}")
+    message = str(err.value)
+    assert str(missing) in message and "\n" not in message
+    assert message.startswith("llm.model 'local/")
+
+
+def test_non_gguf_file_and_bad_options_are_rejected(tmp_path):
+    junk = tmp_path / "junk.gguf"
+    junk.write_bytes(b"not a model")
+    with pytest.raises(LocalModelError, match="is not a GGUF file"):
+        check_model(f"local/{junk}")
+    with pytest.raises(LocalModelError, match="unknown option"):
+        check_model("local/gemma3-270m?temperature=3")
+    with pytest.raises(LocalModelError, match="n_ctx"):
+        check_model("local/gemma3-270m?n_ctx=12")
+    with pytest.raises(LocalModelError, match="name a model"):
+        check_model("local/")
+
+
+def test_missing_extra_names_the_install_command(monkeypatch):
+    monkeypatch.setitem(sys.modules, "llama_cpp", None)
+    with pytest.raises(LocalModelError, match=r"pip install 'simworld\[local\]'"):
+        check_model(MODEL)
+
+
+def test_llama_cpp_is_imported_only_when_a_local_model_is_used():
+    code = (
+        "import sys, simworld.providers, simworld.llm; simworld.llm.LiteLLMModel(); "
+        "simworld.providers.check_model('fake/default'); print('llama_cpp' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_other_providers_pass_unchecked():
+    check_model("fake/default")
+    check_model("openai/gpt-4o-mini")
+
+
+def test_relative_and_absolute_paths_resolve(monkeypatch):
+    packaged = parse_model(MODEL).path
+    assert parse_model(f"local/{packaged}").path == packaged
+    monkeypatch.chdir(packaged.parent)
+    assert parse_model(f"local/{packaged.name}?threads=1").path == packaged
+
+
+def test_prompt_longer_than_the_context_is_a_non_retryable_error():
+    import litellm
+
+    LiteLLMModel()  # registers the providers
+    with pytest.raises(litellm.ContextWindowExceededError, match="context window of 256"):
+        litellm.completion(
+            model=MODEL + "?n_ctx=256",
+            messages=[{"role": "user", "content": "word " * 400}],
+            max_tokens=8,
+            num_retries=0,
+        )
+
+
+def test_cli_reports_a_bad_local_model_in_one_line(make_scenario, tmp_path, capsys):
+    scenario = make_scenario({"population.size": 3, "network": {"generator": "complete"}})
+    args = ["run", str(scenario), "--model", f"local/{tmp_path}/missing.gguf", "--quiet"]
+    code = main([*args, "--out", str(tmp_path / "run"), "--cache", str(tmp_path / "c.db")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert err.count("\n") == 0 and "missing.gguf" in err and "Traceback" not in err
+
+
+def test_packaged_model_is_assembled_atomically_and_verified(tmp_path):
+    target_dir = tmp_path / "models"
+    path = local.packaged_model_path.__wrapped__(target_dir)
+    assert path.parent == target_dir and path.name == local.PACKAGED_FILE
+    assert local._sha256_file(path) == local.GEMMA3_270M_SHA256
+    assert [p.name for p in target_dir.iterdir()] == [local.PACKAGED_FILE]  # no temp file left
+    path.write_bytes(b"GGUF corrupted")
+    assert local.packaged_model_path.__wrapped__(target_dir) == path
+    assert local._sha256_file(path) == local.GEMMA3_270M_SHA256
+
+
+def test_model_cache_dir_follows_xdg(monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert local.model_cache_dir() == tmp_path / "simworld" / "models"
+
+
+# -- decoding ---------------------------------------------------------------------------------
+@pytest.mark.parametrize(("schema", "allowed"), [(LIKERT_SCHEMA, {1, 2, 3, 4, 5})])
+def test_grammar_makes_every_answer_parse(engine, schema, allowed):
+    for seed in range(4):
+        text = _generate(engine, PROBE, seed=seed, temperature=1.5, schema=schema)
+        assert json.loads(text)["answer"] in allowed
+
+
+def test_grammar_with_string_enum(engine):
+    user = "Which first: A = transport, B = housing, C = policing, D = parks?"
+    for seed in range(3):
+        assert json.loads(_generate(engine, user, seed=seed, schema=CHOICE_SCHEMA))["answer"] in {
+            "A",
+            "B",
+            "C",
+            "D",
+        }
+
+
+def test_free_text_is_one_stripped_line_capped_by_max_tokens(engine):
+    for seed in range(4):
+        text = _generate(engine, "Say where you stand on remote work.", seed=seed, max_tokens=12)
+        assert "\n" not in text.strip()
+    prompt = to_prompt([{"role": "user", "content": "Tell me a long story."}])
+    gen = engine.generate(
+        prompt.text, preamble=prompt.preamble, sampling=Sampling(5, 0.8, 3, None, None)
+    )
+    assert gen.completion_tokens <= 5 and gen.prompt_tokens > 10
+
+
+def test_same_seed_same_output_whatever_ran_before(engine):
+    first = _generate(engine, PROBE + "\nExplain briefly.", seed=42, max_tokens=24)
+    _generate(engine, "Something else entirely, to disturb the KV cache.", seed=3)
+    again = _generate(engine, PROBE + "\nExplain briefly.", seed=42, max_tokens=24)
+    cold = LlamaEngine(EngineConfig(engine.config.path, prefix_reuse=False))
+    without_reuse = _generate(cold, PROBE + "\nExplain briefly.", seed=42, max_tokens=24)
+    assert first == again == without_reuse
+    other = [_generate(engine, PROBE + "\nExplain briefly.", seed=s, max_tokens=24) for s in (1, 2)]
+    assert len({first, *other}) > 1
+
+
+def test_prefix_states_are_kept_per_preamble(engine):
+    messages = [{"role": "system", "content": SYSTEM * 3}, {"role": "user", "content": "?"}]
+    prompt = to_prompt(messages)
+    _generate(engine, "warm up")
+    engine.generate(prompt.text, preamble=prompt.preamble, sampling=Sampling(2, 0.0, 0))
+    lengths = {len(k) for k in engine._states}
+    assert lengths and all(n % PREFILL_CHUNK == 0 for n in lengths)
+
+
+def test_logprobs_score_every_option(engine):
+    async def call(seed: int) -> tuple[str, dict]:
+        request = LLMRequest(
+            model=MODEL,
+            messages=({"role": "system", "content": SYSTEM}, {"role": "user", "content": PROBE}),
+            identity=CallIdentity(seed, "ana", 0, "probe:remote_work"),
+            temperature=0.7,
+            max_tokens=30,
+            schema=LIKERT_SCHEMA,
+            schema_name="Answer",
+            logprobs=True,
+        )
+        done = await LiteLLMModel().complete(request, attempt=0, timeout_s=60)
+        return done.text, done.extra
+
+    text, extra = asyncio.run(call(5))
+    probs = extra["option_probs"]
+    assert set(probs) == {"1", "2", "3", "4", "5"}
+    assert sum(probs.values()) == pytest.approx(1.0)
+    assert all(p > 0 for p in probs.values())
+    answer_entry = extra["logprobs"][-1]
+    assert {alt["token"][:1] for alt in answer_entry["top_logprobs"]} == set("12345")
+    assert str(json.loads(text)["answer"]) == answer_entry["token"][0]
+    assert asyncio.run(call(5)) == (text, extra)
+
+
+# -- end to end on the real model -------------------------------------------------------------
+def test_real_model_run_parses_speaks_and_reproduces(make_scenario, tmp_path):
+    from simworld.run import run_scenario
+
+    likert = ["Strongly disagree", "Disagree", "Neutral", "Agree", "Strongly agree"]
+    topic = {
+        "id": "remote_work",
+        "statement": "Companies should let employees work from home as much as they want.",
+        "scale": {"type": "likert", "labels": likert},
+    }
+    scenario = make_scenario(
+        {
+            "population.size": 4,
+            "network": {"generator": "complete"},
+            "topics": [topic],
+            "protocol.steps": 1,
+        }
+    )
+    overrides = {
+        "llm.model": MODEL,
+        "llm.cache": "off",
+        "llm.max_tokens": 48,
+        "llm.concurrency": 4,
+    }
+    runs = []
+    for name in ("a", "b"):
+        result = run_scenario(scenario, overrides=overrides, out_dir=tmp_path / name)
+        assert result.status == "completed"
+        runs.append(tmp_path / name)
+    opinions = pd.read_parquet(runs[0] / "opinions.parquet")
+    assert len(opinions) == 4 * 2 and opinions.ok.all()
+    assert opinions.value.between(1, 5).all()
+    events = [json.loads(line) for line in (runs[0] / "transcript.jsonl").read_text().splitlines()]
+    texts = [e["text"] for e in events if e["type"] == "message"]
+    canned = {s.split("{")[0] for s in _SAYINGS}
+    assert len(texts) == 4
+    assert all(t.strip() and not any(t.startswith(c) for c in canned) for t in texts)
+    calls = [e for e in events if e["type"] == "llm_call"]
+    assert all(c["prompt_tokens"] > 0 and c["completion_tokens"] > 0 for c in calls)
+    for name in ("transcript.jsonl", "opinions.parquet"):
+        assert (runs[0] / name).read_bytes() == (runs[1] / name).read_bytes(), name

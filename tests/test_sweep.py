@@ -1,0 +1,334 @@
+"""Batch sweeps: parsing, dry runs, executors agreeing, failures, resume, and the shared cache.
+
+The sweeps here are small (5 agents, 2 steps, 6 runs) with the fake provider at 100 ms
+latency, so runs last long enough to be caught mid-way by the interruption test.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+import yaml
+from cache_writer import OWN_KEYS, SHARED_KEYS, write_keys
+from conftest import BASE_SCENARIO, deep_update
+
+from simworld.cache import ResponseCache
+from simworld.cli import main
+from simworld.sweep import parse_grid, parse_int_list, plan_sweep, run_sweep
+from simworld.sweep_plan import estimate_run
+from simworld.sweep_store import COMBINED_FRAME, SWEEP_MANIFEST
+
+GRID = {"protocol.mode": ["broadcast", "pairs"]}
+SEEDS = "0-2"
+RUNS = 6
+AGENTS, TOPICS, PROBES = 5, 2, 3  # probes at steps 0, 1, 2
+STEPS = 2
+KILL_WAIT_S = 120
+CACHE_WRITERS = 6
+
+SMALL = {
+    "population.size": AGENTS,
+    "network": {"generator": "watts_strogatz", "k": 2, "p": 0.2},
+    "protocol.steps": STEPS,
+    "llm.model": "fake/default?latency_ms=100",
+}
+
+
+def write_scenario(path: Path, changes: dict[str, Any] | None = None) -> Path:
+    """Write the small sweep scenario (with dotted changes) to ``path``."""
+    data = deep_update(BASE_SCENARIO, {**SMALL, **(changes or {})})
+    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def read_sweep(sweep_dir: Path) -> dict[str, Any]:
+    return json.loads((sweep_dir / SWEEP_MANIFEST).read_text(encoding="utf-8"))
+
+
+def events(run_dir: Path) -> list[dict[str, Any]]:
+    lines = (run_dir / "transcript.jsonl").read_text(encoding="utf-8").splitlines()
+    return [json.loads(line) for line in lines]
+
+
+@pytest.fixture(scope="module")
+def scenario(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_scenario(tmp_path_factory.mktemp("scenario") / "sweep.yaml")
+
+
+@pytest.fixture(scope="module")
+def reference(scenario: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An uninterrupted sweep with one local worker."""
+    out = tmp_path_factory.mktemp("reference") / "sweep"
+    result = run_sweep(scenario, grid=GRID, seeds=SEEDS, out_dir=out, workers=1)
+    assert result.ok, result.summary()
+    return out
+
+
+# -- parsing ---------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("0-3", [0, 1, 2, 3]), ("1,3,5", [1, 3, 5]), ("0-2,7, 9-10", [0, 1, 2, 7, 9, 10]),
+     ("4", [4]), ("2,1-3", [2, 1, 3])],
+)  # fmt: skip
+def test_parse_seeds(text, expected):
+    assert parse_int_list(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "a", "1-", "-1", "3-1", "1,,2", "0-x", "0-100000"])
+def test_parse_seeds_rejects(text):
+    from simworld.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="--seeds"):
+        parse_int_list(text)
+
+
+def test_parse_grid_yaml_scalars():
+    grid = parse_grid(
+        [
+            "network.p=0.1,0.5",
+            "llm.cache=off,record",
+            "x.flag=true,false",
+            "population.size=4,6",
+            "llm.model=fake/default?latency_ms=5,fake/other",
+            "network={generator: complete},{generator: erdos_renyi, p: 0.3}",
+        ]
+    )
+    assert grid == {
+        "network.p": [0.1, 0.5],
+        "llm.cache": ["off", "record"],
+        "x.flag": [True, False],
+        "population.size": [4, 6],
+        "llm.model": ["fake/default?latency_ms=5", "fake/other"],
+        "network": [{"generator": "complete"}, {"generator": "erdos_renyi", "p": 0.3}],
+    }
+
+
+@pytest.mark.parametrize("item", ["novalue", "=1", "a.b=", "a.b=1,,2", "a.b=1,1", "seed=1,2"])
+def test_parse_grid_rejects(item):
+    from simworld.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="--grid"):
+        parse_grid([item])
+
+
+def test_plan_names_and_order(scenario):
+    plan = plan_sweep(scenario, grid=GRID, seeds=SEEDS)
+    assert [(r.params["protocol.mode"], r.seed) for r in plan.runs] == [
+        (m, s) for m in GRID["protocol.mode"] for s in range(3)
+    ]
+    assert [r.name[:5] for r in plan.runs] == [f"{i:04d}-" for i in range(RUNS)]
+    again = plan_sweep(scenario, grid=GRID, seeds=SEEDS)
+    assert [r.name for r in again.runs] == [r.name for r in plan.runs]
+    assert again.default_dir() == plan.default_dir()
+    assert len({r.name for r in plan.runs}) == RUNS
+
+
+# -- dry run and bad input -------------------------------------------------------------------
+def test_dry_run_makes_no_calls_and_writes_nothing(scenario, tmp_path, capsys, monkeypatch):
+    def forbidden(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("a dry run must not run anything")
+
+    monkeypatch.setattr("simworld.sweep.make_executor", forbidden)
+    monkeypatch.setattr("simworld.executors.execute_task", forbidden)
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "sweep"
+    rc = main(["sweep", str(scenario), "--grid", "protocol.mode=broadcast,pairs",
+               "--seeds", "0-9", "--out", str(out), "--dry-run"])  # fmt: skip
+    assert rc == 0
+    assert list(tmp_path.iterdir()) == []
+    printed = capsys.readouterr().out
+    plan = plan_sweep(scenario, grid=GRID, seeds="0-9")
+    # broadcast: 2 steps x 5 posts + 3 probes x 5 agents x 2 topics = 40; pairs: 2 x 4 + 30 = 38
+    assert [estimate_run(r.scenario).calls for r in plan.runs[::10]] == [40, 38]
+    assert "20 runs, ~780 model calls" in printed
+    assert "2 grid points x 10 seeds" in printed
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--grid", "protocol.bogus=1,2"], "protocol.bogus: unknown field"),
+        (["--grid", "population.size=4,many"], "population.size"),
+        (["--grid", "network.k=2,9"], "network.k"),
+        (["--seeds", "1-x"], "--seeds"),
+        (["--seeds", "5-1"], "--seeds"),
+        (["--grid", "seed=1,2"], "--seeds"),
+        (["--only", "99"], "--only"),
+        (["--workers", "0"], "--workers"),
+        (["--ray-address", "auto"], "--executor ray"),
+    ],
+)
+def test_bad_input_one_line_exit_2_nothing_written(scenario, tmp_path, capsys, args, needle):
+    out = tmp_path / "sweep"
+    rc = main(["sweep", str(scenario), "--out", str(out), "--quiet", *args])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert len(err.strip().splitlines()) == 1, err
+    assert needle in err
+    assert not out.exists()
+
+
+# -- executors agree -------------------------------------------------------------------------
+def test_reference_frame_is_tidy(reference):
+    frame = pd.read_parquet(reference / COMBINED_FRAME)
+    assert len(frame) == RUNS * AGENTS * TOPICS * PROBES
+    assert list(frame.columns[:3]) == ["run", "seed", "protocol.mode"]
+    assert {"step", "agent", "topic", "value", "answer"} <= set(frame.columns)
+    assert frame.run.is_monotonic_increasing
+    by_run = frame.groupby("run")[["seed", "protocol.mode"]].first()
+    assert by_run.seed.tolist() == [0, 1, 2] * 2
+    assert by_run["protocol.mode"].tolist() == ["broadcast"] * 3 + ["pairs"] * 3
+    manifest = read_sweep(reference)
+    assert manifest["counts"] == {"completed": RUNS}
+    assert manifest["spec"]["grid"] == GRID
+    for run in manifest["runs"]:
+        assert (reference / run["run_dir"] / "manifest.json").is_file()
+        assert run["totals"]["calls"] > 0
+
+
+def test_two_workers_match_one(scenario, reference, tmp_path):
+    out = tmp_path / "sweep"
+    result = run_sweep(scenario, grid=GRID, seeds=SEEDS, out_dir=out, workers=2)
+    assert result.ok
+    assert (out / COMBINED_FRAME).read_bytes() == (reference / COMBINED_FRAME).read_bytes()
+
+
+def test_ray_matches_local(scenario, reference, tmp_path):
+    ray = pytest.importorskip("ray")
+    out = tmp_path / "sweep"
+    result = run_sweep(scenario, grid=GRID, seeds=SEEDS, out_dir=out, executor="ray", workers=2)
+    assert not ray.is_initialized(), "the local Ray instance must be shut down"
+    assert result.ok, result.summary()
+    assert (out / COMBINED_FRAME).read_bytes() == (reference / COMBINED_FRAME).read_bytes()
+    local = pd.read_parquet(reference / COMBINED_FRAME)
+    assert pd.read_parquet(out / COMBINED_FRAME).equals(local)
+
+
+# -- failures --------------------------------------------------------------------------------
+def test_failing_run_is_reported_and_retried(tmp_path, capsys):
+    """Replay with only seed 0 recorded: seed 1 fails, the sweep goes on; later it is retried."""
+    from simworld.run import run_scenario
+
+    cache = tmp_path / "cache.sqlite"
+    path = write_scenario(tmp_path / "replay.yaml", {"llm.cache": "replay"})
+    record = {"llm.cache": "record", "seed": 0}
+    first_run = run_scenario(path, overrides=record, out_dir=tmp_path / "r0", cache_path=cache)
+    assert first_run.status == "completed"
+    out = tmp_path / "sweep"
+    args = ["sweep", str(path), "--seeds", "0-2", "--out", str(out), "--cache", str(cache)]
+    rc = main([*args, "--workers", "1"])
+    captured = capsys.readouterr()
+    assert rc == 1
+    manifest = read_sweep(out)
+    assert [r["status"] for r in manifest["runs"]] == ["completed", "failed", "failed"]
+    assert "no recorded answer" in manifest["runs"][1]["error"]
+    assert "FAILED     #1" in captured.out and "no recorded answer" in captured.out
+    assert "--only 1,2" in captured.out
+    assert "failed=2" in captured.err  # the progress bar counts failures
+    assert set(pd.read_parquet(out / COMBINED_FRAME).run) == {0}
+    first = (out / manifest["runs"][0]["run_dir"] / "manifest.json").stat().st_mtime_ns
+
+    record["seed"] = 1
+    second_run = run_scenario(path, overrides=record, out_dir=tmp_path / "r1", cache_path=cache)
+    assert second_run.status == "completed"
+    assert main([*args, "--only", "1", "--quiet"]) == 0
+    manifest = read_sweep(out)
+    assert [r["status"] for r in manifest["runs"]] == ["completed", "completed", "failed"]
+    assert [r["attempts"] for r in manifest["runs"]] == [1, 2, 1]
+    assert manifest["runs"][1]["action"] == "reran"
+    assert (out / manifest["runs"][0]["run_dir"] / "manifest.json").stat().st_mtime_ns == first
+    assert set(pd.read_parquet(out / COMBINED_FRAME).run) == {0, 1}
+
+
+# -- interruption and resume -----------------------------------------------------------------
+def _statuses(sweep_dir: Path) -> dict[str, tuple[str, bool]]:
+    """Run name → (manifest status, whether a step finished) for run dirs with a manifest."""
+    out = {}
+    for run in sorted((sweep_dir / "runs").glob("*")):
+        try:
+            status = json.loads((run / "manifest.json").read_text())["status"]
+            stepped = '"type": "step_end"' in (run / "transcript.jsonl").read_text()
+        except (OSError, json.JSONDecodeError, KeyError):
+            continue
+        out[run.name] = (status, stepped)
+    return out
+
+
+def test_killed_sweep_resumes_each_run_exactly_once(scenario, reference, tmp_path):
+    out = tmp_path / "sweep"
+    cmd = [sys.executable, "-m", "simworld.cli", "sweep", str(scenario),
+           "--grid", "protocol.mode=broadcast,pairs", "--seeds", SEEDS,
+           "--out", str(out), "--workers", "2", "--quiet"]  # fmt: skip
+    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + KILL_WAIT_S
+    try:
+        while True:
+            seen = _statuses(out) if out.exists() else {}
+            done = [n for n, (s, _) in seen.items() if s == "completed"]
+            partial = [n for n, (s, stepped) in seen.items() if s == "running" and stepped]
+            if done and partial:
+                break
+            assert proc.poll() is None, "the sweep finished before it could be interrupted"
+            assert time.monotonic() < deadline, "no partial run to interrupt"
+            time.sleep(0.02)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the CLI and its workers
+        proc.wait()
+    assert len(done) < RUNS
+
+    result = run_sweep(scenario, grid=GRID, seeds=SEEDS, out_dir=out, workers=2)
+    assert result.ok, result.summary()
+    assert result.skipped == len(done)
+    manifest = read_sweep(out)
+    actions = {r["name"]: r["action"] for r in manifest["runs"]}
+    for name in partial:
+        assert actions[name] in {"resumed", "reran"}
+    assert sorted(p.name for p in (out / "runs").iterdir()) == sorted(actions)
+    ref = read_sweep(reference)
+    for run, ref_run in zip(manifest["runs"], ref["runs"], strict=True):
+        run_dir = out / run["run_dir"]
+        evs = events(run_dir)
+        assert sum(e["type"] == "run_start" for e in evs) == 1
+        assert [e["step"] for e in evs if e["type"] == "step_end"] == list(range(STEPS + 1))
+        for name in ("transcript.jsonl", "opinions.parquet"):
+            expected = (reference / ref_run["run_dir"] / name).read_bytes()
+            assert (run_dir / name).read_bytes() == expected, (run["name"], name)
+    assert (out / COMBINED_FRAME).read_bytes() == (reference / COMBINED_FRAME).read_bytes()
+    again = run_sweep(scenario, grid=GRID, seeds=SEEDS, out_dir=out)
+    assert again.done_now == 0 and again.skipped == RUNS
+
+
+# -- the shared cache ------------------------------------------------------------------------
+def test_concurrent_cache_writers_lose_nothing(tmp_path):
+    """Several spawned processes open one fresh cache file at once and write into it."""
+    path = str(tmp_path / "cache.sqlite")
+    ctx = multiprocessing.get_context("spawn")
+    start = ctx.Barrier(CACHE_WRITERS)
+    procs = [ctx.Process(target=write_keys, args=(path, w, start)) for w in range(CACHE_WRITERS)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=120)
+        assert p.exitcode == 0
+    cache = ResponseCache(path)
+    assert len(cache) == CACHE_WRITERS * OWN_KEYS + SHARED_KEYS
+    for w in range(CACHE_WRITERS):
+        for i in range(OWN_KEYS):
+            assert cache.get(f"own-{w}-{i}") == {"worker": w, "i": i}
+    for i in range(SHARED_KEYS):
+        value = cache.get(f"shared-{i}")
+        assert value is not None and value["i"] == i and value["worker"] in range(CACHE_WRITERS)
+    cache.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)

@@ -60,6 +60,8 @@ def scenario(n: int, *, model: str, concurrency: int) -> Scenario:
             ],
             "protocol": {"steps": 3, "mode": "broadcast", "probe_at": []},
             "llm": {"model": model, "concurrency": concurrency, "cache": "off"},
+            # one call per agent-step: the ideal below counts posts only
+            "trackers": {"stance": False},
         }
     )
 

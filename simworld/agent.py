@@ -153,6 +153,7 @@ class PersonaAgent(mesa.Agent):
         purpose: str,
         index: int = 0,
         schema: type[BaseModel] | None = None,
+        logprobs: bool = False,
     ) -> LLMRequest:
         llm = self.model.scenario.llm
         return LLMRequest(
@@ -166,6 +167,7 @@ class PersonaAgent(mesa.Agent):
             max_tokens=llm.max_tokens,
             schema=None if schema is None else schema.model_json_schema(),
             schema_name=None if schema is None else schema.__name__,
+            logprobs=logprobs,
         )
 
     def speech_request(
@@ -208,4 +210,11 @@ class PersonaAgent(mesa.Agent):
             memories=self._context(topic, [], step=step, touch=False),
             values=", ".join(str(v) for v in topic.scale.values),
         )
-        return self._request(user, step=step, purpose=f"probe:{topic.id}", schema=schema), schema
+        request = self._request(
+            user,
+            step=step,
+            purpose=f"probe:{topic.id}",
+            schema=schema,
+            logprobs=self.model.scenario.llm.probe_logprobs,
+        )
+        return request, schema

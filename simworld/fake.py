@@ -62,6 +62,9 @@ class FakeOptions:
         """Parse ``name?key=value&...`` (the part after ``fake/``)."""
         _, _, query = model.partition("?")
         q = {k: v[-1] for k, v in parse_qs(query).items()}
+        unknown_keys = set(q) - {"latency_ms", "latency_jitter_ms", "failure_rate", "failures"}
+        if unknown_keys:
+            raise ValueError(f"fake provider: unknown option(s) {sorted(unknown_keys)}")
         kinds = tuple(k for k in q.get("failures", ",".join(FAILURE_KINDS)).split(",") if k)
         unknown = set(kinds) - set(FAILURE_KINDS)
         if unknown:

@@ -28,6 +28,8 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     asyncio.TimeoutError,
 )
 MAX_ERROR_CHARS = 300
+# Provider extras kept in call records; raw token log-probabilities would swell transcripts.
+RECORDED_EXTRAS = ("option_probs",)
 
 
 def error_kind(exc: BaseException) -> str:
@@ -160,8 +162,17 @@ class Gateway:
         self._cache = cache if config.cache != "off" else None
         self._redactor = redactor or Redactor()
         self._jitter = jitter or random.Random()
-        self._slots = asyncio.Semaphore(config.concurrency)
+        self._slots = asyncio.Semaphore(self._cap(config))
         self.accounting = Accounting()
+
+    def _cap(self, config: LLMConfig) -> int:
+        """The concurrency cap: the scenario's, lowered to what the backend can run at once.
+
+        Queueing happens here, before the timeout clock starts, so a call waiting for an
+        in-process model is never timed out (and retried with another seed) for waiting.
+        """
+        limit = self._model.parallelism(config.model)
+        return config.concurrency if limit is None else min(config.concurrency, limit)
 
     def reconfigure(self, config: LLMConfig) -> None:
         """Switch settings mid-run (a branched run); the concurrency cap follows."""
@@ -169,7 +180,7 @@ class Gateway:
             raise ValueError(f"cache mode {config.cache!r} needs a cache")
         self.config = config
         self._cache = self._store if config.cache != "off" else None
-        self._slots = asyncio.Semaphore(config.concurrency)
+        self._slots = asyncio.Semaphore(self._cap(config))
 
     @property
     def budget_exhausted(self) -> bool:
@@ -265,7 +276,7 @@ class Gateway:
                     prompt_tokens,
                     completion_tokens,
                     cost,
-                    completion.extra,
+                    {k: v for k, v in completion.extra.items() if k in RECORDED_EXTRAS},
                 )
             errors.append(
                 {

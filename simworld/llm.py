@@ -138,6 +138,10 @@ class LanguageModel(ABC):
             The model's answer.
         """
 
+    def parallelism(self, model: str) -> int | None:
+        """How many calls to ``model`` can really run at once (``None``: no limit known)."""
+        return None
+
 
 class LiteLLMModel(LanguageModel):
     """Every provider litellm knows, including simworld's registered ``fake/`` provider.
@@ -153,6 +157,10 @@ class LiteLLMModel(LanguageModel):
         self._price = price
         self._known: set[str] = set()
         self._checked: set[str] = set()
+
+    def parallelism(self, model: str) -> int | None:
+        """One at a time for the in-process ``local/`` provider (it serialises calls)."""
+        return 1 if model.startswith("local/") else None
 
     def _ensure_priced(self, model: str) -> None:
         """Put simworld's free in-process models in litellm's cost map, once per model string.
@@ -216,6 +224,7 @@ class LiteLLMModel(LanguageModel):
         if request.logprobs:
             kwargs["logprobs"] = True
             kwargs["top_logprobs"] = TOP_LOGPROBS
+            kwargs["drop_params"] = True  # providers without log-probabilities just omit them
         response = await litellm.acompletion(**kwargs)
         text = response.choices[0].message.content or ""
         extra: dict[str, Any] = {}

@@ -15,6 +15,8 @@ from simworld.agent import PersonaAgent
 from simworld.annotate import Job, annotation_jobs
 from simworld.bfi_probe import bfi_jobs
 from simworld.gateway import CallOutcome, Gateway
+from simworld.llm import canonical_json
+from simworld.logprobs import expected_value
 from simworld.memory import MemorySystem
 from simworld.network import build_graph
 from simworld.population import build_population
@@ -376,6 +378,7 @@ class SocialSimulation(mesa.Model):
         for (agent, topic, _, _), outcome in zip(jobs, outcomes, strict=True):
             record.call(outcome)
             answer = outcome.parsed["answer"] if outcome.ok and outcome.parsed else None
+            probs = outcome.extra.get("option_probs") if outcome.ok else None
             row = {
                 "step": record.step,
                 "agent": agent.key,
@@ -385,6 +388,12 @@ class SocialSimulation(mesa.Model):
                 "raw": outcome.text,
                 "ok": outcome.ok,
                 "call": outcome.key,
+                "probs": None if probs is None else canonical_json(probs),
+                "expected": (
+                    expected_value({int(k): p for k, p in probs.items()})
+                    if probs and topic.ordinal
+                    else None
+                ),
             }
             self.opinions.append(row)
             record.events.append({"type": "probe", **row})

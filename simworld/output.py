@@ -25,6 +25,8 @@ OPINION_SCHEMA = pa.schema(
         ("raw", pa.string()),
         ("ok", pa.bool_()),
         ("call", pa.string()),
+        ("probs", pa.string()),
+        ("expected", pa.float64()),
     ]
 )
 CALL_SCHEMA = pa.schema(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import litellm
 
 from simworld import local
-from simworld.fake import FakeLLM
+from simworld.fake import FakeLLM, FakeOptions
 
 PROVIDERS = {"fake": FakeLLM, "local": local.LocalLLM}
 
@@ -22,10 +22,13 @@ def register_providers() -> None:
 def check_model(model: str) -> None:
     """Fail early, with one line, when simworld's own provider cannot run ``model``.
 
-    Only ``local/`` models are checked (extra installed, GGUF file present, packaged model
-    assembled); other model strings pass.
+    ``local/`` models: extra installed, GGUF file present, packaged model assembled;
+    ``fake/`` models: options parse. Other model strings pass.
 
     Raises:
-        simworld.local.LocalModelError: The model cannot be used.
+        simworld.local.LocalModelError: The local model cannot be used.
+        ValueError: The fake model's options are malformed.
     """
+    if model.startswith("fake/"):
+        FakeOptions.parse(model)
     local.check_model(model)

@@ -13,6 +13,7 @@ import pandas as pd
 from pydantic import ValidationError
 
 from simworld.errors import ConfigError, ResumeError, config_error_from_validation
+from simworld.memory import BRANCH_FIXED_MEMORY_FIELDS
 from simworld.model import BRANCH_FIXED_FIELDS
 from simworld.output import RunWriter
 from simworld.run import (
@@ -24,6 +25,7 @@ from simworld.run import (
 )
 from simworld.scenario import Scenario, set_dotted
 
+BRANCH_FIXED_MEMORY = tuple(f"memory.{name}" for name in BRANCH_FIXED_MEMORY_FIELDS)
 VERIFIED_FILES = (RunWriter.TRANSCRIPT, RunWriter.OPINIONS)
 MAX_SHOWN = 80
 
@@ -150,7 +152,7 @@ def branch_scenario(parent: Scenario, overrides: dict[str, Any], *, source: str 
     """
     data = parent.model_dump(mode="json")
     for key, value in overrides.items():
-        if key.split(".", 1)[0] in BRANCH_FIXED_FIELDS:
+        if key.split(".", 1)[0] in BRANCH_FIXED_FIELDS or key.startswith(BRANCH_FIXED_MEMORY):
             raise ConfigError(
                 source, key, "cannot change in a branch (it changes who is simulated)"
             )

@@ -27,6 +27,7 @@ from simworld.gateway import Accounting, Gateway
 from simworld.llm import LiteLLMModel
 from simworld.model import SocialSimulation, StepRecord
 from simworld.output import RunWriter
+from simworld.providers import check_model
 from simworld.redact import Redactor
 from simworld.scenario import Scenario, load_scenario
 from simworld.trackers import TRACKERS_DIR
@@ -294,6 +295,10 @@ def run_scenario(
         ConfigError: Bad input; nothing has been written.
     """
     scenario = load_scenario(scenario_path, overrides)
+    try:
+        check_model(scenario.llm.model)
+    except ValueError as exc:
+        raise ConfigError(scenario_path, "llm.model", str(exc)) from exc
     if out_dir is not None and Path(out_dir).exists():
         raise ConfigError(out_dir, "", "run directory already exists")
     run_dir = (

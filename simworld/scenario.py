@@ -14,7 +14,7 @@ from simworld.persona import PopulationDistributions
 from simworld.tracker_config import TrackersConfig
 from simworld.yamlio import read_yaml_mapping
 
-DEFAULT_MODEL = "fake/default"
+DEFAULT_MODEL = "local/gemma3-270m"
 DEFAULT_TEMPERATURE = 0.7
 DEFAULT_MAX_TOKENS = 160
 DEFAULT_CONCURRENCY = 16
@@ -202,6 +202,7 @@ class LLMConfig(_Strict):
     backoff_base_s: float = Field(default=0.5, ge=0.0)
     backoff_max_s: float = Field(default=20.0, ge=0.0)
     budget_usd: float | None = Field(default=None, gt=0.0)
+    probe_logprobs: bool = True
     price: PriceConfig | None = None
 
 

@@ -158,6 +158,8 @@ def test_branch_refuses_changing_who_is_simulated(make_scenario, tmp_path):
     run_scenario(make_scenario(), out_dir=tmp_path / "p", cache_path=tmp_path / "c.db")
     with pytest.raises(ConfigError, match="cannot change in a branch"):
         branch_run(tmp_path / "p", from_step=2, overrides={"seed": 3})
+    with pytest.raises(ConfigError, match=r"memory\.store: cannot change"):
+        branch_run(tmp_path / "p", from_step=2, overrides={"memory.store": "chroma"})
     with pytest.raises(ConfigError, match=r"protocol\.steps"):
         branch_run(tmp_path / "p", from_step=2, overrides={"protocol.steps": "many"})
     assert main(["replay", str(tmp_path / "p"), "--from-step", "2", "--set", "seed=3"]) == 2

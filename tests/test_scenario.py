@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from simworld.cli import main
 from simworld.errors import ConfigError, config_error_from_validation, format_loc
 from simworld.scenario import (
+    DEFAULT_MODEL,
     ChoiceScale,
     EdgeListNetwork,
     LikertScale,
@@ -122,8 +123,8 @@ def test_load_shipped_scenario() -> None:
     assert (sc.network.k, sc.network.p) == (4, 0.1)
     assert [t.id for t in sc.topics] == ["remote_work", "nuclear_power"]
     assert sc.topic("nuclear_power").ordinal
-    assert sc.protocol.probe_steps() == list(range(7))
-    assert sc.llm.model.startswith("fake/")
+    assert sc.protocol.probe_steps() == list(range(4))
+    assert sc.llm.model == DEFAULT_MODEL == "local/gemma3-270m"  # runs on the embedded model
 
 
 def test_loading_does_not_depend_on_working_directory(
@@ -179,7 +180,7 @@ def test_defaults_are_filled() -> None:
     del data["llm"], data["seed"], data["description"]
     sc = Scenario.model_validate(data)
     assert sc.seed == 0
-    assert sc.llm.model == "fake/default"
+    assert sc.llm.model == "local/gemma3-270m"
     assert sc.llm.cache == "record"
     assert sc.description == ""
 

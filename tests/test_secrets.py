@@ -115,7 +115,7 @@ def test_secret_pasted_into_the_scenario_is_masked(
     scenario = _short_scenario(tmp_path)
     data = yaml.safe_load(scenario.read_text(encoding="utf-8"))
     data["description"] = f"Uses the key {key} from the team vault."
-    data["llm"]["model"] = f"fake/default?failure_rate=0.3&api_key={key}"
+    data["llm"]["model"] = f"fake/{key}?failure_rate=0.3"
     scenario.write_text(yaml.safe_dump(data), encoding="utf-8")
     run_dir, cache = tmp_path / "run", tmp_path / "cache.sqlite"
 

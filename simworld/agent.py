@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, create_model
 from simworld import prompts
 from simworld.gateway import CallOutcome
 from simworld.importance import rate_importance
-from simworld.llm import CallIdentity, LLMRequest
+from simworld.llm import CallIdentity, LLMRequest, json_schema
 from simworld.memory import Memory, MemoryItem, MemoryStream
 from simworld.persona import Persona
 from simworld.reflection import reflect
@@ -59,6 +59,8 @@ class PersonaAgent(mesa.Agent):
         super().__init__(model)
         self.persona = persona
         self.node = node
+        self.baseline = False
+        """Whether the agent follows the scenario's baseline rule (no model calls, no memory)."""
         self.memory: Memory = (
             memory if memory is not None else model.memory_system.create(persona.id, persona.name)
         )
@@ -84,7 +86,9 @@ class PersonaAgent(mesa.Agent):
         return [self.model.agent_at(n) for n in sorted(self.model.graph.neighbors(self.node))]
 
     def remember(self, *, step: int, kind: Any, speaker: str, topic: str, text: str) -> None:
-        """Store a memory."""
+        """Store a memory (a baseline agent keeps none)."""
+        if self.baseline:
+            return
         self.memory.add(MemoryItem(step=step, kind=kind, speaker=speaker, topic=topic, text=text))
 
     async def memory_step(self, step: int) -> tuple[list[CallOutcome], list[dict[str, Any]]]:
@@ -98,7 +102,7 @@ class PersonaAgent(mesa.Agent):
         A window memory does nothing.
         """
         memory = self.memory
-        if not isinstance(memory, MemoryStream):
+        if not isinstance(memory, MemoryStream) or self.baseline:
             return [], []
 
         async def ask(user: str, purpose: str, index: int, schema: type[BaseModel]) -> CallOutcome:
@@ -165,7 +169,7 @@ class PersonaAgent(mesa.Agent):
             identity=CallIdentity(self.model.scenario.seed, self.key, step, purpose, index),
             temperature=llm.temperature,
             max_tokens=llm.max_tokens,
-            schema=None if schema is None else schema.model_json_schema(),
+            schema=None if schema is None else json_schema(schema),
             schema_name=None if schema is None else schema.__name__,
             logprobs=logprobs,
         )

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, create_model
 
 from simworld import prompts
 from simworld.gateway import CallOutcome
-from simworld.llm import CallIdentity, LLMRequest
+from simworld.llm import CallIdentity, LLMRequest, json_schema
 from simworld.scenario import Scenario, Topic
 
 if TYPE_CHECKING:
@@ -68,7 +68,7 @@ def _request(
         identity=identity,
         temperature=temperature,
         max_tokens=scenario.llm.max_tokens,
-        schema=schema.model_json_schema(),
+        schema=json_schema(schema),
         schema_name=schema.__name__,
     )
 
@@ -212,7 +212,7 @@ class Job:
 def annotation_jobs(model: SocialSimulation, events: list[Event], step: int) -> list[Job]:
     """The stance (and judge) calls for every ``message`` event of ``step``, in event order.
 
-    The model runs them concurrently and applies the outcomes in this order, so the
+    Baseline agents' messages get no calls. The model runs them concurrently and applies the outcomes in this order, so the
     transcript does not depend on which call returns first.
     """
     cfg = model.scenario.trackers
@@ -225,6 +225,8 @@ def annotation_jobs(model: SocialSimulation, events: list[Event], step: int) -> 
             continue
         topic = model.scenario.topic(message["topic"])
         speaker = agents[message["agent"]]
+        if speaker.baseline:
+            continue  # a baseline agent's stance is its own value (simworld.policy)
         if cfg.stance:
             request, schema = stance_request(model.scenario, topic, message, speaker=speaker.name)
             jobs.append(Job(request, schema, partial(stance_event, message, topic)))

@@ -7,9 +7,11 @@ import json
 import logging
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
+from functools import cache
 from typing import Any
 
 import litellm
+from pydantic import BaseModel
 
 from simworld.logprobs import answer_enum, logprob_content, option_distribution
 from simworld.scenario import PriceConfig
@@ -20,6 +22,12 @@ litellm.suppress_debug_info = True
 Message = dict[str, str]
 TOP_LOGPROBS = 20
 FREE_PROVIDERS = ("fake/", "local/")
+
+
+@cache
+def json_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """The JSON Schema of a pydantic model, built once per class (callers must not mutate it)."""
+    return model.model_json_schema()
 
 
 def canonical_json(obj: Any) -> str:

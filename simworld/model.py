@@ -19,12 +19,13 @@ from simworld.llm import canonical_json
 from simworld.logprobs import expected_value
 from simworld.memory import MemorySystem
 from simworld.network import build_graph
+from simworld.policy import BaselinePolicy, Statement
 from simworld.population import build_population
 from simworld.scenario import Scenario, Topic
 from simworld.trackers import TrackerSet
 
 Event = dict[str, Any]
-BRANCH_FIXED_FIELDS = ("name", "seed", "population", "network")
+BRANCH_FIXED_FIELDS = ("name", "seed", "population", "network", "baseline")
 
 
 @dataclass
@@ -84,6 +85,13 @@ class SocialSimulation(mesa.Model):
         self.graph: nx.Graph = build_graph(scenario.network, personas, self.rng, source=source)
         self.memory_system = MemorySystem(scenario.memory, seed=scenario.seed, directory=memory_dir)
         self._by_node = [PersonaAgent(self, p, node) for node, p in enumerate(personas)]
+        self.policy: BaselinePolicy | None = None
+        if scenario.baseline is not None:
+            self.policy = BaselinePolicy(
+                scenario.baseline, scenario.topics, self.graph, personas, self.rng
+            )
+            for agent in self._by_node:
+                agent.baseline = self.policy.is_baseline(agent)
         self.probe_steps = set(scenario.protocol.probe_steps())
         self.opinions: list[dict[str, Any]] = []
         self.stopped_reason: str | None = None
@@ -117,6 +125,7 @@ class SocialSimulation(mesa.Model):
                     "nationality": a.persona.nationality,
                     "opinions": dict(a.persona.opinions),
                     "big_five": a.persona.big_five.model_dump(),
+                    **({"policy": self.scenario.baseline.model} if a.baseline else {}),
                 }
                 for a in self._by_node
             ],
@@ -143,6 +152,23 @@ class SocialSimulation(mesa.Model):
         """The topic discussed at ``step`` (topics take turns)."""
         topics = self.scenario.topics
         return topics[(step - 1) % len(topics)]
+
+    def probe_topics(self, step: int) -> list[Topic]:
+        """The topics probed at ``step``, in scenario order (``protocol.probe_topics``).
+
+        ``all``: every topic. ``discussed``: the topic of step ``step`` (just discussed) and
+        of step ``step + 1`` (about to be discussed, only before the last step); at step 0
+        only the first topic.
+        """
+        protocol, topics = self.scenario.protocol, self.scenario.topics
+        if protocol.probe_topics == "all":
+            return list(topics)
+        wanted = set()
+        if step >= 1:
+            wanted.add(self.topic_for(step).id)
+        if step < protocol.steps:
+            wanted.add(self.topic_for(step + 1).id)
+        return [t for t in topics if t.id in wanted]
 
     # -- running -----------------------------------------------------------------------------
     def _gather(self, aws: Iterable[Awaitable[Any]]) -> list[Any]:
@@ -176,8 +202,12 @@ class SocialSimulation(mesa.Model):
         for index, (conv, outcomes) in enumerate(zip(conversations, results, strict=True)):
             self._log_conversation(record, conv, topic, step, index)
             self._apply(record, conv, outcomes, topic, step)
+        if self.policy is not None and self.scenario.trackers.stance:
+            record.events.extend(self.policy.stance_events(record.events, step))
         self._run_jobs(record, annotation_jobs(self, record.events, step))
         self._memory_phase(record, step)
+        if self.policy is not None:
+            self.policy.update(topic)
         if step in self.probe_steps:
             self._probe(record)
         self._run_jobs(record, bfi_jobs(self, step))
@@ -217,6 +247,8 @@ class SocialSimulation(mesa.Model):
             }
         )
         self.trackers.observe_all(record.events)
+        if self.policy is not None:
+            self.policy.observe(record.events)
         self.datacollector.collect(self)
         if self.on_step is not None:
             self.on_step(record)
@@ -283,10 +315,18 @@ class SocialSimulation(mesa.Model):
                 turns.append(Turn(speaker, "group_turn", listeners, {"members": others}))
         return turns
 
-    async def _converse(self, turns: list[Turn], topic: Topic, step: int) -> list[CallOutcome]:
-        """Run one conversation's turns in order; each speaker sees what reached it so far."""
-        outcomes: list[CallOutcome] = []
+    async def _converse(
+        self, turns: list[Turn], topic: Topic, step: int
+    ) -> list[CallOutcome | Statement]:
+        """Run one conversation's turns in order; each speaker sees what reached it so far.
+
+        A baseline agent's turn is its stated position, with no model call.
+        """
+        outcomes: list[CallOutcome | Statement] = []
         for index, turn in enumerate(turns):
+            if self.policy is not None and turn.speaker.baseline:
+                outcomes.append(self.policy.statement(turn.speaker, topic))
+                continue
             heard = [
                 (t.speaker.name, o.text or "")
                 for t, o in zip(turns, outcomes, strict=False)
@@ -320,12 +360,13 @@ class SocialSimulation(mesa.Model):
         self,
         record: StepRecord,
         turns: list[Turn],
-        outcomes: list[CallOutcome],
+        outcomes: list[CallOutcome | Statement],
         topic: Topic,
         step: int,
     ) -> None:
         for index, (turn, outcome) in enumerate(zip(turns, outcomes, strict=True)):
-            record.call(outcome)
+            if isinstance(outcome, CallOutcome):
+                record.call(outcome)
             if not outcome.ok or outcome.text is None:
                 continue
             speaker = turn.speaker
@@ -368,14 +409,22 @@ class SocialSimulation(mesa.Model):
 
     # -- probes ------------------------------------------------------------------------------
     def _probe(self, record: StepRecord) -> None:
-        """Ask every agent privately about every topic; nothing enters memory."""
+        """Ask every agent privately about the probed topics; nothing enters memory."""
+        topics = self.probe_topics(record.step)
         jobs = [
             (agent, topic, *agent.probe_request(topic, step=record.step))
             for agent in self._by_node
-            for topic in self.scenario.topics
+            for topic in topics
         ]
-        outcomes = self._gather(self.gateway.call(r, s) for _, _, r, s in jobs)
-        for (agent, topic, _, _), outcome in zip(jobs, outcomes, strict=True):
+        calls = (self.gateway.call(r, s) for a, _, r, s in jobs if not a.baseline)
+        answers = iter(self._gather(calls))
+        for agent, topic, _, _ in jobs:
+            if self.policy is not None and agent.baseline:
+                row = self.policy.probe_row(agent, topic, record.step)
+                self.opinions.append(row)
+                record.events.append({"type": "probe", **row})
+                continue
+            outcome = next(answers)
             record.call(outcome)
             answer = outcome.parsed["answer"] if outcome.ok and outcome.parsed else None
             probs = outcome.extra.get("option_probs") if outcome.ok else None

@@ -158,12 +158,11 @@ class RunWriter:
         for event in record.events:
             self.event(event)
         self.flush()
-        self._calls.extend(call_row(record.step, c) for c in record.calls)
-        atomic_write_table(self.run_dir / self.CALLS, self._redactor.deep(self._calls), CALL_SCHEMA)
+        self._calls.extend(self._redactor.deep([call_row(record.step, c) for c in record.calls]))
+        atomic_write_table(self.run_dir / self.CALLS, self._calls, CALL_SCHEMA)
         if len(opinions) != len(self._opinions):
-            self._opinions = list(opinions)
-            rows = self._redactor.deep(self._opinions)
-            atomic_write_table(self.run_dir / self.OPINIONS, rows, OPINION_SCHEMA)
+            self._opinions.extend(self._redactor.deep(opinions[len(self._opinions) :]))
+            atomic_write_table(self.run_dir / self.OPINIONS, self._opinions, OPINION_SCHEMA)
 
     def manifest(self, data: dict[str, Any]) -> None:
         """Write (or rewrite) the manifest atomically."""

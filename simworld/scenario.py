@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from simworld.baseline_config import BaselineConfig
 from simworld.errors import ConfigError, config_error_from_validation
 from simworld.memory_config import MemoryConfig
 from simworld.persona import PopulationDistributions
@@ -173,6 +174,10 @@ class ProtocolConfig(_Strict):
     probe_at: list[Annotated[int, Field(ge=0)]] | None = None
     memory_window: int = Field(default=8, ge=0)
     instruction: str = ""
+    probe_topics: Literal["all", "discussed"] = "all"
+    """``all``: every probe asks about every topic. ``discussed``: the probe at step s asks
+    only about the topic of step s (just discussed: the R answer) and of step s+1 (about to
+    be discussed: the O answer; not after the last step); at step 0 only the first topic."""
 
     def probe_steps(self) -> list[int]:
         """The steps at which every agent is probed."""
@@ -219,6 +224,7 @@ class Scenario(_Strict):
     llm: LLMConfig = Field(default_factory=LLMConfig)
     memory: MemoryConfig = Field(default_factory=MemoryConfig)
     trackers: TrackersConfig = Field(default_factory=TrackersConfig)
+    baseline: BaselineConfig | None = None
 
     @model_validator(mode="after")
     def _check(self) -> Scenario:
@@ -226,6 +232,12 @@ class Scenario(_Strict):
         for i, t in enumerate(ids):
             if t in ids[:i]:
                 raise ValueError(f"topics[{i}].id: duplicate topic id {t!r}")
+        choice = [t.id for t in self.topics if not t.ordinal]
+        if self.baseline is not None and choice:
+            raise ValueError(
+                f"baseline.model: {self.baseline.model} needs Likert topics; "
+                f"{choice[0]!r} is a choice topic"
+            )
         if self.protocol.probe_at is not None:
             late = [s for s in self.protocol.probe_at if s > self.protocol.steps]
             if late:

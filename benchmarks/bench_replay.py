@@ -1,0 +1,62 @@
+"""Replay benchmark: a recorded 30-agent, 10-step run re-executed from the cache vs. live.
+
+Run: ``.venv/bin/python benchmarks/bench_replay.py`` (writes ``benchmarks/results/replay.json``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+from simworld.replay import verify_replay
+from simworld.run import run_scenario
+
+ROOT = Path(__file__).resolve().parents[1]
+SCENARIO = ROOT / "scenarios" / "opinion_exchange.yaml"
+RESULTS = Path(__file__).parent / "results" / "replay.json"
+LATENCY_MS = 100
+STEPS = 10
+TARGET_SPEEDUP = 50.0
+
+
+def main() -> None:
+    """Record the run live, replay it with verification, and write the results file."""
+    overrides = {"llm.model": f"fake/default?latency_ms={LATENCY_MS}", "protocol.steps": STEPS}
+    with tempfile.TemporaryDirectory() as tmp:
+        started = time.perf_counter()
+        live = run_scenario(
+            SCENARIO,
+            overrides=overrides,
+            out_dir=Path(tmp) / "live",
+            cache_path=Path(tmp) / "cache.sqlite",
+        )
+        live_s = time.perf_counter() - started
+        started = time.perf_counter()
+        report = verify_replay(Path(tmp) / "live", out_dir=Path(tmp) / "replayed")
+        replay_s = time.perf_counter() - started
+    result = {
+        "machine": {"python": platform.python_version(), "loadavg": os.getloadavg()},
+        "scenario": "scenarios/opinion_exchange.yaml",
+        "agents": live.agents,
+        "steps": STEPS,
+        "latency_ms": LATENCY_MS,
+        "concurrency": 8,
+        "calls": live.accounting.calls,
+        "live_s": round(live_s, 3),
+        "replay_s": round(replay_s, 3),
+        "replay_model_calls": report.result.accounting.model_calls,
+        "identical": report.identical,
+        "speedup": round(live_s / replay_s, 2),
+        "target_speedup": TARGET_SPEEDUP,
+    }
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

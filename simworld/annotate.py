@@ -212,8 +212,9 @@ class Job:
 def annotation_jobs(model: SocialSimulation, events: list[Event], step: int) -> list[Job]:
     """The stance (and judge) calls for every ``message`` event of ``step``, in event order.
 
-    Baseline agents' messages get no calls. The model runs them concurrently and applies the outcomes in this order, so the
-    transcript does not depend on which call returns first.
+    The model runs them concurrently and applies the outcomes in this order, so the
+    transcript does not depend on which call returns first. Baseline agents' messages get
+    no calls.
     """
     cfg = model.scenario.trackers
     if not (cfg.stance or cfg.judge):

@@ -163,7 +163,7 @@ class SocialSimulation(mesa.Model):
         protocol, topics = self.scenario.protocol, self.scenario.topics
         if protocol.probe_topics == "all":
             return list(topics)
-        wanted = set()
+        wanted: set[str] = set()
         if step >= 1:
             wanted.add(self.topic_for(step).id)
         if step < protocol.steps:

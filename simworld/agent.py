@@ -23,13 +23,14 @@ if TYPE_CHECKING:
 
 def answer_model(topic: Topic) -> type[BaseModel]:
     """The pydantic model of a probe answer on ``topic``: ``{"answer": <allowed value>}``."""
-    return _answer_model(topic.id, tuple(topic.scale.values))
+    return enum_answer_model(f"Answer_{topic.id}", tuple(topic.scale.values))
 
 
 @cache
-def _answer_model(topic_id: str, values: tuple[int | str, ...]) -> type[BaseModel]:
+def enum_answer_model(name: str, values: tuple[int | str, ...]) -> type[BaseModel]:
+    """A pydantic model ``{"answer": <one of values>}`` named ``name``, built once."""
     return create_model(
-        f"Answer_{topic_id}",
+        name,
         __config__=ConfigDict(extra="forbid"),
         answer=(Literal[values], ...),  # type: ignore[valid-type]
     )

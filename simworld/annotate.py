@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, create_model
 
 from simworld import prompts
+from simworld.agent import enum_answer_model
 from simworld.gateway import CallOutcome
 from simworld.llm import CallIdentity, LLMRequest, json_schema
 from simworld.scenario import Scenario, Topic
@@ -28,16 +29,7 @@ Event = dict[str, Any]
 
 def stance_model(topic: Topic) -> type[BaseModel]:
     """``{"answer": <one of the topic's values or "none">}`` (metrics.md §1, D_i)."""
-    return _stance_model(topic.id, tuple(topic.scale.values))
-
-
-@cache
-def _stance_model(topic_id: str, values: tuple[int | str, ...]) -> type[BaseModel]:
-    return create_model(
-        f"Stance_{topic_id}",
-        __config__=ConfigDict(extra="forbid"),
-        answer=(Literal[(*values, NO_POSITION)], ...),  # type: ignore[valid-type]
-    )
+    return enum_answer_model(f"Stance_{topic.id}", (*topic.scale.values, NO_POSITION))
 
 
 @cache

@@ -28,6 +28,8 @@ import litellm
 from litellm import CustomLLM
 from litellm.types.utils import ModelResponse
 
+from simworld.logprobs import token_entry
+
 FAILURE_KINDS = ("rate_limit", "timeout", "malformed")
 SELF_WEIGHT = 2.0
 # Log-probabilities (only when asked): ordinal options get weight exp(-SHARPNESS * distance
@@ -151,17 +153,6 @@ def _fill(schema: dict[str, Any], position: tuple[str, str] | None, seed: int) -
     return "fake text"
 
 
-def _lp_entry(token: str, logprob: float, alts: list[tuple[str, float]]) -> dict[str, Any]:
-    return {
-        "token": token,
-        "logprob": logprob,
-        "bytes": list(token.encode("utf-8")),
-        "top_logprobs": [
-            {"token": t, "logprob": lp, "bytes": list(t.encode("utf-8"))} for t, lp in alts
-        ],
-    }
-
-
 def _option_logprobs(enum: list[Any], chosen: Any) -> list[tuple[str, float]]:
     numeric = all(isinstance(v, int | float) and not isinstance(v, bool) for v in enum)
     if numeric:
@@ -194,13 +185,13 @@ def fake_logprobs(text: str, schema: dict[str, Any] | None, seed: int) -> list[d
         head, tail = text[:at], text[at + len(value) :]
         alts = _option_logprobs(enum, data["answer"])
         chosen = next(lp for t, lp in alts if t == value)
-        parts = [_lp_entry(head, 0.0, [(head, 0.0)]), _lp_entry(value, chosen, alts)]
-        return parts + ([_lp_entry(tail, 0.0, [(tail, 0.0)])] if tail else [])
+        parts = [token_entry(head, 0.0, [(head, 0.0)]), token_entry(value, chosen, alts)]
+        return parts + ([token_entry(tail, 0.0, [(tail, 0.0)])] if tail else [])
     words = re.findall(r"\s*\S+", text)
     out = []
     for i, word in enumerate(words):
         lp = math.log(0.5 + 0.5 * _unit(seed, f"logprob:{i}"))
-        out.append(_lp_entry(word, lp, [(word, lp)]))
+        out.append(token_entry(word, lp, [(word, lp)]))
     return out
 
 

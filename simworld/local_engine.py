@@ -36,6 +36,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from simworld.local_sampler import TokenSampler
+from simworld.logprobs import token_entry
 
 DEFAULT_N_CTX = 4096
 PREFILL_CHUNK = 64
@@ -352,7 +353,7 @@ class LlamaEngine:
             top = np.argpartition(-row, k)[:k] if k else np.array([], dtype=np.int64)
             top = top[np.lexsort((top, -row[top]))]
             alts = [(self._detok([t]), float(row[t])) for t in top]
-            entries.append(_entry(self._detok([token]), float(row[token]), alts))
+            entries.append(token_entry(self._detok([token]), float(row[token]), alts))
         enum = _answer_enum(s.schema)
         if enum is None:
             return entries
@@ -395,18 +396,7 @@ class LlamaEngine:
             scored.append((lead + json.dumps(value) + tail, lp, value == generated))
         chosen = next((lp for _, lp, hit in scored if hit), max(lp for _, lp, _ in scored))
         alts = sorted(((t, lp) for t, lp, _ in scored), key=lambda a: -a[1])
-        return [*entries[:first], _entry(text[begin:], chosen, alts)]
-
-
-def _entry(token: str, logprob: float, alts: list[tuple[str, float]]) -> dict[str, Any]:
-    return {
-        "token": token,
-        "logprob": logprob,
-        "bytes": list(token.encode("utf-8")),
-        "top_logprobs": [
-            {"token": t, "logprob": lp, "bytes": list(t.encode("utf-8"))} for t, lp in alts
-        ],
-    }
+        return [*entries[:first], token_entry(text[begin:], chosen, alts)]
 
 
 def _answer_enum(schema: dict[str, Any] | None) -> list[Any] | None:

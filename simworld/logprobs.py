@@ -65,6 +65,18 @@ def logprob_content(logprobs: Any) -> list[TokenLogprob] | None:
     return out
 
 
+def token_entry(token: str, logprob: float, alts: list[tuple[str, float]]) -> dict[str, Any]:
+    """One generated token in OpenAI's log-probability format, with its alternatives."""
+    return {
+        "token": token,
+        "logprob": logprob,
+        "bytes": list(token.encode("utf-8")),
+        "top_logprobs": [
+            {"token": t, "logprob": lp, "bytes": list(t.encode("utf-8"))} for t, lp in alts
+        ],
+    }
+
+
 def expected_value(probs: dict[Value, float]) -> float | None:
     """Probability-weighted mean of numeric values (``None`` if any value is not a number)."""
     if not probs or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in probs):

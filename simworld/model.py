@@ -160,15 +160,8 @@ class SocialSimulation(mesa.Model):
         of step ``step + 1`` (about to be discussed, only before the last step); at step 0
         only the first topic.
         """
-        protocol, topics = self.scenario.protocol, self.scenario.topics
-        if protocol.probe_topics == "all":
-            return list(topics)
-        wanted: set[str] = set()
-        if step >= 1:
-            wanted.add(self.topic_for(step).id)
-        if step < protocol.steps:
-            wanted.add(self.topic_for(step + 1).id)
-        return [t for t in topics if t.id in wanted]
+        topics = self.scenario.topics
+        return [topics[i] for i in self.scenario.protocol.probe_topic_indices(step, len(topics))]
 
     # -- running -----------------------------------------------------------------------------
     def _gather(self, aws: Iterable[Awaitable[Any]]) -> list[Any]:

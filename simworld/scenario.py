@@ -185,6 +185,20 @@ class ProtocolConfig(_Strict):
             return sorted({s for s in self.probe_at if s <= self.steps})
         return list(range(0, self.steps + 1, self.probe_every))
 
+    def probe_topic_indices(self, step: int, n_topics: int) -> list[int]:
+        """Indices (in scenario order) of the topics probed at ``step`` (see ``probe_topics``).
+
+        Step t discusses topic ``(t - 1) % n_topics``.
+        """
+        if self.probe_topics == "all":
+            return list(range(n_topics))
+        wanted: set[int] = set()
+        if step >= 1:
+            wanted.add((step - 1) % n_topics)
+        if step < self.steps:
+            wanted.add(step % n_topics)
+        return sorted(wanted)
+
 
 class PriceConfig(_Strict):
     """Price per million tokens, overriding litellm's cost map."""

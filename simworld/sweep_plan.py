@@ -244,9 +244,10 @@ class Estimate:
 
     Per run, with N agents, T topics, S steps, P probe steps and memory window W:
     speech calls = S × N (broadcast), S × 2⌊N/2⌋ (pairs, at most), S × rounds × N (group);
-    probe calls = P × N × T. Prompt tokens per call ≈ 200 + 20 × W; completion tokens ≈ 80
-    per speech turn and 10 per probe. Retries, memory upkeep calls and cache hits are not
-    counted; cost uses ``llm.price`` or litellm's price list (``None`` when unknown).
+    probe calls = P × N × T (with ``probe_topics: discussed`` at most 2 topics per probe).
+    Prompt tokens per call ≈ 200 + 20 × W; completion tokens ≈ 80 per speech turn and 10 per
+    probe. Retries, memory upkeep calls and cache hits are not counted; cost uses
+    ``llm.price`` or litellm's price list (``None`` when unknown).
     """
 
     runs: int = 0
@@ -271,7 +272,9 @@ def estimate_run(scenario: Scenario) -> Estimate:
     n, proto = scenario.population.size, scenario.protocol
     per_step = {"broadcast": n, "pairs": 2 * (n // 2), "group": proto.rounds * n}[proto.mode]
     speech = proto.steps * per_step
-    probes = len(proto.probe_steps()) * n * len(scenario.topics)
+    probes = n * sum(
+        len(proto.probe_topic_indices(s, len(scenario.topics))) for s in proto.probe_steps()
+    )
     prompt = (speech + probes) * (
         EST_PROMPT_BASE_TOKENS + EST_PROMPT_TOKENS_PER_MEMORY * proto.memory_window
     )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import fcntl
 import json
-import os
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -16,6 +15,7 @@ import pyarrow.parquet as pq
 
 from simworld.errors import ConfigError
 from simworld.executors import FINISHED_STATUSES, TaskResult, read_run_status
+from simworld.output import atomic_write_bytes
 
 SWEEP_MANIFEST = "sweep.json"
 COMBINED_FRAME = "opinions.parquet"
@@ -32,16 +32,6 @@ TOTAL_KEYS = ("calls", "model_calls", "cache_hits", "failures", "prompt_tokens",
 def now_iso() -> str:
     """The current UTC time, to the second."""
     return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write a file whole or not at all (temporary file, fsync, rename)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def read_sweep_manifest(sweep_dir: Path) -> dict[str, Any] | None:
@@ -275,7 +265,7 @@ class SweepStore:
             "runs": [e.to_json() for e in self.entries],
         }
         text = json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
-        atomic_write(self.sweep_dir / SWEEP_MANIFEST, text.encode("utf-8"))
+        atomic_write_bytes(self.sweep_dir / SWEEP_MANIFEST, text.encode("utf-8"))
 
     def _run_table(self, entry: RunEntry) -> pa.Table | None:
         if entry.index in self._tables:
@@ -320,6 +310,6 @@ class SweepStore:
         pq.write_table(
             self.frame(), sink, compression="zstd", write_statistics=False, store_schema=False
         )
-        atomic_write(self.sweep_dir / COMBINED_FRAME, sink.getvalue().to_pybytes())
+        atomic_write_bytes(self.sweep_dir / COMBINED_FRAME, sink.getvalue().to_pybytes())
         self._frame_written = time.monotonic()
         self._frame_stale = False

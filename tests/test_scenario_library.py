@@ -112,3 +112,13 @@ def test_shipped_scenario_runs_and_reports(name, tmp_path, capsys):
     assert set(probes["step"]) == {0, 1} and probes["ok"].all()
     assert main(["report", str(run_dir)]) == 0
     assert (run_dir / REPORT_DIR / REPORT_FILE).stat().st_size > 0
+
+
+def test_dry_run_estimate_counts_only_the_probed_topics():
+    from simworld.sweep_plan import estimate_run
+
+    path = SCENARIOS / "cross_national/collaborate.yaml"
+    discussed = estimate_run(load_scenario(path))
+    every = estimate_run(load_scenario(path, {"protocol.probe_topics": "all"}))
+    # 20 agents, 6 steps: probes 1 + 2 * 5 + 1 = 12 topic probes per agent instead of 7 * 6
+    assert every.calls - discussed.calls == 20 * (7 * 6 - 12)

@@ -244,7 +244,8 @@ class Estimate:
 
     Per run, with N agents, T topics, S steps, P probe steps and memory window W:
     speech calls = S × N (broadcast), S × 2⌊N/2⌋ (pairs, at most), S × rounds × N (group);
-    probe calls = P × N × T (with ``probe_topics: discussed`` at most 2 topics per probe).
+    probe calls = P × N × T (with ``probe_topics: discussed`` at most 2 topics per probe);
+    stance calls = speech calls (when ``trackers.stance`` is on), counted like probes.
     Prompt tokens per call ≈ 200 + 20 × W; completion tokens ≈ 80 per speech turn and 10 per
     probe. Retries, memory upkeep calls and cache hits are not counted; cost uses
     ``llm.price`` or litellm's price list (``None`` when unknown).
@@ -275,6 +276,8 @@ def estimate_run(scenario: Scenario) -> Estimate:
     probes = n * sum(
         len(proto.probe_topic_indices(s, len(scenario.topics))) for s in proto.probe_steps()
     )
+    # each message's stated position is extracted by one short structured call
+    probes += speech if scenario.trackers.stance else 0
     prompt = (speech + probes) * (
         EST_PROMPT_BASE_TOKENS + EST_PROMPT_TOKENS_PER_MEMORY * proto.memory_window
     )

@@ -149,9 +149,10 @@ def test_dry_run_makes_no_calls_and_writes_nothing(scenario, tmp_path, capsys, m
     assert list(tmp_path.iterdir()) == []
     printed = capsys.readouterr().out
     plan = plan_sweep(scenario, grid=GRID, seeds="0-9")
-    # broadcast: 2 steps x 5 posts + 3 probes x 5 agents x 2 topics = 40; pairs: 2 x 4 + 30 = 38
-    assert [estimate_run(r.scenario).calls for r in plan.runs[::10]] == [40, 38]
-    assert "20 runs, ~780 model calls" in printed
+    # broadcast: 2 steps x 5 posts + 3 probes x 5 agents x 2 topics + 10 stances = 50;
+    # pairs: 2 x 4 + 30 + 8 = 46; 10 seeds each: 960
+    assert [estimate_run(r.scenario).calls for r in plan.runs[::10]] == [50, 46]
+    assert "20 runs, ~960 model calls" in printed
     assert "2 grid points x 10 seeds" in printed
 
 

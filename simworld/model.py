@@ -164,11 +164,13 @@ class SocialSimulation(mesa.Model):
         return [topics[i] for i in self.scenario.protocol.probe_topic_indices(step, len(topics))]
 
     # -- running -----------------------------------------------------------------------------
-    def _gather(self, aws: Iterable[Awaitable[Any]]) -> list[Any]:
+    def _gather(
+        self, aws: Iterable[Awaitable[Any]], *, return_exceptions: bool = False
+    ) -> list[Any]:
         """Run awaitables concurrently on the model's event loop; results in input order."""
 
         async def gather() -> list[Any]:
-            return list(await asyncio.gather(*aws))
+            return list(await asyncio.gather(*aws, return_exceptions=return_exceptions))
 
         return self._loop.run_until_complete(gather())
 
@@ -220,15 +222,9 @@ class SocialSimulation(mesa.Model):
         for task in pending:
             task.cancel()
         if pending:
-            self._gather_tasks(pending)
+            self._gather(pending, return_exceptions=True)
         self._loop.run_until_complete(self._loop.shutdown_asyncgens())
         self._loop.close()
-
-    def _gather_tasks(self, tasks: set[asyncio.Task[Any]]) -> None:
-        async def wait() -> None:
-            await asyncio.gather(*tasks, return_exceptions=True)
-
-        self._loop.run_until_complete(wait())
 
     def _finish(self, record: StepRecord) -> None:
         record.events.append(

@@ -20,8 +20,10 @@ from simworld.run import (
     Branch,
     RunResult,
     execute,
+    free_path,
     manifest_scenario,
     read_manifest,
+    recorded_cache,
 )
 from simworld.scenario import Scenario, set_dotted
 
@@ -41,15 +43,6 @@ class ReplayReport:
     def identical(self) -> bool:
         """Whether every verified file came out byte-identical."""
         return not self.differences
-
-
-def _recorded_cache(run_dir: Path, manifest: dict[str, Any], cache_path: str | Path | None) -> Path:
-    if cache_path is not None:
-        return Path(cache_path)
-    recorded = (manifest.get("cache") or {}).get("path")
-    if not recorded:
-        raise ResumeError(f"{run_dir}: the run recorded no cache (llm.cache was 'off')")
-    return Path(recorded)
 
 
 def _short(value: Any) -> str:
@@ -117,7 +110,7 @@ def verify_replay(
     scenario = scenario.model_copy(
         update={"llm": scenario.llm.model_copy(update={"cache": "replay"})}
     )
-    cache = _recorded_cache(run_dir, manifest, cache_path)
+    cache = recorded_cache(run_dir, manifest, cache_path)
     temp = None if out_dir is not None else Path(tempfile.mkdtemp(prefix="simworld-replay-"))
     target = Path(out_dir) if out_dir is not None else temp / "run"  # type: ignore[operator]
     if target.exists():
@@ -191,13 +184,9 @@ def branch_run(
     if not 1 <= from_step <= parent.protocol.steps:
         raise ConfigError("--from-step", "", f"must be between 1 and {parent.protocol.steps}")
     child = branch_scenario(parent, overrides, source="--set")
-    cache = _recorded_cache(run_dir, manifest, cache_path)
+    cache = recorded_cache(run_dir, manifest, cache_path)
     if out_dir is None:
-        base = run_dir.with_name(f"{run_dir.name}-branch{from_step}")
-        target, n = base, 1
-        while target.exists():
-            n += 1
-            target = base.with_name(f"{base.name}-{n}")
+        target = free_path(run_dir.with_name(f"{run_dir.name}-branch{from_step}"))
     else:
         target = Path(out_dir)
         if target.exists():

@@ -89,15 +89,33 @@ def package_versions() -> dict[str, str]:
     return out
 
 
-def new_run_dir(root: Path, scenario: str, seed: int, *, suffix: str = "") -> Path:
-    """A fresh ``root/<scenario>/<timestamp>-s<seed><suffix>`` path (not created)."""
-    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-    base = root / scenario / f"{stamp}-s{seed}{suffix}"
+def free_path(base: Path) -> Path:
+    """``base``, or ``base-2``, ``base-3`` … whichever does not exist yet (not created)."""
     path, n = base, 1
     while path.exists():
         n += 1
         path = base.with_name(f"{base.name}-{n}")
     return path
+
+
+def new_run_dir(root: Path, scenario: str, seed: int) -> Path:
+    """A fresh ``root/<scenario>/<timestamp>-s<seed>`` path (not created)."""
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    return free_path(root / scenario / f"{stamp}-s{seed}")
+
+
+def recorded_cache(run_dir: Path, manifest: dict[str, Any], cache_path: str | Path | None) -> Path:
+    """The cache a run recorded into (or ``cache_path`` when given).
+
+    Raises:
+        ResumeError: The run recorded no cache (``llm.cache`` was ``off``).
+    """
+    if cache_path is not None:
+        return Path(cache_path)
+    recorded = (manifest.get("cache") or {}).get("path")
+    if not recorded:
+        raise ResumeError(f"{run_dir}: the run recorded no cache (llm.cache was 'off')")
+    return Path(recorded)
 
 
 def read_manifest(run_dir: str | Path) -> dict[str, Any]:
@@ -347,8 +365,7 @@ def resume_run(
             f"{run_dir}: llm.cache: a run can be resumed only if it recorded its model calls "
             f"(cache mode was {scenario.llm.cache!r})"
         )
-    recorded = (manifest.get("cache") or {}).get("path")
-    cache = Path(cache_path) if cache_path is not None else Path(recorded or run_dir / CACHE_FILE)
+    cache = recorded_cache(run_dir, manifest, cache_path)
     info = manifest.get("branch")
     branch = None
     if info is not None:

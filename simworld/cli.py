@@ -8,9 +8,8 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-import yaml
-
 from simworld.errors import ConfigError, SimworldError
+from simworld.yamlio import parse_scalar
 
 if TYPE_CHECKING:
     from simworld.run import RunResult
@@ -129,17 +128,17 @@ def _resume(args: argparse.Namespace) -> int:
 
 
 def parse_assignments(items: Sequence[str]) -> dict[str, Any]:
-    """Parse ``key=value`` pairs; values are YAML scalars (``0.5``, ``true``, ``text``).
+    """Parse ``key=value`` pairs; values are YAML scalars (see :func:`parse_scalar`).
 
     Raises:
-        ConfigError: An item has no ``=``.
+        ConfigError: An item has no ``=`` or a value is not valid YAML.
     """
     out: dict[str, Any] = {}
     for item in items:
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise ConfigError("--set", item, "expected KEY=VALUE")
-        out[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
+        out[key.strip()] = parse_scalar(raw, source="--set", field=item) if raw.strip() else ""
     return out
 
 

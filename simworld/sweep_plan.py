@@ -10,16 +10,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from simworld.errors import ConfigError
 from simworld.scenario import Scenario, load_scenario
+from simworld.yamlio import parse_scalar
 
 DEFAULT_OUT_ROOT = Path("outputs")
 HASH_CHARS = 8
 MIN_INDEX_WIDTH = 4
 MAX_LIST_ITEMS = 100_000
-YAML_BOOLS = ("true", "false")
 # Dry-run estimate: tokens per logical call (the formula is in Estimate's docstring).
 EST_PROMPT_BASE_TOKENS = 200
 EST_PROMPT_TOKENS_PER_MEMORY = 20
@@ -101,13 +99,7 @@ def parse_grid(items: Sequence[str]) -> dict[str, list[Any]]:
 def _yaml_value(item: str, text: str) -> Any:
     if not text:
         raise ConfigError("--grid", item, "empty value")
-    try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError("--grid", item, f"bad value {text!r}: {exc.problem}") from None
-    if isinstance(value, bool) and text.casefold() not in YAML_BOOLS:
-        return text  # YAML 1.1 reads off/on/yes/no as booleans; here they stay strings
-    return value
+    return parse_scalar(text, source="--grid", field=item)
 
 
 def _distinct(where: str, values: list[Any]) -> list[Any]:

@@ -9,6 +9,31 @@ import yaml
 
 from simworld.errors import ConfigError
 
+YAML_BOOLS = ("true", "false")
+
+
+def parse_scalar(text: str, *, source: str, field: str) -> Any:
+    """A command-line value read as a YAML scalar (``0.5``, ``3``, ``true``, ``text``).
+
+    Only ``true``/``false`` become booleans: YAML 1.1 would also read ``off``, ``on``,
+    ``yes`` and ``no`` as booleans, which breaks settings such as ``llm.cache=off``.
+
+    Args:
+        text: The value as typed.
+        source: The option named in errors (``--set``, ``--grid``).
+        field: The item named in errors.
+
+    Raises:
+        ConfigError: The text is not valid YAML.
+    """
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(source, field, f"bad value {text!r}: {exc.problem}") from None
+    if isinstance(value, bool) and text.strip().casefold() not in YAML_BOOLS:
+        return text
+    return value
+
 
 def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
     """Read a YAML file that must hold a mapping, with ``yaml.safe_load`` only.

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from simworld.cli import main
+from simworld.cli import main, parse_assignments
 from simworld.errors import ConfigError, ResumeError
 from simworld.replay import branch_run, verify_replay
 from simworld.run import resume_run, run_scenario
@@ -164,3 +164,17 @@ def test_branch_refuses_changing_who_is_simulated(make_scenario, tmp_path):
         branch_run(tmp_path / "p", from_step=2, overrides={"protocol.steps": "many"})
     assert main(["replay", str(tmp_path / "p"), "--from-step", "2", "--set", "seed=3"]) == 2
     assert not (tmp_path / "p-branch2").exists()
+
+
+def test_set_values_are_yaml_scalars_but_off_stays_a_string():
+    parsed = parse_assignments(
+        ["llm.cache=off", "llm.temperature=0.5", "llm.probe_logprobs=false", "protocol.steps=3"]
+    )
+    assert parsed == {
+        "llm.cache": "off",
+        "llm.temperature": 0.5,
+        "llm.probe_logprobs": False,
+        "protocol.steps": 3,
+    }
+    with pytest.raises(ConfigError, match="expected KEY=VALUE"):
+        parse_assignments(["no-equals-sign"])

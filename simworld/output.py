@@ -5,15 +5,17 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from simworld.errors import ResumeError
-from simworld.gateway import CallOutcome
-from simworld.model import StepRecord
 from simworld.redact import Redactor
+
+if TYPE_CHECKING:
+    from simworld.gateway import CallOutcome
+    from simworld.model import StepRecord
 
 OPINION_SCHEMA = pa.schema(
     [
@@ -64,12 +66,16 @@ def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
 
 
-def atomic_write_table(path: Path, rows: list[dict[str, Any]], schema: pa.Schema) -> None:
-    """Write rows as a parquet file atomically (deterministic bytes for equal rows)."""
-    table = pa.Table.from_pylist(rows, schema=schema)
+def parquet_bytes(table: pa.Table) -> bytes:
+    """Deterministic parquet bytes: equal tables give equal bytes (no statistics, no schema)."""
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink, compression="zstd", write_statistics=False, store_schema=False)
-    atomic_write_bytes(path, sink.getvalue().to_pybytes())
+    return sink.getvalue().to_pybytes()
+
+
+def atomic_write_table(path: Path, rows: list[dict[str, Any]], schema: pa.Schema) -> None:
+    """Write rows as a parquet file atomically (deterministic bytes for equal rows)."""
+    atomic_write_bytes(path, parquet_bytes(pa.Table.from_pylist(rows, schema=schema)))
 
 
 def call_row(step: int, outcome: CallOutcome) -> dict[str, Any]:

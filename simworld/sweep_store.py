@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 
 from simworld.errors import ConfigError
 from simworld.executors import FINISHED_STATUSES, TaskResult, read_run_status
-from simworld.output import atomic_write_bytes
+from simworld.output import atomic_write_bytes, parquet_bytes
 
 SWEEP_MANIFEST = "sweep.json"
 COMBINED_FRAME = "opinions.parquet"
@@ -306,10 +306,6 @@ class SweepStore:
         due = time.monotonic() - self._frame_written >= FRAME_MIN_INTERVAL_S
         if not self._frame_stale or not (force or due):
             return
-        sink = pa.BufferOutputStream()
-        pq.write_table(
-            self.frame(), sink, compression="zstd", write_statistics=False, store_schema=False
-        )
-        atomic_write_bytes(self.sweep_dir / COMBINED_FRAME, sink.getvalue().to_pybytes())
+        atomic_write_bytes(self.sweep_dir / COMBINED_FRAME, parquet_bytes(self.frame()))
         self._frame_written = time.monotonic()
         self._frame_stale = False

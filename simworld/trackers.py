@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING, Any
 import mesa
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from simworld.errors import ConfigError
+from simworld.output import atomic_write_bytes, parquet_bytes
 from simworld.scenario import Scenario
 from simworld.tracker_base import (
     BuiltinTracker,
@@ -117,13 +117,6 @@ def table_of(rows: list[Row], schema: pa.Schema | None) -> pa.Table:
     return pa.Table.from_pylist(tidy(rows, schema), schema=schema)
 
 
-def parquet_bytes(table: pa.Table) -> bytes:
-    """Deterministic parquet bytes (as :func:`simworld.output.atomic_write_table` writes)."""
-    sink = pa.BufferOutputStream()
-    pq.write_table(table, sink, compression="zstd", write_statistics=False, store_schema=False)
-    return sink.getvalue().to_pybytes()
-
-
 class TrackerSet:
     """The built-in trackers plus the scenario's extra ones, fed the same events.
 
@@ -198,8 +191,6 @@ class TrackerSet:
         Returns:
             The files written.
         """
-        from simworld.output import atomic_write_bytes
-
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         written = []
@@ -323,7 +314,6 @@ def analyze_run(
         ``different`` (a file with other bytes); unless ``check``, new and different
         frames are (re)written.
     """
-    from simworld.output import atomic_write_bytes
     from simworld.redact import Redactor
 
     trackers = derive(run_dir)

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from simworld.errors import ResumeError
+from simworld.errors import ConfigError, ResumeError
 from simworld.redact import Redactor
 
 if TYPE_CHECKING:
@@ -64,6 +64,21 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 def atomic_write_json(path: Path, obj: Any) -> None:
     """Write pretty, key-sorted JSON atomically."""
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+
+
+def read_manifest(run_dir: str | Path) -> dict[str, Any]:
+    """A run directory's ``manifest.json``.
+
+    Raises:
+        ConfigError: There is no readable manifest.
+    """
+    path = Path(run_dir) / RunWriter.MANIFEST
+    try:
+        return dict(json.loads(path.read_text(encoding="utf-8")))
+    except FileNotFoundError as exc:
+        raise ConfigError(path, "", "not a run directory (no manifest.json)") from exc
+    except json.JSONDecodeError as exc:
+        raise ConfigError(path, "", f"unreadable manifest: {exc.msg}") from exc
 
 
 def parquet_bytes(table: pa.Table) -> bytes:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import platform
 import shutil
 import time
@@ -26,7 +25,7 @@ from simworld.errors import (
 from simworld.gateway import Accounting, Gateway
 from simworld.llm import LiteLLMModel
 from simworld.model import SocialSimulation, StepRecord
-from simworld.output import RunWriter
+from simworld.output import RunWriter, read_manifest
 from simworld.providers import check_model
 from simworld.redact import Redactor
 from simworld.scenario import Scenario, load_scenario
@@ -116,21 +115,6 @@ def recorded_cache(run_dir: Path, manifest: dict[str, Any], cache_path: str | Pa
     if not recorded:
         raise ResumeError(f"{run_dir}: the run recorded no cache (llm.cache was 'off')")
     return Path(recorded)
-
-
-def read_manifest(run_dir: str | Path) -> dict[str, Any]:
-    """The manifest of a run directory.
-
-    Raises:
-        ConfigError: There is no readable manifest.
-    """
-    path = Path(run_dir) / RunWriter.MANIFEST
-    if not path.is_file():
-        raise ConfigError(path, "", "not a run directory (no manifest.json)")
-    try:
-        return dict(json.loads(path.read_text(encoding="utf-8")))
-    except json.JSONDecodeError as exc:
-        raise ConfigError(path, "", f"unreadable manifest: {exc.msg}") from exc
 
 
 def manifest_scenario(run_dir: str | Path, manifest: dict[str, Any]) -> Scenario:

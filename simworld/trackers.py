@@ -16,7 +16,7 @@ import pandas as pd
 import pyarrow as pa
 
 from simworld.errors import ConfigError
-from simworld.output import atomic_write_bytes, parquet_bytes
+from simworld.output import atomic_write_bytes, parquet_bytes, read_manifest
 from simworld.scenario import Scenario
 from simworld.tracker_base import (
     BuiltinTracker,
@@ -40,7 +40,6 @@ if TYPE_CHECKING:
 
 TRACKERS_DIR = "trackers"
 TRANSCRIPT = "transcript.jsonl"
-MANIFEST = "manifest.json"
 BUILTIN_TRACKERS: tuple[type[BuiltinTracker], ...] = (
     DriftTracker,
     PopulationTracker,
@@ -260,21 +259,6 @@ def nullable_types(type_: pa.DataType) -> Any:
     if pa.types.is_integer(type_):
         return pd.Int64Dtype()
     return None
-
-
-def read_manifest(run_dir: str | Path) -> dict[str, Any]:
-    """A run's ``manifest.json`` (without importing the engine and its model clients).
-
-    Raises:
-        ConfigError: There is no readable manifest.
-    """
-    path = Path(run_dir) / MANIFEST
-    try:
-        return dict(json.loads(path.read_text(encoding="utf-8")))
-    except FileNotFoundError as exc:
-        raise ConfigError(path, "", "not a run directory (no manifest.json)") from exc
-    except json.JSONDecodeError as exc:
-        raise ConfigError(path, "", f"unreadable manifest: {exc.msg}") from exc
 
 
 def tracker_scenario(manifest: dict[str, Any]) -> Scenario:

@@ -30,6 +30,25 @@ def json_schema(model: type[BaseModel]) -> dict[str, Any]:
     return model.model_json_schema()
 
 
+def call_cost(
+    model: str, price: PriceConfig | None, *, prompt_tokens: int, completion_tokens: int
+) -> float | None:
+    """Cost in USD: the scenario's ``price``, 0 for simworld's own providers, else litellm's
+    price list; ``None`` when litellm does not know the model."""
+    if price is not None:
+        return (
+            prompt_tokens * price.input_per_million + completion_tokens * price.output_per_million
+        ) / 1e6
+    if model.startswith(FREE_PROVIDERS):
+        return 0.0
+    if model not in litellm.model_cost and model.split("/", 1)[-1] not in litellm.model_cost:
+        return None
+    prompt_cost, completion_cost = litellm.cost_per_token(
+        model=model, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens
+    )
+    return float(prompt_cost + completion_cost)
+
+
 def canonical_json(obj: Any) -> str:
     """JSON with sorted keys and no spaces: the byte form hashed for cache keys."""
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
@@ -256,16 +275,6 @@ class LiteLLMModel(LanguageModel):
         )
 
     def _cost(self, model: str, prompt_tokens: int, completion_tokens: int) -> float | None:
-        if self._price is not None:
-            return (
-                prompt_tokens * self._price.input_per_million
-                + completion_tokens * self._price.output_per_million
-            ) / 1e6
-        if model.startswith(FREE_PROVIDERS):
-            return 0.0
-        if model not in litellm.model_cost and model.split("/", 1)[-1] not in litellm.model_cost:
-            return None
-        prompt_cost, completion_cost = litellm.cost_per_token(
-            model=model, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens
+        return call_cost(
+            model, self._price, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens
         )
-        return float(prompt_cost + completion_cost)

@@ -23,7 +23,6 @@ EST_PROMPT_BASE_TOKENS = 200
 EST_PROMPT_TOKENS_PER_MEMORY = 20
 EST_SPEECH_COMPLETION_TOKENS = 80
 EST_PROBE_COMPLETION_TOKENS = 10
-FREE_MODEL_PREFIXES = ("fake/", "local/")
 
 
 # -- parsing ---------------------------------------------------------------------------------
@@ -280,22 +279,11 @@ def estimate_run(scenario: Scenario) -> Estimate:
 
 
 def _cost(scenario: Scenario, prompt: int, completion: int) -> float | None:
-    llm = scenario.llm
-    if llm.price is not None:
-        return (
-            prompt * llm.price.input_per_million + completion * llm.price.output_per_million
-        ) / 1e6
-    if llm.model.startswith(FREE_MODEL_PREFIXES):
-        return 0.0
-    import litellm  # only for a paid model without a price in the scenario
+    from simworld.llm import call_cost  # imports litellm: only when an estimate is asked for
 
-    try:
-        a, b = litellm.cost_per_token(
-            model=llm.model, prompt_tokens=prompt, completion_tokens=completion
-        )
-    except Exception:  # litellm raises a bare Exception for models it cannot price
-        return None
-    return float(a + b)
+    return call_cost(
+        scenario.llm.model, scenario.llm.price, prompt_tokens=prompt, completion_tokens=completion
+    )
 
 
 def estimate_sweep(runs: Sequence[PlannedRun]) -> Estimate:

@@ -154,16 +154,12 @@ class Gateway:
         redactor: Redactor | None = None,
         jitter: random.Random | None = None,
     ) -> None:
-        if config.cache != "off" and cache is None:
-            raise ValueError(f"cache mode {config.cache!r} needs a cache")
         self._model = model
-        self.config = config
         self._store = cache
-        self._cache = cache if config.cache != "off" else None
         self._redactor = redactor or Redactor()
         self._jitter = jitter or random.Random()
-        self._slots = asyncio.Semaphore(self._cap(config))
         self.accounting = Accounting()
+        self.reconfigure(config)
 
     def _cap(self, config: LLMConfig) -> int:
         """The concurrency cap: the scenario's, lowered to what the backend can run at once.
@@ -175,12 +171,16 @@ class Gateway:
         return config.concurrency if limit is None else min(config.concurrency, limit)
 
     def reconfigure(self, config: LLMConfig) -> None:
-        """Switch settings mid-run (a branched run); the concurrency cap follows."""
+        """Apply settings (at start, and mid-run for a branched run); the cap follows."""
         if config.cache != "off" and self._store is None:
             raise ValueError(f"cache mode {config.cache!r} needs a cache")
         self.config = config
-        self._cache = self._store if config.cache != "off" else None
         self._slots = asyncio.Semaphore(self._cap(config))
+
+    @property
+    def _cache(self) -> ResponseCache | None:
+        """The store, when the cache mode uses one."""
+        return self._store if self.config.cache != "off" else None
 
     @property
     def budget_exhausted(self) -> bool:

@@ -1,5 +1,10 @@
 """Engine benchmark: step wall time vs. the ideal at 100 ms latency, and per-agent-step cost.
 
+Each is measured for the paths a call can take: litellm in LLM worker processes (what a
+large run uses, :mod:`simworld.llm_workers`; started and warm before the measurements, their
+start-up is reported apart), litellm in this process (``SIMWORLD_LLM_WORKERS=0``, and a run's
+first calls), and an engine-only backend that just sleeps. Also this process's CPU per call.
+
 Run: ``.venv/bin/python benchmarks/bench_engine.py`` (writes ``benchmarks/results/engine.json``).
 """
 
@@ -9,20 +14,31 @@ import argparse
 import asyncio
 import json
 import math
+import os
 import platform
+import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from simworld.gateway import Gateway
-from simworld.llm import Completion, LanguageModel, LiteLLMModel, LLMRequest
+from simworld.llm import CallIdentity, Completion, LanguageModel, LiteLLMModel, LLMRequest
+from simworld.llm_workers import WorkerPolicy, shared_pool
 from simworld.model import SocialSimulation
-from simworld.scenario import Scenario
+from simworld.scenario import LLMConfig, Scenario
 
 RESULTS = Path(__file__).parent / "results" / "engine.json"
 LATENCY_MS = 100
 CONCURRENCY = 64
 LATENCY_AGENTS = 1000
+LATENCY_STEPS = 3
+CPU_CALLS = 3000
+CPU_WARMUP_CALLS = 300
+CPU_MESSAGES = (
+    {"role": "system", "content": "You are Aiko, 34, from Japan. " * 20},
+    {"role": "user", "content": "Topic: Cities should ban cars from their centres.\n" * 10},
+)
 SCALING_AGENTS = (100, 1000, 10_000)
 TARGET_RATIO = 1.15
 TARGET_MS_PER_AGENT_STEP = 2.0
@@ -81,7 +97,8 @@ class SleepingModel(LanguageModel):
 def time_steps(
     n: int, *, model: str, concurrency: int, steps: int, backend: LanguageModel | None = None
 ) -> list[float]:
-    """Wall time of each of ``steps`` steps (model construction excluded)."""
+    """Wall time of each of ``steps`` steps (model construction excluded); ``backend``
+    defaults to the real one, :class:`LiteLLMModel` with its default worker policy."""
     sc = scenario(n, model=model, concurrency=concurrency)
     gateway = Gateway(backend or LiteLLMModel(), config=sc.llm, cache=None)
     sim = SocialSimulation(sc, gateway=gateway)
@@ -94,46 +111,110 @@ def time_steps(
     return times
 
 
+def cpu_per_call_ms(backend: LanguageModel, calls: int = CPU_CALLS) -> float:
+    """This process's CPU per call (ms) for zero-latency fake calls through a gateway."""
+    config = LLMConfig(model="fake/default", concurrency=CONCURRENCY, cache="off")
+    gateway = Gateway(backend, config=config, cache=None)
+
+    def request(i: int) -> LLMRequest:
+        return LLMRequest(
+            model=config.model,
+            messages=CPU_MESSAGES,
+            identity=CallIdentity(seed=1, agent=f"a{i}", step=1, purpose="post"),
+            temperature=config.temperature,
+            max_tokens=config.max_tokens,
+        )
+
+    async def run(first: int, count: int) -> None:
+        await asyncio.gather(*(gateway.call(request(i)) for i in range(first, first + count)))
+
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(run(0, CPU_WARMUP_CALLS))
+    started = time.process_time()
+    loop.run_until_complete(run(CPU_WARMUP_CALLS, calls))
+    used = time.process_time() - started
+    loop.close()
+    return used / calls * 1e3
+
+
+def path_result(step_s: list[float], ideal: float) -> dict[str, Any]:
+    """Step times and their ratios to the ideal step."""
+    return {
+        "step_s": step_s,
+        "ratio_best": min(step_s) / ideal,
+        "ratio_median": statistics.median(step_s) / ideal,
+    }
+
+
+def start_workers(workers: int) -> float:
+    """Start the shared LLM worker processes and wait for them; seconds it took."""
+    started = time.perf_counter()
+    if workers and not asyncio.run(shared_pool(workers).wait_ready()):
+        raise RuntimeError("the LLM worker processes did not start")
+    return time.perf_counter() - started
+
+
 def main() -> None:
-    """Run both measurements and write the results file."""
+    """Run the measurements and write the results file."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="skip the 10,000-agent size")
     args = parser.parse_args()
+    load_start = os.getloadavg()
     time_steps(50, model="fake/default", concurrency=CONCURRENCY, steps=1)  # warm-up
+    auto = WorkerPolicy.resolve()
+    workers = auto.workers
+    worker_start_s = start_workers(workers)
     ideal = math.ceil(LATENCY_AGENTS / CONCURRENCY) * LATENCY_MS / 1000
     latency_model = f"fake/default?latency_ms={LATENCY_MS}"
-    step_times = time_steps(LATENCY_AGENTS, model=latency_model, concurrency=CONCURRENCY, steps=3)
-    best = min(step_times)
-    direct = time_steps(
-        LATENCY_AGENTS,
-        model=latency_model,
-        concurrency=CONCURRENCY,
-        steps=3,
-        backend=SleepingModel(LATENCY_MS / 1000),
-    )
+    backends: dict[str, Callable[[], LanguageModel]] = {
+        "in_process": lambda: LiteLLMModel(workers=0),
+        "engine_only": lambda: SleepingModel(LATENCY_MS / 1000),
+    }
+    if workers:
+        backends = {"workers": lambda: LiteLLMModel(workers=workers), **backends}
+    paths = {
+        name: path_result(
+            time_steps(
+                LATENCY_AGENTS,
+                model=latency_model,
+                concurrency=CONCURRENCY,
+                steps=LATENCY_STEPS,
+                backend=make(),
+            ),
+            ideal,
+        )
+        for name, make in backends.items()
+    }
+    cpu = {"in_process": cpu_per_call_ms(LiteLLMModel(workers=0))}
+    if workers:
+        cpu["workers"] = cpu_per_call_ms(LiteLLMModel(workers=workers))
     scaling: list[dict[str, Any]] = []
     for n in SCALING_AGENTS[:2] if args.quick else SCALING_AGENTS:
-        times = time_steps(n, model="fake/default", concurrency=CONCURRENCY, steps=2)
-        scaling.append(
-            {"agents": n, "step_s": min(times), "ms_per_agent_step": min(times) / n * 1e3}
-        )
+        row: dict[str, Any] = {"agents": n}
+        for name, backend in (("default", None), ("in_process", LiteLLMModel(workers=0))):
+            times = time_steps(
+                n, model="fake/default", concurrency=CONCURRENCY, steps=2, backend=backend
+            )
+            row[name] = {"step_s": times, "ms_per_agent_step": min(times) / n * 1e3}
+        scaling.append(row)
     result = {
         "machine": {
             "python": platform.python_version(),
             "cpu": platform.processor() or platform.machine(),
+            "cores": os.cpu_count(),
+            "loadavg": {"start": load_start, "end": os.getloadavg()},
         },
+        "workers": workers,
+        "worker_start_s": worker_start_s,
+        "auto_start": {"calls": auto.after_calls, "calls_per_s": auto.min_calls_per_s},
+        "cpu_per_call_ms": cpu,
         "latency": {
             "agents": LATENCY_AGENTS,
             "concurrency": CONCURRENCY,
             "latency_ms": LATENCY_MS,
             "ideal_step_s": ideal,
-            "step_s": step_times,
-            "ratio_best": best / ideal,
-            "ratio_median": sorted(step_times)[1] / ideal,
             "target_ratio": TARGET_RATIO,
-            "engine_only_step_s": direct,
-            "engine_only_ratio_best": min(direct) / ideal,
-            "engine_only_ratio_median": sorted(direct)[1] / ideal,
+            "paths": paths,
         },
         "scaling": scaling,
         "target_ms_per_agent_step": TARGET_MS_PER_AGENT_STEP,

@@ -62,6 +62,8 @@ class PersonaAgent(mesa.Agent):
         self.node = node
         self.baseline = False
         """Whether the agent follows the scenario's baseline rule (no model calls, no memory)."""
+        self.active = True
+        """False once an intervention removed the agent: it no longer speaks, hears or answers."""
         self.memory: Memory = (
             memory if memory is not None else model.memory_system.create(persona.id, persona.name)
         )
@@ -207,18 +209,45 @@ class PersonaAgent(mesa.Agent):
 
     def probe_request(self, topic: Topic, *, step: int) -> tuple[LLMRequest, type[BaseModel]]:
         """A private, structured request for the agent's opinion on ``topic``."""
+        return self.answer_request(topic, step=step)
+
+    def answer_request(
+        self,
+        topic: Topic,
+        *,
+        step: int,
+        template: str = "probe",
+        heard: list[tuple[str, str]] | None = None,
+    ) -> tuple[LLMRequest, type[BaseModel]]:
+        """A structured request for one answer on ``topic``, rendered from ``template``.
+
+        Args:
+            topic: The question.
+            step: Current step.
+            template: ``probe`` (private; the prompt shows recalled memories) or ``asch``
+                (after scripted peers; the prompt shows ``heard`` and no memories).
+            heard: The peers' answers, ``(name, answer)``, for ``asch``.
+
+        Returns:
+            The request (purpose ``<template>:<topic>``) and the answer's pydantic model.
+        """
         schema = answer_model(topic)
+        heard = heard or []
         user = prompts.render(
-            "probe",
+            template if heard or template == "probe" else f"{template}_alone",
             statement=topic.statement,
             options=prompts.options_block(topic),
-            memories=self._context(topic, [], step=step, touch=False),
+            memories=(
+                self._context(topic, [], step=step, touch=False) if template == "probe" else ""
+            ),
+            peers=prompts.memories_block(heard),
+            count=len(heard),
             values=", ".join(str(v) for v in topic.scale.values),
         )
         request = self._request(
             user,
             step=step,
-            purpose=f"probe:{topic.id}",
+            purpose=f"{template}:{topic.id}",
             schema=schema,
             logprobs=self.model.scenario.llm.probe_logprobs,
         )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -15,7 +15,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 from scipy import stats
 
-from simworld.measures import diversity_table, score_change
+from simworld.measures import asch_table, belief_curve, diversity_table, score_change
 from simworld.tracker_base import Event
 from simworld.trackers import (
     TRACKERS_DIR,
@@ -103,24 +103,35 @@ def runs(run_dirs: RunDirs) -> list[Run]:
     return [Run(Path(p)) for p in run_dirs]
 
 
-def frames(run_dirs: RunDirs, name: str, *, by: Sequence[str] = ()) -> pd.DataFrame:
-    """One tracker frame of every run, stacked, with ``run``, ``seed`` and ``by`` columns.
-
-    Args:
-        run_dirs: Run directories.
-        name: Frame name (``drift``, ``population``, ``conformity``, ``inconstancy``,
-            ``statements``, ``personality``, ``memory`` or an extra tracker's).
-        by: Dotted scenario keys added as condition columns (e.g. ``protocol.instruction``).
-    """
+def _per_run(
+    run_dirs: RunDirs,
+    name: str,
+    by: Sequence[str],
+    measure: Callable[[pd.DataFrame], pd.DataFrame],
+) -> pd.DataFrame:
+    """``measure(frame)`` of each run's tracker frame ``name``, stacked with run columns."""
     parts = []
     for run in runs(run_dirs):
-        df = run.frame(name).copy()
+        df = measure(run.frame(name))
         df.insert(0, "seed", run.seed)
         df.insert(0, "run", run.id)
         for key in by:
             df[key] = run.setting(key)
         parts.append(df)
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+
+def frames(run_dirs: RunDirs, name: str, *, by: Sequence[str] = ()) -> pd.DataFrame:
+    """One tracker frame of every run, stacked, with ``run``, ``seed`` and ``by`` columns.
+
+    Args:
+        run_dirs: Run directories.
+        name: Frame name (``drift``, ``population``, ``conformity``, ``inconstancy``,
+            ``statements``, ``personality``, ``memory``, ``belief``, ``asch``,
+            ``interventions`` or an extra tracker's).
+        by: Dotted scenario keys added as condition columns (e.g. ``protocol.instruction``).
+    """
+    return _per_run(run_dirs, name, by, pd.DataFrame.copy)
 
 
 def trajectories(
@@ -324,6 +335,26 @@ def population_over_time(
     return pd.concat(parts, ignore_index=True)
 
 
+def belief_curves(run_dirs: RunDirs, *, by: Sequence[str] = ()) -> pd.DataFrame:
+    """Belief-state counts and shares (S, B, R) per step of each run (``trackers.belief``).
+
+    See :func:`simworld.measures.belief_curve`; ``by`` adds condition columns (dotted
+    scenario keys, e.g. ``name`` to tell the misinformation conditions apart).
+    """
+    return _per_run(run_dirs, "belief", by, belief_curve)
+
+
+def asch_levels(
+    run_dirs: RunDirs, *, by: Sequence[str] = (), drop_agreeing: bool = False
+) -> pd.DataFrame:
+    """Asch conformity level CL and resistance level RL per p for each run (metrics.md §3).
+
+    See :func:`simworld.measures.asch_table` (``drop_agreeing`` keeps only trials where the
+    peers contradicted the agent's own earlier answer).
+    """
+    return _per_run(run_dirs, "asch", by, lambda df: asch_table(df, drop_agreeing=drop_agreeing))
+
+
 def personality_change(
     run_dirs: RunDirs, *, before: int, after: int, effect: Literal["dz", "av"] = "dz"
 ) -> pd.DataFrame:
@@ -351,6 +382,8 @@ def personality_change(
 __all__ = [
     "RATE_MEASURES",
     "Run",
+    "asch_levels",
+    "belief_curves",
     "confidence_interval",
     "conformity_rates",
     "frames",

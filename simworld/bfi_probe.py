@@ -128,12 +128,12 @@ def bfi_event(
 
 
 def bfi_jobs(model: SocialSimulation, step: int) -> list[Job]:
-    """The BFI administrations due at ``step``, one per agent in node order (none if off)."""
+    """The BFI administrations due at ``step``, one per active agent in node order (none if off)."""
     config = model.scenario.trackers.bfi
     if config is None or step not in config.steps:
         return []
     jobs = []
-    for agent in model.population:
+    for agent in model.active_agents():
         request, schema, admin = bfi_request(agent, step=step, config=config)
         jobs.append(Job(request, schema, partial(bfi_event, agent.key, step, config, admin)))
     return jobs

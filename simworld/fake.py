@@ -21,6 +21,7 @@ import math
 import re
 import time
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -31,6 +32,7 @@ from litellm.types.utils import ModelResponse
 from simworld.logprobs import token_entry
 
 FAILURE_KINDS = ("rate_limit", "timeout", "malformed")
+PARSED_MODELS = 256  # model strings whose options are kept parsed
 SELF_WEIGHT = 2.0
 # Log-probabilities (only when asked): ordinal options get weight exp(-SHARPNESS * distance
 # from the answer); categorical ones CHOSEN_PROB for the answer, the rest shared evenly.
@@ -60,8 +62,9 @@ class FakeOptions:
         return (self.latency_ms + _unit(seed, "latency") * self.latency_jitter_ms) / 1000
 
     @classmethod
+    @lru_cache(maxsize=PARSED_MODELS)
     def parse(cls, model: str) -> FakeOptions:
-        """Parse ``name?key=value&...`` (the part after ``fake/``)."""
+        """Parse ``name?key=value&...`` (the part after ``fake/``); remembered per string."""
         _, _, query = model.partition("?")
         q = {k: v[-1] for k, v in parse_qs(query).items()}
         unknown_keys = set(q) - {"latency_ms", "latency_jitter_ms", "failure_rate", "failures"}

@@ -6,7 +6,7 @@ import asyncio
 import json
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 import litellm
@@ -15,7 +15,7 @@ from pydantic import BaseModel, ValidationError
 
 from simworld.cache import ResponseCache
 from simworld.errors import ReplayMissError
-from simworld.llm import CallIdentity, Completion, LanguageModel, LLMRequest
+from simworld.llm import CallIdentity, Completion, LanguageModel, LLMRequest, RemoteModelError
 from simworld.redact import Redactor
 from simworld.scenario import LLMConfig
 
@@ -34,6 +34,8 @@ RECORDED_EXTRAS = ("option_probs",)
 
 def error_kind(exc: BaseException) -> str:
     """A short, stable name for an exception raised by a model call."""
+    if isinstance(exc, RemoteModelError):
+        return exc.kind
     if isinstance(exc, litellm.RateLimitError):
         return "rate_limit"
     if isinstance(exc, litellm.Timeout | asyncio.TimeoutError):
@@ -47,6 +49,13 @@ def error_kind(exc: BaseException) -> str:
     if isinstance(exc, litellm.BadRequestError):
         return "bad_request"
     return type(exc).__name__
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether a model call's exception is worth retrying after a backoff."""
+    if isinstance(exc, RemoteModelError):
+        return exc.transient
+    return isinstance(exc, TRANSIENT_ERRORS)
 
 
 @dataclass
@@ -78,10 +87,13 @@ class CallOutcome:
         return self.status == "ok"
 
     def record(self) -> dict[str, Any]:
-        """The deterministic record (no timing, no cache flag)."""
-        out = asdict(self)
-        out.pop("cached")
-        out.pop("latency_s")
+        """The deterministic record (no timing, no cache flag).
+
+        Built field by field: ``dataclasses.asdict`` deep-copies, which costs more than a
+        replayed call. Nested values are shared with the outcome (neither is ever changed).
+        """
+        out = {name: getattr(self, name) for name in _RECORDED}
+        out["identity"] = {name: getattr(self.identity, name) for name in _IDENTITY}
         return out
 
     @classmethod
@@ -90,6 +102,10 @@ class CallOutcome:
         data = dict(data)
         data["identity"] = CallIdentity(**data["identity"])
         return cls(**data, cached=cached)
+
+
+_RECORDED = tuple(f.name for f in fields(CallOutcome) if f.name not in ("cached", "latency_s"))
+_IDENTITY = tuple(f.name for f in fields(CallIdentity))
 
 
 @dataclass
@@ -242,14 +258,14 @@ class Gateway:
             async with self._slots:
                 self.accounting.model_calls += 1
                 try:
-                    completion = await asyncio.wait_for(
-                        self._model.complete(request, attempt=attempt, timeout_s=cfg.timeout_s),
-                        timeout=cfg.timeout_s,
-                    )
+                    async with asyncio.timeout(cfg.timeout_s):
+                        completion = await self._model.complete(
+                            request, attempt=attempt, timeout_s=cfg.timeout_s
+                        )
                 except (TimeoutError, openai.OpenAIError) as exc:
                     kind = error_kind(exc)
                     errors.append(self._error(attempt, kind, exc))
-                    retry = isinstance(exc, TRANSIENT_ERRORS) and transient_left > 0
+                    retry = is_transient(exc) and transient_left > 0
                     transient_left -= int(retry)
             attempt += 1
             if completion is None:

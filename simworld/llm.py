@@ -5,23 +5,94 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 from abc import ABC, abstractmethod
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
 import litellm
+import openai
 from pydantic import BaseModel
 
 from simworld.logprobs import answer_enum, logprob_content, option_distribution
 from simworld.scenario import PriceConfig
 
-litellm.telemetry = False
-litellm.suppress_debug_info = True
-
 Message = dict[str, str]
 TOP_LOGPROBS = 20
 FREE_PROVIDERS = ("fake/", "local/")
+# Providers that must run in this process (the embedded model lives in it).
+IN_PROCESS_PROVIDERS = ("local/",)
+# litellm's per-call success logging (``litellm.utils``): a task per call that builds a standard
+# logging payload and recomputes the cost for whatever callbacks are registered.
+SUCCESS_LOGGING_DISPATCH = "_dispatch_success_logging"
+_SKIPS_UNOBSERVED = "_simworld_skips_unobserved"
+
+log = logging.getLogger(__name__)
+
+
+def success_callbacks_registered(logging_obj: Any) -> bool:
+    """Whether anything listens to litellm's success events: global callbacks (any kind,
+    including ``litellm.callbacks``) or the call's own dynamic success callbacks."""
+    return bool(
+        litellm.callbacks
+        or litellm.success_callback
+        or litellm._async_success_callback
+        or getattr(logging_obj, "dynamic_success_callbacks", None)
+        or getattr(logging_obj, "dynamic_async_success_callbacks", None)
+    )
+
+
+def _skip_unobserved_success_logging() -> bool:
+    """Make litellm skip its success logging for calls no callback listens to.
+
+    litellm 1.106 schedules, after every successful call, a logging task that rebuilds the
+    request's standard logging payload and its cost (about 0.4 ms of CPU on the event loop)
+    even when no callback is registered; simworld registers none and records calls itself.
+    The dispatch is wrapped so that it runs unchanged as soon as any callback is registered.
+
+    Returns:
+        Whether the fast path is in place (``False`` when this litellm lacks the hook).
+    """
+    dispatch = getattr(litellm.utils, SUCCESS_LOGGING_DISPATCH, None)
+    if dispatch is None:
+        log.warning("litellm %s: success logging cannot be skipped", litellm_version())
+        return False
+    if getattr(dispatch, _SKIPS_UNOBSERVED, False):
+        return True
+
+    def dispatch_when_observed(*, logging_obj: Any, **kwargs: Any) -> None:
+        if success_callbacks_registered(logging_obj):
+            dispatch(logging_obj=logging_obj, **kwargs)
+
+    setattr(dispatch_when_observed, _SKIPS_UNOBSERVED, True)
+    setattr(litellm.utils, SUCCESS_LOGGING_DISPATCH, dispatch_when_observed)
+    return True
+
+
+def litellm_version() -> str:
+    """The installed litellm's version."""
+    from importlib.metadata import version
+
+    return version("litellm")
+
+
+def configure_litellm() -> None:
+    """Every process-wide litellm setting simworld relies on, applied in this one place.
+
+    Runs when :mod:`simworld.llm` is imported (every model call goes through this module);
+    idempotent. ``LITELLM_LOCAL_MODEL_COST_MAP`` is set earlier, in ``simworld/__init__.py``,
+    because litellm reads it on import.
+
+    - ``telemetry`` off and ``suppress_debug_info`` on: no network, no debug banners.
+    - success logging only when a callback listens (:func:`_skip_unobserved_success_logging`).
+    """
+    litellm.telemetry = False
+    litellm.suppress_debug_info = True
+    _skip_unobserved_success_logging()
+
+
+configure_litellm()
 
 
 @cache
@@ -79,9 +150,19 @@ class CallIdentity:
     purpose: str
     index: int = 0
 
+    def as_dict(self) -> dict[str, Any]:
+        """The fields as a dict (what ``dataclasses.asdict`` gives, without its deep copy)."""
+        return {
+            "seed": self.seed,
+            "agent": self.agent,
+            "step": self.step,
+            "purpose": self.purpose,
+            "index": self.index,
+        }
+
     def derived_seed(self, attempt: int) -> int:
         """A sampling seed for the given attempt, derived from the identity."""
-        digest = sha256_hex(canonical_json({**asdict(self), "attempt": attempt}))
+        digest = sha256_hex(canonical_json({**self.as_dict(), "attempt": attempt}))
         return int(digest[:8], 16) & 0x7FFFFFFF
 
 
@@ -123,7 +204,7 @@ class LLMRequest:
             "max_tokens": self.max_tokens,
             "schema": self.schema,
             "schema_name": self.schema_name,
-            "identity": asdict(self.identity),
+            "identity": self.identity.as_dict(),
         }
         if self.logprobs:
             data["logprobs"] = True
@@ -170,20 +251,55 @@ class LanguageModel(ABC):
         return None
 
 
+class RemoteModelError(openai.OpenAIError):
+    """A model call's error raised in an LLM worker process, classified there.
+
+    The gateway treats it as the original error: same kind, same retry class, same message.
+
+    Args:
+        message: ``str()`` of the original error.
+        kind: Its :func:`simworld.gateway.error_kind`.
+        transient: Whether the gateway retries it.
+    """
+
+    def __init__(self, message: str, *, kind: str, transient: bool) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.transient = transient
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _remote_model_error, (str(self), self.kind, self.transient)
+
+
+def _remote_model_error(message: str, kind: str, transient: bool) -> RemoteModelError:
+    return RemoteModelError(message, kind=kind, transient=transient)
+
+
 class LiteLLMModel(LanguageModel):
     """Every provider litellm knows, including simworld's registered ``fake/`` provider.
 
+    Calls go through ``litellm.acompletion`` in this process or, for large runs, in LLM worker
+    processes (see :mod:`simworld.llm_workers`); the answer is the same either way.
+
     Args:
         price: Price per million tokens that overrides litellm's cost map.
+        workers: LLM worker processes (0: always in-process); ``None`` follows
+            ``SIMWORLD_LLM_WORKERS`` (default ``auto``).
     """
 
-    def __init__(self, *, price: PriceConfig | None = None) -> None:
+    def __init__(self, *, price: PriceConfig | None = None, workers: int | None = None) -> None:
+        from simworld.llm_workers import WorkerPolicy
         from simworld.providers import register_providers
 
         register_providers()
         self._price = price
         self._known: set[str] = set()
         self._checked: set[str] = set()
+        self._policy = WorkerPolicy.resolve(workers)
+        self._calls = 0
+        self._first_call = 0.0
+        self._due = False
+        self._warned = False
 
     def parallelism(self, model: str) -> int | None:
         """One at a time for the in-process ``local/`` provider (it serialises calls)."""
@@ -213,7 +329,8 @@ class LiteLLMModel(LanguageModel):
         self._known.add(model)
 
     async def complete(self, request: LLMRequest, *, attempt: int, timeout_s: float) -> Completion:
-        """Call ``litellm.acompletion`` once (litellm's own retries are off).
+        """Call ``litellm.acompletion`` once (litellm's own retries are off), here or in a
+        worker process.
 
         With ``request.logprobs`` the returned log-probabilities go to ``extra["logprobs"]``
         (``[{"token", "logprob", "top_logprobs": [{"token", "logprob"}]}]``) and, when the
@@ -229,6 +346,47 @@ class LiteLLMModel(LanguageModel):
 
             check_model(request.model)
             self._checked.add(request.model)
+        if await self._use_workers(request.model):
+            from simworld.llm_workers import shared_pool
+
+            done = await shared_pool(self._policy.workers).complete(
+                request, attempt=attempt, timeout_s=timeout_s
+            )
+        else:
+            done = await self._acompletion(request, attempt=attempt, timeout_s=timeout_s)
+        done.cost_usd = self._cost(request.model, done.prompt_tokens, done.completion_tokens)
+        return done
+
+    async def _use_workers(self, model: str) -> bool:
+        """Whether this call goes to the worker processes, starting them when the policy
+        says so (:class:`~simworld.llm_workers.WorkerPolicy`). Without a live worker calls
+        stay in-process.
+        """
+        policy = self._policy
+        if policy.workers == 0 or model.startswith(IN_PROCESS_PROVIDERS):
+            return False
+        if not self._due:
+            now = time.perf_counter()
+            self._first_call = self._first_call or now
+            self._calls += 1
+            self._due = policy.due(self._calls, now - self._first_call)
+            if not self._due:
+                return False
+        from simworld.llm_workers import shared_pool
+
+        pool = shared_pool(policy.workers)
+        if not pool.started:
+            pool.start()
+        usable = pool.ready() or (policy.wait and await pool.wait_ready())
+        if not usable and not pool.alive() and not self._warned:
+            self._warned = True
+            log.warning("no LLM worker process is running; calls stay in this process")
+        return usable
+
+    async def _acompletion(
+        self, request: LLMRequest, *, attempt: int, timeout_s: float
+    ) -> Completion:
+        """The litellm call itself (``cost_usd`` is left for :meth:`complete`)."""
         self._ensure_priced(request.model)
         kwargs: dict[str, Any] = {
             "model": request.model,
@@ -267,11 +425,7 @@ class LiteLLMModel(LanguageModel):
         prompt_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
         completion_tokens = int(getattr(usage, "completion_tokens", 0) or 0)
         return Completion(
-            text=text,
-            prompt_tokens=prompt_tokens,
-            completion_tokens=completion_tokens,
-            cost_usd=self._cost(request.model, prompt_tokens, completion_tokens),
-            extra=extra,
+            text=text, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, extra=extra
         )
 
     def _cost(self, model: str, prompt_tokens: int, completion_tokens: int) -> float | None:

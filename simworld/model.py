@@ -13,8 +13,13 @@ import networkx as nx
 
 from simworld.agent import PersonaAgent
 from simworld.annotate import Job, annotation_jobs
+from simworld.asch import draw_peer_answers, run_trials
 from simworld.bfi_probe import bfi_jobs
+from simworld.errors import ConfigError
 from simworld.gateway import CallOutcome, Gateway
+from simworld.grouping import balanced_groups, random_groups
+from simworld.intervention_config import Removal
+from simworld.interventions import apply_intervention, due
 from simworld.llm import canonical_json
 from simworld.logprobs import expected_value
 from simworld.memory import MemorySystem
@@ -94,6 +99,9 @@ class SocialSimulation(mesa.Model):
                 agent.baseline = self.policy.is_baseline(agent)
         self.probe_steps = set(scenario.protocol.probe_steps())
         self.opinions: list[dict[str, Any]] = []
+        self._answers: dict[str, dict[int, dict[str, str | None]]] = {}
+        self.peer_answers = draw_peer_answers(scenario)
+        _check_removals(scenario, {p.id for p in personas}, source)
         self.stopped_reason: str | None = None
         self._loop = asyncio.new_event_loop()
         self._started = False
@@ -110,6 +118,20 @@ class SocialSimulation(mesa.Model):
     def population(self) -> list[PersonaAgent]:
         """Agents in node order."""
         return list(self._by_node)
+
+    def active_agents(self) -> list[PersonaAgent]:
+        """Agents not removed by an intervention, in node order."""
+        return [a for a in self._by_node if a.active]
+
+    def latest_answers(self, topic_id: str, *, before: int) -> dict[str, str | None]:
+        """Agent → private answer on ``topic_id`` at the latest probe of it before ``before``.
+
+        Empty when the topic was not probed before that step; agents not probed then are
+        absent, and a failed probe gives None.
+        """
+        by_step = self._answers.get(topic_id, {})
+        earlier = [s for s in by_step if s < before]
+        return dict(by_step[max(earlier)]) if earlier else {}
 
     def start_event(self) -> Event:
         """The run's opening transcript event: agents and edges."""
@@ -145,6 +167,7 @@ class SocialSimulation(mesa.Model):
         self.scenario = scenario
         self.gateway.reconfigure(scenario.llm)
         self.probe_steps = set(scenario.protocol.probe_steps())
+        self.peer_answers = draw_peer_answers(scenario)
         for agent in self._by_node:
             agent.refresh_system_prompt()
 
@@ -164,7 +187,7 @@ class SocialSimulation(mesa.Model):
         return [topics[i] for i in self.scenario.protocol.probe_topic_indices(step, len(topics))]
 
     # -- running -----------------------------------------------------------------------------
-    def _gather(
+    def gather(
         self, aws: Iterable[Awaitable[Any]], *, return_exceptions: bool = False
     ) -> list[Any]:
         """Run awaitables concurrently on the model's event loop; results in input order."""
@@ -187,16 +210,19 @@ class SocialSimulation(mesa.Model):
             self._finish(record)
 
     def step(self) -> None:
-        """One interaction step, then the probe if this step is a probe step."""
+        """One step: the interventions due (:mod:`simworld.interventions`), the interaction
+        (conversations, or Asch trials in ``asch`` mode), stances and memory upkeep, then the
+        probe if this step is a probe step."""
         self.start()
         step = self.steps
         record = StepRecord(step)
+        for index, item in due(self.scenario.interventions, step):
+            record.events.append(apply_intervention(self, item, index=index))
         topic = self.topic_for(step)
-        conversations = self._plan(step, topic)
-        results = self._gather(self._converse(conv, topic, step) for conv in conversations)
-        for index, (conv, outcomes) in enumerate(zip(conversations, results, strict=True)):
-            self._log_conversation(record, conv, topic, step, index)
-            self._apply(record, conv, outcomes, topic, step)
+        if self.scenario.protocol.mode == "asch":
+            run_trials(self, record, step)
+        else:
+            self._discuss(record, topic, step)
         if self.policy is not None and self.scenario.trackers.stance:
             record.events.extend(self.policy.stance_events(record.events, step))
         self._run_jobs(record, annotation_jobs(self, record.events, step))
@@ -213,6 +239,14 @@ class SocialSimulation(mesa.Model):
         elif step >= self.scenario.protocol.steps:
             self.running = False
 
+    def _discuss(self, record: StepRecord, topic: Topic, step: int) -> None:
+        """Plan the step's conversations, run them concurrently and apply them in plan order."""
+        conversations = self._plan(step, topic)
+        results = self.gather(self._converse(conv, topic, step) for conv in conversations)
+        for index, (conv, outcomes) in enumerate(zip(conversations, results, strict=True)):
+            self._log_conversation(record, conv, topic, step, index)
+            self._apply(record, conv, outcomes, topic, step)
+
     def close(self) -> None:
         """Close the memories, cancel leftover tasks (litellm's logging worker), close the loop."""
         self.memory_system.close()
@@ -222,7 +256,7 @@ class SocialSimulation(mesa.Model):
         for task in pending:
             task.cancel()
         if pending:
-            self._gather(pending, return_exceptions=True)
+            self.gather(pending, return_exceptions=True)
         self._loop.run_until_complete(self._loop.shutdown_asyncgens())
         self._loop.close()
 
@@ -246,7 +280,7 @@ class SocialSimulation(mesa.Model):
         """Run tracker calls (stances, judges, BFI) concurrently; log them in job order."""
         if not jobs:
             return
-        outcomes = self._gather(self.gateway.call(j.request, j.schema) for j in jobs)
+        outcomes = self.gather(self.gateway.call(j.request, j.schema) for j in jobs)
         for job, outcome in zip(jobs, outcomes, strict=True):
             record.call(outcome)
             record.events.append(job.event(outcome))
@@ -255,10 +289,10 @@ class SocialSimulation(mesa.Model):
     def _plan(self, step: int, topic: Topic) -> list[list[Turn]]:
         mode = self.scenario.protocol.mode
         if mode == "broadcast":
-            return [[Turn(a, "post", a.neighbours())] for a in self._by_node]
+            return [[Turn(a, "post", a.neighbours())] for a in self.active_agents()]
         if mode == "pairs":
             return [self._pair(a, b) for a, b in self._matching()]
-        return [self._group(members) for members in self._groups()]
+        return [self._group(members) for members in self._groups(step, topic)]
 
     def _matching(self) -> list[tuple[PersonaAgent, PersonaAgent]]:
         """A random maximal matching along edges; the first of each pair opens."""
@@ -282,13 +316,20 @@ class SocialSimulation(mesa.Model):
             Turn(b, "pair_reply", [a], {"partner": a.name}),
         ]
 
-    def _groups(self) -> list[list[PersonaAgent]]:
-        """A seeded partition into groups of ``group_size`` (a lone remainder joins the last)."""
-        size = self.scenario.protocol.group_size
-        nodes = [int(n) for n in self.rng.permutation(len(self._by_node))]
-        groups = [nodes[i : i + size] for i in range(0, len(nodes), size)]
-        if len(groups) > 1 and len(groups[-1]) == 1:
-            groups[-2].extend(groups.pop())
+    def _groups(self, step: int, topic: Topic) -> list[list[PersonaAgent]]:
+        """The step's groups of active agents (``protocol.grouping``, :mod:`simworld.grouping`).
+
+        ``random``: a seeded partition. ``balanced``: composed by the members' latest private
+        answers on the step's topic, so onboarding diversity covers its levels evenly.
+        """
+        protocol = self.scenario.protocol
+        nodes = [a.node for a in self.active_agents()]
+        if protocol.grouping == "balanced":
+            latest = self.latest_answers(topic.id, before=step)
+            answers = [latest.get(self.agent_at(n).key) for n in nodes]
+            groups = balanced_groups(nodes, answers, protocol.group_size, self.rng, offset=step)
+        else:
+            groups = random_groups(nodes, protocol.group_size, self.rng)
         return [[self.agent_at(n) for n in g] for g in groups]
 
     def _group(self, members: list[PersonaAgent]) -> list[Turn]:
@@ -390,7 +431,7 @@ class SocialSimulation(mesa.Model):
     # -- memory ------------------------------------------------------------------------------
     def _memory_phase(self, record: StepRecord, step: int) -> None:
         """Let every agent tend its memory (rate, forget, reflect) concurrently; apply in order."""
-        results = self._gather(agent.memory_step(step) for agent in self._by_node)
+        results = self.gather(agent.memory_step(step) for agent in self.active_agents())
         for calls, events in results:
             for outcome in calls:
                 record.call(outcome)
@@ -402,15 +443,15 @@ class SocialSimulation(mesa.Model):
         topics = self.probe_topics(record.step)
         jobs = [
             (agent, topic, *agent.probe_request(topic, step=record.step))
-            for agent in self._by_node
+            for agent in self.active_agents()
             for topic in topics
         ]
         calls = (self.gateway.call(r, s) for a, _, r, s in jobs if not a.baseline)
-        answers = iter(self._gather(calls))
+        answers = iter(self.gather(calls))
         for agent, topic, _, _ in jobs:
             if self.policy is not None and agent.baseline:
                 row = self.policy.probe_row(agent, topic, record.step)
-                self.opinions.append(row)
+                self._keep(row)
                 record.events.append({"type": "probe", **row})
                 continue
             outcome = next(answers)
@@ -433,5 +474,24 @@ class SocialSimulation(mesa.Model):
                     else None
                 ),
             }
-            self.opinions.append(row)
+            self._keep(row)
             record.events.append({"type": "probe", **row})
+
+    def _keep(self, row: dict[str, Any]) -> None:
+        """Keep a probe row for ``opinions.parquet`` and :meth:`latest_answers`."""
+        self.opinions.append(row)
+        answers = self._answers.setdefault(row["topic"], {}).setdefault(row["step"], {})
+        answers[row["agent"]] = row["answer"]
+
+
+def _check_removals(scenario: Scenario, ids: set[str], source: str | Path) -> None:
+    """Every agent a removal names is in the population (one clear error otherwise)."""
+    for i, item in enumerate(scenario.interventions):
+        if isinstance(item, Removal) and item.agents is not None:
+            unknown = [a for a in item.agents if a not in ids]
+            if unknown:
+                raise ConfigError(
+                    source,
+                    f"interventions[{i}].agents",
+                    f"no agent {unknown[0]!r} in the population",
+                )

@@ -51,14 +51,31 @@ CALL_SCHEMA = pa.schema(
 )
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write a file whole or not at all (temporary file, fsync, rename)."""
+def atomic_write_bytes(path: Path, data: bytes, *, durable: bool = True) -> None:
+    """Write a file whole or not at all (temporary file, fsync, rename).
+
+    Args:
+        path: The file.
+        data: Its new contents.
+        durable: fsync before the rename. Without it the replacement is still atomic for
+            readers and survives the process being killed, but not a power loss.
+    """
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "wb") as fh:
         fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
+        if durable:
+            fh.flush()
+            os.fsync(fh.fileno())
     os.replace(tmp, path)
+
+
+def sync_file(path: Path) -> None:
+    """Make a file's contents durable (fsync)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
@@ -88,9 +105,52 @@ def parquet_bytes(table: pa.Table) -> bytes:
     return sink.getvalue().to_pybytes()
 
 
-def atomic_write_table(path: Path, rows: list[dict[str, Any]], schema: pa.Schema) -> None:
-    """Write rows as a parquet file atomically (deterministic bytes for equal rows)."""
-    atomic_write_bytes(path, parquet_bytes(pa.Table.from_pylist(rows, schema=schema)))
+def mask_table(table: pa.Table, redactor: Redactor) -> pa.Table:
+    """The table with secrets masked in its string columns (masking each distinct value once).
+
+    Equal to masking every string cell of the rows the table was built from (column names
+    are identifiers, never secrets).
+    """
+    for i, field in enumerate(table.schema):
+        if not pa.types.is_string(field.type):
+            continue
+        values = table.column(i).to_pylist()
+        masked = {v: redactor.text(v) for v in set(values) if v is not None}
+        if any(k != v for k, v in masked.items()):
+            cells = [None if v is None else masked[v] for v in values]
+            table = table.set_column(i, field, pa.array(cells, type=field.type))
+    return table
+
+
+class GrowingTable:
+    """A parquet file of rows that only ever grow, rewritten atomically as they do.
+
+    Each batch of rows is converted to arrow (and masked) once, when it arrives; the file's
+    bytes are those of one table of all the rows (deterministic, see :func:`parquet_bytes`).
+
+    Args:
+        path: The parquet file.
+        schema: Its columns.
+        redactor: Masks secrets in the string cells.
+    """
+
+    def __init__(self, path: Path, schema: pa.Schema, redactor: Redactor) -> None:
+        self.path = path
+        self._redactor = redactor
+        self._table = schema.empty_table()
+
+    def __len__(self) -> int:
+        return self._table.num_rows
+
+    def extend(self, rows: list[dict[str, Any]]) -> None:
+        """Add rows (in memory; :meth:`write` puts them on disk)."""
+        if rows:
+            new = mask_table(pa.Table.from_pylist(rows, schema=self._table.schema), self._redactor)
+            self._table = pa.concat_tables([self._table, new]).combine_chunks()
+
+    def write(self, *, durable: bool = True) -> None:
+        """Replace the file with every row so far (see :func:`atomic_write_bytes`)."""
+        atomic_write_bytes(self.path, parquet_bytes(self._table), durable=durable)
 
 
 def call_row(step: int, outcome: CallOutcome) -> dict[str, Any]:
@@ -117,8 +177,9 @@ def call_row(step: int, outcome: CallOutcome) -> dict[str, Any]:
 class RunWriter:
     """Writes a run directory as the run goes: nothing is held back until the end.
 
-    The transcript is appended and fsynced after every step; the parquet tables are
-    rewritten atomically after every step.
+    The transcript is appended and fsynced after every step: it is the record a resumed run
+    is checked against. The parquet tables are rewritten atomically after every step (and
+    made durable when the writer closes; a resumed run writes them again anyway).
 
     Args:
         run_dir: The run directory (created, must not hold a previous run).
@@ -140,8 +201,8 @@ class RunWriter:
             run_dir.mkdir(parents=True, exist_ok=False)
         self._transcript = open(run_dir / self.TRANSCRIPT, "a", encoding="utf-8")  # noqa: SIM115
         self._checked = 0
-        self._calls: list[dict[str, Any]] = []
-        self._opinions: list[dict[str, Any]] = []
+        self._calls = GrowingTable(run_dir / self.CALLS, CALL_SCHEMA, redactor)
+        self._opinions = GrowingTable(run_dir / self.OPINIONS, OPINION_SCHEMA, redactor)
 
     @staticmethod
     def _keep_completed_steps(path: Path) -> list[str]:
@@ -179,22 +240,21 @@ class RunWriter:
         for event in record.events:
             self.event(event)
         self.flush()
-        self._calls.extend(self._redactor.deep([call_row(record.step, c) for c in record.calls]))
-        atomic_write_table(self.run_dir / self.CALLS, self._calls, CALL_SCHEMA)
+        self._calls.extend([call_row(record.step, c) for c in record.calls])
+        self._calls.write(durable=False)
         if len(opinions) != len(self._opinions):
-            self._opinions.extend(self._redactor.deep(opinions[len(self._opinions) :]))
-            atomic_write_table(self.run_dir / self.OPINIONS, self._opinions, OPINION_SCHEMA)
+            self._opinions.extend(opinions[len(self._opinions) :])
+            self._opinions.write(durable=False)
 
     def manifest(self, data: dict[str, Any]) -> None:
         """Write (or rewrite) the manifest atomically."""
         atomic_write_json(self.run_dir / self.MANIFEST, self._redactor.deep(data))
 
     def close(self) -> None:
-        """Close the transcript; make sure both tables exist even when empty."""
-        for name, rows, schema in (
-            (self.CALLS, self._calls, CALL_SCHEMA),
-            (self.OPINIONS, self._opinions, OPINION_SCHEMA),
-        ):
-            if not (self.run_dir / name).exists():
-                atomic_write_table(self.run_dir / name, self._redactor.deep(rows), schema)
+        """Close the transcript; make both tables durable (written even when empty)."""
+        for table in (self._calls, self._opinions):
+            if table.path.exists():
+                sync_file(table.path)
+            else:
+                table.write()
         self._transcript.close()

@@ -131,7 +131,12 @@ def _check_weights(weights: dict[str, float], name: str) -> None:
 
 
 def _draw(rng: np.random.Generator, weights: dict[str, float]) -> str:
-    keys = list(weights)
+    """One key drawn with probability proportional to its weight.
+
+    Keys are taken in sorted order, so the draw does not depend on the mapping's order (a
+    manifest stores the scenario with sorted keys, and a replay must draw the same people).
+    """
+    keys = sorted(weights)
     p = np.array([weights[k] for k in keys], dtype=float)
     return keys[int(rng.choice(len(keys), p=p / p.sum()))]
 
@@ -206,7 +211,9 @@ def sample_from_distributions(
                 big_five=BigFive(
                     **dict(zip(BIG_FIVE_TRAITS, (round(float(v), 2) for v in levels), strict=True))
                 ),
-                opinions={t: _opinion_value(_draw(rng, d)) for t, d in dist.opinions.items()},
+                opinions={
+                    t: _opinion_value(_draw(rng, d)) for t, d in sorted(dist.opinions.items())
+                },
             )
         )
     return out

@@ -21,6 +21,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from simworld.analysis import Run, inconstancy_by_diversity, run_rates
+from simworld.measures import STATES, asch_table, belief_curve
 
 REPORT_DIR = "report"
 REPORT_FILE = "report.html"
@@ -232,6 +233,42 @@ def figure_population(population: pd.DataFrame, topics: dict[str, Any]) -> Figur
     return fig
 
 
+def figure_belief(curve: pd.DataFrame, interventions: pd.DataFrame) -> Figure:
+    """Shares of susceptible, believing and recovered agents per probe step.
+
+    Dotted lines mark interventions: one at step k happens before step k's interaction,
+    i.e. between the probes k-1 and k.
+    """
+    fig, ax = plt.subplots(figsize=(8, 4))
+    names = {"S": "susceptible", "B": "believing", "R": "recovered"}
+    for state in STATES:
+        ax.plot(curve["step"], curve[f"share_{state}"], marker="o", label=names[state])
+    for i, (step, kind) in enumerate(interventions[["step", "kind"]].itertuples(index=False)):
+        ax.axvline(step - 0.5, color="0.5", linestyle=":")
+        ax.annotate(kind, (step - 0.5, 1.02 - 0.06 * (i % 3)), fontsize="small", ha="center")
+    ax.set_ylim(0, 1.1)
+    ax.set_xlabel(STEP_AXIS)
+    ax.set_ylabel("share of active agents (fraction)")
+    ax.set_title("belief states (dotted: interventions)")
+    ax.legend(fontsize="small", loc="center right")
+    fig.tight_layout()
+    return fig
+
+
+def figure_asch(levels: pd.DataFrame) -> Figure:
+    """Asch conformity level CL and resistance level RL as functions of p (metrics.md §3)."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(levels["p"], levels["CL"], marker="o", label="CL: answer = peers' answer")
+    ax.plot(levels["p"], levels["RL"], marker="s", label="RL: answer = own earlier answer")
+    ax.set_ylim(-0.05, 1.05)
+    ax.set_xlabel("unanimous scripted peers p (count)")
+    ax.set_ylabel("share of trials (fraction)")
+    ax.set_title("Asch-style conformity")
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
 def report_figures(run: Run, *, steps: Sequence[int] | None = None) -> dict[str, Figure]:
     """Every figure of the report, by file stem (open; the caller closes them)."""
     topics = run.topics
@@ -244,6 +281,12 @@ def report_figures(run: Run, *, steps: Sequence[int] | None = None) -> dict[str,
     figs["drift"] = figure_drift(drift, topics)
     figs["conformity"] = figure_conformity(run.frame("conformity"), run.frame("statements"))
     figs["population"] = figure_population(run.frame("population"), topics)
+    belief = run.frame("belief")
+    if not belief.empty:
+        figs["belief"] = figure_belief(belief_curve(belief), run.frame("interventions"))
+    trials = run.frame("asch")
+    if not trials.empty:
+        figs["asch"] = figure_asch(asch_table(trials))
     return figs
 
 
@@ -326,6 +369,21 @@ def _personality_table(run: Run) -> pd.DataFrame:
     )
 
 
+def _scripted_tables(run: Run) -> list[str]:
+    """Interventions, belief states and Asch levels, for runs that have them."""
+    out = []
+    interventions = run.frame("interventions")
+    if not interventions.empty:
+        out += ["<h2>Interventions</h2>", _table(interventions)]
+    belief = run.frame("belief")
+    if not belief.empty:
+        out += ["<h2>Belief states per probe step</h2>", _table(belief_curve(belief))]
+    trials = run.frame("asch")
+    if not trials.empty:
+        out += ["<h2>Asch-style conformity by p (metrics.md §3)</h2>", _table(asch_table(trials))]
+    return out
+
+
 STYLE = """
 body { font-family: sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }
 h1 { border-bottom: 2px solid #c33; } h2 { margin-top: 2em; color: #833; }
@@ -343,9 +401,11 @@ def build_report(
 
     Figures (matplotlib, Agg backend; every axis labelled with its unit): opinion
     trajectories and the network coloured by opinion per topic, drift and conformity
-    distributions, population measures over time. Tables: the run's cost (manifest totals
-    and calls per purpose), conformity/inconstancy rates, the per-diversity table of
-    metrics.md §1, the last population measures and BFI scores when administered.
+    distributions, population measures over time, belief states and Asch levels when the
+    run has them. Tables: the run's cost (manifest totals and calls per purpose),
+    conformity/inconstancy rates, the per-diversity table of metrics.md §1, the last
+    population measures, BFI scores when administered, interventions, belief states and
+    Asch levels by p when present.
 
     Args:
         run_dir: A run directory (tracker frames are re-derived if absent).
@@ -408,6 +468,7 @@ def build_report(
         _table(last),
         "<h2>Big Five (BFI) scores</h2>",
         _table(_personality_table(run)),
+        *_scripted_tables(run),
         f"<p class='none'>Generated {datetime.now(UTC).isoformat(timespec='seconds')}.</p>",
     ]
     page = (
@@ -424,6 +485,8 @@ __all__ = [
     "build_report",
     "calls_by_purpose",
     "cost_table",
+    "figure_asch",
+    "figure_belief",
     "figure_conformity",
     "figure_drift",
     "figure_network",

@@ -195,7 +195,7 @@ def execute(
 
     def on_step(record: StepRecord) -> None:
         writer.step(record, model.opinions)
-        model.trackers.write(trackers_dir, redactor=redactor)
+        model.trackers.checkpoint(trackers_dir, redactor=redactor)
 
     model.on_step = on_step
     final = scenario if branch is None else branch.scenario

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from simworld.baseline_config import BaselineConfig
 from simworld.errors import ConfigError, config_error_from_validation
+from simworld.intervention_config import Broadcast, Intervention, Removal, Rewiring
 from simworld.memory_config import MemoryConfig
 from simworld.persona import PopulationDistributions
 from simworld.tracker_config import TrackersConfig
@@ -75,6 +76,18 @@ class Topic(_Strict):
     id: str = Field(pattern=SLUG)
     statement: str = Field(min_length=3)
     scale: Scale
+    truth: OpinionValue | None = None
+    """The correct answer, when the question has one (Asch trials, ground-truth analyses)."""
+
+    @model_validator(mode="after")
+    def _truth_on_scale(self) -> Topic:
+        if self.truth is not None and not self.allows(self.truth):
+            raise ValueError(f"truth: {self.truth!r} is not one of {self.scale.values}")
+        return self
+
+    def allows(self, value: OpinionValue) -> bool:
+        """Whether ``value`` is an answer on this topic's scale."""
+        return str(value) in {str(v) for v in self.scale.values}
 
     @property
     def ordinal(self) -> bool:
@@ -159,16 +172,44 @@ NetworkConfig = Annotated[
 ]
 
 
+class AschConfig(_Strict):
+    """Asch-style trials (Zhu et al. 2024): ``p`` scripted peers all give answer c first.
+
+    Attributes:
+        peers: ``p`` per step: step t uses ``peers[(t - 1) % len(peers)]`` (0: no peers, the
+            control condition).
+        peer_answers: The peers' answer c per topic id; for a topic not listed, c is drawn
+            (seeded, once per run) among the answers other than the topic's ``truth``.
+    """
+
+    peers: list[Annotated[int, Field(ge=0, le=50)]] = Field(min_length=1)
+    peer_answers: dict[str, OpinionValue] = Field(default_factory=dict)
+
+    def peers_at(self, step: int) -> int:
+        """``p`` at interaction step ``step`` (1-based)."""
+        return self.peers[(step - 1) % len(self.peers)]
+
+
 class ProtocolConfig(_Strict):
     """How agents interact and when they are probed.
 
     Step 0 is the initial state; interaction steps are ``1..steps``. A probe at step t
     is taken after step t's interaction (at step 0, before any).
+
+    Modes: ``broadcast`` (every agent posts to its neighbours), ``pairs`` (a random matching
+    along edges talks), ``group`` (groups of ``group_size`` talk for ``rounds``; composed at
+    random, or balanced by onboarding diversity with ``grouping: balanced``) and ``asch``
+    (every agent answers every topic after ``p`` scripted peers, see :class:`AschConfig`).
     """
 
     steps: int = Field(ge=1, le=100_000)
-    mode: Literal["broadcast", "pairs", "group"] = "broadcast"
+    mode: Literal["broadcast", "pairs", "group", "asch"] = "broadcast"
     group_size: int = Field(default=5, ge=2)
+    grouping: Literal["random", "balanced"] = "random"
+    """``balanced``: groups are composed so that the onboarding diversity S of the step's
+    topic (the latest private answers before the step) covers its levels evenly; see
+    :func:`simworld.grouping.balanced_groups`."""
+    asch: AschConfig | None = None
     rounds: int = Field(default=3, ge=1)
     probe_every: int = Field(default=1, ge=1)
     probe_at: list[Annotated[int, Field(ge=0)]] | None = None
@@ -239,6 +280,7 @@ class Scenario(_Strict):
     memory: MemoryConfig = Field(default_factory=MemoryConfig)
     trackers: TrackersConfig = Field(default_factory=TrackersConfig)
     baseline: BaselineConfig | None = None
+    interventions: list[Intervention] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _check(self) -> Scenario:
@@ -246,6 +288,8 @@ class Scenario(_Strict):
         for i, t in enumerate(ids):
             if t in ids[:i]:
                 raise ValueError(f"topics[{i}].id: duplicate topic id {t!r}")
+        self._check_protocol()
+        self._check_interventions()
         choice = [t.id for t in self.topics if not t.ordinal]
         if self.baseline is not None and choice:
             raise ValueError(
@@ -266,6 +310,70 @@ class Scenario(_Strict):
                 f"network.sizes: block sizes sum to {sum(net.sizes)}, not population.size {n}"
             )
         return self
+
+    def _check_protocol(self) -> None:
+        protocol, probes = self.protocol, set(self.protocol.probe_steps())
+        if protocol.grouping == "balanced":
+            if protocol.mode != "group":
+                raise ValueError("protocol.grouping: 'balanced' needs mode: group")
+            unprobed = [s for s in range(protocol.steps) if s not in probes]
+            if unprobed:
+                raise ValueError(
+                    f"protocol.grouping: 'balanced' needs a probe before every step "
+                    f"(none at step {unprobed[0]})"
+                )
+        if (protocol.mode == "asch") != (protocol.asch is not None):
+            raise ValueError("protocol.asch: give it exactly when mode is 'asch'")
+        if protocol.asch is not None:
+            if 0 not in probes:
+                raise ValueError("protocol.probe_at: asch trials need a probe at step 0")
+            for topic_id, value in protocol.asch.peer_answers.items():
+                topic = next((t for t in self.topics if t.id == topic_id), None)
+                if topic is None:
+                    raise ValueError(f"protocol.asch.peer_answers: no topic {topic_id!r}")
+                if not topic.allows(value):
+                    raise ValueError(
+                        f"protocol.asch.peer_answers.{topic_id}: {value!r} is not on its scale"
+                    )
+            unset = [
+                t.id
+                for t in self.topics
+                if t.id not in protocol.asch.peer_answers and t.truth is None
+            ]
+            if unset:
+                raise ValueError(
+                    f"topics: {unset[0]!r} needs a truth (or protocol.asch.peer_answers) "
+                    "for asch trials"
+                )
+        belief = self.trackers.belief
+        if belief is not None:
+            topic = next((t for t in self.topics if t.id == belief.topic), None)
+            if topic is None or not topic.ordinal:
+                raise ValueError(f"trackers.belief.topic: {belief.topic!r} is not a Likert topic")
+            if not topic.allows(belief.believe_at):
+                raise ValueError(
+                    f"trackers.belief.believe_at: {belief.believe_at} is off the scale"
+                )
+
+    def _check_interventions(self) -> None:
+        for i, item in enumerate(self.interventions):
+            where = f"interventions[{i}]"
+            if item.step > self.protocol.steps:
+                raise ValueError(f"{where}.step: step {item.step} is after the last step")
+            if isinstance(item, Broadcast) and item.topic not in {t.id for t in self.topics}:
+                raise ValueError(f"{where}.topic: no topic {item.topic!r}")
+            if isinstance(item, Removal | Rewiring) and self.baseline is not None:
+                raise ValueError(
+                    f"{where}.kind: '{item.kind}' changes the graph, which baseline agents "
+                    "do not follow yet; drop the baseline section or this intervention"
+                )
+            if (
+                isinstance(item, Removal)
+                and item.select is not None
+                and item.select.among == "believing"
+                and self.trackers.belief is None
+            ):
+                raise ValueError(f"{where}.select.among: 'believing' needs trackers.belief")
 
     def topic(self, topic_id: str) -> Topic:
         """The topic with this id."""

@@ -176,8 +176,8 @@ def run_sweep(
         ConfigError: Bad input (nothing is written) or a directory holding another sweep.
     """
     started = time.perf_counter()
-    plan = plan_sweep(scenario_path, grid=grid, seeds=seeds)
     _check_executor(executor, ray_address, workers)
+    plan = plan_sweep(scenario_path, grid=grid, seeds=seeds)
     sweep_dir = Path(out_dir) if out_dir is not None else plan.default_dir(out_root)
     sweep_dir = sweep_dir.resolve()
     _check_only(only, len(plan.runs))
@@ -250,7 +250,7 @@ def _drive(
         _postfix(bar, store, runner)
         for result in runner.run(tasks) if runner is not None else ():
             store.record(result)
-            store.write_manifest()
+            store.write_manifest(force=False)
             store.write_frame()
             _postfix(bar, store, runner)
             bar.update(1)

@@ -262,11 +262,13 @@ class Estimate:
 def estimate_run(scenario: Scenario) -> Estimate:
     """The dry-run estimate of one run (see :class:`Estimate` for the formula)."""
     n, proto = scenario.population.size, scenario.protocol
-    per_step = {"broadcast": n, "pairs": 2 * (n // 2), "group": proto.rounds * n}[proto.mode]
-    speech = proto.steps * per_step
+    turns = {"broadcast": n, "pairs": 2 * (n // 2), "group": proto.rounds * n, "asch": 0}
+    speech = proto.steps * turns[proto.mode]
     probes = n * sum(
         len(proto.probe_topic_indices(s, len(scenario.topics))) for s in proto.probe_steps()
     )
+    if proto.mode == "asch":  # a structured answer per agent and topic at every step
+        probes += proto.steps * n * len(scenario.topics)
     # each message's stated position is extracted by one short structured call
     probes += speech if scenario.trackers.stance else 0
     prompt = (speech + probes) * (

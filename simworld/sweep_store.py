@@ -25,6 +25,9 @@ LOCKS_DIR = ".locks"
 SWEEP_LOCK = "sweep.lock"
 MANIFEST_VERSION = 1
 FRAME_MIN_INTERVAL_S = 2.0
+# The driver rewrites sweep.json and the combined frame as results come in, but spends at
+# most this share of its time on it (big sweeps): it shares the CPUs with the workers.
+MAX_REWRITE_SHARE = 0.05
 TOTAL_KEYS = ("calls", "model_calls", "cache_hits", "failures", "prompt_tokens",
               "completion_tokens", "cost_usd", "spent_usd", "unpriced_calls")  # fmt: skip
 
@@ -109,6 +112,32 @@ def _param_column(values: list[Any]) -> tuple[pa.DataType, Any]:
     return pa.string(), lambda v: None if v is None else json.dumps(v, sort_keys=True)
 
 
+class Throttle:
+    """When a periodic rewrite is due.
+
+    Rewrites are at least ``min_interval_s`` apart, and far enough apart that rewriting
+    takes at most ``MAX_REWRITE_SHARE`` of the time (a rewrite's cost grows with the sweep).
+
+    Args:
+        min_interval_s: The least time between two rewrites.
+    """
+
+    def __init__(self, min_interval_s: float) -> None:
+        self.min_interval_s = min_interval_s
+        self._ended = -float("inf")
+        self._cost = 0.0
+
+    def due(self) -> bool:
+        """Whether enough time has passed since the last rewrite."""
+        wait = max(self.min_interval_s, self._cost / MAX_REWRITE_SHARE)
+        return time.monotonic() - self._ended >= wait
+
+    def done(self, started: float) -> None:
+        """Note a rewrite that began at ``started`` (``time.monotonic()``) and just ended."""
+        self._ended = time.monotonic()
+        self._cost = self._ended - started
+
+
 @dataclass
 class RunEntry:
     """One run as ``sweep.json`` records it."""
@@ -170,8 +199,9 @@ class SweepStore:
         self.settings = settings
         self.created_at = now_iso()
         self._tables: dict[int, pa.Table] = {}
-        self._frame_written = 0.0
+        self._frame_throttle = Throttle(FRAME_MIN_INTERVAL_S)
         self._frame_stale = True
+        self._manifest_throttle = Throttle(0.0)
         self._param_types = {key: _param_column(values) for key, values in spec["grid"].items()}
 
     def run_path(self, entry: RunEntry) -> Path:
@@ -251,8 +281,15 @@ class SweepStore:
         out["spent_usd"] = round(out["spent_usd"], 8)
         return out
 
-    def write_manifest(self) -> None:
-        """Rewrite ``sweep.json`` atomically."""
+    def write_manifest(self, *, force: bool = True) -> None:
+        """Rewrite ``sweep.json`` atomically (unless not ``force`` and it was just rewritten).
+
+        Skipping a rewrite loses nothing for good: a run's own manifest is the truth
+        :meth:`load` reads, and the next rewrite (always one at the end) has every result.
+        """
+        if not (force or self._manifest_throttle.due()):
+            return
+        started = time.monotonic()
         data = {
             "version": MANIFEST_VERSION,
             "spec": self.spec,
@@ -266,6 +303,7 @@ class SweepStore:
         }
         text = json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
         atomic_write_bytes(self.sweep_dir / SWEEP_MANIFEST, text.encode("utf-8"))
+        self._manifest_throttle.done(started)
 
     def _run_table(self, entry: RunEntry) -> pa.Table | None:
         if entry.index in self._tables:
@@ -273,7 +311,7 @@ class SweepStore:
         path = self.run_path(entry) / RUN_OPINIONS
         if not path.is_file():
             return None
-        table = pq.read_table(path)
+        table = pq.ParquetFile(path).read()  # read_table would import pandas (~0.5 s of CPU)
         n = table.num_rows
         columns: dict[str, pa.Array] = {
             "run": pa.array([entry.index] * n, pa.int64()),
@@ -303,9 +341,9 @@ class SweepStore:
 
     def write_frame(self, *, force: bool = False) -> None:
         """Rewrite the combined ``opinions.parquet`` atomically (throttled unless ``force``)."""
-        due = time.monotonic() - self._frame_written >= FRAME_MIN_INTERVAL_S
-        if not self._frame_stale or not (force or due):
+        if not self._frame_stale or not (force or self._frame_throttle.due()):
             return
+        started = time.monotonic()
         atomic_write_bytes(self.sweep_dir / COMBINED_FRAME, parquet_bytes(self.frame()))
-        self._frame_written = time.monotonic()
+        self._frame_throttle.done(started)
         self._frame_stale = False

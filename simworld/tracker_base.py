@@ -5,19 +5,17 @@ from __future__ import annotations
 import bisect
 import math
 from collections import Counter
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
-import pandas as pd
 import pyarrow as pa
 
 from simworld.measures import CATEGORICAL, ORDINAL, ScaleKind, is_missing
 from simworld.scenario import Scenario
 from simworld.tracker_config import TrackersConfig
+from simworld.tracker_rows import Cursor, Event, Row, RowGroups, Tidier, clean, tidy
 
-Event = dict[str, Any]
-Row = dict[str, Any]
 MEMORY_EVENT_PREFIXES = ("memory", "reflection")
 """Event types counted by the memory tracker (``memory_forgotten``, ``reflection`` …)."""
 
@@ -82,13 +80,16 @@ class RunContext:
     """The scenario's topics and tracker settings, and the agents and graph of the run.
 
     Topics and settings come from the scenario (the manifest's, when re-derived); agents,
-    their assigned opinions and the edges come from the ``run_start`` event.
+    their assigned opinions and the edges come from the ``run_start`` event. ``revision``
+    grows whenever agents or edges change (whoever changes them must bump it): built-in
+    trackers then recompute everything, as their rows may depend on both.
     """
 
     config: TrackersConfig
     topics: dict[str, TopicInfo]
     agents: dict[str, AgentInfo] = field(default_factory=dict)
     neighbours: dict[str, list[str]] = field(default_factory=dict)
+    revision: int = 0
 
     @classmethod
     def from_scenario(cls, scenario: Scenario) -> RunContext:
@@ -123,23 +124,30 @@ class RunContext:
             nbrs[by_node[u]].add(by_node[v])
             nbrs[by_node[v]].add(by_node[u])
         self.neighbours = {k: sorted(v, key=lambda x: self.agents[x].node) for k, v in nbrs.items()}
+        self.revision += 1
+
+    def assigned_value(self, agent: str, topic: str) -> float | str | None:
+        """The persona's assigned opinion on ``topic`` as a measure value (None: none)."""
+        info = self.agents.get(agent)
+        if info is None or topic not in info.opinions:
+            return None
+        return self.topics[topic].measure_value(str(info.opinions[topic]))
 
     def assigned(self) -> dict[Hashable, dict[Hashable, Any]]:
         """Agent → topic → the persona's assigned opinion (as a measure value)."""
-        out: dict[Hashable, dict[Hashable, Any]] = {}
-        for key, info in self.agents.items():
-            out[key] = {
-                t: self.topics[t].measure_value(str(v))
-                for t, v in info.opinions.items()
-                if t in self.topics
-            }
-        return out
+        return {
+            key: {t: self.assigned_value(key, t) for t in info.opinions if t in self.topics}
+            for key, info in self.agents.items()
+        }
 
 
 class Observations:
     """The events built-in trackers read, collected once and shared by all of them.
 
-    ``version`` grows with every event kept, so trackers recompute only when it changed.
+    Every kept event is appended to the list of its kind (``probes``, ``messages``,
+    ``stance_log``, ``conversations``, ``judge_log``, ``bfi``, ``memory``), so a tracker can
+    take only what arrived since it last looked (see :class:`Cursor`); ``versions`` counts
+    them per kind. ``stances`` and ``judges`` index the latest one per (step, agent, turn).
     """
 
     def __init__(self) -> None:
@@ -148,8 +156,10 @@ class Observations:
         self.probes: list[Event] = []
         self.messages: list[Event] = []
         self.stances: dict[tuple[int, str, int], Event] = {}
+        self.stance_log: list[Event] = []
         self.conversations: list[Event] = []
         self.judges: dict[tuple[int, str, int], Event] = {}
+        self.judge_log: list[Event] = []
         self.bfi: list[Event] = []
         self.memory: list[Event] = []
         self._answers: dict[tuple[str, str], dict[int, str | None]] = {}
@@ -163,16 +173,19 @@ class Observations:
             self._answers.setdefault((event["topic"], event["agent"]), {})[event["step"]] = (
                 event.get("answer")
             )
-            if event["step"] not in self._probe_steps:
-                bisect.insort(self._probe_steps, event["step"])
+            i = bisect.bisect_left(self._probe_steps, event["step"])
+            if i == len(self._probe_steps) or self._probe_steps[i] != event["step"]:
+                self._probe_steps.insert(i, event["step"])
         elif kind == "message":
             self.messages.append(event)
         elif kind == "stance":
-            self.stances[(event["step"], event["agent"], event["turn"])] = event
+            self.stances[turn_key(event)] = event
+            self.stance_log.append(event)
         elif kind == "conversation":
             self.conversations.append(event)
         elif kind == "impersonation_judge":
-            self.judges[(event["step"], event["agent"], event["turn"])] = event
+            self.judges[turn_key(event)] = event
+            self.judge_log.append(event)
         elif kind == "bfi":
             self.bfi.append(event)
         elif kind.startswith(MEMORY_EVENT_PREFIXES) and "agent" in event:
@@ -197,106 +210,117 @@ class Observations:
         i = bisect.bisect_left(self._probe_steps, step)
         return self._probe_steps[i] if i < len(self._probe_steps) else None
 
+    def probe_after(self, step: int) -> int | None:
+        """The earliest probe step strictly after ``step``."""
+        i = bisect.bisect_right(self._probe_steps, step)
+        return self._probe_steps[i] if i < len(self._probe_steps) else None
+
+    def around_probes(self, steps: Iterable[int]) -> list[tuple[float, float]]:
+        """Step ranges ``(low, high]`` whose nearest probes changed with probes at ``steps``.
+
+        Whatever reads :meth:`probe_before` or :meth:`probe_at_or_after` of a step in one of
+        these ranges may have changed, and nothing else: a probe at step s (a new probe
+        step, or a new answer there) is the latest probe before the steps up to the next
+        probe step, and the first at or after the steps since the previous one.
+        """
+        out = []
+        for step in sorted(set(steps)):
+            low, high = self.probe_before(step), self.probe_after(step)
+            out.append((-math.inf if low is None else low, math.inf if high is None else high))
+        return out
+
     def private_answer(self, topic: str, agent: str, step: int | None) -> str | None:
         """The agent's probe answer on ``topic`` at ``step`` (None: none, or the call failed)."""
         if step is None:
             return None
         return self._answers.get((topic, agent), {}).get(step)
 
-    def probe_frame(self, context: RunContext) -> pd.DataFrame:
-        """Probes as a tidy frame ``step, agent, topic, answer, value`` (value: measure value)."""
-        rows = []
-        for p in self.probes:
-            info = context.topics.get(p["topic"])
-            if info is None:
-                continue
-            answer = p.get("answer")
-            rows.append(
-                {
-                    "step": p["step"],
-                    "agent": p["agent"],
-                    "topic": p["topic"],
-                    "answer": answer,
-                    "value": info.measure_value(answer),
-                }
-            )
-        return pd.DataFrame(rows, columns=["step", "agent", "topic", "answer", "value"])
-
     def stance_of(self, message: Event) -> Event | None:
         """The ``stance`` event of a message, if stance extraction ran."""
-        return self.stances.get((message["step"], message["agent"], message["turn"]))
+        return self.stances.get(turn_key(message))
 
 
-def clean(value: Any, type_: pa.DataType) -> Any:
-    """One cell for a parquet row: missing → None, else coerced to the column's type."""
-    if value is None or is_missing(value):
-        return None
-    if pa.types.is_integer(type_):
-        return int(value)
-    if pa.types.is_floating(type_):
-        f = float(value)
-        return None if math.isnan(f) else f
-    if pa.types.is_boolean(type_):
-        return bool(value)
-    if pa.types.is_string(type_):
-        if isinstance(value, float) and value.is_integer():
-            return str(int(value))
-        return str(value)
-    return value
+def turn_key(event: Event) -> tuple[int, str, int]:
+    """``(step, agent, turn)``: what ties a message to its stance and judge events."""
+    return (event["step"], event["agent"], event["turn"])
 
 
-def tidy(rows: list[Row], schema: pa.Schema) -> list[Row]:
-    """Rows restricted to the schema's columns, in its order, with cells :func:`clean`-ed."""
-    return [{f.name: clean(r.get(f.name), f.type) for f in schema} for r in rows]
+def in_ranges(step: float, ranges: list[tuple[float, float]]) -> bool:
+    """Whether ``step`` lies in one of the ``(low, high]`` ranges."""
+    return any(low < step <= high for low, high in ranges)
 
 
 class BuiltinTracker:
     """Base of the built-in trackers: they read the shared :class:`Observations`.
 
     Their :meth:`observe` does nothing: the tracker set feeds the shared store once per
-    event. :meth:`rows` recomputes (with the pure measures of :mod:`simworld.measures`)
-    only when new events arrived.
+    event. :meth:`rows` hands the events that arrived since the last call to
+    :meth:`refresh`, which updates only the rows they affect (with the pure measures of
+    :mod:`simworld.measures`), so following a run costs time in proportion to its events
+    rather than to its history at every step. The rows depend only on the events observed,
+    not on when :meth:`rows` was called; a change of agents or edges (``run_start``)
+    recomputes everything.
     """
 
     name: ClassVar[str] = ""
     schema: ClassVar[pa.Schema]
     reads: ClassVar[tuple[str, ...]] = ()
     """Event types the rows depend on (besides ``run_start``); empty: all of them."""
+    tidied: ClassVar[bool] = True
+    """Rows come tidy (see :func:`tidy`): writers need not clean them again."""
 
     def __init__(self, context: RunContext, store: Observations) -> None:
         self.context = context
         self.store = store
+        self.tidier = Tidier(self.schema)
         self._version: Any = None
+        self._revision = context.revision
         self._rows: list[Row] = []
+        self.cursor = Cursor()
+        self.reset()
 
     def _state(self) -> Any:
         if not self.reads:
-            return self.store.version
-        return tuple(self.store.versions[k] for k in self.reads)
+            return self.context.revision, self.store.version
+        return self.context.revision, tuple(self.store.versions[k] for k in self.reads)
 
     def observe(self, event: Event) -> None:
         """No-op (see the class docstring)."""
 
     def rows(self) -> list[Row]:
-        """The frame's rows, tidied to :attr:`schema`."""
+        """The frame's rows, tidied to :attr:`schema` (the same list while nothing changed)."""
         state = self._state()
         if self._version != state:
-            self._rows = tidy(self.compute(), self.schema)
+            if self._revision != self.context.revision:
+                self._revision = self.context.revision
+                self.reset()
+            self._rows = self.refresh()
             self._version = state
         return self._rows
 
-    def compute(self) -> list[Row]:
-        """Compute the rows from the store (overridden)."""
+    def reset(self) -> None:
+        """Forget everything derived, so the next :meth:`refresh` reads all events again."""
+        self.cursor = Cursor()
+
+    def refresh(self) -> list[Row]:
+        """Take the events that arrived since the last call; the rows (overridden)."""
         raise NotImplementedError
 
 
 __all__ = [
     "AgentInfo",
     "BuiltinTracker",
+    "Cursor",
+    "Event",
     "Observations",
+    "Row",
+    "RowGroups",
     "RunContext",
+    "Tidier",
     "TopicInfo",
     "Tracker",
     "clean",
+    "in_ranges",
     "tidy",
+    "turn_key",
 ]

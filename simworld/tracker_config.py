@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 DEFAULT_STANCE_TEMPERATURE = 0.0
 DEFAULT_CONSENSUS_THRESHOLD = 1.0
 DEFAULT_BFI_INVENTORY = "bfi10"
+DEFAULT_BELIEVE_AT = 4
 TRACKER_SPEC = r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*$"
 """``package.module:ClassName`` (resolved with importlib, never evaluated)."""
 
@@ -33,6 +34,21 @@ class BfiConfig(_Strict):
     shuffle_options: bool = True
 
 
+class BeliefConfig(_Strict):
+    """Belief states on one claim, after Liu et al. 2024 (FPS, arXiv 2403.09498).
+
+    An agent believes the claim at a probe when its answer on ``topic`` is at least
+    ``believe_at``; see :func:`simworld.measures.belief_states` for the S / B / R states.
+
+    Attributes:
+        topic: A Likert topic stating the (false) claim.
+        believe_at: The lowest answer that counts as believing (4 = "Agree" on five points).
+    """
+
+    topic: str
+    believe_at: int = Field(default=DEFAULT_BELIEVE_AT, ge=1)
+
+
 class TrackersConfig(_Strict):
     """What the engine measures besides the private opinion probes.
 
@@ -43,6 +59,7 @@ class TrackersConfig(_Strict):
         judge: Also ask an LLM judge whether each message impersonates another persona
             (reported beside the pattern measure, which is always computed).
         bfi: Administer a Big Five inventory at some steps (off when absent).
+        belief: Track belief states on a claim (off when absent).
         consensus_threshold: Share of the modal opinion that counts as consensus (§5).
         extra: More trackers, ``package.module:ClassName``; each class is built with no
             arguments (or with ``context=`` when its constructor takes it) and must have
@@ -53,8 +70,9 @@ class TrackersConfig(_Strict):
     stance_temperature: float = Field(default=DEFAULT_STANCE_TEMPERATURE, ge=0.0, le=2.0)
     judge: bool = False
     bfi: BfiConfig | None = None
+    belief: BeliefConfig | None = None
     consensus_threshold: float = Field(default=DEFAULT_CONSENSUS_THRESHOLD, gt=0.0, le=1.0)
     extra: list[Annotated[str, Field(pattern=TRACKER_SPEC)]] = Field(default_factory=list)
 
 
-__all__ = ["BfiConfig", "TrackersConfig"]
+__all__ = ["BeliefConfig", "BfiConfig", "TrackersConfig"]

@@ -11,12 +11,34 @@ from simworld.measures import (
     AgentRecord,
     Discussion,
     find_impersonations,
-    inconstancy_table,
     persona_descriptors,
     score_bfi,
     trait_distance,
 )
-from simworld.tracker_base import BuiltinTracker, Row
+from simworld.measures.inconstancy import discussion_rows
+from simworld.tracker_base import (
+    BuiltinTracker,
+    Event,
+    Observations,
+    Row,
+    RowGroups,
+    in_ranges,
+    turn_key,
+)
+
+
+def _by_step(items: dict[int, list[int]], step: int, position: int) -> None:
+    items.setdefault(step, []).append(position)
+
+
+def _near_probes(store: Observations, probes: list[Event], items: dict[int, list[int]]) -> set[int]:
+    """Positions of the items (filed by step) whose nearest probes changed with ``probes``."""
+    if not probes:
+        return set()
+    ranges = store.around_probes(p["step"] for p in probes)
+    return {
+        pos for step, positions in items.items() if in_ranges(step, ranges) for pos in positions
+    }
 
 
 class InconstancyTracker(BuiltinTracker):
@@ -31,6 +53,7 @@ class InconstancyTracker(BuiltinTracker):
     answers (undefined on a tie). Flags come from :func:`simworld.measures.inconstancy_table`
     (null where an answer they need is missing); ``position`` is the member's place in the
     speaking order. Without stance extraction every ``D_i`` is empty, so G is undefined.
+    A block's rows are recomputed when its messages, their stances or its probes arrive.
     """
 
     name = "inconstancy"
@@ -59,45 +82,63 @@ class InconstancyTracker(BuiltinTracker):
         ]
     )
 
-    def compute(self) -> list[Row]:
+    def reset(self) -> None:
+        """Forget every block."""
+        super().reset()
+        self._frame = RowGroups(ordered=False)
+        self._at_step: dict[int, list[int]] = {}  # step → positions of its conversations
+        self._said: dict[tuple[int, str], list[Event]] = {}  # (step, agent) → messages
+
+    def refresh(self) -> list[Row]:
         """Rows in conversation order, members in speaking order."""
-        said: dict[tuple[int, str], list[tuple[int, str | None]]] = {}
-        for message in self.store.messages:
+        store = self.store
+        new = self.cursor.new(store.conversations)
+        dirty = set(range(len(store.conversations) - len(new), len(store.conversations)))
+        for pos in dirty:
+            _by_step(self._at_step, store.conversations[pos]["step"], pos)
+        for m in self.cursor.new(store.messages):
+            self._said.setdefault((m["step"], m["agent"]), []).append(m)
+            dirty.update(self._at_step.get(m["step"], []))
+        for s in self.cursor.new(store.stance_log):
+            dirty.update(self._at_step.get(s["step"], []))
+        dirty |= _near_probes(store, self.cursor.new(store.probes), self._at_step)
+        for pos in sorted(dirty):
+            self._frame.put(pos, self._block_rows(store.conversations[pos]))
+        return self._frame.rows()
+
+    def _stated(self, step: int, agent: str) -> tuple[str | None, ...]:
+        """D_i: the stances of the agent's messages at ``step``, in speaking order."""
+        said = []
+        for message in self._said.get((step, agent), []):
             stance = self.store.stance_of(message)
-            answer = None if stance is None else stance.get("answer")
-            said.setdefault((message["step"], message["agent"]), []).append(
-                (message["turn"], answer)
+            said.append((message["turn"], None if stance is None else stance.get("answer")))
+        return tuple(a for _, a in sorted(said))
+
+    def _block_rows(self, conv: Event) -> list[Row]:
+        step, topic = conv["step"], conv["topic"]
+        before = self.store.probe_before(step)
+        after = self.store.probe_at_or_after(step)
+        records = tuple(
+            AgentRecord(
+                agent=agent,
+                onboarding=self.store.private_answer(topic, agent, before),
+                reflection=self.store.private_answer(topic, agent, after),
+                stated=self._stated(step, agent),
+                position=pos,
             )
-        rows: list[Row] = []
-        for conv in self.store.conversations:
-            step, topic = conv["step"], conv["topic"]
-            before = self.store.probe_before(step)
-            after = self.store.probe_at_or_after(step)
-            records = tuple(
-                AgentRecord(
-                    agent=agent,
-                    onboarding=self.store.private_answer(topic, agent, before),
-                    reflection=self.store.private_answer(topic, agent, after),
-                    stated=tuple(a for _, a in sorted(said.get((step, agent), []))),
-                    position=pos,
-                )
-                for pos, agent in enumerate(conv["members"], start=1)
-            )
-            table = inconstancy_table([Discussion(agents=records, id=conv["index"])])
-            for r in table.to_dict("records"):
-                rows.append(
-                    r
-                    | {
-                        "step": step,
-                        "conversation": conv["index"],
-                        "topic": topic,
-                        "mode": conv.get("mode"),
-                        "before_step": before,
-                        "after_step": after,
-                        "group_size": len(records),
-                    }
-                )
-        return rows
+            for pos, agent in enumerate(conv["members"], start=1)
+        )
+        extra = {
+            "step": step,
+            "conversation": conv["index"],
+            "topic": topic,
+            "mode": conv.get("mode"),
+            "before_step": before,
+            "after_step": after,
+            "group_size": len(records),
+        }
+        disc = Discussion(agents=records, id=conv["index"])
+        return [self.tidier.row(r | extra) for r in discussion_rows(disc)]
 
 
 class StatementTracker(BuiltinTracker):
@@ -110,6 +151,7 @@ class StatementTracker(BuiltinTracker):
     both exist). ``impersonation`` is the reference pattern measure of
     :func:`simworld.measures.find_impersonations` (always computed), with the descriptors
     found in ``impersonation_hits``; ``judge`` is the optional LLM judge's verdict, beside it.
+    A message's row is recomputed when its stance, its judge or its nearest probes arrive.
     """
 
     name = "statements"
@@ -132,9 +174,13 @@ class StatementTracker(BuiltinTracker):
         ]
     )
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def reset(self) -> None:
+        """Forget every message's row."""
+        super().reset()
         self._hits: list[list[str]] = []  # per message, in store order: the costly part
+        self._frame = RowGroups(ordered=False)
+        self._at_step: dict[int, list[int]] = {}  # step → positions of its messages
+        self._at_turn: dict[tuple[int, str, int], list[int]] = {}
 
     def _impersonations(self) -> list[list[str]]:
         messages = self.store.messages
@@ -150,39 +196,47 @@ class StatementTracker(BuiltinTracker):
                 self._hits.append(find_impersonations(m["text"], mine, present) if present else [])
         return self._hits
 
-    def compute(self) -> list[Row]:
+    def refresh(self) -> list[Row]:
         """Rows in transcript order."""
-        rows: list[Row] = []
-        for m, hits in zip(self.store.messages, self._impersonations(), strict=True):
-            stance = self.store.stance_of(m)
-            judge = self.store.judges.get((m["step"], m["agent"], m["turn"]))
-            before = self.store.private_answer(
-                m["topic"], m["agent"], self.store.probe_before(m["step"])
-            )
-            after = self.store.private_answer(
-                m["topic"], m["agent"], self.store.probe_at_or_after(m["step"])
-            )
-            said = None if stance is None else stance.get("answer")
-            rows.append(
-                {
-                    "step": m["step"],
-                    "agent": m["agent"],
-                    "topic": m["topic"],
-                    "turn": m["turn"],
-                    "n_listeners": len(m.get("to", [])),
-                    "stance": said,
-                    "stance_status": "absent" if stance is None else stance.get("status"),
-                    "private_before": before,
-                    "private_after": after,
-                    "public_private_mismatch": (
-                        None if said is None or before is None else said != before
-                    ),
-                    "impersonation": bool(hits),
-                    "impersonation_hits": ",".join(hits) if hits else None,
-                    "judge": None if judge is None else judge.get("verdict"),
-                }
-            )
-        return rows
+        store, messages = self.store, self.store.messages
+        new = self.cursor.new(messages)
+        dirty = set(range(len(messages) - len(new), len(messages)))
+        for pos in dirty:
+            _by_step(self._at_step, messages[pos]["step"], pos)
+            self._at_turn.setdefault(turn_key(messages[pos]), []).append(pos)
+        for e in (*self.cursor.new(store.stance_log), *self.cursor.new(store.judge_log)):
+            dirty.update(self._at_turn.get(turn_key(e), []))
+        dirty |= _near_probes(store, self.cursor.new(store.probes), self._at_step)
+        hits = self._impersonations()
+        for pos in sorted(dirty):
+            self._frame.put(pos, [self.tidier.row(self._row(messages[pos], hits[pos]))])
+        return self._frame.rows()
+
+    def _row(self, m: Event, hits: list[str]) -> Row:
+        stance = self.store.stance_of(m)
+        judge = self.store.judges.get(turn_key(m))
+        before = self.store.private_answer(
+            m["topic"], m["agent"], self.store.probe_before(m["step"])
+        )
+        after = self.store.private_answer(
+            m["topic"], m["agent"], self.store.probe_at_or_after(m["step"])
+        )
+        said = None if stance is None else stance.get("answer")
+        return {
+            "step": m["step"],
+            "agent": m["agent"],
+            "topic": m["topic"],
+            "turn": m["turn"],
+            "n_listeners": len(m.get("to", [])),
+            "stance": said,
+            "stance_status": "absent" if stance is None else stance.get("status"),
+            "private_before": before,
+            "private_after": after,
+            "public_private_mismatch": (None if said is None or before is None else said != before),
+            "impersonation": bool(hits),
+            "impersonation_hits": ",".join(hits) if hits else None,
+            "judge": None if judge is None else judge.get("verdict"),
+        }
 
 
 class PersonalityTracker(BuiltinTracker):
@@ -213,10 +267,15 @@ class PersonalityTracker(BuiltinTracker):
         ]
     )
 
-    def compute(self) -> list[Row]:
+    def reset(self) -> None:
+        """Forget every administration."""
+        super().reset()
+        self._done: list[Row] = []
+
+    def refresh(self) -> list[Row]:
         """Rows in administration order, traits in the Big Five order."""
         rows: list[Row] = []
-        for e in self.store.bfi:
+        for e in self.cursor.new(self.store.bfi):
             responses = {int(k): v for k, v in e["responses"].items()}
             scores = score_bfi(responses, inventory=e["inventory"])
             agent = self.context.agents.get(e["agent"])
@@ -238,7 +297,9 @@ class PersonalityTracker(BuiltinTracker):
                         "distance": distance.get(trait),
                     }
                 )
-        return rows
+        if rows:
+            self._done = self._done + self.tidier.rows(rows)
+        return self._done
 
 
 class MemoryTracker(BuiltinTracker):
@@ -250,15 +311,22 @@ class MemoryTracker(BuiltinTracker):
         [("step", pa.int64()), ("agent", pa.string()), ("type", pa.string()), ("count", pa.int64())]
     )
 
-    def compute(self) -> list[Row]:
+    def reset(self) -> None:
+        """Forget the counts."""
+        super().reset()
+        self._counts: Counter[tuple[Any, str, str]] = Counter()
+        self._done: list[Row] = []
+
+    def refresh(self) -> list[Row]:
         """Rows sorted by step, agent, type."""
-        counts: Counter[tuple[Any, str, str]] = Counter(
-            (e.get("step"), str(e["agent"]), str(e["type"])) for e in self.store.memory
-        )
-        return [
-            {"step": s, "agent": a, "type": t, "count": n}
-            for (s, a, t), n in sorted(counts.items(), key=lambda kv: (kv[0][0] or 0, *kv[0][1:]))
-        ]
+        new = self.cursor.new(self.store.memory)
+        if new:
+            self._counts.update((e.get("step"), str(e["agent"]), str(e["type"])) for e in new)
+            ranked = sorted(self._counts.items(), key=lambda kv: (kv[0][0] or 0, *kv[0][1:]))
+            self._done = self.tidier.rows(
+                {"step": s, "agent": a, "type": t, "count": n} for (s, a, t), n in ranked
+            )
+        return self._done
 
 
 __all__ = [

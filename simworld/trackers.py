@@ -6,6 +6,7 @@ import importlib
 import inspect
 import json
 import re
+import time
 from collections.abc import Iterable, Sequence
 from functools import partial
 from pathlib import Path
@@ -16,7 +17,7 @@ import pandas as pd
 import pyarrow as pa
 
 from simworld.errors import ConfigError
-from simworld.output import atomic_write_bytes, parquet_bytes, read_manifest
+from simworld.output import atomic_write_bytes, mask_table, parquet_bytes, read_manifest
 from simworld.scenario import Scenario
 from simworld.tracker_base import (
     BuiltinTracker,
@@ -34,13 +35,21 @@ from simworld.tracker_persona import (
     PersonalityTracker,
     StatementTracker,
 )
+from simworld.tracker_scripted import (
+    AschTracker,
+    BeliefTracker,
+    EventTracker,
+    InterventionTracker,
+)
 
 if TYPE_CHECKING:
     from simworld.redact import Redactor
 
 TRACKERS_DIR = "trackers"
 TRANSCRIPT = "transcript.jsonl"
-BUILTIN_TRACKERS: tuple[type[BuiltinTracker], ...] = (
+CHECKPOINT_S = 30.0
+"""While a run goes, its frames are rewritten after a step once this many seconds have passed."""
+BUILTIN_TRACKERS: tuple[type[BuiltinTracker] | type[EventTracker], ...] = (
     DriftTracker,
     PopulationTracker,
     ConformityTracker,
@@ -48,6 +57,9 @@ BUILTIN_TRACKERS: tuple[type[BuiltinTracker], ...] = (
     StatementTracker,
     PersonalityTracker,
     MemoryTracker,
+    BeliefTracker,
+    AschTracker,
+    InterventionTracker,
 )
 FRAME_NAME = re.compile(r"^[a-z0-9][a-z0-9_]*$")
 POPULATION_REPORTERS = (
@@ -109,11 +121,11 @@ def frame_name(tracker: Tracker) -> str:
     return name
 
 
-def table_of(rows: list[Row], schema: pa.Schema | None) -> pa.Table:
-    """Rows as an arrow table: with the schema (cells coerced), or with inferred types."""
+def table_of(rows: list[Row], schema: pa.Schema | None, *, tidied: bool = False) -> pa.Table:
+    """Rows as an arrow table: with the schema (cells coerced unless ``tidied``) or inferred."""
     if schema is None:
         return pa.Table.from_pylist(rows)
-    return pa.Table.from_pylist(tidy(rows, schema), schema=schema)
+    return pa.Table.from_pylist(rows if tidied else tidy(rows, schema), schema=schema)
 
 
 class TrackerSet:
@@ -121,7 +133,8 @@ class TrackerSet:
 
     Built-ins (frame names): ``drift`` (§2), ``population`` (§5), ``conformity`` (§3, local),
     ``inconstancy`` (§1, per discussion), ``statements`` (§1, per message: stance,
-    public/private, impersonation), ``personality`` (§4, BFI) and ``memory``. Extras come
+    public/private, impersonation), ``personality`` (§4, BFI), ``memory``, ``belief`` (S/B/R
+    states on a claim), ``asch`` (Asch trials, §3) and ``interventions``. Extras come
     from ``trackers.extra`` (see :func:`load_tracker`).
 
     Args:
@@ -140,7 +153,8 @@ class TrackerSet:
         for tracker in extra:
             self._add(tracker)
         self._written: dict[str, tuple[list[Row], bytes]] = {}
-        self._latest: tuple[list[Row], list[Row], dict[Any, Row], dict[str, Row]] | None = None
+        self._written_at = time.monotonic()
+        self._latest: tuple[Any, dict[Any, Row], dict[str, Row]] | None = None
 
     def _add(self, tracker: Tracker) -> None:
         name = frame_name(tracker)
@@ -171,8 +185,13 @@ class TrackerSet:
     def table(self, name: str, *, redactor: Redactor | None = None) -> pa.Table:
         """One tracker's frame as an arrow table (secrets masked when given a redactor)."""
         tracker = self.trackers[name]
+        schema = getattr(tracker, "schema", None)
+        if schema is not None and getattr(tracker, "tidied", False):
+            # tidy rows of a fixed schema: mask the string cells in the table, once per value
+            table = table_of(tracker.rows(), schema, tidied=True)
+            return table if redactor is None else mask_table(table, redactor)
         rows = tracker.rows() if redactor is None else redactor.deep(tracker.rows())
-        return table_of(rows, getattr(tracker, "schema", None))
+        return table_of(rows, schema)
 
     def frame(self, name: str) -> pd.DataFrame:
         """One tracker's frame as pandas (nullable booleans and integers kept)."""
@@ -181,6 +200,28 @@ class TrackerSet:
     def frames(self) -> dict[str, pd.DataFrame]:
         """Every frame by name."""
         return {name: self.frame(name) for name in self.trackers}
+
+    def checkpoint(
+        self,
+        directory: str | Path,
+        *,
+        redactor: Redactor | None = None,
+        every_s: float | None = None,
+    ) -> list[Path]:
+        """Write the frames (see :meth:`write`) if a checkpoint is due.
+
+        It is due when ``every_s`` seconds (default :data:`CHECKPOINT_S`) have passed since
+        the last write, or since the set was made. A run calls this after every step and
+        :meth:`write` when it ends: its frames are complete at the end, and never more than
+        about ``CHECKPOINT_S`` behind while it runs.
+
+        Returns:
+            The files written.
+        """
+        interval = CHECKPOINT_S if every_s is None else every_s
+        if time.monotonic() - self._written_at < interval:
+            return []
+        return self.write(directory, redactor=redactor)
 
     def write(self, directory: str | Path, *, redactor: Redactor | None = None) -> list[Path]:
         """Write every frame that changed since the last write as ``<directory>/<name>.parquet``.
@@ -203,6 +244,7 @@ class TrackerSet:
                 atomic_write_bytes(directory / f"{name}.parquet", data)
                 written.append(directory / f"{name}.parquet")
             self._written[name] = (rows, data)
+        self._written_at = time.monotonic()
         return written
 
     # -- mesa data collection ----------------------------------------------------------------
@@ -226,13 +268,15 @@ class TrackerSet:
         return mesa.DataCollector(model_reporters=model_reporters, agent_reporters=agent_reporters)
 
     def _latest_rows(self) -> tuple[dict[tuple[str, str], Row], dict[str, Row]]:
-        drift, population = self.trackers["drift"].rows(), self.trackers["population"].rows()
+        """The latest drift row per (topic, agent) and population row per topic."""
+        seen = (self.context.revision, self.store.version)  # what the built-ins depend on
         latest = self._latest
-        if latest is None or latest[0] is not drift or latest[1] is not population:
+        if latest is None or latest[0] != seen:
+            drift, population = self.trackers["drift"].rows(), self.trackers["population"].rows()
             by_agent = {(r["topic"], r["agent"]): r for r in drift}
             by_topic = {r["topic"]: r for r in population}
-            latest = self._latest = (drift, population, by_agent, by_topic)
-        return latest[2], latest[3]
+            latest = self._latest = (seen, by_agent, by_topic)
+        return latest[1], latest[2]
 
     def _model_report(self, topic: str, column: str, model: Any) -> Any:
         return self._latest_rows()[1].get(topic, {}).get(column)

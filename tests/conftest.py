@@ -72,3 +72,15 @@ def make_scenario(tmp_path: Path) -> Callable[..., Path]:
         return path
 
     return make
+
+
+def build_model(path: Path) -> Any:
+    """A :class:`~simworld.model.SocialSimulation` of a scenario file, with no cache (close it)."""
+    from simworld.gateway import Gateway
+    from simworld.llm import LiteLLMModel
+    from simworld.model import SocialSimulation
+    from simworld.scenario import load_scenario
+
+    scenario = load_scenario(path, {"llm.cache": "off"})
+    gateway = Gateway(LiteLLMModel(), config=scenario.llm, cache=None)
+    return SocialSimulation(scenario, gateway=gateway)

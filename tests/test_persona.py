@@ -252,6 +252,18 @@ def test_distributions_are_seeded() -> None:
     assert [p.model_dump() for p in a] != [p.model_dump() for p in c]
 
 
+def test_distributions_do_not_depend_on_key_order() -> None:
+    """A manifest stores the scenario with sorted keys: the same people must come out."""
+    reordered = _dist(
+        nationality={"Peru": 1.0, "Kenya": 3.0},
+        gender={"man": 1.0, "woman": 1.0},
+        opinions={"city_priority": {"A": 1.0}, "remote_work": {"5": 1.0, "1": 1.0}},
+    )
+    a = sample_from_distributions(_dist(), 30, np.random.default_rng(8))
+    b = sample_from_distributions(reordered, 30, np.random.default_rng(8))
+    assert [p.model_dump() for p in a] == [p.model_dump() for p in b]
+
+
 @pytest.mark.parametrize(
     "changes",
     [

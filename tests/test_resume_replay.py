@@ -28,7 +28,9 @@ def step_ends(run_dir: Path) -> int:
 
 
 def assert_same_outputs(a: Path, b: Path) -> None:
-    for name in SAME:
+    frames = sorted(p.relative_to(a) for p in (a / "trackers").glob("*.parquet"))
+    assert {f.stem for f in frames} >= {"drift", "population", "conformity", "statements"}
+    for name in (*SAME, *frames):
         assert (a / name).read_bytes() == (b / name).read_bytes(), name
 
 

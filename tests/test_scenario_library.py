@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -10,8 +11,6 @@ import pytest
 import yaml
 from conftest import LIKERT, ROOT
 
-from simworld.cli import main
-from simworld.report import REPORT_DIR, REPORT_FILE
 from simworld.run import run_scenario
 from simworld.scenario import load_scenario
 
@@ -21,7 +20,6 @@ SHIPPED = sorted(
     for p in SCENARIOS.rglob("*.yaml")
     if "protocol" in (yaml.safe_load(p.read_text(encoding="utf-8")) or {})
 )
-SMALL = 6  # agents in the end-to-end runs: above the small-world k=4, one group of six
 
 
 def _topic(i: int) -> dict:
@@ -71,6 +69,8 @@ def test_library_is_not_empty():
     assert {"opinion_exchange.yaml", "cross_national/collaborate.yaml"} <= set(SHIPPED)
     assert "opinion_dynamics/confirmation_bias.yaml" in SHIPPED
     assert "personality_stability/low_levels.yaml" in SHIPPED
+    assert {"asch_conformity/asch.yaml", "misinformation/removal.yaml"} <= set(SHIPPED)
+    assert "opinion_dynamics/mixed_degroot.yaml" in SHIPPED
 
 
 @pytest.mark.parametrize("name", SHIPPED)
@@ -81,37 +81,93 @@ def test_shipped_scenario_loads(name):
 
 
 def test_cross_national_files_match_the_generator():
-    spec = importlib.util.spec_from_file_location("cn_build", SCENARIOS / "cross_national/build.py")
-    assert spec is not None and spec.loader is not None
-    build = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(build)
+    build = _load_script("cross_national/build.py")
     for condition in ("collaborate", "debate"):
         shipped = yaml.safe_load((SCENARIOS / f"cross_national/{condition}.yaml").read_text())
         assert shipped == build.build(6, condition)
         assert shipped["protocol"]["probe_topics"] == "discussed"
+        assert shipped["protocol"]["grouping"] == "balanced"
         assert shipped["protocol"]["instruction"] == build.INSTRUCTIONS[condition]
     questions = yaml.safe_load(build.QUESTIONS.read_text(encoding="utf-8"))["questions"]
     every = build.pick_questions(questions, len(questions))
     assert sorted(q["id"] for q in every) == sorted(q["id"] for q in questions)
 
 
-@pytest.mark.parametrize("name", SHIPPED)
-def test_shipped_scenario_runs_and_reports(name, tmp_path, capsys):
-    overrides = {
-        "llm.model": "fake/default",
-        "llm.backoff_base_s": 0.0,
-        "protocol.steps": 1,
-        "population.size": SMALL,
-    }
-    run_dir = tmp_path / "run"
-    result = run_scenario(
-        SCENARIOS / name, overrides=overrides, out_dir=run_dir, cache_path=tmp_path / "c.db"
-    )
-    assert result.status == "completed"
-    probes = pd.read_parquet(run_dir / "opinions.parquet")
-    assert set(probes["step"]) == {0, 1} and probes["ok"].all()
-    assert main(["report", str(run_dir)]) == 0
-    assert (run_dir / REPORT_DIR / REPORT_FILE).stat().st_size > 0
+def _load_script(name: str):
+    spec = importlib.util.spec_from_file_location(name.replace("/", "_"), SCENARIOS / name)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _check_library_run(out_root: Path, capsys) -> None:
+    run_all = _load_script("run_all.py")
+    assert [p.relative_to(SCENARIOS).as_posix() for p in run_all.library()] == SHIPPED
+    table = (out_root / run_all.SUMMARY).read_text(encoding="utf-8")
+    rows = [line.split(" | ") for line in table.splitlines()[2:]]
+    assert [r[0].lstrip("| ") for r in rows] == SHIPPED
+    assert all(r[1] == "completed" for r in rows), table
+    for row in rows:
+        report = Path(row[4].rstrip(" |"))
+        assert report.is_file() and report.stat().st_size > 0
+        run_dir = report.parents[1]
+        probes = pd.read_parquet(run_dir / "opinions.parquet")
+        assert len(probes) and probes["ok"].all()
+    assert "completed" in capsys.readouterr().out
+
+
+def test_whole_library_runs_with_the_fake_provider_and_reports(tmp_path, capsys):
+    run_all = _load_script("run_all.py")
+    code = run_all.main(["--model", "fake/default", "--out-root", str(tmp_path)])
+    assert code == 0
+    _check_library_run(tmp_path, capsys)
+
+
+def test_whole_library_runs_on_the_embedded_model_quick(tmp_path, capsys):
+    """The README's library command on the real default model (``--quick``: 6 agents)."""
+    run_all = _load_script("run_all.py")
+    assert run_all.main(["--quick", "--out-root", str(tmp_path)]) == 0
+    _check_library_run(tmp_path, capsys)
+    for summary in tmp_path.glob("*/*/manifest.json"):
+        manifest = json.loads(summary.read_text(encoding="utf-8"))
+        assert manifest["model"] == "local/gemma3-270m"
+
+
+def test_quick_settings_keep_interventions_and_asch_blocks():
+    run_all = _load_script("run_all.py")
+    quick = run_all.quick_overrides(load_scenario(SCENARIOS / "misinformation/correction.yaml"))
+    assert quick == {"population.size": 6, "protocol.steps": 5}  # the last correction: day 5
+    quick = run_all.quick_overrides(load_scenario(SCENARIOS / "asch_conformity/asch.yaml"))
+    assert quick["protocol.steps"] == 5  # p = 0, 1, 3, 5, 7
+    quick = run_all.quick_overrides(load_scenario(SCENARIOS / "opinion_exchange.yaml"))
+    assert quick == {"population.size": 6, "protocol.steps": 2}
+
+
+def test_a_failing_scenario_is_reported_and_the_rest_still_run(tmp_path, capsys, monkeypatch):
+    run_all = _load_script("run_all.py")
+    monkeypatch.setattr(run_all, "build_report", _broken_report)
+    code = run_all.main(
+        ["--model", "fake/default", "--quick", "--only", "personality_stability/*",
+         "--out-root", str(tmp_path)]
+    )  # fmt: skip
+    assert code == 1
+    table = (tmp_path / run_all.SUMMARY).read_text(encoding="utf-8")
+    assert table.count("failed: RuntimeError: no report today") == 2
+    assert len(list(tmp_path.glob("*/*/manifest.json"))) == 2  # both runs still happened
+
+
+def _broken_report(run_dir: Path) -> Path:
+    raise RuntimeError("no report today")
+
+
+def test_misinformation_files_match_the_generator():
+    build = _load_script("misinformation/build.py")
+    for condition in build.CONDITIONS:
+        shipped = yaml.safe_load((SCENARIOS / f"misinformation/{condition}.yaml").read_text())
+        assert shipped == build.build(condition)
+        assert shipped["interventions"][0]["step"] == build.RUMOUR_DAY
+        assert load_scenario(SCENARIOS / f"misinformation/{condition}.yaml").trackers.belief
 
 
 def test_dry_run_estimate_counts_only_the_probed_topics():

@@ -1,4 +1,4 @@
-"""Measures of inconstancy, drift, conformity, personality and population (metrics.md §1–5)."""
+"""Measures of inconstancy, drift, conformity, personality, population (metrics.md §1–5), belief."""
 
 from simworld.measures._common import (
     CATEGORICAL,
@@ -8,6 +8,14 @@ from simworld.measures._common import (
     ScaleKind,
     is_missing,
     shannon_entropy,
+)
+from simworld.measures.belief import (
+    STATES,
+    BeliefState,
+    belief_curve,
+    belief_states,
+    believes,
+    next_state,
 )
 from simworld.measures.conformity import (
     ConformitySummary,
@@ -76,9 +84,11 @@ __all__ = [
     "DEMONYMS",
     "INVENTORIES",
     "ORDINAL",
+    "STATES",
     "Administration",
     "AgentRecord",
     "Answer",
+    "BeliefState",
     "BfiItem",
     "ConformitySummary",
     "Discussion",
@@ -87,6 +97,9 @@ __all__ = [
     "TraitScores",
     "absolute_drift",
     "asch_table",
+    "belief_curve",
+    "belief_states",
+    "believes",
     "bias",
     "bimodality_coefficient",
     "centre_scale",
@@ -111,6 +124,7 @@ __all__ = [
     "local_conformity",
     "modal_opinion",
     "neighbour_opinion",
+    "next_state",
     "opinion_change",
     "opinion_entropy",
     "path_length",

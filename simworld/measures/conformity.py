@@ -11,7 +11,7 @@ majority, and an Asch trial without an answer is excluded and counted in ``n_mis
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Iterable, Mapping
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import networkx as nx
@@ -35,6 +35,7 @@ from simworld.measures._common import (
 __all__ = [
     "ConformitySummary",
     "asch_table",
+    "conformity_event",
     "conformity_summary",
     "conformity_table",
     "local_conformity",
@@ -183,25 +184,15 @@ def conformity_table(
             steps, values = list(series[step_col]), list(series[value_col])
             for k in range(len(steps) - 1):
                 heard = [said.get((topic, j, steps[k])) for j in nmap.get(agent, [])]
-                m = neighbour_opinion(heard, scale=kind)
-                cur, nxt = values[k], values[k + 1]
-                flag = local_conformity(cur, nxt, m, scale=kind)
-                toward = math.nan
-                if flag is not None and kind == ORDINAL:
-                    toward = float(np.sign(float(m) - float(cur))) * (float(nxt) - float(cur))  # type: ignore[arg-type]
                 rows.append(
-                    {
-                        "topic": topic,
-                        "agent": agent,
-                        "step": steps[k],
-                        "next_step": steps[k + 1],
-                        "value": None if is_missing(cur) else cur,
-                        "next_value": None if is_missing(nxt) else nxt,
-                        "neighbour_opinion": m,
-                        "n_neighbours": len(present(heard)),
-                        "conformed": flag,
-                        "step_toward": toward,
-                    }
+                    conformity_event(
+                        topic,
+                        agent,
+                        (steps[k], steps[k + 1]),
+                        (values[k], values[k + 1]),
+                        heard,
+                        kind=kind,
+                    )
                 )
     cols = [
         "topic", "agent", "step", "next_step", "value", "next_value", "neighbour_opinion",
@@ -210,6 +201,48 @@ def conformity_table(
     out = pd.DataFrame(rows, columns=cols)
     out["conformed"] = out["conformed"].astype("boolean")
     return out
+
+
+def conformity_event(
+    topic: Hashable,
+    agent: Hashable,
+    steps: tuple[Hashable, Hashable],
+    values: tuple[Answer | None, Answer | None],
+    heard: Sequence[Answer | None],
+    *,
+    kind: ScaleKind,
+) -> dict[str, object]:
+    """One local conformity event: one row of :func:`conformity_table`.
+
+    Source: metrics.md §3.
+
+    Args:
+        topic: The topic (copied into the row).
+        agent: Agent i (copied into the row).
+        steps: ``(t, t')``: the step and the agent's next step.
+        values: ``(o_i(t), o_i(t'))``.
+        heard: The neighbours' stated opinions at t (one entry per neighbour, None when it
+            stated none).
+        kind: The topic's scale kind.
+    """
+    cur, nxt = values
+    m = neighbour_opinion(heard, scale=kind)
+    flag = local_conformity(cur, nxt, m, scale=kind)
+    toward = math.nan
+    if flag is not None and kind == ORDINAL:
+        toward = float(np.sign(float(m) - float(cur))) * (float(nxt) - float(cur))  # type: ignore[arg-type]
+    return {
+        "topic": topic,
+        "agent": agent,
+        "step": steps[0],
+        "next_step": steps[1],
+        "value": None if is_missing(cur) else cur,
+        "next_value": None if is_missing(nxt) else nxt,
+        "neighbour_opinion": m,
+        "n_neighbours": len(present(heard)),
+        "conformed": flag,
+        "step_toward": toward,
+    }
 
 
 @dataclass(frozen=True)

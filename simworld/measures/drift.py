@@ -33,6 +33,7 @@ from simworld.measures._common import (
 
 __all__ = [
     "VALUE_COLUMNS",
+    "DriftSeries",
     "absolute_drift",
     "drift",
     "drift_table",
@@ -224,6 +225,61 @@ def _distance(a: Answer, b: Answer, kind: ScaleKind) -> float:
     return abs(float(a) - float(b)) if kind == ORDINAL else float(a != b)
 
 
+class DriftSeries:
+    """The drift measures of one (topic, agent) series, one step at a time.
+
+    Source: metrics.md §2. Fed the answers in step order, :meth:`add` gives each step's row
+    of :func:`drift_table` (which is built from it) without recomputing the earlier steps,
+    so a tracker can extend a series as probes arrive.
+
+    Args:
+        topic: The topic (copied into each row).
+        agent: The agent (copied into each row).
+        kind: The topic's scale kind.
+        anchor: The persona's assigned opinion on the topic (None: no anchored distance).
+    """
+
+    def __init__(
+        self, topic: Hashable, agent: Hashable, kind: ScaleKind, anchor: Answer | None
+    ) -> None:
+        self.topic, self.agent, self.kind, self.anchor = topic, agent, kind, anchor
+        self._started = False
+        self._baseline: Answer | None = None
+        self._path, self._flips, self._last = 0.0, 0, None
+
+    def add(self, step: Hashable, v: Answer | None) -> dict[str, object]:
+        """The row of the next step (later than every step added so far)."""
+        if not self._started:
+            self._started, self._baseline = True, v
+        kind = self.kind
+        row: dict[str, object] = {
+            "topic": self.topic,
+            "agent": self.agent,
+            "step": step,
+            "value": None if is_missing(v) else v,
+            "scale": kind,
+            "missing": is_missing(v),
+        }
+        if is_missing(v):
+            return row | dict.fromkeys(
+                ("drift", "abs_drift", "path_length", "flips", "anchored_distance"), math.nan
+            )
+        if self._last is not None:
+            self._path += _distance(v, self._last, kind)  # type: ignore[arg-type]
+            self._flips += int(v != self._last)
+        self._last = v  # type: ignore[assignment]
+        baseline = self._baseline
+        base_ok = not is_missing(baseline)
+        row["drift"] = float(v) - float(baseline) if base_ok and kind == ORDINAL else math.nan  # type: ignore[arg-type]
+        row["abs_drift"] = _distance(v, baseline, kind) if base_ok else math.nan  # type: ignore[arg-type]
+        row["path_length"] = self._path
+        row["flips"] = float(self._flips)
+        row["anchored_distance"] = (
+            math.nan if is_missing(self.anchor) else _distance(v, self.anchor, kind)  # type: ignore[arg-type]
+        )
+        return row
+
+
 def _series_rows(
     topic: Hashable,
     agent: Hashable,
@@ -233,36 +289,5 @@ def _series_rows(
     kind: ScaleKind,
     anchor: Answer | None,
 ) -> list[dict[str, object]]:
-    values = list(series[vcol])
-    baseline = values[0] if values else None
-    path, n_flips, last = 0.0, 0, None
-    out: list[dict[str, object]] = []
-    for step, v in zip(series[step_col], values, strict=True):
-        row: dict[str, object] = {
-            "topic": topic,
-            "agent": agent,
-            "step": step,
-            "value": None if is_missing(v) else v,
-            "scale": kind,
-            "missing": is_missing(v),
-        }
-        if is_missing(v):
-            row |= dict.fromkeys(
-                ("drift", "abs_drift", "path_length", "flips", "anchored_distance"), math.nan
-            )
-            out.append(row)
-            continue
-        if last is not None:
-            path += _distance(v, last, kind)
-            n_flips += int(v != last)
-        last = v
-        base_ok = not is_missing(baseline)
-        row["drift"] = float(v) - float(baseline) if base_ok and kind == ORDINAL else math.nan
-        row["abs_drift"] = _distance(v, baseline, kind) if base_ok else math.nan
-        row["path_length"] = path
-        row["flips"] = float(n_flips)
-        row["anchored_distance"] = (
-            math.nan if is_missing(anchor) else _distance(v, anchor, kind)  # type: ignore[arg-type]
-        )
-        out.append(row)
-    return out
+    acc = DriftSeries(topic, agent, kind, anchor)
+    return [acc.add(step, v) for step, v in zip(series[step_col], series[vcol], strict=True)]

@@ -47,6 +47,7 @@ __all__ = [
     "Discussion",
     "confabulation",
     "confabulation_rate",
+    "discussion_rows",
     "diversity_table",
     "find_impersonations",
     "group_answer",
@@ -252,35 +253,7 @@ def inconstancy_table(discussions: Iterable[Discussion]) -> pd.DataFrame:
         because an answer is missing or G is undefined). ``n_stated`` counts present stated
         answers; ``n_missing_onboarding`` counts the group's missing ``O_j``.
     """
-    rows: list[dict[str, object]] = []
-    for disc in discussions:
-        g = disc.group()
-        onboardings = [a.onboarding for a in disc.agents]
-        all_stated = [d for a in disc.agents for d in a.stated]
-        s = group_diversity(onboardings)
-        n_missing_o = sum(is_missing(o) for o in onboardings)
-        for idx, rec in enumerate(disc.agents, start=1):
-            rows.append(
-                {
-                    "discussion": disc.id,
-                    "agent": rec.agent,
-                    "position": rec.position if rec.position is not None else idx,
-                    "onboarding": None if is_missing(rec.onboarding) else rec.onboarding,
-                    "reflection": None if is_missing(rec.reflection) else rec.reflection,
-                    "group": g,
-                    "n_stated": len(present(rec.stated)),
-                    "diversity": s,
-                    "n_missing_onboarding": n_missing_o,
-                    "changed": opinion_change(rec.onboarding, rec.reflection),
-                    "private_conformity": private_conformity(rec.onboarding, rec.reflection, g),
-                    "public_conformity": public_conformity(
-                        rec.onboarding, rec.stated, rec.reflection
-                    ),
-                    "confabulation": confabulation(
-                        rec.reflection, onboardings=onboardings, stated=all_stated
-                    ),
-                }
-            )
+    rows = [row for disc in discussions for row in discussion_rows(disc)]
     cols = [
         "discussion", "agent", "position", "onboarding", "reflection", "group", "n_stated",
         "diversity", "n_missing_onboarding", "changed", "private_conformity",
@@ -290,6 +263,38 @@ def inconstancy_table(discussions: Iterable[Discussion]) -> pd.DataFrame:
     for flag in ("changed", "private_conformity", "public_conformity", "confabulation"):
         out[flag] = out[flag].astype("boolean")
     return out
+
+
+def discussion_rows(disc: Discussion) -> list[dict[str, object]]:
+    """The §1 flags of one discussion, one row per agent: its rows of :func:`inconstancy_table`.
+
+    Source: metrics.md §1. The flags are ``True``/``False``, or ``None`` when undecided.
+    """
+    g = disc.group()
+    onboardings = [a.onboarding for a in disc.agents]
+    all_stated = [d for a in disc.agents for d in a.stated]
+    s = group_diversity(onboardings)
+    n_missing_o = sum(is_missing(o) for o in onboardings)
+    return [
+        {
+            "discussion": disc.id,
+            "agent": rec.agent,
+            "position": rec.position if rec.position is not None else idx,
+            "onboarding": None if is_missing(rec.onboarding) else rec.onboarding,
+            "reflection": None if is_missing(rec.reflection) else rec.reflection,
+            "group": g,
+            "n_stated": len(present(rec.stated)),
+            "diversity": s,
+            "n_missing_onboarding": n_missing_o,
+            "changed": opinion_change(rec.onboarding, rec.reflection),
+            "private_conformity": private_conformity(rec.onboarding, rec.reflection, g),
+            "public_conformity": public_conformity(rec.onboarding, rec.stated, rec.reflection),
+            "confabulation": confabulation(
+                rec.reflection, onboardings=onboardings, stated=all_stated
+            ),
+        }
+        for idx, rec in enumerate(disc.agents, start=1)
+    ]
 
 
 def confabulation_rate(discussions: Iterable[Discussion]) -> Rate:

@@ -48,6 +48,7 @@ __all__ = [
     "esteban_ray",
     "modal_opinion",
     "opinion_entropy",
+    "population_row",
     "population_table",
     "time_to_consensus",
     "variance",
@@ -294,35 +295,63 @@ def population_table(
         )
         rng = centre_on.get(topic) if isinstance(centre_on, Mapping) else centre_on
         for step, at in by_topic.groupby(step_col, sort=True):
-            vals = list(at[value_col])
-            row: dict[str, object] = {
-                "topic": topic,
-                "step": step,
-                "scale": kind,
-                "n": len(present(vals)),
-                "n_missing": len(vals) - len(present(vals)),
-                "bias": math.nan,
-                "diversity": math.nan,
-                "variance": math.nan,
-                "bimodality": math.nan,
-                "polarization": math.nan,
-            }
-            if kind != CATEGORICAL:
-                row |= {
-                    "bias": bias(vals, centre_on=rng),
-                    "diversity": diversity(vals),
-                    "variance": variance(vals),
-                    "bimodality": bimodality_coefficient(vals),
-                    "polarization": esteban_ray(vals, alpha=alpha, k=k),
-                }
-            row |= {
-                "consensus_share": consensus_share(vals),
-                "modal_opinion": modal_opinion(vals),
-                "entropy": opinion_entropy(vals),
-            }
-            rows.append(row)
+            rows.append(
+                population_row(
+                    topic, step, list(at[value_col]), kind=kind, centre_on=rng, alpha=alpha, k=k
+                )
+            )
     cols = [
         "topic", "step", "scale", "n", "n_missing", "bias", "diversity", "variance",
         "bimodality", "polarization", "consensus_share", "modal_opinion", "entropy",
     ]  # fmt: skip
     return pd.DataFrame(rows, columns=cols)
+
+
+def population_row(
+    topic: Hashable,
+    step: Hashable,
+    vals: Sequence[Answer | None],
+    *,
+    kind: ScaleKind,
+    centre_on: Range | None = None,
+    alpha: float = ER_ALPHA,
+    k: float = ER_K,
+) -> dict[str, object]:
+    """Every §5 measure of one topic at one step: one row of :func:`population_table`.
+
+    Source: metrics.md §5.
+
+    Args:
+        topic: The topic (copied into the row).
+        step: The step (copied into the row).
+        vals: The answers given at that step, missing ones included.
+        kind: The topic's scale kind (ordinal-only measures are NaN for categorical ones).
+        centre_on: ``(low, high)`` to centre bias at 0.
+        alpha: Esteban–Ray α.
+        k: Esteban–Ray K.
+    """
+    row: dict[str, object] = {
+        "topic": topic,
+        "step": step,
+        "scale": kind,
+        "n": len(present(vals)),
+        "n_missing": len(vals) - len(present(vals)),
+        "bias": math.nan,
+        "diversity": math.nan,
+        "variance": math.nan,
+        "bimodality": math.nan,
+        "polarization": math.nan,
+    }
+    if kind != CATEGORICAL:
+        row |= {
+            "bias": bias(vals, centre_on=centre_on),
+            "diversity": diversity(vals),
+            "variance": variance(vals),
+            "bimodality": bimodality_coefficient(vals),
+            "polarization": esteban_ray(vals, alpha=alpha, k=k),
+        }
+    return row | {
+        "consensus_share": consensus_share(vals),
+        "modal_opinion": modal_opinion(vals),
+        "entropy": opinion_entropy(vals),
+    }

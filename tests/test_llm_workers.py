@@ -1,0 +1,190 @@
+"""LLM worker processes: same answers, errors and records as in-process calls."""
+
+from __future__ import annotations
+
+import asyncio
+import pickle
+import random
+from collections.abc import Iterator
+
+import litellm
+import pytest
+from pydantic import BaseModel
+from test_run import DETERMINISTIC_FILES
+
+from simworld import llm_workers
+from simworld.gateway import Gateway, error_kind, is_transient
+from simworld.llm import CallIdentity, LiteLLMModel, LLMRequest, RemoteModelError
+from simworld.llm_workers import WorkerPolicy, WorkerPool, shared_pool
+from simworld.run import run_scenario
+from simworld.scenario import LLMConfig, PriceConfig
+
+WORKERS = 1
+USER = "Topic: Cities should ban cars.\n  1 = Disagree\n  2 = Neutral\n  3 = Agree\nYour view?"
+SLOW_MODEL = "fake/default?latency_ms=5000"
+
+
+class Answer(BaseModel):
+    answer: int
+
+
+def request(agent: str, *, model: str = "fake/default", schema: bool = False) -> LLMRequest:
+    enum_schema = {
+        "type": "object",
+        "properties": {"answer": {"enum": [1, 2, 3]}},
+        "required": ["answer"],
+    }
+    return LLMRequest(
+        model=model,
+        messages=(
+            {"role": "system", "content": "- Cities should ban cars.: Agree"},
+            {"role": "user", "content": USER},
+        ),
+        identity=CallIdentity(seed=5, agent=agent, step=1, purpose="probe:t" if schema else "post"),
+        temperature=0.7,
+        max_tokens=40,
+        schema=enum_schema if schema else None,
+        schema_name="Answer" if schema else None,
+        logprobs=schema,
+    )
+
+
+def gateway(workers: int, model: str, **cfg: object) -> Gateway:
+    config = LLMConfig(model=model, cache="off", concurrency=16, backoff_base_s=0.0, **cfg)
+    price = PriceConfig(input_per_million=3.0, output_per_million=7.0)
+    backend = LiteLLMModel(price=price, workers=workers)
+    return Gateway(backend, config=config, cache=None, jitter=random.Random(0))
+
+
+@pytest.fixture
+def own_pool() -> Iterator[WorkerPool]:
+    pool = WorkerPool(1)
+    yield pool
+    pool.close()
+
+
+def test_worker_policy(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(llm_workers.WORKERS_ENV, raising=False)
+    auto = WorkerPolicy.resolve()
+    assert 0 <= auto.workers <= llm_workers.MAX_AUTO_WORKERS and not auto.wait
+    monkeypatch.setenv(llm_workers.WORKERS_ENV, "0")
+    assert WorkerPolicy.resolve() == WorkerPolicy(0)
+    monkeypatch.setenv(llm_workers.WORKERS_ENV, " 3 ")
+    assert WorkerPolicy.resolve() == WorkerPolicy(3) and WorkerPolicy(3).due(1, 0.0)
+    assert WorkerPolicy.resolve(2) == WorkerPolicy(2)
+    assert not WorkerPolicy(0).due(10**6, 1.0)
+    monkeypatch.setenv(llm_workers.WORKERS_ENV, "many")
+    with pytest.raises(ValueError, match=llm_workers.WORKERS_ENV):
+        WorkerPolicy.resolve()
+
+
+def test_auto_policy_waits_for_a_large_fast_run() -> None:
+    policy = WorkerPolicy(1, after_calls=500, min_calls_per_s=200.0, wait=False)
+    assert not policy.due(500, 0.1)  # too few calls yet
+    assert policy.due(501, 1.0)  # 501 calls/s
+    assert not policy.due(501, 10.0)  # 50 calls/s: latency-bound, litellm is no burden
+
+
+def test_remote_errors_keep_kind_retry_class_and_message() -> None:
+    original = litellm.RateLimitError("slow down", llm_provider="fake", model="m")
+    remote = llm_workers._remote_error(original)
+    back = pickle.loads(pickle.dumps(remote))
+    assert isinstance(back, RemoteModelError)
+    assert (error_kind(back), is_transient(back), str(back)) == (
+        error_kind(original),
+        is_transient(original),
+        str(original),
+    )
+    auth = litellm.AuthenticationError("bad key", llm_provider="x", model="m")
+    assert not is_transient(llm_workers._remote_error(auth))
+    assert isinstance(llm_workers._remote_error(ValueError("v")), ValueError)
+
+    class Unpicklable(Exception):
+        def __init__(self, a: int, b: int) -> None:
+            super().__init__(f"{a}{b}")
+
+    assert isinstance(llm_workers._remote_error(Unpicklable(1, 2)), RuntimeError)
+
+
+@pytest.mark.parametrize("model", ["fake/default?failure_rate=0.4", "fake/default"])
+def test_outcomes_identical_in_workers(model: str) -> None:
+    """Answers, failures, retries, tokens, cost and option probabilities are the same."""
+
+    async def calls(gw: Gateway) -> list[dict[str, object]]:
+        reqs = [request(f"a{i}", model=model, schema=i % 2 == 0) for i in range(60)]
+        outs = await asyncio.gather(*(gw.call(r, Answer if r.schema else None) for r in reqs))
+        return [o.record() for o in outs]
+
+    retries = {"max_retries": 1, "max_invalid_retries": 0}
+    here = asyncio.run(calls(gateway(0, model, **retries)))
+    there_gw = gateway(WORKERS, model, **retries)
+    sent = shared_pool(WORKERS).calls
+    there = asyncio.run(calls(there_gw))
+    assert there == here
+    assert shared_pool(WORKERS).calls - sent == there_gw.accounting.model_calls >= 60
+    if "failure_rate" in model:
+        assert any(r["errors"] for r in here) and any(r["status"] == "failed" for r in here)
+    assert any(r["extra"].get("option_probs") for r in here)
+    assert all(r["cost_usd"] > 0 for r in here if r["status"] == "ok")
+
+
+def test_run_outputs_identical_with_workers(make_scenario, tmp_path, monkeypatch) -> None:
+    path = make_scenario({"llm.cache": "off", "llm.model": "fake/default?failure_rate=0.2"})
+    outs = []
+    for workers in ("0", str(WORKERS)):
+        monkeypatch.setenv(llm_workers.WORKERS_ENV, workers)
+        out = tmp_path / f"run{workers}"
+        run_scenario(path, out_dir=out)
+        outs.append(out)
+    for name in DETERMINISTIC_FILES:
+        assert (outs[0] / name).read_bytes() == (outs[1] / name).read_bytes(), name
+
+
+def test_pool_serves_successive_event_loops() -> None:
+    backend = LiteLLMModel(workers=WORKERS)
+    first = asyncio.run(backend.complete(request("x"), attempt=0, timeout_s=10))
+    second = asyncio.run(backend.complete(request("x"), attempt=0, timeout_s=10))
+    assert first == second and first.text
+    pool = shared_pool(WORKERS)
+    assert all(not w.pending for w in pool._workers)
+
+
+def test_timed_out_call_is_cancelled_in_the_worker() -> None:
+    gw = gateway(WORKERS, SLOW_MODEL, timeout_s=0.3, max_retries=0)
+
+    async def timed_out() -> None:
+        out = await gw.call(request("slow", model=SLOW_MODEL))
+        assert out.status == "failed" and out.errors[0]["kind"] == "timeout"
+        assert all(not w.pending for w in shared_pool(WORKERS)._workers)
+
+    asyncio.run(timed_out())
+
+
+def test_worker_exit_fails_its_calls_as_transient(own_pool: WorkerPool) -> None:
+    async def lost_call() -> None:
+        assert await own_pool.wait_ready()
+        call = asyncio.ensure_future(
+            own_pool.complete(request("z", model=SLOW_MODEL), attempt=0, timeout_s=10)
+        )
+        await asyncio.sleep(0.2)
+        own_pool._workers[0].process.kill()
+        with pytest.raises(RemoteModelError) as caught:
+            await call
+        assert caught.value.kind == "connection" and caught.value.transient
+        assert not own_pool.ready() and not own_pool.alive()
+
+    asyncio.run(lost_call())
+
+
+def test_without_live_workers_calls_stay_in_process(
+    own_pool: WorkerPool, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    own_pool.start()
+    own_pool._workers[0].process.kill()
+    own_pool._workers[0].process.wait()
+    monkeypatch.setitem(llm_workers._POOLS, 7, own_pool)
+    backend = LiteLLMModel(workers=7)
+    done = asyncio.run(backend.complete(request("w"), attempt=0, timeout_s=10))
+    expected = asyncio.run(LiteLLMModel(workers=0).complete(request("w"), attempt=0, timeout_s=10))
+    assert done == expected
+    assert "no LLM worker process is running" in caplog.text

@@ -1,0 +1,99 @@
+"""Run-directory files: tables grown step by step, masking, tracker frames at checkpoints."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+
+import simworld.trackers as trackers
+from simworld.output import CALL_SCHEMA, GrowingTable, mask_table, parquet_bytes
+from simworld.redact import MASK, Redactor
+from simworld.run import run_scenario
+from simworld.scenario import load_scenario
+from simworld.trackers import TRACKERS_DIR, TrackerSet, analyze_run
+
+SECRET = "sk-" + "x" * 24
+
+
+def call_rows(n: int, start: int = 0) -> list[dict]:
+    return [
+        {"step": i // 5, "agent": f"agent-{i % 3}", "purpose": "post", "index": i,
+         "key": f"{i:064x}", "model": f"fake/{SECRET}" if i % 4 == 0 else "fake/default",
+         "status": "ok", "attempts": 1, "error_kinds": "", "prompt_tokens": i,
+         "completion_tokens": 2 * i, "cost_usd": None if i % 7 == 0 else 0.001 * i,
+         "cached": i % 2 == 0, "latency_s": 0.5}
+        for i in range(start, start + n)
+    ]  # fmt: skip
+
+
+def test_a_growing_table_writes_the_bytes_of_one_table_of_all_rows(tmp_path):
+    redactor = Redactor({})
+    table = GrowingTable(tmp_path / "calls.parquet", CALL_SCHEMA, redactor)
+    batches = [call_rows(7), call_rows(0, 7), call_rows(12, 7), call_rows(1, 19)]
+    for batch in batches:
+        table.extend(batch)
+        table.write(durable=False)
+    rows = redactor.deep([r for batch in batches for r in batch])
+    whole = pa.Table.from_pylist(rows, schema=CALL_SCHEMA)
+    assert len(table) == 20
+    assert (tmp_path / "calls.parquet").read_bytes() == parquet_bytes(whole)
+    assert not list(tmp_path.glob(".*.tmp"))  # written atomically, nothing left behind
+
+
+def test_masking_a_table_equals_masking_its_rows():
+    redactor = Redactor({})
+    rows = call_rows(12)
+    masked = mask_table(pa.Table.from_pylist(rows, schema=CALL_SCHEMA), redactor)
+    assert masked.equals(pa.Table.from_pylist(redactor.deep(rows), schema=CALL_SCHEMA))
+    models = masked.column("model").to_pylist()
+    assert f"fake/{MASK}" in models and not any(SECRET in m for m in models)
+    clean = pa.Table.from_pylist(call_rows(3, 1), schema=CALL_SCHEMA)
+    assert mask_table(clean, redactor) is clean  # nothing to mask: the same table
+
+
+def test_tracker_frames_are_written_at_checkpoints_and_at_the_end(make_scenario, tmp_path):
+    ts = TrackerSet(load_scenario(make_scenario()))
+    ts.observe({"type": "run_start", "agents": [], "edges": []})
+    out = tmp_path / "frames"
+    assert ts.checkpoint(out, every_s=3600) == []
+    assert {p.stem for p in ts.checkpoint(out, every_s=0)} == set(ts.names)
+    assert ts.checkpoint(out, every_s=0) == []  # nothing changed since
+
+
+def test_during_a_run_frames_on_disk_follow_the_transcript(make_scenario, tmp_path, monkeypatch):
+    """With checkpoints due after every step, the frames match the transcript written so far."""
+    monkeypatch.setattr(trackers, "CHECKPOINT_S", 0.0)
+    run = tmp_path / "run"
+    seen = []
+
+    def check(model):
+        if model.steps == 0:
+            return
+        status = analyze_run(run, check=True)
+        seen.append(model.steps)
+        assert set(status.values()) == {"identical"}, status
+        probes = pd.read_parquet(run / "opinions.parquet")
+        assert probes.step.max() == model.steps  # the table was rewritten after the step
+
+    path = make_scenario({"protocol.steps": 3, "llm.cache": "off"})
+    run_scenario(path, out_dir=run, before_step=check)
+    assert seen == [1, 2]
+    assert set(analyze_run(run, check=True).values()) == {"identical"}
+
+
+def test_a_fast_run_writes_its_frames_once_at_the_end(make_scenario, tmp_path, monkeypatch):
+    writes = []
+    real = TrackerSet.write
+
+    def counted(self, directory, **kwargs):
+        writes.append(json.loads((Path(directory).parent / "manifest.json").read_text())["status"])
+        return real(self, directory, **kwargs)
+
+    monkeypatch.setattr(TrackerSet, "write", counted)
+    run = tmp_path / "run"
+    run_scenario(make_scenario({"protocol.steps": 3, "llm.cache": "off"}), out_dir=run)
+    assert writes == ["completed"]
+    assert {p.stem for p in (run / TRACKERS_DIR).iterdir()} >= {"drift", "conformity"}

@@ -97,7 +97,7 @@ every 1.6 s step, and the calls queued behind it. Two changes:
   its own event loop and core. The simulation's process keeps retries, seeds, the cache,
   accounting and cost, and spends {cpu.get("workers", float("nan")):.2f} ms of CPU per call on
   them and on the messages. Outputs are byte-identical either way (tested).
-  `SIMWORLD_LLM_WORKERS`: `auto` (the default: min(cores − 1, 4) workers, here {workers},
+  `SIMWORLD_LLM_WORKERS`: `auto` (the default: min(cores, 4) workers, here {workers},
   started once one backend has made {e["auto_start"]["calls"]} calls at
   {e["auto_start"]["calls_per_s"]:.0f} calls/s or more, so small, latency-bound runs and tests
   stay in-process), `0`, or a number of workers. A worker's start-up, mostly importing

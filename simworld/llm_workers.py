@@ -11,7 +11,7 @@ Results do not depend on where a call ran: a call's answer is a function of its 
 seed only, and an error crosses back with the same kind, retry class and message it would
 have had in-process.
 
-``SIMWORLD_LLM_WORKERS`` chooses: ``auto`` (the default) starts ``min(cores - 1, 4)`` workers
+``SIMWORLD_LLM_WORKERS`` chooses: ``auto`` (the default) starts ``min(cores, 4)`` workers
 once one backend has made ``AUTO_START_CALLS`` calls at ``AUTO_MIN_CALLS_PER_S`` or faster (a
 large, fast run; small runs, tests and latency-bound runs stay in-process) and uses them as
 soon as they are ready; ``0`` never; ``N`` starts ``N`` workers at the first call and waits
@@ -46,7 +46,7 @@ from typing import Any
 import openai
 
 from simworld.gateway import error_kind, is_transient
-from simworld.llm import Completion, LiteLLMModel, LLMRequest, RemoteModelError
+from simworld.llm import CallIdentity, Completion, LiteLLMModel, LLMRequest, RemoteModelError
 
 WORKERS_ENV = "SIMWORLD_LLM_WORKERS"
 AUTO = "auto"
@@ -58,6 +58,10 @@ MAX_AUTO_WORKERS = 4
 AUTO_START_CALLS = 500
 AUTO_MIN_CALLS_PER_S = 200.0
 READY_TIMEOUT_S = 120.0
+# Before it reports ready, a worker sends this many calls to the fake provider through
+# litellm: its first calls import and cache what the rest of its call path needs.
+WARM_UP_CALLS = 8
+WARM_UP_MODEL = "fake/default"
 EXIT_TIMEOUT_S = 5.0
 RECV_BYTES = 1 << 16
 _HEADER = struct.Struct("!I")
@@ -107,7 +111,7 @@ class WorkerPolicy:
             return cls(int(raw))
         if sys.platform == "win32":  # the parent's selector-based socket handling needs POSIX
             return cls(0)
-        workers = min(max((os.cpu_count() or 1) - 1, 0), MAX_AUTO_WORKERS)
+        workers = min(os.cpu_count() or 1, MAX_AUTO_WORKERS)
         return cls(workers, AUTO_START_CALLS, AUTO_MIN_CALLS_PER_S, wait=False)
 
 
@@ -398,9 +402,28 @@ def close_pools() -> None:
 # -- the worker side ---------------------------------------------------------------------------
 
 
+async def warm_up(model: LiteLLMModel) -> None:
+    """Make :data:`WARM_UP_CALLS` concurrent fake calls through ``model`` (and litellm)."""
+    requests = [
+        LLMRequest(
+            model=WARM_UP_MODEL,
+            messages=({"role": "user", "content": "Say something."},),
+            identity=CallIdentity(seed=0, agent="warm-up", step=0, purpose="warm_up", index=i),
+            temperature=0.0,
+            max_tokens=8,
+        )
+        for i in range(WARM_UP_CALLS)
+    ]
+    await asyncio.gather(
+        *(model.complete(r, attempt=0, timeout_s=READY_TIMEOUT_S) for r in requests)
+    )
+
+
 async def serve(sock: socket.socket) -> None:
-    """Answer calls arriving on ``sock`` until the parent closes it."""
+    """Warm up (:func:`warm_up`), then answer calls arriving on ``sock`` until the parent
+    closes it."""
     model = LiteLLMModel(workers=0)
+    await warm_up(model)
     reader, writer = await asyncio.open_connection(sock=sock)
     tasks: dict[int, asyncio.Task[None]] = {}
 

@@ -62,6 +62,10 @@ READY_TIMEOUT_S = 120.0
 # litellm: its first calls import and cache what the rest of its call path needs.
 WARM_UP_CALLS = 8
 WARM_UP_MODEL = "fake/default"
+# litellm runs part of every call in a thread of the event loop's default executor; each hop
+# there and back waits for the GIL, which Python hands over every switch interval (5 ms by
+# default). A worker, which runs nothing but litellm, hands it over ten times as often.
+WORKER_SWITCH_INTERVAL_S = 0.0005
 EXIT_TIMEOUT_S = 5.0
 RECV_BYTES = 1 << 16
 _HEADER = struct.Struct("!I")
@@ -458,6 +462,7 @@ async def serve(sock: socket.socket) -> None:
 def main(argv: list[str]) -> None:
     """Entry point of a worker process: ``python -m simworld.llm_workers FD``."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when workers stop
+    sys.setswitchinterval(WORKER_SWITCH_INTERVAL_S)
     sock = socket.socket(fileno=int(argv[0]))
     asyncio.run(serve(sock))
 

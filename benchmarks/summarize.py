@@ -101,7 +101,16 @@ every 1.6 s step, and the calls queued behind it. Two changes:
   started once one backend has made {e["auto_start"]["calls"]} calls at
   {e["auto_start"]["calls_per_s"]:.0f} calls/s or more, so small, latency-bound runs and tests
   stay in-process), `0`, or a number of workers. A worker's start-up, mostly importing
-  litellm, took {e["worker_start_s"]:.1f} s here and was done before these measurements.
+  litellm, took {e["worker_start_s"]:.1f} s here and was done before these measurements;
+  each worker warms litellm up with a few fake calls before it takes work, and hands the GIL
+  over every 0.5 ms rather than every 5 ms (litellm hops every call to a thread and back).
+
+What is left of the gap: the 64 calls of a wave start together and end together (the fake
+latency has no jitter), so each wave brings 64 × {cpu["in_process"]:.2f} ms of litellm CPU at once,
+about half of it per worker on two cores; a call waits on average for half of that before
+its 100 ms start, which is most of the distance from 1.0 to the ratio above. Meeting 1.15 on
+two cores needs litellm's own per-call CPU cut well below a millisecond, which no litellm
+setting offers.
 
 The two cores were shared with other work (load average {load_start:.1f} at the start,
 {load_end:.1f} at the end); the worker path needs its second core.

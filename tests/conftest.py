@@ -17,6 +17,15 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 ROOT = Path(__file__).resolve().parents[1]
 LIBRARY = ROOT / "agents" / "global_panel.yaml"
 LIKERT = ["Strongly disagree", "Disagree", "Neutral", "Agree", "Strongly agree"]
+# A Likert and a choice topic, for tests of trackers and measures.
+TOPICS = [
+    {"id": "lik", "statement": "Agree or not.", "scale": {"type": "likert", "labels": LIKERT}},
+    {
+        "id": "cat",
+        "statement": "Pick one option.",
+        "scale": {"type": "choice", "options": {"A": "Apples", "B": "Bananas", "C": "Cherries"}},
+    },
+]  # fmt: skip
 
 BASE_SCENARIO: dict[str, Any] = {
     "name": "tiny",

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import TOPICS
 
 import simworld.tracker_opinion as tracker_opinion
 from simworld.measures import (
@@ -26,15 +27,6 @@ from simworld.scenario import Scenario
 from simworld.tracker_base import Observations, RunContext, tidy
 from simworld.trackers import TrackerSet
 
-LIKERT = ["Strongly disagree", "Disagree", "Neutral", "Agree", "Strongly agree"]
-TOPICS = [
-    {"id": "lik", "statement": "Agree or not.", "scale": {"type": "likert", "labels": LIKERT}},
-    {
-        "id": "cat",
-        "statement": "Pick one option.",
-        "scale": {"type": "choice", "options": {"A": "Apples", "B": "Bananas", "C": "Cherries"}},
-    },
-]  # fmt: skip
 AGENTS = "abcdef"
 NATIONS = ["Japan", "France", "Kenya", "Peru", "Norway", "India"]
 ORACLE_FRAMES = ("drift", "population", "conformity", "inconstancy")

@@ -10,6 +10,7 @@ from typing import Any
 
 import pandas as pd
 import pytest
+from conftest import LIKERT, TOPICS
 
 from simworld.cli import main
 from simworld.errors import ConfigError
@@ -17,15 +18,6 @@ from simworld.run import run_scenario
 from simworld.scenario import Scenario
 from simworld.trackers import TRACKERS_DIR, TrackerSet, analyze_run, derive
 
-LIKERT = ["Strongly disagree", "Disagree", "Neutral", "Agree", "Strongly agree"]
-TOPICS = [
-    {"id": "lik", "statement": "Agree or not.", "scale": {"type": "likert", "labels": LIKERT}},
-    {
-        "id": "cat",
-        "statement": "Pick one option.",
-        "scale": {"type": "choice", "options": {"A": "Apples", "B": "Bananas", "C": "Cherries"}},
-    },
-]  # fmt: skip
 FIVE = {"openness": 3.0, "conscientiousness": 3.0, "extraversion": 4.0,
         "agreeableness": 3.0, "neuroticism": 2.0}  # fmt: skip
 

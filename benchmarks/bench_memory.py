@@ -24,8 +24,9 @@ import numpy as np
 
 from simworld.chroma_store import ChromaRow, ChromaSink
 from simworld.embedding import MINILM_DIMENSION, MiniLMEmbedder
-from simworld.memory import MemoryItem, MemoryStream
+from simworld.memory import MemoryItem
 from simworld.memory_config import ForgettingConfig, MemoryConfig
+from simworld.memory_stream import MemoryStream
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "memory.json"

@@ -12,7 +12,8 @@ from simworld import prompts
 from simworld.gateway import CallOutcome
 from simworld.importance import rate_importance
 from simworld.llm import CallIdentity, LLMRequest, json_schema
-from simworld.memory import Memory, MemoryItem, MemoryStream
+from simworld.memory import Memory, MemoryItem
+from simworld.memory_stream import MemoryStream
 from simworld.persona import Persona
 from simworld.reflection import reflect
 from simworld.scenario import Topic
@@ -44,7 +45,8 @@ class PersonaAgent(mesa.Agent):
         persona: Who the agent is.
         node: Its node in ``model.graph``.
         memory: Its memory store (by default a fresh one from ``model.memory_system``: a
-            :class:`~simworld.memory.RecentMemory` or a :class:`~simworld.memory.MemoryStream`).
+            :class:`~simworld.memory.RecentMemory` or a
+            :class:`~simworld.memory_stream.MemoryStream`).
     """
 
     model: SocialSimulation

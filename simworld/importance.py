@@ -13,7 +13,7 @@ from simworld import prompts
 from simworld.gateway import CallOutcome
 
 if TYPE_CHECKING:
-    from simworld.memory import MemoryStream
+    from simworld.memory_stream import MemoryStream
 
 Ask = Callable[[str, str, int, type[BaseModel]], Awaitable[CallOutcome]]
 """Sends one structured call for an agent: ``(user prompt, purpose, index, schema)``."""

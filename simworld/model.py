@@ -22,7 +22,7 @@ from simworld.intervention_config import Removal
 from simworld.interventions import apply_intervention, due
 from simworld.llm import canonical_json
 from simworld.logprobs import expected_value
-from simworld.memory import MemorySystem
+from simworld.memory_system import MemorySystem
 from simworld.network import build_graph
 from simworld.policy import BaselinePolicy, Statement
 from simworld.population import build_population

@@ -21,7 +21,7 @@ from simworld.importance import (
 from simworld.memory import MemoryItem, parse_ref
 
 if TYPE_CHECKING:
-    from simworld.memory import MemoryStream
+    from simworld.memory_stream import MemoryStream
 
 QUESTIONS_PURPOSE = "reflect_questions"
 INSIGHTS_PURPOSE = "reflect_insights"

@@ -13,7 +13,7 @@ import pandas as pd
 from pydantic import ValidationError
 
 from simworld.errors import ConfigError, ResumeError, config_error_from_validation
-from simworld.memory import BRANCH_FIXED_MEMORY_FIELDS
+from simworld.memory_system import BRANCH_FIXED_MEMORY_FIELDS
 from simworld.model import BRANCH_FIXED_FIELDS
 from simworld.output import RunWriter
 from simworld.run import (

@@ -9,8 +9,8 @@ import numpy as np
 
 from simworld.gateway import CallOutcome
 from simworld.llm import CallIdentity, Completion, LanguageModel, LLMRequest
-from simworld.memory import MemoryStream
 from simworld.memory_config import MemoryConfig
+from simworld.memory_stream import MemoryStream
 
 
 class StubEmbedder:

@@ -13,8 +13,9 @@ from simworld.embedding import (
     make_embedder,
     mean_pool,
 )
-from simworld.memory import MemoryItem, MemoryStream
+from simworld.memory import MemoryItem
 from simworld.memory_config import EmbeddingConfig, MemoryConfig
+from simworld.memory_stream import MemoryStream
 
 # (stored memory, paraphrase used as the query): written for this test, varied topics.
 PAIRS = [

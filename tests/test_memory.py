@@ -16,8 +16,10 @@ from simworld.errors import ConfigError
 from simworld.forgetting import forget_mask, forgetting_seed, retention
 from simworld.gateway import Gateway
 from simworld.importance import heuristic_importance, rate_importance
-from simworld.memory import MemoryItem, MemoryStream, MemorySystem, RecentMemory
+from simworld.memory import MemoryItem, RecentMemory
 from simworld.memory_config import ForgettingConfig, MemoryConfig, RetrievalConfig
+from simworld.memory_stream import MemoryStream
+from simworld.memory_system import MemorySystem
 from simworld.model import SocialSimulation
 from simworld.retrieval import ScoreWeights, minmax, recency, retrieval_scores, top_k
 from simworld.run import run_scenario

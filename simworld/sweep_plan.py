@@ -236,10 +236,13 @@ class Estimate:
     Per run, with N agents, T topics, S steps, P probe steps and memory window W:
     speech calls = S × N (broadcast), S × 2⌊N/2⌋ (pairs, at most), S × rounds × N (group);
     probe calls = P × N × T (with ``probe_topics: discussed`` at most 2 topics per probe);
-    stance calls = speech calls (when ``trackers.stance`` is on), counted like probes.
+    stance calls = speech calls (when ``trackers.stance`` is on), and as many judge calls
+    (``trackers.judge``); BFI calls = N per administration; importance ratings = S × N (memory
+    stream with ``importance.mode: llm``); all counted like probes.
     Prompt tokens per call ≈ 200 + 20 × W; completion tokens ≈ 80 per speech turn and 10 per
-    probe. Retries, memory upkeep calls and cache hits are not counted; cost uses
-    ``llm.price`` or litellm's price list (``None`` when unknown).
+    probe. Retries, reflections (they depend on what agents remember), calls saved by baseline
+    agents and cache hits are not counted; cost uses ``llm.price`` or litellm's price list
+    (``None`` when unknown).
     """
 
     runs: int = 0
@@ -269,8 +272,14 @@ def estimate_run(scenario: Scenario) -> Estimate:
     )
     if proto.mode == "asch":  # a structured answer per agent and topic at every step
         probes += proto.steps * n * len(scenario.topics)
-    # each message's stated position is extracted by one short structured call
-    probes += speech if scenario.trackers.stance else 0
+    trackers, memory = scenario.trackers, scenario.memory
+    # each message's stated position is extracted by one short structured call; the judge
+    # (when on) reads every message once more
+    probes += speech * (int(trackers.stance) + int(trackers.judge))
+    if trackers.bfi is not None:  # one structured inventory per agent and administration
+        probes += n * sum(1 for s in set(trackers.bfi.steps) if s <= proto.steps)
+    if memory.store == "chroma" and memory.importance.mode == "llm":
+        probes += n * proto.steps  # one rating call per agent and step
     prompt = (speech + probes) * (
         EST_PROMPT_BASE_TOKENS + EST_PROMPT_TOKENS_PER_MEMORY * proto.memory_window
     )

@@ -25,6 +25,8 @@ from conftest import BASE_SCENARIO, deep_update
 
 from simworld.cache import ResponseCache
 from simworld.cli import main
+from simworld.run import run_scenario
+from simworld.scenario import load_scenario
 from simworld.sweep import parse_grid, parse_int_list, plan_sweep, run_sweep
 from simworld.sweep_plan import estimate_run
 from simworld.sweep_store import COMBINED_FRAME, SWEEP_MANIFEST
@@ -154,6 +156,27 @@ def test_dry_run_makes_no_calls_and_writes_nothing(scenario, tmp_path, capsys, m
     assert [estimate_run(r.scenario).calls for r in plan.runs[::10]] == [50, 46]
     assert "20 runs, ~960 model calls" in printed
     assert "2 grid points x 10 seeds" in printed
+
+
+@pytest.mark.parametrize("mode", ["broadcast", "group"])
+def test_estimate_counts_every_call_of_a_run(make_scenario, tmp_path, mode):
+    """Judge, BFI and importance-rating calls are in the estimate (reflection off)."""
+    path = make_scenario(
+        {
+            "protocol.mode": mode,
+            "protocol.group_size": 4,
+            "protocol.rounds": 2,
+            "trackers": {"judge": True, "bfi": {"steps": [0, 3]}},
+            "memory": {
+                "store": "chroma",
+                "importance": {"mode": "llm"},
+                "reflection": {"enabled": False},
+            },
+        }
+    )
+    result = run_scenario(path, out_dir=tmp_path / "run", cache_path=tmp_path / "c.db")
+    assert result.status == "completed" and result.accounting.failures == 0
+    assert estimate_run(load_scenario(path)).calls == result.accounting.calls
 
 
 @pytest.mark.parametrize(

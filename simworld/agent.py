@@ -111,7 +111,14 @@ class PersonaAgent(mesa.Agent):
             return [], []
 
         async def ask(user: str, purpose: str, index: int, schema: type[BaseModel]) -> CallOutcome:
-            request = self._request(user, step=step, purpose=purpose, index=index, schema=schema)
+            request = self._request(
+                user,
+                step=step,
+                purpose=purpose,
+                index=index,
+                schema=schema,
+                max_tokens=memory.config.max_tokens,
+            )
             return await self.model.gateway.call(request, schema)
 
         calls: list[CallOutcome] = []
@@ -163,7 +170,10 @@ class PersonaAgent(mesa.Agent):
         index: int = 0,
         schema: type[BaseModel] | None = None,
         logprobs: bool = False,
+        max_tokens: int | None = None,
     ) -> LLMRequest:
+        """A request with this agent's system prompt and identity (``max_tokens``: overrides
+        ``llm.max_tokens``)."""
         llm = self.model.scenario.llm
         return LLMRequest(
             model=llm.model,
@@ -173,7 +183,7 @@ class PersonaAgent(mesa.Agent):
             ),
             identity=CallIdentity(self.model.scenario.seed, self.key, step, purpose, index),
             temperature=llm.temperature,
-            max_tokens=llm.max_tokens,
+            max_tokens=llm.max_tokens if max_tokens is None else max_tokens,
             schema=None if schema is None else json_schema(schema),
             schema_name=None if schema is None else schema.__name__,
             logprobs=logprobs,

@@ -118,12 +118,21 @@ def _quiet_llama_logs() -> None:
     _quiet_llama_logs.callback = forward  # type: ignore[attr-defined]  # keep it alive
 
 
+# llama-cpp-python's schema converter lets raw control characters (a newline, say) into
+# strings, which JSON forbids; its own JSON grammar, like llama.cpp's converter, excludes them.
+_LOOSE_STRING_CHAR = r'char ::= [^"\\] |'
+_JSON_STRING_CHAR = r'char ::= [^"\\\x7F\x00-\x1F] |'
+
+
 @lru_cache(maxsize=64)
 def _gbnf(schema_json: str) -> str:
-    """The GBNF grammar of a JSON Schema (``{}``: any JSON value)."""
+    """The GBNF grammar of a JSON Schema (``{}``: any JSON value); strings hold no raw
+    control characters, so every answer the grammar allows is valid JSON."""
     from llama_cpp.llama_grammar import JSON_GBNF, json_schema_to_gbnf
 
-    return JSON_GBNF if schema_json == "{}" else json_schema_to_gbnf(schema_json)
+    if schema_json == "{}":
+        return JSON_GBNF
+    return json_schema_to_gbnf(schema_json).replace(_LOOSE_STRING_CHAR, _JSON_STRING_CHAR)
 
 
 def _log_softmax(logits: np.ndarray) -> np.ndarray:

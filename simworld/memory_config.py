@@ -16,6 +16,9 @@ DEFAULT_REFLECTION_RECENT = 100  # memories shown when asking for questions (the
 DEFAULT_REFLECTION_QUESTIONS = 3
 DEFAULT_REFLECTION_INSIGHTS = 5
 DEFAULT_EVIDENCE_K = 10
+# Room for the JSON answers of memory upkeep: a batch of 40 importance ratings, or 5 insights
+# of up to 200 characters citing up to 10 memories each.
+DEFAULT_MEMORY_MAX_TOKENS = 640
 LOCAL_EMBEDDING_MODEL = "all-MiniLM-L6-v2"
 
 
@@ -127,10 +130,14 @@ class MemoryConfig(_Strict):
     Attributes:
         store: ``window`` or ``chroma``.
         hours_per_step: Simulated hours per step (the clock of recency and forgetting).
+        max_tokens: Output limit of the memory upkeep calls (importance ratings, reflection
+            questions and insights), whose JSON answers need more room than
+            ``llm.max_tokens`` usually gives a message.
     """
 
     store: Literal["window", "chroma"] = "window"
     hours_per_step: float = Field(default=DEFAULT_HOURS_PER_STEP, gt=0.0)
+    max_tokens: int = Field(default=DEFAULT_MEMORY_MAX_TOKENS, ge=1, le=32_768)
     importance: ImportanceConfig = Field(default_factory=ImportanceConfig)
     retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig)
     forgetting: ForgettingConfig = Field(default_factory=ForgettingConfig)

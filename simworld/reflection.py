@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 
 QUESTIONS_PURPOSE = "reflect_questions"
 INSIGHTS_PURPOSE = "reflect_insights"
+QUESTION_MAX_CHARS = 150
+INSIGHT_MAX_CHARS = 200
 
 
 def questions_model(n: int) -> type[BaseModel]:
@@ -32,12 +34,23 @@ def questions_model(n: int) -> type[BaseModel]:
     return _questions_model(n)
 
 
+def _bounded_text(max_chars: int) -> Any:
+    """A non-empty string whose JSON schema (not its validation) caps its length.
+
+    The cap keeps grammar-constrained answers (the embedded model) inside the token budget;
+    a provider that writes more is not failed for it.
+    """
+    bounded = {"type": "string", "minLength": 1, "maxLength": max_chars}
+    return Annotated[str, Field(min_length=1), WithJsonSchema(bounded)]
+
+
 @lru_cache(maxsize=SCHEMA_CACHE)
 def _questions_model(n: int) -> type[BaseModel]:
+    question = _bounded_text(QUESTION_MAX_CHARS)
     return create_model(  # type: ignore[call-overload,no-any-return]
         "ReflectionQuestions",
         __config__=ConfigDict(extra="forbid"),
-        questions=(list[Annotated[str, Field(min_length=1)]], Field(min_length=1, max_length=n)),
+        questions=(list[question], Field(min_length=1, max_length=n)),  # type: ignore[valid-type]
     )
 
 
@@ -45,20 +58,26 @@ def insights_model(refs: Sequence[str], n: int, *, with_importance: bool) -> typ
     """Structured output of an insight call.
 
     ``{"insights": [{"text": str, "evidence": [label, ...], "importance": 1..10}]}``; the
-    JSON schema restricts ``evidence`` to the labels shown (an ``enum``) so that providers
-    enforcing schemas can only cite those, but validation accepts any string: a bad
-    citation is then rejected on its own by :func:`check_citations` instead of failing the
-    whole call. ``importance`` is asked only in ``llm`` importance mode.
+    JSON schema restricts ``evidence`` to the labels shown (an ``enum``, at most one per
+    label) and ``text`` to :data:`INSIGHT_MAX_CHARS`, so that providers enforcing schemas
+    can only cite those and finish inside ``memory.max_tokens``, but validation accepts any
+    strings: a bad citation is then rejected on its own by :func:`check_citations` instead
+    of failing the whole call. ``importance`` is asked only in ``llm`` importance mode.
     """
     return _insights_model(tuple(refs), n, with_importance)
 
 
 @lru_cache(maxsize=SCHEMA_CACHE)
 def _insights_model(refs: tuple[str, ...], n: int, with_importance: bool) -> type[BaseModel]:
-    ref = Annotated[str, WithJsonSchema({"type": "string", "enum": list(refs)})]
+    cited = {
+        "type": "array",
+        "items": {"type": "string", "enum": list(refs)},
+        "minItems": 1,
+        "maxItems": len(refs),
+    }
     fields: dict[str, Any] = {
-        "text": (str, Field(min_length=1)),
-        "evidence": (list[ref], Field(min_length=1)),  # type: ignore[valid-type]
+        "text": (_bounded_text(INSIGHT_MAX_CHARS), ...),
+        "evidence": (Annotated[list[str], Field(min_length=1), WithJsonSchema(cited)], ...),
     }
     if with_importance:
         fields["importance"] = (int, Field(ge=MIN_IMPORTANCE, le=MAX_IMPORTANCE))

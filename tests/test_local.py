@@ -13,9 +13,19 @@ import pytest
 from simworld import local
 from simworld.cli import main
 from simworld.fake import _SAYINGS
-from simworld.llm import CallIdentity, LiteLLMModel, LLMRequest
+from simworld.llm import CallIdentity, LiteLLMModel, LLMRequest, json_schema
 from simworld.local import LocalModelError, check_model, parse_model, to_prompt
-from simworld.local_engine import PREFILL_CHUNK, EngineConfig, LlamaEngine, Sampling
+from simworld.local_engine import (
+    _JSON_STRING_CHAR,
+    _LOOSE_STRING_CHAR,
+    PREFILL_CHUNK,
+    EngineConfig,
+    LlamaEngine,
+    Sampling,
+    _gbnf,
+)
+from simworld.memory_config import DEFAULT_MEMORY_MAX_TOKENS
+from simworld.reflection import insights_model
 
 MODEL = "local/gemma3-270m"
 SYSTEM = (
@@ -186,6 +196,38 @@ def test_grammar_with_string_enum(engine):
             "C",
             "D",
         }
+
+
+INSIGHTS_PROMPT = (
+    "Question: Is the tap water safe?\nStatements you remember, each with a label in brackets:\n"
+    "[m1] Sam: URGENT: the tap water was contaminated with chemicals and the council hides it.\n"
+    "[m2] Official fact-check: the water tests of last week were all clean.\n"
+    "[m3] Lea: I drank it all week and nobody I know got sick.\n"
+    "What high-level insights (at most 2) can you infer? Reply with a JSON object "
+    '{"insights": [{"text": "...", "evidence": ["m1", "m2"]}]}.'
+)
+
+
+def test_reflection_answers_parse_within_the_memory_budget(engine):
+    """Bounded strings and citation lists, and no raw control characters in strings, make
+    the grammar close every reflection answer inside ``memory.max_tokens``."""
+    model = insights_model(["m1", "m2", "m3"], 2, with_importance=False)
+    schema = json_schema(model)
+    for seed in range(3):
+        text = _generate(
+            engine,
+            INSIGHTS_PROMPT,
+            seed=seed,
+            temperature=1.5,
+            schema=schema,
+            max_tokens=DEFAULT_MEMORY_MAX_TOKENS,
+        )
+        model.model_validate(json.loads(text))
+
+
+def test_schema_grammar_strings_exclude_control_characters():
+    grammar = _gbnf(json.dumps({"type": "object", "properties": {"a": {"type": "string"}}}))
+    assert _JSON_STRING_CHAR in grammar and _LOOSE_STRING_CHAR not in grammar
 
 
 def test_free_text_is_one_stripped_line_capped_by_max_tokens(engine):

@@ -6,11 +6,19 @@ import asyncio
 import json
 from collections import defaultdict
 
+from conftest import build_model
 from memory_helpers import outcome, stream
 
 from simworld.memory import MemoryItem
 from simworld.memory_config import MemoryConfig, ReflectionConfig
-from simworld.reflection import check_citations, insights_model, questions_model, reflect
+from simworld.reflection import (
+    INSIGHT_MAX_CHARS,
+    QUESTION_MAX_CHARS,
+    check_citations,
+    insights_model,
+    questions_model,
+    reflect,
+)
 from simworld.run import run_scenario
 
 
@@ -159,3 +167,48 @@ def test_reflection_fires_at_the_threshold_end_to_end(make_scenario, tmp_path):
             assert mems[cited]["kind"] in {"observation", "own_message", "reflection"}
         assert mems[e["memory"]]["evidence"] == e["evidence"]
         assert mems[e["memory"]]["kind"] == "reflection"
+
+
+def test_memory_upkeep_calls_use_their_own_output_limit(make_scenario):
+    """Ratings and reflection get ``memory.max_tokens``; messages keep ``llm.max_tokens``."""
+    path = make_scenario(
+        {
+            "memory": {
+                "store": "chroma",
+                "importance": {"mode": "llm"},
+                "reflection": {"threshold": 10.0},
+                "max_tokens": 333,
+            },
+            "llm.max_tokens": 40,
+            "protocol.steps": 2,
+        }
+    )
+    model = build_model(path)
+    limits: dict[str, set[int]] = defaultdict(set)
+    call = model.gateway.call
+
+    async def recording(request, output_type=None):
+        limits[request.identity.purpose.split(":")[0]].add(request.max_tokens)
+        return await call(request, output_type)
+
+    model.gateway.call = recording
+    try:
+        model.step()
+        model.step()
+    finally:
+        model.close()
+    for purpose in ("memory_importance", "reflect_questions", "reflect_insights"):
+        assert limits[purpose] == {333}, purpose
+    assert limits["post"] == {40}
+
+
+def test_insight_schema_bounds_text_and_citations():
+    schema = insights_model(["m1", "m2", "m3"], 2, with_importance=False).model_json_schema()
+    item = schema["properties"]["insights"]["items"]["properties"]
+    assert item["text"]["maxLength"] == INSIGHT_MAX_CHARS
+    assert item["evidence"]["maxItems"] == 3
+    question = questions_model(2).model_json_schema()["properties"]["questions"]["items"]
+    assert question["maxLength"] == QUESTION_MAX_CHARS
+    # the bounds guide the model; validation still takes a long text and repeated labels
+    long = {"insights": [{"text": "x" * 500, "evidence": ["m1", "m1", "m2", "m3"]}]}
+    assert insights_model(["m1", "m2", "m3"], 2, with_importance=False).model_validate(long)

@@ -139,6 +139,8 @@ def figure_network(
             )
             for i, v in enumerate(values)
         ]
+        rows = -(-len(handles) // 4)
+        fig.subplots_adjust(bottom=0.12 + 0.05 * rows)  # the legend goes under the x label
         fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 4), fontsize="small")
     return fig
 
@@ -270,17 +272,25 @@ def figure_asch(levels: pd.DataFrame) -> Figure:
 
 
 def report_figures(run: Run, *, steps: Sequence[int] | None = None) -> dict[str, Figure]:
-    """Every figure of the report, by file stem (open; the caller closes them)."""
+    """Every figure of the report, by file stem (open; the caller closes them).
+
+    Figures of change over time (trajectories, drift, conformity, population measures) need
+    at least two probe steps; a run probed once (an Asch design) gets its networks and its
+    own figures only.
+    """
     topics = run.topics
     drift = run.frame("drift")
+    over_time = drift["step"].nunique() >= 2
     figs: dict[str, Figure] = {}
     start = run.start_event()
     for topic in topics.values():
-        figs[f"trajectories_{topic.id}"] = figure_trajectories(drift, topic)
+        if over_time:
+            figs[f"trajectories_{topic.id}"] = figure_trajectories(drift, topic)
         figs[f"network_{topic.id}"] = figure_network(start, drift, topic, steps=steps)
-    figs["drift"] = figure_drift(drift, topics)
-    figs["conformity"] = figure_conformity(run.frame("conformity"), run.frame("statements"))
-    figs["population"] = figure_population(run.frame("population"), topics)
+    if over_time:
+        figs["drift"] = figure_drift(drift, topics)
+        figs["conformity"] = figure_conformity(run.frame("conformity"), run.frame("statements"))
+        figs["population"] = figure_population(run.frame("population"), topics)
     belief = run.frame("belief")
     if not belief.empty:
         figs["belief"] = figure_belief(belief_curve(belief), run.frame("interventions"))

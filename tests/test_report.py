@@ -94,3 +94,26 @@ def test_report_opens_in_headless_chromium(run, tmp_path):
     assert len(colours) > MIN_COLOURS, "the screenshot is (nearly) blank"
     most = max(count for count, _ in colours)
     assert most < 0.97 * 1200 * 2000, "one colour fills the page"
+
+
+def test_a_run_probed_once_gets_no_figures_of_change_over_time(make_scenario, tmp_path):
+    topic = {
+        "id": "legs",
+        "statement": "How many legs does a spider have?",
+        "scale": {"type": "choice", "options": {"A": "Six", "B": "Eight"}},
+        "truth": "B",
+    }
+    path = make_scenario(
+        {
+            "topics": [topic],
+            "protocol": {"steps": 2, "mode": "asch", "asch": {"peers": [0, 3]}, "probe_at": [0]},
+        }
+    )
+    run_dir = tmp_path / "run"
+    assert run_scenario(path, out_dir=run_dir, cache_path=tmp_path / "c.db").status == "completed"
+    figures = report_figures(Run(run_dir))
+    try:
+        assert set(figures) == {"network_legs", "asch"}
+    finally:
+        for fig in figures.values():
+            plt.close(fig)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import math
 import os
@@ -26,6 +27,7 @@ from simworld.gateway import Gateway
 from simworld.llm import CallIdentity, Completion, LanguageModel, LiteLLMModel, LLMRequest
 from simworld.llm_workers import WorkerPolicy, shared_pool
 from simworld.model import SocialSimulation
+from simworld.process import tune_gc
 from simworld.scenario import LLMConfig, Scenario
 
 RESULTS = Path(__file__).parent / "results" / "engine.json"
@@ -111,8 +113,9 @@ def time_steps(
     return times
 
 
-def cpu_per_call_ms(backend: LanguageModel, calls: int = CPU_CALLS) -> float:
-    """This process's CPU per call (ms) for zero-latency fake calls through a gateway."""
+def cpu_per_call_ms(backend: LanguageModel, calls: int = CPU_CALLS) -> dict[str, float]:
+    """This process's CPU per call (ms) for zero-latency fake calls through a gateway, and
+    the part of it the garbage collector took."""
     config = LLMConfig(model="fake/default", concurrency=CONCURRENCY, cache="off")
     gateway = Gateway(backend, config=config, cache=None)
 
@@ -128,13 +131,25 @@ def cpu_per_call_ms(backend: LanguageModel, calls: int = CPU_CALLS) -> float:
     async def run(first: int, count: int) -> None:
         await asyncio.gather(*(gateway.call(request(i)) for i in range(first, first + count)))
 
+    collecting: list[float] = []
+    collected = 0.0
+
+    def on_gc(phase: str, info: dict[str, int]) -> None:
+        nonlocal collected
+        if phase == "start":
+            collecting.append(time.process_time())
+        elif collecting:
+            collected += time.process_time() - collecting.pop()
+
     loop = asyncio.new_event_loop()
     loop.run_until_complete(run(0, CPU_WARMUP_CALLS))
+    gc.callbacks.append(on_gc)
     started = time.process_time()
     loop.run_until_complete(run(CPU_WARMUP_CALLS, calls))
     used = time.process_time() - started
+    gc.callbacks.remove(on_gc)
     loop.close()
-    return used / calls * 1e3
+    return {"cpu_ms": used / calls * 1e3, "gc_ms": collected / calls * 1e3}
 
 
 def path_result(step_s: list[float], ideal: float) -> dict[str, Any]:
@@ -161,6 +176,8 @@ def main() -> None:
     args = parser.parse_args()
     load_start = os.getloadavg()
     time_steps(50, model="fake/default", concurrency=CONCURRENCY, steps=1)  # warm-up
+    cpu_default_gc = cpu_per_call_ms(LiteLLMModel(workers=0))
+    tune_gc()  # as the simworld command and every worker process do
     auto = WorkerPolicy.resolve()
     workers = auto.workers
     worker_start_s = start_workers(workers)
@@ -185,7 +202,10 @@ def main() -> None:
         )
         for name, make in backends.items()
     }
-    cpu = {"in_process": cpu_per_call_ms(LiteLLMModel(workers=0))}
+    cpu = {
+        "in_process_default_gc": cpu_default_gc,
+        "in_process": cpu_per_call_ms(LiteLLMModel(workers=0)),
+    }
     if workers:
         cpu["workers"] = cpu_per_call_ms(LiteLLMModel(workers=workers))
     scaling: list[dict[str, Any]] = []

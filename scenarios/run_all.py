@@ -26,6 +26,7 @@ from typing import Any
 import yaml
 
 from simworld.errors import ConfigError
+from simworld.process import tune_gc
 from simworld.report import build_report
 from simworld.run import run_scenario
 from simworld.scenario import Scenario, load_scenario
@@ -128,4 +129,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    tune_gc()  # a process of its own, like the simworld command
     sys.exit(main())

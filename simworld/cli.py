@@ -16,6 +16,8 @@ if TYPE_CHECKING:
 
 EXIT_BAD_INPUT = 2
 EXIT_RUN_FAILED = 1
+# Commands that run a simulation in this process; it tunes its collector first.
+SIMULATING = frozenset({"run", "resume", "replay"})
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -215,5 +217,17 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 }
 
 
+def console() -> int:
+    """The ``simworld`` console script: :func:`main` in a process of its own, so a command
+    that simulates tunes the collector first (:func:`~simworld.process.tune_gc`)."""
+    argv = sys.argv[1:]
+    if argv and argv[0] in SIMULATING:
+        import simworld.run  # noqa: F401  (the engine's imports, which tune_gc freezes)
+        from simworld.process import tune_gc
+
+        tune_gc()
+    return main(argv)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(console())

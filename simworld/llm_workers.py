@@ -47,6 +47,7 @@ import openai
 
 from simworld.gateway import error_kind, is_transient
 from simworld.llm import CallIdentity, Completion, LiteLLMModel, LLMRequest, RemoteModelError
+from simworld.process import tune_gc
 
 WORKERS_ENV = "SIMWORLD_LLM_WORKERS"
 AUTO = "auto"
@@ -424,10 +425,11 @@ async def warm_up(model: LiteLLMModel) -> None:
 
 
 async def serve(sock: socket.socket) -> None:
-    """Warm up (:func:`warm_up`), then answer calls arriving on ``sock`` until the parent
-    closes it."""
+    """Warm up (:func:`warm_up`) and tune the collector (:func:`~simworld.process.tune_gc`),
+    then answer calls arriving on ``sock`` until the parent closes it."""
     model = LiteLLMModel(workers=0)
     await warm_up(model)
+    tune_gc()
     reader, writer = await asyncio.open_connection(sock=sock)
     tasks: dict[int, asyncio.Task[None]] = {}
 

@@ -17,8 +17,8 @@ def tune_gc() -> None:
     process-wide, so the library never calls it on a user's behalf). litellm's import leaves
     some 350,000 objects that live as long as the process; every full collection walked all
     of them (about 150 ms, several times per 10,000 calls). Frozen, they are never scanned
-    again, and with the raised threshold the collector's share of a worker's CPU per call
-    fell from about a quarter to almost nothing (``benchmarks/bench_engine.py``). Objects
+    again, and with the raised threshold the collector's share of litellm's CPU per call
+    fell from about a tenth to almost nothing (``benchmarks/bench_engine.py``). Objects
     created later are collected as usual.
     """
     gc.collect()

@@ -112,7 +112,15 @@ BASE: dict[str, Any] = {
     "memory": {
         "store": "chroma",
         "retrieval": {"k": 6},
-        "reflection": {"enabled": True, "threshold": 40.0, "questions": 1, "insights": 2},
+        # 40 latest memories in the question prompt, not the paper's 100: a hub's 100 posts
+        # overflow the embedded model's 4,096-token context by day 6
+        "reflection": {
+            "enabled": True,
+            "threshold": 40.0,
+            "recent": 40,
+            "questions": 1,
+            "insights": 2,
+        },
     },
     "llm": {"temperature": 0.7, "max_tokens": 80, "concurrency": 8, "timeout_s": 300},
     "trackers": {"stance": False, "belief": {"topic": CLAIM, "believe_at": 4}},

@@ -131,15 +131,15 @@ def cpu_per_call_ms(backend: LanguageModel, calls: int = CPU_CALLS) -> dict[str,
     async def run(first: int, count: int) -> None:
         await asyncio.gather(*(gateway.call(request(i)) for i in range(first, first + count)))
 
-    collecting: list[float] = []
     collected = 0.0
+    collecting_since = 0.0
 
     def on_gc(phase: str, info: dict[str, int]) -> None:
-        nonlocal collected
+        nonlocal collected, collecting_since
         if phase == "start":
-            collecting.append(time.process_time())
-        elif collecting:
-            collected += time.process_time() - collecting.pop()
+            collecting_since = time.process_time()
+        else:
+            collected += time.process_time() - collecting_since
 
     loop = asyncio.new_event_loop()
     loop.run_until_complete(run(0, CPU_WARMUP_CALLS))

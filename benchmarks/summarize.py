@@ -104,8 +104,8 @@ every 1.6 s step, and the calls queued behind it. Three changes:
   litellm, took {e["worker_start_s"]:.1f} s here and was done before these measurements;
   each worker warms litellm up with a few fake calls before it takes work, and hands the GIL
   over every 0.5 ms rather than every 5 ms (litellm hops every call to a thread and back).
-- The processes simworld owns (the `simworld` command for `run`, `resume` and `replay`,
-  sweep workers, LLM workers) tune Python's garbage collector once their imports are done
+- The `simworld` command (for `run`, `resume` and `replay`), `scenarios/run_all.py` and
+  the LLM workers tune Python's garbage collector once their imports are done
   (`tune_gc()` in `simworld/process.py`; this benchmark does the same before it measures).
   litellm's import leaves some 350,000 objects alive for good, and every full collection
   walked them all: 150–300 ms pauses, several per 10,000 calls. Frozen, they are skipped,

@@ -174,12 +174,8 @@ class Executor(Protocol):
 
 
 def _worker_init() -> None:
-    """Warm a worker: import the engine (litellm, mesa) before the first task arrives, then
-    tune its collector (:func:`~simworld.process.tune_gc`)."""
+    """Warm a worker: import the engine (litellm, mesa) before the first task arrives."""
     import simworld.run  # noqa: F401
-    from simworld.process import tune_gc
-
-    tune_gc()
 
     atexit.register(_fast_exit)  # registered last, so it runs first
 

@@ -27,6 +27,7 @@ REPORT_DIR = "report"
 REPORT_FILE = "report.html"
 DPI = 100
 NETWORK_PANELS = 3
+LEGEND_COLUMNS = 4
 LAYOUT_SEED = 0
 STEP_AXIS = "probe step (simulation steps)"
 COUNT_AXIS = "agents (count)"
@@ -139,9 +140,10 @@ def figure_network(
             )
             for i, v in enumerate(values)
         ]
-        rows = -(-len(handles) // 4)
+        rows = -(-len(handles) // LEGEND_COLUMNS)
         fig.subplots_adjust(bottom=0.12 + 0.05 * rows)  # the legend goes under the x label
-        fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 4), fontsize="small")
+        columns = min(len(handles), LEGEND_COLUMNS)
+        fig.legend(handles=handles, loc="lower center", ncol=columns, fontsize="small")
     return fig
 
 

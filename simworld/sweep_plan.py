@@ -238,11 +238,11 @@ class Estimate:
     probe calls = P × N × T (with ``probe_topics: discussed`` at most 2 topics per probe);
     stance calls = speech calls (when ``trackers.stance`` is on), and as many judge calls
     (``trackers.judge``); BFI calls = N per administration; importance ratings = S × N (memory
-    stream with ``importance.mode: llm``; one more per 40 new memories beyond the first 40);
-    all counted like probes.
+    stream with ``importance.mode: llm``); all counted like probes.
     Prompt tokens per call ≈ 200 + 20 × W; completion tokens ≈ 80 per speech turn and 10 per
-    probe. Retries, reflections (they depend on what agents remember), calls saved by baseline
-    agents and cache hits are not counted; cost uses ``llm.price`` or litellm's price list
+    probe. Retries, reflections (they depend on what agents remember), the extra rating call
+    of an agent that stores more than ``importance.RATING_BATCH`` memories in a step, calls saved by
+    baseline agents and cache hits are not counted; cost uses ``llm.price`` or litellm's price list
     (``None`` when unknown).
     """
 
@@ -280,7 +280,7 @@ def estimate_run(scenario: Scenario) -> Estimate:
     if trackers.bfi is not None:  # one structured inventory per agent and administration
         probes += n * sum(1 for s in set(trackers.bfi.steps) if s <= proto.steps)
     if memory.store == "chroma" and memory.importance.mode == "llm":
-        probes += n * proto.steps  # a rating call per agent and step (per 40 new memories)
+        probes += n * proto.steps  # a rating call per agent and step
     prompt = (speech + probes) * (
         EST_PROMPT_BASE_TOKENS + EST_PROMPT_TOKENS_PER_MEMORY * proto.memory_window
     )

@@ -84,7 +84,7 @@ litellm spends {cpu["in_process"]["cpu_ms"]:.2f} ms of CPU per call in the proce
 (zero-latency fake calls through the gateway, simworld's own work included): parameter
 mapping, a hop to a thread and back, response and cost bookkeeping. All of it ran on the
 simulation's one event loop, so 1000 calls per step kept that loop busy for about a second of
-every 1.6 s step, and the calls queued behind it. Four changes:
+every 1.6 s step, and the calls queued behind it. Three changes:
 
 - simworld's litellm settings are applied in one place, `configure_litellm()` in
   `simworld/llm.py`. Besides telemetry and debug output off, litellm's per-call success
@@ -93,8 +93,8 @@ every 1.6 s step, and the calls queued behind it. Four changes:
   records every call itself (tests lock this in). The rest of litellm's per-call work has no
   switch.
 - A large, fast run hands its calls to LLM worker processes (`simworld/llm_workers.py`): each
-  runs the same litellm backend, so every call still goes through litellm, on its own core.
-  The simulation's process keeps retries, seeds, the cache,
+  runs the same litellm backend, so every call still goes through `litellm.acompletion`, on
+  its own event loop and core. The simulation's process keeps retries, seeds, the cache,
   accounting and cost, and spends {cpu["workers"]["cpu_ms"] if workers else float("nan"):.2f} ms of CPU per call on
   them and on the messages. Outputs are byte-identical either way (tested).
   `SIMWORLD_LLM_WORKERS`: `auto` (the default: min(cores, 4) workers, here {workers},
@@ -102,15 +102,8 @@ every 1.6 s step, and the calls queued behind it. Four changes:
   {e["auto_start"]["calls_per_s"]:.0f} calls/s or more, so small, latency-bound runs and tests
   stay in-process), `0`, or a number of workers. A worker's start-up, mostly importing
   litellm, took {e["worker_start_s"]:.1f} s here and was done before these measurements;
-  each worker warms litellm up with a few fake calls before it takes work.
-- A worker runs each call in flight in a thread of its own, through the blocking
-  `litellm.completion`. On an event loop (`litellm.acompletion`) the calls of a wave
-  interleave at every `await` of litellm's path, its hop to a thread and back among them,
-  so each call's request goes out only after much of the wave's CPU is spent. A thread keeps
-  the interpreter until its call waits on the provider, so each call's bookkeeping runs in
-  one piece, first come first served. litellm's success logging is skipped on this path
-  too when no callback listens (it ran in a logging thread, about an eighth of a worker's
-  time under the interpreter lock).
+  each worker warms litellm up with a few fake calls before it takes work, and hands the GIL
+  over every 0.5 ms rather than every 5 ms (litellm hops every call to a thread and back).
 - The `simworld` command (for `run`, `resume` and `replay`), `scenarios/run_all.py` and
   the LLM workers tune Python's garbage collector once their imports are done
   (`tune_gc()` in `simworld/process.py`; this benchmark does the same before it measures).
@@ -120,16 +113,18 @@ every 1.6 s step, and the calls queued behind it. Four changes:
   collector's share of a call, measured in this run: {cpu["in_process_default_gc"]["gc_ms"]:.3f} ms of
   {cpu["in_process_default_gc"]["cpu_ms"]:.2f} ms with Python's defaults, {cpu["in_process"]["gc_ms"]:.3f} ms tuned.
 
-What is left of the gap: every call still costs about a millisecond of litellm CPU in a
-worker and {cpu["workers"]["cpu_ms"] if workers else float("nan"):.2f} ms in the simulation's process, on two cores shared by three
-processes, and the first wave's 64 calls start together. In the simulation's own process
-all of it runs under one interpreter lock with the engine, about
-{cpu["in_process"]["cpu_ms"] * lat["agents"] / 1000:.1f} s of CPU per {lat["ideal_step_s"]:.1f} s step, which is why that path stays far from the target.
+What is left of the gap: the 64 calls of a wave start together and end together (the fake
+latency has no jitter), so each wave brings 64 × {cpu["in_process"]["cpu_ms"]:.2f} ms of litellm CPU at once,
+about half of it per worker on two cores, and a call waits for part of that before its
+100 ms start. The margin to 1.15 is therefore small and depends on how much of the two cores
+the run gets: while other work held part of them, the same code measured well above the
+target. Running each call in a worker thread through the blocking `litellm.completion`
+(first come, first served, instead of interleaving at every `await`) was tried side by side
+and was no better beyond that run-to-run noise.
 
 The two cores were shared with other work (load average {load_start:.1f} at the start,
-{load_end:.1f} at the end; the benchmark's own processes count in it). The worker path needs
-its second core: while other work held part of the two cores, the same code measured
-well above the target.
+{load_end:.1f} at the end; the benchmark's own processes count in it); the worker path needs
+its second core.
 
 Engine time per agent-step at zero latency (prompt building, litellm, fake answer,
 transcript, tables, trackers). The default path is in-process for 100 agents (200 calls, too

@@ -250,17 +250,9 @@ class FakeLLM(CustomLLM):
         return response
 
     def completion(self, model: str, messages: list, *args: Any, **kwargs: Any) -> ModelResponse:  # type: ignore[override]
-        """Synchronous answer: sleeps for the configured latency, or, when that is longer
-        than the call's ``timeout``, for the timeout and then raises ``litellm.Timeout`` (as
-        a provider's HTTP client would)."""
+        """Synchronous answer (sleeps for the configured latency)."""
         params = kwargs.get("optional_params") or {}
         latency = FakeOptions.parse(model).latency_s(int(params.get("seed") or 0))
-        timeout = kwargs.get("timeout")
-        if isinstance(timeout, int | float) and latency > timeout:
-            time.sleep(timeout)
-            raise litellm.Timeout(
-                f"fake: no answer within {timeout:g} s", model=model, llm_provider="fake"
-            )
         if latency:
             time.sleep(latency)
         return self._answer(model, messages, params)

@@ -5,17 +5,14 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import cache, wraps
+from functools import cache
 from typing import Any
 
 import litellm
 import openai
-from litellm.litellm_core_utils.litellm_logging import Logging as LiteLLMLogging
 from pydantic import BaseModel
 
 from simworld.logprobs import answer_enum, logprob_content, option_distribution
@@ -29,12 +26,7 @@ IN_PROCESS_PROVIDERS = ("local/",)
 # litellm's per-call success logging (``litellm.utils``): a task per call that builds a standard
 # logging payload and recomputes the cost for whatever callbacks are registered.
 SUCCESS_LOGGING_DISPATCH = "_dispatch_success_logging"
-# Its counterpart for blocking calls: a method of litellm's ``Logging`` run in a logging thread.
-SYNC_SUCCESS_HANDLER = "success_handler"
 _SKIPS_UNOBSERVED = "_simworld_skips_unobserved"
-# Guards the process-wide state a model registration touches (litellm's cost map and its
-# logger's level) when calls run in several threads.
-_REGISTRATION_LOCK = threading.Lock()
 
 log = logging.getLogger(__name__)
 
@@ -51,53 +43,31 @@ def success_callbacks_registered(logging_obj: Any) -> bool:
     )
 
 
-def _run_only_when_observed(owner: Any, name: str, logging_obj: Callable[..., Any]) -> bool:
-    """Replace ``owner.name`` by a wrapper that calls it only when
-    :func:`success_callbacks_registered` holds for the call's logging object (which
-    ``logging_obj`` picks from the arguments); idempotent.
-
-    Returns:
-        Whether the wrapper is in place (``False`` when this litellm lacks ``owner.name``).
-    """
-    original = getattr(owner, name, None)
-    if original is None:
-        log.warning("litellm %s: %s cannot be skipped", litellm_version(), name)
-        return False
-    if getattr(original, _SKIPS_UNOBSERVED, False):
-        return True
-
-    @wraps(original)
-    def when_observed(*args: Any, **kwargs: Any) -> Any:
-        if success_callbacks_registered(logging_obj(*args, **kwargs)):
-            return original(*args, **kwargs)
-        return None
-
-    setattr(when_observed, _SKIPS_UNOBSERVED, True)
-    setattr(owner, name, when_observed)
-    return True
-
-
 def _skip_unobserved_success_logging() -> bool:
     """Make litellm skip its success logging for calls no callback listens to.
 
-    litellm 1.106 rebuilds, after every successful call, the request's standard logging
-    payload and its cost (about 0.4 ms of CPU) even when no callback is registered; simworld
-    registers none and records calls itself. It does so in a task on the event loop for
-    ``acompletion`` (:data:`SUCCESS_LOGGING_DISPATCH`) and in a logging thread for the
-    blocking ``completion`` the LLM workers use (:data:`SYNC_SUCCESS_HANDLER`, about an
-    eighth of a worker's time under the interpreter lock). Both are wrapped so that they run
-    unchanged as soon as any callback is registered.
+    litellm 1.106 schedules, after every successful call, a logging task that rebuilds the
+    request's standard logging payload and its cost (about 0.4 ms of CPU on the event loop)
+    even when no callback is registered; simworld registers none and records calls itself.
+    The dispatch is wrapped so that it runs unchanged as soon as any callback is registered.
 
     Returns:
-        Whether both fast paths are in place.
+        Whether the fast path is in place (``False`` when this litellm lacks the hook).
     """
-    dispatch = _run_only_when_observed(
-        litellm.utils, SUCCESS_LOGGING_DISPATCH, lambda **kwargs: kwargs["logging_obj"]
-    )
-    handler = _run_only_when_observed(
-        LiteLLMLogging, SYNC_SUCCESS_HANDLER, lambda self, *args, **kwargs: self
-    )
-    return dispatch and handler
+    dispatch = getattr(litellm.utils, SUCCESS_LOGGING_DISPATCH, None)
+    if dispatch is None:
+        log.warning("litellm %s: success logging cannot be skipped", litellm_version())
+        return False
+    if getattr(dispatch, _SKIPS_UNOBSERVED, False):
+        return True
+
+    def dispatch_when_observed(*, logging_obj: Any, **kwargs: Any) -> None:
+        if success_callbacks_registered(logging_obj):
+            dispatch(logging_obj=logging_obj, **kwargs)
+
+    setattr(dispatch_when_observed, _SKIPS_UNOBSERVED, True)
+    setattr(litellm.utils, SUCCESS_LOGGING_DISPATCH, dispatch_when_observed)
+    return True
 
 
 def litellm_version() -> str:
@@ -349,17 +319,14 @@ class LiteLLMModel(LanguageModel):
             "mode": "chat",
             "litellm_provider": model.split("/", 1)[0],
         }
-        with _REGISTRATION_LOCK:
-            if model in self._known:
-                return
-            litellm_logger = logging.getLogger("LiteLLM")
-            level = litellm_logger.level
-            litellm_logger.setLevel(logging.ERROR)  # it warns that cache-token prices default to 0
-            try:
-                litellm.register_model({model: entry})
-            finally:
-                litellm_logger.setLevel(level)
-            self._known.add(model)
+        litellm_logger = logging.getLogger("LiteLLM")
+        level = litellm_logger.level
+        litellm_logger.setLevel(logging.ERROR)  # it warns that cache-token prices default to 0
+        try:
+            litellm.register_model({model: entry})
+        finally:
+            litellm_logger.setLevel(level)
+        self._known.add(model)
 
     async def complete(self, request: LLMRequest, *, attempt: int, timeout_s: float) -> Completion:
         """Call ``litellm.acompletion`` once (litellm's own retries are off), here or in a
@@ -421,25 +388,6 @@ class LiteLLMModel(LanguageModel):
     ) -> Completion:
         """The litellm call itself (``cost_usd`` is left for :meth:`complete`)."""
         self._ensure_priced(request.model)
-        response = await litellm.acompletion(**self._litellm_kwargs(request, attempt, timeout_s))
-        return self._completion(request, response)
-
-    def complete_blocking(
-        self, request: LLMRequest, *, attempt: int, timeout_s: float
-    ) -> Completion:
-        """The same call through the blocking ``litellm.completion``, in the calling thread.
-
-        What an LLM worker process runs, one thread per call in flight (see
-        :mod:`simworld.llm_workers`). Safe to call from several threads at once. The answer
-        equals :meth:`complete`'s; ``cost_usd`` is left unset for the caller to price.
-        """
-        self._ensure_priced(request.model)
-        response = litellm.completion(**self._litellm_kwargs(request, attempt, timeout_s))
-        return self._completion(request, response)
-
-    @staticmethod
-    def _litellm_kwargs(request: LLMRequest, attempt: int, timeout_s: float) -> dict[str, Any]:
-        """litellm's arguments for one attempt (its own retries off)."""
         kwargs: dict[str, Any] = {
             "model": request.model,
             "messages": list(request.messages),
@@ -462,11 +410,7 @@ class LiteLLMModel(LanguageModel):
             kwargs["logprobs"] = True
             kwargs["top_logprobs"] = TOP_LOGPROBS
             kwargs["drop_params"] = True  # providers without log-probabilities just omit them
-        return kwargs
-
-    @staticmethod
-    def _completion(request: LLMRequest, response: Any) -> Completion:
-        """The :class:`Completion` of litellm's response to ``request``."""
+        response = await litellm.acompletion(**kwargs)
         text = response.choices[0].message.content or ""
         extra: dict[str, Any] = {}
         if request.logprobs:

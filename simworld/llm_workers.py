@@ -3,17 +3,9 @@
 litellm spends about a millisecond of CPU on every call (parameter mapping, cost and logging
 bookkeeping, a thread hop), all of it on the one event loop that also runs the simulation.
 A large run therefore hands its calls to worker processes, each running
-:class:`~simworld.llm.LiteLLMModel` (so every call still goes through litellm). The parent
-keeps everything that makes a run reproducible: retries, seeds, the cache, accounting and
-cost (recomputed from the returned token counts).
-
-A worker runs each call in flight in a thread of its own, through the blocking
-``litellm.completion`` (:meth:`~simworld.llm.LiteLLMModel.complete_blocking`). A thread keeps
-the interpreter until its call waits on the provider, so the calls of a burst get their
-bookkeeping done one after another, first come first served. On an event loop the same calls
-interleave at every ``await`` of litellm's path, so each one's request goes out only after
-much of the burst's CPU is spent. A call the parent gave up on (timed out) finishes in its
-thread, bounded by the timeout litellm was given, and its answer is dropped.
+:class:`~simworld.llm.LiteLLMModel` (so every call still goes through ``litellm.acompletion``)
+on its own event loop. The parent keeps everything that makes a run reproducible: retries,
+seeds, the cache, accounting and cost (recomputed from the returned token counts).
 
 Results do not depend on where a call ran: a call's answer is a function of its request and
 seed only, and an error crosses back with the same kind, retry class and message it would
@@ -27,9 +19,9 @@ for them. ``local/`` models always run in-process. Workers are
 shared by every backend of the process, inherit its environment when they start, and exit
 with it.
 
-Protocol: length-prefixed pickles over a socket pair (parent and its own child only).
-Parent to worker ``(CALL, id, request, attempt, timeout_s)``; worker to parent ``(READY,)``
-once, then ``(RESULT, id, completion, error)``.
+Protocol: length-prefixed pickles over a socket pair. Parent to worker ``(CALL, id, request,
+attempt, timeout_s)`` and ``(CANCEL, id)``; worker to parent ``(READY,)`` once, then
+``(RESULT, id, completion, error)``.
 """
 
 from __future__ import annotations
@@ -46,9 +38,7 @@ import socket
 import struct
 import subprocess
 import sys
-import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,7 +48,6 @@ import openai
 from simworld.gateway import error_kind, is_transient
 from simworld.llm import CallIdentity, Completion, LiteLLMModel, LLMRequest, RemoteModelError
 from simworld.process import tune_gc
-from simworld.scenario import MAX_CONCURRENCY
 
 WORKERS_ENV = "SIMWORLD_LLM_WORKERS"
 AUTO = "auto"
@@ -74,13 +63,14 @@ READY_TIMEOUT_S = 120.0
 # litellm: its first calls import and cache what the rest of its call path needs.
 WARM_UP_CALLS = 8
 WARM_UP_MODEL = "fake/default"
-# Threads a worker may run calls in: one per call in flight, created as calls arrive. As many
-# as a scenario's concurrency cap allows, so no call waits in the worker for a thread.
-MAX_CALL_THREADS = MAX_CONCURRENCY
+# litellm runs part of every call in a thread of the event loop's default executor; each hop
+# there and back waits for the GIL, which Python hands over every switch interval (5 ms by
+# default). A worker, which runs nothing but litellm, hands it over ten times as often.
+WORKER_SWITCH_INTERVAL_S = 0.0005
 EXIT_TIMEOUT_S = 5.0
 RECV_BYTES = 1 << 16
 _HEADER = struct.Struct("!I")
-CALL, READY, RESULT = "call", "ready", "result"
+CALL, CANCEL, READY, RESULT = "call", "cancel", "ready", "result"
 WORKER_LOST = "llm worker process exited"
 
 log = logging.getLogger(__name__)
@@ -383,8 +373,10 @@ class WorkerPool:
         worker.send((CALL, call_id, request, attempt, timeout_s))
         try:
             return await future
-        finally:  # a cancelled call's answer, when it comes, finds nothing pending
-            worker.pending.pop(call_id, None)
+        except asyncio.CancelledError:
+            if worker.pending.pop(call_id, None) is not None:
+                worker.send((CANCEL, call_id))
+            raise
 
     def close(self) -> None:
         """Stop every worker."""
@@ -415,7 +407,7 @@ def close_pools() -> None:
 # -- the worker side ---------------------------------------------------------------------------
 
 
-def warm_up(model: LiteLLMModel, threads: ThreadPoolExecutor) -> None:
+async def warm_up(model: LiteLLMModel) -> None:
     """Make :data:`WARM_UP_CALLS` concurrent fake calls through ``model`` (and litellm)."""
     requests = [
         LLMRequest(
@@ -427,52 +419,54 @@ def warm_up(model: LiteLLMModel, threads: ThreadPoolExecutor) -> None:
         )
         for i in range(WARM_UP_CALLS)
     ]
-    calls = [
-        threads.submit(model.complete_blocking, r, attempt=0, timeout_s=READY_TIMEOUT_S)
-        for r in requests
-    ]
-    for call in calls:
-        call.result()
+    await asyncio.gather(
+        *(model.complete(r, attempt=0, timeout_s=READY_TIMEOUT_S) for r in requests)
+    )
 
 
-def serve(sock: socket.socket) -> None:
+async def serve(sock: socket.socket) -> None:
     """Warm up (:func:`warm_up`) and tune the collector (:func:`~simworld.process.tune_gc`),
-    then answer calls arriving on ``sock``, each in a thread, until the parent closes it."""
+    then answer calls arriving on ``sock`` until the parent closes it."""
     model = LiteLLMModel(workers=0)
-    threads = ThreadPoolExecutor(MAX_CALL_THREADS, thread_name_prefix="simworld-llm-call")
-    warm_up(model, threads)
+    await warm_up(model)
     tune_gc()
-    sending = threading.Lock()
+    reader, writer = await asyncio.open_connection(sock=sock)
+    tasks: dict[int, asyncio.Task[None]] = {}
 
-    def send(message: tuple[Any, ...]) -> None:
-        frame = _frame(message)
-        with sending, contextlib.suppress(OSError):  # the parent is gone: nobody to tell
-            sock.sendall(frame)
-
-    def answer(call_id: int, request: LLMRequest, attempt: int, timeout_s: float) -> None:
+    async def answer(call_id: int, request: LLMRequest, attempt: int, timeout_s: float) -> None:
         completion: Completion | None = None
         error: BaseException | None = None
         try:
-            completion = model.complete_blocking(request, attempt=attempt, timeout_s=timeout_s)
+            completion = await model.complete(request, attempt=attempt, timeout_s=timeout_s)
         except Exception as exc:  # every failure is reported to the parent
             error = _remote_error(exc)
-        send((RESULT, call_id, completion, error))
+        finally:
+            tasks.pop(call_id, None)
+        writer.write(_frame((RESULT, call_id, completion, error)))
 
-    send((READY,))
-    with sock.makefile("rb") as reader, contextlib.suppress(ConnectionError):
-        while len(header := reader.read(_HEADER.size)) == _HEADER.size:
-            (size,) = _HEADER.unpack(header)
-            if len(data := reader.read(size)) < size:
-                break
-            _, call_id, request, attempt, timeout_s = pickle.loads(data)
-            threads.submit(answer, call_id, request, attempt, timeout_s)
-    threads.shutdown(wait=False, cancel_futures=True)
+    writer.write(_frame((READY,)))
+    while True:
+        try:
+            (size,) = _HEADER.unpack(await reader.readexactly(_HEADER.size))
+            message = pickle.loads(await reader.readexactly(size))
+        except (asyncio.IncompleteReadError, ConnectionError):
+            break
+        if message[0] == CALL:
+            _, call_id, request, attempt, timeout_s = message
+            tasks[call_id] = asyncio.create_task(answer(call_id, request, attempt, timeout_s))
+        elif message[0] == CANCEL and (task := tasks.pop(message[1], None)) is not None:
+            task.cancel()
+    for task in tasks.values():
+        task.cancel()
+    writer.close()
 
 
 def main(argv: list[str]) -> None:
     """Entry point of a worker process: ``python -m simworld.llm_workers FD``."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when workers stop
-    serve(socket.socket(fileno=int(argv[0])))
+    sys.setswitchinterval(WORKER_SWITCH_INTERVAL_S)
+    sock = socket.socket(fileno=int(argv[0]))
+    asyncio.run(serve(sock))
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ DEFAULT_MODEL = "local/gemma3-270m"
 DEFAULT_TEMPERATURE = 0.7
 DEFAULT_MAX_TOKENS = 160
 DEFAULT_CONCURRENCY = 16
-MAX_CONCURRENCY = 4096
 SLUG = r"^[a-z0-9][a-z0-9_\-]*$"
 
 OpinionValue = int | str
@@ -255,7 +254,7 @@ class LLMConfig(_Strict):
     model: str = Field(default=DEFAULT_MODEL, min_length=3)
     temperature: float = Field(default=DEFAULT_TEMPERATURE, ge=0.0, le=2.0)
     max_tokens: int = Field(default=DEFAULT_MAX_TOKENS, ge=1, le=32_768)
-    concurrency: int = Field(default=DEFAULT_CONCURRENCY, ge=1, le=MAX_CONCURRENCY)
+    concurrency: int = Field(default=DEFAULT_CONCURRENCY, ge=1, le=4096)
     cache: Literal["off", "record", "replay"] = "record"
     timeout_s: float = Field(default=60.0, gt=0.0)
     max_retries: int = Field(default=4, ge=0, le=20)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import time
 from typing import Any
 
 import litellm
@@ -39,9 +38,6 @@ class Recorder(CustomLogger):
     async def async_log_success_event(self, kwargs: Any, response_obj: Any, start_time, end_time):
         self.events.append(kwargs["model"])
 
-    def log_success_event(self, kwargs: Any, response_obj: Any, start_time, end_time):
-        self.events.append(f"sync:{kwargs['model']}")
-
 
 @pytest.fixture
 def success_handler_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
@@ -54,20 +50,6 @@ def success_handler_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
         await original(self, *args, **kwargs)
 
     monkeypatch.setattr(litellm_logging.Logging, "async_success_handler", spy)
-    return calls
-
-
-@pytest.fixture
-def sync_success_bodies(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Counts runs of the body of litellm's per-call blocking success handler."""
-    calls: list[int] = []
-    original = litellm_logging.Logging._success_handler_body
-
-    def spy(self: Any, *args: Any, **kwargs: Any) -> None:
-        calls.append(1)
-        original(self, *args, **kwargs)
-
-    monkeypatch.setattr(litellm_logging.Logging, "_success_handler_body", spy)
     return calls
 
 
@@ -96,16 +78,12 @@ def test_settings_are_applied_on_import() -> None:
     assert litellm.telemetry is False and litellm.suppress_debug_info is True
     dispatch = getattr(litellm.utils, llm.SUCCESS_LOGGING_DISPATCH)
     assert getattr(dispatch, llm._SKIPS_UNOBSERVED, False)
-    handler = getattr(litellm_logging.Logging, llm.SYNC_SUCCESS_HANDLER)
-    assert getattr(handler, llm._SKIPS_UNOBSERVED, False)
 
 
 def test_configure_is_idempotent() -> None:
     before = getattr(litellm.utils, llm.SUCCESS_LOGGING_DISPATCH)
-    handler = getattr(litellm_logging.Logging, llm.SYNC_SUCCESS_HANDLER)
     configure_litellm()
     assert getattr(litellm.utils, llm.SUCCESS_LOGGING_DISPATCH) is before
-    assert getattr(litellm_logging.Logging, llm.SYNC_SUCCESS_HANDLER) is handler
 
 
 def test_no_success_logging_runs_per_call(
@@ -114,29 +92,6 @@ def test_no_success_logging_runs_per_call(
     model = LiteLLMModel(workers=0)
     asyncio.run(complete_then_settle(model, request()))
     assert success_handler_calls == []
-
-
-def test_no_success_logging_runs_per_blocking_call(
-    sync_success_bodies: list[int], fresh_callback_lists: None
-) -> None:
-    LiteLLMModel(workers=0).complete_blocking(request(), attempt=0, timeout_s=10)
-    time.sleep(0.05)  # let the logging thread run whatever litellm handed it
-    assert sync_success_bodies == []
-
-
-def test_registered_callbacks_still_hear_every_blocking_call(
-    sync_success_bodies: list[int], fresh_callback_lists: None
-) -> None:
-    recorder = Recorder()
-    litellm.callbacks = [recorder]
-    model = LiteLLMModel(workers=0)
-    for agent in ("a", "b"):
-        model.complete_blocking(request(agent), attempt=0, timeout_s=10)
-    deadline = time.monotonic() + CALLBACK_WAIT_S
-    while len(recorder.events) < 2 and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert recorder.events == ["sync:default", "sync:default"]
-    assert len(sync_success_bodies) == 2
 
 
 def test_registered_callbacks_still_hear_every_call(
@@ -183,20 +138,3 @@ def test_completion_cost_follows_the_price() -> None:
         LiteLLMModel(price=price, workers=0).complete(request(), attempt=0, timeout_s=10)
     )
     assert done.prompt_tokens > 0 and done.cost_usd == pytest.approx(done.prompt_tokens)
-
-
-def test_blocking_call_answers_as_the_async_one() -> None:
-    """What a worker thread gets from ``litellm.completion`` equals ``litellm.acompletion``'s."""
-    model = LiteLLMModel(workers=0)
-    probe = dataclasses.replace(
-        request("p"),
-        schema={"type": "object", "properties": {"answer": {"enum": [1, 2, 3]}}},
-        schema_name="Answer",
-        logprobs=True,
-    )
-    for req in (request("a"), probe):
-        blocking = model.complete_blocking(req, attempt=2, timeout_s=10)
-        awaited = asyncio.run(model.complete(req, attempt=2, timeout_s=10))
-        assert blocking.cost_usd is None and blocking.text
-        assert dataclasses.replace(blocking, cost_usd=awaited.cost_usd) == awaited
-    assert awaited.extra["option_probs"]

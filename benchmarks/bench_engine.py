@@ -2,8 +2,10 @@
 
 Each is measured for the paths a call can take: litellm in LLM worker processes (what a
 large run uses, :mod:`simworld.llm_workers`; started and warm before the measurements, their
-start-up is reported apart), litellm in this process (``SIMWORLD_LLM_WORKERS=0``, and a run's
-first calls), and an engine-only backend that just sleeps. Also this process's CPU per call.
+start-up is reported apart), also with one worker per core when the default count differs,
+litellm in this process (``SIMWORLD_LLM_WORKERS=0``, and a run's first calls), and an
+engine-only backend that just sleeps. The paths' simulations are stepped in turn, so all see
+the same machine load. Also this process's CPU per call.
 
 Run: ``.venv/bin/python benchmarks/bench_engine.py`` (writes ``benchmarks/results/engine.json``).
 """
@@ -34,7 +36,7 @@ RESULTS = Path(__file__).parent / "results" / "engine.json"
 LATENCY_MS = 100
 CONCURRENCY = 64
 LATENCY_AGENTS = 1000
-LATENCY_STEPS = 3
+LATENCY_STEPS = 4
 CPU_CALLS = 3000
 CPU_WARMUP_CALLS = 300
 CPU_MESSAGES = (
@@ -43,6 +45,8 @@ CPU_MESSAGES = (
 )
 SCALING_AGENTS = (100, 1000, 10_000)
 TARGET_RATIO = 1.15
+SPEED_LOOP = 10**7
+SPEED_REPEATS = 5
 TARGET_MS_PER_AGENT_STEP = 2.0
 
 
@@ -96,21 +100,38 @@ class SleepingModel(LanguageModel):
         return Completion(text="For me it is Agree.", prompt_tokens=100, completion_tokens=5)
 
 
+def time_paths(
+    backends: dict[str, Callable[[], LanguageModel]],
+    n: int,
+    *,
+    model: str,
+    concurrency: int,
+    steps: int,
+) -> dict[str, list[float]]:
+    """Wall time of each of ``steps`` steps of one simulation per backend (construction
+    excluded), the simulations stepped in turn so that every path sees the same machine."""
+    sims = {}
+    for name, make in backends.items():
+        sc = scenario(n, model=model, concurrency=concurrency)
+        sims[name] = SocialSimulation(sc, gateway=Gateway(make(), config=sc.llm, cache=None))
+    times: dict[str, list[float]] = {name: [] for name in sims}
+    for _ in range(steps):
+        for name, sim in sims.items():
+            started = time.perf_counter()
+            sim.step()
+            times[name].append(time.perf_counter() - started)
+    for sim in sims.values():
+        sim.close()
+    return times
+
+
 def time_steps(
     n: int, *, model: str, concurrency: int, steps: int, backend: LanguageModel | None = None
 ) -> list[float]:
-    """Wall time of each of ``steps`` steps (model construction excluded); ``backend``
-    defaults to the real one, :class:`LiteLLMModel` with its default worker policy."""
-    sc = scenario(n, model=model, concurrency=concurrency)
-    gateway = Gateway(backend or LiteLLMModel(), config=sc.llm, cache=None)
-    sim = SocialSimulation(sc, gateway=gateway)
-    times = []
-    for _ in range(steps):
-        started = time.perf_counter()
-        sim.step()
-        times.append(time.perf_counter() - started)
-    sim.close()
-    return times
+    """:func:`time_paths` of one backend, by default the real one (:class:`LiteLLMModel`
+    with its default worker policy)."""
+    make = (lambda: backend) if backend is not None else LiteLLMModel
+    return time_paths({"one": make}, n, model=model, concurrency=concurrency, steps=steps)["one"]
 
 
 def cpu_per_call_ms(backend: LanguageModel, calls: int = CPU_CALLS) -> dict[str, float]:
@@ -152,6 +173,17 @@ def cpu_per_call_ms(backend: LanguageModel, calls: int = CPU_CALLS) -> dict[str,
     return {"cpu_ms": used / calls * 1e3, "gc_ms": collected / calls * 1e3}
 
 
+def core_speed_s() -> float:
+    """Best of :data:`SPEED_REPEATS` timings of a fixed pure-Python loop: how much of a core
+    this process gets (the load average does not show a busy host's other guests)."""
+    timings = []
+    for _ in range(SPEED_REPEATS):
+        started = time.perf_counter()
+        sum(range(SPEED_LOOP))
+        timings.append(time.perf_counter() - started)
+    return min(timings)
+
+
 def path_result(step_s: list[float], ideal: float) -> dict[str, Any]:
     """Step times and their ratios to the ideal step."""
     return {
@@ -174,34 +206,30 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="skip the 10,000-agent size")
     args = parser.parse_args()
-    load_start = os.getloadavg()
+    load_start, speed_start = os.getloadavg(), core_speed_s()
     time_steps(50, model="fake/default", concurrency=CONCURRENCY, steps=1)  # warm-up
     cpu_default_gc = cpu_per_call_ms(LiteLLMModel(workers=0))
     tune_gc()  # as the simworld command and every worker process do
     auto = WorkerPolicy.resolve()
-    workers = auto.workers
+    workers, cores = auto.workers, os.cpu_count() or 1
     worker_start_s = start_workers(workers)
     ideal = math.ceil(LATENCY_AGENTS / CONCURRENCY) * LATENCY_MS / 1000
-    latency_model = f"fake/default?latency_ms={LATENCY_MS}"
-    backends: dict[str, Callable[[], LanguageModel]] = {
-        "in_process": lambda: LiteLLMModel(workers=0),
-        "engine_only": lambda: SleepingModel(LATENCY_MS / 1000),
-    }
+    backends: dict[str, Callable[[], LanguageModel]] = {}
     if workers:
-        backends = {"workers": lambda: LiteLLMModel(workers=workers), **backends}
-    paths = {
-        name: path_result(
-            time_steps(
-                LATENCY_AGENTS,
-                model=latency_model,
-                concurrency=CONCURRENCY,
-                steps=LATENCY_STEPS,
-                backend=make(),
-            ),
-            ideal,
-        )
-        for name, make in backends.items()
-    }
+        backends["workers"] = lambda: LiteLLMModel(workers=workers)
+    if workers and workers != cores:  # the default's rival: one worker per core
+        start_workers(cores)
+        backends["workers_one_per_core"] = lambda: LiteLLMModel(workers=cores)
+    backends["in_process"] = lambda: LiteLLMModel(workers=0)
+    backends["engine_only"] = lambda: SleepingModel(LATENCY_MS / 1000)
+    steps = time_paths(
+        backends,
+        LATENCY_AGENTS,
+        model=f"fake/default?latency_ms={LATENCY_MS}",
+        concurrency=CONCURRENCY,
+        steps=LATENCY_STEPS,
+    )
+    paths = {name: path_result(times, ideal) for name, times in steps.items()}
     cpu = {
         "in_process_default_gc": cpu_default_gc,
         "in_process": cpu_per_call_ms(LiteLLMModel(workers=0)),
@@ -223,6 +251,7 @@ def main() -> None:
             "cpu": platform.processor() or platform.machine(),
             "cores": os.cpu_count(),
             "loadavg": {"start": load_start, "end": os.getloadavg()},
+            "core_speed_s": {"start": speed_start, "end": core_speed_s()},
         },
         "workers": workers,
         "worker_start_s": worker_start_s,

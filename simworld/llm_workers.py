@@ -11,7 +11,7 @@ Results do not depend on where a call ran: a call's answer is a function of its 
 seed only, and an error crosses back with the same kind, retry class and message it would
 have had in-process.
 
-``SIMWORLD_LLM_WORKERS`` chooses: ``auto`` (the default) starts ``min(cores, 4)`` workers
+``SIMWORLD_LLM_WORKERS`` chooses: ``auto`` (the default) starts ``min(2 × cores, 4)`` workers
 once one backend has made ``AUTO_START_CALLS`` calls at ``AUTO_MIN_CALLS_PER_S`` or faster (a
 large, fast run; small runs, tests and latency-bound runs stay in-process) and uses them as
 soon as they are ready; ``0`` never; ``N`` starts ``N`` workers at the first call and waits
@@ -52,6 +52,10 @@ from simworld.process import tune_gc
 WORKERS_ENV = "SIMWORLD_LLM_WORKERS"
 AUTO = "auto"
 MAX_AUTO_WORKERS = 4
+# Two per core: the calls a worker holds interleave on its event loop, each waiting for the
+# CPU of the others in flight there, so smaller shares wait less. Measured side by side on
+# two cores (docs/benchmarks.md), 4 workers beat 2 in every pair; each holds about 240 MB.
+AUTO_WORKERS_PER_CORE = 2
 # ``auto`` starts the workers once one backend has made AUTO_START_CALLS calls at
 # AUTO_MIN_CALLS_PER_S or more: by then litellm (about 1 ms of CPU per call) keeps a fifth
 # of the event loop busy, and the run is long enough to repay a worker's start-up (a few
@@ -116,7 +120,7 @@ class WorkerPolicy:
             return cls(int(raw))
         if sys.platform == "win32":  # the parent's selector-based socket handling needs POSIX
             return cls(0)
-        workers = min(os.cpu_count() or 1, MAX_AUTO_WORKERS)
+        workers = min((os.cpu_count() or 1) * AUTO_WORKERS_PER_CORE, MAX_AUTO_WORKERS)
         return cls(workers, AUTO_START_CALLS, AUTO_MIN_CALLS_PER_S, wait=False)
 
 

@@ -56,10 +56,10 @@ def main() -> None:
     )
     rival = paths.get("workers_one_per_core")
     per_core = (
-        "Two per core, because the calls a worker holds interleave on its event loop, each\n"
+        "\n  Two per core, because the calls a worker holds interleave on its event loop, each\n"
         "  waiting for the CPU of the others in flight there: with one per core instead, stepped\n"
         f"  in turn with the default, the ratio was {rival['ratio_best']:.2f} / "
-        f"{rival['ratio_median']:.2f}. "
+        f"{rival['ratio_median']:.2f}."
         if rival
         else ""
     )
@@ -111,8 +111,8 @@ every 1.6 s step, and the calls queued behind it. Three changes:
   `SIMWORLD_LLM_WORKERS`: `auto` (the default: min(2 × cores, 4) workers, here {workers},
   started once one backend has made {e["auto_start"]["calls"]} calls at
   {e["auto_start"]["calls_per_s"]:.0f} calls/s or more, so small, latency-bound runs and tests
-  stay in-process), `0`, or a number of workers. {per_core}A worker's start-up, mostly importing
-  litellm, took {e["worker_start_s"]:.1f} s here and was done before these measurements;
+  stay in-process), `0`, or a number of workers.{per_core}
+  A worker's start-up, mostly importing litellm, took {e["worker_start_s"]:.1f} s here and was done before these measurements;
   each worker warms litellm up with a few fake calls before it takes work, and hands the GIL
   over every 0.5 ms rather than every 5 ms (litellm hops every call to a thread and back).
 - The `simworld` command (for `run`, `resume` and `replay`), `scenarios/run_all.py` and

@@ -126,7 +126,7 @@ every 1.6 s step, and the calls queued behind it. Three changes:
 
 What is left of the gap: the 64 calls of a wave start together and end together (the fake
 latency has no jitter), so each wave brings 64 × {cpu["in_process"]["cpu_ms"]:.2f} ms of litellm CPU at once,
-about half of it per worker on two cores, and a call waits for part of that before its
+spread over the workers on two cores, and a call waits for part of that before its
 100 ms start. The margin to 1.15 is therefore small and depends on how much of the two cores
 the run gets: while other work held part of them, the same code measured well above the
 target. Running each call in a worker thread through the blocking `litellm.completion`

@@ -135,8 +135,8 @@ def time_steps(
 
 
 def cpu_per_call_ms(backend: LanguageModel, calls: int = CPU_CALLS) -> dict[str, float]:
-    """This process's CPU per call (ms) for zero-latency fake calls through a gateway, and
-    the part of it the garbage collector took."""
+    """This process's CPU per call (ms) for zero-latency fake calls through a gateway, the
+    part of it the garbage collector took, and the collector's longest pause."""
     config = LLMConfig(model="fake/default", concurrency=CONCURRENCY, cache="off")
     gateway = Gateway(backend, config=config, cache=None)
 
@@ -152,15 +152,17 @@ def cpu_per_call_ms(backend: LanguageModel, calls: int = CPU_CALLS) -> dict[str,
     async def run(first: int, count: int) -> None:
         await asyncio.gather(*(gateway.call(request(i)) for i in range(first, first + count)))
 
-    collected = 0.0
+    collected = longest = 0.0
     collecting_since = 0.0
 
     def on_gc(phase: str, info: dict[str, int]) -> None:
-        nonlocal collected, collecting_since
+        nonlocal collected, longest, collecting_since
         if phase == "start":
             collecting_since = time.process_time()
         else:
-            collected += time.process_time() - collecting_since
+            pause = time.process_time() - collecting_since
+            collected += pause
+            longest = max(longest, pause)
 
     loop = asyncio.new_event_loop()
     loop.run_until_complete(run(0, CPU_WARMUP_CALLS))
@@ -170,7 +172,11 @@ def cpu_per_call_ms(backend: LanguageModel, calls: int = CPU_CALLS) -> dict[str,
     used = time.process_time() - started
     gc.callbacks.remove(on_gc)
     loop.close()
-    return {"cpu_ms": used / calls * 1e3, "gc_ms": collected / calls * 1e3}
+    return {
+        "cpu_ms": used / calls * 1e3,
+        "gc_ms": collected / calls * 1e3,
+        "gc_longest_pause_ms": longest * 1e3,
+    }
 
 
 def core_speed_s() -> float:
@@ -182,6 +188,14 @@ def core_speed_s() -> float:
         sum(range(SPEED_LOOP))
         timings.append(time.perf_counter() - started)
     return min(timings)
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of process ``pid`` in MB (Linux ``/proc``)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for process {pid}")
 
 
 def path_result(step_s: list[float], ideal: float) -> dict[str, Any]:
@@ -210,6 +224,7 @@ def main() -> None:
     time_steps(50, model="fake/default", concurrency=CONCURRENCY, steps=1)  # warm-up
     cpu_default_gc = cpu_per_call_ms(LiteLLMModel(workers=0))
     tune_gc()  # as the simworld command and every worker process do
+    frozen = gc.get_freeze_count()
     auto = WorkerPolicy.resolve()
     workers, cores = auto.workers, os.cpu_count() or 1
     worker_start_s = start_workers(workers)
@@ -255,7 +270,10 @@ def main() -> None:
         },
         "workers": workers,
         "worker_start_s": worker_start_s,
+        "worker_rss_mb": [rss_mb(pid) for pid in shared_pool(workers).pids],
+        "frozen_objects": frozen,
         "auto_start": {"calls": auto.after_calls, "calls_per_s": auto.min_calls_per_s},
+        "cpu_calls": CPU_CALLS,
         "cpu_per_call_ms": cpu,
         "latency": {
             "agents": LATENCY_AGENTS,

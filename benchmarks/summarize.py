@@ -65,6 +65,7 @@ def main() -> None:
     )
     load_start, load_end = e["machine"]["loadavg"]["start"][0], e["machine"]["loadavg"]["end"][0]
     speed = e["machine"]["core_speed_s"]
+    rss = e["worker_rss_mb"] or [float("nan")]
     doc = f"""# Benchmarks
 
 Every figure here comes from a benchmark in `benchmarks/` whose output file is in
@@ -94,13 +95,13 @@ concurrency {lat["concurrency"]}. Ideal step: ceil(1000/64) × 100 ms = {lat["id
 litellm spends {cpu["in_process"]["cpu_ms"]:.2f} ms of CPU per call in the process that makes it
 (zero-latency fake calls through the gateway, simworld's own work included): parameter
 mapping, a hop to a thread and back, response and cost bookkeeping. All of it ran on the
-simulation's one event loop, so 1000 calls per step kept that loop busy for about a second of
-every 1.6 s step, and the calls queued behind it. Three changes:
+simulation's one event loop, so {lat["agents"]} calls per step kept that loop busy for about
+{cpu["in_process"]["cpu_ms"] * lat["agents"] / 1000:.1f} s of every {lat["ideal_step_s"]:.1f} s step, and the calls queued behind it. Three changes:
 
 - simworld's litellm settings are applied in one place, `configure_litellm()` in
   `simworld/llm.py`. Besides telemetry and debug output off, litellm's per-call success
-  logging (a task per call that rebuilds a standard logging payload and recomputes the cost,
-  about 0.4 ms) runs only when a litellm callback is registered; simworld registers none and
+  logging (a task per call that rebuilds a standard logging payload and recomputes the cost)
+  runs only when a litellm callback is registered; simworld registers none and
   records every call itself (tests lock this in). The rest of litellm's per-call work has no
   switch.
 - A large, fast run hands its calls to LLM worker processes (`simworld/llm_workers.py`): each
@@ -112,14 +113,16 @@ every 1.6 s step, and the calls queued behind it. Three changes:
   started once one backend has made {e["auto_start"]["calls"]} calls at
   {e["auto_start"]["calls_per_s"]:.0f} calls/s or more, so small, latency-bound runs and tests
   stay in-process), `0`, or a number of workers.{per_core}
-  A worker's start-up, mostly importing litellm, took {e["worker_start_s"]:.1f} s here and was done before these measurements;
-  each worker warms litellm up with a few fake calls before it takes work, and hands the GIL
+  A worker's start-up, mostly importing litellm, took {e["worker_start_s"]:.1f} s here and was done before
+  these measurements; each worker held {min(rss):.0f}–{max(rss):.0f} MB resident at the end.
+  Each worker warms litellm up with a few fake calls before it takes work, and hands the GIL
   over every 0.5 ms rather than every 5 ms (litellm hops every call to a thread and back).
 - The `simworld` command (for `run`, `resume` and `replay`), `scenarios/run_all.py` and
   the LLM workers tune Python's garbage collector once their imports are done
   (`tune_gc()` in `simworld/process.py`; this benchmark does the same before it measures).
-  litellm's import leaves some 350,000 objects alive for good, and every full collection
-  walked them all: 150–300 ms pauses, several per 10,000 calls. Frozen, they are skipped,
+  The imports leave objects alive for good ({e["frozen_objects"]:,} frozen in this benchmark's process,
+  which also imports mesa and pandas), and every full collection walked them all: the longest
+  collection in {e["cpu_calls"]:,} calls with Python's defaults took {cpu["in_process_default_gc"]["gc_longest_pause_ms"]:.0f} ms. Frozen, they are skipped,
   and the youngest generation is collected every 7,000 net allocations instead of 700. The
   collector's share of a call, measured in this run: {cpu["in_process_default_gc"]["gc_ms"]:.3f} ms of
   {cpu["in_process_default_gc"]["cpu_ms"]:.2f} ms with Python's defaults, {cpu["in_process"]["gc_ms"]:.3f} ms tuned.

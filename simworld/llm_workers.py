@@ -54,7 +54,7 @@ AUTO = "auto"
 MAX_AUTO_WORKERS = 4
 # Two per core: the calls a worker holds interleave on its event loop, each waiting for the
 # CPU of the others in flight there, so smaller shares wait less. Measured side by side on
-# two cores (docs/benchmarks.md), 4 workers beat 2 in every pair; each holds about 240 MB.
+# two cores, 4 workers beat 2 in every pair (their memory: docs/benchmarks.md).
 AUTO_WORKERS_PER_CORE = 2
 # ``auto`` starts the workers once one backend has made AUTO_START_CALLS calls at
 # AUTO_MIN_CALLS_PER_S or more: by then litellm (about 1 ms of CPU per call) keeps a fifth
@@ -330,6 +330,11 @@ class WorkerPool:
     def started(self) -> bool:
         """Whether :meth:`start` has run."""
         return bool(self._workers)
+
+    @property
+    def pids(self) -> list[int]:
+        """Process ids of the workers still running."""
+        return [w.process.pid for w in self._workers if w.alive]
 
     def ready(self) -> bool:
         """Whether a live worker can take calls (call from the loop that will use it)."""

@@ -147,6 +147,7 @@ def test_pool_serves_successive_event_loops() -> None:
     assert first == second and first.text
     pool = shared_pool(WORKERS)
     assert all(not w.pending for w in pool._workers)
+    assert pool.pids == [w.process.pid for w in pool._workers] and len(pool.pids) == WORKERS
 
 
 def test_timed_out_call_is_cancelled_in_the_worker() -> None:

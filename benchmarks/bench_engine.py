@@ -2,7 +2,7 @@
 
 Each is measured for the paths a call can take: litellm in LLM worker processes (what a
 large run uses, :mod:`simworld.llm_workers`; started and warm before the measurements, their
-start-up is reported apart), also with one worker per core when the default count differs,
+start-up is reported apart), also with two workers per core beside the default's one,
 litellm in this process (``SIMWORLD_LLM_WORKERS=0``, and a run's first calls), and an
 engine-only backend that just sleeps. The paths' simulations are stepped in turn, so all see
 the same machine load. Also this process's CPU per call.
@@ -232,9 +232,9 @@ def main() -> None:
     backends: dict[str, Callable[[], LanguageModel]] = {}
     if workers:
         backends["workers"] = lambda: LiteLLMModel(workers=workers)
-    if workers and workers != cores:  # the default's rival: one worker per core
-        start_workers(cores)
-        backends["workers_one_per_core"] = lambda: LiteLLMModel(workers=cores)
+    if workers == cores:  # the default's rival: two workers per core
+        start_workers(2 * cores)
+        backends["workers_two_per_core"] = lambda: LiteLLMModel(workers=2 * cores)
     backends["in_process"] = lambda: LiteLLMModel(workers=0)
     backends["engine_only"] = lambda: SleepingModel(LATENCY_MS / 1000)
     steps = time_paths(

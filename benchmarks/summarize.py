@@ -44,7 +44,7 @@ def main() -> None:
     path_names = {
         "workers": f"through litellm in {workers} LLM worker process{'es' if workers > 1 else ''}"
         " (what a large run uses)",
-        "workers_one_per_core": f"through litellm in {e['machine']['cores']} LLM worker processes, one per core",
+        "workers_two_per_core": f"through litellm in {2 * e['machine']['cores']} LLM worker processes, two per core",
         "in_process": "through litellm in the simulation's process (a run's first calls)",
         "engine_only": "engine only (a backend that just sleeps)",
     }
@@ -54,18 +54,18 @@ def main() -> None:
         f"{verdict(p['ratio_median'] <= lat['target_ratio'])} |"
         for name, p in paths.items()
     )
-    rival = paths.get("workers_one_per_core")
+    rival = paths.get("workers_two_per_core")
     per_core = (
-        "\n  Two per core, because the calls a worker holds interleave on its event loop, each\n"
-        "  waiting for the CPU of the others in flight there: with one per core instead, stepped\n"
-        f"  in turn with the default, the ratio was {rival['ratio_best']:.2f} / "
-        f"{rival['ratio_median']:.2f}."
+        "\n  One per core: in paired runs (alternating which went first) 2 workers beat 4 every\n"
+        "  time, and each worker holds its own litellm. Stepped in turn with the default in this\n"
+        f"  run, two per core gave {rival['ratio_best']:.2f} / {rival['ratio_median']:.2f}."
         if rival
         else ""
     )
     load_start, load_end = e["machine"]["loadavg"]["start"][0], e["machine"]["loadavg"]["end"][0]
     speed = e["machine"]["core_speed_s"]
     rss = e["worker_rss_mb"] or [float("nan")]
+    rss_range = " to ".join(dict.fromkeys(f"{x:.0f}" for x in (min(rss), max(rss))))
     doc = f"""# Benchmarks
 
 Every figure here comes from a benchmark in `benchmarks/` whose output file is in
@@ -104,19 +104,21 @@ simulation's one event loop, so {lat["agents"]} calls per step kept that loop bu
   runs only when a litellm callback is registered; simworld registers none and
   records every call itself (tests lock this in). The rest of litellm's per-call work has no
   switch.
-- A large, fast run hands its calls to LLM worker processes (`simworld/llm_workers.py`): each
-  runs the same litellm backend, so every call still goes through `litellm.acompletion`, on
-  its own event loop. The simulation's process keeps retries, seeds, the cache,
+- A large, fast run hands its calls to LLM worker processes (`simworld/llm_workers.py`, their
+  side in `simworld/llm_worker.py`): each runs the same litellm backend, so every call still
+  goes through `litellm.acompletion`, on its own event loop. The simulation's process keeps
+  retries, seeds, the cache,
   accounting and cost, and spends {cpu["workers"]["cpu_ms"] if workers else float("nan"):.2f} ms of CPU per call on
   them and on the messages. Outputs are byte-identical either way (tested).
-  `SIMWORLD_LLM_WORKERS`: `auto` (the default: min(2 × cores, 4) workers, here {workers},
+  `SIMWORLD_LLM_WORKERS`: `auto` (the default: min(cores, 4) workers, here {workers},
   started once one backend has made {e["auto_start"]["calls"]} calls at
   {e["auto_start"]["calls_per_s"]:.0f} calls/s or more, so small, latency-bound runs and tests
   stay in-process), `0`, or a number of workers.{per_core}
   A worker's start-up, mostly importing litellm, took {e["worker_start_s"]:.1f} s here and was done before
-  these measurements; each worker held {min(rss):.0f}–{max(rss):.0f} MB resident at the end.
-  Each worker warms litellm up with a few fake calls before it takes work, and hands the GIL
-  over every 0.5 ms rather than every 5 ms (litellm hops every call to a thread and back).
+  these measurements; each worker held {rss_range} MB resident at the end.
+  Each worker warms litellm up with a few fake calls before it takes work, runs litellm's
+  synchronous half of a call in place instead of hopping to a thread and back, and starts
+  the calls it receives in arrival order, one per turn of its event loop (below).
 - The `simworld` command (for `run`, `resume` and `replay`), `scenarios/run_all.py` and
   the LLM workers tune Python's garbage collector once their imports are done
   (`tune_gc()` in `simworld/process.py`; this benchmark does the same before it measures).
@@ -127,14 +129,18 @@ simulation's one event loop, so {lat["agents"]} calls per step kept that loop bu
   collector's share of a call, measured in this run: {cpu["in_process_default_gc"]["gc_ms"]:.3f} ms of
   {cpu["in_process_default_gc"]["cpu_ms"]:.2f} ms with Python's defaults, {cpu["in_process"]["gc_ms"]:.3f} ms tuned.
 
-What is left of the gap: the 64 calls of a wave start together and end together (the fake
+Why arrival order matters: the 64 calls of a wave start together and end together (the fake
 latency has no jitter), so each wave brings 64 × {cpu["in_process"]["cpu_ms"]:.2f} ms of litellm CPU at once,
-spread over the workers on two cores, and a call waits for part of that before its
-100 ms start. The margin to 1.15 is therefore small and depends on how much of the two cores
-the run gets: while other work held part of them, the same code measured well above the
-target. Running each call in a worker thread through the blocking `litellm.completion`
-(first come, first served, instead of interleaving at every `await`) was tried side by side
-and was no better beyond that run-to-run noise.
+spread over the workers on two cores. A worker that started every call it received at once
+interleaved their set-up at every `await`, so each call reached its 100 ms wait only when
+nearly the whole burst had been set up. Started in arrival order, one per turn of the loop,
+the first call waits for its own set-up and the last for everyone's: half as long on
+average. Side by side, alternating which went first, that lowered the ratio in every pair;
+with it, more workers than cores stopped paying. What is left of the gap is
+that CPU, so the margin to 1.15 depends on how much of the two cores the run gets: while
+other work held part of them, earlier versions measured well above the target. Running each
+call in a worker thread through the blocking `litellm.completion` was tried earlier and was
+no better beyond run-to-run noise.
 
 The two cores were shared with other work (load average {load_start:.1f} at the start,
 {load_end:.1f} at the end; the benchmark's own processes count in it); the worker path needs

@@ -1,27 +1,24 @@
 """Worker processes that run litellm calls away from the simulation's event loop.
 
 litellm spends about a millisecond of CPU on every call (parameter mapping, cost and logging
-bookkeeping, a thread hop), all of it on the one event loop that also runs the simulation.
-A large run therefore hands its calls to worker processes, each running
+bookkeeping, a hop to a thread and back), all of it on the one event loop that also runs
+the simulation. A large run therefore hands its calls to worker processes, each running
 :class:`~simworld.llm.LiteLLMModel` (so every call still goes through ``litellm.acompletion``)
-on its own event loop. The parent keeps everything that makes a run reproducible: retries,
-seeds, the cache, accounting and cost (recomputed from the returned token counts).
+on its own event loop (:mod:`simworld.llm_worker`). The parent keeps everything that makes a
+run reproducible: retries, seeds, the cache, accounting and cost (recomputed from the
+returned token counts).
 
 Results do not depend on where a call ran: a call's answer is a function of its request and
 seed only, and an error crosses back with the same kind, retry class and message it would
 have had in-process.
 
-``SIMWORLD_LLM_WORKERS`` chooses: ``auto`` (the default) starts ``min(2 × cores, 4)`` workers
+``SIMWORLD_LLM_WORKERS`` chooses: ``auto`` (the default) starts ``min(cores, 4)`` workers
 once one backend has made ``AUTO_START_CALLS`` calls at ``AUTO_MIN_CALLS_PER_S`` or faster (a
 large, fast run; small runs, tests and latency-bound runs stay in-process) and uses them as
 soon as they are ready; ``0`` never; ``N`` starts ``N`` workers at the first call and waits
 for them. ``local/`` models always run in-process. Workers are
 shared by every backend of the process, inherit its environment when they start, and exit
 with it.
-
-Protocol: length-prefixed pickles over a socket pair. Parent to worker ``(CALL, id, request,
-attempt, timeout_s)`` and ``(CANCEL, id)``; worker to parent ``(READY,)`` once, then
-``(RESULT, id, completion, error)``.
 """
 
 from __future__ import annotations
@@ -33,9 +30,7 @@ import itertools
 import logging
 import os
 import pickle
-import signal
 import socket
-import struct
 import subprocess
 import sys
 from collections.abc import Callable
@@ -43,38 +38,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import openai
-
-from simworld.gateway import error_kind, is_transient
-from simworld.llm import CallIdentity, Completion, LiteLLMModel, LLMRequest, RemoteModelError
-from simworld.process import tune_gc
+from simworld import llm_worker
+from simworld.llm import Completion, LLMRequest, RemoteModelError
+from simworld.llm_worker import CALL, CANCEL, HEADER, READY, READY_TIMEOUT_S, frame
 
 WORKERS_ENV = "SIMWORLD_LLM_WORKERS"
 AUTO = "auto"
 MAX_AUTO_WORKERS = 4
-# Two per core: the calls a worker holds interleave on its event loop, each waiting for the
-# CPU of the others in flight there, so smaller shares wait less. Measured side by side on
-# two cores, 4 workers beat 2 in every pair (their memory: docs/benchmarks.md).
-AUTO_WORKERS_PER_CORE = 2
+# One per core: a worker starts its calls in arrival order (llm_worker.ArrivalQueue), so more
+# workers than cores only add processes competing for them. Measured side by side on two
+# cores, 2 workers beat 4 in every pair (and each holds its own litellm: docs/benchmarks.md).
+AUTO_WORKERS_PER_CORE = 1
 # ``auto`` starts the workers once one backend has made AUTO_START_CALLS calls at
 # AUTO_MIN_CALLS_PER_S or more: by then litellm (about 1 ms of CPU per call) keeps a fifth
 # of the event loop busy, and the run is long enough to repay a worker's start-up (a few
 # seconds of CPU importing litellm, on another core). Latency-bound runs never start them.
 AUTO_START_CALLS = 500
 AUTO_MIN_CALLS_PER_S = 200.0
-READY_TIMEOUT_S = 120.0
-# Before it reports ready, a worker sends this many calls to the fake provider through
-# litellm: its first calls import and cache what the rest of its call path needs.
-WARM_UP_CALLS = 8
-WARM_UP_MODEL = "fake/default"
-# litellm runs part of every call in a thread of the event loop's default executor; each hop
-# there and back waits for the GIL, which Python hands over every switch interval (5 ms by
-# default). A worker, which runs nothing but litellm, hands it over ten times as often.
-WORKER_SWITCH_INTERVAL_S = 0.0005
 EXIT_TIMEOUT_S = 5.0
 RECV_BYTES = 1 << 16
-_HEADER = struct.Struct("!I")
-CALL, CANCEL, READY, RESULT = "call", "cancel", "ready", "result"
 WORKER_LOST = "llm worker process exited"
 
 log = logging.getLogger(__name__)
@@ -124,24 +106,6 @@ class WorkerPolicy:
         return cls(workers, AUTO_START_CALLS, AUTO_MIN_CALLS_PER_S, wait=False)
 
 
-def _frame(message: tuple[Any, ...]) -> bytes:
-    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-    return _HEADER.pack(len(data)) + data
-
-
-def _remote_error(exc: BaseException) -> BaseException:
-    """What a worker sends back for an exception: model errors as :class:`RemoteModelError`
-    (kind, retry class and message as the gateway sees them), others as themselves when they
-    pickle, else as a ``RuntimeError`` naming them."""
-    if isinstance(exc, TimeoutError | openai.OpenAIError):
-        return RemoteModelError(str(exc), kind=error_kind(exc), transient=is_transient(exc))
-    try:
-        pickle.loads(pickle.dumps(exc))
-    except Exception:  # any pickling failure: send a description
-        return RuntimeError(f"{type(exc).__name__}: {exc}")
-    return exc
-
-
 class _Worker:
     """The parent's end of one worker process: a non-blocking socket read and written from
     the event loop that uses it (re-attached when a new loop takes over)."""
@@ -153,7 +117,7 @@ class _Worker:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, (package_root, env.get("PYTHONPATH"))))
         self.index = index
         self.process = subprocess.Popen(
-            [sys.executable, "-m", __name__, str(child.fileno())],
+            [sys.executable, "-m", llm_worker.__name__, str(child.fileno())],
             pass_fds=(child.fileno(),),
             env=env,
             stdin=subprocess.DEVNULL,
@@ -187,7 +151,7 @@ class _Worker:
         if not self.alive:
             return
         pending = bool(self._outbox)
-        self._outbox += _frame(message)
+        self._outbox += frame(message)
         if not pending:
             self._flush()
             if self._outbox and self._loop is not None:
@@ -226,12 +190,12 @@ class _Worker:
                 self._lost()
                 return
             self._inbox += data
-        while len(self._inbox) >= _HEADER.size:
-            (size,) = _HEADER.unpack_from(self._inbox)
-            end = _HEADER.size + size
+        while len(self._inbox) >= HEADER.size:
+            (size,) = HEADER.unpack_from(self._inbox)
+            end = HEADER.size + size
             if len(self._inbox) < end:
                 break
-            message = pickle.loads(self._inbox[_HEADER.size : end])
+            message = pickle.loads(self._inbox[HEADER.size : end])
             del self._inbox[:end]
             self._handle(message)
 
@@ -411,72 +375,3 @@ def close_pools() -> None:
     for pool in _POOLS.values():
         pool.close()
     _POOLS.clear()
-
-
-# -- the worker side ---------------------------------------------------------------------------
-
-
-async def warm_up(model: LiteLLMModel) -> None:
-    """Make :data:`WARM_UP_CALLS` concurrent fake calls through ``model`` (and litellm)."""
-    requests = [
-        LLMRequest(
-            model=WARM_UP_MODEL,
-            messages=({"role": "user", "content": "Say something."},),
-            identity=CallIdentity(seed=0, agent="warm-up", step=0, purpose="warm_up", index=i),
-            temperature=0.0,
-            max_tokens=8,
-        )
-        for i in range(WARM_UP_CALLS)
-    ]
-    await asyncio.gather(
-        *(model.complete(r, attempt=0, timeout_s=READY_TIMEOUT_S) for r in requests)
-    )
-
-
-async def serve(sock: socket.socket) -> None:
-    """Warm up (:func:`warm_up`) and tune the collector (:func:`~simworld.process.tune_gc`),
-    then answer calls arriving on ``sock`` until the parent closes it."""
-    model = LiteLLMModel(workers=0)
-    await warm_up(model)
-    tune_gc()
-    reader, writer = await asyncio.open_connection(sock=sock)
-    tasks: dict[int, asyncio.Task[None]] = {}
-
-    async def answer(call_id: int, request: LLMRequest, attempt: int, timeout_s: float) -> None:
-        completion: Completion | None = None
-        error: BaseException | None = None
-        try:
-            completion = await model.complete(request, attempt=attempt, timeout_s=timeout_s)
-        except Exception as exc:  # every failure is reported to the parent
-            error = _remote_error(exc)
-        finally:
-            tasks.pop(call_id, None)
-        writer.write(_frame((RESULT, call_id, completion, error)))
-
-    writer.write(_frame((READY,)))
-    while True:
-        try:
-            (size,) = _HEADER.unpack(await reader.readexactly(_HEADER.size))
-            message = pickle.loads(await reader.readexactly(size))
-        except (asyncio.IncompleteReadError, ConnectionError):
-            break
-        if message[0] == CALL:
-            _, call_id, request, attempt, timeout_s = message
-            tasks[call_id] = asyncio.create_task(answer(call_id, request, attempt, timeout_s))
-        elif message[0] == CANCEL and (task := tasks.pop(message[1], None)) is not None:
-            task.cancel()
-    for task in tasks.values():
-        task.cancel()
-    writer.close()
-
-
-def main(argv: list[str]) -> None:
-    """Entry point of a worker process: ``python -m simworld.llm_workers FD``."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when workers stop
-    sys.setswitchinterval(WORKER_SWITCH_INTERVAL_S)
-    sock = socket.socket(fileno=int(argv[0]))
-    asyncio.run(serve(sock))
-
-
-if __name__ == "__main__":
-    main(sys.argv[1:])

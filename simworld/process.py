@@ -15,13 +15,13 @@ def tune_gc() -> None:
 
     Call it once, after the imports and before the work, in a process simworld owns (it is
     process-wide, so the library never calls it on a user's behalf). Sweep workers skip it:
-    its full collection (about 0.2 s) slowed their start more than it sped up short runs,
-    and a large run's calls go to LLM workers, which tune themselves. litellm's import leaves
-    some 350,000 objects that live as long as the process; every full collection walked all
-    of them (about 150 ms, several times per 10,000 calls). Frozen, they are never scanned
-    again, and with the raised threshold the collector's share of litellm's CPU per call
-    fell from about a tenth to almost nothing (``benchmarks/bench_engine.py``). Objects
-    created later are collected as usual.
+    its one full collection slowed their start more than it sped up short runs, and a large
+    run's calls go to LLM workers, which tune themselves. litellm's import leaves hundreds of
+    thousands of objects that live as long as the process, and every full collection walked
+    all of them. Frozen, they are never scanned again, and with the raised threshold the
+    collector's share of litellm's CPU per call falls to almost nothing (the counts and
+    pauses: ``benchmarks/bench_engine.py``, docs/benchmarks.md). Objects created later are
+    collected as usual.
     """
     gc.collect()
     gc.freeze()

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import pickle
 import random
 from collections.abc import Iterator
 
-import litellm
 import pytest
 from pydantic import BaseModel
 from test_run import DETERMINISTIC_FILES
 
 from simworld import llm_workers
-from simworld.gateway import Gateway, error_kind, is_transient
+from simworld.gateway import Gateway
 from simworld.llm import CallIdentity, LiteLLMModel, LLMRequest, RemoteModelError
 from simworld.llm_workers import WorkerPolicy, WorkerPool, shared_pool
 from simworld.run import run_scenario
@@ -83,27 +81,6 @@ def test_auto_policy_waits_for_a_large_fast_run() -> None:
     assert not policy.due(500, 0.1)  # too few calls yet
     assert policy.due(501, 1.0)  # 501 calls/s
     assert not policy.due(501, 10.0)  # 50 calls/s: latency-bound, litellm is no burden
-
-
-def test_remote_errors_keep_kind_retry_class_and_message() -> None:
-    original = litellm.RateLimitError("slow down", llm_provider="fake", model="m")
-    remote = llm_workers._remote_error(original)
-    back = pickle.loads(pickle.dumps(remote))
-    assert isinstance(back, RemoteModelError)
-    assert (error_kind(back), is_transient(back), str(back)) == (
-        error_kind(original),
-        is_transient(original),
-        str(original),
-    )
-    auth = litellm.AuthenticationError("bad key", llm_provider="x", model="m")
-    assert not is_transient(llm_workers._remote_error(auth))
-    assert isinstance(llm_workers._remote_error(ValueError("v")), ValueError)
-
-    class Unpicklable(Exception):
-        def __init__(self, a: int, b: int) -> None:
-            super().__init__(f"{a}{b}")
-
-    assert isinstance(llm_workers._remote_error(Unpicklable(1, 2)), RuntimeError)
 
 
 @pytest.mark.parametrize("model", ["fake/default?failure_rate=0.4", "fake/default"])

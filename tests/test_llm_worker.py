@@ -1,0 +1,99 @@
+"""The LLM worker process: errors sent back, litellm's set-up in place, calls in arrival order."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import pickle
+import threading
+from functools import partial
+
+import litellm
+from test_llm_workers import request
+
+from simworld.gateway import error_kind, is_transient
+from simworld.llm import LiteLLMModel, RemoteModelError
+from simworld.llm_worker import ArrivalQueue, InPlaceExecutor, remote_error
+
+
+def test_remote_errors_keep_kind_retry_class_and_message() -> None:
+    original = litellm.RateLimitError("slow down", llm_provider="fake", model="m")
+    remote = remote_error(original)
+    back = pickle.loads(pickle.dumps(remote))
+    assert isinstance(back, RemoteModelError)
+    assert (error_kind(back), is_transient(back), str(back)) == (
+        error_kind(original),
+        is_transient(original),
+        str(original),
+    )
+    auth = litellm.AuthenticationError("bad key", llm_provider="x", model="m")
+    assert not is_transient(remote_error(auth))
+    assert isinstance(remote_error(ValueError("v")), ValueError)
+
+    class Unpicklable(Exception):
+        def __init__(self, a: int, b: int) -> None:
+            super().__init__(f"{a}{b}")
+
+    assert isinstance(remote_error(Unpicklable(1, 2)), RuntimeError)
+
+
+def test_in_place_executor_runs_only_the_chosen_functions_in_place() -> None:
+    def fail() -> None:
+        raise KeyError("k")
+
+    executor = InPlaceExecutor(in_place=(threading.get_ident, fail))
+    ctx = contextvars.copy_context()
+
+    async def threads() -> tuple[int, int, BaseException | None]:
+        loop = asyncio.get_running_loop()
+        loop.set_default_executor(executor)
+        here = await loop.run_in_executor(None, partial(ctx.run, partial(threading.get_ident)))
+        pooled = await loop.run_in_executor(None, lambda: threading.get_ident())
+        try:
+            await loop.run_in_executor(None, fail)
+        except KeyError as exc:
+            return here, pooled, exc
+        return here, pooled, None
+
+    assert executor.submit(divmod, 7, 2).result() == (3, 1)  # not chosen: from a thread
+    here, pooled, error = asyncio.run(threads())
+    assert here == threading.get_ident() != pooled and isinstance(error, KeyError)
+
+
+def test_in_place_executor_recognises_litellms_call_set_up() -> None:
+    seen: list[bool] = []
+
+    class Spy(InPlaceExecutor):
+        def submit(self, fn, /, *args, **kwargs):  # type: ignore[no-untyped-def]
+            seen.append(self.runs_in_place(fn, *args))
+            return super().submit(fn, *args, **kwargs)
+
+    async def one_call() -> None:
+        spy = Spy(in_place=(litellm.main.completion,))
+        asyncio.get_running_loop().set_default_executor(spy)
+        await LiteLLMModel(workers=0).complete(request("p"), attempt=0, timeout_s=10)
+
+    asyncio.run(one_call())
+    assert seen and all(seen)  # else litellm changed how it submits its set-up
+
+
+def test_arrival_queue_starts_calls_in_order_one_per_loop_turn() -> None:
+    async def turns() -> list[list[tuple[int, str]]]:
+        started: list[tuple[int, str]] = []
+        queue = ArrivalQueue(lambda call_id, tag: started.append((call_id, tag)))
+        for i in range(4):
+            queue.add(i, f"c{i}")
+        queue.discard(2)  # cancelled before its turn: never starts
+        seen = [list(started)]
+        for _ in range(4):
+            await asyncio.sleep(0)  # one turn of the loop
+            seen.append(list(started))
+        queue.add(9, "late")  # after the queue ran dry
+        await asyncio.sleep(0)
+        seen.append(list(started))
+        assert len(queue) == 0
+        return seen
+
+    seen = asyncio.run(turns())
+    assert [len(s) for s in seen] == [0, 1, 2, 3, 3, 4]
+    assert seen[-1] == [(0, "c0"), (1, "c1"), (3, "c3"), (9, "late")]

@@ -92,7 +92,7 @@ class InPlaceExecutor(concurrent.futures.ThreadPoolExecutor):
 
     def __init__(self, *, in_place: Collection[Callable[..., Any]]) -> None:
         super().__init__()
-        self._in_place = frozenset(in_place)
+        self._in_place = tuple(in_place)
 
     def runs_in_place(self, fn: Callable[..., Any], /, *args: Any) -> bool:
         """Whether :meth:`submit` runs ``fn(*args)`` in place."""
@@ -101,8 +101,8 @@ class InPlaceExecutor(concurrent.futures.ThreadPoolExecutor):
                 fn, args = fn.func, fn.args + args
             elif isinstance(getattr(fn, "__self__", None), contextvars.Context) and args:
                 fn, args = args[0], args[1:]  # Context.run(f, ...)
-            else:
-                return fn in self._in_place
+            else:  # by identity: a callable object need not be hashable
+                return any(fn is chosen for chosen in self._in_place)
 
     def submit(  # type: ignore[override]
         self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any

@@ -56,6 +56,14 @@ def test_in_place_executor_runs_only_the_chosen_functions_in_place() -> None:
         return here, pooled, None
 
     assert executor.submit(divmod, 7, 2).result() == (3, 1)  # not chosen: from a thread
+
+    class Unhashable:
+        __hash__ = None  # type: ignore[assignment]
+
+        def __call__(self) -> str:
+            return "called"
+
+    assert executor.submit(Unhashable()).result() == "called"
     here, pooled, error = asyncio.run(threads())
     assert here == threading.get_ident() != pooled and isinstance(error, KeyError)
 

@@ -1,9 +1,9 @@
-"""The LLM worker process: answers the parent's calls through litellm (see
-:mod:`simworld.llm_workers`, the parent's side).
+"""The LLM worker process: answers the parent's calls through litellm.
 
-A worker runs :class:`~simworld.llm.LiteLLMModel` in-process on its own event loop, without
-litellm's hop to a thread (:class:`InPlaceExecutor`), and starts the calls it receives in
-arrival order (:class:`ArrivalQueue`).
+The parent's side (the pool, and when to use it) is :mod:`simworld.llm_workers`. A worker
+runs :class:`~simworld.llm.LiteLLMModel` in-process on its own event loop, without litellm's
+hop to a thread (:class:`InPlaceExecutor`), and starts the calls it receives in arrival order
+(:class:`ArrivalQueue`).
 
 Protocol: length-prefixed pickles over a socket pair between the two processes. Parent to
 worker ``(CALL, id, request, attempt, timeout_s)`` and ``(CANCEL, id)``; worker to parent

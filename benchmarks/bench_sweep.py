@@ -1,7 +1,7 @@
 """Sweep benchmark: 16 short runs at 50 ms fake latency, 1 vs 2 local workers, and Ray overhead.
 
-Run: ``.venv/bin/python benchmarks/bench_sweep.py`` (writes ``benchmarks/results/sweep.json``;
-``docs/benchmarks-sweep.md`` summarises one such run). Every sweep starts from an empty
+Run: ``.venv/bin/python benchmarks/bench_sweep.py`` (writes ``benchmarks/results/sweep.json``
+and ``docs/benchmarks-sweep.md`` from the same numbers). Every sweep starts from an empty
 directory and an empty cache, and its wall time includes starting and stopping the workers.
 ``startup_s`` is the time to the first result less that run's own time: mostly workers
 importing litellm and mesa; the ``after_startup`` speedup leaves it out. Before the
@@ -23,11 +23,13 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from summarize import verdict  # benchmarks/, on the path when this script runs
 
 from simworld.sweep import SweepResult, run_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results" / "sweep.json"
+SUMMARY = ROOT / "docs" / "benchmarks-sweep.md"
 LIBRARY = ROOT / "agents" / "global_panel.yaml"
 LATENCY_MS = 50
 AGENTS = 6
@@ -100,11 +102,77 @@ def timed_sweep(scenario: Path, out: Path, **options: Any) -> dict[str, Any]:
     }
 
 
+def summary(result: dict[str, Any]) -> str:
+    """The markdown page of one result file."""
+    m, sw, runs = result["machine"], result["sweep"], result["sweeps"]
+    rows = "\n".join(
+        f"| {name} | {r['wall_s']:.1f} s | {r['startup_s']:.1f} s | {r['mean_run_s']:.2f} s |"
+        for name, r in runs.items()
+    )
+    speedup, target = result["speedup_2_vs_1"], result["target_speedup"]
+    met = speedup >= target
+    ray = ""
+    if "ray_overhead_with_init" in result:
+        limit = result["target_ray_overhead"]
+        with_init, running = result["ray_overhead_with_init"], result["ray_overhead_running"]
+        ray = (
+            f"| Ray vs local (2 workers), starting Ray | **{with_init:.2f}×** | "
+            f"≤ {limit}× — {verdict(with_init <= limit)} |\n"
+            f"| Ray vs local (2 workers), Ray already running | {running:.2f}× | ≤ {limit}× |\n"
+        )
+    after = result["speedup_2_vs_1_after_startup"]
+    margin = "met with no margin" if met else f"missed by {target - speedup:.2f}×"
+    return f"""# Sweep benchmark
+
+`benchmarks/bench_sweep.py` runs one sweep four ways and writes
+`benchmarks/results/sweep.json` and this page from the same numbers
+(load average {m["loadavg_before"][0]} before, {m["loadavg_after"][0]} after, {m["cpus"]} cores).
+
+**The sweep**: {sw["runs"]} short runs (2 values of `protocol.memory_window` × seeds
+{sw["seeds"]}) of {sw["agents"]} agents talking in one group ({ROUNDS} rounds per step,
+{sw["steps"]} steps) with the fake provider at {sw["latency_ms"]} ms latency, {sw["calls"]}
+model calls in all. Every sweep starts in an empty directory with an empty cache; its wall
+time includes starting and stopping the workers. All sweeps wrote byte-identical combined
+`opinions.parquet` files: {result["frames_identical"]}.
+
+| sweep | wall | start-up¹ | mean run² |
+| --- | --- | --- | --- |
+{rows}
+
+¹ Time to the first result less that run's own time (workers importing litellm and mesa).
+² Seconds per run as measured inside the worker.
+
+| measure | result | target |
+| --- | --- | --- |
+| 2 workers vs 1, wall time | **{speedup:.2f}×** | ≥ {target}× — {verdict(met)} |
+| 2 workers vs 1, after start-up | {after:.2f}× | (for comparison) |
+{ray}
+Reading the numbers: each spawned worker pays a fixed start-up (importing litellm and mesa),
+a little more for two workers than for one on two cores, and the runs themselves scale
+almost perfectly ({after:.2f}× leaving start-up out); with {sw["runs"]} runs of about
+{runs["local_1"]["mean_run_s"]:.0f} s the start-up is what keeps the wall-time speedup under
+2×, and the target is {margin}: it moves with how much of the two cores the host gives.
+Sweep workers do not tune their collector (`tune_gc()`): its full collection at start slowed
+them more than it sped up runs this short. Ray's overhead is small next to the runs;
+starting a local Ray instance costs a few seconds a user with a running cluster does not
+pay. Pool workers leave with `os._exit` after flushing (every run's files are already
+durable): a normal interpreter teardown of litellm's module graph takes seconds per worker.
+
+Re-run with `.venv/bin/python benchmarks/bench_sweep.py` (`--no-ray` to skip Ray).
+"""
+
+
 def main() -> None:
-    """Run the three local sweeps and the Ray sweeps; write the results file."""
+    """Run the three local sweeps and the Ray sweeps; write the results file and the page."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--no-ray", action="store_true", help="skip the Ray executor")
+    parser.add_argument(
+        "--summary-only", action="store_true", help="rewrite the page from the saved results"
+    )
     args = parser.parse_args()
+    if args.summary_only:
+        SUMMARY.write_text(summary(json.loads(RESULTS.read_text())))
+        return
     warm_disk_cache()
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="bench_sweep_") as tmp:
@@ -165,6 +233,7 @@ def main() -> None:
         result["target_ray_overhead"] = TARGET_RAY_OVERHEAD
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    SUMMARY.write_text(summary(result))
     print(json.dumps(result, indent=2))
 
 

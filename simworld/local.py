@@ -8,7 +8,9 @@ Model strings:
 * ``local/<path>.gguf``: any other GGUF file; ``local//abs/model.gguf`` for an absolute path,
   ``local/models/x.gguf`` for one relative to the working directory.
 
-Options follow ``?``: ``local/gemma3-270m?n_ctx=8192&threads=2&prefix_cache=off``.
+Options follow ``?``: ``local/gemma3-270m?n_ctx=8192&threads=2&prefix_cache=off&extra_bufts=auto``
+(``extra_bufts``: llama.cpp's extra CPU buffer types; ``auto`` turns them off on CPUs with
+AMX, where they crash, see :func:`simworld.local_engine.use_extra_bufts`).
 
 llama-cpp-python is imported only when a ``local/`` model is used, so simworld runs without
 the extra. Chat messages become a transcript a base model can continue (see
@@ -36,6 +38,7 @@ from simworld import prompts
 from simworld.errors import SimworldError
 from simworld.local_engine import (
     DEFAULT_N_CTX,
+    EXTRA_BUFTS_CHOICES,
     ContextOverflowError,
     EngineConfig,
     LlamaEngine,
@@ -55,7 +58,7 @@ DEFAULT_TEMPERATURE = 1.0
 DEFAULT_MAX_TOKENS = 256
 MIN_N_CTX = 256
 _COPY_BLOCK = 1 << 20
-_OPTIONS = ("n_ctx", "threads", "prefix_cache")
+_OPTIONS = ("n_ctx", "threads", "prefix_cache", "extra_bufts")
 _SPEAKER = re.compile(r"^You are ([^,.\n]{1,80})[,.]")
 
 
@@ -187,6 +190,9 @@ def parse_model(model: str) -> EngineConfig:
     reuse = opts.get("prefix_cache", "on").lower()
     if reuse not in {"on", "off", "1", "0", "true", "false"}:
         raise LocalModelError(full, "prefix_cache must be on or off")
+    extra_bufts = opts.get("extra_bufts", "auto").lower()
+    if extra_bufts not in EXTRA_BUFTS_CHOICES:
+        raise LocalModelError(full, f"extra_bufts must be one of {list(EXTRA_BUFTS_CHOICES)}")
     if not name:
         raise LocalModelError(full, f"name a model: {DEFAULT_LOCAL_MODEL} or local/<file.gguf>")
     if name == PACKAGED_MODEL:
@@ -198,7 +204,7 @@ def parse_model(model: str) -> EngineConfig:
         with open(path, "rb") as fh:
             if fh.read(len(GGUF_MAGIC)) != GGUF_MAGIC:
                 raise LocalModelError(full, f"{path} is not a GGUF file")
-    return EngineConfig(path, n_ctx, threads, reuse in {"on", "1", "true"})
+    return EngineConfig(path, n_ctx, threads, reuse in {"on", "1", "true"}, extra_bufts)
 
 
 def check_model(model: str) -> None:

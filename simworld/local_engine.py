@@ -47,6 +47,14 @@ _SEQ = 0
 _LOG = logging.getLogger("simworld.local")
 
 
+# CPU features whose llama.cpp kernels are reached through the extra CPU buffer types; with
+# those on, the first decode of the Gemma file segfaults (llama-cpp-python 0.3.36).
+AMX_FLAGS = frozenset({"amx_tile", "amx_int8", "amx_bf16"})
+EXTRA_BUFTS_CHOICES = ("auto", "on", "off")
+_CPUINFO = Path("/proc/cpuinfo")
+_PARAMS_LOCK = threading.Lock()
+
+
 class ContextOverflowError(ValueError):
     """The prompt does not fit the model's context window."""
 
@@ -60,12 +68,16 @@ class EngineConfig:
         n_ctx: Context window in tokens.
         threads: CPU threads (0: all cores).
         prefix_reuse: Reuse the KV cache of shared prompt prefixes.
+        extra_bufts: llama.cpp's extra CPU buffer types (AMX kernels, repacked weights):
+            ``auto`` (off on CPUs with AMX, where they crash; on elsewhere), ``on`` or
+            ``off``. See :func:`use_extra_bufts`.
     """
 
     path: Path
     n_ctx: int = DEFAULT_N_CTX
     threads: int = 0
     prefix_reuse: bool = True
+    extra_bufts: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -104,6 +116,76 @@ class Generation:
     completion_tokens: int
     finish_reason: str
     logprobs: list[dict[str, Any]] | None = None
+
+
+def cpu_flags(cpuinfo: Path = _CPUINFO) -> frozenset[str]:
+    """The CPU feature flags the kernel reports (the ``flags`` line of ``/proc/cpuinfo``).
+
+    Args:
+        cpuinfo: The file to read.
+
+    Returns:
+        The flags of the first processor; empty where the file is missing or unreadable.
+    """
+    try:
+        text = cpuinfo.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return frozenset()
+    for line in text.splitlines():
+        name, sep, value = line.partition(":")
+        if sep and name.strip() == "flags":
+            return frozenset(value.split())
+    return frozenset()
+
+
+def use_extra_bufts(choice: str, flags: frozenset[str]) -> bool:
+    """Whether to load a model with llama.cpp's extra CPU buffer types.
+
+    The extra buffer types (AMX tiles, weights repacked for AVX2/AVX-512) speed up prefill
+    where they work; on CPUs with AMX the first decode of the Gemma file segfaults inside
+    llama.cpp with them, so ``auto`` turns them off there and keeps them elsewhere.
+
+    Args:
+        choice: ``auto``, ``on`` or ``off``.
+        flags: The CPU's feature flags (see :func:`cpu_flags`).
+
+    Returns:
+        True to keep llama.cpp's default (extra buffer types on).
+    """
+    if choice == "auto":
+        return not (AMX_FLAGS & flags)
+    return choice == "on"
+
+
+def _load_llama(config: EngineConfig, threads: int, *, extra_bufts: bool) -> Any:
+    """A ``llama_cpp.Llama`` for ``config``, with or without the extra buffer types.
+
+    ``Llama`` takes no argument for ``use_extra_bufts``; it builds its model parameters from
+    ``llama_model_default_params()``, so that function is wrapped for the duration of the
+    load (under a lock, so concurrent loads cannot see each other's wrapper).
+    """
+    import llama_cpp
+    import llama_cpp.llama_cpp as native
+
+    with _PARAMS_LOCK:
+        defaults = native.llama_model_default_params
+
+        def params() -> Any:
+            value = defaults()
+            value.use_extra_bufts = extra_bufts
+            return value
+
+        native.llama_model_default_params = params
+        try:
+            return llama_cpp.Llama(
+                model_path=str(config.path),
+                n_ctx=config.n_ctx,
+                n_threads=threads,
+                n_threads_batch=threads,
+                verbose=False,
+            )
+        finally:
+            native.llama_model_default_params = defaults
 
 
 def _quiet_llama_logs() -> None:
@@ -165,13 +247,8 @@ class LlamaEngine:
         _quiet_llama_logs()
         self.config = config
         threads = config.threads or os.cpu_count() or 1
-        self._llm = llama_cpp.Llama(
-            model_path=str(config.path),
-            n_ctx=config.n_ctx,
-            n_threads=threads,
-            n_threads_batch=threads,
-            verbose=False,
-        )
+        self.extra_bufts = use_extra_bufts(config.extra_bufts, cpu_flags())
+        self._llm = _load_llama(config, threads, extra_bufts=self.extra_bufts)
         self._vocab = llama_cpp.llama_model_get_vocab(self._llm.model)
         self._n_vocab = self._llm.n_vocab()
         self._lock = threading.Lock()

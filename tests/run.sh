@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The test command of the README: installs everything the tests need on a fresh machine, then
-# runs them. Debian's chromium is needed by tests/test_report.py (the report in a real browser).
+# runs ruff and every test, slow ones included, printing the slowest. Debian's chromium is needed
+# by tests/test_report.py (the report in a real browser). Extra arguments go to pytest; for a
+# quick run during development: .venv/bin/pytest -m "not slow".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ ! -x /usr/bin/chromium ]; then
@@ -10,4 +12,6 @@ if [ ! -x /usr/bin/chromium ]; then
 fi
 python3 -m venv .venv
 .venv/bin/pip install -q -e '.[local,test]'
-.venv/bin/pytest "$@"
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
+.venv/bin/pytest --durations=25 "$@"

@@ -18,11 +18,14 @@ from simworld.local import LocalModelError, check_model, parse_model, to_prompt
 from simworld.local_engine import (
     _JSON_STRING_CHAR,
     _LOOSE_STRING_CHAR,
+    AMX_FLAGS,
     PREFILL_CHUNK,
     EngineConfig,
     LlamaEngine,
     Sampling,
     _gbnf,
+    cpu_flags,
+    use_extra_bufts,
 )
 from simworld.memory_config import DEFAULT_MEMORY_MAX_TOKENS
 from simworld.reflection import insights_model
@@ -112,6 +115,51 @@ def test_non_gguf_file_and_bad_options_are_rejected(tmp_path):
         check_model("local/gemma3-270m?n_ctx=12")
     with pytest.raises(LocalModelError, match="name a model"):
         check_model("local/")
+
+
+def test_bad_extra_bufts_option_is_rejected():
+    with pytest.raises(LocalModelError, match="extra_bufts must be one of"):
+        check_model("local/gemma3-270m?extra_bufts=maybe")
+    assert parse_model("local/gemma3-270m?extra_bufts=OFF").extra_bufts == "off"
+    assert parse_model(MODEL).extra_bufts == "auto"
+
+
+def test_cpu_flags_are_read_from_cpuinfo(tmp_path):
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nflags\t\t: fpu avx2 amx_int8 amx_tile\n\nflags : other\n")
+    assert cpu_flags(info) == frozenset({"fpu", "avx2", "amx_int8", "amx_tile"})
+    assert cpu_flags(tmp_path / "missing") == frozenset()
+
+
+@pytest.mark.parametrize("flag", sorted(AMX_FLAGS))
+def test_extra_buffer_types_are_off_on_amx_hosts_unless_forced(flag):
+    avx512 = frozenset({"avx2", "avx512f", "avx512bw"})
+    assert use_extra_bufts("auto", avx512) is True
+    assert use_extra_bufts("auto", avx512 | {flag}) is False
+    assert use_extra_bufts("on", avx512 | {flag}) is True
+    assert use_extra_bufts("off", avx512) is False
+
+
+def test_first_decode_does_not_crash_on_this_host():
+    """Loads the shipped model as simworld does on this CPU and decodes, in a child process.
+
+    On a host where the chosen configuration crashes llama.cpp (extra buffer types on an AMX
+    CPU), the child dies of a signal and this test fails instead of killing the test run.
+    """
+    code = (
+        "from simworld.local import parse_model\n"
+        "from simworld.local_engine import LlamaEngine, Sampling, cpu_flags, use_extra_bufts\n"
+        f"engine = LlamaEngine.get(parse_model({MODEL!r}))\n"
+        "assert engine.extra_bufts == use_extra_bufts('auto', cpu_flags())\n"
+        "out = engine.generate('Q: Say yes.\\nA:', preamble='', "
+        "sampling=Sampling(max_tokens=4, temperature=0.0, seed=1))\n"
+        "print('decoded', out.completion_tokens)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False
+    )
+    assert proc.returncode == 0, f"exit {proc.returncode}: {proc.stderr[-2000:]}"
+    assert proc.stdout.startswith("decoded ")
 
 
 def test_missing_extra_names_the_install_command(monkeypatch):
@@ -288,6 +336,7 @@ def test_logprobs_score_every_option(engine):
 
 
 # -- end to end on the real model -------------------------------------------------------------
+@pytest.mark.slow
 def test_real_model_run_parses_speaks_and_reproduces(make_scenario, tmp_path):
     from simworld.run import run_scenario
 

@@ -124,6 +124,7 @@ def test_whole_library_runs_with_the_fake_provider_and_reports(tmp_path, capsys)
     _check_library_run(tmp_path, capsys)
 
 
+@pytest.mark.slow
 def test_whole_library_runs_on_the_embedded_model_quick(tmp_path, capsys):
     """The README's library command on the real default model (``--quick``: 6 agents)."""
     run_all = _load_script("run_all.py")

@@ -1,7 +1,7 @@
 """Engine benchmark: step wall time vs. the ideal at 100 ms latency, and per-agent-step cost.
 
 Each is measured for the paths a call can take: litellm in LLM worker processes (what a
-large run uses, :mod:`simworld.llm_workers`; started and warm before the measurements, their
+large run uses, :mod:`simworld.llm.workers`; started and warm before the measurements, their
 start-up is reported apart), also with two workers per core beside the default's one,
 litellm in this process (``SIMWORLD_LLM_WORKERS=0``, and a run's first calls), and an
 engine-only backend that just sleeps. The paths' simulations are stepped in turn, so all see
@@ -25,12 +25,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from simworld.gateway import Gateway
-from simworld.llm import CallIdentity, Completion, LanguageModel, LiteLLMModel, LLMRequest
-from simworld.llm_workers import WorkerPolicy, shared_pool
-from simworld.model import SocialSimulation
-from simworld.process import tune_gc
-from simworld.scenario import LLMConfig, Scenario
+from simworld.config.scenario import LLMConfig, Scenario
+from simworld.engine.model import SocialSimulation
+from simworld.llm.gateway import Gateway
+from simworld.llm.litellm_backend import (
+    CallIdentity,
+    Completion,
+    LanguageModel,
+    LiteLLMModel,
+    LLMRequest,
+)
+from simworld.llm.workers import WorkerPolicy, shared_pool
+from simworld.support.process import tune_gc
 
 RESULTS = Path(__file__).parent / "results" / "engine.json"
 LATENCY_MS = 100

@@ -44,11 +44,11 @@ TARGET_RATIO = 0.9
 
 def _requests(count: int, *, probe: bool, logprobs: bool = False) -> list[Any]:
     """Post (or probe) requests of ``count`` different personas on the scenario's first topic."""
-    from simworld import prompts
-    from simworld.agent import answer_model
-    from simworld.llm import CallIdentity, LLMRequest
-    from simworld.persona import load_library
-    from simworld.scenario import load_scenario
+    from simworld.config.persona import load_library
+    from simworld.config.scenario import load_scenario
+    from simworld.engine.agent import answer_model
+    from simworld.llm.litellm_backend import CallIdentity, LLMRequest
+    from simworld.prompts import render as prompts
 
     scenario = load_scenario(SCENARIO)
     topic = scenario.topics[0]
@@ -84,9 +84,9 @@ def _requests(count: int, *, probe: bool, logprobs: bool = False) -> list[Any]:
 
 
 def _gateway() -> Any:
-    from simworld.gateway import Gateway
-    from simworld.llm import LiteLLMModel
-    from simworld.scenario import LLMConfig
+    from simworld.config.scenario import LLMConfig
+    from simworld.llm.gateway import Gateway
+    from simworld.llm.litellm_backend import LiteLLMModel
 
     config = LLMConfig(model=MODEL, cache="off", concurrency=1, temperature=TEMPERATURE)
     return Gateway(LiteLLMModel(), config=config, cache=None)
@@ -96,7 +96,7 @@ def throughput(loop: asyncio.AbstractEventLoop) -> dict[str, Any]:
     """(a) simworld vs. direct llama-cpp-python, alternating call by call."""
     import llama_cpp
 
-    from simworld.local import parse_model, to_prompt
+    from simworld.llm.providers.local import parse_model, to_prompt
 
     gateway = _gateway()
     config = parse_model(MODEL)
@@ -232,7 +232,7 @@ def probe_logprobs(loop: asyncio.AbstractEventLoop) -> dict[str, Any]:
 
 def summary(result: dict[str, Any]) -> str:
     """The markdown summary of one result file."""
-    from simworld.local_engine import PREFILL_CHUNK
+    from simworld.llm.providers.local_engine import PREFILL_CHUNK
 
     a, b, c = result["throughput"], result["prefix_reuse"], result["probe_logprobs"]
     on, off = b["with_reuse"], b["without_reuse"]

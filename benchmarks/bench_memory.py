@@ -22,11 +22,11 @@ from typing import Any
 
 import numpy as np
 
-from simworld.chroma_store import ChromaRow, ChromaSink
-from simworld.embedding import MINILM_DIMENSION, MiniLMEmbedder
-from simworld.memory import MemoryItem
-from simworld.memory_config import ForgettingConfig, MemoryConfig
-from simworld.memory_stream import MemoryStream
+from simworld.config.memory import ForgettingConfig, MemoryConfig
+from simworld.llm.embedding import MINILM_DIMENSION, MiniLMEmbedder
+from simworld.memory.base import MemoryItem
+from simworld.memory.chroma_store import ChromaRow, ChromaSink
+from simworld.memory.stream import MemoryStream
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "memory.json"

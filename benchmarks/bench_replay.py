@@ -16,8 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from simworld.replay import verify_replay
-from simworld.run import run_scenario
+from simworld.runs.replay import verify_replay
+from simworld.runs.run import run_scenario
 
 ROOT = Path(__file__).resolve().parents[1]
 SCENARIO = ROOT / "scenarios" / "opinion_exchange.yaml"

@@ -25,7 +25,7 @@ from typing import Any
 import yaml
 from summarize import verdict  # benchmarks/, on the path when this script runs
 
-from simworld.sweep import SweepResult, run_sweep
+from simworld.sweeps.driver import SweepResult, run_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results" / "sweep.json"
@@ -70,7 +70,7 @@ def scenario_file(folder: Path) -> Path:
 
 def warm_disk_cache() -> None:
     """Import the engine in a throwaway process (its files then come from memory for all)."""
-    subprocess.run([sys.executable, "-c", "import simworld.run"], check=True)
+    subprocess.run([sys.executable, "-c", "import simworld.runs.run"], check=True)
 
 
 def timed_sweep(scenario: Path, out: Path, **options: Any) -> dict[str, Any]:

@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 from statistics import median
 
-from simworld.trackers import CHECKPOINT_S
+from simworld.trackers.tracker_set import CHECKPOINT_S
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -99,13 +99,13 @@ simulation's one event loop, so {lat["agents"]} calls per step kept that loop bu
 {cpu["in_process"]["cpu_ms"] * lat["agents"] / 1000:.1f} s of every {lat["ideal_step_s"]:.1f} s step, and the calls queued behind it. Three changes:
 
 - simworld's litellm settings are applied in one place, `configure_litellm()` in
-  `simworld/llm.py`. Besides telemetry and debug output off, litellm's per-call success
+  `simworld/llm/litellm_backend.py`. Besides telemetry and debug output off, litellm's per-call success
   logging (a task per call that rebuilds a standard logging payload and recomputes the cost)
   runs only when a litellm callback is registered; simworld registers none and
   records every call itself (tests lock this in). The rest of litellm's per-call work has no
   switch.
-- A large, fast run hands its calls to LLM worker processes (`simworld/llm_workers.py`, their
-  side in `simworld/llm_worker.py`): each runs the same litellm backend, so every call still
+- A large, fast run hands its calls to LLM worker processes (`simworld/llm/workers.py`, their
+  side in `simworld/llm/worker.py`): each runs the same litellm backend, so every call still
   goes through `litellm.acompletion`, on its own event loop. The simulation's process keeps
   retries, seeds, the cache,
   accounting and cost, and spends {cpu["workers"]["cpu_ms"] if workers else float("nan"):.2f} ms of CPU per call on
@@ -121,7 +121,7 @@ simulation's one event loop, so {lat["agents"]} calls per step kept that loop bu
   the calls it receives in arrival order, one per turn of its event loop (below).
 - The `simworld` command (for `run`, `resume` and `replay`), `scenarios/run_all.py` and
   the LLM workers tune Python's garbage collector once their imports are done
-  (`tune_gc()` in `simworld/process.py`; this benchmark does the same before it measures).
+  (`tune_gc()` in `simworld/support/process.py`; this benchmark does the same before it measures).
   The imports leave objects alive for good ({e["frozen_objects"]:,} frozen in this benchmark's process,
   which also imports mesa and pandas), and every full collection walked them all: the longest
   collection in {e["cpu_calls"]:,} calls with Python's defaults took {cpu["in_process_default_gc"]["gc_longest_pause_ms"]:.0f} ms. Frozen, they are skipped,

@@ -25,11 +25,11 @@ from typing import Any
 
 import yaml
 
+from simworld.analysis.report import build_report
+from simworld.config.scenario import Scenario, load_scenario
 from simworld.errors import ConfigError
-from simworld.process import tune_gc
-from simworld.report import build_report
-from simworld.run import run_scenario
-from simworld.scenario import Scenario, load_scenario
+from simworld.runs.run import run_scenario
+from simworld.support.process import tune_gc
 
 HERE = Path(__file__).resolve().parent
 QUICK_AGENTS = 6

@@ -9,10 +9,10 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from simworld.errors import ConfigError, SimworldError
-from simworld.yamlio import parse_scalar
+from simworld.support.yamlio import parse_scalar
 
 if TYPE_CHECKING:
-    from simworld.run import RunResult
+    from simworld.runs.run import RunResult
 
 EXIT_BAD_INPUT = 2
 EXIT_RUN_FAILED = 1
@@ -74,7 +74,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="STEP",
         help="probe steps at which to draw the network (default first, middle, last)",
     )
-    from simworld.sweep import add_sweep_arguments
+    from simworld.sweeps.driver import add_sweep_arguments
 
     add_sweep_arguments(
         sub.add_parser("sweep", help="run a scenario over a grid of parameters and seeds")
@@ -109,7 +109,7 @@ def _finish(result: RunResult) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from simworld.run import run_scenario
+    from simworld.runs.run import run_scenario
 
     return _finish(
         run_scenario(
@@ -124,7 +124,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _resume(args: argparse.Namespace) -> int:
-    from simworld.run import resume_run
+    from simworld.runs.run import resume_run
 
     return _finish(resume_run(args.run_dir, cache_path=args.cache, progress=not args.quiet))
 
@@ -145,7 +145,7 @@ def parse_assignments(items: Sequence[str]) -> dict[str, Any]:
 
 
 def _replay(args: argparse.Namespace) -> int:
-    from simworld.replay import branch_run, verify_replay
+    from simworld.runs.replay import branch_run, verify_replay
 
     progress = not args.quiet
     if args.from_step is None:
@@ -175,13 +175,13 @@ def _replay(args: argparse.Namespace) -> int:
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    from simworld.sweep import sweep_command
+    from simworld.sweeps.driver import sweep_command
 
     return sweep_command(args)
 
 
 def _analyze(args: argparse.Namespace) -> int:
-    from simworld.trackers import analyze_run
+    from simworld.trackers.tracker_set import analyze_run
 
     status = analyze_run(args.run_dir, out_dir=args.out, check=args.check)
     for name, state in status.items():
@@ -190,14 +190,14 @@ def _analyze(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from simworld.report import build_report
+    from simworld.analysis.report import build_report
 
     print(build_report(args.run_dir, out_dir=args.out, steps=args.network_steps))
     return 0
 
 
 def _schema(args: argparse.Namespace) -> int:
-    from simworld.scenario import scenario_json_schema
+    from simworld.config.scenario import scenario_json_schema
 
     try:
         print(json.dumps(scenario_json_schema(), indent=2))
@@ -219,11 +219,11 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 
 def console() -> int:
     """The ``simworld`` console script: :func:`main` in a process of its own, so a command
-    that simulates tunes the collector first (:func:`~simworld.process.tune_gc`)."""
+    that simulates tunes the collector first (:func:`~simworld.support.process.tune_gc`)."""
     argv = sys.argv[1:]
     if argv and argv[0] in SIMULATING:
-        import simworld.run  # noqa: F401  (the engine's imports, which tune_gc freezes)
-        from simworld.process import tune_gc
+        import simworld.runs.run  # noqa: F401  (the engine's imports, which tune_gc freezes)
+        from simworld.support.process import tune_gc
 
         tune_gc()
     return main(argv)

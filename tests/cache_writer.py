@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from simworld.cache import ResponseCache
+from simworld.llm.cache import ResponseCache
 
 OWN_KEYS = 200
 SHARED_KEYS = 100

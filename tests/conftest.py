@@ -84,11 +84,12 @@ def make_scenario(tmp_path: Path) -> Callable[..., Path]:
 
 
 def build_model(path: Path) -> Any:
-    """A :class:`~simworld.model.SocialSimulation` of a scenario file, with no cache (close it)."""
-    from simworld.gateway import Gateway
-    from simworld.llm import LiteLLMModel
-    from simworld.model import SocialSimulation
-    from simworld.scenario import load_scenario
+    """A :class:`~simworld.engine.model.SocialSimulation` of a scenario file, with no cache
+    (close it)."""
+    from simworld.config.scenario import load_scenario
+    from simworld.engine.model import SocialSimulation
+    from simworld.llm.gateway import Gateway
+    from simworld.llm.litellm_backend import LiteLLMModel
 
     scenario = load_scenario(path, {"llm.cache": "off"})
     gateway = Gateway(LiteLLMModel(), config=scenario.llm, cache=None)

@@ -7,10 +7,10 @@ from typing import Any
 
 import numpy as np
 
-from simworld.gateway import CallOutcome
-from simworld.llm import CallIdentity, Completion, LanguageModel, LLMRequest
-from simworld.memory_config import MemoryConfig
-from simworld.memory_stream import MemoryStream
+from simworld.config.memory import MemoryConfig
+from simworld.llm.gateway import CallOutcome
+from simworld.llm.litellm_backend import CallIdentity, Completion, LanguageModel, LLMRequest
+from simworld.memory.stream import MemoryStream
 
 
 class StubEmbedder:

@@ -11,7 +11,7 @@ import pytest
 import yaml
 from conftest import BASE_SCENARIO, deep_update
 
-from simworld.analysis import (
+from simworld.analysis.tables import (
     Run,
     confidence_interval,
     conformity_rates,
@@ -22,8 +22,8 @@ from simworld.analysis import (
     run_rates,
     trajectories,
 )
-from simworld.run import run_scenario
-from simworld.trackers import TRACKERS_DIR
+from simworld.runs.run import run_scenario
+from simworld.trackers.tracker_set import TRACKERS_DIR
 
 T_975_DF1 = 12.706204736174698  # Student t quantile 0.975 with 1 degree of freedom
 CONDITIONS = ("", "Debate: defend your own position.")

@@ -9,10 +9,10 @@ from typing import Any
 import pandas as pd
 from conftest import build_model
 
-from simworld.asch import draw_peer_answers
+from simworld.config.scenario import load_scenario
+from simworld.engine.asch import draw_peer_answers
 from simworld.measures import asch_table
-from simworld.run import run_scenario
-from simworld.scenario import load_scenario
+from simworld.runs.run import run_scenario
 
 QUESTIONS = [
     {

@@ -5,7 +5,7 @@ from __future__ import annotations
 import networkx as nx
 import numpy as np
 
-from simworld.baselines import (
+from simworld.engine.baselines import (
     DeGroot,
     FriedkinJohnsen,
     HegselmannKrause,

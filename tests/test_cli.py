@@ -6,14 +6,14 @@ import sys
 
 import pytest
 
-import simworld.process
+import simworld.support.process
 from simworld.cli import console
 
 
 @pytest.mark.parametrize(("argv", "tuned"), [(["run", "missing.yaml"], True), (["schema"], False)])
 def test_console_tunes_the_collector_only_before_a_simulation(argv, tuned, monkeypatch, capsys):
     calls: list[None] = []
-    monkeypatch.setattr(simworld.process, "tune_gc", lambda: calls.append(None))
+    monkeypatch.setattr(simworld.support.process, "tune_gc", lambda: calls.append(None))
     monkeypatch.setattr(sys, "argv", ["simworld", *argv])
     code = console()
     assert bool(calls) is tuned

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from simworld.embedding import (
+from simworld.config.memory import EmbeddingConfig, MemoryConfig
+from simworld.llm.embedding import (
     MINILM_DIMENSION,
     CachedEmbedder,
     l2_normalise,
@@ -13,9 +14,8 @@ from simworld.embedding import (
     make_embedder,
     mean_pool,
 )
-from simworld.memory import MemoryItem
-from simworld.memory_config import EmbeddingConfig, MemoryConfig
-from simworld.memory_stream import MemoryStream
+from simworld.memory.base import MemoryItem
+from simworld.memory.stream import MemoryStream
 
 # (stored memory, paraphrase used as the query): written for this test, varied topics.
 PAIRS = [

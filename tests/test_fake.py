@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from simworld.fake import FAILURE_KINDS, FakeOptions
+from simworld.llm.providers.fake import FAILURE_KINDS, FakeOptions
 
 
 def test_options_are_parsed_once_per_model_string() -> None:

@@ -10,11 +10,11 @@ import litellm
 import pytest
 from pydantic import BaseModel
 
-from simworld.cache import ResponseCache
+from simworld.config.scenario import LLMConfig
 from simworld.errors import ReplayMissError
-from simworld.gateway import Gateway
-from simworld.llm import CallIdentity, Completion, LanguageModel, LLMRequest
-from simworld.scenario import LLMConfig
+from simworld.llm.cache import ResponseCache
+from simworld.llm.gateway import Gateway
+from simworld.llm.litellm_backend import CallIdentity, Completion, LanguageModel, LLMRequest
 
 
 class Answer(BaseModel):

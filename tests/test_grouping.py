@@ -7,7 +7,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from simworld.grouping import balanced_groups, compositions, group_sizes, random_groups
+from simworld.engine.grouping import balanced_groups, compositions, group_sizes, random_groups
 from simworld.measures import shannon_entropy
 
 
@@ -75,8 +75,8 @@ def test_balanced_grouping_in_a_run_composes_by_onboarding_answers(
 ):
     import json
 
-    import simworld.model
-    from simworld.run import run_scenario
+    import simworld.engine.model
+    from simworld.runs.run import run_scenario
 
     calls = []
 
@@ -85,7 +85,7 @@ def test_balanced_grouping_in_a_run_composes_by_onboarding_answers(
         calls.append((list(answers), offset, groups))
         return groups
 
-    monkeypatch.setattr(simworld.model, "balanced_groups", spy)
+    monkeypatch.setattr(simworld.engine.model, "balanced_groups", spy)
     path = make_scenario(
         {
             "population.size": 12,

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from conftest import LIKERT, build_model
 
-from simworld.run import run_scenario
+from simworld.runs.run import run_scenario
 
 CLAIM = {
     "id": "rumour",
@@ -146,7 +146,7 @@ def test_rewiring_keeps_the_edge_count_and_is_reproducible(make_scenario, tmp_pa
 
 @pytest.mark.parametrize("kind", ["broadcast", "rewire"])
 def test_a_branch_can_add_an_intervention(make_scenario, tmp_path, kind):
-    from simworld.replay import branch_run
+    from simworld.runs.replay import branch_run
 
     base = _run(make_scenario, tmp_path, {}, name="base")
     item = (
@@ -167,7 +167,7 @@ def test_a_misinformation_run_replays_exactly(tmp_path, condition):
     """Synthetic personas, a memory stream and graph changes: replay makes no call, same bytes."""
     from conftest import ROOT
 
-    from simworld.replay import verify_replay
+    from simworld.runs.replay import verify_replay
 
     path = ROOT / "scenarios" / "misinformation" / f"{condition}.yaml"
     overrides = {"llm.model": "fake/default", "population.size": 8}

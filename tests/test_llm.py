@@ -11,9 +11,15 @@ import pytest
 from litellm.integrations.custom_logger import CustomLogger
 from litellm.litellm_core_utils import litellm_logging
 
-from simworld import llm
-from simworld.llm import CallIdentity, LiteLLMModel, LLMRequest, call_cost, configure_litellm
-from simworld.scenario import PriceConfig
+from simworld.config.scenario import PriceConfig
+from simworld.llm import litellm_backend as llm
+from simworld.llm.litellm_backend import (
+    CallIdentity,
+    LiteLLMModel,
+    LLMRequest,
+    call_cost,
+    configure_litellm,
+)
 
 CALLBACK_WAIT_S = 5.0
 

@@ -11,9 +11,9 @@ from functools import partial
 import litellm
 from test_llm_workers import request
 
-from simworld.gateway import error_kind, is_transient
-from simworld.llm import LiteLLMModel, RemoteModelError
-from simworld.llm_worker import ArrivalQueue, InPlaceExecutor, remote_error
+from simworld.llm.gateway import error_kind, is_transient
+from simworld.llm.litellm_backend import LiteLLMModel, RemoteModelError
+from simworld.llm.worker import ArrivalQueue, InPlaceExecutor, remote_error
 
 
 def test_remote_errors_keep_kind_retry_class_and_message() -> None:

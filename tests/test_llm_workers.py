@@ -10,12 +10,12 @@ import pytest
 from pydantic import BaseModel
 from test_run import DETERMINISTIC_FILES
 
-from simworld import llm_workers
-from simworld.gateway import Gateway
-from simworld.llm import CallIdentity, LiteLLMModel, LLMRequest, RemoteModelError
-from simworld.llm_workers import WorkerPolicy, WorkerPool, shared_pool
-from simworld.run import run_scenario
-from simworld.scenario import LLMConfig, PriceConfig
+from simworld.config.scenario import LLMConfig, PriceConfig
+from simworld.llm import workers as llm_workers
+from simworld.llm.gateway import Gateway
+from simworld.llm.litellm_backend import CallIdentity, LiteLLMModel, LLMRequest, RemoteModelError
+from simworld.llm.workers import WorkerPolicy, WorkerPool, shared_pool
+from simworld.runs.run import run_scenario
 
 WORKERS = 1
 USER = "Topic: Cities should ban cars.\n  1 = Disagree\n  2 = Neutral\n  3 = Agree\nYour view?"

@@ -10,12 +10,13 @@ import sys
 import pandas as pd
 import pytest
 
-from simworld import local
 from simworld.cli import main
-from simworld.fake import _SAYINGS
-from simworld.llm import CallIdentity, LiteLLMModel, LLMRequest, json_schema
-from simworld.local import LocalModelError, check_model, parse_model, to_prompt
-from simworld.local_engine import (
+from simworld.config.memory import DEFAULT_MEMORY_MAX_TOKENS
+from simworld.llm.litellm_backend import CallIdentity, LiteLLMModel, LLMRequest, json_schema
+from simworld.llm.providers import local
+from simworld.llm.providers.fake import _SAYINGS
+from simworld.llm.providers.local import LocalModelError, check_model, parse_model, to_prompt
+from simworld.llm.providers.local_engine import (
     _JSON_STRING_CHAR,
     _LOOSE_STRING_CHAR,
     AMX_FLAGS,
@@ -27,8 +28,7 @@ from simworld.local_engine import (
     cpu_flags,
     use_extra_bufts,
 )
-from simworld.memory_config import DEFAULT_MEMORY_MAX_TOKENS
-from simworld.reflection import insights_model
+from simworld.memory.reflection import insights_model
 
 MODEL = "local/gemma3-270m"
 SYSTEM = (
@@ -147,8 +147,9 @@ def test_first_decode_does_not_crash_on_this_host():
     CPU), the child dies of a signal and this test fails instead of killing the test run.
     """
     code = (
-        "from simworld.local import parse_model\n"
-        "from simworld.local_engine import LlamaEngine, Sampling, cpu_flags, use_extra_bufts\n"
+        "from simworld.llm.providers.local import parse_model\n"
+        "from simworld.llm.providers.local_engine import (\n"
+        "    LlamaEngine, Sampling, cpu_flags, use_extra_bufts)\n"
         f"engine = LlamaEngine.get(parse_model({MODEL!r}))\n"
         "assert engine.extra_bufts == use_extra_bufts('auto', cpu_flags())\n"
         "out = engine.generate('Q: Say yes.\\nA:', preamble='', "
@@ -170,8 +171,9 @@ def test_missing_extra_names_the_install_command(monkeypatch):
 
 def test_llama_cpp_is_imported_only_when_a_local_model_is_used():
     code = (
-        "import sys, simworld.providers, simworld.llm; simworld.llm.LiteLLMModel(); "
-        "simworld.providers.check_model('fake/default'); print('llama_cpp' in sys.modules)"
+        "import sys, simworld.llm.providers.registry as registry, "
+        "simworld.llm.litellm_backend as backend; backend.LiteLLMModel(); "
+        "registry.check_model('fake/default'); print('llama_cpp' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
@@ -338,7 +340,7 @@ def test_logprobs_score_every_option(engine):
 # -- end to end on the real model -------------------------------------------------------------
 @pytest.mark.slow
 def test_real_model_run_parses_speaks_and_reproduces(make_scenario, tmp_path):
-    from simworld.run import run_scenario
+    from simworld.runs.run import run_scenario
 
     likert = ["Strongly disagree", "Disagree", "Neutral", "Agree", "Strongly agree"]
     topic = {

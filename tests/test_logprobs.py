@@ -8,14 +8,20 @@ import math
 
 import pytest
 
-from simworld.fake import FakeLLM
-from simworld.llm import CallIdentity, LiteLLMModel, LLMRequest, canonical_json, sha256_hex
-from simworld.logprobs import (
+from simworld.llm.litellm_backend import (
+    CallIdentity,
+    LiteLLMModel,
+    LLMRequest,
+    canonical_json,
+    sha256_hex,
+)
+from simworld.llm.logprobs import (
     answer_enum,
     expected_value,
     logprob_content,
     option_distribution,
 )
+from simworld.llm.providers.fake import FakeLLM
 
 LIKERT = [1, 2, 3, 4, 5]
 

@@ -12,18 +12,18 @@ import pytest
 import yaml
 from memory_helpers import StubEmbedder, UniqueTextModel, outcome, stream
 
+from simworld.config.memory import ForgettingConfig, MemoryConfig, RetrievalConfig
+from simworld.config.scenario import load_scenario
+from simworld.engine.model import SocialSimulation
 from simworld.errors import ConfigError
-from simworld.forgetting import forget_mask, forgetting_seed, retention
-from simworld.gateway import Gateway
-from simworld.importance import heuristic_importance, rate_importance
-from simworld.memory import MemoryItem, RecentMemory
-from simworld.memory_config import ForgettingConfig, MemoryConfig, RetrievalConfig
-from simworld.memory_stream import MemoryStream
-from simworld.memory_system import MemorySystem
-from simworld.model import SocialSimulation
-from simworld.retrieval import ScoreWeights, minmax, recency, retrieval_scores, top_k
-from simworld.run import run_scenario
-from simworld.scenario import load_scenario
+from simworld.llm.gateway import Gateway
+from simworld.memory.base import MemoryItem, RecentMemory
+from simworld.memory.forgetting import forget_mask, forgetting_seed, retention
+from simworld.memory.importance import heuristic_importance, rate_importance
+from simworld.memory.retrieval import ScoreWeights, minmax, recency, retrieval_scores, top_k
+from simworld.memory.stream import MemoryStream
+from simworld.memory.system import MemorySystem
+from simworld.runs.run import run_scenario
 
 CHROMA = {
     "memory": {
@@ -264,7 +264,7 @@ def test_nothing_forgotten_reaches_a_prompt(make_scenario):
     }
     data["llm"]["cache"] = "off"
     data["protocol"]["steps"] = 6
-    from simworld.scenario import Scenario
+    from simworld.config.scenario import Scenario
 
     scenario = Scenario.model_validate(data)
     backend = UniqueTextModel()
@@ -326,7 +326,7 @@ def test_stub_embedder_is_a_valid_embedder():
 
 
 def test_in_memory_chroma_sink_searches_and_drops_its_collection():
-    from simworld.chroma_store import ChromaRow, ChromaSink
+    from simworld.memory.chroma_store import ChromaRow, ChromaSink
 
     sink = ChromaSink(None, flush_rows=2)
     vecs = np.eye(3, dtype=np.float32)

@@ -9,10 +9,8 @@ import networkx as nx
 import numpy as np
 import pytest
 
-from simworld.errors import ConfigError
-from simworld.network import build_graph
-from simworld.persona import BIG_FIVE_TRAITS, Persona, load_library
-from simworld.scenario import (
+from simworld.config.persona import BIG_FIVE_TRAITS, Persona, load_library
+from simworld.config.scenario import (
     BarabasiAlbertNetwork,
     CompleteNetwork,
     EdgeListNetwork,
@@ -21,6 +19,8 @@ from simworld.scenario import (
     StochasticBlockNetwork,
     WattsStrogatzNetwork,
 )
+from simworld.errors import ConfigError
+from simworld.society.network import build_graph
 
 ROOT = Path(__file__).resolve().parents[1]
 PANEL = ROOT / "agents" / "global_panel.yaml"

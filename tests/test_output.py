@@ -8,12 +8,12 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 
-import simworld.trackers as trackers
-from simworld.output import CALL_SCHEMA, GrowingTable, mask_table, parquet_bytes
-from simworld.redact import MASK, Redactor
-from simworld.run import run_scenario
-from simworld.scenario import load_scenario
-from simworld.trackers import TRACKERS_DIR, TrackerSet, analyze_run
+import simworld.trackers.tracker_set as trackers
+from simworld.config.scenario import load_scenario
+from simworld.runs.run import run_scenario
+from simworld.runs.writer import CALL_SCHEMA, GrowingTable, mask_table, parquet_bytes
+from simworld.support.redact import MASK, Redactor
+from simworld.trackers.tracker_set import TRACKERS_DIR, TrackerSet, analyze_run
 
 SECRET = "sk-" + "x" * 24
 

@@ -11,8 +11,7 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from simworld.errors import ConfigError
-from simworld.persona import (
+from simworld.config.persona import (
     BIG_FIVE_TRAITS,
     Persona,
     PersonaLibrary,
@@ -21,6 +20,7 @@ from simworld.persona import (
     sample_from_distributions,
     sample_from_library,
 )
+from simworld.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 PANEL = ROOT / "agents" / "global_panel.yaml"

@@ -11,12 +11,12 @@ import pandas as pd
 import pytest
 from conftest import BASE_SCENARIO
 
-from simworld.baselines import make_dynamics, simulate
+from simworld.config.scenario import load_scenario
+from simworld.engine.baselines import make_dynamics, simulate
 from simworld.errors import ConfigError
-from simworld.replay import verify_replay
-from simworld.run import run_scenario
-from simworld.scenario import load_scenario
-from simworld.trackers import TRACKERS_DIR, analyze_run, derive
+from simworld.runs.replay import verify_replay
+from simworld.runs.run import run_scenario
+from simworld.trackers.tracker_set import TRACKERS_DIR, analyze_run, derive
 
 LIKERT_ONLY = {"topics": BASE_SCENARIO["topics"][:1]}
 TOPIC = "remote_work"

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from simworld.process import GC_GEN0_THRESHOLD, tune_gc
+from simworld.support.process import GC_GEN0_THRESHOLD, tune_gc
 
 
 @pytest.fixture

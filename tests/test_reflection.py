@@ -9,9 +9,9 @@ from collections import defaultdict
 from conftest import build_model
 from memory_helpers import outcome, stream
 
-from simworld.memory import MemoryItem
-from simworld.memory_config import MemoryConfig, ReflectionConfig
-from simworld.reflection import (
+from simworld.config.memory import MemoryConfig, ReflectionConfig
+from simworld.memory.base import MemoryItem
+from simworld.memory.reflection import (
     INSIGHT_MAX_CHARS,
     QUESTION_MAX_CHARS,
     check_citations,
@@ -19,7 +19,7 @@ from simworld.reflection import (
     questions_model,
     reflect,
 )
-from simworld.run import run_scenario
+from simworld.runs.run import run_scenario
 
 
 def item(step: int, text: str, kind: str = "observation") -> MemoryItem:

@@ -13,10 +13,10 @@ import yaml
 from conftest import BASE_SCENARIO, deep_update
 from PIL import Image
 
-from simworld.analysis import Run
+from simworld.analysis.report import REPORT_DIR, REPORT_FILE, build_report, report_figures
+from simworld.analysis.tables import Run
 from simworld.cli import main
-from simworld.report import REPORT_DIR, REPORT_FILE, build_report, report_figures
-from simworld.run import run_scenario
+from simworld.runs.run import run_scenario
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 BROWSER_TIMEOUT_S = 120

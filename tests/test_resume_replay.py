@@ -14,8 +14,8 @@ import pytest
 
 from simworld.cli import main, parse_assignments
 from simworld.errors import ConfigError, ResumeError
-from simworld.replay import branch_run, verify_replay
-from simworld.run import resume_run, run_scenario
+from simworld.runs.replay import branch_run, verify_replay
+from simworld.runs.run import resume_run, run_scenario
 
 SAME = ("transcript.jsonl", "opinions.parquet")
 

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from simworld.errors import ConfigError
-from simworld.run import run_scenario
+from simworld.runs.run import run_scenario
 
 DETERMINISTIC_FILES = ("transcript.jsonl", "opinions.parquet")
 

@@ -15,8 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from simworld.cli import main
-from simworld.errors import ConfigError, config_error_from_validation, format_loc
-from simworld.scenario import (
+from simworld.config.scenario import (
     DEFAULT_MODEL,
     ChoiceScale,
     EdgeListNetwork,
@@ -28,6 +27,7 @@ from simworld.scenario import (
     scenario_json_schema,
     set_dotted,
 )
+from simworld.errors import ConfigError, config_error_from_validation, format_loc
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "scenarios" / "opinion_exchange.yaml"

@@ -11,8 +11,8 @@ import pytest
 import yaml
 from conftest import LIKERT, ROOT
 
-from simworld.run import run_scenario
-from simworld.scenario import load_scenario
+from simworld.config.scenario import load_scenario
+from simworld.runs.run import run_scenario
 
 SCENARIOS = ROOT / "scenarios"
 SHIPPED = sorted(
@@ -172,7 +172,7 @@ def test_misinformation_files_match_the_generator():
 
 
 def test_dry_run_estimate_counts_only_the_probed_topics():
-    from simworld.sweep_plan import estimate_run
+    from simworld.sweeps.plan import estimate_run
 
     path = SCENARIOS / "cross_national/collaborate.yaml"
     discussed = estimate_run(load_scenario(path))

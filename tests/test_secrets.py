@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from simworld.cli import main
-from simworld.redact import MASK, MIN_SECRET_LENGTH, Redactor
+from simworld.support.redact import MASK, MIN_SECRET_LENGTH, Redactor
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED_SCENARIO = ROOT / "scenarios" / "opinion_exchange.yaml"

@@ -23,13 +23,13 @@ import yaml
 from cache_writer import OWN_KEYS, SHARED_KEYS, write_keys
 from conftest import BASE_SCENARIO, deep_update
 
-from simworld.cache import ResponseCache
 from simworld.cli import main
-from simworld.run import run_scenario
-from simworld.scenario import load_scenario
-from simworld.sweep import parse_grid, parse_int_list, plan_sweep, run_sweep
-from simworld.sweep_plan import estimate_run
-from simworld.sweep_store import COMBINED_FRAME, SWEEP_MANIFEST
+from simworld.config.scenario import load_scenario
+from simworld.llm.cache import ResponseCache
+from simworld.runs.run import run_scenario
+from simworld.sweeps.driver import parse_grid, parse_int_list, plan_sweep, run_sweep
+from simworld.sweeps.plan import estimate_run
+from simworld.sweeps.store import COMBINED_FRAME, SWEEP_MANIFEST
 
 GRID = {"protocol.mode": ["broadcast", "pairs"]}
 SEEDS = "0-2"
@@ -141,8 +141,8 @@ def test_dry_run_makes_no_calls_and_writes_nothing(scenario, tmp_path, capsys, m
     def forbidden(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("a dry run must not run anything")
 
-    monkeypatch.setattr("simworld.sweep.make_executor", forbidden)
-    monkeypatch.setattr("simworld.executors.execute_task", forbidden)
+    monkeypatch.setattr("simworld.sweeps.driver.make_executor", forbidden)
+    monkeypatch.setattr("simworld.sweeps.executors.execute_task", forbidden)
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "sweep"
     rc = main(["sweep", str(scenario), "--grid", "protocol.mode=broadcast,pairs",
@@ -242,7 +242,7 @@ def test_ray_matches_local(scenario, reference, tmp_path):
 # -- failures --------------------------------------------------------------------------------
 def test_failing_run_is_reported_and_retried(tmp_path, capsys):
     """Replay with only seed 0 recorded: seed 1 fails, the sweep goes on; later it is retried."""
-    from simworld.run import run_scenario
+    from simworld.runs.run import run_scenario
 
     cache = tmp_path / "cache.sqlite"
     path = write_scenario(tmp_path / "replay.yaml", {"llm.cache": "replay"})

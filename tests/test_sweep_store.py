@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from simworld import sweep_store
-from simworld.sweep_store import FRAME_MIN_INTERVAL_S, MAX_REWRITE_SHARE, Throttle
+from simworld.sweeps import store as sweep_store
+from simworld.sweeps.store import FRAME_MIN_INTERVAL_S, MAX_REWRITE_SHARE, Throttle
 
 
 class Clock:

@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 from conftest import TOPICS
 
-import simworld.tracker_opinion as tracker_opinion
+import simworld.trackers.opinion as tracker_opinion
+from simworld.config.scenario import Scenario
 from simworld.measures import (
     AgentRecord,
     Discussion,
@@ -23,9 +24,8 @@ from simworld.measures import (
     time_to_consensus,
 )
 from simworld.measures.drift import DriftSeries
-from simworld.scenario import Scenario
-from simworld.tracker_base import Observations, RunContext, tidy
-from simworld.trackers import TrackerSet
+from simworld.trackers.base import Observations, RunContext, tidy
+from simworld.trackers.tracker_set import TrackerSet
 
 AGENTS = "abcdef"
 NATIONS = ["Japan", "France", "Kenya", "Peru", "Norway", "India"]

@@ -13,10 +13,10 @@ import pytest
 from conftest import LIKERT, TOPICS
 
 from simworld.cli import main
+from simworld.config.scenario import Scenario
 from simworld.errors import ConfigError
-from simworld.run import run_scenario
-from simworld.scenario import Scenario
-from simworld.trackers import TRACKERS_DIR, TrackerSet, analyze_run, derive
+from simworld.runs.run import run_scenario
+from simworld.trackers.tracker_set import TRACKERS_DIR, TrackerSet, analyze_run, derive
 
 FIVE = {"openness": 3.0, "conscientiousness": 3.0, "extraversion": 4.0,
         "agreeableness": 3.0, "neuroticism": 2.0}  # fmt: skip

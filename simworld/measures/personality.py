@@ -23,8 +23,8 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from simworld.config.persona import BIG_FIVE_TRAITS, BigFive
 from simworld.measures._common import is_missing
-from simworld.persona import BIG_FIVE_TRAITS, BigFive
 
 __all__ = [
     "BFI10",
@@ -226,7 +226,7 @@ def trait_distance(
 
     Args:
         scores: Measured trait scores (e.g. ``score_bfi(...).scores``).
-        assigned: The persona's levels, a mapping or a :class:`~simworld.persona.BigFive`.
+        assigned: The persona's levels, a mapping or a :class:`~simworld.config.persona.BigFive`.
         signed: Return ``measured - assigned`` instead of ``|measured - assigned|``.
 
     Returns:

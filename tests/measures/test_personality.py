@@ -8,6 +8,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
+from simworld.config.persona import BigFive
 from simworld.measures.personality import (
     BFI10,
     BFI44,
@@ -18,7 +19,6 @@ from simworld.measures.personality import (
     score_change,
     trait_distance,
 )
-from simworld.persona import BigFive
 
 NAN = float("nan")
 BFI44_REVERSED = {2, 6, 8, 9, 12, 18, 21, 23, 24, 27, 31, 34, 35, 37, 41, 43}

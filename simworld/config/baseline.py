@@ -1,0 +1,42 @@
+"""The ``baseline:`` section of a scenario: classical opinion dynamics as agent policies."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from simworld.engine.baselines import (
+    DEFAULT_CONFIDENCE,
+    DEFAULT_CONVERGENCE,
+    DEFAULT_SELF_WEIGHT,
+    DEFAULT_SUSCEPTIBILITY,
+    BaselineName,
+)
+
+DEFAULT_SHARE = 1.0
+
+
+class BaselineConfig(BaseModel):
+    """Some (or all) agents follow a classical update rule instead of calling a model.
+
+    Attributes:
+        model: ``degroot``, ``friedkin_johnsen``, ``hegselmann_krause`` or
+            ``deffuant_weisbuch`` (metrics.md §7, :mod:`simworld.engine.baselines`).
+        share: Fraction of agents that use the baseline, picked with the run's seeded rng
+            (``round(share * n)``, at least one).
+        self_weight: DeGroot / Friedkin–Johnsen weight of an agent's own opinion.
+        susceptibility: Friedkin–Johnsen λ (1: pure DeGroot, 0: never moves).
+        epsilon: Confidence bound of Hegselmann–Krause and Deffuant–Weisbuch.
+        mu: Deffuant–Weisbuch convergence rate.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: BaselineName
+    share: float = Field(default=DEFAULT_SHARE, gt=0.0, le=1.0)
+    self_weight: float = Field(default=DEFAULT_SELF_WEIGHT, ge=0.0)
+    susceptibility: float = Field(default=DEFAULT_SUSCEPTIBILITY, ge=0.0, le=1.0)
+    epsilon: float = Field(default=DEFAULT_CONFIDENCE, gt=0.0)
+    mu: float = Field(default=DEFAULT_CONVERGENCE, gt=0.0, le=0.5)
+
+
+__all__ = ["BaselineConfig"]

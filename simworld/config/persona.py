@@ -1,0 +1,219 @@
+"""Persona profiles, persona libraries and the seeded population sampler."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from simworld.errors import config_error_from_validation
+from simworld.support.yamlio import read_yaml_mapping
+
+TraitLevel = Annotated[float, Field(ge=1.0, le=5.0)]
+OpinionValue = int | str
+
+BIG_FIVE_TRAITS = (
+    "openness",
+    "conscientiousness",
+    "extraversion",
+    "agreeableness",
+    "neuroticism",
+)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BigFive(_Strict):
+    """Big Five levels on the 1–5 scale of the BFI (3 is the midpoint)."""
+
+    openness: TraitLevel
+    conscientiousness: TraitLevel
+    extraversion: TraitLevel
+    agreeableness: TraitLevel
+    neuroticism: TraitLevel
+
+
+class Persona(_Strict):
+    """Who an agent is: identity, demographics, personality, values, opinions and voice.
+
+    Attributes:
+        id: Unique slug of the persona within its library.
+        name: Display name used in conversation.
+        opinions: Initial opinion per topic id (a Likert value or a choice letter).
+    """
+
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9_\-]*$")
+    name: str = Field(min_length=1)
+    age: int = Field(ge=16, le=110)
+    gender: str = Field(min_length=1)
+    nationality: str = Field(min_length=1)
+    culture: str | None = None
+    occupation: str = Field(min_length=1)
+    education: str = Field(min_length=1)
+    big_five: BigFive
+    values: list[str] = Field(default_factory=list)
+    opinions: dict[str, OpinionValue] = Field(default_factory=dict)
+    backstory: str = ""
+    speaking_style: str = ""
+
+
+class PersonaLibrary(_Strict):
+    """A named collection of personas stored as one YAML file under ``agents/``."""
+
+    name: str
+    description: str = ""
+    personas: list[Persona] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> PersonaLibrary:
+        seen: set[str] = set()
+        for i, p in enumerate(self.personas):
+            if p.id in seen:
+                raise ValueError(f"personas[{i}].id: duplicate persona id {p.id!r}")
+            seen.add(p.id)
+        return self
+
+
+def load_library(path: str | Path) -> PersonaLibrary:
+    """Load and validate a persona library.
+
+    Args:
+        path: YAML file with ``name``, ``description`` and ``personas``.
+
+    Returns:
+        The validated library.
+
+    Raises:
+        ConfigError: The file is missing or any field is malformed.
+    """
+    data = read_yaml_mapping(path)
+    try:
+        return PersonaLibrary.model_validate(data)
+    except ValidationError as exc:
+        raise config_error_from_validation(path, exc, data=data) from exc
+
+
+class PopulationDistributions(_Strict):
+    """Attribute distributions for drawing synthetic personas.
+
+    Categorical attributes are ``{value: weight}`` mappings; weights need not sum to 1.
+    Big Five levels are drawn from a normal distribution clipped to 1..5.
+    """
+
+    nationality: dict[str, float] = Field(min_length=1)
+    gender: dict[str, float] = Field(default_factory=lambda: {"woman": 1.0, "man": 1.0})
+    age_min: int = Field(default=18, ge=16)
+    age_max: int = Field(default=80, le=110)
+    occupation: dict[str, float] = Field(default_factory=lambda: {"office worker": 1.0})
+    education: dict[str, float] = Field(default_factory=lambda: {"secondary school": 1.0})
+    big_five_mean: float = Field(default=3.0, ge=1.0, le=5.0)
+    big_five_sd: float = Field(default=0.7, ge=0.0)
+    opinions: dict[str, dict[str, float]] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check(self) -> PopulationDistributions:
+        if self.age_min > self.age_max:
+            raise ValueError("age_min: must not exceed age_max")
+        for name in ("nationality", "gender", "occupation", "education"):
+            _check_weights(getattr(self, name), name)
+        for topic, dist in self.opinions.items():
+            _check_weights(dist, f"opinions.{topic}")
+        return self
+
+
+def _check_weights(weights: dict[str, float], name: str) -> None:
+    if not weights or any(w < 0 for w in weights.values()) or sum(weights.values()) <= 0:
+        raise ValueError(f"{name}: weights must be non-negative with a positive sum")
+
+
+def _draw(rng: np.random.Generator, weights: dict[str, float]) -> str:
+    """One key drawn with probability proportional to its weight.
+
+    Keys are taken in sorted order, so the draw does not depend on the mapping's order (a
+    manifest stores the scenario with sorted keys, and a replay must draw the same people).
+    """
+    keys = sorted(weights)
+    p = np.array([weights[k] for k in keys], dtype=float)
+    return keys[int(rng.choice(len(keys), p=p / p.sum()))]
+
+
+def _opinion_value(raw: str) -> OpinionValue:
+    return int(raw) if raw.lstrip("-").isdigit() else raw
+
+
+def sample_from_library(
+    library: PersonaLibrary, size: int, rng: np.random.Generator, *, replace: bool = False
+) -> list[Persona]:
+    """Draw ``size`` personas from a library, in a seeded order.
+
+    Args:
+        library: Personas to draw from.
+        size: How many to draw.
+        rng: Seeded generator (the model's ``rng``).
+        replace: Draw with replacement (duplicates get ids suffixed ``-2``, ``-3`` …).
+
+    Returns:
+        The drawn personas.
+
+    Raises:
+        ValueError: ``size`` exceeds the library without replacement.
+    """
+    n = len(library.personas)
+    if not replace and size > n:
+        raise ValueError(f"size {size} exceeds the library's {n} personas (set replace: true)")
+    idx = rng.choice(n, size=size, replace=replace)
+    out: list[Persona] = []
+    counts: dict[str, int] = {}
+    taken = {p.id for p in library.personas}  # a suffixed id must not be a library id
+    for i in idx:
+        p = library.personas[int(i)]
+        counts[p.id] = counts.get(p.id, 0) + 1
+        if counts[p.id] == 1:
+            out.append(p)
+            continue
+        while f"{p.id}-{counts[p.id]}" in taken:
+            counts[p.id] += 1
+        taken.add(f"{p.id}-{counts[p.id]}")
+        out.append(p.model_copy(update={"id": f"{p.id}-{counts[p.id]}"}))
+    return out
+
+
+def sample_from_distributions(
+    dist: PopulationDistributions, size: int, rng: np.random.Generator
+) -> list[Persona]:
+    """Draw ``size`` synthetic personas from attribute distributions.
+
+    Args:
+        dist: The attribute distributions.
+        size: How many personas.
+        rng: Seeded generator.
+
+    Returns:
+        Personas with ids ``synthetic-000`` … in draw order.
+    """
+    out = []
+    for i in range(size):
+        nationality = _draw(rng, dist.nationality)
+        levels = np.clip(rng.normal(dist.big_five_mean, dist.big_five_sd, 5), 1.0, 5.0)
+        out.append(
+            Persona(
+                id=f"synthetic-{i:03d}",
+                name=f"Resident {i + 1} ({nationality})",
+                age=int(rng.integers(dist.age_min, dist.age_max + 1)),
+                gender=_draw(rng, dist.gender),
+                nationality=nationality,
+                occupation=_draw(rng, dist.occupation),
+                education=_draw(rng, dist.education),
+                big_five=BigFive(
+                    **dict(zip(BIG_FIVE_TRAITS, (round(float(v), 2) for v in levels), strict=True))
+                ),
+                opinions={
+                    t: _opinion_value(_draw(rng, d)) for t, d in sorted(dist.opinions.items())
+                },
+            )
+        )
+    return out

@@ -1,0 +1,450 @@
+"""Scenario files: the pydantic schema of an experiment and its safe loading from YAML."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from simworld.config.baseline import BaselineConfig
+from simworld.config.interventions import Broadcast, Intervention, Removal, Rewiring
+from simworld.config.memory import MemoryConfig
+from simworld.config.persona import PopulationDistributions
+from simworld.config.trackers import TrackersConfig
+from simworld.errors import ConfigError, config_error_from_validation
+from simworld.support.yamlio import read_yaml_mapping
+
+DEFAULT_MODEL = "local/gemma3-270m"
+DEFAULT_TEMPERATURE = 0.7
+DEFAULT_MAX_TOKENS = 160
+DEFAULT_CONCURRENCY = 16
+SLUG = r"^[a-z0-9][a-z0-9_\-]*$"
+
+OpinionValue = int | str
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class LikertScale(_Strict):
+    """An ordinal scale with values ``1..K``, one label per value."""
+
+    type: Literal["likert"]
+    labels: list[str] = Field(min_length=2, max_length=11)
+
+    @model_validator(mode="after")
+    def _distinct(self) -> LikertScale:
+        if len({lab.casefold() for lab in self.labels}) != len(self.labels):
+            raise ValueError("labels: must be distinct")
+        return self
+
+    @property
+    def values(self) -> list[OpinionValue]:
+        """The allowed answers."""
+        return list(range(1, len(self.labels) + 1))
+
+    def label(self, value: OpinionValue) -> str:
+        """Label of an answer."""
+        return self.labels[int(value) - 1]
+
+
+class ChoiceScale(_Strict):
+    """A categorical scale: options keyed by single capital letters."""
+
+    type: Literal["choice"]
+    options: dict[Annotated[str, Field(pattern=r"^[A-Z]$")], str] = Field(min_length=2)
+
+    @property
+    def values(self) -> list[OpinionValue]:
+        """The allowed answers."""
+        return list(self.options)
+
+    def label(self, value: OpinionValue) -> str:
+        """Label of an answer."""
+        return self.options[str(value)]
+
+
+Scale = Annotated[LikertScale | ChoiceScale, Field(discriminator="type")]
+
+
+class Topic(_Strict):
+    """A question the agents hold opinions on, with its answer scale."""
+
+    id: str = Field(pattern=SLUG)
+    statement: str = Field(min_length=3)
+    scale: Scale
+    truth: OpinionValue | None = None
+    """The correct answer, when the question has one (Asch trials, ground-truth analyses)."""
+
+    @model_validator(mode="after")
+    def _truth_on_scale(self) -> Topic:
+        if self.truth is not None and not self.allows(self.truth):
+            raise ValueError(f"truth: {self.truth!r} is not one of {self.scale.values}")
+        return self
+
+    def allows(self, value: OpinionValue) -> bool:
+        """Whether ``value`` is an answer on this topic's scale."""
+        return str(value) in {str(v) for v in self.scale.values}
+
+    @property
+    def ordinal(self) -> bool:
+        """Whether answers are ordered numbers (Likert) rather than categories."""
+        return isinstance(self.scale, LikertScale)
+
+
+class PopulationConfig(_Strict):
+    """Where the personas come from: a library file or attribute distributions."""
+
+    size: int = Field(ge=1, le=100_000)
+    library: str | None = None
+    replace: bool = False
+    distributions: PopulationDistributions | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> PopulationConfig:
+        if (self.library is None) == (self.distributions is None):
+            raise ValueError("give exactly one of 'library' or 'distributions'")
+        return self
+
+
+class CompleteNetwork(_Strict):
+    """Everyone is connected to everyone."""
+
+    generator: Literal["complete"]
+
+
+class ErdosRenyiNetwork(_Strict):
+    """Each pair is connected with probability ``p``."""
+
+    generator: Literal["erdos_renyi"]
+    p: float = Field(ge=0.0, le=1.0)
+
+
+class WattsStrogatzNetwork(_Strict):
+    """Small world: ring of ``k`` nearest neighbours, each edge rewired with probability ``p``."""
+
+    generator: Literal["watts_strogatz"]
+    k: int = Field(ge=2)
+    p: float = Field(ge=0.0, le=1.0)
+
+
+class BarabasiAlbertNetwork(_Strict):
+    """Preferential attachment: each new node attaches ``m`` edges."""
+
+    generator: Literal["barabasi_albert"]
+    m: int = Field(ge=1)
+
+
+class StochasticBlockNetwork(_Strict):
+    """Homophily: blocks by a persona attribute (or explicit sizes), dense inside, sparse across."""
+
+    generator: Literal["stochastic_block"]
+    p_in: float = Field(ge=0.0, le=1.0)
+    p_out: float = Field(ge=0.0, le=1.0)
+    group_by: Literal["nationality", "gender", "occupation", "education", "culture"] | None = None
+    sizes: list[Annotated[int, Field(ge=1)]] | None = None
+
+    @model_validator(mode="after")
+    def _one_grouping(self) -> StochasticBlockNetwork:
+        if (self.group_by is None) == (self.sizes is None):
+            raise ValueError("give exactly one of 'group_by' or 'sizes'")
+        return self
+
+
+class EdgeListNetwork(_Strict):
+    """Edges read from a file: one ``a b`` pair of persona ids or 0-based indices per line."""
+
+    generator: Literal["edge_list"]
+    path: str
+
+
+NetworkConfig = Annotated[
+    CompleteNetwork
+    | ErdosRenyiNetwork
+    | WattsStrogatzNetwork
+    | BarabasiAlbertNetwork
+    | StochasticBlockNetwork
+    | EdgeListNetwork,
+    Field(discriminator="generator"),
+]
+
+
+class AschConfig(_Strict):
+    """Asch-style trials (Zhu et al. 2024): ``p`` scripted peers all give answer c first.
+
+    Attributes:
+        peers: ``p`` per step: step t uses ``peers[(t - 1) % len(peers)]`` (0: no peers, the
+            control condition).
+        peer_answers: The peers' answer c per topic id; for a topic not listed, c is drawn
+            (seeded, once per run) among the answers other than the topic's ``truth``.
+    """
+
+    peers: list[Annotated[int, Field(ge=0, le=50)]] = Field(min_length=1)
+    peer_answers: dict[str, OpinionValue] = Field(default_factory=dict)
+
+    def peers_at(self, step: int) -> int:
+        """``p`` at interaction step ``step`` (1-based)."""
+        return self.peers[(step - 1) % len(self.peers)]
+
+
+class ProtocolConfig(_Strict):
+    """How agents interact and when they are probed.
+
+    Step 0 is the initial state; interaction steps are ``1..steps``. A probe at step t
+    is taken after step t's interaction (at step 0, before any).
+
+    Modes: ``broadcast`` (every agent posts to its neighbours), ``pairs`` (a random matching
+    along edges talks), ``group`` (groups of ``group_size`` talk for ``rounds``; composed at
+    random, or balanced by onboarding diversity with ``grouping: balanced``) and ``asch``
+    (every agent answers every topic after ``p`` scripted peers, see :class:`AschConfig`).
+    """
+
+    steps: int = Field(ge=1, le=100_000)
+    mode: Literal["broadcast", "pairs", "group", "asch"] = "broadcast"
+    group_size: int = Field(default=5, ge=2)
+    grouping: Literal["random", "balanced"] = "random"
+    """``balanced``: groups are composed so that the onboarding diversity S of the step's
+    topic (the latest private answers before the step) covers its levels evenly; see
+    :func:`simworld.engine.grouping.balanced_groups`."""
+    asch: AschConfig | None = None
+    rounds: int = Field(default=3, ge=1)
+    probe_every: int = Field(default=1, ge=1)
+    probe_at: list[Annotated[int, Field(ge=0)]] | None = None
+    memory_window: int = Field(default=8, ge=0)
+    instruction: str = ""
+    probe_topics: Literal["all", "discussed"] = "all"
+    """``all``: every probe asks about every topic. ``discussed``: the probe at step s asks
+    only about the topic of step s (just discussed: the R answer) and of step s+1 (about to
+    be discussed: the O answer; not after the last step); at step 0 only the first topic."""
+
+    def probe_steps(self) -> list[int]:
+        """The steps at which every agent is probed."""
+        if self.probe_at is not None:
+            return sorted({s for s in self.probe_at if s <= self.steps})
+        return list(range(0, self.steps + 1, self.probe_every))
+
+    def probe_topic_indices(self, step: int, n_topics: int) -> list[int]:
+        """Indices (in scenario order) of the topics probed at ``step`` (see ``probe_topics``).
+
+        Step t discusses topic ``(t - 1) % n_topics``.
+        """
+        if self.probe_topics == "all":
+            return list(range(n_topics))
+        wanted: set[int] = set()
+        if step >= 1:
+            wanted.add((step - 1) % n_topics)
+        if step < self.steps:
+            wanted.add(step % n_topics)
+        return sorted(wanted)
+
+
+class PriceConfig(_Strict):
+    """Price per million tokens, overriding litellm's cost map."""
+
+    input_per_million: float = Field(ge=0.0)
+    output_per_million: float = Field(ge=0.0)
+
+
+class LLMConfig(_Strict):
+    """Model and gateway settings."""
+
+    model: str = Field(default=DEFAULT_MODEL, min_length=3)
+    temperature: float = Field(default=DEFAULT_TEMPERATURE, ge=0.0, le=2.0)
+    max_tokens: int = Field(default=DEFAULT_MAX_TOKENS, ge=1, le=32_768)
+    concurrency: int = Field(default=DEFAULT_CONCURRENCY, ge=1, le=4096)
+    cache: Literal["off", "record", "replay"] = "record"
+    timeout_s: float = Field(default=60.0, gt=0.0)
+    max_retries: int = Field(default=4, ge=0, le=20)
+    max_invalid_retries: int = Field(default=2, ge=0, le=20)
+    backoff_base_s: float = Field(default=0.5, ge=0.0)
+    backoff_max_s: float = Field(default=20.0, ge=0.0)
+    budget_usd: float | None = Field(default=None, gt=0.0)
+    probe_logprobs: bool = True
+    price: PriceConfig | None = None
+
+
+class Scenario(_Strict):
+    """One experiment: who, on which network, about what, how, and with which model."""
+
+    name: str = Field(pattern=SLUG)
+    description: str = ""
+    seed: int = Field(default=0, ge=0, le=2**63 - 1)
+    population: PopulationConfig
+    network: NetworkConfig
+    topics: list[Topic] = Field(min_length=1)
+    protocol: ProtocolConfig
+    llm: LLMConfig = Field(default_factory=LLMConfig)
+    memory: MemoryConfig = Field(default_factory=MemoryConfig)
+    trackers: TrackersConfig = Field(default_factory=TrackersConfig)
+    baseline: BaselineConfig | None = None
+    interventions: list[Intervention] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _check(self) -> Scenario:
+        ids = [t.id for t in self.topics]
+        for i, t in enumerate(ids):
+            if t in ids[:i]:
+                raise ValueError(f"topics[{i}].id: duplicate topic id {t!r}")
+        self._check_protocol()
+        self._check_interventions()
+        choice = [t.id for t in self.topics if not t.ordinal]
+        if self.baseline is not None and choice:
+            raise ValueError(
+                f"baseline.model: {self.baseline.model} needs Likert topics; "
+                f"{choice[0]!r} is a choice topic"
+            )
+        if self.protocol.probe_at is not None:
+            late = [s for s in self.protocol.probe_at if s > self.protocol.steps]
+            if late:
+                raise ValueError(f"protocol.probe_at: step {late[0]} is after the last step")
+        n, net = self.population.size, self.network
+        if isinstance(net, WattsStrogatzNetwork) and net.k >= n:
+            raise ValueError(f"network.k: k={net.k} must be smaller than population.size {n}")
+        if isinstance(net, BarabasiAlbertNetwork) and net.m >= n:
+            raise ValueError(f"network.m: m={net.m} must be smaller than population.size {n}")
+        if isinstance(net, StochasticBlockNetwork) and net.sizes and sum(net.sizes) != n:
+            raise ValueError(
+                f"network.sizes: block sizes sum to {sum(net.sizes)}, not population.size {n}"
+            )
+        return self
+
+    def _check_protocol(self) -> None:
+        protocol, probes = self.protocol, set(self.protocol.probe_steps())
+        if protocol.grouping == "balanced":
+            if protocol.mode != "group":
+                raise ValueError("protocol.grouping: 'balanced' needs mode: group")
+            unprobed = [s for s in range(protocol.steps) if s not in probes]
+            if unprobed:
+                raise ValueError(
+                    f"protocol.grouping: 'balanced' needs a probe before every step "
+                    f"(none at step {unprobed[0]})"
+                )
+        if (protocol.mode == "asch") != (protocol.asch is not None):
+            raise ValueError("protocol.asch: give it exactly when mode is 'asch'")
+        if protocol.asch is not None:
+            if 0 not in probes:
+                raise ValueError("protocol.probe_at: asch trials need a probe at step 0")
+            for topic_id, value in protocol.asch.peer_answers.items():
+                topic = next((t for t in self.topics if t.id == topic_id), None)
+                if topic is None:
+                    raise ValueError(f"protocol.asch.peer_answers: no topic {topic_id!r}")
+                if not topic.allows(value):
+                    raise ValueError(
+                        f"protocol.asch.peer_answers.{topic_id}: {value!r} is not on its scale"
+                    )
+            unset = [
+                t.id
+                for t in self.topics
+                if t.id not in protocol.asch.peer_answers and t.truth is None
+            ]
+            if unset:
+                raise ValueError(
+                    f"topics: {unset[0]!r} needs a truth (or protocol.asch.peer_answers) "
+                    "for asch trials"
+                )
+        belief = self.trackers.belief
+        if belief is not None:
+            topic = next((t for t in self.topics if t.id == belief.topic), None)
+            if topic is None or not topic.ordinal:
+                raise ValueError(f"trackers.belief.topic: {belief.topic!r} is not a Likert topic")
+            if not topic.allows(belief.believe_at):
+                raise ValueError(
+                    f"trackers.belief.believe_at: {belief.believe_at} is off the scale"
+                )
+
+    def _check_interventions(self) -> None:
+        for i, item in enumerate(self.interventions):
+            where = f"interventions[{i}]"
+            if item.step > self.protocol.steps:
+                raise ValueError(f"{where}.step: step {item.step} is after the last step")
+            if isinstance(item, Broadcast) and item.topic not in {t.id for t in self.topics}:
+                raise ValueError(f"{where}.topic: no topic {item.topic!r}")
+            if isinstance(item, Removal | Rewiring) and self.baseline is not None:
+                raise ValueError(
+                    f"{where}.kind: '{item.kind}' changes the graph, which baseline agents "
+                    "do not follow yet; drop the baseline section or this intervention"
+                )
+            if (
+                isinstance(item, Removal)
+                and item.select is not None
+                and item.select.among == "believing"
+                and self.trackers.belief is None
+            ):
+                raise ValueError(f"{where}.select.among: 'believing' needs trackers.belief")
+
+    def topic(self, topic_id: str) -> Topic:
+        """The topic with this id."""
+        return next(t for t in self.topics if t.id == topic_id)
+
+
+def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+    """Set ``data[a][b][c] = value`` for the dotted key ``a.b.c``, creating mappings."""
+    parts = key.split(".")
+    node = data
+    for part in parts[:-1]:
+        nxt = node.get(part)
+        if not isinstance(nxt, dict):
+            nxt = {}
+            node[part] = nxt
+        node = nxt
+    node[parts[-1]] = value
+
+
+def _resolve_path(base: Path, value: str) -> str:
+    p = Path(value)
+    return str(p if p.is_absolute() else (base / p).resolve())
+
+
+def load_scenario(path: str | Path, overrides: dict[str, Any] | None = None) -> Scenario:
+    """Read, override and validate a scenario file; relative paths resolve from its folder.
+
+    Args:
+        path: The scenario YAML file.
+        overrides: Dotted keys to set before validation (``{"llm.model": "fake/x"}``).
+
+    Returns:
+        The validated scenario, with file paths made absolute.
+
+    Raises:
+        ConfigError: The file is missing or a field is malformed.
+    """
+    path = Path(path)
+    data = copy.deepcopy(read_yaml_mapping(path))
+    for key, value in (overrides or {}).items():
+        set_dotted(data, key, value)
+    try:
+        scenario = Scenario.model_validate(data)
+    except ValidationError as exc:
+        raise config_error_from_validation(path, exc, data=data) from exc
+    base = path.resolve().parent
+    if scenario.population.library is not None:
+        scenario.population.library = _resolve_path(base, scenario.population.library)
+        if not Path(scenario.population.library).is_file():
+            msg = f"file not found: {scenario.population.library}"
+            raise ConfigError(path, "population.library", msg)
+    if isinstance(scenario.network, EdgeListNetwork):
+        scenario.network.path = _resolve_path(base, scenario.network.path)
+        if not Path(scenario.network.path).is_file():
+            raise ConfigError(path, "network.path", f"file not found: {scenario.network.path}")
+    return scenario
+
+
+def scenario_json_schema() -> dict[str, Any]:
+    """The JSON Schema of scenario files, for editors."""
+    schema = Scenario.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "simworld scenario"
+    return schema
+
+
+__all__ = [
+    "ConfigError",
+    "LLMConfig",
+    "Scenario",
+    "Topic",
+    "load_scenario",
+    "scenario_json_schema",
+]

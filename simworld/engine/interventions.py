@@ -1,0 +1,121 @@
+"""Scheduled interventions: a broadcast correction, removing agents, rewiring the network.
+
+Each intervention of the scenario's ``interventions:`` list happens at the start of its step,
+before that step's conversations, in list order, and is logged as one ``intervention`` event
+(see :func:`apply_intervention`). Random choices use the model's seeded generator, so a run
+is reproducible.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from simworld.config.interventions import Broadcast, Intervention, Removal, Rewiring, Selection
+from simworld.measures import believes
+
+if TYPE_CHECKING:
+    from simworld.engine.agent import PersonaAgent
+    from simworld.engine.model import SocialSimulation
+
+Event = dict[str, Any]
+Edge = list[int]
+
+
+def due(interventions: list[Intervention], step: int) -> list[tuple[int, Intervention]]:
+    """The interventions scheduled for ``step``, with their index in the scenario's list."""
+    return [(i, item) for i, item in enumerate(interventions) if item.step == step]
+
+
+def apply_intervention(model: SocialSimulation, item: Intervention, *, index: int) -> Event:
+    """Carry out one intervention on the model and return its transcript event.
+
+    Events (``type: intervention``, with ``step``, ``index`` and ``kind``):
+
+    - ``broadcast``: ``source``, ``topic``, ``text`` and ``to`` (recipients' ids); every
+      active agent remembers the text as heard from ``source``;
+    - ``remove``: ``agents`` (ids, removal order) and ``edges_removed`` (node pairs);
+    - ``rewire``: ``edges_removed`` and ``edges_added`` (node pairs, in rewiring order).
+    """
+    event: Event = {"type": "intervention", "step": item.step, "index": index, "kind": item.kind}
+    if isinstance(item, Broadcast):
+        event.update(_broadcast(model, item))
+    elif isinstance(item, Removal):
+        event.update(_remove(model, item))
+    else:
+        event.update(_rewire(model, item))
+    return event
+
+
+def _broadcast(model: SocialSimulation, item: Broadcast) -> Event:
+    recipients = model.active_agents()
+    for agent in recipients:
+        agent.remember(
+            step=item.step,
+            kind="observation",
+            speaker=item.source,
+            topic=item.topic,
+            text=item.text,
+        )
+    return {
+        "source": item.source,
+        "topic": item.topic,
+        "text": item.text,
+        "to": [a.key for a in recipients],
+    }
+
+
+def _remove(model: SocialSimulation, item: Removal) -> Event:
+    if item.agents is not None:
+        by_key = {a.key: a for a in model.population}
+        chosen = [by_key[key] for key in item.agents if by_key[key].active]
+    else:
+        assert item.select is not None  # the schema requires one of the two
+        chosen = _select(model, item.select, item.step)
+    removed: list[Edge] = []
+    for agent in chosen:
+        for other in sorted(model.graph.neighbors(agent.node)):
+            removed.append(sorted((agent.node, other)))
+        model.graph.remove_edges_from(list(model.graph.edges(agent.node)))
+        agent.active = False
+    return {"agents": [a.key for a in chosen], "edges_removed": removed}
+
+
+def _select(model: SocialSimulation, select: Selection, step: int) -> list[PersonaAgent]:
+    """The agents a selection takes, among active ones (believing ones if asked)."""
+    candidates = model.active_agents()
+    if select.among == "believing":
+        belief = model.scenario.trackers.belief
+        assert belief is not None  # the schema requires trackers.belief for this
+        latest = model.latest_answers(belief.topic, before=step)
+        candidates = [a for a in candidates if believes(latest.get(a.key), belief.believe_at)]
+    if select.by == "degree":
+        candidates.sort(key=lambda a: (-model.graph.degree(a.node), a.node))
+        return candidates[: select.count]
+    if len(candidates) <= select.count:
+        return candidates
+    picks = model.rng.choice(len(candidates), size=select.count, replace=False)
+    return [candidates[int(i)] for i in sorted(picks)]
+
+
+def _rewire(model: SocialSimulation, item: Rewiring) -> Event:
+    graph, rng = model.graph, model.rng
+    active = sorted(a.node for a in model.active_agents())
+    removed: list[Edge] = []
+    added: list[Edge] = []
+    for u, v in sorted((min(e), max(e)) for e in graph.edges()):
+        if rng.random() >= item.p:
+            continue
+        keep = u if rng.random() < 0.5 else v
+        taken = set(graph.neighbors(keep)) | {keep}
+        options = [n for n in active if n not in taken]
+        if not options:
+            continue
+        new = options[int(rng.integers(len(options)))]
+        graph.remove_edge(u, v)
+        graph.add_edge(keep, new)
+        removed.append([u, v])
+        added.append(sorted((keep, new)))
+    return {"edges_removed": removed, "edges_added": added}
+
+
+__all__ = ["apply_intervention", "due"]

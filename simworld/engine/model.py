@@ -1,0 +1,498 @@
+"""The mesa model: persona agents on a social graph, stepped with concurrent LLM calls."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import mesa
+import networkx as nx
+
+from simworld.config.interventions import Removal
+from simworld.config.scenario import Scenario, Topic
+from simworld.engine.agent import PersonaAgent
+from simworld.engine.annotate import Job, annotation_jobs
+from simworld.engine.asch import draw_peer_answers, run_trials
+from simworld.engine.bfi import bfi_jobs
+from simworld.engine.grouping import balanced_groups, random_groups
+from simworld.engine.interventions import apply_intervention, due
+from simworld.engine.policy import BaselinePolicy, Statement
+from simworld.errors import ConfigError
+from simworld.llm.gateway import CallOutcome, Gateway
+from simworld.llm.litellm_backend import canonical_json
+from simworld.llm.logprobs import expected_value
+from simworld.memory.system import MemorySystem
+from simworld.society.network import build_graph
+from simworld.society.population import build_population
+from simworld.trackers.tracker_set import TrackerSet
+
+Event = dict[str, Any]
+BRANCH_FIXED_FIELDS = ("name", "seed", "population", "network", "baseline")
+
+
+@dataclass
+class StepRecord:
+    """Everything one step (or the initial probe at step 0) produced, in a fixed order."""
+
+    step: int
+    events: list[Event] = field(default_factory=list)
+    calls: list[CallOutcome] = field(default_factory=list)
+
+    def call(self, outcome: CallOutcome) -> None:
+        """Log one model call."""
+        self.calls.append(outcome)
+        self.events.append({"type": "llm_call", **outcome.record()})
+
+
+@dataclass
+class Turn:
+    """One speaking turn inside a conversation."""
+
+    speaker: PersonaAgent
+    template: str
+    listeners: list[PersonaAgent]
+    fields: dict[str, str] = field(default_factory=dict)
+
+
+class SocialSimulation(mesa.Model):
+    """LLM-backed persona agents talking over a networkx graph.
+
+    Within a step, every conversation runs concurrently (its turns in order) and outcomes
+    are applied in plan order, so results depend neither on which call returns first nor
+    on the concurrency level. Messages travel only along graph edges; probes are private.
+
+    Args:
+        scenario: The validated scenario.
+        gateway: The LLM gateway.
+        source: The scenario file, named in errors.
+        on_step: Called with each finished :class:`StepRecord` (the run writer).
+        memory_dir: Where a ``chroma`` memory store keeps its files (``<run_dir>/memory``;
+            created on first write); ``None`` keeps memories in memory only.
+    """
+
+    def __init__(
+        self,
+        scenario: Scenario,
+        *,
+        gateway: Gateway,
+        source: str | Path = "<scenario>",
+        on_step: Callable[[StepRecord], None] | None = None,
+        memory_dir: str | Path | None = None,
+    ) -> None:
+        super().__init__(rng=scenario.seed)
+        self.scenario = scenario
+        self.gateway = gateway
+        self.on_step = on_step
+        personas = build_population(scenario, self.rng, source=source)
+        self.graph: nx.Graph = build_graph(scenario.network, personas, self.rng, source=source)
+        self.memory_system = MemorySystem(scenario.memory, seed=scenario.seed, directory=memory_dir)
+        self._by_node = [PersonaAgent(self, p, node) for node, p in enumerate(personas)]
+        self.policy: BaselinePolicy | None = None
+        if scenario.baseline is not None:
+            self.policy = BaselinePolicy(
+                scenario.baseline, scenario.topics, self.graph, personas, self.rng
+            )
+            for agent in self._by_node:
+                agent.baseline = self.policy.is_baseline(agent)
+        self.probe_steps = set(scenario.protocol.probe_steps())
+        self.opinions: list[dict[str, Any]] = []
+        self._answers: dict[str, dict[int, dict[str, str | None]]] = {}
+        self.peer_answers = draw_peer_answers(scenario)
+        _check_removals(scenario, {p.id for p in personas}, source)
+        self.stopped_reason: str | None = None
+        self._loop = asyncio.new_event_loop()
+        self._started = False
+        self.trackers = TrackerSet(scenario)
+        self.trackers.observe(self.start_event())
+        self.datacollector = self.trackers.datacollector()
+
+    # -- structure ---------------------------------------------------------------------------
+    def agent_at(self, node: int) -> PersonaAgent:
+        """The agent on graph node ``node``."""
+        return self._by_node[node]
+
+    @property
+    def population(self) -> list[PersonaAgent]:
+        """Agents in node order."""
+        return list(self._by_node)
+
+    def active_agents(self) -> list[PersonaAgent]:
+        """Agents not removed by an intervention, in node order."""
+        return [a for a in self._by_node if a.active]
+
+    def latest_answers(self, topic_id: str, *, before: int) -> dict[str, str | None]:
+        """Agent → private answer on ``topic_id`` at the latest probe of it before ``before``.
+
+        Empty when the topic was not probed before that step; agents not probed then are
+        absent, and a failed probe gives None.
+        """
+        by_step = self._answers.get(topic_id, {})
+        earlier = [s for s in by_step if s < before]
+        return dict(by_step[max(earlier)]) if earlier else {}
+
+    def start_event(self) -> Event:
+        """The run's opening transcript event: agents and edges."""
+        return {
+            "type": "run_start",
+            "scenario": self.scenario.name,
+            "seed": self.scenario.seed,
+            "agents": [
+                {
+                    "agent": a.key,
+                    "name": a.name,
+                    "node": a.node,
+                    "nationality": a.persona.nationality,
+                    "opinions": dict(a.persona.opinions),
+                    "big_five": a.persona.big_five.model_dump(),
+                    **({"policy": self.scenario.baseline.model} if a.baseline else {}),
+                }
+                for a in self._by_node
+            ],
+            "edges": sorted([min(u, v), max(u, v)] for u, v in self.graph.edges()),
+        }
+
+    def rebase(self, scenario: Scenario) -> None:
+        """Continue under another scenario from the next step on (a counterfactual branch).
+
+        Raises:
+            ValueError: The new scenario changes who is simulated (seed, population, network).
+        """
+        for name in BRANCH_FIXED_FIELDS:
+            if getattr(scenario, name) != getattr(self.scenario, name):
+                raise ValueError(f"{name} cannot change in a branch")
+        self.memory_system.reconfigure(scenario.memory)
+        self.scenario = scenario
+        self.gateway.reconfigure(scenario.llm)
+        self.probe_steps = set(scenario.protocol.probe_steps())
+        self.peer_answers = draw_peer_answers(scenario)
+        for agent in self._by_node:
+            agent.refresh_system_prompt()
+
+    def topic_for(self, step: int) -> Topic:
+        """The topic discussed at ``step`` (topics take turns)."""
+        topics = self.scenario.topics
+        return topics[(step - 1) % len(topics)]
+
+    def probe_topics(self, step: int) -> list[Topic]:
+        """The topics probed at ``step``, in scenario order (``protocol.probe_topics``).
+
+        ``all``: every topic. ``discussed``: the topic of step ``step`` (just discussed) and
+        of step ``step + 1`` (about to be discussed, only before the last step); at step 0
+        only the first topic.
+        """
+        topics = self.scenario.topics
+        return [topics[i] for i in self.scenario.protocol.probe_topic_indices(step, len(topics))]
+
+    # -- running -----------------------------------------------------------------------------
+    def gather(
+        self, aws: Iterable[Awaitable[Any]], *, return_exceptions: bool = False
+    ) -> list[Any]:
+        """Run awaitables concurrently on the model's event loop; results in input order."""
+
+        async def gather() -> list[Any]:
+            return list(await asyncio.gather(*aws, return_exceptions=return_exceptions))
+
+        return self._loop.run_until_complete(gather())
+
+    def start(self) -> None:
+        """Probe the initial state (step 0) when configured; idempotent."""
+        if self._started:
+            return
+        self._started = True
+        record = StepRecord(0)
+        if 0 in self.probe_steps:
+            self._probe(record)
+        self._run_jobs(record, bfi_jobs(self, 0))
+        if record.events:
+            self._finish(record)
+
+    def step(self) -> None:
+        """One step: the interventions due (:mod:`simworld.engine.interventions`), the interaction
+        (conversations, or Asch trials in ``asch`` mode), stances and memory upkeep, then the
+        probe if this step is a probe step."""
+        self.start()
+        step = self.steps
+        record = StepRecord(step)
+        for index, item in due(self.scenario.interventions, step):
+            record.events.append(apply_intervention(self, item, index=index))
+        topic = self.topic_for(step)
+        if self.scenario.protocol.mode == "asch":
+            run_trials(self, record, step)
+        else:
+            self._discuss(record, topic, step)
+        if self.policy is not None and self.scenario.trackers.stance:
+            record.events.extend(self.policy.stance_events(record.events, step))
+        self._run_jobs(record, annotation_jobs(self, record.events, step))
+        self._memory_phase(record, step)
+        if self.policy is not None:
+            self.policy.update(topic)
+        if step in self.probe_steps:
+            self._probe(record)
+        self._run_jobs(record, bfi_jobs(self, step))
+        self._finish(record)
+        if self.gateway.budget_exhausted:
+            self.stopped_reason = "budget_exhausted"
+            self.running = False
+        elif step >= self.scenario.protocol.steps:
+            self.running = False
+
+    def _discuss(self, record: StepRecord, topic: Topic, step: int) -> None:
+        """Plan the step's conversations, run them concurrently and apply them in plan order."""
+        conversations = self._plan(step, topic)
+        results = self.gather(self._converse(conv, topic, step) for conv in conversations)
+        for index, (conv, outcomes) in enumerate(zip(conversations, results, strict=True)):
+            self._log_conversation(record, conv, topic, step, index)
+            self._apply(record, conv, outcomes, topic, step)
+
+    def close(self) -> None:
+        """Close the memories, cancel leftover tasks (litellm's logging worker), close the loop."""
+        self.memory_system.close()
+        if self._loop.is_closed():
+            return
+        pending = asyncio.all_tasks(self._loop)
+        for task in pending:
+            task.cancel()
+        if pending:
+            self.gather(pending, return_exceptions=True)
+        self._loop.run_until_complete(self._loop.shutdown_asyncgens())
+        self._loop.close()
+
+    def _finish(self, record: StepRecord) -> None:
+        record.events.append(
+            {
+                "type": "step_end",
+                "step": record.step,
+                "calls": len(record.calls),
+                "failures": sum(not c.ok for c in record.calls),
+            }
+        )
+        self.trackers.observe_all(record.events)
+        if self.policy is not None:
+            self.policy.observe(record.events)
+        self.datacollector.collect(self)
+        if self.on_step is not None:
+            self.on_step(record)
+
+    def _run_jobs(self, record: StepRecord, jobs: list[Job]) -> None:
+        """Run tracker calls (stances, judges, BFI) concurrently; log them in job order."""
+        if not jobs:
+            return
+        outcomes = self.gather(self.gateway.call(j.request, j.schema) for j in jobs)
+        for job, outcome in zip(jobs, outcomes, strict=True):
+            record.call(outcome)
+            record.events.append(job.event(outcome))
+
+    # -- conversations -----------------------------------------------------------------------
+    def _plan(self, step: int, topic: Topic) -> list[list[Turn]]:
+        mode = self.scenario.protocol.mode
+        if mode == "broadcast":
+            return [[Turn(a, "post", a.neighbours())] for a in self.active_agents()]
+        if mode == "pairs":
+            return [self._pair(a, b) for a, b in self._matching()]
+        return [self._group(members) for members in self._groups(step, topic)]
+
+    def _matching(self) -> list[tuple[PersonaAgent, PersonaAgent]]:
+        """A random maximal matching along edges; the first of each pair opens."""
+        edges = sorted((min(u, v), max(u, v)) for u, v in self.graph.edges())
+        order = self.rng.permutation(len(edges))
+        taken: set[int] = set()
+        pairs = []
+        for i in order:
+            u, v = edges[int(i)]
+            if u in taken or v in taken:
+                continue
+            taken.update((u, v))
+            if self.rng.random() < 0.5:
+                u, v = v, u
+            pairs.append((self.agent_at(u), self.agent_at(v)))
+        return pairs
+
+    def _pair(self, a: PersonaAgent, b: PersonaAgent) -> list[Turn]:
+        return [
+            Turn(a, "pair_open", [b], {"partner": b.name}),
+            Turn(b, "pair_reply", [a], {"partner": a.name}),
+        ]
+
+    def _groups(self, step: int, topic: Topic) -> list[list[PersonaAgent]]:
+        """The step's groups of active agents (``protocol.grouping``,
+        :mod:`simworld.engine.grouping`).
+
+        ``random``: a seeded partition. ``balanced``: composed by the members' latest private
+        answers on the step's topic, so onboarding diversity covers its levels evenly.
+        """
+        protocol = self.scenario.protocol
+        nodes = [a.node for a in self.active_agents()]
+        if protocol.grouping == "balanced":
+            latest = self.latest_answers(topic.id, before=step)
+            answers = [latest.get(self.agent_at(n).key) for n in nodes]
+            groups = balanced_groups(nodes, answers, protocol.group_size, self.rng, offset=step)
+        else:
+            groups = random_groups(nodes, protocol.group_size, self.rng)
+        return [[self.agent_at(n) for n in g] for g in groups]
+
+    def _group(self, members: list[PersonaAgent]) -> list[Turn]:
+        turns = []
+        for _ in range(self.scenario.protocol.rounds):
+            for speaker in members:
+                listeners = [
+                    m
+                    for m in members
+                    if m is not speaker and self.graph.has_edge(m.node, speaker.node)
+                ]
+                others = ", ".join(m.name for m in members if m is not speaker)
+                turns.append(Turn(speaker, "group_turn", listeners, {"members": others}))
+        return turns
+
+    async def _converse(
+        self, turns: list[Turn], topic: Topic, step: int
+    ) -> list[CallOutcome | Statement]:
+        """Run one conversation's turns in order; each speaker sees what reached it so far.
+
+        A baseline agent's turn is its stated position, with no model call.
+        """
+        outcomes: list[CallOutcome | Statement] = []
+        for index, turn in enumerate(turns):
+            if self.policy is not None and turn.speaker.baseline:
+                outcomes.append(self.policy.statement(turn.speaker, topic))
+                continue
+            heard = [
+                (t.speaker.name, o.text or "")
+                for t, o in zip(turns, outcomes, strict=False)
+                if o.ok and (turn.speaker in t.listeners or t.speaker is turn.speaker)
+            ]
+            request = turn.speaker.speech_request(
+                turn.template, topic, step=step, index=index, heard=heard, **turn.fields
+            )
+            outcomes.append(await self.gateway.call(request))
+        return outcomes
+
+    def _log_conversation(
+        self, record: StepRecord, turns: list[Turn], topic: Topic, step: int, index: int
+    ) -> None:
+        """Log who takes part in a pair or group conversation (discussion blocks, §1)."""
+        if self.scenario.protocol.mode == "broadcast":
+            return
+        members = list(dict.fromkeys(t.speaker.key for t in turns))
+        record.events.append(
+            {
+                "type": "conversation",
+                "step": step,
+                "index": index,
+                "topic": topic.id,
+                "mode": self.scenario.protocol.mode,
+                "members": members,
+            }
+        )
+
+    def _apply(
+        self,
+        record: StepRecord,
+        turns: list[Turn],
+        outcomes: list[CallOutcome | Statement],
+        topic: Topic,
+        step: int,
+    ) -> None:
+        for index, (turn, outcome) in enumerate(zip(turns, outcomes, strict=True)):
+            if isinstance(outcome, CallOutcome):
+                record.call(outcome)
+            if not outcome.ok or outcome.text is None:
+                continue
+            speaker = turn.speaker
+            record.events.append(
+                {
+                    "type": "message",
+                    "step": step,
+                    "agent": speaker.key,
+                    "to": [a.key for a in turn.listeners],
+                    "topic": topic.id,
+                    "mode": self.scenario.protocol.mode,
+                    "turn": index,
+                    "text": outcome.text,
+                }
+            )
+            speaker.remember(
+                step=step,
+                kind="own_message",
+                speaker=speaker.name,
+                topic=topic.id,
+                text=outcome.text,
+            )
+            for listener in turn.listeners:
+                listener.remember(
+                    step=step,
+                    kind="observation",
+                    speaker=speaker.name,
+                    topic=topic.id,
+                    text=outcome.text,
+                )
+
+    # -- memory ------------------------------------------------------------------------------
+    def _memory_phase(self, record: StepRecord, step: int) -> None:
+        """Let every agent tend its memory (rate, forget, reflect) concurrently; apply in order."""
+        results = self.gather(agent.memory_step(step) for agent in self.active_agents())
+        for calls, events in results:
+            for outcome in calls:
+                record.call(outcome)
+            record.events.extend(events)
+
+    # -- probes ------------------------------------------------------------------------------
+    def _probe(self, record: StepRecord) -> None:
+        """Ask every agent privately about the probed topics; nothing enters memory."""
+        topics = self.probe_topics(record.step)
+        jobs = [
+            (agent, topic, *agent.probe_request(topic, step=record.step))
+            for agent in self.active_agents()
+            for topic in topics
+        ]
+        calls = (self.gateway.call(r, s) for a, _, r, s in jobs if not a.baseline)
+        answers = iter(self.gather(calls))
+        for agent, topic, _, _ in jobs:
+            if self.policy is not None and agent.baseline:
+                row = self.policy.probe_row(agent, topic, record.step)
+                self._keep(row)
+                record.events.append({"type": "probe", **row})
+                continue
+            outcome = next(answers)
+            record.call(outcome)
+            answer = outcome.parsed["answer"] if outcome.ok and outcome.parsed else None
+            probs = outcome.extra.get("option_probs") if outcome.ok else None
+            row = {
+                "step": record.step,
+                "agent": agent.key,
+                "topic": topic.id,
+                "value": float(answer) if answer is not None and topic.ordinal else None,
+                "answer": None if answer is None else str(answer),
+                "raw": outcome.text,
+                "ok": outcome.ok,
+                "call": outcome.key,
+                "probs": None if probs is None else canonical_json(probs),
+                "expected": (
+                    expected_value({int(k): p for k, p in probs.items()})
+                    if probs and topic.ordinal
+                    else None
+                ),
+            }
+            self._keep(row)
+            record.events.append({"type": "probe", **row})
+
+    def _keep(self, row: dict[str, Any]) -> None:
+        """Keep a probe row for ``opinions.parquet`` and :meth:`latest_answers`."""
+        self.opinions.append(row)
+        answers = self._answers.setdefault(row["topic"], {}).setdefault(row["step"], {})
+        answers[row["agent"]] = row["answer"]
+
+
+def _check_removals(scenario: Scenario, ids: set[str], source: str | Path) -> None:
+    """Every agent a removal names is in the population (one clear error otherwise)."""
+    for i, item in enumerate(scenario.interventions):
+        if isinstance(item, Removal) and item.agents is not None:
+            unknown = [a for a in item.agents if a not in ids]
+            if unknown:
+                raise ConfigError(
+                    source,
+                    f"interventions[{i}].agents",
+                    f"no agent {unknown[0]!r} in the population",
+                )

@@ -1,0 +1,352 @@
+"""The LLM gateway: concurrency cap, retries, structured output, accounting and record/replay."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+from dataclasses import dataclass, field, fields
+from typing import Any, Literal
+
+import litellm
+import openai
+from pydantic import BaseModel, ValidationError
+
+from simworld.config.scenario import LLMConfig
+from simworld.errors import ReplayMissError
+from simworld.llm.cache import ResponseCache
+from simworld.llm.litellm_backend import (
+    CallIdentity,
+    Completion,
+    LanguageModel,
+    LLMRequest,
+    RemoteModelError,
+)
+from simworld.support.redact import Redactor
+
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    litellm.RateLimitError,
+    litellm.Timeout,
+    litellm.APIConnectionError,
+    litellm.ServiceUnavailableError,
+    litellm.InternalServerError,
+    asyncio.TimeoutError,
+)
+MAX_ERROR_CHARS = 300
+# Provider extras kept in call records; raw token log-probabilities would swell transcripts.
+RECORDED_EXTRAS = ("option_probs",)
+
+
+def error_kind(exc: BaseException) -> str:
+    """A short, stable name for an exception raised by a model call."""
+    if isinstance(exc, RemoteModelError):
+        return exc.kind
+    if isinstance(exc, litellm.RateLimitError):
+        return "rate_limit"
+    if isinstance(exc, litellm.Timeout | asyncio.TimeoutError):
+        return "timeout"
+    if isinstance(exc, litellm.APIConnectionError):
+        return "connection"
+    if isinstance(exc, litellm.ServiceUnavailableError | litellm.InternalServerError):
+        return "server"
+    if isinstance(exc, litellm.AuthenticationError):
+        return "auth"
+    if isinstance(exc, litellm.BadRequestError):
+        return "bad_request"
+    return type(exc).__name__
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether a model call's exception is worth retrying after a backoff."""
+    if isinstance(exc, RemoteModelError):
+        return exc.transient
+    return isinstance(exc, TRANSIENT_ERRORS)
+
+
+@dataclass
+class CallOutcome:
+    """The result of one logical call: a validated answer or a recorded failure.
+
+    ``cached`` and ``latency_s`` describe this execution only; everything else is the
+    deterministic record that goes to the transcript and the cache.
+    """
+
+    key: str
+    identity: CallIdentity
+    model: str
+    status: Literal["ok", "failed"]
+    text: str | None
+    parsed: dict[str, Any] | None
+    attempts: int
+    errors: list[dict[str, Any]]
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float | None
+    extra: dict[str, Any] = field(default_factory=dict)
+    cached: bool = False
+    latency_s: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        """Whether the call produced a valid answer."""
+        return self.status == "ok"
+
+    def record(self) -> dict[str, Any]:
+        """The deterministic record (no timing, no cache flag).
+
+        Built field by field: ``dataclasses.asdict`` deep-copies, which costs more than a
+        replayed call. Nested values are shared with the outcome (neither is ever changed).
+        """
+        out = {name: getattr(self, name) for name in _RECORDED}
+        out["identity"] = {name: getattr(self.identity, name) for name in _IDENTITY}
+        return out
+
+    @classmethod
+    def from_record(cls, data: dict[str, Any], *, cached: bool) -> CallOutcome:
+        """Rebuild an outcome stored by :meth:`record`."""
+        data = dict(data)
+        data["identity"] = CallIdentity(**data["identity"])
+        return cls(**data, cached=cached)
+
+
+_RECORDED = tuple(f.name for f in fields(CallOutcome) if f.name not in ("cached", "latency_s"))
+_IDENTITY = tuple(f.name for f in fields(CallIdentity))
+
+
+@dataclass
+class Accounting:
+    """Totals over a gateway's life.
+
+    Attributes:
+        calls: Logical calls answered (from the model or the cache).
+        model_calls: Requests actually sent to a model (attempts included).
+        cache_hits: Logical calls served from the cache.
+        failures: Logical calls that ended in failure.
+        prompt_tokens: Input tokens of all logical calls.
+        completion_tokens: Output tokens of all logical calls.
+        cost_usd: Recorded cost of all logical calls (unknown prices count as 0; what the
+            budget limits).
+        spent_usd: Cost of the requests sent in this process.
+        unpriced_calls: Calls whose price litellm does not know.
+    """
+
+    calls: int = 0
+    model_calls: int = 0
+    cache_hits: int = 0
+    failures: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+    spent_usd: float = 0.0
+    unpriced_calls: int = 0
+
+    def add(self, outcome: CallOutcome) -> None:
+        """Count one logical call."""
+        self.calls += 1
+        self.cache_hits += int(outcome.cached)
+        self.failures += int(not outcome.ok)
+        self.prompt_tokens += outcome.prompt_tokens
+        self.completion_tokens += outcome.completion_tokens
+        if outcome.cost_usd is None:
+            self.unpriced_calls += 1
+        else:
+            self.cost_usd += outcome.cost_usd
+            if not outcome.cached:
+                self.spent_usd += outcome.cost_usd
+
+
+class Gateway:
+    """The only path from simworld to a model.
+
+    Args:
+        model: The backend (normally :class:`~simworld.llm.litellm_backend.LiteLLMModel`).
+        config: The scenario's LLM settings.
+        cache: The record/replay store (required unless ``config.cache == "off"``).
+        redactor: Masks secrets in recorded error messages.
+        jitter: Random source for backoff jitter (timing only, never results).
+    """
+
+    def __init__(
+        self,
+        model: LanguageModel,
+        *,
+        config: LLMConfig,
+        cache: ResponseCache | None,
+        redactor: Redactor | None = None,
+        jitter: random.Random | None = None,
+    ) -> None:
+        self._model = model
+        self._store = cache
+        self._redactor = redactor or Redactor()
+        self._jitter = jitter or random.Random()
+        self.accounting = Accounting()
+        self.reconfigure(config)
+
+    def _cap(self, config: LLMConfig) -> int:
+        """The concurrency cap: the scenario's, lowered to what the backend can run at once.
+
+        Queueing happens here, before the timeout clock starts, so a call waiting for an
+        in-process model is never timed out (and retried with another seed) for waiting.
+        """
+        limit = self._model.parallelism(config.model)
+        return config.concurrency if limit is None else min(config.concurrency, limit)
+
+    def reconfigure(self, config: LLMConfig) -> None:
+        """Apply settings (at start, and mid-run for a branched run); the cap follows."""
+        if config.cache != "off" and self._store is None:
+            raise ValueError(f"cache mode {config.cache!r} needs a cache")
+        self.config = config
+        self._slots = asyncio.Semaphore(self._cap(config))
+
+    @property
+    def _cache(self) -> ResponseCache | None:
+        """The store, when the cache mode uses one."""
+        return self._store if self.config.cache != "off" else None
+
+    @property
+    def budget_exhausted(self) -> bool:
+        """Whether the run's recorded cost has reached the configured budget.
+
+        The recorded cost (cached calls included) is used rather than this process's
+        spending, so a resumed or replayed run stops at exactly the same step.
+        """
+        budget = self.config.budget_usd
+        return budget is not None and self.accounting.cost_usd >= budget
+
+    async def call(
+        self, request: LLMRequest, output_type: type[BaseModel] | None = None
+    ) -> CallOutcome:
+        """Answer one logical call: from the cache, or from the model with retries.
+
+        Args:
+            request: The call.
+            output_type: Pydantic model the answer must parse into (structured output).
+
+        Returns:
+            The outcome; failures are returned, never raised.
+
+        Raises:
+            ReplayMissError: Replay mode and the cache lacks this call.
+        """
+        key = request.cache_key()
+        if self._cache is not None:
+            stored = self._cache.get(key)
+            if stored is not None:
+                outcome = CallOutcome.from_record(stored, cached=True)
+                self.accounting.add(outcome)
+                return outcome
+            if self.config.cache == "replay":
+                raise ReplayMissError(
+                    f"replay: no recorded answer for {request.identity} (key {key[:12]})"
+                )
+        started = time.perf_counter()
+        outcome = await self._live(request, key, output_type)
+        outcome.latency_s = time.perf_counter() - started
+        if self._cache is not None:
+            record = self._redactor.deep(outcome.record())
+            self._cache.put(key, self._redactor.text(request.model), record)
+        self.accounting.add(outcome)
+        return outcome
+
+    async def _live(
+        self, request: LLMRequest, key: str, output_type: type[BaseModel] | None
+    ) -> CallOutcome:
+        cfg = self.config
+        errors: list[dict[str, Any]] = []
+        prompt_tokens = completion_tokens = 0
+        cost: float | None = 0.0
+        transient_left, invalid_left = cfg.max_retries, cfg.max_invalid_retries
+        attempt = 0
+        while True:
+            completion: Completion | None = None
+            retry = False
+            async with self._slots:
+                self.accounting.model_calls += 1
+                try:
+                    async with asyncio.timeout(cfg.timeout_s):
+                        completion = await self._model.complete(
+                            request, attempt=attempt, timeout_s=cfg.timeout_s
+                        )
+                except (TimeoutError, openai.OpenAIError) as exc:
+                    kind = error_kind(exc)
+                    errors.append(self._error(attempt, kind, exc))
+                    retry = is_transient(exc) and transient_left > 0
+                    transient_left -= int(retry)
+            attempt += 1
+            if completion is None:
+                if not retry:
+                    break
+                await asyncio.sleep(self._backoff(attempt))
+                continue
+            prompt_tokens += completion.prompt_tokens
+            completion_tokens += completion.completion_tokens
+            cost = (
+                None if cost is None or completion.cost_usd is None else cost + completion.cost_usd
+            )
+            parsed, problem = _validate(completion.text, output_type)
+            if problem is None:
+                return CallOutcome(
+                    key,
+                    request.identity,
+                    request.model,
+                    "ok",
+                    completion.text,
+                    parsed,
+                    attempt,
+                    errors,
+                    prompt_tokens,
+                    completion_tokens,
+                    cost,
+                    {k: v for k, v in completion.extra.items() if k in RECORDED_EXTRAS},
+                )
+            errors.append(
+                {
+                    "attempt": attempt - 1,
+                    "kind": "invalid_output",
+                    "message": self._redactor.text(problem)[:MAX_ERROR_CHARS],
+                    "text": self._redactor.text(completion.text)[:MAX_ERROR_CHARS],
+                }
+            )
+            if invalid_left == 0:
+                break
+            invalid_left -= 1
+        return CallOutcome(
+            key,
+            request.identity,
+            request.model,
+            "failed",
+            None,
+            None,
+            attempt,
+            errors,
+            prompt_tokens,
+            completion_tokens,
+            cost,
+        )
+
+    def _error(self, attempt: int, kind: str, exc: BaseException) -> dict[str, Any]:
+        message = self._redactor.text(" ".join(str(exc).split()))[:MAX_ERROR_CHARS]
+        return {"attempt": attempt, "kind": kind, "message": message}
+
+    def _backoff(self, attempt: int) -> float:
+        """Exponential backoff with full jitter before retry number ``attempt``."""
+        cap = min(self.config.backoff_max_s, self.config.backoff_base_s * 2 ** (attempt - 1))
+        return self._jitter.uniform(0.0, cap)
+
+
+def _validate(
+    text: str, output_type: type[BaseModel] | None
+) -> tuple[dict[str, Any] | None, str | None]:
+    """Parse and validate an answer; returns ``(parsed, None)`` or ``(None, problem)``."""
+    if output_type is None:
+        return (None, None) if text.strip() else (None, "empty answer")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return None, f"not JSON: {exc.msg}"
+    try:
+        return output_type.model_validate(data).model_dump(mode="json"), None
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        return None, f"schema: {'.'.join(map(str, first['loc']))}: {first['msg']}"

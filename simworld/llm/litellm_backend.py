@@ -1,0 +1,434 @@
+"""The one abstract language-model interface, its request types, and the litellm backend."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Any
+
+import litellm
+import openai
+from pydantic import BaseModel
+
+from simworld.config.scenario import PriceConfig
+from simworld.llm.logprobs import answer_enum, logprob_content, option_distribution
+
+Message = dict[str, str]
+TOP_LOGPROBS = 20
+FREE_PROVIDERS = ("fake/", "local/")
+# Providers that must run in this process (the embedded model lives in it).
+IN_PROCESS_PROVIDERS = ("local/",)
+# litellm's per-call success logging (``litellm.utils``): a task per call that builds a standard
+# logging payload and recomputes the cost for whatever callbacks are registered.
+SUCCESS_LOGGING_DISPATCH = "_dispatch_success_logging"
+_SKIPS_UNOBSERVED = "_simworld_skips_unobserved"
+
+log = logging.getLogger(__name__)
+
+
+def success_callbacks_registered(logging_obj: Any) -> bool:
+    """Whether anything listens to litellm's success events: global callbacks (any kind,
+    including ``litellm.callbacks``) or the call's own dynamic success callbacks."""
+    return bool(
+        litellm.callbacks
+        or litellm.success_callback
+        or litellm._async_success_callback
+        or getattr(logging_obj, "dynamic_success_callbacks", None)
+        or getattr(logging_obj, "dynamic_async_success_callbacks", None)
+    )
+
+
+def _skip_unobserved_success_logging() -> bool:
+    """Make litellm skip its success logging for calls no callback listens to.
+
+    litellm 1.106 schedules, after every successful call, a logging task that rebuilds the
+    request's standard logging payload and its cost (about 0.4 ms of CPU on the event loop)
+    even when no callback is registered; simworld registers none and records calls itself.
+    The dispatch is wrapped so that it runs unchanged as soon as any callback is registered.
+
+    Returns:
+        Whether the fast path is in place (``False`` when this litellm lacks the hook).
+    """
+    dispatch = getattr(litellm.utils, SUCCESS_LOGGING_DISPATCH, None)
+    if dispatch is None:
+        log.warning("litellm %s: success logging cannot be skipped", litellm_version())
+        return False
+    if getattr(dispatch, _SKIPS_UNOBSERVED, False):
+        return True
+
+    def dispatch_when_observed(*, logging_obj: Any, **kwargs: Any) -> None:
+        if success_callbacks_registered(logging_obj):
+            dispatch(logging_obj=logging_obj, **kwargs)
+
+    setattr(dispatch_when_observed, _SKIPS_UNOBSERVED, True)
+    setattr(litellm.utils, SUCCESS_LOGGING_DISPATCH, dispatch_when_observed)
+    return True
+
+
+def litellm_version() -> str:
+    """The installed litellm's version."""
+    from importlib.metadata import version
+
+    return version("litellm")
+
+
+def configure_litellm() -> None:
+    """Every process-wide litellm setting simworld relies on, applied in this one place.
+
+    Runs when :mod:`simworld.llm.litellm_backend` is imported (every model call goes through
+    this module); idempotent. ``LITELLM_LOCAL_MODEL_COST_MAP`` is set earlier, in
+    ``simworld/__init__.py``, because litellm reads it on import.
+
+    - ``telemetry`` off and ``suppress_debug_info`` on: no network, no debug banners.
+    - success logging only when a callback listens (:func:`_skip_unobserved_success_logging`).
+    """
+    litellm.telemetry = False
+    litellm.suppress_debug_info = True
+    _skip_unobserved_success_logging()
+
+
+configure_litellm()
+
+
+@cache
+def json_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """The JSON Schema of a pydantic model, built once per class (callers must not mutate it)."""
+    return model.model_json_schema()
+
+
+def call_cost(
+    model: str, price: PriceConfig | None, *, prompt_tokens: int, completion_tokens: int
+) -> float | None:
+    """Cost in USD: the scenario's ``price``, 0 for simworld's own providers, else litellm's
+    price list; ``None`` when litellm does not know the model."""
+    if price is not None:
+        return (
+            prompt_tokens * price.input_per_million + completion_tokens * price.output_per_million
+        ) / 1e6
+    if model.startswith(FREE_PROVIDERS):
+        return 0.0
+    if model not in litellm.model_cost and model.split("/", 1)[-1] not in litellm.model_cost:
+        return None
+    prompt_cost, completion_cost = litellm.cost_per_token(
+        model=model, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens
+    )
+    return float(prompt_cost + completion_cost)
+
+
+def canonical_json(obj: Any) -> str:
+    """JSON with sorted keys and no spaces: the byte form hashed for cache keys."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def sha256_hex(text: str) -> str:
+    """Hex SHA-256 of UTF-8 text."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class CallIdentity:
+    """Deterministic identity of one logical model call.
+
+    Two calls with identical prompts are still distinct samples when their identities differ.
+
+    Attributes:
+        seed: The run's seed.
+        agent: The calling agent's id.
+        step: The simulation step.
+        purpose: What the call is for (``post``, ``probe:<topic>`` …).
+        index: Distinguishes several calls with the same other fields (turn number).
+    """
+
+    seed: int
+    agent: str
+    step: int
+    purpose: str
+    index: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        """The fields as a dict (what ``dataclasses.asdict`` gives, without its deep copy)."""
+        return {
+            "seed": self.seed,
+            "agent": self.agent,
+            "step": self.step,
+            "purpose": self.purpose,
+            "index": self.index,
+        }
+
+    def derived_seed(self, attempt: int) -> int:
+        """A sampling seed for the given attempt, derived from the identity."""
+        digest = sha256_hex(canonical_json({**self.as_dict(), "attempt": attempt}))
+        return int(digest[:8], 16) & 0x7FFFFFFF
+
+
+@dataclass(frozen=True)
+class LLMRequest:
+    """Everything that determines one logical model call.
+
+    Attributes:
+        model: litellm model string (``provider/name``).
+        messages: Chat messages.
+        identity: The call's deterministic identity.
+        temperature: Sampling temperature.
+        max_tokens: Output limit.
+        schema: JSON Schema the answer must satisfy (structured output), if any.
+        schema_name: Name of that schema.
+        logprobs: Ask for token log-probabilities (``top_logprobs=TOP_LOGPROBS``); with an
+            ``answer`` enum schema the option distribution lands in
+            ``Completion.extra["option_probs"]``.
+    """
+
+    model: str
+    messages: tuple[Message, ...]
+    identity: CallIdentity
+    temperature: float
+    max_tokens: int
+    schema: dict[str, Any] | None = None
+    schema_name: str | None = None
+    logprobs: bool = False
+
+    def cache_key(self) -> str:
+        """Content address: hash of model, messages, sampling parameters, schema and identity.
+
+        ``logprobs`` enters the key only when set, so keys of plain requests are unchanged.
+        """
+        data: dict[str, Any] = {
+            "model": self.model,
+            "messages": list(self.messages),
+            "temperature": self.temperature,
+            "max_tokens": self.max_tokens,
+            "schema": self.schema,
+            "schema_name": self.schema_name,
+            "identity": self.identity.as_dict(),
+        }
+        if self.logprobs:
+            data["logprobs"] = True
+        return sha256_hex(canonical_json(data))
+
+
+@dataclass
+class Completion:
+    """One raw answer of a model.
+
+    Attributes:
+        text: The generated text.
+        prompt_tokens: Input tokens billed.
+        completion_tokens: Output tokens billed.
+        cost_usd: Cost of the call, or ``None`` when the model's price is unknown.
+        extra: Provider extras worth keeping (e.g. log-probabilities).
+    """
+
+    text: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class LanguageModel(ABC):
+    """A model that answers one request; wrappers add retry, caching and accounting."""
+
+    @abstractmethod
+    async def complete(self, request: LLMRequest, *, attempt: int, timeout_s: float) -> Completion:
+        """Answer ``request``.
+
+        Args:
+            request: The call.
+            attempt: 0 for the first try, then 1, 2 …; seeds derive from it.
+            timeout_s: Seconds before the provider should give up.
+
+        Returns:
+            The model's answer.
+        """
+
+    def parallelism(self, model: str) -> int | None:
+        """How many calls to ``model`` can really run at once (``None``: no limit known)."""
+        return None
+
+
+class RemoteModelError(openai.OpenAIError):
+    """A model call's error raised in an LLM worker process, classified there.
+
+    The gateway treats it as the original error: same kind, same retry class, same message.
+
+    Args:
+        message: ``str()`` of the original error.
+        kind: Its :func:`simworld.llm.gateway.error_kind`.
+        transient: Whether the gateway retries it.
+    """
+
+    def __init__(self, message: str, *, kind: str, transient: bool) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.transient = transient
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _remote_model_error, (str(self), self.kind, self.transient)
+
+
+def _remote_model_error(message: str, kind: str, transient: bool) -> RemoteModelError:
+    return RemoteModelError(message, kind=kind, transient=transient)
+
+
+class LiteLLMModel(LanguageModel):
+    """Every provider litellm knows, including simworld's registered ``fake/`` provider.
+
+    Calls go through ``litellm.acompletion`` in this process or, for large runs, in LLM worker
+    processes (see :mod:`simworld.llm.workers`); the answer is the same either way.
+
+    Args:
+        price: Price per million tokens that overrides litellm's cost map.
+        workers: LLM worker processes (0: always in-process); ``None`` follows
+            ``SIMWORLD_LLM_WORKERS`` (default ``auto``).
+    """
+
+    def __init__(self, *, price: PriceConfig | None = None, workers: int | None = None) -> None:
+        from simworld.llm.providers.registry import register_providers
+        from simworld.llm.workers import WorkerPolicy
+
+        register_providers()
+        self._price = price
+        self._known: set[str] = set()
+        self._checked: set[str] = set()
+        self._policy = WorkerPolicy.resolve(workers)
+        self._calls = 0
+        self._first_call = 0.0
+        self._due = False
+        self._warned = False
+
+    def parallelism(self, model: str) -> int | None:
+        """One at a time for the in-process ``local/`` provider (it serialises calls)."""
+        return 1 if model.startswith("local/") else None
+
+    def _ensure_priced(self, model: str) -> None:
+        """Put simworld's free in-process models in litellm's cost map, once per model string.
+
+        Without an entry litellm searches its whole cost map on every call, which costs more
+        CPU than the fake provider's answer itself.
+        """
+        if model in self._known or not model.startswith(FREE_PROVIDERS):
+            return
+        entry = {
+            "input_cost_per_token": 0.0,
+            "output_cost_per_token": 0.0,
+            "mode": "chat",
+            "litellm_provider": model.split("/", 1)[0],
+        }
+        litellm_logger = logging.getLogger("LiteLLM")
+        level = litellm_logger.level
+        litellm_logger.setLevel(logging.ERROR)  # it warns that cache-token prices default to 0
+        try:
+            litellm.register_model({model: entry})
+        finally:
+            litellm_logger.setLevel(level)
+        self._known.add(model)
+
+    async def complete(self, request: LLMRequest, *, attempt: int, timeout_s: float) -> Completion:
+        """Call ``litellm.acompletion`` once (litellm's own retries are off), here or in a
+        worker process.
+
+        With ``request.logprobs`` the returned log-probabilities go to ``extra["logprobs"]``
+        (``[{"token", "logprob", "top_logprobs": [{"token", "logprob"}]}]``) and, when the
+        schema has an ``answer`` enum, the option distribution to ``extra["option_probs"]``
+        (``{str(value): probability}``, see :mod:`simworld.llm.logprobs`).
+
+        Raises:
+            SimworldError: simworld's own provider cannot run the model (a bad ``local/``
+                model string); raised here because litellm would wrap it as retryable.
+        """
+        if request.model not in self._checked:
+            from simworld.llm.providers.registry import check_model
+
+            check_model(request.model)
+            self._checked.add(request.model)
+        if await self._use_workers(request.model):
+            from simworld.llm.workers import shared_pool
+
+            done = await shared_pool(self._policy.workers).complete(
+                request, attempt=attempt, timeout_s=timeout_s
+            )
+        else:
+            done = await self._acompletion(request, attempt=attempt, timeout_s=timeout_s)
+        done.cost_usd = self._cost(request.model, done.prompt_tokens, done.completion_tokens)
+        return done
+
+    async def _use_workers(self, model: str) -> bool:
+        """Whether this call goes to the worker processes, starting them when the policy
+        says so (:class:`~simworld.llm.workers.WorkerPolicy`). Without a live worker calls
+        stay in-process.
+        """
+        policy = self._policy
+        if policy.workers == 0 or model.startswith(IN_PROCESS_PROVIDERS):
+            return False
+        if not self._due:
+            now = time.perf_counter()
+            self._first_call = self._first_call or now
+            self._calls += 1
+            self._due = policy.due(self._calls, now - self._first_call)
+            if not self._due:
+                return False
+        from simworld.llm.workers import shared_pool
+
+        pool = shared_pool(policy.workers)
+        if not pool.started:
+            pool.start()
+        usable = pool.ready() or (policy.wait and await pool.wait_ready())
+        if not usable and not pool.alive() and not self._warned:
+            self._warned = True
+            log.warning("no LLM worker process is running; calls stay in this process")
+        return usable
+
+    async def _acompletion(
+        self, request: LLMRequest, *, attempt: int, timeout_s: float
+    ) -> Completion:
+        """The litellm call itself (``cost_usd`` is left for :meth:`complete`)."""
+        self._ensure_priced(request.model)
+        kwargs: dict[str, Any] = {
+            "model": request.model,
+            "messages": list(request.messages),
+            "temperature": request.temperature,
+            "max_tokens": request.max_tokens,
+            "seed": request.identity.derived_seed(attempt),
+            "timeout": timeout_s,
+            "num_retries": 0,
+        }
+        if request.schema is not None:
+            kwargs["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {
+                    "name": request.schema_name or "answer",
+                    "schema": request.schema,
+                    "strict": True,
+                },
+            }
+        if request.logprobs:
+            kwargs["logprobs"] = True
+            kwargs["top_logprobs"] = TOP_LOGPROBS
+            kwargs["drop_params"] = True  # providers without log-probabilities just omit them
+        response = await litellm.acompletion(**kwargs)
+        text = response.choices[0].message.content or ""
+        extra: dict[str, Any] = {}
+        if request.logprobs:
+            content = logprob_content(getattr(response.choices[0], "logprobs", None))
+            if content:
+                extra["logprobs"] = content
+                enum = answer_enum(request.schema)
+                dist = option_distribution(content, enum) if enum else None
+                if dist is not None:
+                    extra["option_probs"] = {str(v): p for v, p in dist.probs.items()}
+        usage = getattr(response, "usage", None)
+        prompt_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
+        completion_tokens = int(getattr(usage, "completion_tokens", 0) or 0)
+        return Completion(
+            text=text, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, extra=extra
+        )
+
+    def _cost(self, model: str, prompt_tokens: int, completion_tokens: int) -> float | None:
+        return call_cost(
+            model, self._price, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens
+        )

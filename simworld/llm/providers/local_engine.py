@@ -1,0 +1,511 @@
+"""One in-process llama-cpp-python model: canonical prefill, prefix reuse, sampling, scoring.
+
+Determinism. llama.cpp's CPU kernels give slightly different numbers for the same token
+depending on how many tokens share its batch, so a plain prefix-reusing ``Llama`` makes a
+call's output depend on which call ran before it. The engine therefore evaluates every
+prompt in batches aligned to multiples of :data:`PREFILL_CHUNK` absolute positions and
+reuses only whole aligned chunks, whether they are still in the KV cache from the previous
+call or restored from the per-preamble state cache. Every token's KV entry is thus computed
+the same way whatever the history, and the same seed gives the same output in any call
+order, with prefix reuse on or off. Sampling (see
+:mod:`simworld.llm.providers.local_sampler`) is seeded and grammar-constrained for JSON answers.
+
+Log-probabilities are computed after sampling by re-evaluating the generated tokens in one
+batch (OpenAI-format entries with the top alternatives). For a JSON answer whose schema
+has an ``answer`` enum, the tokens of the value are replaced by a single entry whose
+alternatives are every allowed option, each scored as a whole continuation (see
+:meth:`LlamaEngine._score_options`): the model's top tokens at that position need not
+include every option, and an option may span several tokens, so scoring each option
+directly is what gives a complete distribution over them.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import logging
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from simworld.llm.logprobs import token_entry
+from simworld.llm.providers.local_sampler import TokenSampler
+
+DEFAULT_N_CTX = 4096
+PREFILL_CHUNK = 64
+PREFIX_CACHE_BYTES = 512 * 1024 * 1024
+TEXT_REPEAT_PENALTY = 1.1
+MAX_TOP_LOGPROBS = 20
+_SEQ = 0
+_LOG = logging.getLogger("simworld.llm.providers.local")
+
+
+# CPU features whose llama.cpp kernels are reached through the extra CPU buffer types; with
+# those on, the first decode of the Gemma file segfaults (llama-cpp-python 0.3.36).
+AMX_FLAGS = frozenset({"amx_tile", "amx_int8", "amx_bf16"})
+EXTRA_BUFTS_CHOICES = ("auto", "on", "off")
+_CPUINFO = Path("/proc/cpuinfo")
+_PARAMS_LOCK = threading.Lock()
+
+
+class ContextOverflowError(ValueError):
+    """The prompt does not fit the model's context window."""
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """What identifies one loaded model: one engine per distinct config per process.
+
+    Attributes:
+        path: The GGUF file.
+        n_ctx: Context window in tokens.
+        threads: CPU threads (0: all cores).
+        prefix_reuse: Reuse the KV cache of shared prompt prefixes.
+        extra_bufts: llama.cpp's extra CPU buffer types (AMX kernels, repacked weights):
+            ``auto`` (off on CPUs with AMX, where they crash; on elsewhere), ``on`` or
+            ``off``. See :func:`use_extra_bufts`.
+    """
+
+    path: Path
+    n_ctx: int = DEFAULT_N_CTX
+    threads: int = 0
+    prefix_reuse: bool = True
+    extra_bufts: str = "auto"
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How to decode one answer.
+
+    Attributes:
+        max_tokens: Output limit.
+        temperature: Sampling temperature (0: greedy).
+        seed: Sampler seed.
+        schema: JSON Schema for grammar-constrained output (``{}``: any JSON object).
+        top_logprobs: Alternatives per token to report; ``None`` for no log-probabilities.
+    """
+
+    max_tokens: int
+    temperature: float
+    seed: int
+    schema: dict[str, Any] | None = None
+    top_logprobs: int | None = None
+
+
+@dataclass
+class Generation:
+    """One decoded continuation.
+
+    Attributes:
+        text: The raw continuation (free text is cut after its first non-blank line).
+        prompt_tokens: Tokens in the prompt.
+        completion_tokens: Tokens generated.
+        finish_reason: ``stop`` or ``length``.
+        logprobs: OpenAI-format ``logprobs.content`` entries, when requested.
+    """
+
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str
+    logprobs: list[dict[str, Any]] | None = None
+
+
+def cpu_flags(cpuinfo: Path = _CPUINFO) -> frozenset[str]:
+    """The CPU feature flags the kernel reports (the ``flags`` line of ``/proc/cpuinfo``).
+
+    Args:
+        cpuinfo: The file to read.
+
+    Returns:
+        The flags of the first processor; empty where the file is missing or unreadable.
+    """
+    try:
+        text = cpuinfo.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return frozenset()
+    for line in text.splitlines():
+        name, sep, value = line.partition(":")
+        if sep and name.strip() == "flags":
+            return frozenset(value.split())
+    return frozenset()
+
+
+def use_extra_bufts(choice: str, flags: frozenset[str]) -> bool:
+    """Whether to load a model with llama.cpp's extra CPU buffer types.
+
+    The extra buffer types (AMX tiles, weights repacked for AVX2/AVX-512) speed up prefill
+    where they work; on CPUs with AMX the first decode of the Gemma file segfaults inside
+    llama.cpp with them, so ``auto`` turns them off there and keeps them elsewhere.
+
+    Args:
+        choice: ``auto``, ``on`` or ``off``.
+        flags: The CPU's feature flags (see :func:`cpu_flags`).
+
+    Returns:
+        True to keep llama.cpp's default (extra buffer types on).
+    """
+    if choice == "auto":
+        return not (AMX_FLAGS & flags)
+    return choice == "on"
+
+
+def _load_llama(config: EngineConfig, threads: int, *, extra_bufts: bool) -> Any:
+    """A ``llama_cpp.Llama`` for ``config``, with or without the extra buffer types.
+
+    ``Llama`` takes no argument for ``use_extra_bufts``; it builds its model parameters from
+    ``llama_model_default_params()``, so that function is wrapped for the duration of the
+    load (under a lock, so concurrent loads cannot see each other's wrapper).
+    """
+    import llama_cpp
+    import llama_cpp.llama_cpp as native
+
+    with _PARAMS_LOCK:
+        defaults = native.llama_model_default_params
+
+        def params() -> Any:
+            value = defaults()
+            value.use_extra_bufts = extra_bufts
+            return value
+
+        native.llama_model_default_params = params
+        try:
+            return llama_cpp.Llama(
+                model_path=str(config.path),
+                n_ctx=config.n_ctx,
+                n_threads=threads,
+                n_threads_batch=threads,
+                verbose=False,
+            )
+        finally:
+            native.llama_model_default_params = defaults
+
+
+def _quiet_llama_logs() -> None:
+    """Send llama.cpp's native log lines to the ``simworld.llm.providers.local`` logger at
+    debug level."""
+    import llama_cpp
+
+    @llama_cpp.llama_log_callback
+    def forward(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
+        _LOG.debug("%s", text.decode("utf-8", errors="replace").rstrip())
+
+    llama_cpp.llama_log_set(forward, ctypes.c_void_p(0))
+    _quiet_llama_logs.callback = forward  # type: ignore[attr-defined]  # keep it alive
+
+
+# llama-cpp-python's schema converter lets raw control characters (a newline, say) into
+# strings, which JSON forbids; its own JSON grammar, like llama.cpp's converter, excludes them.
+_LOOSE_STRING_CHAR = r'char ::= [^"\\] |'
+_JSON_STRING_CHAR = r'char ::= [^"\\\x7F\x00-\x1F] |'
+
+
+@lru_cache(maxsize=64)
+def _gbnf(schema_json: str) -> str:
+    """The GBNF grammar of a JSON Schema (``{}``: any JSON value); strings hold no raw
+    control characters, so every answer the grammar allows is valid JSON."""
+    from llama_cpp.llama_grammar import JSON_GBNF, json_schema_to_gbnf
+
+    if schema_json == "{}":
+        return JSON_GBNF
+    return json_schema_to_gbnf(schema_json).replace(_LOOSE_STRING_CHAR, _JSON_STRING_CHAR)
+
+
+def _log_softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits.astype(np.float64) - float(np.max(logits))
+    return shifted - np.log(np.sum(np.exp(shifted)))
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+class LlamaEngine:
+    """A loaded GGUF model; all calls on it are serialised by a lock.
+
+    Args:
+        config: The model file and its load options.
+    """
+
+    _instances: ClassVar[dict[EngineConfig, LlamaEngine]] = {}
+    _instances_lock: ClassVar[threading.Lock] = threading.Lock()
+
+    def __init__(self, config: EngineConfig) -> None:
+        import llama_cpp
+
+        _quiet_llama_logs()
+        self.config = config
+        threads = config.threads or os.cpu_count() or 1
+        self.extra_bufts = use_extra_bufts(config.extra_bufts, cpu_flags())
+        self._llm = _load_llama(config, threads, extra_bufts=self.extra_bufts)
+        self._vocab = llama_cpp.llama_model_get_vocab(self._llm.model)
+        self._n_vocab = self._llm.n_vocab()
+        self._lock = threading.Lock()
+        self._canonical: list[int] = []
+        self._states: OrderedDict[tuple[int, ...], Any] = OrderedDict()
+        self._state_bytes = 0
+
+    @classmethod
+    def get(cls, config: EngineConfig) -> LlamaEngine:
+        """The process's engine for ``config``, loaded on first use."""
+        with cls._instances_lock:
+            engine = cls._instances.get(config)
+            if engine is None:
+                engine = cls._instances[config] = cls(config)
+            return engine
+
+    def tokenize(self, text: str, *, bos: bool) -> list[int]:
+        """Token ids of ``text``."""
+        return self._llm.tokenize(text.encode("utf-8"), add_bos=bos, special=False)
+
+    def generate(self, prompt: str, *, preamble: str, sampling: Sampling) -> Generation:
+        """Decode one continuation of ``prompt``.
+
+        Args:
+            prompt: The completion-style prompt.
+            preamble: Leading part of ``prompt`` that repeats across calls (its KV state
+                is kept for reuse).
+            sampling: Decoding settings.
+
+        Returns:
+            The continuation, token counts and (when asked) log-probabilities.
+
+        Raises:
+            ContextOverflowError: The prompt does not fit the context window.
+        """
+        tokens = self.tokenize(prompt, bos=True)
+        budget = min(sampling.max_tokens, self.config.n_ctx - len(tokens))
+        if budget <= 0:
+            raise ContextOverflowError(
+                f"prompt of {len(tokens)} tokens does not fit the context window of "
+                f"{self.config.n_ctx} tokens of {self.config.path} (raise ?n_ctx=)"
+            )
+        preamble_len = _common_prefix(self.tokenize(preamble, bos=True), tokens)
+        with self._lock:
+            last_logits = self._prefill(tokens, preamble_len)
+            sampled, finish = self._sample(sampling, budget)
+            out, text = sampled, self._detok(sampled)
+            if sampling.schema is None:
+                out, text = self._first_line(sampled)
+            logprobs = None
+            if sampling.top_logprobs is not None and out:
+                logprobs = self._logprobs(tokens, out, last_logits, sampling)
+        return Generation(text, len(tokens), len(sampled), finish, logprobs)
+
+    # -- prefill -------------------------------------------------------------------------------
+    def _prefill(self, tokens: list[int], preamble_len: int) -> np.ndarray:
+        """Evaluate ``tokens`` in aligned chunks; returns the logits after the last token."""
+        chunk, llm = PREFILL_CHUNK, self._llm
+        limit = (len(tokens) - 1) // chunk * chunk
+        start = 0
+        if self.config.prefix_reuse:
+            start = min(_common_prefix(self._canonical, tokens), limit) // chunk * chunk
+            saved = max(
+                (k for k in self._states if len(k) <= limit and tuple(tokens[: len(k)]) == k),
+                key=len,
+                default=(),
+            )
+            if len(saved) > start:
+                self._restore(saved)
+                start = len(saved)
+        save_at = preamble_len // chunk * chunk if self.config.prefix_reuse else 0
+        llm.n_tokens = start
+        for i in range(start, len(tokens), chunk):
+            llm.eval(tokens[i : i + chunk])
+            if i + chunk == save_at and tuple(tokens[:save_at]) not in self._states:
+                self._save(tuple(tokens[:save_at]))
+        self._canonical = tokens[: len(tokens) // chunk * chunk]
+        return self._logits(-1)
+
+    def _save(self, key: tuple[int, ...]) -> None:
+        import llama_cpp
+
+        ctx = self._llm.ctx
+        size = llama_cpp.llama_state_seq_get_size(ctx, _SEQ)
+        buf = (ctypes.c_uint8 * size)()
+        written = llama_cpp.llama_state_seq_get_data(ctx, buf, size, _SEQ)
+        if written == 0:
+            return
+        self._states[key] = (buf, written)
+        self._state_bytes += size
+        while self._state_bytes > PREFIX_CACHE_BYTES and len(self._states) > 1:
+            _, (old, _) = self._states.popitem(last=False)
+            self._state_bytes -= len(old)
+
+    def _restore(self, key: tuple[int, ...]) -> None:
+        import llama_cpp
+
+        buf, written = self._states[key]
+        self._states.move_to_end(key)
+        ctx = self._llm.ctx
+        llama_cpp.llama_memory_seq_rm(llama_cpp.llama_get_memory(ctx), _SEQ, -1, -1)
+        if not llama_cpp.llama_state_seq_set_data(ctx, buf, written, _SEQ):
+            raise RuntimeError(f"could not restore a cached prefix state of {self.config.path}")
+        self._llm.n_tokens = len(key)
+        self._llm.input_ids[: len(key)] = key
+
+    # -- decoding ------------------------------------------------------------------------------
+    def _sample(self, s: Sampling, budget: int) -> tuple[list[int], str]:
+        """Sample up to ``budget`` tokens after the prefilled prompt; ``(ids, finish)``."""
+        import llama_cpp
+
+        grammar = None
+        if s.schema is not None:
+            grammar = _gbnf(json.dumps(s.schema, sort_keys=True))
+        out: list[int] = []
+        with TokenSampler(
+            self._vocab,
+            self._n_vocab,
+            temperature=s.temperature,
+            seed=s.seed,
+            repeat_penalty=1.0 if grammar is not None else TEXT_REPEAT_PENALTY,
+            grammar=grammar,
+        ) as sampler:
+            while True:
+                token = sampler.pick(self._llm.ctx)
+                if llama_cpp.llama_vocab_is_eog(self._vocab, token):
+                    return out, "stop"
+                out.append(token)
+                if grammar is None and "\n" in self._detok(out).lstrip():
+                    return out, "stop"
+                if len(out) >= budget:
+                    return out, "length"
+                self._llm.eval([token])
+
+    def _first_line(self, out: list[int]) -> tuple[list[int], str]:
+        """Tokens and text up to the first newline after non-blank text."""
+        text = self._detok(out)
+        body = text.lstrip()
+        if "\n" not in body:
+            return out, text
+        keep = text[: len(text) - len(body)] + body.split("\n", 1)[0]
+        if len(out) > 1 and self._detok(out[:-1]).startswith(keep):
+            out = out[:-1]
+        return out, keep
+
+    def _detok(self, tokens: Sequence[int]) -> str:
+        return self._llm.detokenize(list(tokens)).decode("utf-8", errors="replace")
+
+    def _logits(self, index: int) -> np.ndarray:
+        import llama_cpp
+
+        ptr = llama_cpp.llama_get_logits_ith(self._llm.ctx, index)
+        return np.ctypeslib.as_array(ptr, shape=(self._n_vocab,)).copy()
+
+    def _decode_all(self, tokens: Sequence[int], n_past: int) -> list[np.ndarray]:
+        """Evaluate ``tokens`` at ``n_past`` in one batch; the logits after each token."""
+        import llama_cpp
+
+        ctx = self._llm.ctx
+        llama_cpp.llama_memory_seq_rm(llama_cpp.llama_get_memory(ctx), _SEQ, n_past, -1)
+        batch = llama_cpp.llama_batch_init(len(tokens), 0, 1)
+        try:
+            batch.n_tokens = len(tokens)
+            for j, token in enumerate(tokens):
+                batch.token[j] = token
+                batch.pos[j] = n_past + j
+                batch.n_seq_id[j] = 1
+                batch.seq_id[j][0] = _SEQ
+                batch.logits[j] = True
+            if llama_cpp.llama_decode(ctx, batch) != 0:
+                raise RuntimeError(f"llama_decode failed on {self.config.path}")
+            return [self._logits(j) for j in range(len(tokens))]
+        finally:
+            llama_cpp.llama_batch_free(batch)
+            self._llm.n_tokens = n_past
+
+    # -- log-probabilities ---------------------------------------------------------------------
+    def _logprobs(
+        self, prompt: list[int], out: list[int], last: np.ndarray, s: Sampling
+    ) -> list[dict[str, Any]]:
+        """Per-token entries; an ``answer`` enum becomes one entry scoring every option."""
+        k = max(0, min(int(s.top_logprobs or 0), MAX_TOP_LOGPROBS))
+        rows = [_log_softmax(last)]
+        if len(out) > 1:
+            rows += [_log_softmax(r) for r in self._decode_all(out[:-1], len(prompt))]
+        entries = []
+        for token, row in zip(out, rows, strict=True):
+            top = np.argpartition(-row, k)[:k] if k else np.array([], dtype=np.int64)
+            top = top[np.lexsort((top, -row[top]))]
+            alts = [(self._detok([t]), float(row[t])) for t in top]
+            entries.append(token_entry(self._detok([token]), float(row[token]), alts))
+        enum = _answer_enum(s.schema)
+        if enum is None:
+            return entries
+        return self._score_options(prompt, out, rows, entries, enum)
+
+    def _score_options(
+        self,
+        prompt: list[int],
+        out: list[int],
+        rows: list[np.ndarray],
+        entries: list[dict[str, Any]],
+        enum: list[Any],
+    ) -> list[dict[str, Any]]:
+        """Replace the answer's tokens by one entry whose alternatives are all the options.
+
+        Each option's log-probability is that of the whole continuation ``lead + value +
+        tail`` (``lead``: text of the value's first token before the value, ``tail``: the
+        text after the value, e.g. ``}``) after the generated tokens that precede the value,
+        under the unconstrained model; the tail makes ``1`` and ``10`` distinguishable.
+        """
+        pieces = [self._detok([t]) for t in out]
+        text = "".join(pieces)
+        span = _answer_span(text)
+        if span is None:
+            return entries
+        start, end, generated = span
+        offsets = np.cumsum([len(p) for p in pieces])
+        first = int(np.searchsorted(offsets, start, side="right"))
+        begin = int(offsets[first - 1]) if first else 0
+        lead = text[begin:start]
+        tail = text[end:]
+        n_past = len(prompt) + first
+        scored = []
+        for value in enum:
+            cont = self.tokenize(lead + json.dumps(value) + tail, bos=False)
+            lp = float(rows[first][cont[0]])
+            if len(cont) > 1:
+                for tok, logits in zip(cont[1:], self._decode_all(cont[:-1], n_past), strict=True):
+                    lp += float(_log_softmax(logits)[tok])
+            scored.append((lead + json.dumps(value) + tail, lp, value == generated))
+        chosen = next((lp for _, lp, hit in scored if hit), max(lp for _, lp, _ in scored))
+        alts = sorted(((t, lp) for t, lp, _ in scored), key=lambda a: -a[1])
+        return [*entries[:first], token_entry(text[begin:], chosen, alts)]
+
+
+def _answer_enum(schema: dict[str, Any] | None) -> list[Any] | None:
+    if not schema:
+        return None
+    enum = schema.get("properties", {}).get("answer", {}).get("enum")
+    return list(enum) if enum else None
+
+
+def _answer_span(text: str) -> tuple[int, int, Any] | None:
+    """Character span and value of the ``"answer"`` value in generated JSON text."""
+    key = text.find('"answer"')
+    if key < 0:
+        return None
+    colon = text.find(":", key + len('"answer"'))
+    if colon < 0:
+        return None
+    start = colon + 1
+    while start < len(text) and text[start] in " \t\r\n":
+        start += 1
+    try:
+        value, end = json.JSONDecoder().raw_decode(text, start)
+    except json.JSONDecodeError:
+        return None
+    return start, end, value

@@ -1,0 +1,220 @@
+"""The LLM worker process: answers the parent's calls through litellm.
+
+The parent's side (the pool, and when to use it) is :mod:`simworld.llm.workers`. A worker
+runs :class:`~simworld.llm.litellm_backend.LiteLLMModel` in-process on its own event loop,
+without litellm's hop to a thread (:class:`InPlaceExecutor`), and starts the calls it receives
+in arrival order (:class:`ArrivalQueue`).
+
+Protocol: length-prefixed pickles over a socket pair between the two processes. Parent to
+worker ``(CALL, id, request, attempt, timeout_s)`` and ``(CANCEL, id)``; worker to parent
+``(READY,)`` once, then ``(RESULT, id, completion, error)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextvars
+import functools
+import pickle
+import signal
+import socket
+import struct
+import sys
+from collections.abc import Callable, Collection
+from typing import Any
+
+import litellm
+import openai
+
+from simworld.llm.gateway import error_kind, is_transient
+from simworld.llm.litellm_backend import (
+    CallIdentity,
+    Completion,
+    LiteLLMModel,
+    LLMRequest,
+    RemoteModelError,
+)
+from simworld.support.process import tune_gc
+
+READY_TIMEOUT_S = 120.0
+# Before it reports ready, a worker sends this many calls to the fake provider through
+# litellm: its first calls import and cache what the rest of its call path needs.
+WARM_UP_CALLS = 8
+WARM_UP_MODEL = "fake/default"
+HEADER = struct.Struct("!I")
+CALL, CANCEL, READY, RESULT = "call", "cancel", "ready", "result"
+
+
+def frame(message: tuple[Any, ...]) -> bytes:
+    """One protocol message, pickled and length-prefixed."""
+    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    return HEADER.pack(len(data)) + data
+
+
+def remote_error(exc: BaseException) -> BaseException:
+    """What a worker sends back for an exception: model errors as :class:`RemoteModelError`
+    (kind, retry class and message as the gateway sees them), others as themselves when they
+    pickle, else as a ``RuntimeError`` naming them."""
+    if isinstance(exc, TimeoutError | openai.OpenAIError):
+        return RemoteModelError(str(exc), kind=error_kind(exc), transient=is_transient(exc))
+    try:
+        pickle.loads(pickle.dumps(exc))
+    except Exception:  # any pickling failure: send a description
+        return RuntimeError(f"{type(exc).__name__}: {exc}")
+    return exc
+
+
+async def warm_up(model: LiteLLMModel) -> None:
+    """Make :data:`WARM_UP_CALLS` concurrent fake calls through ``model`` (and litellm)."""
+    requests = [
+        LLMRequest(
+            model=WARM_UP_MODEL,
+            messages=({"role": "user", "content": "Say something."},),
+            identity=CallIdentity(seed=0, agent="warm-up", step=0, purpose="warm_up", index=i),
+            temperature=0.0,
+            max_tokens=8,
+        )
+        for i in range(WARM_UP_CALLS)
+    ]
+    await asyncio.gather(
+        *(model.complete(r, attempt=0, timeout_s=READY_TIMEOUT_S) for r in requests)
+    )
+
+
+class InPlaceExecutor(concurrent.futures.ThreadPoolExecutor):
+    """A thread pool that runs some functions at once, in the submitting thread, instead.
+
+    litellm runs the synchronous half of every call (``litellm.main.completion``) in the
+    event loop's default executor. In a worker, whose loop runs nothing but litellm, that hop
+    to a thread and back only adds a wait for the GIL, and splits a call's set-up in two.
+    Everything else (name resolution, ``asyncio.to_thread``) still goes to a thread, so
+    blocking I/O does not hold up the loop.
+
+    Args:
+        in_place: The functions to run in place, recognised through ``functools.partial``
+            and ``contextvars.Context.run`` (how litellm submits them).
+    """
+
+    def __init__(self, *, in_place: Collection[Callable[..., Any]]) -> None:
+        super().__init__()
+        self._in_place = tuple(in_place)
+
+    def runs_in_place(self, fn: Callable[..., Any], /, *args: Any) -> bool:
+        """Whether :meth:`submit` runs ``fn(*args)`` in place."""
+        while True:
+            if isinstance(fn, functools.partial):
+                fn, args = fn.func, fn.args + args
+            elif isinstance(getattr(fn, "__self__", None), contextvars.Context) and args:
+                fn, args = args[0], args[1:]  # Context.run(f, ...)
+            else:  # by identity: a callable object need not be hashable
+                return any(fn is chosen for chosen in self._in_place)
+
+    def submit(  # type: ignore[override]
+        self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any
+    ) -> concurrent.futures.Future[Any]:
+        """Run ``fn(*args, **kwargs)`` in place or in a thread; the future holds the result."""
+        if not self.runs_in_place(fn, *args):
+            return super().submit(fn, *args, **kwargs)
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except Exception as exc:  # the caller receives it from the future, as from a thread
+            future.set_exception(exc)
+        return future
+
+
+class ArrivalQueue:
+    """Starts calls in arrival order, one per turn of the running event loop.
+
+    Args:
+        start: Called as ``start(call_id, *args)`` when a call's turn comes.
+    """
+
+    def __init__(self, start: Callable[..., None]) -> None:
+        self._start = start
+        self._waiting: dict[int, tuple[Any, ...]] = {}  # in arrival order
+        self._scheduled = False
+
+    def __len__(self) -> int:
+        return len(self._waiting)
+
+    def add(self, call_id: int, *args: Any) -> None:
+        """Queue a call; it starts after every call queued before it, each a turn apart."""
+        self._waiting[call_id] = args
+        if not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._start_next)
+
+    def discard(self, call_id: int) -> None:
+        """Drop a call that has not started (no effect once it has)."""
+        self._waiting.pop(call_id, None)
+
+    def _start_next(self) -> None:
+        if self._waiting:
+            call_id = next(iter(self._waiting))
+            self._start(call_id, *self._waiting.pop(call_id))
+        self._scheduled = bool(self._waiting)
+        if self._scheduled:
+            asyncio.get_running_loop().call_soon(self._start_next)
+
+
+async def serve(sock: socket.socket) -> None:
+    """Warm up (:func:`warm_up`) and tune the collector (:func:`~simworld.support.process.tune_gc`),
+    then answer calls arriving on ``sock`` until the parent closes it.
+
+    Calls start in arrival order, one per turn of the event loop. A burst of calls (the
+    parent sends up to its concurrency at once) is thus set up first come, first served: the
+    first call of the burst reaches its provider after its own set-up, rather than after a
+    share of everyone's, as when every call starts at once and their steps interleave.
+    """
+    executor = InPlaceExecutor(in_place=(litellm.main.completion,))
+    asyncio.get_running_loop().set_default_executor(executor)
+    model = LiteLLMModel(workers=0)
+    await warm_up(model)
+    tune_gc()
+    reader, writer = await asyncio.open_connection(sock=sock)
+    tasks: dict[int, asyncio.Task[None]] = {}
+
+    async def answer(call_id: int, request: LLMRequest, attempt: int, timeout_s: float) -> None:
+        completion: Completion | None = None
+        error: BaseException | None = None
+        try:
+            completion = await model.complete(request, attempt=attempt, timeout_s=timeout_s)
+        except Exception as exc:  # every failure is reported to the parent
+            error = remote_error(exc)
+        finally:
+            tasks.pop(call_id, None)
+        writer.write(frame((RESULT, call_id, completion, error)))
+
+    def start(call_id: int, request: LLMRequest, attempt: int, timeout_s: float) -> None:
+        tasks[call_id] = asyncio.create_task(answer(call_id, request, attempt, timeout_s))
+
+    arrivals = ArrivalQueue(start)
+    writer.write(frame((READY,)))
+    while True:
+        try:
+            (size,) = HEADER.unpack(await reader.readexactly(HEADER.size))
+            message = pickle.loads(await reader.readexactly(size))
+        except (asyncio.IncompleteReadError, ConnectionError):
+            break
+        if message[0] == CALL:
+            arrivals.add(message[1], *message[2:])
+        elif message[0] == CANCEL:
+            arrivals.discard(message[1])
+            if (task := tasks.pop(message[1], None)) is not None:
+                task.cancel()
+    for task in tasks.values():
+        task.cancel()
+    writer.close()
+
+
+def main(argv: list[str]) -> None:
+    """Entry point of a worker process: ``python -m simworld.llm.worker FD``."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when workers stop
+    sock = socket.socket(fileno=int(argv[0]))
+    asyncio.run(serve(sock))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

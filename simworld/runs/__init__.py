@@ -1,0 +1,4 @@
+"""Run directories.
+
+The incremental writer, running/resuming a scenario, replay and branching.
+"""

@@ -1,0 +1,211 @@
+"""Exact replay of recorded runs, with verification, and counterfactual branches."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from pydantic import ValidationError
+
+from simworld.config.scenario import Scenario, set_dotted
+from simworld.engine.model import BRANCH_FIXED_FIELDS
+from simworld.errors import ConfigError, ResumeError, config_error_from_validation
+from simworld.memory.system import BRANCH_FIXED_MEMORY_FIELDS
+from simworld.runs.run import (
+    Branch,
+    RunResult,
+    execute,
+    free_path,
+    manifest_scenario,
+    read_manifest,
+    recorded_cache,
+)
+from simworld.runs.writer import RunWriter
+
+BRANCH_FIXED_MEMORY = tuple(f"memory.{name}" for name in BRANCH_FIXED_MEMORY_FIELDS)
+VERIFIED_FILES = (RunWriter.TRANSCRIPT, RunWriter.OPINIONS)
+MAX_SHOWN = 80
+
+
+@dataclass
+class ReplayReport:
+    """The outcome of a verified replay."""
+
+    result: RunResult
+    differences: list[str]
+
+    @property
+    def identical(self) -> bool:
+        """Whether every verified file came out byte-identical."""
+        return not self.differences
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, sort_keys=True, ensure_ascii=False)
+    return text if len(text) <= MAX_SHOWN else text[: MAX_SHOWN - 1] + "…"
+
+
+def first_transcript_difference(recorded: Path, replayed: Path) -> str | None:
+    """Where two transcripts first differ, as one line (``None`` if identical)."""
+    a = recorded.read_text(encoding="utf-8").splitlines()
+    b = replayed.read_text(encoding="utf-8").splitlines()
+    for n, (x, y) in enumerate(zip(a, b, strict=False), start=1):
+        if x == y:
+            continue
+        ex, ey = json.loads(x), json.loads(y)
+        keys = sorted(set(ex) | set(ey))
+        key = next(k for k in keys if ex.get(k) != ey.get(k))
+        return (
+            f"{recorded.name} line {n} ({ex.get('type')}): {key}: recorded {_short(ex.get(key))}, "
+            f"replayed {_short(ey.get(key))}"
+        )
+    if len(a) != len(b):
+        return f"{recorded.name}: recorded {len(a)} lines, replayed {len(b)}"
+    return None
+
+
+def first_table_difference(recorded: Path, replayed: Path) -> str | None:
+    """Where two parquet tables first differ, as one line (``None`` if byte-identical)."""
+    if recorded.read_bytes() == replayed.read_bytes():
+        return None
+    a, b = pd.read_parquet(recorded), pd.read_parquet(replayed)
+    if a.shape != b.shape or list(a.columns) != list(b.columns):
+        return f"{recorded.name}: shape {a.shape} recorded, {b.shape} replayed"
+    for i in range(len(a)):
+        for col in a.columns:
+            x, y = a.iat[i, a.columns.get_loc(col)], b.iat[i, b.columns.get_loc(col)]
+            if not (x == y or (pd.isna(x) and pd.isna(y))):
+                return f"{recorded.name} row {i}: {col}: recorded {x!r}, replayed {y!r}"
+    return f"{recorded.name}: same values, different bytes (metadata)"
+
+
+def verify_replay(
+    run_dir: str | Path,
+    *,
+    out_dir: str | Path | None = None,
+    cache_path: str | Path | None = None,
+    progress: bool = False,
+) -> ReplayReport:
+    """Re-execute a recorded run with zero model calls and compare its outputs.
+
+    Args:
+        run_dir: The recorded run.
+        out_dir: Where to keep the replayed run (default: a temporary folder, removed).
+        cache_path: The cache it recorded into (default: the one named in its manifest).
+        progress: Show a progress bar.
+
+    Returns:
+        The replay's result and the first difference in each verified file.
+    """
+    run_dir = Path(run_dir)
+    manifest = read_manifest(run_dir)
+    if "branch" in manifest:
+        raise ResumeError(f"{run_dir}: replay the branch's parent, then branch it again")
+    scenario = manifest_scenario(run_dir, manifest)
+    scenario = scenario.model_copy(
+        update={"llm": scenario.llm.model_copy(update={"cache": "replay"})}
+    )
+    cache = recorded_cache(run_dir, manifest, cache_path)
+    temp = None if out_dir is not None else Path(tempfile.mkdtemp(prefix="simworld-replay-"))
+    target = Path(out_dir) if out_dir is not None else temp / "run"  # type: ignore[operator]
+    if target.exists():
+        raise ConfigError(target, "", "run directory already exists")
+    try:
+        result = execute(
+            scenario,
+            source=manifest.get("scenario_file", "<manifest>"),
+            run_dir=target,
+            cache_path=cache,
+            progress=progress,
+        )
+        differences = []
+        for name in VERIFIED_FILES:
+            compare = (
+                first_transcript_difference if name.endswith(".jsonl") else first_table_difference
+            )
+            diff = compare(run_dir / name, target / name)
+            if diff is not None:
+                differences.append(diff)
+        return ReplayReport(result=result, differences=differences)
+    finally:
+        if temp is not None:
+            shutil.rmtree(temp, ignore_errors=True)
+
+
+def branch_scenario(parent: Scenario, overrides: dict[str, Any], *, source: str | Path) -> Scenario:
+    """The parent scenario with dotted-key overrides, checked to be a valid branch.
+
+    Raises:
+        ConfigError: A key is unknown, a value invalid, or it changes who is simulated.
+    """
+    data = parent.model_dump(mode="json")
+    for key, value in overrides.items():
+        if key.split(".", 1)[0] in BRANCH_FIXED_FIELDS or key.startswith(BRANCH_FIXED_MEMORY):
+            raise ConfigError(
+                source, key, "cannot change in a branch (it changes who is simulated)"
+            )
+        set_dotted(data, key, value)
+    try:
+        return Scenario.model_validate(data)
+    except ValidationError as exc:
+        raise config_error_from_validation(source, exc) from exc
+
+
+def branch_run(
+    run_dir: str | Path,
+    *,
+    from_step: int,
+    overrides: dict[str, Any],
+    out_dir: str | Path | None = None,
+    cache_path: str | Path | None = None,
+    progress: bool = False,
+) -> RunResult:
+    """Branch a counterfactual from a recorded run: steps before ``from_step`` replay exactly.
+
+    Args:
+        run_dir: The recorded parent run.
+        from_step: First step run under the changed settings (1 or later).
+        overrides: Dotted scenario keys to change (protocol, topics, llm …).
+        out_dir: The branch's run directory (default: beside the parent, ``-branch<K>``).
+        cache_path: The parent's cache (default: the one named in its manifest).
+        progress: Show a progress bar.
+
+    Returns:
+        The branch's result.
+    """
+    run_dir = Path(run_dir)
+    manifest = read_manifest(run_dir)
+    parent = manifest_scenario(run_dir, manifest)
+    if not 1 <= from_step <= parent.protocol.steps:
+        raise ConfigError("--from-step", "", f"must be between 1 and {parent.protocol.steps}")
+    child = branch_scenario(parent, overrides, source="--set")
+    cache = recorded_cache(run_dir, manifest, cache_path)
+    if out_dir is None:
+        target = free_path(run_dir.with_name(f"{run_dir.name}-branch{from_step}"))
+    else:
+        target = Path(out_dir)
+        if target.exists():
+            raise ConfigError(target, "", "run directory already exists")
+    info = {
+        "parent_run": str(run_dir.resolve()),
+        "from_step": from_step,
+        "overrides": overrides,
+        "parent_scenario": parent.model_dump(mode="json"),
+    }
+    return execute(
+        parent,
+        source=manifest.get("scenario_file", "<manifest>"),
+        run_dir=target,
+        cache_path=cache,
+        progress=progress,
+        branch=Branch(from_step, child),
+        manifest_extra={"branch": info},
+    )
+
+
+__all__ = ["ReplayReport", "branch_run", "verify_replay"]

@@ -1,0 +1,367 @@
+"""Running a scenario into a run directory: new runs, resumed runs and branched runs."""
+
+from __future__ import annotations
+
+import platform
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+from tqdm import tqdm
+
+from simworld.config.scenario import Scenario, load_scenario
+from simworld.engine.model import SocialSimulation, StepRecord
+from simworld.errors import (
+    ConfigError,
+    ReplayMissError,
+    ResumeError,
+    config_error_from_validation,
+)
+from simworld.llm.cache import ResponseCache
+from simworld.llm.gateway import Accounting, Gateway
+from simworld.llm.litellm_backend import LiteLLMModel
+from simworld.llm.providers.registry import check_model
+from simworld.runs.writer import RunWriter, read_manifest
+from simworld.support.redact import Redactor
+from simworld.trackers.tracker_set import TRACKERS_DIR
+
+DEFAULT_OUT_ROOT = Path("outputs")
+CACHE_FILE = "llm_cache.sqlite"
+MEMORY_DIR = "memory"
+VERSIONED_PACKAGES = (
+    "simworld",
+    "mesa",
+    "litellm",
+    "pydantic",
+    "networkx",
+    "numpy",
+    "pandas",
+    "pyarrow",
+)
+
+
+@dataclass
+class RunResult:
+    """What a finished (or stopped) run reports."""
+
+    run_dir: Path
+    status: str
+    agents: int
+    steps: int
+    accounting: Accounting
+    wall_time_s: float
+    error: str | None = None
+
+    def summary(self) -> str:
+        """A short human-readable closing summary."""
+        acc = self.accounting
+        lines = [
+            f"run        {self.run_dir}",
+            f"status     {self.status}" + (f" ({self.error})" if self.error else ""),
+            f"agents     {self.agents}",
+            f"steps      {self.steps}",
+            f"LLM calls  {acc.calls} ({acc.model_calls} sent to the model, "
+            f"{acc.cache_hits} cache hits, {acc.failures} failed)",
+            f"tokens     {acc.prompt_tokens + acc.completion_tokens} "
+            f"({acc.prompt_tokens} in, {acc.completion_tokens} out)",
+            f"cost       ${acc.cost_usd:.4f} recorded, ${acc.spent_usd:.4f} spent now"
+            + (f", {acc.unpriced_calls} calls unpriced" if acc.unpriced_calls else ""),
+            f"time       {self.wall_time_s:.1f} s",
+        ]
+        return "\n".join(lines)
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of the packages that determine a run's behaviour."""
+    out = {"python": platform.python_version()}
+    for name in VERSIONED_PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def free_path(base: Path) -> Path:
+    """``base``, or ``base-2``, ``base-3`` … whichever does not exist yet (not created)."""
+    path, n = base, 1
+    while path.exists():
+        n += 1
+        path = base.with_name(f"{base.name}-{n}")
+    return path
+
+
+def new_run_dir(root: Path, scenario: str, seed: int) -> Path:
+    """A fresh ``root/<scenario>/<timestamp>-s<seed>`` path (not created)."""
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    return free_path(root / scenario / f"{stamp}-s{seed}")
+
+
+def recorded_cache(run_dir: Path, manifest: dict[str, Any], cache_path: str | Path | None) -> Path:
+    """The cache a run recorded into (or ``cache_path`` when given).
+
+    Raises:
+        ResumeError: The run recorded no cache (``llm.cache`` was ``off``).
+    """
+    if cache_path is not None:
+        return Path(cache_path)
+    recorded = (manifest.get("cache") or {}).get("path")
+    if not recorded:
+        raise ResumeError(f"{run_dir}: the run recorded no cache (llm.cache was 'off')")
+    return Path(recorded)
+
+
+def manifest_scenario(run_dir: str | Path, manifest: dict[str, Any]) -> Scenario:
+    """The resolved scenario recorded in a run's manifest."""
+    try:
+        return Scenario.model_validate(manifest["scenario"])
+    except (KeyError, ValidationError) as exc:
+        where = Path(run_dir) / RunWriter.MANIFEST
+        if isinstance(exc, ValidationError):
+            raise config_error_from_validation(where, exc, "scenario") from exc
+        raise ConfigError(where, "scenario", "missing") from exc
+
+
+def default_cache_path(out_dir: str | Path | None, out_root: str | Path) -> Path:
+    """``llm_cache.sqlite`` in the out root (or beside the scenario folder of ``out_dir``)."""
+    root = Path(out_dir).parent if out_dir is not None else Path(out_root)
+    return root / CACHE_FILE
+
+
+@dataclass
+class Branch:
+    """A counterfactual: from ``step`` on, the run continues under ``scenario``."""
+
+    step: int
+    scenario: Scenario
+
+
+def execute(
+    scenario: Scenario,
+    *,
+    source: str | Path,
+    run_dir: Path,
+    cache_path: Path,
+    progress: bool = False,
+    resume: bool = False,
+    branch: Branch | None = None,
+    manifest_extra: dict[str, Any] | None = None,
+    before_step: Callable[[SocialSimulation], None] | None = None,
+) -> RunResult:
+    """Build the model, run it to the end and record everything in ``run_dir``.
+
+    Args:
+        scenario: The validated scenario (the branch's parent scenario when branching).
+        source: Scenario file named in errors.
+        run_dir: The run directory (must not exist unless ``resume``).
+        cache_path: The record/replay cache.
+        progress: Show a progress bar.
+        resume: Re-execute an existing partial run in place, checking it reproduces the
+            transcript already written, then continue it.
+        branch: Switch to another scenario from a given step (the parent's steps replay).
+        manifest_extra: More manifest fields (e.g. the parent of a branch).
+        before_step: Test hook called before every step.
+
+    Returns:
+        The run's result.
+
+    Raises:
+        ConfigError: The population or network cannot be built; nothing is written.
+    """
+    started = time.perf_counter()
+    redactor = Redactor()
+    first = (
+        scenario
+        if branch is None
+        else scenario.model_copy(
+            update={"llm": scenario.llm.model_copy(update={"cache": "replay"})}
+        )
+    )
+    cache = ResponseCache(cache_path) if first.llm.cache != "off" else None
+    gateway = Gateway(
+        LiteLLMModel(price=first.llm.price), config=first.llm, cache=cache, redactor=redactor
+    )
+    model = SocialSimulation(first, gateway=gateway, source=source, memory_dir=run_dir / MEMORY_DIR)
+    if resume:
+        shutil.rmtree(run_dir / MEMORY_DIR, ignore_errors=True)
+    writer = RunWriter(run_dir, redactor=redactor, resume=resume)
+    trackers_dir = run_dir / TRACKERS_DIR
+
+    def on_step(record: StepRecord) -> None:
+        writer.step(record, model.opinions)
+        model.trackers.checkpoint(trackers_dir, redactor=redactor)
+
+    model.on_step = on_step
+    final = scenario if branch is None else branch.scenario
+    manifest: dict[str, Any] = {
+        "scenario": final.model_dump(mode="json"),
+        "scenario_file": str(source),
+        "seed": final.seed,
+        "model": final.llm.model,
+        "versions": package_versions(),
+        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "status": "running",
+        "cache": {"mode": final.llm.cache, "path": None if cache is None else str(cache_path)},
+        **(manifest_extra or {}),
+    }
+    if resume:
+        manifest["resumed"] = int(read_manifest(run_dir).get("resumed", 0)) + 1
+    writer.manifest(manifest)
+    writer.event(model.start_event())
+    status, error = "completed", None
+    bar = tqdm(
+        total=final.protocol.steps, desc=final.name, unit="step", disable=not progress, leave=False
+    )
+    try:
+        if branch is not None and branch.step == 0:
+            model.rebase(branch.scenario)
+        model.start()
+        while model.running:
+            if branch is not None and model.steps + 1 == branch.step:
+                model.rebase(branch.scenario)
+            if before_step is not None:
+                before_step(model)
+            model.step()
+            acc = gateway.accounting
+            bar.set_postfix(
+                calls=acc.calls,
+                fails=acc.failures,
+                tokens=acc.prompt_tokens + acc.completion_tokens,
+            )
+            bar.update(1)
+        if model.stopped_reason:
+            status = model.stopped_reason
+            writer.event({"type": "run_stopped", "step": model.steps, "reason": status})
+            writer.flush()
+    except ReplayMissError as exc:
+        status, error = "failed", str(exc)
+    except BaseException as exc:
+        interrupted = isinstance(exc, KeyboardInterrupt)
+        status = "interrupted" if interrupted else "failed"
+        error = "interrupted by the user" if interrupted else redactor.text(repr(exc))
+        raise
+    finally:
+        bar.close()
+        model.close()
+        wall = time.perf_counter() - started
+        manifest.update(
+            status=status,
+            error=error,
+            steps_completed=model.steps,
+            agents=len(model.population),
+            totals=asdict(gateway.accounting),
+            wall_time_s=round(wall, 3),
+            finished_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        )
+        writer.manifest(manifest)
+        model.trackers.write(trackers_dir, redactor=redactor)
+        writer.close()
+        if cache is not None:
+            cache.close()
+    return RunResult(
+        run_dir, status, len(model.population), model.steps, gateway.accounting, wall, error
+    )
+
+
+def run_scenario(
+    scenario_path: str | Path,
+    *,
+    overrides: dict[str, Any] | None = None,
+    out_dir: str | Path | None = None,
+    out_root: str | Path = DEFAULT_OUT_ROOT,
+    cache_path: str | Path | None = None,
+    progress: bool = False,
+    before_step: Callable[[SocialSimulation], None] | None = None,
+) -> RunResult:
+    """Validate, run and record one scenario in a new run directory.
+
+    Args:
+        scenario_path: The scenario YAML file.
+        overrides: Dotted scenario keys to override (``{"llm.model": ...}``).
+        out_dir: Exact run directory (must not exist); default ``out_root/<scenario>/<id>``.
+        out_root: Root of run directories.
+        cache_path: The record/replay SQLite file; default :func:`default_cache_path`.
+        progress: Show a progress bar on stderr.
+        before_step: Test hook called before every step.
+
+    Returns:
+        The run's result; its ``status`` is ``completed``, ``budget_exhausted`` or ``failed``.
+
+    Raises:
+        ConfigError: Bad input; nothing has been written.
+    """
+    scenario = load_scenario(scenario_path, overrides)
+    try:
+        check_model(scenario.llm.model)
+    except ValueError as exc:
+        raise ConfigError(scenario_path, "llm.model", str(exc)) from exc
+    if out_dir is not None and Path(out_dir).exists():
+        raise ConfigError(out_dir, "", "run directory already exists")
+    run_dir = (
+        Path(out_dir)
+        if out_dir is not None
+        else new_run_dir(Path(out_root), scenario.name, scenario.seed)
+    )
+    cache = Path(cache_path) if cache_path is not None else default_cache_path(out_dir, out_root)
+    return execute(
+        scenario,
+        source=Path(scenario_path).resolve(),
+        run_dir=run_dir,
+        cache_path=cache,
+        progress=progress,
+        before_step=before_step,
+    )
+
+
+def resume_run(
+    run_dir: str | Path, *, cache_path: str | Path | None = None, progress: bool = False
+) -> RunResult:
+    """Resume an interrupted run in place.
+
+    Every step up to the last one completed is re-executed from the record/replay cache
+    (no model calls) and checked against the transcript already written; the run then goes
+    on live. The final outputs are byte-identical to an uninterrupted run.
+
+    Args:
+        run_dir: The interrupted run's directory.
+        cache_path: The cache it recorded into (default: the one named in its manifest).
+        progress: Show a progress bar.
+
+    Returns:
+        The run's result.
+
+    Raises:
+        ResumeError: The run is complete, was run without a cache, or does not reproduce.
+    """
+    run_dir = Path(run_dir)
+    manifest = read_manifest(run_dir)
+    if manifest.get("status") == "completed":
+        raise ResumeError(f"{run_dir}: run is already complete")
+    scenario = manifest_scenario(run_dir, manifest)
+    if scenario.llm.cache != "record":
+        raise ResumeError(
+            f"{run_dir}: llm.cache: a run can be resumed only if it recorded its model calls "
+            f"(cache mode was {scenario.llm.cache!r})"
+        )
+    cache = recorded_cache(run_dir, manifest, cache_path)
+    info = manifest.get("branch")
+    branch = None
+    if info is not None:
+        branch = Branch(int(info["from_step"]), scenario)
+        scenario = Scenario.model_validate(info["parent_scenario"])
+    return execute(
+        scenario,
+        source=manifest.get("scenario_file", "<manifest>"),
+        run_dir=run_dir,
+        cache_path=cache,
+        progress=progress,
+        resume=True,
+        branch=branch,
+        manifest_extra=None if info is None else {"branch": info},
+    )

@@ -1,0 +1,260 @@
+"""Run-directory files: append-only transcript, atomic parquet tables and the manifest."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from simworld.errors import ConfigError, ResumeError
+from simworld.support.redact import Redactor
+
+if TYPE_CHECKING:
+    from simworld.engine.model import StepRecord
+    from simworld.llm.gateway import CallOutcome
+
+OPINION_SCHEMA = pa.schema(
+    [
+        ("step", pa.int64()),
+        ("agent", pa.string()),
+        ("topic", pa.string()),
+        ("value", pa.float64()),
+        ("answer", pa.string()),
+        ("raw", pa.string()),
+        ("ok", pa.bool_()),
+        ("call", pa.string()),
+        ("probs", pa.string()),
+        ("expected", pa.float64()),
+    ]
+)
+CALL_SCHEMA = pa.schema(
+    [
+        ("step", pa.int64()),
+        ("agent", pa.string()),
+        ("purpose", pa.string()),
+        ("index", pa.int64()),
+        ("key", pa.string()),
+        ("model", pa.string()),
+        ("status", pa.string()),
+        ("attempts", pa.int64()),
+        ("error_kinds", pa.string()),
+        ("prompt_tokens", pa.int64()),
+        ("completion_tokens", pa.int64()),
+        ("cost_usd", pa.float64()),
+        ("cached", pa.bool_()),
+        ("latency_s", pa.float64()),
+    ]
+)
+
+
+def atomic_write_bytes(path: Path, data: bytes, *, durable: bool = True) -> None:
+    """Write a file whole or not at all (temporary file, fsync, rename).
+
+    Args:
+        path: The file.
+        data: Its new contents.
+        durable: fsync before the rename. Without it the replacement is still atomic for
+            readers and survives the process being killed, but not a power loss.
+    """
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        if durable:
+            fh.flush()
+            os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def sync_file(path: Path) -> None:
+    """Make a file's contents durable (fsync)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    """Write pretty, key-sorted JSON atomically."""
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+
+
+def read_manifest(run_dir: str | Path) -> dict[str, Any]:
+    """A run directory's ``manifest.json``.
+
+    Raises:
+        ConfigError: There is no readable manifest.
+    """
+    path = Path(run_dir) / RunWriter.MANIFEST
+    try:
+        return dict(json.loads(path.read_text(encoding="utf-8")))
+    except FileNotFoundError as exc:
+        raise ConfigError(path, "", "not a run directory (no manifest.json)") from exc
+    except json.JSONDecodeError as exc:
+        raise ConfigError(path, "", f"unreadable manifest: {exc.msg}") from exc
+
+
+def parquet_bytes(table: pa.Table) -> bytes:
+    """Deterministic parquet bytes: equal tables give equal bytes (no statistics, no schema)."""
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression="zstd", write_statistics=False, store_schema=False)
+    return sink.getvalue().to_pybytes()
+
+
+def mask_table(table: pa.Table, redactor: Redactor) -> pa.Table:
+    """The table with secrets masked in its string columns (masking each distinct value once).
+
+    Equal to masking every string cell of the rows the table was built from (column names
+    are identifiers, never secrets).
+    """
+    for i, field in enumerate(table.schema):
+        if not pa.types.is_string(field.type):
+            continue
+        values = table.column(i).to_pylist()
+        masked = {v: redactor.text(v) for v in set(values) if v is not None}
+        if any(k != v for k, v in masked.items()):
+            cells = [None if v is None else masked[v] for v in values]
+            table = table.set_column(i, field, pa.array(cells, type=field.type))
+    return table
+
+
+class GrowingTable:
+    """A parquet file of rows that only ever grow, rewritten atomically as they do.
+
+    Each batch of rows is converted to arrow (and masked) once, when it arrives; the file's
+    bytes are those of one table of all the rows (deterministic, see :func:`parquet_bytes`).
+
+    Args:
+        path: The parquet file.
+        schema: Its columns.
+        redactor: Masks secrets in the string cells.
+    """
+
+    def __init__(self, path: Path, schema: pa.Schema, redactor: Redactor) -> None:
+        self.path = path
+        self._redactor = redactor
+        self._table = schema.empty_table()
+
+    def __len__(self) -> int:
+        return self._table.num_rows
+
+    def extend(self, rows: list[dict[str, Any]]) -> None:
+        """Add rows (in memory; :meth:`write` puts them on disk)."""
+        if rows:
+            new = mask_table(pa.Table.from_pylist(rows, schema=self._table.schema), self._redactor)
+            self._table = pa.concat_tables([self._table, new]).combine_chunks()
+
+    def write(self, *, durable: bool = True) -> None:
+        """Replace the file with every row so far (see :func:`atomic_write_bytes`)."""
+        atomic_write_bytes(self.path, parquet_bytes(self._table), durable=durable)
+
+
+def call_row(step: int, outcome: CallOutcome) -> dict[str, Any]:
+    """One row of ``llm_calls.parquet``."""
+    ident = outcome.identity
+    return {
+        "step": step,
+        "agent": ident.agent,
+        "purpose": ident.purpose,
+        "index": ident.index,
+        "key": outcome.key,
+        "model": outcome.model,
+        "status": outcome.status,
+        "attempts": outcome.attempts,
+        "error_kinds": ",".join(e["kind"] for e in outcome.errors),
+        "prompt_tokens": outcome.prompt_tokens,
+        "completion_tokens": outcome.completion_tokens,
+        "cost_usd": outcome.cost_usd,
+        "cached": outcome.cached,
+        "latency_s": round(outcome.latency_s, 6),
+    }
+
+
+class RunWriter:
+    """Writes a run directory as the run goes: nothing is held back until the end.
+
+    The transcript is appended and fsynced after every step: it is the record a resumed run
+    is checked against. The parquet tables are rewritten atomically after every step (and
+    made durable when the writer closes; a resumed run writes them again anyway).
+
+    Args:
+        run_dir: The run directory (created, must not hold a previous run).
+        redactor: Masks secrets in everything written.
+    """
+
+    TRANSCRIPT = "transcript.jsonl"
+    OPINIONS = "opinions.parquet"
+    CALLS = "llm_calls.parquet"
+    MANIFEST = "manifest.json"
+
+    def __init__(self, run_dir: Path, *, redactor: Redactor, resume: bool = False) -> None:
+        self.run_dir = run_dir
+        self._redactor = redactor
+        self._expected: list[str] = []
+        if resume:
+            self._expected = self._keep_completed_steps(run_dir / self.TRANSCRIPT)
+        else:
+            run_dir.mkdir(parents=True, exist_ok=False)
+        self._transcript = open(run_dir / self.TRANSCRIPT, "a", encoding="utf-8")  # noqa: SIM115
+        self._checked = 0
+        self._calls = GrowingTable(run_dir / self.CALLS, CALL_SCHEMA, redactor)
+        self._opinions = GrowingTable(run_dir / self.OPINIONS, OPINION_SCHEMA, redactor)
+
+    @staticmethod
+    def _keep_completed_steps(path: Path) -> list[str]:
+        """Cut a partial transcript back to its last completed step; return the kept lines."""
+        lines = path.read_text(encoding="utf-8").splitlines(keepends=True) if path.exists() else []
+        ends = [
+            i
+            for i, line in enumerate(lines)
+            if line.endswith("\n") and json.loads(line).get("type") == "step_end"
+        ]
+        kept = lines[: ends[-1] + 1] if ends else []
+        atomic_write_bytes(path, "".join(kept).encode("utf-8"))
+        return [line.rstrip("\n") for line in kept]
+
+    def event(self, event: dict[str, Any]) -> None:
+        """Append one event line (call :meth:`flush` to make it durable)."""
+        line = self._redactor.text(json.dumps(event, sort_keys=True, ensure_ascii=False))
+        if self._checked < len(self._expected):
+            if line != self._expected[self._checked]:
+                raise ResumeError(
+                    f"{self.run_dir / self.TRANSCRIPT}: line {self._checked + 1}: the resumed "
+                    "run does not reproduce the transcript already written"
+                )
+            self._checked += 1
+            return
+        self._transcript.write(line + "\n")
+
+    def flush(self) -> None:
+        """Make appended lines durable."""
+        self._transcript.flush()
+        os.fsync(self._transcript.fileno())
+
+    def step(self, record: StepRecord, opinions: list[dict[str, Any]]) -> None:
+        """Write one finished step: events, call rows and the opinions so far."""
+        for event in record.events:
+            self.event(event)
+        self.flush()
+        self._calls.extend([call_row(record.step, c) for c in record.calls])
+        self._calls.write(durable=False)
+        if len(opinions) != len(self._opinions):
+            self._opinions.extend(opinions[len(self._opinions) :])
+            self._opinions.write(durable=False)
+
+    def manifest(self, data: dict[str, Any]) -> None:
+        """Write (or rewrite) the manifest atomically."""
+        atomic_write_json(self.run_dir / self.MANIFEST, self._redactor.deep(data))
+
+    def close(self) -> None:
+        """Close the transcript; make both tables durable (written even when empty)."""
+        for table in (self._calls, self._opinions):
+            if table.path.exists():
+                sync_file(table.path)
+            else:
+                table.write()
+        self._transcript.close()

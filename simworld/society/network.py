@@ -1,0 +1,117 @@
+"""Social networks: build the agents' graph from a scenario's network settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import networkx as nx
+import numpy as np
+
+from simworld.config.persona import Persona
+from simworld.config.scenario import (
+    BarabasiAlbertNetwork,
+    CompleteNetwork,
+    EdgeListNetwork,
+    ErdosRenyiNetwork,
+    NetworkConfig,
+    StochasticBlockNetwork,
+    WattsStrogatzNetwork,
+)
+from simworld.errors import ConfigError
+
+
+def build_graph(
+    config: NetworkConfig,
+    personas: list[Persona],
+    rng: np.random.Generator,
+    *,
+    source: str | Path,
+) -> nx.Graph:
+    """Build an undirected graph whose nodes ``0..n-1`` are the agents in population order.
+
+    Args:
+        config: The scenario's ``network`` section.
+        personas: The population, in order.
+        rng: Seeded generator; random generators draw their seed from it.
+        source: The scenario file, named in errors.
+
+    Returns:
+        The graph.
+
+    Raises:
+        ConfigError: The parameters do not fit the population or the edge list is bad.
+    """
+    n = len(personas)
+    seed = int(rng.integers(0, 2**31 - 1))
+
+    def bad(field: str, message: str) -> ConfigError:
+        return ConfigError(source, f"network.{field}", message)
+
+    if isinstance(config, CompleteNetwork):
+        graph = nx.complete_graph(n)
+    elif isinstance(config, ErdosRenyiNetwork):
+        graph = nx.gnp_random_graph(n, config.p, seed=seed)
+    elif isinstance(config, WattsStrogatzNetwork):
+        if config.k >= n:
+            raise bad("k", f"k={config.k} must be smaller than the population size {n}")
+        graph = nx.watts_strogatz_graph(n, config.k, config.p, seed=seed)
+    elif isinstance(config, BarabasiAlbertNetwork):
+        if config.m >= n:
+            raise bad("m", f"m={config.m} must be smaller than the population size {n}")
+        graph = nx.barabasi_albert_graph(n, config.m, seed=seed)
+    elif isinstance(config, StochasticBlockNetwork):
+        graph = _stochastic_block(config, personas, seed, bad)
+    elif isinstance(config, EdgeListNetwork):
+        graph = _edge_list(Path(config.path), personas)
+    else:  # pragma: no cover - the discriminated union admits nothing else
+        raise bad("generator", f"unknown generator {config!r}")
+    out = nx.Graph()
+    out.add_nodes_from(range(n))
+    out.add_edges_from((int(a), int(b)) for a, b in graph.edges() if a != b)
+    return out
+
+
+def _stochastic_block(config, personas, seed, bad) -> nx.Graph:  # type: ignore[no-untyped-def]
+    n = len(personas)
+    if config.sizes is not None:
+        if sum(config.sizes) != n:
+            raise bad("sizes", f"block sizes sum to {sum(config.sizes)}, not the population {n}")
+        order = list(range(n))
+        sizes = list(config.sizes)
+    else:
+        keys = [str(getattr(p, config.group_by) or "") for p in personas]
+        groups = sorted(set(keys))
+        order = sorted(range(n), key=lambda i: (groups.index(keys[i]), i))
+        sizes = [keys.count(g) for g in groups]
+    k = len(sizes)
+    probs = [[config.p_in if a == b else config.p_out for b in range(k)] for a in range(k)]
+    block = nx.stochastic_block_model(sizes, probs, seed=seed)
+    return nx.relabel_nodes(block, dict(enumerate(order)))
+
+
+def _edge_list(path: Path, personas: list[Persona]) -> nx.Graph:
+    if not path.is_file():
+        raise ConfigError(path, "", "edge list file not found")
+    index = {p.id: i for i, p in enumerate(personas)}
+    graph = nx.Graph()
+    for lineno, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        parts = line.replace(",", " ").split()
+        if len(parts) != 2:
+            raise ConfigError(path, f"line {lineno}", "expected two node names per line")
+        ends = []
+        for part in parts:
+            if part in index:
+                ends.append(index[part])
+            elif part.isdigit() and int(part) < len(personas):
+                ends.append(int(part))
+            else:
+                raise ConfigError(
+                    path,
+                    f"line {lineno}",
+                    f"unknown node {part!r}: not a persona id nor an index 0..{len(personas) - 1}",
+                )
+        graph.add_edge(*ends)
+    return graph

@@ -1,0 +1,5 @@
+"""Leaf helpers with no simworld dependencies beyond errors.
+
+YAML input, secret masking, process tuning, hashing and seed derivation, the run-directory
+layout.
+"""

@@ -1,0 +1,366 @@
+"""Sweep executors: one run per task, in a local spawn process pool or as Ray tasks."""
+
+from __future__ import annotations
+
+import atexit
+import fcntl
+import json
+import logging
+import multiprocessing
+import os
+import shutil
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from simworld.errors import ConfigError
+
+FINISHED_STATUSES = ("completed", "budget_exhausted")
+MANIFEST_FILE = "manifest.json"
+RAY_TASK_MAX_RETRIES = 1
+RAY_LOCAL_OBJECT_STORE_BYTES = 128 * 1024**2
+RAY_POLL_TIMEOUT_S = 1.0
+MAX_ERROR_CHARS = 500
+
+
+@dataclass(frozen=True)
+class RunTask:
+    """Everything a worker needs to do one run of a sweep (picklable, paths absolute).
+
+    Attributes:
+        index: The run's index in the sweep.
+        scenario_path: The scenario YAML file.
+        overrides: Dotted scenario keys to set (the grid point and the seed).
+        run_dir: The run directory.
+        cache_path: The shared record/replay cache.
+        lock_path: A file locked while the run is being worked on.
+    """
+
+    index: int
+    scenario_path: str
+    overrides: dict[str, Any]
+    run_dir: str
+    cache_path: str
+    lock_path: str
+
+
+@dataclass
+class TaskResult:
+    """What a worker reports about one run.
+
+    Attributes:
+        index: The run's index in the sweep.
+        status: ``completed``, ``budget_exhausted`` or ``failed``.
+        error: Why the run failed, if it did.
+        totals: The run's accounting (calls, tokens, cost) as a dict.
+        wall_time_s: Seconds the worker spent on it.
+        action: ``ran``, ``resumed``, ``reran`` (a partial or failed run deleted and run
+            again) or ``skipped`` (already finished).
+    """
+
+    index: int
+    status: str
+    error: str | None = None
+    totals: dict[str, Any] = field(default_factory=dict)
+    wall_time_s: float = 0.0
+    action: str = "ran"
+
+
+def read_run_status(run_dir: Path) -> tuple[str | None, dict[str, Any]]:
+    """The status in a run directory's manifest and the manifest (``None``, {} when absent)."""
+    try:
+        manifest = json.loads((run_dir / MANIFEST_FILE).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None, {}
+    return manifest.get("status"), manifest
+
+
+def _short_error(exc: BaseException) -> str:
+    from simworld.support.redact import Redactor
+
+    text = " ".join(f"{type(exc).__name__}: {exc}".split())
+    return Redactor().text(text)[:MAX_ERROR_CHARS]
+
+
+def _resume_partial(task: RunTask) -> Any | None:
+    """Continue a partial run in place with ``simworld.runs.run.resume_run``; ``None`` if it
+    can't."""
+    from simworld.runs import run as run_module
+
+    resume_run = getattr(run_module, "resume_run", None)
+    if resume_run is None:
+        return None
+    try:
+        return resume_run(task.run_dir, cache_path=task.cache_path)
+    except Exception:  # unrecorded, not reproducing, a broken manifest: start it again
+        return None
+
+
+def execute_task(task: RunTask) -> TaskResult:
+    """Do one run of a sweep, whatever state an earlier attempt left its directory in.
+
+    A finished run is reported and left alone; a partial run (killed or interrupted) is
+    resumed in place when possible, else deleted and run again; a failed run is run again.
+    A lock on ``task.lock_path`` makes this safe against a second worker (a retried Ray task,
+    a leftover worker of a killed sweep) working on the same run at the same time.
+
+    Args:
+        task: The run.
+
+    Returns:
+        The run's outcome; errors are reported, never raised.
+    """
+    started = time.perf_counter()
+    run_dir = Path(task.run_dir)
+    Path(task.lock_path).parent.mkdir(parents=True, exist_ok=True)
+    with open(task.lock_path, "a+b") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            return _execute_locked(task, run_dir, started)
+        except Exception as exc:
+            wall = time.perf_counter() - started
+            return TaskResult(task.index, "failed", _short_error(exc), {}, wall)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _execute_locked(task: RunTask, run_dir: Path, started: float) -> TaskResult:
+    from simworld.runs.run import run_scenario
+
+    status, manifest = read_run_status(run_dir)
+    if status in FINISHED_STATUSES:
+        return TaskResult(
+            task.index, status, None, manifest.get("totals") or {}, 0.0, action="skipped"
+        )
+    result, action = None, "ran"
+    if run_dir.exists():
+        if status in ("running", "interrupted"):
+            result, action = _resume_partial(task), "resumed"
+        if result is None:
+            shutil.rmtree(run_dir)
+            action = "reran"
+    if result is None:
+        result = run_scenario(
+            task.scenario_path,
+            overrides=task.overrides,
+            out_dir=task.run_dir,
+            cache_path=task.cache_path,
+        )
+    wall = time.perf_counter() - started
+    totals = asdict(result.accounting)
+    return TaskResult(task.index, result.status, result.error, totals, wall, action)
+
+
+class Executor(Protocol):
+    """Runs sweep tasks and yields their results as they finish (in any order)."""
+
+    workers: int | None
+
+    def run(self, tasks: Sequence[RunTask]) -> Iterator[TaskResult]:
+        """Run ``tasks``; yield each result as soon as it is in."""
+        ...
+
+    def running(self) -> int:
+        """How many tasks are being worked on now (best effort)."""
+        ...
+
+    def close(self) -> None:
+        """Stop workers and release resources (idempotent)."""
+        ...
+
+
+def _worker_init() -> None:
+    """Warm a worker: import the engine (litellm, mesa) before the first task arrives."""
+    import simworld.runs.run  # noqa: F401
+
+    atexit.register(_fast_exit)  # registered last, so it runs first
+
+
+def _fast_exit() -> None:
+    """End a pool worker without tearing down its interpreter.
+
+    A spawned worker's teardown (litellm's and mesa's module graphs) takes seconds, and the
+    pool waits for it; every run's files are already durable, so the worker flushes its
+    output and leaves at once.
+    """
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
+class LocalExecutor:
+    """A pool of ``spawn``-started processes on this machine (litellm breaks in forks).
+
+    Each worker builds its own gateway per run; the SQLite cache is shared (WAL, busy
+    timeout, ``INSERT OR IGNORE``).
+
+    Args:
+        workers: Number of worker processes.
+    """
+
+    def __init__(self, *, workers: int) -> None:
+        if workers < 1:
+            raise ValueError("workers must be at least 1")
+        self.workers: int | None = workers
+        self._pool: ProcessPoolExecutor | None = None
+        self._pending: set[Future[TaskResult]] = set()
+
+    def running(self) -> int:
+        """Tasks in the pool's hands, capped by the number of workers."""
+        return min(self.workers or 0, len(self._pending))
+
+    def run(self, tasks: Sequence[RunTask]) -> Iterator[TaskResult]:
+        """Submit all tasks to the pool; yield results in completion order."""
+        if not tasks:
+            return
+        context = multiprocessing.get_context("spawn")
+        self._pool = ProcessPoolExecutor(
+            max_workers=min(self.workers or 1, len(tasks)),
+            mp_context=context,
+            initializer=_worker_init,
+        )
+        by_future = {self._pool.submit(execute_task, t): t for t in tasks}
+        self._pending = set(by_future)
+        while self._pending:
+            done, self._pending = wait(self._pending, return_when=FIRST_COMPLETED)
+            for fut in sorted(done, key=lambda f: by_future[f].index):
+                try:
+                    result = fut.result()
+                except BrokenProcessPool as exc:
+                    result = TaskResult(by_future[fut].index, "failed", f"worker died: {exc}")
+                yield result
+        self.close()
+
+    def close(self) -> None:
+        """Cancel queued tasks and stop the workers at once (a killed run resumes later)."""
+        pool, self._pool = self._pool, None
+        unfinished, self._pending = self._pending, set()
+        if pool is None:
+            return
+        if not unfinished:
+            pool.shutdown(wait=True)
+            return
+        processes = list((getattr(pool, "_processes", None) or {}).values())
+        pool.shutdown(wait=False, cancel_futures=True)
+        for proc in processes:
+            if proc.is_alive():
+                proc.terminate()
+        for proc in processes:
+            proc.join(timeout=5)
+        pool.shutdown(wait=True)  # let the pool's manager thread see the workers gone
+
+
+class RayExecutor:
+    """Sweep runs as Ray tasks, on a cluster (``address``) or a local Ray instance.
+
+    On a cluster every node needs simworld installed and the sweep directory, the scenario
+    and its files on a shared filesystem; the SQLite cache needs one host (WAL) or a
+    node-local path per node.
+
+    Args:
+        address: The Ray cluster address (``ray://host:10001``, ``auto``); ``None`` starts a
+            local instance, shut down again by :meth:`close`.
+        workers: At most this many runs in flight (and the CPUs of a local instance);
+            ``None``: all runs submitted at once, a local instance uses every CPU.
+    """
+
+    def __init__(self, *, address: str | None = None, workers: int | None = None) -> None:
+        try:
+            import ray
+        except ImportError as exc:
+            raise ConfigError(
+                "--executor", "ray", "needs Ray: pip install 'simworld[ray]'"
+            ) from exc
+        self._ray = ray
+        self.workers = workers
+        self._owns = False
+        self._in_flight = 0
+        self._refs: dict[Any, RunTask] = {}
+        if not ray.is_initialized():
+            options: dict[str, Any] = {
+                "include_dashboard": False,
+                "log_to_driver": False,
+                "logging_level": "WARNING",
+            }
+            if address is None:
+                options["num_cpus"] = workers or os.cpu_count() or 1
+                options["object_store_memory"] = RAY_LOCAL_OBJECT_STORE_BYTES
+            try:
+                ray.init(address=address, **options)
+            except (ConnectionError, RuntimeError, TimeoutError, ValueError) as exc:
+                where = "--ray-address" if address else "--executor"
+                raise ConfigError(where, address or "ray", f"cannot start Ray: {exc}") from exc
+            self._owns = True
+        self._remote = ray.remote(execute_task).options(
+            num_cpus=1, max_retries=RAY_TASK_MAX_RETRIES
+        )
+
+    def running(self) -> int:
+        """Tasks submitted and not yet finished (capped by ``workers`` when given)."""
+        return self._in_flight if self.workers is None else min(self.workers, self._in_flight)
+
+    def run(self, tasks: Sequence[RunTask]) -> Iterator[TaskResult]:
+        """Submit tasks (at most ``workers`` in flight); yield results in completion order."""
+        ray = self._ray
+        queue = list(tasks)
+        limit = self.workers or len(queue)
+        refs = self._refs
+        while queue or refs:
+            while queue and len(refs) < limit:
+                task = queue.pop(0)
+                refs[self._remote.remote(task)] = task
+            self._in_flight = len(refs)
+            done, _ = ray.wait(list(refs), num_returns=1, timeout=RAY_POLL_TIMEOUT_S)
+            for ref in sorted(done, key=lambda r: refs[r].index):
+                task = refs.pop(ref)
+                self._in_flight = len(refs)
+                try:
+                    result = ray.get(ref)
+                except Exception as exc:  # a worker crash or a Ray system error
+                    result = TaskResult(task.index, "failed", _short_error(exc))
+                yield result
+        self._in_flight = 0
+
+    def close(self) -> None:
+        """Cancel runs still in flight; shut down the Ray instance if this executor started it."""
+        if self._ray.is_initialized():
+            for ref in list(self._refs):
+                self._ray.cancel(ref, force=True)
+        self._refs.clear()
+        self._in_flight = 0
+        if self._owns and self._ray.is_initialized():
+            self._ray.shutdown()
+        self._owns = False
+
+
+def make_executor(
+    kind: str, *, workers: int | None, tasks: int, ray_address: str | None = None
+) -> Executor:
+    """Build the executor named ``kind`` (``local`` or ``ray``).
+
+    Args:
+        kind: ``local`` or ``ray``.
+        workers: Worker processes (local; default: CPUs, at most ``tasks``) or runs in flight
+            (Ray; default: no limit).
+        tasks: How many runs there are.
+        ray_address: Ray cluster address (Ray only).
+
+    Raises:
+        ConfigError: Unknown kind, Ray missing, or a bad worker count.
+    """
+    if workers is not None and workers < 1:
+        raise ConfigError("--workers", str(workers), "must be at least 1")
+    if kind == "local":
+        if ray_address is not None:
+            raise ConfigError("--ray-address", ray_address, "needs --executor ray")
+        count = workers or min(os.cpu_count() or 1, max(tasks, 1))
+        return LocalExecutor(workers=count)
+    if kind == "ray":
+        return RayExecutor(address=ray_address, workers=workers)
+    raise ConfigError("--executor", kind, "expected 'local' or 'ray'")

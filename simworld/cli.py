@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from simworld.errors import ConfigError, SimworldError
+from simworld.support.rundir import FINISHED, RunStatus
 from simworld.support.yamlio import parse_scalar
 
 if TYPE_CHECKING:
@@ -105,7 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _finish(result: RunResult) -> int:
     print(result.summary())
-    return 0 if result.status in {"completed", "budget_exhausted"} else EXIT_RUN_FAILED
+    return 0 if result.status in FINISHED else EXIT_RUN_FAILED
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -155,7 +156,7 @@ def _replay(args: argparse.Namespace) -> int:
             args.run_dir, out_dir=args.out, cache_path=args.cache, progress=progress
         )
         print(report.result.summary())
-        if report.result.status != "completed":
+        if report.result.status != RunStatus.COMPLETED:
             return EXIT_RUN_FAILED
         if not report.identical:
             for line in report.differences:

@@ -22,8 +22,8 @@ from matplotlib.figure import Figure
 
 from simworld.analysis.tables import Run, inconstancy_by_diversity, run_rates
 from simworld.measures import STATES, asch_table, belief_curve
+from simworld.support.rundir import REPORT_DIR
 
-REPORT_DIR = "report"
 REPORT_FILE = "report.html"
 DPI = 100
 NETWORK_PANELS = 3

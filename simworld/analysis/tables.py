@@ -16,7 +16,8 @@ import pyarrow.parquet as pq
 from scipy import stats
 
 from simworld.measures import asch_table, belief_curve, diversity_table, score_change
-from simworld.trackers.base import Event
+from simworld.support.events import Event
+from simworld.support.rundir import TRANSCRIPT
 from simworld.trackers.tracker_set import (
     TRACKERS_DIR,
     derive,
@@ -87,7 +88,7 @@ class Run:
 
     def start_event(self) -> Event:
         """The ``run_start`` event (agents, assigned opinions, edges)."""
-        with open(self.path / "transcript.jsonl", encoding="utf-8") as fh:
+        with open(self.path / TRANSCRIPT, encoding="utf-8") as fh:
             return dict(json.loads(fh.readline()))
 
     @property

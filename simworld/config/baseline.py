@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
-from simworld.engine.baselines import (
-    DEFAULT_CONFIDENCE,
-    DEFAULT_CONVERGENCE,
-    DEFAULT_SELF_WEIGHT,
-    DEFAULT_SUSCEPTIBILITY,
-    BaselineName,
-)
-
 DEFAULT_SHARE = 1.0
+DEFAULT_SELF_WEIGHT = 1.0
+DEFAULT_SUSCEPTIBILITY = 0.5
+DEFAULT_CONFIDENCE = 0.5
+DEFAULT_CONVERGENCE = 0.3
+
+BaselineName = Literal["degroot", "friedkin_johnsen", "hegselmann_krause", "deffuant_weisbuch"]
 
 
 class BaselineConfig(BaseModel):

@@ -3,23 +3,21 @@
 from __future__ import annotations
 
 from functools import cache
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import mesa
 from pydantic import BaseModel, ConfigDict, create_model
 
 from simworld.config.persona import Persona
 from simworld.config.scenario import Topic
+from simworld.engine.context import AgentHost
 from simworld.llm.gateway import CallOutcome
-from simworld.llm.litellm_backend import CallIdentity, LLMRequest, json_schema
+from simworld.llm.types import CallIdentity, LLMRequest, json_schema
 from simworld.memory.base import Memory, MemoryItem
 from simworld.memory.importance import rate_importance
 from simworld.memory.reflection import reflect
 from simworld.memory.stream import MemoryStream
 from simworld.prompts import render as prompts
-
-if TYPE_CHECKING:
-    from simworld.engine.model import SocialSimulation
 
 
 def answer_model(topic: Topic) -> type[BaseModel]:
@@ -49,11 +47,11 @@ class PersonaAgent(mesa.Agent):
             :class:`~simworld.memory.stream.MemoryStream`).
     """
 
-    model: SocialSimulation
+    model: AgentHost
 
     def __init__(
         self,
-        model: SocialSimulation,
+        model: AgentHost,
         persona: Persona,
         node: int,
         *,
@@ -111,7 +109,7 @@ class PersonaAgent(mesa.Agent):
             return [], []
 
         async def ask(user: str, purpose: str, index: int, schema: type[BaseModel]) -> CallOutcome:
-            request = self._request(
+            request = self.request(
                 user,
                 step=step,
                 purpose=purpose,
@@ -161,7 +159,7 @@ class PersonaAgent(mesa.Agent):
         ]
         return "\n".join(lines) if lines else prompts.render("no_memories")
 
-    def _request(
+    def request(
         self,
         user: str,
         *,
@@ -217,7 +215,7 @@ class PersonaAgent(mesa.Agent):
             memories=self._context(topic, heard or [], step=step, touch=True),
             **fields,
         )
-        return self._request(user, step=step, purpose=f"{template}:{topic.id}", index=index)
+        return self.request(user, step=step, purpose=f"{template}:{topic.id}", index=index)
 
     def probe_request(self, topic: Topic, *, step: int) -> tuple[LLMRequest, type[BaseModel]]:
         """A private, structured request for the agent's opinion on ``topic``."""
@@ -256,7 +254,7 @@ class PersonaAgent(mesa.Agent):
             count=len(heard),
             values=", ".join(str(v) for v in topic.scale.values),
         )
-        request = self._request(
+        request = self.request(
             user,
             step=step,
             purpose=f"{template}:{topic.id}",

@@ -2,29 +2,25 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
 from functools import cache, partial
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, create_model
 
 from simworld.config.scenario import Scenario, Topic
 from simworld.engine.agent import enum_answer_model
+from simworld.engine.context import Society
+from simworld.engine.record import Job
 from simworld.llm.gateway import CallOutcome
-from simworld.llm.litellm_backend import CallIdentity, LLMRequest, json_schema
+from simworld.llm.types import CallIdentity, LLMRequest, json_schema
 from simworld.prompts import render as prompts
-
-if TYPE_CHECKING:
-    from simworld.engine.model import SocialSimulation
+from simworld.support.events import Event
 
 NO_POSITION = "none"
 """The stance answer meaning "the message states no position"; never counted as a value."""
 STANCE_PURPOSE = "stance:{topic}"
 JUDGE_PURPOSE = "judge:impersonation"
 JUDGE_ANSWERS = ("yes", "no")
-
-Event = dict[str, Any]
 
 
 def stance_model(topic: Topic) -> type[BaseModel]:
@@ -192,16 +188,7 @@ def judge_event(message: Event, outcome: CallOutcome) -> Event:
     }
 
 
-@dataclass(frozen=True)
-class Job:
-    """One tracker call of a step: the request, its answer model, and the event it yields."""
-
-    request: LLMRequest
-    schema: type[BaseModel]
-    event: Callable[[CallOutcome], Event]
-
-
-def annotation_jobs(model: SocialSimulation, events: list[Event], step: int) -> list[Job]:
+def annotation_jobs(model: Society, events: list[Event], step: int) -> list[Job]:
     """The stance (and judge) calls for every ``message`` event of ``step``, in event order.
 
     The model runs them concurrently and applies the outcomes in this order, so the

@@ -9,15 +9,14 @@ step 0.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from simworld.config.scenario import Scenario
-from simworld.llm.litellm_backend import canonical_json
-
-if TYPE_CHECKING:
-    from simworld.engine.model import SocialSimulation, StepRecord
+from simworld.engine.context import Society
+from simworld.engine.record import StepRecord
+from simworld.support.hashing import canonical_json
 
 PEER_NAME = "Participant {n}"
 """How the scripted peers are named in the prompt."""
@@ -47,7 +46,7 @@ def draw_peer_answers(scenario: Scenario) -> dict[str, str]:
     return answers
 
 
-def run_trials(model: SocialSimulation, record: StepRecord, step: int) -> None:
+def run_trials(model: Society, record: StepRecord, step: int) -> None:
     """Run step ``step``'s trials concurrently and log them in agent, then topic, order.
 
     Each trial logs its call and an ``asch`` event: ``step, agent, topic, p, peer_answer,

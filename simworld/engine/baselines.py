@@ -4,17 +4,18 @@ Deffuant–Weisbuch, as update rules on a vector of opinions over a networkx gra
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Protocol
 
 import networkx as nx
 import numpy as np
 
-DEFAULT_SELF_WEIGHT = 1.0
-DEFAULT_SUSCEPTIBILITY = 0.5
-DEFAULT_CONFIDENCE = 0.5
-DEFAULT_CONVERGENCE = 0.3
-
-BaselineName = Literal["degroot", "friedkin_johnsen", "hegselmann_krause", "deffuant_weisbuch"]
+from simworld.config.baseline import (
+    DEFAULT_CONFIDENCE,
+    DEFAULT_CONVERGENCE,
+    DEFAULT_SELF_WEIGHT,
+    DEFAULT_SUSCEPTIBILITY,
+    BaselineName,
+)
 
 
 def influence_matrix(graph: nx.Graph, *, self_weight: float = DEFAULT_SELF_WEIGHT) -> np.ndarray:

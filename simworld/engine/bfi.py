@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import string
 from functools import cache, partial
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, create_model
 
 from simworld.config.trackers import BfiConfig
-from simworld.engine.annotate import Job
+from simworld.engine.context import AgentView, Society
+from simworld.engine.record import Job
 from simworld.llm.gateway import CallOutcome
-from simworld.llm.litellm_backend import canonical_json, sha256_hex
+from simworld.llm.types import LLMRequest
 from simworld.measures.personality import (
     INVENTORIES,
     LIKERT_LABELS,
@@ -22,21 +23,16 @@ from simworld.measures.personality import (
     randomize_administration,
 )
 from simworld.prompts import render as prompts
-
-if TYPE_CHECKING:
-    from simworld.engine.agent import PersonaAgent
-    from simworld.engine.model import SocialSimulation
-    from simworld.llm.litellm_backend import LLMRequest
+from simworld.support.events import Event
+from simworld.support.hashing import derive_seed
 
 BFI_PURPOSE = "bfi:{inventory}"
 LETTERS = string.ascii_uppercase[: LIKERT_MAX - LIKERT_MIN + 1]
-Event = dict[str, Any]
 
 
 def administration_seed(seed: int, agent: str, step: int) -> int:
     """The seed of one administration, derived from the run seed, agent and step."""
-    digest = sha256_hex(canonical_json({"seed": seed, "agent": agent, "step": step, "for": "bfi"}))
-    return int(digest[:8], 16) & 0x7FFFFFFF
+    return derive_seed({"seed": seed, "agent": agent, "step": step, "for": "bfi"})
 
 
 @cache
@@ -47,7 +43,7 @@ def bfi_model(n_items: int) -> type[BaseModel]:
     return create_model(f"Bfi{n_items}", __config__=ConfigDict(extra="forbid"), **fields)  # type: ignore[call-overload]
 
 
-def _memories(agent: PersonaAgent) -> str:
+def _memories(agent: AgentView) -> str:
     window = agent.model.scenario.protocol.memory_window
     items = [m for t in agent.model.scenario.topics for m in agent.memory.recall(t.id, window)]
     items.sort(key=lambda m: m.step)  # stable: topic order within a step
@@ -55,7 +51,7 @@ def _memories(agent: PersonaAgent) -> str:
 
 
 def bfi_request(
-    agent: PersonaAgent, *, step: int, config: BfiConfig
+    agent: AgentView, *, step: int, config: BfiConfig
 ) -> tuple[LLMRequest, type[BaseModel], Administration]:
     """A private, structured BFI administration for ``agent`` at ``step`` (metrics.md §4).
 
@@ -95,7 +91,7 @@ def bfi_request(
     )
     schema = bfi_model(len(admin.item_order))
     purpose = BFI_PURPOSE.format(inventory=config.inventory)
-    request = agent._request(user, step=step, purpose=purpose, schema=schema)
+    request = agent.request(user, step=step, purpose=purpose, schema=schema)
     return request, schema, admin
 
 
@@ -127,7 +123,7 @@ def bfi_event(
     }
 
 
-def bfi_jobs(model: SocialSimulation, step: int) -> list[Job]:
+def bfi_jobs(model: Society, step: int) -> list[Job]:
     """The BFI administrations due at ``step``, one per active agent in node order (none if off)."""
     config = model.scenario.trackers.bfi
     if config is None or step not in config.steps:

@@ -8,16 +8,11 @@ is reproducible.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 from simworld.config.interventions import Broadcast, Intervention, Removal, Rewiring, Selection
+from simworld.engine.context import AgentView, Society
 from simworld.measures import believes
+from simworld.support.events import Event
 
-if TYPE_CHECKING:
-    from simworld.engine.agent import PersonaAgent
-    from simworld.engine.model import SocialSimulation
-
-Event = dict[str, Any]
 Edge = list[int]
 
 
@@ -26,7 +21,7 @@ def due(interventions: list[Intervention], step: int) -> list[tuple[int, Interve
     return [(i, item) for i, item in enumerate(interventions) if item.step == step]
 
 
-def apply_intervention(model: SocialSimulation, item: Intervention, *, index: int) -> Event:
+def apply_intervention(model: Society, item: Intervention, *, index: int) -> Event:
     """Carry out one intervention on the model and return its transcript event.
 
     Events (``type: intervention``, with ``step``, ``index`` and ``kind``):
@@ -46,7 +41,7 @@ def apply_intervention(model: SocialSimulation, item: Intervention, *, index: in
     return event
 
 
-def _broadcast(model: SocialSimulation, item: Broadcast) -> Event:
+def _broadcast(model: Society, item: Broadcast) -> Event:
     recipients = model.active_agents()
     for agent in recipients:
         agent.remember(
@@ -64,7 +59,7 @@ def _broadcast(model: SocialSimulation, item: Broadcast) -> Event:
     }
 
 
-def _remove(model: SocialSimulation, item: Removal) -> Event:
+def _remove(model: Society, item: Removal) -> Event:
     if item.agents is not None:
         by_key = {a.key: a for a in model.population}
         chosen = [by_key[key] for key in item.agents if by_key[key].active]
@@ -80,7 +75,7 @@ def _remove(model: SocialSimulation, item: Removal) -> Event:
     return {"agents": [a.key for a in chosen], "edges_removed": removed}
 
 
-def _select(model: SocialSimulation, select: Selection, step: int) -> list[PersonaAgent]:
+def _select(model: Society, select: Selection, step: int) -> list[AgentView]:
     """The agents a selection takes, among active ones (believing ones if asked)."""
     candidates = model.active_agents()
     if select.among == "believing":
@@ -97,7 +92,7 @@ def _select(model: SocialSimulation, select: Selection, step: int) -> list[Perso
     return [candidates[int(i)] for i in sorted(picks)]
 
 
-def _rewire(model: SocialSimulation, item: Rewiring) -> Event:
+def _rewire(model: Society, item: Rewiring) -> Event:
     graph, rng = model.graph, model.rng
     active = sorted(a.node for a in model.active_agents())
     removed: list[Edge] = []

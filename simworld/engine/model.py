@@ -14,37 +14,25 @@ import networkx as nx
 from simworld.config.interventions import Removal
 from simworld.config.scenario import Scenario, Topic
 from simworld.engine.agent import PersonaAgent
-from simworld.engine.annotate import Job, annotation_jobs
+from simworld.engine.annotate import annotation_jobs
 from simworld.engine.asch import draw_peer_answers, run_trials
 from simworld.engine.bfi import bfi_jobs
 from simworld.engine.grouping import balanced_groups, random_groups
 from simworld.engine.interventions import apply_intervention, due
 from simworld.engine.policy import BaselinePolicy, Statement
+from simworld.engine.record import Job, StepRecord
 from simworld.errors import ConfigError
 from simworld.llm.gateway import CallOutcome, Gateway
-from simworld.llm.litellm_backend import canonical_json
 from simworld.llm.logprobs import expected_value
 from simworld.memory.system import MemorySystem
 from simworld.society.network import build_graph
 from simworld.society.population import build_population
+from simworld.support.events import Event
+from simworld.support.hashing import canonical_json
+from simworld.support.rundir import RunStatus
 from simworld.trackers.tracker_set import TrackerSet
 
-Event = dict[str, Any]
 BRANCH_FIXED_FIELDS = ("name", "seed", "population", "network", "baseline")
-
-
-@dataclass
-class StepRecord:
-    """Everything one step (or the initial probe at step 0) produced, in a fixed order."""
-
-    step: int
-    events: list[Event] = field(default_factory=list)
-    calls: list[CallOutcome] = field(default_factory=list)
-
-    def call(self, outcome: CallOutcome) -> None:
-        """Log one model call."""
-        self.calls.append(outcome)
-        self.events.append({"type": "llm_call", **outcome.record()})
 
 
 @dataclass
@@ -234,7 +222,7 @@ class SocialSimulation(mesa.Model):
         self._run_jobs(record, bfi_jobs(self, step))
         self._finish(record)
         if self.gateway.budget_exhausted:
-            self.stopped_reason = "budget_exhausted"
+            self.stopped_reason = RunStatus.BUDGET_EXHAUSTED
             self.running = False
         elif step >= self.scenario.protocol.steps:
             self.running = False

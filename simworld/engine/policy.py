@@ -15,7 +15,6 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
 
 import networkx as nx
 import numpy as np
@@ -24,12 +23,9 @@ from simworld.config.baseline import BaselineConfig
 from simworld.config.persona import Persona
 from simworld.config.scenario import Topic
 from simworld.engine.baselines import Dynamics, make_dynamics
+from simworld.engine.context import AgentView
 from simworld.prompts import render as prompts
-
-if TYPE_CHECKING:
-    from simworld.engine.agent import PersonaAgent
-
-Event = dict[str, Any]
+from simworld.support.events import Event
 
 
 @dataclass(frozen=True)
@@ -109,21 +105,21 @@ class BaselinePolicy:
         self._mask = np.zeros(len(personas), dtype=bool)
         self._mask[sorted(self.nodes)] = True
 
-    def is_baseline(self, agent: PersonaAgent) -> bool:
+    def is_baseline(self, agent: AgentView) -> bool:
         """Whether ``agent`` follows the baseline rule."""
         return agent.node in self.nodes
 
-    def value(self, agent: PersonaAgent, topic: Topic) -> float:
+    def value(self, agent: AgentView, topic: Topic) -> float:
         """The agent's current continuous opinion on ``topic``."""
         return float(self.x[topic.id][agent.node])
 
-    def statement(self, agent: PersonaAgent, topic: Topic) -> Statement:
+    def statement(self, agent: AgentView, topic: Topic) -> Statement:
         """What a baseline agent says when it speaks: its position, from a template."""
         value = self.value(agent, topic)
         label = topic.scale.label(nearest_value(value, topic))
         return Statement(prompts.render("baseline_message", label=label, value=value))
 
-    def probe_row(self, agent: PersonaAgent, topic: Topic, step: int) -> Event:
+    def probe_row(self, agent: AgentView, topic: Topic, step: int) -> Event:
         """A baseline agent's opinions row: its value, answered without a call."""
         value = self.value(agent, topic)
         return {

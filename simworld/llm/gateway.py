@@ -9,59 +9,24 @@ import time
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
-import litellm
 import openai
 from pydantic import BaseModel, ValidationError
 
 from simworld.config.scenario import LLMConfig
 from simworld.errors import ReplayMissError
 from simworld.llm.cache import ResponseCache
-from simworld.llm.litellm_backend import (
+from simworld.llm.errors import error_kind, is_transient
+from simworld.llm.types import (
     CallIdentity,
     Completion,
     LanguageModel,
     LLMRequest,
-    RemoteModelError,
 )
 from simworld.support.redact import Redactor
 
-TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
-    litellm.RateLimitError,
-    litellm.Timeout,
-    litellm.APIConnectionError,
-    litellm.ServiceUnavailableError,
-    litellm.InternalServerError,
-    asyncio.TimeoutError,
-)
 MAX_ERROR_CHARS = 300
 # Provider extras kept in call records; raw token log-probabilities would swell transcripts.
 RECORDED_EXTRAS = ("option_probs",)
-
-
-def error_kind(exc: BaseException) -> str:
-    """A short, stable name for an exception raised by a model call."""
-    if isinstance(exc, RemoteModelError):
-        return exc.kind
-    if isinstance(exc, litellm.RateLimitError):
-        return "rate_limit"
-    if isinstance(exc, litellm.Timeout | asyncio.TimeoutError):
-        return "timeout"
-    if isinstance(exc, litellm.APIConnectionError):
-        return "connection"
-    if isinstance(exc, litellm.ServiceUnavailableError | litellm.InternalServerError):
-        return "server"
-    if isinstance(exc, litellm.AuthenticationError):
-        return "auth"
-    if isinstance(exc, litellm.BadRequestError):
-        return "bad_request"
-    return type(exc).__name__
-
-
-def is_transient(exc: BaseException) -> bool:
-    """Whether a model call's exception is worth retrying after a backoff."""
-    if isinstance(exc, RemoteModelError):
-        return exc.transient
-    return isinstance(exc, TRANSIENT_ERRORS)
 
 
 @dataclass

@@ -1,25 +1,31 @@
-"""The one abstract language-model interface, its request types, and the litellm backend."""
+"""The litellm backend: every provider litellm knows, in this process or in worker processes.
+
+The request and answer types it implements live in :mod:`simworld.llm.types`; they are
+re-exported here for callers that reach them through the backend.
+"""
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import time
-from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
-from functools import cache
 from typing import Any
 
 import litellm
-import openai
-from pydantic import BaseModel
 
 from simworld.config.scenario import PriceConfig
 from simworld.llm.logprobs import answer_enum, logprob_content, option_distribution
+from simworld.llm.types import (
+    TOP_LOGPROBS,
+    CallIdentity,
+    Completion,
+    LanguageModel,
+    LLMRequest,
+    Message,
+    RemoteModelError,
+    json_schema,
+)
+from simworld.support.hashing import canonical_json, sha256_hex
 
-Message = dict[str, str]
-TOP_LOGPROBS = 20
 FREE_PROVIDERS = ("fake/", "local/")
 # Providers that must run in this process (the embedded model lives in it).
 IN_PROCESS_PROVIDERS = ("local/",)
@@ -95,12 +101,6 @@ def configure_litellm() -> None:
 configure_litellm()
 
 
-@cache
-def json_schema(model: type[BaseModel]) -> dict[str, Any]:
-    """The JSON Schema of a pydantic model, built once per class (callers must not mutate it)."""
-    return model.model_json_schema()
-
-
 def call_cost(
     model: str, price: PriceConfig | None, *, prompt_tokens: int, completion_tokens: int
 ) -> float | None:
@@ -118,161 +118,6 @@ def call_cost(
         model=model, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens
     )
     return float(prompt_cost + completion_cost)
-
-
-def canonical_json(obj: Any) -> str:
-    """JSON with sorted keys and no spaces: the byte form hashed for cache keys."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
-def sha256_hex(text: str) -> str:
-    """Hex SHA-256 of UTF-8 text."""
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-@dataclass(frozen=True)
-class CallIdentity:
-    """Deterministic identity of one logical model call.
-
-    Two calls with identical prompts are still distinct samples when their identities differ.
-
-    Attributes:
-        seed: The run's seed.
-        agent: The calling agent's id.
-        step: The simulation step.
-        purpose: What the call is for (``post``, ``probe:<topic>`` …).
-        index: Distinguishes several calls with the same other fields (turn number).
-    """
-
-    seed: int
-    agent: str
-    step: int
-    purpose: str
-    index: int = 0
-
-    def as_dict(self) -> dict[str, Any]:
-        """The fields as a dict (what ``dataclasses.asdict`` gives, without its deep copy)."""
-        return {
-            "seed": self.seed,
-            "agent": self.agent,
-            "step": self.step,
-            "purpose": self.purpose,
-            "index": self.index,
-        }
-
-    def derived_seed(self, attempt: int) -> int:
-        """A sampling seed for the given attempt, derived from the identity."""
-        digest = sha256_hex(canonical_json({**self.as_dict(), "attempt": attempt}))
-        return int(digest[:8], 16) & 0x7FFFFFFF
-
-
-@dataclass(frozen=True)
-class LLMRequest:
-    """Everything that determines one logical model call.
-
-    Attributes:
-        model: litellm model string (``provider/name``).
-        messages: Chat messages.
-        identity: The call's deterministic identity.
-        temperature: Sampling temperature.
-        max_tokens: Output limit.
-        schema: JSON Schema the answer must satisfy (structured output), if any.
-        schema_name: Name of that schema.
-        logprobs: Ask for token log-probabilities (``top_logprobs=TOP_LOGPROBS``); with an
-            ``answer`` enum schema the option distribution lands in
-            ``Completion.extra["option_probs"]``.
-    """
-
-    model: str
-    messages: tuple[Message, ...]
-    identity: CallIdentity
-    temperature: float
-    max_tokens: int
-    schema: dict[str, Any] | None = None
-    schema_name: str | None = None
-    logprobs: bool = False
-
-    def cache_key(self) -> str:
-        """Content address: hash of model, messages, sampling parameters, schema and identity.
-
-        ``logprobs`` enters the key only when set, so keys of plain requests are unchanged.
-        """
-        data: dict[str, Any] = {
-            "model": self.model,
-            "messages": list(self.messages),
-            "temperature": self.temperature,
-            "max_tokens": self.max_tokens,
-            "schema": self.schema,
-            "schema_name": self.schema_name,
-            "identity": self.identity.as_dict(),
-        }
-        if self.logprobs:
-            data["logprobs"] = True
-        return sha256_hex(canonical_json(data))
-
-
-@dataclass
-class Completion:
-    """One raw answer of a model.
-
-    Attributes:
-        text: The generated text.
-        prompt_tokens: Input tokens billed.
-        completion_tokens: Output tokens billed.
-        cost_usd: Cost of the call, or ``None`` when the model's price is unknown.
-        extra: Provider extras worth keeping (e.g. log-probabilities).
-    """
-
-    text: str
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cost_usd: float | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-class LanguageModel(ABC):
-    """A model that answers one request; wrappers add retry, caching and accounting."""
-
-    @abstractmethod
-    async def complete(self, request: LLMRequest, *, attempt: int, timeout_s: float) -> Completion:
-        """Answer ``request``.
-
-        Args:
-            request: The call.
-            attempt: 0 for the first try, then 1, 2 …; seeds derive from it.
-            timeout_s: Seconds before the provider should give up.
-
-        Returns:
-            The model's answer.
-        """
-
-    def parallelism(self, model: str) -> int | None:
-        """How many calls to ``model`` can really run at once (``None``: no limit known)."""
-        return None
-
-
-class RemoteModelError(openai.OpenAIError):
-    """A model call's error raised in an LLM worker process, classified there.
-
-    The gateway treats it as the original error: same kind, same retry class, same message.
-
-    Args:
-        message: ``str()`` of the original error.
-        kind: Its :func:`simworld.llm.gateway.error_kind`.
-        transient: Whether the gateway retries it.
-    """
-
-    def __init__(self, message: str, *, kind: str, transient: bool) -> None:
-        super().__init__(message)
-        self.kind = kind
-        self.transient = transient
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return _remote_model_error, (str(self), self.kind, self.transient)
-
-
-def _remote_model_error(message: str, kind: str, transient: bool) -> RemoteModelError:
-    return RemoteModelError(message, kind=kind, transient=transient)
 
 
 class LiteLLMModel(LanguageModel):
@@ -432,3 +277,20 @@ class LiteLLMModel(LanguageModel):
         return call_cost(
             model, self._price, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens
         )
+
+
+__all__ = [
+    "TOP_LOGPROBS",
+    "CallIdentity",
+    "Completion",
+    "LLMRequest",
+    "LanguageModel",
+    "LiteLLMModel",
+    "Message",
+    "RemoteModelError",
+    "call_cost",
+    "canonical_json",
+    "configure_litellm",
+    "json_schema",
+    "sha256_hex",
+]

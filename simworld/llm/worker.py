@@ -19,7 +19,6 @@ import functools
 import pickle
 import signal
 import socket
-import struct
 import sys
 from collections.abc import Callable, Collection
 from typing import Any
@@ -27,29 +26,24 @@ from typing import Any
 import litellm
 import openai
 
-from simworld.llm.gateway import error_kind, is_transient
-from simworld.llm.litellm_backend import (
-    CallIdentity,
-    Completion,
-    LiteLLMModel,
-    LLMRequest,
-    RemoteModelError,
+from simworld.llm.errors import error_kind, is_transient
+from simworld.llm.litellm_backend import LiteLLMModel
+from simworld.llm.types import CallIdentity, Completion, LLMRequest, RemoteModelError
+from simworld.llm.worker_protocol import (
+    CALL,
+    CANCEL,
+    HEADER,
+    READY,
+    READY_TIMEOUT_S,
+    RESULT,
+    frame,
 )
 from simworld.support.process import tune_gc
 
-READY_TIMEOUT_S = 120.0
 # Before it reports ready, a worker sends this many calls to the fake provider through
 # litellm: its first calls import and cache what the rest of its call path needs.
 WARM_UP_CALLS = 8
 WARM_UP_MODEL = "fake/default"
-HEADER = struct.Struct("!I")
-CALL, CANCEL, READY, RESULT = "call", "cancel", "ready", "result"
-
-
-def frame(message: tuple[Any, ...]) -> bytes:
-    """One protocol message, pickled and length-prefixed."""
-    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-    return HEADER.pack(len(data)) + data
 
 
 def remote_error(exc: BaseException) -> BaseException:

@@ -38,14 +38,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from simworld.llm import worker as llm_worker
-from simworld.llm.litellm_backend import Completion, LLMRequest, RemoteModelError
-from simworld.llm.worker import CALL, CANCEL, HEADER, READY, READY_TIMEOUT_S, frame
+from simworld.llm.types import Completion, LLMRequest, RemoteModelError
+from simworld.llm.worker_protocol import (
+    CALL,
+    CANCEL,
+    HEADER,
+    READY,
+    READY_TIMEOUT_S,
+    WORKER_MODULE,
+    frame,
+)
 
 WORKERS_ENV = "SIMWORLD_LLM_WORKERS"
 AUTO = "auto"
 MAX_AUTO_WORKERS = 4
-# One per core: a worker starts its calls in arrival order (llm_worker.ArrivalQueue), so more
+# One per core: a worker starts its calls in arrival order (worker.ArrivalQueue), so more
 # workers than cores only add processes competing for them. Measured side by side on two
 # cores, 2 workers beat 4 in every pair (and each holds its own litellm: docs/benchmarks.md).
 AUTO_WORKERS_PER_CORE = 1
@@ -117,7 +124,7 @@ class _Worker:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, (package_root, env.get("PYTHONPATH"))))
         self.index = index
         self.process = subprocess.Popen(
-            [sys.executable, "-m", llm_worker.__name__, str(child.fileno())],
+            [sys.executable, "-m", WORKER_MODULE, str(child.fileno())],
             pass_fds=(child.fileno(),),
             env=env,
             stdin=subprocess.DEVNULL,

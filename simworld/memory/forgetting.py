@@ -6,7 +6,7 @@ from typing import Literal
 
 import numpy as np
 
-from simworld.llm.litellm_backend import canonical_json, sha256_hex
+from simworld.support.hashing import derive_seed
 
 ForgettingMode = Literal["off", "threshold", "stochastic"]
 
@@ -37,10 +37,7 @@ def retention(
 
 def forgetting_seed(seed: int, agent: str, step: int) -> int:
     """The seed of one agent's stochastic forgetting pass at one step (never global random)."""
-    digest = sha256_hex(
-        canonical_json({"seed": seed, "agent": agent, "step": step, "use": "forget"})
-    )
-    return int(digest[:16], 16)
+    return derive_seed({"seed": seed, "agent": agent, "step": step, "use": "forget"}, bits=64)
 
 
 def forget_mask(

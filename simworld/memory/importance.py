@@ -5,18 +5,45 @@ from __future__ import annotations
 import re
 from collections.abc import Awaitable, Callable, Sequence
 from functools import lru_cache
-from typing import TYPE_CHECKING
+from typing import Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from simworld.llm.gateway import CallOutcome
 from simworld.prompts import render as prompts
 
-if TYPE_CHECKING:
-    from simworld.memory.stream import MemoryStream
+ImportanceSource = Literal["heuristic", "pending", "llm", "heuristic_fallback", "given"]
+"""Where a memory's importance came from."""
 
 Ask = Callable[[str, str, int, type[BaseModel]], Awaitable[CallOutcome]]
 """Sends one structured call for an agent: ``(user prompt, purpose, index, schema)``."""
+
+
+class RatedMemories(Protocol):
+    """What an LLM importance rating needs of a memory stream
+    (:class:`~simworld.memory.stream.MemoryStream` has it)."""
+
+    def pending_ratings(self) -> list[int]:
+        """Ids waiting for a rating."""
+        ...
+
+    def labelled(self, ids: Sequence[int]) -> tuple[list[str], list[str]]:
+        """Labels and ``[m12] speaker: text`` lines of ``ids``."""
+        ...
+
+    def importance(self, memory_id: int) -> float:
+        """A memory's current importance."""
+        ...
+
+    def set_importance(
+        self,
+        ids: Sequence[int],
+        values: Sequence[float],
+        source: ImportanceSource,
+    ) -> None:
+        """Replace the importance of ``ids``."""
+        ...
+
 
 RATING_PURPOSE = "memory_importance"
 RATING_BATCH = 40
@@ -83,7 +110,7 @@ def rating_prompt(lines: Sequence[str], refs: Sequence[str]) -> str:
     )
 
 
-async def rate_importance(stream: MemoryStream, ask: Ask) -> list[CallOutcome]:
+async def rate_importance(stream: RatedMemories, ask: Ask) -> list[CallOutcome]:
     """Rate the stream's pending memories with the model, in batches of ``RATING_BATCH``.
 
     One call per batch (``purpose = memory_importance``, ``index`` = batch number), in id

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
@@ -13,11 +13,10 @@ from simworld.llm.embedding import Embedder
 from simworld.memory.base import MemoryItem, memory_ref
 from simworld.memory.chroma_store import ChromaRow, ChromaSink
 from simworld.memory.forgetting import forget_mask, forgetting_seed, retention
-from simworld.memory.importance import heuristic_importance
+from simworld.memory.importance import ImportanceSource, heuristic_importance
 from simworld.memory.retrieval import ScoreWeights, retrieval_scores, top_k
 from simworld.prompts import render as prompts
 
-ImportanceSource = Literal["heuristic", "pending", "llm", "heuristic_fallback", "given"]
 INITIAL_CAPACITY = 16
 
 

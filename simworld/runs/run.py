@@ -16,7 +16,8 @@ from pydantic import ValidationError
 from tqdm import tqdm
 
 from simworld.config.scenario import Scenario, load_scenario
-from simworld.engine.model import SocialSimulation, StepRecord
+from simworld.engine.model import SocialSimulation
+from simworld.engine.record import StepRecord
 from simworld.errors import (
     ConfigError,
     ReplayMissError,
@@ -27,13 +28,11 @@ from simworld.llm.cache import ResponseCache
 from simworld.llm.gateway import Accounting, Gateway
 from simworld.llm.litellm_backend import LiteLLMModel
 from simworld.llm.providers.registry import check_model
-from simworld.runs.writer import RunWriter, read_manifest
+from simworld.runs.writer import RunWriter
 from simworld.support.redact import Redactor
-from simworld.trackers.tracker_set import TRACKERS_DIR
+from simworld.support.rundir import CACHE_FILE, MEMORY_DIR, TRACKERS_DIR, RunStatus, read_manifest
 
 DEFAULT_OUT_ROOT = Path("outputs")
-CACHE_FILE = "llm_cache.sqlite"
-MEMORY_DIR = "memory"
 VERSIONED_PACKAGES = (
     "simworld",
     "mesa",
@@ -206,7 +205,7 @@ def execute(
         "model": final.llm.model,
         "versions": package_versions(),
         "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "status": "running",
+        "status": RunStatus.RUNNING,
         "cache": {"mode": final.llm.cache, "path": None if cache is None else str(cache_path)},
         **(manifest_extra or {}),
     }
@@ -214,7 +213,7 @@ def execute(
         manifest["resumed"] = int(read_manifest(run_dir).get("resumed", 0)) + 1
     writer.manifest(manifest)
     writer.event(model.start_event())
-    status, error = "completed", None
+    status, error = RunStatus.COMPLETED, None
     bar = tqdm(
         total=final.protocol.steps, desc=final.name, unit="step", disable=not progress, leave=False
     )
@@ -240,10 +239,10 @@ def execute(
             writer.event({"type": "run_stopped", "step": model.steps, "reason": status})
             writer.flush()
     except ReplayMissError as exc:
-        status, error = "failed", str(exc)
+        status, error = RunStatus.FAILED, str(exc)
     except BaseException as exc:
         interrupted = isinstance(exc, KeyboardInterrupt)
-        status = "interrupted" if interrupted else "failed"
+        status = RunStatus.INTERRUPTED if interrupted else RunStatus.FAILED
         error = "interrupted by the user" if interrupted else redactor.text(repr(exc))
         raise
     finally:
@@ -341,7 +340,7 @@ def resume_run(
     """
     run_dir = Path(run_dir)
     manifest = read_manifest(run_dir)
-    if manifest.get("status") == "completed":
+    if manifest.get("status") == RunStatus.COMPLETED:
         raise ResumeError(f"{run_dir}: run is already complete")
     scenario = manifest_scenario(run_dir, manifest)
     if scenario.llm.cache != "record":

@@ -10,11 +10,12 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from simworld.errors import ConfigError, ResumeError
+from simworld.errors import ResumeError
+from simworld.support import rundir
 from simworld.support.redact import Redactor
 
 if TYPE_CHECKING:
-    from simworld.engine.model import StepRecord
+    from simworld.engine.record import StepRecord
     from simworld.llm.gateway import CallOutcome
 
 OPINION_SCHEMA = pa.schema(
@@ -81,21 +82,6 @@ def sync_file(path: Path) -> None:
 def atomic_write_json(path: Path, obj: Any) -> None:
     """Write pretty, key-sorted JSON atomically."""
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
-
-
-def read_manifest(run_dir: str | Path) -> dict[str, Any]:
-    """A run directory's ``manifest.json``.
-
-    Raises:
-        ConfigError: There is no readable manifest.
-    """
-    path = Path(run_dir) / RunWriter.MANIFEST
-    try:
-        return dict(json.loads(path.read_text(encoding="utf-8")))
-    except FileNotFoundError as exc:
-        raise ConfigError(path, "", "not a run directory (no manifest.json)") from exc
-    except json.JSONDecodeError as exc:
-        raise ConfigError(path, "", f"unreadable manifest: {exc.msg}") from exc
 
 
 def parquet_bytes(table: pa.Table) -> bytes:
@@ -186,10 +172,10 @@ class RunWriter:
         redactor: Masks secrets in everything written.
     """
 
-    TRANSCRIPT = "transcript.jsonl"
-    OPINIONS = "opinions.parquet"
-    CALLS = "llm_calls.parquet"
-    MANIFEST = "manifest.json"
+    TRANSCRIPT = rundir.TRANSCRIPT
+    OPINIONS = rundir.OPINIONS
+    CALLS = rundir.CALLS
+    MANIFEST = rundir.MANIFEST
 
     def __init__(self, run_dir: Path, *, redactor: Redactor, resume: bool = False) -> None:
         self.run_dir = run_dir

@@ -14,6 +14,7 @@ from typing import Any
 from tqdm import tqdm
 
 from simworld.errors import ConfigError
+from simworld.support.rundir import CACHE_FILE
 from simworld.sweeps.executors import (
     FINISHED_STATUSES,
     Executor,
@@ -41,7 +42,6 @@ from simworld.sweeps.store import (
     check_same_sweep,
 )
 
-CACHE_FILE = "llm_cache.sqlite"
 EXECUTORS = ("local", "ray")
 EXIT_RUNS_FAILED = 1
 EXIT_INTERRUPTED = 130

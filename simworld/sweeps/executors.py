@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from simworld.errors import ConfigError
+from simworld.support.rundir import FINISHED as FINISHED_STATUSES
+from simworld.support.rundir import MANIFEST as MANIFEST_FILE
 
-FINISHED_STATUSES = ("completed", "budget_exhausted")
-MANIFEST_FILE = "manifest.json"
 RAY_TASK_MAX_RETRIES = 1
 RAY_LOCAL_OBJECT_STORE_BYTES = 128 * 1024**2
 RAY_POLL_TIMEOUT_S = 1.0

@@ -291,9 +291,8 @@ def estimate_run(scenario: Scenario) -> Estimate:
 
 
 def _cost(scenario: Scenario, prompt: int, completion: int) -> float | None:
-    from simworld.llm.litellm_backend import (
-        call_cost,  # imports litellm: only when an estimate is asked for
-    )
+    # imports litellm: only when an estimate is asked for
+    from simworld.llm.litellm_backend import call_cost
 
     return call_cost(
         scenario.llm.model, scenario.llm.price, prompt_tokens=prompt, completion_tokens=completion

@@ -9,8 +9,8 @@ from typing import Any
 import pyarrow as pa
 
 from simworld.measures import is_missing
+from simworld.support.events import Event
 
-Event = dict[str, Any]
 Row = dict[str, Any]
 
 

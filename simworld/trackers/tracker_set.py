@@ -18,7 +18,8 @@ import pyarrow as pa
 
 from simworld.config.scenario import Scenario
 from simworld.errors import ConfigError
-from simworld.runs.writer import atomic_write_bytes, mask_table, parquet_bytes, read_manifest
+from simworld.runs.writer import atomic_write_bytes, mask_table, parquet_bytes
+from simworld.support.rundir import TRACKERS_DIR, TRANSCRIPT, read_manifest
 from simworld.trackers.base import (
     BuiltinTracker,
     Event,
@@ -45,8 +46,6 @@ from simworld.trackers.scripted import (
 if TYPE_CHECKING:
     from simworld.support.redact import Redactor
 
-TRACKERS_DIR = "trackers"
-TRANSCRIPT = "transcript.jsonl"
 CHECKPOINT_S = 30.0
 """While a run goes, its frames are rewritten after a step once this many seconds have passed."""
 BUILTIN_TRACKERS: tuple[type[BuiltinTracker] | type[EventTracker], ...] = (

@@ -5,8 +5,9 @@ Model strings take options after ``?``:
 Latency jitter is drawn from the call's seed, so calls finish in a scrambled but repeatable
 order; injected timeouts are raised at once (no waiting).
 
-The fake reads the conventions of simworld's prompt templates: the ``Topic:`` line, option
-lines ``  <value> = <label>`` and the persona's ``- <statement>: <label>`` start views. Its
+The fake reads the conventions of simworld's prompt templates (pinned in
+:mod:`simworld.llm.providers.prompt_format`): the ``Topic:`` line, option lines
+``  <value> = <label>`` and the persona's ``- <statement>: <label>`` start views. Its
 position on a topic is the weighted average (Likert) or weighted mode (choice) of the labels
 in its context: its start view counts twice, every position it has heard counts once. All
 randomness comes from the ``seed`` simworld derives from each call's identity.
@@ -30,6 +31,8 @@ from litellm import CustomLLM
 from litellm.types.utils import ModelResponse
 
 from simworld.llm.logprobs import token_entry
+from simworld.llm.providers.prompt_format import OPTION_LINE as _OPTION
+from simworld.llm.providers.prompt_format import TOPIC_LINE as _TOPIC
 
 FAILURE_KINDS = ("rate_limit", "timeout", "malformed")
 PARSED_MODELS = 256  # model strings whose options are kept parsed
@@ -38,8 +41,6 @@ SELF_WEIGHT = 2.0
 # from the answer); categorical ones CHOSEN_PROB for the answer, the rest shared evenly.
 LOGPROB_SHARPNESS = 1.0
 CHOSEN_PROB = 0.6
-_OPTION = re.compile(r"^  (\S+) = (.+)$", re.MULTILINE)
-_TOPIC = re.compile(r"^Topic: (.+)$", re.MULTILINE)
 _SAYINGS = (
     "Speaking for myself, my position is {label}.",
     "Having listened to everyone, I land on {label}.",

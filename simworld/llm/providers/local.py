@@ -23,7 +23,6 @@ import asyncio
 import hashlib
 import importlib
 import os
-import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -43,6 +42,7 @@ from simworld.llm.providers.local_engine import (
     LlamaEngine,
     Sampling,
 )
+from simworld.llm.providers.prompt_format import SPEAKER as _SPEAKER
 from simworld.prompts import render as prompts
 
 PROVIDER_PREFIX = "local/"
@@ -59,7 +59,6 @@ DEFAULT_MAX_TOKENS = 256
 MIN_N_CTX = 256
 _COPY_BLOCK = 1 << 20
 _OPTIONS = ("n_ctx", "threads", "prefix_cache", "extra_bufts")
-_SPEAKER = re.compile(r"^You are ([^,.\n]{1,80})[,.]")
 
 
 class LocalModelError(SimworldError):

@@ -1,0 +1,170 @@
+"""The language-model contract: request and answer types and the abstract model.
+
+A leaf of the LLM layer: the gateway, the litellm backend, the worker processes and the
+providers all speak these types; none of them is needed to build a request.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Any
+
+import openai
+from pydantic import BaseModel
+
+from simworld.support.hashing import canonical_json, derive_seed, sha256_hex
+
+Message = dict[str, str]
+TOP_LOGPROBS = 20
+
+
+@cache
+def json_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """The JSON Schema of a pydantic model, built once per class (callers must not mutate it)."""
+    return model.model_json_schema()
+
+
+@dataclass(frozen=True)
+class CallIdentity:
+    """Deterministic identity of one logical model call.
+
+    Two calls with identical prompts are still distinct samples when their identities differ.
+
+    Attributes:
+        seed: The run's seed.
+        agent: The calling agent's id.
+        step: The simulation step.
+        purpose: What the call is for (``post``, ``probe:<topic>`` …).
+        index: Distinguishes several calls with the same other fields (turn number).
+    """
+
+    seed: int
+    agent: str
+    step: int
+    purpose: str
+    index: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        """The fields as a dict (what ``dataclasses.asdict`` gives, without its deep copy)."""
+        return {
+            "seed": self.seed,
+            "agent": self.agent,
+            "step": self.step,
+            "purpose": self.purpose,
+            "index": self.index,
+        }
+
+    def derived_seed(self, attempt: int) -> int:
+        """A sampling seed for the given attempt, derived from the identity."""
+        return derive_seed({**self.as_dict(), "attempt": attempt})
+
+
+@dataclass(frozen=True)
+class LLMRequest:
+    """Everything that determines one logical model call.
+
+    Attributes:
+        model: litellm model string (``provider/name``).
+        messages: Chat messages.
+        identity: The call's deterministic identity.
+        temperature: Sampling temperature.
+        max_tokens: Output limit.
+        schema: JSON Schema the answer must satisfy (structured output), if any.
+        schema_name: Name of that schema.
+        logprobs: Ask for token log-probabilities (``top_logprobs=TOP_LOGPROBS``); with an
+            ``answer`` enum schema the option distribution lands in
+            ``Completion.extra["option_probs"]``.
+    """
+
+    model: str
+    messages: tuple[Message, ...]
+    identity: CallIdentity
+    temperature: float
+    max_tokens: int
+    schema: dict[str, Any] | None = None
+    schema_name: str | None = None
+    logprobs: bool = False
+
+    def cache_key(self) -> str:
+        """Content address: hash of model, messages, sampling parameters, schema and identity.
+
+        ``logprobs`` enters the key only when set, so keys of plain requests are unchanged.
+        """
+        data: dict[str, Any] = {
+            "model": self.model,
+            "messages": list(self.messages),
+            "temperature": self.temperature,
+            "max_tokens": self.max_tokens,
+            "schema": self.schema,
+            "schema_name": self.schema_name,
+            "identity": self.identity.as_dict(),
+        }
+        if self.logprobs:
+            data["logprobs"] = True
+        return sha256_hex(canonical_json(data))
+
+
+@dataclass
+class Completion:
+    """One raw answer of a model.
+
+    Attributes:
+        text: The generated text.
+        prompt_tokens: Input tokens billed.
+        completion_tokens: Output tokens billed.
+        cost_usd: Cost of the call, or ``None`` when the model's price is unknown.
+        extra: Provider extras worth keeping (e.g. log-probabilities).
+    """
+
+    text: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class LanguageModel(ABC):
+    """A model that answers one request; wrappers add retry, caching and accounting."""
+
+    @abstractmethod
+    async def complete(self, request: LLMRequest, *, attempt: int, timeout_s: float) -> Completion:
+        """Answer ``request``.
+
+        Args:
+            request: The call.
+            attempt: 0 for the first try, then 1, 2 …; seeds derive from it.
+            timeout_s: Seconds before the provider should give up.
+
+        Returns:
+            The model's answer.
+        """
+
+    def parallelism(self, model: str) -> int | None:
+        """How many calls to ``model`` can really run at once (``None``: no limit known)."""
+        return None
+
+
+class RemoteModelError(openai.OpenAIError):
+    """A model call's error raised in an LLM worker process, classified there.
+
+    The gateway treats it as the original error: same kind, same retry class, same message.
+
+    Args:
+        message: ``str()`` of the original error.
+        kind: Its :func:`simworld.llm.gateway.error_kind`.
+        transient: Whether the gateway retries it.
+    """
+
+    def __init__(self, message: str, *, kind: str, transient: bool) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.transient = transient
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _remote_model_error, (str(self), self.kind, self.transient)
+
+
+def _remote_model_error(message: str, kind: str, transient: bool) -> RemoteModelError:
+    return RemoteModelError(message, kind=kind, transient=transient)

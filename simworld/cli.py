@@ -36,6 +36,7 @@ def _parser() -> argparse.ArgumentParser:
         "--cache-mode", choices=["off", "record", "replay"], help="overrides llm.cache"
     )
     run.add_argument("--concurrency", type=int, help="overrides llm.concurrency")
+    _add_set_argument(run, "scenario change (dotted key; repeatable; the options above win)")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     resume = sub.add_parser("resume", help="resume an interrupted run in place")
     resume.add_argument("run_dir", help="the interrupted run's directory")
@@ -46,13 +47,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     replay.add_argument("run_dir", help="the recorded run's directory")
     replay.add_argument("--from-step", type=int, help="branch a counterfactual from this step")
-    replay.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="scenario change for the branch (dotted key; repeatable)",
-    )
+    _add_set_argument(replay, "scenario change for the branch (dotted key; repeatable)")
     replay.add_argument("--out", help="where to write the replayed or branched run")
     replay.add_argument("--cache", help="cache file (default: the one in its manifest)")
     replay.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -83,7 +78,12 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_set_argument(parser: argparse.ArgumentParser, help_text: str) -> None:
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=help_text)
+
+
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """``--set`` pairs, then the named options (which win over ``--set`` of the same key)."""
     pairs = {
         "llm.model": args.model,
         "protocol.steps": args.steps,
@@ -91,7 +91,10 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "llm.cache": args.cache_mode,
         "llm.concurrency": args.concurrency,
     }
-    return {k: v for k, v in pairs.items() if v is not None}
+    return {
+        **parse_assignments(args.set),
+        **{k: v for k, v in pairs.items() if v is not None},
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> int:

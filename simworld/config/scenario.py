@@ -393,6 +393,38 @@ def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
+def with_overrides(
+    scenario: Scenario, overrides: dict[str, Any] | None, *, source: str | Path = "<scenario>"
+) -> Scenario:
+    """A copy of ``scenario`` with dotted keys set, validated again (itself when none are given).
+
+    Raises:
+        ConfigError: A key is unknown or a value invalid (named with ``source``).
+    """
+    if not overrides:
+        return scenario
+    data = scenario.model_dump(mode="json")
+    for key, value in overrides.items():
+        set_dotted(data, key, value)
+    try:
+        return Scenario.model_validate(data)
+    except ValidationError as exc:
+        raise config_error_from_validation(source, exc, data=data) from exc
+
+
+def resolve_scenario(
+    scenario: Scenario | str | Path, overrides: dict[str, Any] | None = None
+) -> tuple[Scenario, str | Path]:
+    """A scenario given as an object or a file, with overrides; and the source named in errors.
+
+    Raises:
+        ConfigError: The file is missing or a field is malformed.
+    """
+    if isinstance(scenario, Scenario):
+        return with_overrides(scenario, overrides), "<scenario>"
+    return load_scenario(scenario, overrides), Path(scenario).resolve()
+
+
 def _resolve_path(base: Path, value: str) -> str:
     p = Path(value)
     return str(p if p.is_absolute() else (base / p).resolve())

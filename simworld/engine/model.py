@@ -6,13 +6,13 @@ import asyncio
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import mesa
 import networkx as nx
 
 from simworld.config.interventions import Removal
-from simworld.config.scenario import Scenario, Topic
+from simworld.config.scenario import Scenario, Topic, resolve_scenario
 from simworld.engine.agent import PersonaAgent
 from simworld.engine.annotate import annotation_jobs
 from simworld.engine.asch import draw_peer_answers, run_trials
@@ -22,13 +22,17 @@ from simworld.engine.interventions import apply_intervention, due
 from simworld.engine.policy import BaselinePolicy, Statement
 from simworld.engine.record import Job, StepRecord
 from simworld.errors import ConfigError
+from simworld.llm.cache import ResponseCache
 from simworld.llm.gateway import CallOutcome, Gateway
+from simworld.llm.litellm_backend import LiteLLMModel
 from simworld.llm.logprobs import expected_value
+from simworld.llm.providers.registry import check_model
 from simworld.memory.system import MemorySystem
 from simworld.society.network import build_graph
 from simworld.society.population import build_population
 from simworld.support.events import Event
 from simworld.support.hashing import canonical_json
+from simworld.support.redact import Redactor
 from simworld.support.rundir import RunStatus
 from simworld.trackers.tracker_set import TrackerSet
 
@@ -96,6 +100,67 @@ class SocialSimulation(mesa.Model):
         self.trackers = TrackerSet(scenario)
         self.trackers.observe(self.start_event())
         self.datacollector = self.trackers.datacollector()
+        self._owned_cache: ResponseCache | None = None
+
+    @classmethod
+    def from_scenario(
+        cls,
+        scenario: Scenario | str | Path,
+        overrides: dict[str, Any] | None = None,
+        *,
+        cache_path: str | Path | None = None,
+        memory_dir: str | Path | None = None,
+        on_step: Callable[[StepRecord], None] | None = None,
+    ) -> Self:
+        """Build the model and its gateway from a scenario object or file.
+
+        Use it as a context manager (``with SocialSimulation.from_scenario(s) as model:``),
+        or call :meth:`close`. To record a run directory use
+        :func:`~simworld.runs.run.run_scenario` instead.
+
+        Args:
+            scenario: A :class:`Scenario` or a scenario YAML file.
+            overrides: Dotted scenario keys to set (``{"llm.model": "fake/default"}``).
+            cache_path: A record/replay cache (SQLite file) used as ``llm.cache`` says;
+                without one no call is cached (``llm.cache`` is taken as ``off``).
+            memory_dir: Where a ``chroma`` memory store keeps its files.
+            on_step: Called with each finished :class:`StepRecord`.
+
+        Raises:
+            SimworldError: Bad scenario (a :class:`ConfigError`) or a model string no
+                provider can run.
+        """
+        resolved, source = resolve_scenario(scenario, overrides)
+        try:
+            check_model(resolved.llm.model)
+        except ValueError as exc:
+            raise ConfigError(source, "llm.model", str(exc)) from exc
+        if cache_path is None:
+            llm = resolved.llm.model_copy(update={"cache": "off"})
+            resolved = resolved.model_copy(update={"llm": llm})
+        cache = ResponseCache(cache_path) if resolved.llm.cache != "off" else None
+        gateway = Gateway(
+            LiteLLMModel(price=resolved.llm.price),
+            config=resolved.llm,
+            cache=cache,
+            redactor=Redactor(),
+        )
+        try:
+            model = cls(
+                resolved, gateway=gateway, source=source, on_step=on_step, memory_dir=memory_dir
+            )
+        except BaseException:
+            if cache is not None:
+                cache.close()
+            raise
+        model._owned_cache = cache
+        return model
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     # -- structure ---------------------------------------------------------------------------
     def agent_at(self, node: int) -> PersonaAgent:
@@ -236,8 +301,12 @@ class SocialSimulation(mesa.Model):
             self._apply(record, conv, outcomes, topic, step)
 
     def close(self) -> None:
-        """Close the memories, cancel leftover tasks (litellm's logging worker), close the loop."""
+        """Close the memories, cancel leftover tasks (litellm's logging worker), close the loop
+        (and the cache :meth:`from_scenario` opened); idempotent."""
         self.memory_system.close()
+        if self._owned_cache is not None:
+            self._owned_cache.close()
+            self._owned_cache = None
         if self._loop.is_closed():
             return
         pending = asyncio.all_tasks(self._loop)
@@ -260,9 +329,19 @@ class SocialSimulation(mesa.Model):
         self.trackers.observe_all(record.events)
         if self.policy is not None:
             self.policy.observe(record.events)
-        self.datacollector.collect(self)
+        self._collect(record.step)
         if self.on_step is not None:
             self.on_step(record)
+
+    def _collect(self, step: int) -> None:
+        """Let the data collector record under the probe's step: the baseline (step 0) keeps
+        its own rows even when it runs inside the first :meth:`step` (where Mesa has already
+        counted ``steps`` up to 1)."""
+        counted, self.steps = self.steps, step
+        try:
+            self.datacollector.collect(self)
+        finally:
+            self.steps = counted
 
     def _run_jobs(self, record: StepRecord, jobs: list[Job]) -> None:
         """Run tracker calls (stances, judges, BFI) concurrently; log them in job order."""

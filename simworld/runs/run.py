@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import ValidationError
 from tqdm import tqdm
 
-from simworld.config.scenario import Scenario, load_scenario
+from simworld.config.scenario import Scenario, resolve_scenario
 from simworld.engine.model import SocialSimulation
 from simworld.engine.record import StepRecord
 from simworld.errors import (
@@ -269,7 +269,7 @@ def execute(
 
 
 def run_scenario(
-    scenario_path: str | Path,
+    scenario: Scenario | str | Path,
     *,
     overrides: dict[str, Any] | None = None,
     out_dir: str | Path | None = None,
@@ -281,7 +281,9 @@ def run_scenario(
     """Validate, run and record one scenario in a new run directory.
 
     Args:
-        scenario_path: The scenario YAML file.
+        scenario: A scenario YAML file, or a :class:`Scenario` (e.g. from
+            :func:`~simworld.config.scenario.load_scenario`); its manifest then names
+            ``<scenario>`` as the file.
         overrides: Dotted scenario keys to override (``{"llm.model": ...}``).
         out_dir: Exact run directory (must not exist); default ``out_root/<scenario>/<id>``.
         out_root: Root of run directories.
@@ -295,11 +297,11 @@ def run_scenario(
     Raises:
         ConfigError: Bad input; nothing has been written.
     """
-    scenario = load_scenario(scenario_path, overrides)
+    scenario, source = resolve_scenario(scenario, overrides)
     try:
         check_model(scenario.llm.model)
     except ValueError as exc:
-        raise ConfigError(scenario_path, "llm.model", str(exc)) from exc
+        raise ConfigError(source, "llm.model", str(exc)) from exc
     if out_dir is not None and Path(out_dir).exists():
         raise ConfigError(out_dir, "", "run directory already exists")
     run_dir = (
@@ -310,7 +312,7 @@ def run_scenario(
     cache = Path(cache_path) if cache_path is not None else default_cache_path(out_dir, out_root)
     return execute(
         scenario,
-        source=Path(scenario_path).resolve(),
+        source=source,
         run_dir=run_dir,
         cache_path=cache,
         progress=progress,

@@ -100,7 +100,6 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from simworld import analysis, measures
     from simworld.analysis.report import build_report
     from simworld.analysis.tables import Run
     from simworld.config.scenario import Scenario, load_scenario
@@ -116,6 +115,8 @@ if TYPE_CHECKING:
     from simworld.sweeps.driver import run_sweep
     from simworld.trackers.base import Tracker
     from simworld.trackers.tracker_set import TrackerSet, analyze_run
+
+    from . import analysis, measures
 
 
 def __getattr__(name: str) -> Any:

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ValidationError
 from simworld.config.scenario import LLMConfig
 from simworld.errors import ReplayMissError
 from simworld.llm.cache import ResponseCache
+from simworld.llm.errors import TRANSIENT_ERRORS as TRANSIENT_ERRORS  # moved; kept importable
 from simworld.llm.errors import error_kind, is_transient
 from simworld.llm.types import (
     CallIdentity,

@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 from simworld.errors import ResumeError
 from simworld.support import rundir
 from simworld.support.redact import Redactor
+from simworld.support.rundir import read_manifest as read_manifest  # its home; kept importable here
 
 if TYPE_CHECKING:
     from simworld.engine.record import StepRecord

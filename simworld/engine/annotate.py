@@ -14,7 +14,7 @@ from simworld.engine.record import Job
 from simworld.llm.gateway import CallOutcome
 from simworld.llm.types import CallIdentity, LLMRequest, json_schema
 from simworld.prompts import render as prompts
-from simworld.support.events import Event
+from simworld.support.events import Event, EventType
 
 NO_POSITION = "none"
 """The stance answer meaning "the message states no position"; never counted as a value."""
@@ -129,7 +129,7 @@ def stance_event(message: Event, topic: Topic, outcome: CallOutcome) -> Event:
     else:
         status, answer = "stated", raw
     return {
-        "type": "stance",
+        "type": EventType.STANCE.value,
         "step": message["step"],
         "agent": message["agent"],
         "topic": topic.id,
@@ -179,7 +179,7 @@ def judge_event(message: Event, outcome: CallOutcome) -> Event:
     """The ``impersonation_judge`` event: ``verdict`` true/false, null when the call failed."""
     raw = outcome.parsed["answer"] if outcome.ok and outcome.parsed else None
     return {
-        "type": "impersonation_judge",
+        "type": EventType.IMPERSONATION_JUDGE.value,
         "step": message["step"],
         "agent": message["agent"],
         "turn": message["turn"],

@@ -16,6 +16,7 @@ import numpy as np
 from simworld.config.scenario import Scenario
 from simworld.engine.context import Society
 from simworld.engine.record import StepRecord
+from simworld.support.events import EventType
 from simworld.support.hashing import canonical_json
 
 PEER_NAME = "Participant {n}"
@@ -73,7 +74,7 @@ def run_trials(model: Society, record: StepRecord, step: int) -> None:
         probs = outcome.extra.get("option_probs") if outcome.ok else None
         record.events.append(
             {
-                "type": "asch",
+                "type": EventType.ASCH.value,
                 "step": step,
                 "agent": agent.key,
                 "topic": topic.id,

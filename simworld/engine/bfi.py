@@ -23,7 +23,7 @@ from simworld.measures.personality import (
     randomize_administration,
 )
 from simworld.prompts import render as prompts
-from simworld.support.events import Event
+from simworld.support.events import Event, EventType
 from simworld.support.hashing import derive_seed
 
 BFI_PURPOSE = "bfi:{inventory}"
@@ -110,7 +110,7 @@ def bfi_event(
         value = None if letter is None else admin.value_at(number, LETTERS.index(letter))
         responses[str(number)] = value
     return {
-        "type": "bfi",
+        "type": EventType.BFI.value,
         "step": step,
         "agent": agent,
         "inventory": config.inventory,

@@ -11,7 +11,7 @@ from __future__ import annotations
 from simworld.config.interventions import Broadcast, Intervention, Removal, Rewiring, Selection
 from simworld.engine.context import AgentView, Society
 from simworld.measures import believes
-from simworld.support.events import Event
+from simworld.support.events import Event, EventType
 
 Edge = list[int]
 
@@ -31,7 +31,12 @@ def apply_intervention(model: Society, item: Intervention, *, index: int) -> Eve
     - ``remove``: ``agents`` (ids, removal order) and ``edges_removed`` (node pairs);
     - ``rewire``: ``edges_removed`` and ``edges_added`` (node pairs, in rewiring order).
     """
-    event: Event = {"type": "intervention", "step": item.step, "index": index, "kind": item.kind}
+    event: Event = {
+        "type": EventType.INTERVENTION.value,
+        "step": item.step,
+        "index": index,
+        "kind": item.kind,
+    }
     if isinstance(item, Broadcast):
         event.update(_broadcast(model, item))
     elif isinstance(item, Removal):

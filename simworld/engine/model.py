@@ -30,7 +30,7 @@ from simworld.llm.providers.registry import check_model
 from simworld.memory.system import MemorySystem
 from simworld.society.network import build_graph
 from simworld.society.population import build_population
-from simworld.support.events import Event
+from simworld.support.events import Event, EventType
 from simworld.support.hashing import canonical_json
 from simworld.support.redact import Redactor
 from simworld.support.rundir import RunStatus
@@ -189,7 +189,7 @@ class SocialSimulation(mesa.Model):
     def start_event(self) -> Event:
         """The run's opening transcript event: agents and edges."""
         return {
-            "type": "run_start",
+            "type": EventType.RUN_START.value,
             "scenario": self.scenario.name,
             "seed": self.scenario.seed,
             "agents": [
@@ -320,7 +320,7 @@ class SocialSimulation(mesa.Model):
     def _finish(self, record: StepRecord) -> None:
         record.events.append(
             {
-                "type": "step_end",
+                "type": EventType.STEP_END.value,
                 "step": record.step,
                 "calls": len(record.calls),
                 "failures": sum(not c.ok for c in record.calls),
@@ -445,7 +445,7 @@ class SocialSimulation(mesa.Model):
         members = list(dict.fromkeys(t.speaker.key for t in turns))
         record.events.append(
             {
-                "type": "conversation",
+                "type": EventType.CONVERSATION.value,
                 "step": step,
                 "index": index,
                 "topic": topic.id,
@@ -470,7 +470,7 @@ class SocialSimulation(mesa.Model):
             speaker = turn.speaker
             record.events.append(
                 {
-                    "type": "message",
+                    "type": EventType.MESSAGE.value,
                     "step": step,
                     "agent": speaker.key,
                     "to": [a.key for a in turn.listeners],
@@ -520,7 +520,7 @@ class SocialSimulation(mesa.Model):
             if self.policy is not None and agent.baseline:
                 row = self.policy.probe_row(agent, topic, record.step)
                 self._keep(row)
-                record.events.append({"type": "probe", **row})
+                record.events.append({"type": EventType.PROBE.value, **row})
                 continue
             outcome = next(answers)
             record.call(outcome)
@@ -543,7 +543,7 @@ class SocialSimulation(mesa.Model):
                 ),
             }
             self._keep(row)
-            record.events.append({"type": "probe", **row})
+            record.events.append({"type": EventType.PROBE.value, **row})
 
     def _keep(self, row: dict[str, Any]) -> None:
         """Keep a probe row for ``opinions.parquet`` and :meth:`latest_answers`."""

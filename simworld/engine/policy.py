@@ -25,7 +25,7 @@ from simworld.config.scenario import Topic
 from simworld.engine.baselines import Dynamics, make_dynamics
 from simworld.engine.context import AgentView
 from simworld.prompts import render as prompts
-from simworld.support.events import Event
+from simworld.support.events import Event, EventType
 
 
 @dataclass(frozen=True)
@@ -148,7 +148,7 @@ class BaselinePolicy:
             answer = nearest_value(float(self.x[topic.id][node]), topic)
             out.append(
                 {
-                    "type": "stance",
+                    "type": EventType.STANCE.value,
                     "step": step,
                     "agent": message["agent"],
                     "topic": topic.id,

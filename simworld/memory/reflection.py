@@ -19,6 +19,7 @@ from simworld.memory.importance import (
     heuristic_importance,
 )
 from simworld.prompts import render as prompts
+from simworld.support.events import EventType
 
 if TYPE_CHECKING:
     from simworld.memory.stream import MemoryStream
@@ -206,7 +207,7 @@ def _store(
             item, evidence=valid, importance=importance, importance_source=source
         )
     return {
-        "type": "reflection",
+        "type": EventType.REFLECTION.value,
         "step": step,
         "agent": stream.agent,
         "question_index": qi,

@@ -16,6 +16,7 @@ from simworld.memory.forgetting import forget_mask, forgetting_seed, retention
 from simworld.memory.importance import ImportanceSource, heuristic_importance
 from simworld.memory.retrieval import ScoreWeights, retrieval_scores, top_k
 from simworld.prompts import render as prompts
+from simworld.support.events import EventType
 
 INITIAL_CAPACITY = 16
 
@@ -336,7 +337,7 @@ class MemoryStream:
                 self._sink.update(f"{self.agent}:{i}", self._forgotten_meta(mem))
             events.append(
                 {
-                    "type": "memory_forgotten",
+                    "type": EventType.MEMORY_FORGOTTEN.value,
                     "step": step,
                     "agent": self.agent,
                     "memory": i,

@@ -29,6 +29,7 @@ from simworld.llm.gateway import Accounting, Gateway
 from simworld.llm.litellm_backend import LiteLLMModel
 from simworld.llm.providers.registry import check_model
 from simworld.runs.writer import RunWriter
+from simworld.support.events import EventType
 from simworld.support.redact import Redactor
 from simworld.support.rundir import CACHE_FILE, MEMORY_DIR, TRACKERS_DIR, RunStatus, read_manifest
 
@@ -236,7 +237,9 @@ def execute(
             bar.update(1)
         if model.stopped_reason:
             status = model.stopped_reason
-            writer.event({"type": "run_stopped", "step": model.steps, "reason": status})
+            writer.event(
+                {"type": EventType.RUN_STOPPED.value, "step": model.steps, "reason": status}
+            )
             writer.flush()
     except ReplayMissError as exc:
         status, error = RunStatus.FAILED, str(exc)

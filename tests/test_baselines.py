@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import networkx as nx
 import numpy as np
+import pytest
 
 from simworld.engine.baselines import (
     DeGroot,
@@ -78,3 +79,25 @@ def test_deffuant_weisbuch_moves_close_pairs_and_ignores_far_ones():
     # pair (0,1) within ε: the mean 0.2 is conserved and the gap shrinks by (1-2μ) each meeting
     assert abs(out[0] + out[1] - 0.4) < 1e-12 and abs(out[0] - out[1]) < 0.4
     np.testing.assert_allclose(out[2:], [0.0, 1.0])  # pair (2,3) too far apart: unchanged
+
+
+@pytest.mark.parametrize("self_weight", [0.0, 1.0])
+@pytest.mark.parametrize(
+    "name", ["degroot", "friedkin_johnsen", "hegselmann_krause", "deffuant_weisbuch"]
+)
+def test_an_isolated_agent_keeps_its_opinion_in_every_baseline(name, self_weight):
+    # node 3 has no neighbours; with self_weight 0 its W row used to be all zero (-> 0.0)
+    g = nx.Graph([(0, 1), (1, 2)])
+    g.add_node(3)
+    x0 = np.array([1.0, 2.0, 5.0, 4.0])
+    dyn = make_dynamics(name, g, x0, self_weight=self_weight, epsilon=10.0)
+    traj = simulate(dyn, x0, 20, np.random.default_rng(0))
+    np.testing.assert_array_equal(traj[:, 3], 4.0)
+    assert traj[:, :3].min() >= 1.0 and traj[:, :3].max() <= 5.0  # the others stay on the scale
+
+
+def test_zero_self_weight_rows_are_stochastic_and_isolated_rows_are_identity():
+    g = nx.Graph([(0, 1)])
+    g.add_node(2)
+    w = influence_matrix(g, self_weight=0.0)
+    np.testing.assert_array_equal(w, [[0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])

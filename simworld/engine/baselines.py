@@ -27,14 +27,20 @@ def influence_matrix(graph: nx.Graph, *, self_weight: float = DEFAULT_SELF_WEIGH
         graph: Undirected graph on nodes ``0..n-1``.
         self_weight: Weight of an agent's own opinion before normalisation.
 
+    An agent whose row would be all zero (no neighbours and ``self_weight: 0``, which
+    Erdős–Rényi or edge-list networks can produce) weighs only itself, so it keeps its
+    opinion: a zero row would send it to 0, off any Likert scale.
+
     Returns:
-        The n × n matrix W (rows sum to 1; an isolated agent keeps its opinion).
+        The n × n matrix W (every row sums to 1; an isolated agent keeps its opinion).
     """
     n = graph.number_of_nodes()
     w = nx.to_numpy_array(graph, nodelist=range(n), weight=None) + self_weight * np.eye(n)
-    rows = w.sum(axis=1, keepdims=True)
-    rows[rows == 0] = 1.0
-    return w / rows
+    rows = w.sum(axis=1)
+    alone = np.flatnonzero(rows == 0)
+    w[alone, alone] = 1.0
+    rows[alone] = 1.0
+    return w / rows[:, None]
 
 
 class Dynamics(Protocol):

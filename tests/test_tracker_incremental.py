@@ -23,6 +23,7 @@ from simworld.measures import (
     population_table,
     time_to_consensus,
 )
+from simworld.measures.conformity import conformity_event
 from simworld.measures.drift import DriftSeries
 from simworld.trackers.base import Observations, RunContext, tidy
 from simworld.trackers.tracker_set import TrackerSet
@@ -49,6 +50,11 @@ def answer(rng: random.Random, topic: str) -> str | None:
     if rng.random() < 0.15:
         return None  # a failed call
     return str(rng.randint(1, 5)) if topic == "lik" else rng.choice("ABC")
+
+
+def linked(edges: list[tuple[int, ...]], a: str, b: str) -> bool:
+    """Whether agents ``a`` and ``b`` share an edge (a group member hears only those)."""
+    return tuple(sorted((AGENTS.index(a), AGENTS.index(b)))) in edges
 
 
 def transcript(seed: int, *, steps: int = 5, stances: bool = True) -> list[dict[str, Any]]:
@@ -80,8 +86,9 @@ def transcript(seed: int, *, steps: int = 5, stances: bool = True) -> list[dict[
                     if rng.random() < 0.85:
                         talk.append((agent, turn))
                         text = rng.choice(["I agree.", "As a French citizen, no.", "Maybe."])
+                        to = [m for m in group if m != agent and linked(edges, m, agent)]
                         events.append({"type": "message", "step": step, "agent": agent,
-                                       "topic": topic, "turn": turn, "to": [], "mode": "group",
+                                       "topic": topic, "turn": turn, "to": to, "mode": "group",
                                        "text": text})  # fmt: skip
             for agent, turn in talk if stances else ():
                 said = answer(rng, topic)
@@ -178,14 +185,43 @@ def conformity_oracle(store: Observations, context: RunContext) -> list[dict[str
     cols = frame[["step", "agent", "topic", "value"]]
     table = conformity_table(cols, context.neighbours, stated=stated, scale=context.scales)
     answers = answers_of(frame)
+    values = {(t, a, s): v for s, a, t, v in cols.itertuples(index=False)}
     rows = []
-    for r in table.to_dict("records"):
-        ordinal, m = context.topics[r["topic"]].ordinal, r["neighbour_opinion"]
-        rows.append(r | {"answer": answers[(r["topic"], r["agent"], r["step"])],
-                         "next_answer": answers[(r["topic"], r["agent"], r["next_step"])],
+    for g in table.to_dict("records"):
+        topic, agent, step = g["topic"], g["agent"], g["step"]
+        info = context.topics[topic]
+        heard: dict[str, list[Any]] = {}  # speaker → what the agent heard it state
+        for m in store.messages:
+            if (m["topic"], store.probe_before(m["step"])) != (topic, step):
+                continue
+            if agent not in m["to"]:
+                continue
+            stance = store.stance_of(m)
+            said = None if stance is None else info.measure_value(stance.get("answer"))
+            heard.setdefault(m["agent"], [])
+            if said is not None:
+                heard[m["agent"]].append(said)
+        if source == "stated":
+            opinions = [
+                None if not v else float(np.mean(v)) if info.ordinal else modal_opinion(v)
+                for v in heard.values()
+            ]
+        else:
+            opinions = [values.get((topic, j, step)) for j in heard]
+        pair = (g["value"], g["next_value"])
+        r = conformity_event(topic, agent, (step, g["next_step"]), pair, opinions,
+                             kind=info.kind)  # fmt: skip
+        ordinal, m, gm = info.ordinal, r["neighbour_opinion"], g["neighbour_opinion"]
+        rows.append(r | {"answer": answers[(topic, agent, step)],
+                         "next_answer": answers[(topic, agent, g["next_step"])],
                          "neighbour_mean": m if ordinal else None,
                          "neighbour_majority": None if ordinal else m,
-                         "source": source})  # fmt: skip
+                         "source": source,
+                         "graph_neighbour_mean": gm if ordinal else None,
+                         "graph_neighbour_majority": None if ordinal else gm,
+                         "n_graph_neighbours": g["n_neighbours"],
+                         "graph_conformed": g["conformed"],
+                         "graph_step_toward": g["step_toward"]})  # fmt: skip
     return rows
 
 
@@ -371,4 +407,5 @@ def test_a_step_costs_its_own_events_not_the_history(monkeypatch):
     probes = [e for e in events if e["type"] == "probe"]
     assert calls["drift"] == len(probes) == len(ts.trackers["drift"].rows())
     assert calls["population_row"] == len(ts.trackers["population"].rows())
-    assert calls["conformity_event"] == len(ts.trackers["conformity"].rows())
+    # two events per row: over what the agent heard, and over its graph neighbours
+    assert calls["conformity_event"] == 2 * len(ts.trackers["conformity"].rows())

@@ -59,9 +59,11 @@ def probe(step: int, agent: str, topic: str, answer: str | None) -> dict:
             "value": value, "ok": answer is not None}  # fmt: skip
 
 
-def message(step: int, agent: str, topic: str, turn: int = 0, text: str = "hi") -> dict:
+def message(
+    step: int, agent: str, topic: str, turn: int = 0, text: str = "hi", to: list[str] | None = None
+) -> dict:
     return {"type": "message", "step": step, "agent": agent, "topic": topic, "turn": turn,
-            "to": [], "text": text}  # fmt: skip
+            "to": to or [], "text": text}  # fmt: skip
 
 
 def stance(step: int, agent: str, topic: str, answer: str | None, turn: int = 0) -> dict:
@@ -149,8 +151,9 @@ def test_population_threshold_from_the_scenario():
 def line_events(with_stances: bool) -> list[dict]:
     events = [start({k: ("Kenya", {}) for k in "abc"}, [[0, 1], [1, 2]])]  # a - b - c
     events += [probe(0, k, "lik", v) for k, v in zip("abc", "155", strict=True)]
+    to = {"a": ["b"], "b": ["a", "c"], "c": ["b"]}  # broadcast along the edges
     for k, said in zip("abc", "155", strict=True):
-        events.append(message(1, k, "lik"))
+        events.append(message(1, k, "lik", to=to[k]))
         if with_stances:
             events.append(stance(1, k, "lik", said))
     events += [probe(1, k, "lik", v) for k, v in zip("abc", "354", strict=True)]
@@ -165,6 +168,41 @@ def test_local_conformity_from_stated_opinions():
     assert b.neighbour_mean == 3.0 and b.conformed is None  # b did not move: not counted
     assert c.neighbour_mean == 5.0 and c.conformed is None  # already at m: not counted
     assert a.n_neighbours == 1 and b.n_neighbours == 2
+    # in broadcast everyone hears every neighbour: the graph version agrees
+    for r in df.values():
+        assert (r.graph_neighbour_mean, r.graph_conformed, r.n_graph_neighbours) == (
+            r.neighbour_mean, r.conformed, r.n_neighbours)  # fmt: skip
+
+
+def pair_events(with_stances: bool) -> list[dict]:
+    """A triangle a, b, c talking in pairs: a with b (both ways), c heard by nobody."""
+    events = [start({k: ("Kenya", {}) for k in "abc"}, [[0, 1], [1, 2], [0, 2]])]
+    events += [probe(0, k, "lik", v) for k, v in zip("abc", "351", strict=True)]
+    said = {"a": ("3", ["b"]), "b": ("5", ["a"])}
+    for turn, (k, (value, to)) in enumerate(said.items()):
+        events.append(message(1, k, "lik", turn=turn, to=to))
+        if with_stances:
+            events.append(stance(1, k, "lik", value, turn=turn))
+    events += [probe(1, k, "lik", v) for k, v in zip("abc", "451", strict=True)]
+    return events
+
+
+@pytest.mark.parametrize("with_stances", [True, False])
+def test_local_conformity_counts_only_what_the_agent_heard(with_stances):
+    # a (3) heard only b (5) and moved to 4: conformed. Its graph neighbours b (5) and
+    # c (1 in private; said nothing) give m = 3 (private: no pull, not counted) or 5.
+    df = keyed(tracked(pair_events(with_stances)), "conformity", "agent")
+    a, c = df["a"], df["c"]
+    assert a.neighbour_mean == 5.0 and a.n_neighbours == 1 and a.conformed is True
+    assert a.step_toward == 1.0
+    if with_stances:  # c stated nothing: only b counts in the graph version too
+        assert a.graph_neighbour_mean == 5.0 and a.graph_conformed is True
+    else:  # the graph version averages b (5) with c (1), whom a never heard
+        assert a.graph_neighbour_mean == 3.0 and a.n_graph_neighbours == 2
+        assert a.graph_conformed is None  # m equals o(t): the move is not counted
+    # c heard nobody: no event is counted, whatever its graph neighbours said
+    assert c.n_neighbours == 0 and c.neighbour_mean is None and c.conformed is None
+    assert c.n_graph_neighbours == 2 and c.graph_neighbour_mean is not None
 
 
 def test_local_conformity_without_public_statements_uses_private_answers():

@@ -189,21 +189,31 @@ class PopulationTracker(BuiltinTracker):
 
 
 class ConformityTracker(BuiltinTracker):
-    """Local conformity toward neighbours between consecutive probes (metrics.md §3).
+    """Local conformity between consecutive probes (docs/metrics.md §3).
 
     Rows are the events of :func:`simworld.measures.conformity_table`, each computed with
     :func:`simworld.measures.conformity.conformity_event` when its inputs change: the event
     for agent i at probe step t compares its private answers ``o_i(t)`` and ``o_i(t')``
-    (t' the next probe step) with ``m_N(i)(t)``, its graph neighbours' mean (Likert) or
-    majority (choices) opinion.
+    (t' the next probe step) with ``m_N(i)(t)``, the mean (Likert) or majority (choices)
+    opinion of the others.
 
-    Choice of ``m_N(i)(t)`` (column ``source``): when stances were extracted it is what the
-    neighbours *stated* in public between the two probes, i.e. at the steps t+1..t' whose
-    talk moved ``o_i(t)`` to ``o_i(t')``; a neighbour with several statements there counts
-    once, with the mean (Likert) or plurality (choices, undefined on a tie) of them; a
-    statement without a position, or whose stance call failed, is left out. When the run
-    has no stances (``trackers.stance: false``) the neighbours' *private* answers at t are
-    used instead (``source = "private"``).
+    Who the others are: ``neighbour_mean`` / ``neighbour_majority`` / ``n_neighbours`` /
+    ``conformed`` / ``step_toward`` are over what agent i *heard*: the speakers of the
+    messages delivered to it (``to`` of the ``message`` event) at the steps t+1..t' whose
+    talk moved ``o_i(t)`` to ``o_i(t')``, in every mode. In ``pairs`` and ``group`` modes
+    that is the partner or the group members it is linked to, not every graph neighbour.
+    The ``graph_*`` columns hold the same measure over all graph neighbours (what the
+    speakers said to anyone), the definition used before (issue 17): it counts statements
+    the agent never heard.
+
+    Choice of the others' opinion (column ``source``): when stances were extracted it is
+    what they *stated* in public, from the messages counted (for the heard version, only
+    the messages delivered to i); a speaker with several statements there counts once,
+    with the mean (Likert) or plurality (choices, undefined on a tie) of them; a statement
+    without a position, or whose stance call failed, is left out. When the run has no
+    stances (``trackers.stance: false``) their *private* answers at t are used instead
+    (``source = "private"``; the heard version takes the speakers that delivered a
+    message to i in the block).
     """
 
     name = "conformity"
@@ -222,6 +232,11 @@ class ConformityTracker(BuiltinTracker):
             ("conformed", pa.bool_()),
             ("step_toward", pa.float64()),
             ("source", pa.string()),
+            ("graph_neighbour_mean", pa.float64()),
+            ("graph_neighbour_majority", pa.string()),
+            ("n_graph_neighbours", pa.int64()),
+            ("graph_conformed", pa.bool_()),
+            ("graph_step_toward", pa.float64()),
         ]
     )
 
@@ -233,6 +248,9 @@ class ConformityTracker(BuiltinTracker):
         self._values: dict[tuple[str, str, int], Any] = {}  # (topic, agent, step) → value
         self._said: dict[tuple[str, str, int], list[Event]] = {}  # (topic, agent, t) → msgs
         self._said_keys: dict[tuple[int, str, int], list[tuple[str, str, int]]] = {}
+        # (topic, listener, t) → speaker → the messages delivered to the listener
+        self._heard: dict[tuple[str, str, int], dict[str, list[Event]]] = {}
+        self._turn_heard: dict[tuple[int, str, int], list[tuple[str, str, int]]] = {}
         self._stated: dict[tuple[str, str, int], Any] = {}
         self._probe_steps: set[int] = set()
         self._last_message_step: float = -math.inf
@@ -263,6 +281,10 @@ class ConformityTracker(BuiltinTracker):
             self._add_probe(p, dirty)
         stale = {k for k in map(self._add_message, messages) if k is not None}
         stale.update(k for s in stances for k in self._said_keys.get(turn_key(s), []))
+        for message in messages:
+            dirty.update(self._turn_heard.get(turn_key(message), []))
+        for s in stances:
+            dirty.update(self._turn_heard.get(turn_key(s), []))
         for key in stale:
             value = self._stated_value(key)
             if value != self._stated.get(key):
@@ -299,13 +321,22 @@ class ConformityTracker(BuiltinTracker):
         key = (message["topic"], message["agent"], start)
         self._said.setdefault(key, []).append(message)
         self._said_keys.setdefault(turn_key(message), []).append(key)
+        for listener in message.get("to") or []:
+            heard_key = (message["topic"], listener, start)
+            by_speaker = self._heard.setdefault(heard_key, {})
+            by_speaker.setdefault(message["agent"], []).append(message)
+            self._turn_heard.setdefault(turn_key(message), []).append(heard_key)
         return key
 
     def _stated_value(self, key: tuple[str, str, int]) -> Any:
         """The mean (Likert) or plurality (choices; None on a tie) of what was stated."""
-        topic = self.context.topics[key[0]]
+        return self._statement_value(key[0], self._said.get(key, []))
+
+    def _statement_value(self, topic_id: str, messages: list[Event]) -> Any:
+        """The mean (Likert) or plurality (choices; None on a tie) of some messages' stances."""
+        topic = self.context.topics[topic_id]
         values = []
-        for message in self._said.get(key, []):
+        for message in messages:
             stance = self.store.stance_of(message)
             value = None if stance is None else topic.measure_value(stance.get("answer"))
             if value is not None:
@@ -323,17 +354,28 @@ class ConformityTracker(BuiltinTracker):
             return
         following = steps[i + 1]
         said = self._stated if self._source == STATED else self._values
-        heard = [said.get((topic, j, step)) for j in self.context.neighbours.get(agent, [])]
+        graph = [said.get((topic, j, step)) for j in self.context.neighbours.get(agent, [])]
+        speakers = self._heard.get(key, {})
+        if self._source == STATED:
+            heard = [self._statement_value(topic, msgs) for msgs in speakers.values()]
+        else:
+            heard = [self._values.get((topic, j, step)) for j in speakers]
         info = self.context.topics[topic]
         values = (self._values[(topic, agent, step)], self._values[(topic, agent, following)])
         r = conformity_event(topic, agent, (step, following), values, heard, kind=info.kind)
-        m = r["neighbour_opinion"]
+        g = conformity_event(topic, agent, (step, following), values, graph, kind=info.kind)
+        m, gm = r["neighbour_opinion"], g["neighbour_opinion"]
         extra = {
             "answer": self.store.private_answer(topic, agent, step),
             "next_answer": self.store.private_answer(topic, agent, following),
             "neighbour_mean": m if info.ordinal else None,
             "neighbour_majority": None if info.ordinal else m,
             "source": self._source,
+            "graph_neighbour_mean": gm if info.ordinal else None,
+            "graph_neighbour_majority": None if info.ordinal else gm,
+            "n_graph_neighbours": g["n_neighbours"],
+            "graph_conformed": g["conformed"],
+            "graph_step_toward": g["step_toward"],
         }
         self._frame.put(key, [self.tidier.row(r | extra)])
 

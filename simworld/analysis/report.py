@@ -415,7 +415,7 @@ def build_report(
     trajectories and the network coloured by opinion per topic, drift and conformity
     distributions, population measures over time, belief states and Asch levels when the
     run has them. Tables: the run's cost (manifest totals and calls per purpose),
-    conformity/inconstancy rates, the per-diversity table of metrics.md §1, the last
+    conformity/inconstancy rates, the per-diversity tables of docs/metrics.md §1, the last
     population measures, BFI scores when administered, interventions, belief states and
     Asch levels by p when present.
 
@@ -474,8 +474,12 @@ def build_report(
         *sections,
         "<h2>Conformity and inconstancy rates</h2>",
         _table(_rates_table(run)),
-        "<h2>Per-diversity table (metrics.md §1)</h2>",
+        "<h2>Per-diversity table (docs/metrics.md §1)</h2>",
+        "<p>By seat order:</p>",
         _table(inconstancy_by_diversity(run.path)),
+        "<p>By the share of the group holding the agent's own onboarding answer "
+        "(the grouping of the paper's released code):</p>",
+        _table(inconstancy_by_diversity(run.path, by="own_share")),
         "<h2>Population measures at the last probe step</h2>",
         _table(last),
         "<h2>Big Five (BFI) scores</h2>",

@@ -19,6 +19,7 @@ from simworld.measures import asch_table, belief_curve, diversity_table, score_c
 from simworld.support.events import Event
 from simworld.support.rundir import TRANSCRIPT
 from simworld.trackers.tracker_set import (
+    BUILTIN_TRACKERS,
     TRACKERS_DIR,
     derive,
     nullable_types,
@@ -41,7 +42,9 @@ RATE_MEASURES = (
     "impersonation",
     "judge_impersonation",
 )
-"""The per-run rates :func:`run_rates` reports (metrics.md §1 and §3)."""
+"""The per-run rates :func:`run_rates` reports (docs/metrics.md §1 and §3)."""
+BUILTIN_COLUMNS: dict[str, set[str]] = {cls.name: set(cls.schema.names) for cls in BUILTIN_TRACKERS}
+"""Built-in frame name → its columns (a file lacking one is older: the frame is re-derived)."""
 
 
 @dataclass(frozen=True)
@@ -76,10 +79,14 @@ class Run:
 
     def frame(self, name: str) -> pd.DataFrame:
         """A tracker frame: ``trackers/<name>.parquet``, re-derived from the transcript
-        (no model call) when the run has no such file (e.g. a run older than trackers)."""
+        (no model call) when the run has no such file (e.g. a run older than trackers) or
+        the file lacks a column the built-in tracker now has (a run older than the column)."""
         path = self.path / TRACKERS_DIR / f"{name}.parquet"
         if path.is_file():
-            return pq.read_table(path).to_pandas(types_mapper=nullable_types)
+            table = pq.read_table(path)
+            wanted = BUILTIN_COLUMNS.get(name, set())
+            if wanted <= set(table.column_names):
+                return table.to_pandas(types_mapper=nullable_types)
         return self._derived.frame(name)
 
     @cached_property
@@ -166,17 +173,23 @@ def trajectories(
     )
 
 
-def inconstancy_by_diversity(run_dirs: RunDirs) -> pd.DataFrame:
-    """The per-S table of metrics.md §1 over the discussions of all runs.
+def inconstancy_by_diversity(
+    run_dirs: RunDirs, *, by: Literal["position", "own_share"] = "position"
+) -> pd.DataFrame:
+    """The per-S table of docs/metrics.md §1 over the discussions of all runs.
 
     For each group diversity S (entropy of the onboarding answers) and focal position: the
     number of agents, % who kept their answer (R=O), and among those who changed, % who
     moved to the group's answer G vs elsewhere — :func:`simworld.measures.diversity_table`.
+    ``by="own_share"`` groups by the share of the group that held the agent's own
+    onboarding answer instead of seat order (the grouping of the paper's released code;
+    runs recorded before that column existed are re-derived with it).
     """
     df = frames(run_dirs, "inconstancy")
     if df.empty:
-        return diversity_table(pd.DataFrame(columns=["changed", "diversity", "position"]))
-    return diversity_table(df)
+        empty = pd.DataFrame(columns=["changed", "diversity", "position", "own_share"])
+        return diversity_table(empty, by=by)
+    return diversity_table(df, by=by)
 
 
 def _rate(flags: pd.Series) -> tuple[float, int]:

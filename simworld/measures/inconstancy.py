@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
+from typing import Literal
 
 import pandas as pd
 
@@ -56,6 +57,7 @@ __all__ = [
     "inconstancy_table",
     "is_impersonation",
     "opinion_change",
+    "own_answer_share",
     "persona_descriptors",
     "private_conformity",
     "public_conformity",
@@ -238,6 +240,30 @@ def group_diversity(onboardings: Iterable[Answer | None]) -> float:
     return shannon_entropy(onboardings, base=2.0)
 
 
+def own_answer_share(onboarding: Answer | None, onboardings: Iterable[Answer | None]) -> float | None:
+    """Share of the group that held the agent's own answer at onboarding (agent included).
+
+    Source: the grouping used by the code released with Baltaji et al. 2024 (arXiv
+    2405.03862), which tabulates results by how many group members shared the focal
+    agent's onboarding answer rather than by seat order (docs/metrics.md §1).
+
+    Choice: the denominator is the members whose ``O_j`` is present (the released code
+    assumes a fixed group of 5); a member whose onboarding call failed is neither "same"
+    nor "different".
+
+    Args:
+        onboarding: ``O_i``.
+        onboardings: ``O_j`` of every member of the group, i included.
+
+    Returns:
+        ``#{j : O_j = O_i} / #{j : O_j present}``; None when ``O_i`` is missing.
+    """
+    if is_missing(onboarding):
+        return None
+    given = present(onboardings)
+    return sum(o == onboarding for o in given) / len(given)
+
+
 def inconstancy_table(discussions: Iterable[Discussion]) -> pd.DataFrame:
     """Per-agent §1 flags for a set of discussions, one row per agent per discussion.
 
@@ -249,7 +275,7 @@ def inconstancy_table(discussions: Iterable[Discussion]) -> pd.DataFrame:
     Returns:
         Columns ``discussion, agent, position, onboarding, reflection, group, n_stated,
         diversity, n_missing_onboarding, changed, private_conformity, public_conformity,
-        confabulation``; the four flags are pandas nullable booleans (``<NA>`` = undecided
+        confabulation, own_share`` (``own_share``: :func:`own_answer_share`); the four flags are pandas nullable booleans (``<NA>`` = undecided
         because an answer is missing or G is undefined). ``n_stated`` counts present stated
         answers; ``n_missing_onboarding`` counts the group's missing ``O_j``.
     """
@@ -257,7 +283,7 @@ def inconstancy_table(discussions: Iterable[Discussion]) -> pd.DataFrame:
     cols = [
         "discussion", "agent", "position", "onboarding", "reflection", "group", "n_stated",
         "diversity", "n_missing_onboarding", "changed", "private_conformity",
-        "public_conformity", "confabulation",
+        "public_conformity", "confabulation", "own_share",
     ]  # fmt: skip
     out = pd.DataFrame(rows, columns=cols)
     for flag in ("changed", "private_conformity", "public_conformity", "confabulation"):
@@ -292,6 +318,7 @@ def discussion_rows(disc: Discussion) -> list[dict[str, object]]:
             "confabulation": confabulation(
                 rec.reflection, onboardings=onboardings, stated=all_stated
             ),
+            "own_share": own_answer_share(rec.onboarding, onboardings),
         }
         for idx, rec in enumerate(disc.agents, start=1)
     ]
@@ -322,15 +349,23 @@ def confabulation_rate(discussions: Iterable[Discussion]) -> Rate:
     return rate_of(flags)
 
 
-def diversity_table(table: pd.DataFrame, *, decimals: int = DIVERSITY_DECIMALS) -> pd.DataFrame:
+def diversity_table(
+    table: pd.DataFrame,
+    *,
+    decimals: int = DIVERSITY_DECIMALS,
+    by: Literal["position", "own_share"] = "position",
+) -> pd.DataFrame:
     """The per-S table: for each S and focal position, % with R=O; among the rest, R=G vs R≠G.
 
-    Source: metrics.md §1; Baltaji et al. 2024, arXiv 2405.03862.
+    Source: docs/metrics.md §1; Baltaji et al. 2024, arXiv 2405.03862.
 
     Choices: the focal agent position is :attr:`AgentRecord.position` (by default the
     agent's 1-based index in the discussion, i.e. the order the protocol lists/seats it;
-    record the speaking order there if that is what should be tabulated). An agent enters a
-    cell only if both ``O_i`` and ``R_i`` are present. Among the
+    record the speaking order there if that is what should be tabulated). With
+    ``by="own_share"`` the rows are grouped instead by the share of the group that held the
+    focal agent's own onboarding answer (:func:`own_answer_share`), the grouping of the
+    code released with the paper, so the two can be compared. An agent enters a cell only
+    if both ``O_i`` and ``R_i`` are present. Among the
     agents that changed (R≠O), those whose G is undefined (tie or nothing stated) are left
     out of both R=G and R≠G and counted in ``n_group_undefined``, so the two percentages sum
     to 100 over ``n_changed - n_group_undefined``. Percentages are NaN when their
@@ -339,22 +374,27 @@ def diversity_table(table: pd.DataFrame, *, decimals: int = DIVERSITY_DECIMALS) 
 
     Args:
         table: Output of :func:`inconstancy_table`.
-        decimals: S is rounded to this many decimals before grouping.
+        decimals: S (and ``own_share``) are rounded to this many decimals before grouping.
+        by: ``position`` (seat order) or ``own_share`` (the paper code's grouping).
 
     Returns:
-        Columns ``diversity, position, n, pct_kept, n_changed, n_group_undefined,
-        pct_changed_to_group, pct_changed_elsewhere``, sorted by S then position.
+        Columns ``diversity, <by>, n, pct_kept, n_changed, n_group_undefined,
+        pct_changed_to_group, pct_changed_elsewhere``, sorted by S then ``by``.
     """
+    if by not in ("position", "own_share"):
+        raise ValueError(f"by must be 'position' or 'own_share', got {by!r}")
     cols = [
-        "diversity", "position", "n", "pct_kept", "n_changed", "n_group_undefined",
+        "diversity", by, "n", "pct_kept", "n_changed", "n_group_undefined",
         "pct_changed_to_group", "pct_changed_elsewhere",
     ]  # fmt: skip
     decided = table[table["changed"].notna()].copy()
     if decided.empty:
         return pd.DataFrame(columns=cols)
     decided["diversity"] = decided["diversity"].round(decimals)
+    if by == "own_share":
+        decided["own_share"] = decided["own_share"].astype(float).round(decimals)
     rows: list[dict[str, object]] = []
-    for (s, pos), cell in decided.groupby(["diversity", "position"], sort=True):
+    for (s, pos), cell in decided.groupby(["diversity", by], sort=True):
         n = len(cell)
         changed = cell.loc[cell["changed"].to_numpy(dtype=bool)]
         defined = changed.loc[[not is_missing(g) for g in changed["group"]]]
@@ -362,7 +402,7 @@ def diversity_table(table: pd.DataFrame, *, decimals: int = DIVERSITY_DECIMALS) 
         rows.append(
             {
                 "diversity": s,
-                "position": pos,
+                by: pos,
                 "n": n,
                 "pct_kept": 100.0 * (n - len(changed)) / n,
                 "n_changed": len(changed),

@@ -52,7 +52,8 @@ class InconstancyTracker(BuiltinTracker):
     the first probe step at or after the block. ``G`` is the plurality of all stated
     answers (undefined on a tie). Flags come from :func:`simworld.measures.inconstancy_table`
     (null where an answer they need is missing); ``position`` is the member's place in the
-    speaking order. Without stance extraction every ``D_i`` is empty, so G is undefined.
+    speaking order; ``own_share`` the share of the members (with an onboarding answer) that
+    held the member's own ``O_i`` (the grouping of the paper's released code). Without stance extraction every ``D_i`` is empty, so G is undefined.
     A block's rows are recomputed when its messages, their stances or its probes arrive.
     """
 
@@ -79,6 +80,7 @@ class InconstancyTracker(BuiltinTracker):
             ("private_conformity", pa.bool_()),
             ("public_conformity", pa.bool_()),
             ("confabulation", pa.bool_()),
+            ("own_share", pa.float64()),
         ]
     )
 

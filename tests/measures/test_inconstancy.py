@@ -17,6 +17,7 @@ from simworld.measures.inconstancy import (
     group_diversity,
     inconstancy_table,
     opinion_change,
+    own_answer_share,
     private_conformity,
     public_conformity,
 )
@@ -296,6 +297,30 @@ def test_diversity_table_by_hand() -> None:
     r = cell.loc[(1.0, 4)]
     assert (r["n"], r["pct_kept"], r["pct_changed_elsewhere"]) == (1, 0.0, 100.0)
     assert list(tab["diversity"]) == sorted(tab["diversity"])
+    # The paper code's grouping: the share of the group holding the agent's own O.
+    # d1: every O is held by 2 of 4 -> 0.5; d2: likewise 0.5 (d's R is missing);
+    # d3: everyone holds A -> 1.0.
+    shares = inconstancy_table([d1, d2, d3])["own_share"]
+    assert list(shares) == [0.5] * 8 + [1.0] * 4
+    by_share = diversity_table(inconstancy_table([d1, d2, d3]), by="own_share")
+    assert list(by_share.columns[:2]) == ["diversity", "own_share"]
+    cell = by_share.set_index(["diversity", "own_share"])
+    # S = 1, share 0.5: d1 a kept, b->G, c kept, d->C; d2 a changed (G undefined), b, c kept
+    r = cell.loc[(1.0, 0.5)]
+    assert (r["n"], r["n_changed"], r["n_group_undefined"]) == (7, 3, 1)
+    assert r["pct_kept"] == pytest.approx(100 * 4 / 7)
+    assert (r["pct_changed_to_group"], r["pct_changed_elsewhere"]) == (50.0, 50.0)
+    r = cell.loc[(0.0, 1.0)]  # d3: a changed to G, three kept
+    assert (r["n"], r["pct_kept"], r["pct_changed_to_group"]) == (4, 75.0, 100.0)
+    with pytest.raises(ValueError, match="by must be"):
+        diversity_table(inconstancy_table([d1]), by="seat")  # type: ignore[arg-type]
+
+
+def test_own_answer_share_is_over_the_present_onboardings() -> None:
+    assert own_answer_share("A", ["A", "A", "B", "C", "A"]) == pytest.approx(3 / 5)
+    assert own_answer_share("B", ["A", "B", None]) == pytest.approx(1 / 2)  # a failed O_j
+    assert own_answer_share(None, ["A", "B"]) is None
+    assert own_answer_share(2, [2, 3, 2, 2]) == pytest.approx(3 / 4)  # Likert too
 
 
 def test_diversity_table_empty_when_nothing_decided() -> None:

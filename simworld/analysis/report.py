@@ -46,7 +46,7 @@ def _empty(ax: Any, text: str) -> None:
 
 
 def figure_trajectories(drift: pd.DataFrame, topic: Any) -> Figure:
-    """Private opinions over time on one topic (metrics.md §2).
+    """Private opinions over time on one topic (docs/metrics.md §2).
 
     Likert: one thin line per agent (slightly jittered so overlaps show) and the mean in
     bold. Choices: the share of agents giving each answer at each probe step.
@@ -148,7 +148,7 @@ def figure_network(
 
 
 def figure_drift(drift: pd.DataFrame, topics: dict[str, Any]) -> Figure:
-    """Distribution over agents of drift at the last probe step (metrics.md §2).
+    """Distribution over agents of drift at the last probe step (docs/metrics.md §2).
 
     Left: absolute drift from the first probe; right: distance from the persona's assigned
     opinion. Likert distances are in scale points; on choice topics both are 0/1
@@ -206,7 +206,7 @@ def figure_conformity(conformity: pd.DataFrame, statements: pd.DataFrame) -> Fig
 
 
 def figure_population(population: pd.DataFrame, topics: dict[str, Any]) -> Figure:
-    """Population measures over time per topic (metrics.md §5)."""
+    """Population measures over time per topic (docs/metrics.md §5)."""
     n = max(len(topics), 1)
     fig, axes = plt.subplots(n, 3, figsize=(13, 3.6 * n), squeeze=False)
     for row, topic in zip(axes, topics.values(), strict=False):
@@ -260,7 +260,7 @@ def figure_belief(curve: pd.DataFrame, interventions: pd.DataFrame) -> Figure:
 
 
 def figure_asch(levels: pd.DataFrame) -> Figure:
-    """Asch conformity level CL and resistance level RL as functions of p (metrics.md §3)."""
+    """Asch conformity level CL and resistance level RL as functions of p (docs/metrics.md §3)."""
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(levels["p"], levels["CL"], marker="o", label="CL: answer = peers' answer")
     ax.plot(levels["p"], levels["RL"], marker="s", label="RL: answer = own earlier answer")
@@ -392,7 +392,7 @@ def _scripted_tables(run: Run) -> list[str]:
         out += ["<h2>Belief states per probe step</h2>", _table(belief_curve(belief))]
     trials = run.frame("asch")
     if not trials.empty:
-        out += ["<h2>Asch-style conformity by p (metrics.md §3)</h2>", _table(asch_table(trials))]
+        out += ["<h2>Asch-style conformity by p (docs/metrics.md §3)</h2>", _table(asch_table(trials))]
     return out
 
 
@@ -402,8 +402,21 @@ h1 { border-bottom: 2px solid #c33; } h2 { margin-top: 2em; color: #833; }
 table { border-collapse: collapse; margin: 0.5em 0; font-size: 0.9em; }
 th, td { padding: 0.25em 0.7em; border-bottom: 1px solid #ddd; text-align: right; }
 th { background: #f3eaea; } img { max-width: 100%; border: 1px solid #eee; }
-.none { color: #888; } .meta td { text-align: left; }
+.none { color: #888; } .meta td { text-align: left; } .warning { color: #a00; }
 """
+
+
+def signal_section(run: Run) -> list[str]:
+    """The report's signal-check section (docs/metrics.md §8): a warning in plain words per
+    topic whose probe answers look degenerate or position-driven, then the checks' table."""
+    frame = run.frame("signal")
+    out = ["<h2>Do the answers carry an opinion? (signal checks, docs/metrics.md §8)</h2>"]
+    warnings = [w for w in frame["warning"] if isinstance(w, str)] if len(frame) else []
+    out += [f"<p class='warning'><b>Warning:</b> {html.escape(w)}</p>" for w in warnings]
+    if len(frame) and not warnings:
+        out.append("<p>No topic's answers look degenerate or position-driven.</p>")
+    out.append(_table(frame.drop(columns=["warning"]) if len(frame) else frame))
+    return out
 
 
 def build_report(
@@ -472,6 +485,7 @@ def build_report(
         _table(calls_by_purpose(run)),
         "<h2>Figures</h2>",
         *sections,
+        *signal_section(run),
         "<h2>Conformity and inconstancy rates</h2>",
         _table(_rates_table(run)),
         "<h2>Per-diversity table (docs/metrics.md §1)</h2>",
@@ -509,4 +523,5 @@ __all__ = [
     "figure_population",
     "figure_trajectories",
     "report_figures",
+    "signal_section",
 ]

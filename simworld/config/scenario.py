@@ -215,6 +215,12 @@ class ProtocolConfig(_Strict):
     probe_at: list[Annotated[int, Field(ge=0)]] | None = None
     memory_window: int = Field(default=8, ge=0)
     instruction: str = ""
+    counterbalance: bool = True
+    """Show each private probe's options in an order drawn per agent and step from the
+    call's identity: Likert scales in their own or the reversed direction, choice options
+    in a random permutation (:mod:`simworld.counterbalance`). The answer is mapped back
+    and the shown order recorded. ``false`` reproduces a fixed-order protocol (and is what
+    runs recorded before this option had)."""
     probe_topics: Literal["all", "discussed"] = "all"
     """``all``: every probe asks about every topic. ``discussed``: the probe at step s asks
     only about the topic of step s (just discussed: the R answer) and of step s+1 (about to

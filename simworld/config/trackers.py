@@ -10,6 +10,8 @@ DEFAULT_STANCE_TEMPERATURE = 0.0
 DEFAULT_CONSENSUS_THRESHOLD = 1.0
 DEFAULT_BFI_INVENTORY = "bfi10"
 DEFAULT_BELIEVE_AT = 4
+DEFAULT_SIGNAL_MODAL_SHARE = 0.8
+DEFAULT_SIGNAL_POSITION_BIAS = 0.5
 TRACKER_SPEC = r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*$"
 """``package.module:ClassName`` (resolved with importlib, never evaluated)."""
 
@@ -19,7 +21,7 @@ class _Strict(BaseModel):
 
 
 class BfiConfig(_Strict):
-    """Big Five inventory administered as a private probe (metrics.md §4).
+    """Big Five inventory administered as a private probe (docs/metrics.md §4).
 
     Attributes:
         steps: Steps after whose interaction (0: before any) every agent takes the inventory.
@@ -49,18 +51,33 @@ class BeliefConfig(_Strict):
     believe_at: int = Field(default=DEFAULT_BELIEVE_AT, ge=1)
 
 
+class SignalConfig(_Strict):
+    """When the signal checks of a topic's probe answers warn (docs/metrics.md §8).
+
+    Attributes:
+        modal_share: Warn that answers are degenerate when at least this share of a
+            topic's probe answers (all agents, all steps) are the same option.
+        position_bias: Warn that answers are mostly position-driven when the position-bias
+            index reaches this value.
+    """
+
+    modal_share: float = Field(default=DEFAULT_SIGNAL_MODAL_SHARE, gt=0.0, le=1.0)
+    position_bias: float = Field(default=DEFAULT_SIGNAL_POSITION_BIAS, gt=0.0, le=1.0)
+
+
 class TrackersConfig(_Strict):
     """What the engine measures besides the private opinion probes.
 
     Attributes:
         stance: Extract each public message's stated position with a structured call
-            (needed for D_i in metrics.md §1 and stated neighbour opinions in §3).
+            (needed for D_i in docs/metrics.md §1 and stated neighbour opinions in §3).
         stance_temperature: Sampling temperature of the stance calls.
         judge: Also ask an LLM judge whether each message impersonates another persona
             (reported beside the pattern measure, which is always computed).
         bfi: Administer a Big Five inventory at some steps (off when absent).
         belief: Track belief states on a claim (off when absent).
         consensus_threshold: Share of the modal opinion that counts as consensus (§5).
+        signal: Thresholds of the signal checks' warnings (§8).
         extra: More trackers, ``package.module:ClassName``; each class is built with no
             arguments (or with ``context=`` when its constructor takes it) and must have
             ``observe(event)`` and ``rows()``.
@@ -72,7 +89,8 @@ class TrackersConfig(_Strict):
     bfi: BfiConfig | None = None
     belief: BeliefConfig | None = None
     consensus_threshold: float = Field(default=DEFAULT_CONSENSUS_THRESHOLD, gt=0.0, le=1.0)
+    signal: SignalConfig = Field(default_factory=SignalConfig)
     extra: list[Annotated[str, Field(pattern=TRACKER_SPEC)]] = Field(default_factory=list)
 
 
-__all__ = ["BeliefConfig", "BfiConfig", "TrackersConfig"]
+__all__ = ["BeliefConfig", "BfiConfig", "SignalConfig", "TrackersConfig"]

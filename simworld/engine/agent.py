@@ -18,6 +18,7 @@ from simworld.memory.importance import rate_importance
 from simworld.memory.reflection import reflect
 from simworld.memory.stream import MemoryStream
 from simworld.prompts import render as prompts
+from simworld.counterbalance import ShownOrder, options_lines, shown_order
 
 
 def answer_model(topic: Topic) -> type[BaseModel]:
@@ -217,9 +218,22 @@ class PersonaAgent(mesa.Agent):
         )
         return self.request(user, step=step, purpose=f"{template}:{topic.id}", index=index)
 
-    def probe_request(self, topic: Topic, *, step: int) -> tuple[LLMRequest, type[BaseModel]]:
-        """A private, structured request for the agent's opinion on ``topic``."""
-        return self.answer_request(topic, step=step)
+    def probe_request(
+        self, topic: Topic, *, step: int
+    ) -> tuple[LLMRequest, type[BaseModel], ShownOrder]:
+        """A private, structured request for the agent's opinion on ``topic``.
+
+        With ``protocol.counterbalance`` the options are shown in an order drawn from the
+        call's identity (:mod:`simworld.counterbalance`); the caller maps the answer back.
+
+        Returns:
+            The request, the answer's pydantic model and the order shown.
+        """
+        identity = CallIdentity(self.model.scenario.seed, self.key, step, f"probe:{topic.id}", 0)
+        counterbalance = self.model.scenario.protocol.counterbalance
+        order = shown_order(topic, identity, counterbalance=counterbalance)
+        request, schema = self.answer_request(topic, step=step, order=order)
+        return request, schema, order
 
     def answer_request(
         self,
@@ -228,6 +242,7 @@ class PersonaAgent(mesa.Agent):
         step: int,
         template: str = "probe",
         heard: list[tuple[str, str]] | None = None,
+        order: ShownOrder | None = None,
     ) -> tuple[LLMRequest, type[BaseModel]]:
         """A structured request for one answer on ``topic``, rendered from ``template``.
 
@@ -237,6 +252,7 @@ class PersonaAgent(mesa.Agent):
             template: ``probe`` (private; the prompt shows recalled memories) or ``asch``
                 (after scripted peers; the prompt shows ``heard`` and no memories).
             heard: The peers' answers, ``(name, answer)``, for ``asch``.
+            order: The order to show the options in (default: the topic's own).
 
         Returns:
             The request (purpose ``<template>:<topic>``) and the answer's pydantic model.
@@ -246,7 +262,9 @@ class PersonaAgent(mesa.Agent):
         user = prompts.render(
             template if heard or template == "probe" else f"{template}_alone",
             statement=topic.statement,
-            options=prompts.options_block(topic),
+            options=prompts.options_block(
+                topic, None if order is None else options_lines(topic, order)
+            ),
             memories=(
                 self._context(topic, [], step=step, touch=False) if template == "probe" else ""
             ),

@@ -507,16 +507,21 @@ class SocialSimulation(mesa.Model):
 
     # -- probes ------------------------------------------------------------------------------
     def _probe(self, record: StepRecord) -> None:
-        """Ask every agent privately about the probed topics; nothing enters memory."""
+        """Ask every agent privately about the probed topics; nothing enters memory.
+
+        A counterbalanced probe's answer (and option probabilities) are mapped back from
+        the code shown to the topic's own value; its row also records the order shown,
+        the code answered and its position (:mod:`simworld.counterbalance`).
+        """
         topics = self.probe_topics(record.step)
         jobs = [
             (agent, topic, *agent.probe_request(topic, step=record.step))
             for agent in self.active_agents()
             for topic in topics
         ]
-        calls = (self.gateway.call(r, s) for a, _, r, s in jobs if not a.baseline)
+        calls = (self.gateway.call(r, s) for a, _, r, s, _ in jobs if not a.baseline)
         answers = iter(self.gather(calls))
-        for agent, topic, _, _ in jobs:
+        for agent, topic, _, _, order in jobs:
             if self.policy is not None and agent.baseline:
                 row = self.policy.probe_row(agent, topic, record.step)
                 self._keep(row)
@@ -524,14 +529,17 @@ class SocialSimulation(mesa.Model):
                 continue
             outcome = next(answers)
             record.call(outcome)
-            answer = outcome.parsed["answer"] if outcome.ok and outcome.parsed else None
+            code = outcome.parsed["answer"] if outcome.ok and outcome.parsed else None
+            answer = None if code is None else order.original(code)
             probs = outcome.extra.get("option_probs") if outcome.ok else None
+            if probs is not None:
+                probs = order.original_probs(probs)
             row = {
                 "step": record.step,
                 "agent": agent.key,
                 "topic": topic.id,
                 "value": float(answer) if answer is not None and topic.ordinal else None,
-                "answer": None if answer is None else str(answer),
+                "answer": answer,
                 "raw": outcome.text,
                 "ok": outcome.ok,
                 "call": outcome.key,
@@ -542,6 +550,12 @@ class SocialSimulation(mesa.Model):
                     else None
                 ),
             }
+            if self.scenario.protocol.counterbalance:
+                row |= {
+                    "order": order.text,
+                    "shown_answer": None if code is None else str(code),
+                    "position": None if code is None else order.position(code),
+                }
             self._keep(row)
             record.events.append({"type": EventType.PROBE.value, **row})
 

@@ -30,11 +30,17 @@ def render(name: str, /, **fields: Any) -> str:
     return templates()[name].format(**fields)
 
 
-def options_block(topic: Topic) -> str:
-    """The topic's options, one ``value = label`` line each."""
-    return "\n".join(
-        render("option_line", value=v, label=topic.scale.label(v)) for v in topic.scale.values
-    )
+def options_block(topic: Topic, lines: Iterable[tuple[str, str]] | None = None) -> str:
+    """The topic's options, one ``value = label`` line each.
+
+    Args:
+        topic: The topic.
+        lines: ``(code, label)`` pairs to show instead of the topic's own order (a
+            counterbalanced probe, :func:`simworld.counterbalance.options_lines`).
+    """
+    if lines is None:
+        lines = [(str(v), topic.scale.label(v)) for v in topic.scale.values]
+    return "\n".join(render("option_line", value=v, label=label) for v, label in lines)
 
 
 def memories_block(items: Iterable[tuple[str, str]]) -> str:

@@ -32,6 +32,7 @@ from simworld.runs.writer import RunWriter
 from simworld.support.events import EventType
 from simworld.support.redact import Redactor
 from simworld.support.rundir import CACHE_FILE, MEMORY_DIR, TRACKERS_DIR, RunStatus, read_manifest
+from simworld.tracker_signal import signal_summary
 
 DEFAULT_OUT_ROOT = Path("outputs")
 VERSIONED_PACKAGES = (
@@ -57,6 +58,8 @@ class RunResult:
     accounting: Accounting
     wall_time_s: float
     error: str | None = None
+    warnings: tuple[str, ...] = ()
+    """Plain-words warnings of the signal checks (docs/metrics.md §8), one per topic."""
 
     def summary(self) -> str:
         """A short human-readable closing summary."""
@@ -74,6 +77,7 @@ class RunResult:
             + (f", {acc.unpriced_calls} calls unpriced" if acc.unpriced_calls else ""),
             f"time       {self.wall_time_s:.1f} s",
         ]
+        lines += [f"WARNING    {w}" for w in self.warnings]
         return "\n".join(lines)
 
 
@@ -117,10 +121,23 @@ def recorded_cache(run_dir: Path, manifest: dict[str, Any], cache_path: str | Pa
     return Path(recorded)
 
 
+def recorded_scenario(data: Any) -> Scenario:
+    """A scenario as a manifest recorded it (resolved, every default written out).
+
+    A run recorded before ``protocol.counterbalance`` existed showed its probes in a fixed
+    order, so a protocol without the key means ``counterbalance: false`` (not today's
+    default); resuming or replaying it then asks the same questions.
+    """
+    protocol = data.get("protocol") if isinstance(data, dict) else None
+    if isinstance(protocol, dict) and "counterbalance" not in protocol:
+        data = {**data, "protocol": {**protocol, "counterbalance": False}}
+    return Scenario.model_validate(data)
+
+
 def manifest_scenario(run_dir: str | Path, manifest: dict[str, Any]) -> Scenario:
-    """The resolved scenario recorded in a run's manifest."""
+    """The resolved scenario recorded in a run's manifest (see :func:`recorded_scenario`)."""
     try:
-        return Scenario.model_validate(manifest["scenario"])
+        return recorded_scenario(manifest["scenario"])
     except (KeyError, ValidationError) as exc:
         where = Path(run_dir) / RunWriter.MANIFEST
         if isinstance(exc, ValidationError):
@@ -252,7 +269,10 @@ def execute(
         bar.close()
         model.close()
         wall = time.perf_counter() - started
+        signal = signal_summary(model.trackers.trackers["signal"].rows())
+        warnings = tuple(str(t["warning"]) for t in signal.values() if t["warning"])
         manifest.update(
+            signal=signal,
             status=status,
             error=error,
             steps_completed=model.steps,
@@ -267,7 +287,14 @@ def execute(
         if cache is not None:
             cache.close()
     return RunResult(
-        run_dir, status, len(model.population), model.steps, gateway.accounting, wall, error
+        run_dir,
+        status,
+        len(model.population),
+        model.steps,
+        gateway.accounting,
+        wall,
+        error,
+        warnings,
     )
 
 
@@ -358,7 +385,7 @@ def resume_run(
     branch = None
     if info is not None:
         branch = Branch(int(info["from_step"]), scenario)
-        scenario = Scenario.model_validate(info["parent_scenario"])
+        scenario = recorded_scenario(info["parent_scenario"])
     return execute(
         scenario,
         source=manifest.get("scenario_file", "<manifest>"),

@@ -31,8 +31,14 @@ OPINION_SCHEMA = pa.schema(
         ("call", pa.string()),
         ("probs", pa.string()),
         ("expected", pa.float64()),
+        ("order", pa.string()),
+        ("shown_answer", pa.string()),
+        ("position", pa.int64()),
     ]
 )
+"""``opinions.parquet``: one row per probe. ``order`` (the topic's values in the order
+shown), ``shown_answer`` (the code the model gave) and ``position`` (its 0-based place) are
+null unless the probe was counterbalanced (:mod:`simworld.counterbalance`)."""
 CALL_SCHEMA = pa.schema(
     [
         ("step", pa.int64()),

@@ -42,6 +42,7 @@ from simworld.trackers.scripted import (
     EventTracker,
     InterventionTracker,
 )
+from simworld.tracker_signal import SignalTracker
 
 if TYPE_CHECKING:
     from simworld.support.redact import Redactor
@@ -59,6 +60,7 @@ BUILTIN_TRACKERS: tuple[type[BuiltinTracker] | type[EventTracker], ...] = (
     BeliefTracker,
     AschTracker,
     InterventionTracker,
+    SignalTracker,
 )
 FRAME_NAME = re.compile(r"^[a-z0-9][a-z0-9_]*$")
 POPULATION_REPORTERS = (
@@ -133,7 +135,8 @@ class TrackerSet:
     Built-ins (frame names): ``drift`` (§2), ``population`` (§5), ``conformity`` (§3, local),
     ``inconstancy`` (§1, per discussion), ``statements`` (§1, per message: stance,
     public/private, impersonation), ``personality`` (§4, BFI), ``memory``, ``belief`` (S/B/R
-    states on a claim), ``asch`` (Asch trials, §3) and ``interventions``. Extras come
+    states on a claim), ``asch`` (Asch trials, §3), ``interventions`` and ``signal``
+    (whether each topic's probe answers carry an opinion, §8). Extras come
     from ``trackers.extra`` (see :func:`load_tracker`).
 
     Args:

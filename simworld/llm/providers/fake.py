@@ -3,7 +3,10 @@
 Model strings take options after ``?``:
 ``fake/default?latency_ms=100&latency_jitter_ms=50&failure_rate=0.3&failures=rate_limit,timeout,malformed``.
 Latency jitter is drawn from the call's seed, so calls finish in a scrambled but repeatable
-order; injected timeouts are raised at once (no waiting).
+order; injected timeouts are raised at once (no waiting). ``position_bias=b`` (0..1) makes
+a structured answer pick the option shown first with probability b (drawn from the call's
+seed) whatever its content, the position effect the signal checks must catch
+(docs/metrics.md §8); with b = 0 (the default) answers follow content only.
 
 The fake reads the conventions of simworld's prompt templates (pinned in
 :mod:`simworld.llm.providers.prompt_format`): the ``Topic:`` line, option lines
@@ -57,6 +60,7 @@ class FakeOptions:
     latency_jitter_ms: float = 0.0
     failure_rate: float = 0.0
     failures: tuple[str, ...] = FAILURE_KINDS
+    position_bias: float = 0.0
 
     def latency_s(self, seed: int) -> float:
         """This call's latency: the base plus a seeded share of the jitter."""
@@ -68,7 +72,8 @@ class FakeOptions:
         """Parse ``name?key=value&...`` (the part after ``fake/``); remembered per string."""
         _, _, query = model.partition("?")
         q = {k: v[-1] for k, v in parse_qs(query).items()}
-        unknown_keys = set(q) - {"latency_ms", "latency_jitter_ms", "failure_rate", "failures"}
+        known = {"latency_ms", "latency_jitter_ms", "failure_rate", "failures", "position_bias"}
+        unknown_keys = set(q) - known
         if unknown_keys:
             raise ValueError(f"fake provider: unknown option(s) {sorted(unknown_keys)}")
         kinds = tuple(k for k in q.get("failures", ",".join(FAILURE_KINDS)).split(",") if k)
@@ -80,7 +85,16 @@ class FakeOptions:
             latency_jitter_ms=float(q.get("latency_jitter_ms", 0)),
             failure_rate=float(q.get("failure_rate", 0)),
             failures=kinds,
+            position_bias=_share(q.get("position_bias", "0"), "position_bias"),
         )
+
+
+def _share(text: str, name: str) -> float:
+    """A probability option, checked to lie in [0, 1]."""
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"fake provider: {name} must be between 0 and 1, got {text}")
+    return value
 
 
 def _unit(seed: int, salt: str) -> float:
@@ -130,6 +144,12 @@ def infer_position(
         choice = tied[int(_unit(seed, "tie") * len(tied))]
     label = next(lab for v, lab in options if v == choice)
     return choice, label
+
+
+def first_option(messages: list[dict[str, str]]) -> tuple[str, str] | None:
+    """The ``(value, label)`` shown first in the last message's option lines, if any."""
+    options = _OPTION.findall(messages[-1]["content"] if messages else "")
+    return (options[0][0], options[0][1]) if options else None
 
 
 def _fill(schema: dict[str, Any], position: tuple[str, str] | None, seed: int) -> Any:
@@ -219,6 +239,8 @@ class FakeLLM(CustomLLM):
             raise litellm.Timeout("fake: injected timeout", model=model, llm_provider="fake")
         position = infer_position(messages, seed, temperature)
         fmt = params.get("response_format")
+        if fmt and opts.position_bias and _unit(seed, "position") < opts.position_bias:
+            position = first_option(messages) or position
         if failure == "malformed":
             text = '{"answer": ' if fmt else ""
         elif fmt:

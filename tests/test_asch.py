@@ -1,4 +1,4 @@
-"""Asch-style trials: p unanimous scripted peers, then the agent's answer (metrics.md §3)."""
+"""Asch-style trials: p unanimous scripted peers, then the agent's answer (docs/metrics.md §3)."""
 
 from __future__ import annotations
 

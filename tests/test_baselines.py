@@ -1,4 +1,4 @@
-"""Classical baselines against theory (metrics.md §7)."""
+"""Classical baselines against theory (docs/metrics.md §7)."""
 
 from __future__ import annotations
 

@@ -95,7 +95,7 @@ def column(ts: TrackerSet, name: str, col: str, **where: Any) -> list[Any]:
     return [r[col] for r in rows(ts, name) if all(r[k] == v for k, v in where.items())]
 
 
-# -- drift (metrics.md §2) ---------------------------------------------------------------------
+# -- drift (docs/metrics.md §2) ------------------------------------------------------------------
 def test_drift_by_hand_with_a_failed_probe():
     events = [
         start({"a": ("Japan", {"lik": 5, "cat": "B"})}, []),
@@ -119,7 +119,7 @@ def test_drift_by_hand_with_a_failed_probe():
     assert column(ts, "drift", "anchored_distance", topic="cat") == [1.0, 0.0, 0.0, 1.0]
 
 
-# -- population (metrics.md §5) ----------------------------------------------------------------
+# -- population (docs/metrics.md §5) -------------------------------------------------------------
 def test_population_by_hand_ties_missing_and_time_to_consensus():
     agents = {k: ("Kenya", {}) for k in "abcd"}
     events = [start(agents, [])]
@@ -147,7 +147,7 @@ def test_population_threshold_from_the_scenario():
     assert row.bias is None and row.polarization is None  # ordinal only
 
 
-# -- local conformity (metrics.md §3) ----------------------------------------------------------
+# -- local conformity (docs/metrics.md §3) -------------------------------------------------------
 def line_events(with_stances: bool) -> list[dict]:
     events = [start({k: ("Kenya", {}) for k in "abc"}, [[0, 1], [1, 2]])]  # a - b - c
     events += [probe(0, k, "lik", v) for k, v in zip("abc", "155", strict=True)]
@@ -216,7 +216,7 @@ def test_local_conformity_without_public_statements_uses_private_answers():
     assert set(column(ts, "statements", "stance")) == {None}
 
 
-# -- inconstancy in discussions (metrics.md §1) ------------------------------------------------
+# -- inconstancy in discussions (docs/metrics.md §1) ---------------------------------------------
 def conversation(step: int, index: int, members: list[str], topic: str = "cat") -> dict:
     return {"type": "conversation", "step": step, "index": index, "topic": topic,
             "mode": "group", "members": members}  # fmt: skip
@@ -261,7 +261,7 @@ def test_tie_and_failed_probe_are_undecided_never_values():
     assert df["a"].n_missing_onboarding == 1
 
 
-# -- statements: impersonation, public/private (metrics.md §1) ---------------------------------
+# -- statements: impersonation, public/private (docs/metrics.md §1) ------------------------------
 def test_statements_impersonation_and_public_private_mismatch():
     agents = {"aiko": ("Japan", {}), "hugo": ("France", {})}
     events = [start(agents, [[0, 1]])]
@@ -283,7 +283,7 @@ def test_statements_impersonation_and_public_private_mismatch():
     assert aiko.private_after is None  # no probe after the message
 
 
-# -- personality (metrics.md §4) ---------------------------------------------------------------
+# -- personality (docs/metrics.md §4) ------------------------------------------------------------
 def test_bfi10_scores_by_hand_and_failed_administration():
     events = [start({"a": ("Japan", {})}, [])]
     answers = {str(i): 4 for i in range(1, 11)}

@@ -392,7 +392,10 @@ def _scripted_tables(run: Run) -> list[str]:
         out += ["<h2>Belief states per probe step</h2>", _table(belief_curve(belief))]
     trials = run.frame("asch")
     if not trials.empty:
-        out += ["<h2>Asch-style conformity by p (docs/metrics.md §3)</h2>", _table(asch_table(trials))]
+        out += [
+            "<h2>Asch-style conformity by p (docs/metrics.md §3)</h2>",
+            _table(asch_table(trials)),
+        ]
     return out
 
 

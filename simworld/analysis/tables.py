@@ -145,7 +145,7 @@ def frames(run_dirs: RunDirs, name: str, *, by: Sequence[str] = ()) -> pd.DataFr
 def trajectories(
     run_dirs: RunDirs, *, topic: str | None = None, wide: bool = False
 ) -> pd.DataFrame:
-    """Agent × step opinion trajectories from the private probes (metrics.md §2).
+    """Agent × step opinion trajectories from the private probes (docs/metrics.md §2).
 
     Args:
         run_dirs: Run directories.
@@ -324,7 +324,7 @@ def population_over_time(
     level: float = DEFAULT_CI,
     method: CIMethod = "t",
 ) -> pd.DataFrame:
-    """Population measures per topic and step (metrics.md §5), per run or summarised.
+    """Population measures per topic and step (docs/metrics.md §5), per run or summarised.
 
     Args:
         run_dirs: Run directories.
@@ -361,7 +361,7 @@ def belief_curves(run_dirs: RunDirs, *, by: Sequence[str] = ()) -> pd.DataFrame:
 def asch_levels(
     run_dirs: RunDirs, *, by: Sequence[str] = (), drop_agreeing: bool = False
 ) -> pd.DataFrame:
-    """Asch conformity level CL and resistance level RL per p for each run (metrics.md §3).
+    """Asch conformity level CL and resistance level RL per p for each run (docs/metrics.md §3).
 
     See :func:`simworld.measures.asch_table` (``drop_agreeing`` keeps only trials where the
     peers contradicted the agent's own earlier answer).
@@ -372,7 +372,7 @@ def asch_levels(
 def personality_change(
     run_dirs: RunDirs, *, before: int, after: int, effect: Literal["dz", "av"] = "dz"
 ) -> pd.DataFrame:
-    """Change of BFI trait scores between two administrations, with Cohen's d (metrics.md §4).
+    """Change of BFI trait scores between two administrations, with Cohen's d (docs/metrics.md §4).
 
     Each (run, agent) is one subject measured at probe steps ``before`` and ``after``;
     :func:`simworld.measures.score_change` gives per trait the mean change and d

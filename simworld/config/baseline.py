@@ -20,7 +20,7 @@ class BaselineConfig(BaseModel):
 
     Attributes:
         model: ``degroot``, ``friedkin_johnsen``, ``hegselmann_krause`` or
-            ``deffuant_weisbuch`` (metrics.md §7, :mod:`simworld.engine.baselines`).
+            ``deffuant_weisbuch`` (docs/metrics.md §7, :mod:`simworld.engine.baselines`).
         share: Fraction of agents that use the baseline, picked with the run's seeded rng
             (``round(share * n)``, at least one).
         self_weight: DeGroot / Friedkin–Johnsen weight of an agent's own opinion.

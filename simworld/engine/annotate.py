@@ -24,7 +24,7 @@ JUDGE_ANSWERS = ("yes", "no")
 
 
 def stance_model(topic: Topic) -> type[BaseModel]:
-    """``{"answer": <one of the topic's values or "none">}`` (metrics.md §1, D_i)."""
+    """``{"answer": <one of the topic's values or "none">}`` (docs/metrics.md §1, D_i)."""
     return enum_answer_model(f"Stance_{topic.id}", (*topic.scale.values, NO_POSITION))
 
 
@@ -149,7 +149,7 @@ def judge_request(
     nationality: str,
     others: list[str],
 ) -> tuple[LLMRequest, type[BaseModel]]:
-    """The optional LLM judge of impersonation for one message (metrics.md §1).
+    """The optional LLM judge of impersonation for one message (docs/metrics.md §1).
 
     Identity ``(seed, speaker, step, "judge:impersonation", turn)``.
     """

@@ -1,6 +1,6 @@
 """Asch-style conformity trials: each agent answers after ``p`` unanimous scripted peers.
 
-After Zhu et al. 2024 (arXiv 2410.12428; metrics.md §3): at step t every active agent answers
+After Zhu et al. 2024 (arXiv 2410.12428; docs/metrics.md §3): at step t every active agent answers
 every topic after ``p = protocol.asch.peers_at(t)`` scripted participants have all given the
 answer c. The trial's answer is structured (one of the topic's values) and never enters
 memory, so trials are independent. The agent's own earlier answer is its private probe at

@@ -1,4 +1,4 @@
-"""Classical opinion dynamics (metrics.md §7): DeGroot, Friedkin–Johnsen, Hegselmann–Krause,
+"""Classical opinion dynamics (docs/metrics.md §7): DeGroot, Friedkin–Johnsen, Hegselmann–Krause,
 Deffuant–Weisbuch, as update rules on a vector of opinions over a networkx graph."""
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from simworld.config.baseline import (
 def influence_matrix(graph: nx.Graph, *, self_weight: float = DEFAULT_SELF_WEIGHT) -> np.ndarray:
     """Row-stochastic W: each agent weighs itself ``self_weight`` and each neighbour 1.
 
-    Source: metrics.md §7 (DeGroot 1974: ``x(t+1) = W x(t)`` with W row-stochastic).
+    Source: docs/metrics.md §7 (DeGroot 1974: ``x(t+1) = W x(t)`` with W row-stochastic).
 
     Args:
         graph: Undirected graph on nodes ``0..n-1``.
@@ -53,7 +53,7 @@ class Dynamics(Protocol):
 
 @dataclass
 class DeGroot:
-    """``x(t+1) = W x(t)`` (metrics.md §7). Converges on a connected aperiodic graph to the
+    """``x(t+1) = W x(t)`` (docs/metrics.md §7). Converges on a connected aperiodic graph to the
     average weighted by W's left eigenvector for eigenvalue 1."""
 
     w: np.ndarray
@@ -65,7 +65,7 @@ class DeGroot:
 
 @dataclass
 class FriedkinJohnsen:
-    """``x(t+1) = Λ W x(t) + (I − Λ) x(0)`` (metrics.md §7), Λ = diag(susceptibility).
+    """``x(t+1) = Λ W x(t) + (I − Λ) x(0)`` (docs/metrics.md §7), Λ = diag(susceptibility).
 
     Fixed point ``x* = (I − ΛW)^-1 (I − Λ) x(0)`` when some agent is stubborn (λ < 1).
     """
@@ -88,7 +88,7 @@ class FriedkinJohnsen:
 
 @dataclass
 class HegselmannKrause:
-    """``x_i(t+1)`` = mean of all ``x_j(t)`` with ``|x_i − x_j| ≤ ε`` (metrics.md §7).
+    """``x_i(t+1)`` = mean of all ``x_j(t)`` with ``|x_i − x_j| ≤ ε`` (docs/metrics.md §7).
 
     ``graph=None`` is the classical all-to-all model; with a graph only neighbours (and i
     itself) are candidates.
@@ -110,7 +110,7 @@ class HegselmannKrause:
 @dataclass
 class DeffuantWeisbuch:
     """A random pair (along an edge); if ``|x_i − x_j| < ε`` each moves μ toward the other
-    (metrics.md §7). One ``update`` performs ``pairs_per_step`` such encounters in turn."""
+    (docs/metrics.md §7). One ``update`` performs ``pairs_per_step`` such encounters in turn."""
 
     edges: np.ndarray
     epsilon: float

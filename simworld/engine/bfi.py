@@ -53,7 +53,7 @@ def _memories(agent: AgentView) -> str:
 def bfi_request(
     agent: AgentView, *, step: int, config: BfiConfig
 ) -> tuple[LLMRequest, type[BaseModel], Administration]:
-    """A private, structured BFI administration for ``agent`` at ``step`` (metrics.md §4).
+    """A private, structured BFI administration for ``agent`` at ``step`` (docs/metrics.md §4).
 
     Items and options are shown in the order of a seeded
     :func:`~simworld.measures.randomize_administration` (one option order for all items);

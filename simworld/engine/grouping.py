@@ -34,7 +34,7 @@ def compositions(size: int, kinds: int) -> tuple[tuple[int, ...], ...]:
     """Ways to split a group of ``size`` among at most ``kinds`` answers, by diversity.
 
     Each is a partition of ``size`` (parts descending); they are ordered by the Shannon
-    entropy of the answer shares they give (metrics.md §1's S), then by the parts.
+    entropy of the answer shares they give (docs/metrics.md §1's S), then by the parts.
     """
 
     def partitions(rest: int, largest: int) -> list[tuple[int, ...]]:

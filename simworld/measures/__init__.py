@@ -1,4 +1,4 @@
-"""Measures of inconstancy, drift, conformity, personality, population (metrics.md §1–5), belief."""
+"""Measures: inconstancy, drift, conformity, personality, population, signal (docs/metrics.md)."""
 
 from simworld.measures._common import (
     CATEGORICAL,

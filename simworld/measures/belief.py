@@ -3,8 +3,7 @@
 Source: the misinformation-spread simulations of Liu et al. 2024, "From Skepticism to
 Acceptance: Simulating the Attitude Dynamics Toward Fake News" (FPS, arXiv 2403.09498), which
 follow the share of agents believing a fake story day by day, with the compartments of
-epidemic (SIR-style) rumour models. metrics.md does not define these states; the choices are
-stated here:
+epidemic (SIR-style) rumour models (docs/metrics.md §9). The choices made:
 
 - an agent *believes* at a probe when its answer is at least ``believe_at`` (ordinal scales
   only; a failed probe is unknown, not disbelief);

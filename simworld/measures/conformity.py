@@ -1,6 +1,6 @@
 """Conformity: local moves toward neighbours, and Asch-style conformity/resistance levels.
 
-Source: metrics.md §3. Local conformity follows the definition there; the Asch-style levels
+Source: docs/metrics.md §3. Local conformity follows the definition there; the Asch-style levels
 follow Zhu et al. 2024, "Conformity in Large Language Models", arXiv 2410.12428.
 
 Missing answers (None/NaN from failed calls) are never values: an event needing one is not
@@ -50,7 +50,7 @@ def neighbour_opinion(
 ) -> Answer | float | None:
     """``m_N(i)(t)``: the neighbours' mean (ordinal) or majority (categorical) stated opinion.
 
-    Source: metrics.md §3 (notation ``m_N(i)(t)``).
+    Source: docs/metrics.md §3 (notation ``m_N(i)(t)``).
 
     Args:
         stated: The neighbours' stated opinions at t; missing ones are dropped.
@@ -78,7 +78,7 @@ def local_conformity(
 ) -> bool | None:
     """Local conformity ``c_i(t)``: did agent i move toward its neighbours from t to t+1?
 
-    Source: metrics.md §3: ``c_i(t) = sign(o_i(t+1) - o_i(t)) == sign(m_N(i)(t) - o_i(t))``,
+    Source: docs/metrics.md §3: ``c_i(t) = sign(o_i(t+1) - o_i(t)) == sign(m_N(i)(t) - o_i(t))``,
     counted only where both differences are non-zero.
 
     Choice for categorical answers (no sign): ``m`` is the neighbours' majority and the
@@ -132,7 +132,7 @@ def conformity_table(
 ) -> pd.DataFrame:
     """Per-agent, per-step local conformity events over a tidy frame.
 
-    Source: metrics.md §3.
+    Source: docs/metrics.md §3.
 
     For each (topic, agent) and each step t that has a later step, the event compares
     ``o_i(t)`` with ``o_i(t+1)`` (the agent's next step in the frame) and with
@@ -214,7 +214,7 @@ def conformity_event(
 ) -> dict[str, object]:
     """One local conformity event: one row of :func:`conformity_table`.
 
-    Source: metrics.md §3.
+    Source: docs/metrics.md §3.
 
     Args:
         topic: The topic (copied into the row).
@@ -264,7 +264,7 @@ class ConformitySummary:
 def conformity_summary(table: pd.DataFrame) -> ConformitySummary:
     """Summarise a :func:`conformity_table`: the rate and the mean step toward neighbours.
 
-    Source: metrics.md §3 ("report the rate and the mean step size toward neighbours").
+    Source: docs/metrics.md §3 ("report the rate and the mean step size toward neighbours").
 
     Choice: the "mean step size toward neighbours" is read as the mean signed step
     ``sign(m - o(t)) · (o(t+1) - o(t))`` over the counted events (moves away count
@@ -298,7 +298,7 @@ def asch_table(
 ) -> pd.DataFrame:
     """Asch-style conformity level CL and resistance level RL as functions of p.
 
-    Source: metrics.md §3; Zhu et al. 2024, "Conformity in Large Language Models",
+    Source: docs/metrics.md §3; Zhu et al. 2024, "Conformity in Large Language Models",
     arXiv 2410.12428: after p unanimous peers give answer c, ``CL = mean[answer == c]`` and
     ``RL = mean[answer == own earlier answer]``. Works for both kinds (equality only).
 

@@ -1,6 +1,6 @@
 """Opinion drift over time: drift from the start, path length / flips, persona-anchored drift.
 
-Source: metrics.md §2 (opinion drift). Notation: ``o_i(t)`` agent i's opinion at step t.
+Source: docs/metrics.md §2 (opinion drift). Notation: ``o_i(t)`` agent i's opinion at step t.
 
 Ordinal answers (Likert ints) use the usual distance ``|a - b|``. Categorical answers use
 the discrete distance ``[a != b]``: under it the path length is the number of flips and the
@@ -49,7 +49,7 @@ VALUE_COLUMNS = ("value", "answer")
 def drift(values: Sequence[Answer | None]) -> np.ndarray:
     """Drift ``Δ_i(t) = o_i(t) - o_i(0)`` for one agent's ordinal series.
 
-    Source: metrics.md §2.
+    Source: docs/metrics.md §2.
 
     Choice: the baseline is the answer at the first step. If it is missing the drift is
     undefined at every step (all NaN) rather than measured from a later answer, which would
@@ -72,14 +72,14 @@ def drift(values: Sequence[Answer | None]) -> np.ndarray:
 
 
 def absolute_drift(values: Sequence[Answer | None]) -> np.ndarray:
-    """Absolute drift ``|Δ_i(t)|`` (see :func:`drift`). Source: metrics.md §2."""
+    """Absolute drift ``|Δ_i(t)|`` (see :func:`drift`). Source: docs/metrics.md §2."""
     return np.abs(drift(values))
 
 
 def flips(values: Sequence[Answer | None]) -> int:
     """Number of flips: steps whose answer differs from the previous observed answer.
 
-    Source: metrics.md §2 (path length for categorical answers).
+    Source: docs/metrics.md §2 (path length for categorical answers).
 
     Choice: missing answers are skipped and the comparison is with the last observed answer
     (A, None, B is one flip; A, None, A is none), so a failed call neither adds nor hides
@@ -98,7 +98,7 @@ def flips(values: Sequence[Answer | None]) -> int:
 def path_length(values: Sequence[Answer | None], *, scale: ScaleKind | None = None) -> float:
     """Path length ``L_i = Σ_t |o_i(t) - o_i(t-1)|``; for categorical answers, the flips.
 
-    Source: metrics.md §2.
+    Source: docs/metrics.md §2.
 
     Choice: missing answers are skipped and each observed answer is compared with the last
     observed one (2, None, 4 adds 2): the agent did move from 2 to 4, and dropping both
@@ -127,7 +127,7 @@ def persona_anchored_drift(
 ) -> np.ndarray:
     """Distance of ``o_i(t)`` from the opinion the persona was assigned.
 
-    Source: metrics.md §2 (persona-anchored drift: "drift away from who I am", as distinct
+    Source: docs/metrics.md §2 (persona-anchored drift: "drift away from who I am", as distinct
     from change since t=0).
 
     Args:
@@ -171,7 +171,7 @@ def drift_table(
 ) -> pd.DataFrame:
     """Per-agent-per-step drift measures over a tidy frame of answers.
 
-    Source: metrics.md §2.
+    Source: docs/metrics.md §2.
 
     Each (topic, agent) series is sorted by step. Ordinal topics get the usual distance,
     categorical topics the discrete one (see the module docstring), so every column has one
@@ -228,7 +228,7 @@ def _distance(a: Answer, b: Answer, kind: ScaleKind) -> float:
 class DriftSeries:
     """The drift measures of one (topic, agent) series, one step at a time.
 
-    Source: metrics.md §2. Fed the answers in step order, :meth:`add` gives each step's row
+    Source: docs/metrics.md §2. Fed the answers in step order, :meth:`add` gives each step's row
     of :func:`drift_table` (which is built from it) without recomputing the earlier steps,
     so a tracker can extend a series as probes arrive.
 

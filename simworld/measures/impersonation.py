@@ -1,6 +1,6 @@
 """Impersonation: a persona speaking as another persona (reference regex detector).
 
-Source: metrics.md §1 (impersonation); Baltaji, Hemmatian & Varshney 2024, "Persona
+Source: docs/metrics.md §1 (impersonation); Baltaji, Hemmatian & Varshney 2024, "Persona
 Inconstancy in Multi-Agent LLM Collaboration: Conformity, Confabulation, and Impersonation",
 arXiv 2405.03862. Rate = hits / messages; a failed call (no message text) is excluded.
 """
@@ -140,7 +140,7 @@ def persona_descriptors(nationality: str | None, name: str | None = None) -> fro
 def find_impersonations(text: str, own: Collection[str], descriptors: Collection[str]) -> list[str]:
     """Descriptors of other personas that the speaker uses to describe itself.
 
-    Source: metrics.md §1 (impersonation, reference pattern); Baltaji et al. 2024,
+    Source: docs/metrics.md §1 (impersonation, reference pattern); Baltaji et al. 2024,
     arXiv 2405.03862.
 
     The pattern (case-insensitive) finds self-descriptions "As a/an X …" and "As the X …"
@@ -182,7 +182,7 @@ def find_impersonations(text: str, own: Collection[str], descriptors: Collection
 def is_impersonation(text: str, own: Collection[str], descriptors: Collection[str]) -> bool:
     """Whether the message is an impersonation hit (see :func:`find_impersonations`).
 
-    Source: metrics.md §1 (impersonation); Baltaji et al. 2024, arXiv 2405.03862.
+    Source: docs/metrics.md §1 (impersonation); Baltaji et al. 2024, arXiv 2405.03862.
     """
     return bool(find_impersonations(text, own, descriptors))
 
@@ -192,7 +192,7 @@ def impersonation_rate(
 ) -> Rate:
     """Impersonation rate = messages with a hit / messages.
 
-    Source: metrics.md §1; Baltaji et al. 2024, arXiv 2405.03862.
+    Source: docs/metrics.md §1; Baltaji et al. 2024, arXiv 2405.03862.
 
     Args:
         messages: ``(text, speaker's own descriptors)`` per message; a ``None`` text (the

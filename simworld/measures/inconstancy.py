@@ -1,6 +1,6 @@
 """Persona inconstancy in group discussion: change, conformity, confabulation, impersonation.
 
-Source: metrics.md §1; Baltaji, Hemmatian & Varshney 2024, "Persona Inconstancy in
+Source: docs/metrics.md §1; Baltaji, Hemmatian & Varshney 2024, "Persona Inconstancy in
 Multi-Agent LLM Collaboration: Conformity, Confabulation, and Impersonation", arXiv 2405.03862.
 
 Notation: ``O_i`` private onboarding answer, ``D_i`` the answers i states in public (one per
@@ -70,7 +70,7 @@ DIVERSITY_DECIMALS = 3
 def group_answer(stated: Iterable[Answer | None]) -> Answer | None:
     """The group's answer G: the majority of all answers stated in public.
 
-    Source: metrics.md §1 (``G``); Baltaji et al. 2024, arXiv 2405.03862.
+    Source: docs/metrics.md §1 (``G``); Baltaji et al. 2024, arXiv 2405.03862.
 
     Choice: "majority" is read as plurality (the most frequent stated answer, one vote per
     message, so an agent that speaks more weighs more; pass one answer per agent to weigh
@@ -91,7 +91,7 @@ def group_answer(stated: Iterable[Answer | None]) -> Answer | None:
 def opinion_change(onboarding: Answer | None, reflection: Answer | None) -> bool | None:
     """Opinion change ``[R_i != O_i]``.
 
-    Source: metrics.md §1; Baltaji et al. 2024, arXiv 2405.03862.
+    Source: docs/metrics.md §1; Baltaji et al. 2024, arXiv 2405.03862.
 
     Args:
         onboarding: ``O_i``.
@@ -110,7 +110,7 @@ def private_conformity(
 ) -> bool | None:
     """Private conformity: ``changed_i and R_i == G`` (moved to the group's answer).
 
-    Source: metrics.md §1; Baltaji et al. 2024, arXiv 2405.03862.
+    Source: docs/metrics.md §1; Baltaji et al. 2024, arXiv 2405.03862.
 
     Args:
         onboarding: ``O_i``.
@@ -138,7 +138,7 @@ def public_conformity(
 
     Said something else in public but kept its view in private.
 
-    Source: metrics.md §1; Baltaji et al. 2024, arXiv 2405.03862.
+    Source: docs/metrics.md §1; Baltaji et al. 2024, arXiv 2405.03862.
 
     Args:
         onboarding: ``O_i``.
@@ -165,7 +165,7 @@ def confabulation(
 
     The final answer was never held or voiced by anyone (the agent itself included).
 
-    Source: metrics.md §1; Baltaji et al. 2024, arXiv 2405.03862.
+    Source: docs/metrics.md §1; Baltaji et al. 2024, arXiv 2405.03862.
 
     Args:
         reflection: ``R_i``.
@@ -228,7 +228,7 @@ class Discussion:
 def group_diversity(onboardings: Iterable[Answer | None]) -> float:
     """Group diversity ``S = -Σ_o p(o) log2 p(o)`` over the onboarding answers.
 
-    Source: metrics.md §1; Baltaji et al. 2024, arXiv 2405.03862.
+    Source: docs/metrics.md §1; Baltaji et al. 2024, arXiv 2405.03862.
 
     Args:
         onboardings: ``O_j`` of the group members; missing ones are dropped (the
@@ -240,7 +240,9 @@ def group_diversity(onboardings: Iterable[Answer | None]) -> float:
     return shannon_entropy(onboardings, base=2.0)
 
 
-def own_answer_share(onboarding: Answer | None, onboardings: Iterable[Answer | None]) -> float | None:
+def own_answer_share(
+    onboarding: Answer | None, onboardings: Iterable[Answer | None]
+) -> float | None:
     """Share of the group that held the agent's own answer at onboarding (agent included).
 
     Source: the grouping used by the code released with Baltaji et al. 2024 (arXiv
@@ -267,7 +269,7 @@ def own_answer_share(onboarding: Answer | None, onboardings: Iterable[Answer | N
 def inconstancy_table(discussions: Iterable[Discussion]) -> pd.DataFrame:
     """Per-agent §1 flags for a set of discussions, one row per agent per discussion.
 
-    Source: metrics.md §1; Baltaji et al. 2024, arXiv 2405.03862.
+    Source: docs/metrics.md §1; Baltaji et al. 2024, arXiv 2405.03862.
 
     Args:
         discussions: The discussions.
@@ -275,8 +277,9 @@ def inconstancy_table(discussions: Iterable[Discussion]) -> pd.DataFrame:
     Returns:
         Columns ``discussion, agent, position, onboarding, reflection, group, n_stated,
         diversity, n_missing_onboarding, changed, private_conformity, public_conformity,
-        confabulation, own_share`` (``own_share``: :func:`own_answer_share`); the four flags are pandas nullable booleans (``<NA>`` = undecided
-        because an answer is missing or G is undefined). ``n_stated`` counts present stated
+        confabulation, own_share`` (``own_share``: :func:`own_answer_share`); the four
+        flags are pandas nullable booleans (``<NA>`` = undecided because an answer is
+        missing or G is undefined). ``n_stated`` counts present stated
         answers; ``n_missing_onboarding`` counts the group's missing ``O_j``.
     """
     rows = [row for disc in discussions for row in discussion_rows(disc)]
@@ -294,7 +297,7 @@ def inconstancy_table(discussions: Iterable[Discussion]) -> pd.DataFrame:
 def discussion_rows(disc: Discussion) -> list[dict[str, object]]:
     """The §1 flags of one discussion, one row per agent: its rows of :func:`inconstancy_table`.
 
-    Source: metrics.md §1. The flags are ``True``/``False``, or ``None`` when undecided.
+    Source: docs/metrics.md §1. The flags are ``True``/``False``, or ``None`` when undecided.
     """
     g = disc.group()
     onboardings = [a.onboarding for a in disc.agents]
@@ -327,7 +330,7 @@ def discussion_rows(disc: Discussion) -> list[dict[str, object]]:
 def confabulation_rate(discussions: Iterable[Discussion]) -> Rate:
     """Confabulation rate = confabulations / (group size × number of discussions).
 
-    Source: metrics.md §1; Baltaji et al. 2024, arXiv 2405.03862.
+    Source: docs/metrics.md §1; Baltaji et al. 2024, arXiv 2405.03862.
 
     Choice: the denominator counts agents whose ``R_i`` is present, so it equals group
     size × discussions when no reflection call failed; agents with a missing ``R_i`` are

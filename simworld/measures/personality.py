@@ -1,6 +1,6 @@
 """Personality consistency: BFI-44/BFI-10 items, scoring, distance to persona, change, order.
 
-Source: metrics.md §4; Frisch & Giulianelli 2024, "LLM Agents in Interaction: Measuring
+Source: docs/metrics.md §4; Frisch & Giulianelli 2024, "LLM Agents in Interaction: Measuring
 Personality Consistency and Linguistic Alignment in Interacting Populations of Large Language
 Models", arXiv 2402.02896; reliability caveats from Gupta et al. 2023, "Self-Assessment Tests
 are Unreliable Measures of LLM Personality" (hence the seeded order randomiser).
@@ -172,7 +172,7 @@ def score_bfi(
 ) -> TraitScores:
     """Trait scores: mean of each trait's items after reverse-keying (``r → 6 - r``).
 
-    Source: metrics.md §4; Frisch & Giulianelli 2024, arXiv 2402.02896; keys of John &
+    Source: docs/metrics.md §4; Frisch & Giulianelli 2024, arXiv 2402.02896; keys of John &
     Srivastava 1999 (BFI-44) and Rammstedt & John 2007 (BFI-10).
 
     Args:
@@ -220,7 +220,7 @@ def trait_distance(
 ) -> dict[str, float]:
     """Per trait, distance between the measured score and the persona's assigned level.
 
-    Source: metrics.md §4 (consistency); Frisch & Giulianelli 2024, arXiv 2402.02896.
+    Source: docs/metrics.md §4 (consistency); Frisch & Giulianelli 2024, arXiv 2402.02896.
 
     Both are on the BFI's 1..5 scale (persona levels are stored on it, 3 = midpoint).
 
@@ -249,7 +249,7 @@ def score_change(
 ) -> pd.DataFrame:
     """Change of trait scores between two administrations, with Cohen's d across agents.
 
-    Source: metrics.md §4 (consistency: change between administrations, Cohen's d across
+    Source: docs/metrics.md §4 (consistency: change between administrations, Cohen's d across
     agents of a profile); Frisch & Giulianelli 2024, arXiv 2402.02896.
 
     Choice: the same agents are measured twice, so the default is the paired
@@ -345,7 +345,7 @@ def randomize_administration(
 ) -> Administration:
     """Draw a seeded item order and option order for one administration, to be recorded.
 
-    Source: metrics.md §4 (robustness: randomise option and item order per administration,
+    Source: docs/metrics.md §4 (robustness: randomise option and item order per administration,
     seeded, and record them); Gupta et al. 2023 (order sensitivity of self-assessment).
 
     Choice: by default one option permutation is drawn for the whole administration (all

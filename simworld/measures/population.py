@@ -1,6 +1,6 @@
 """Population measures per step: bias, diversity, bimodality, polarization, consensus.
 
-Source: metrics.md §5; Chuang et al. 2023, "Simulating Opinion Dynamics with Networks of
+Source: docs/metrics.md §5; Chuang et al. 2023, "Simulating Opinion Dynamics with Networks of
 LLM-based Agents", arXiv 2311.09618, following Lorenz, Neumann & Schröder 2021 (bias and
 diversity); Esteban & Ray 1994 (polarization); Pfister et al. 2013 / SAS (bimodality
 coefficient).
@@ -74,7 +74,7 @@ def _present_ordinal(values: Iterable[Answer | None], what: str) -> np.ndarray:
 def centre_scale(values: Iterable[Answer | None], *, low: float, high: float) -> np.ndarray:
     """Shift answers so a symmetric scale is centred at 0 (1..5 → -2..+2).
 
-    Source: metrics.md §5 (bias on a scale centred at 0 when the scale is symmetric).
+    Source: docs/metrics.md §5 (bias on a scale centred at 0 when the scale is symmetric).
 
     Args:
         values: Ordinal answers; missing ones stay NaN.
@@ -92,7 +92,7 @@ def centre_scale(values: Iterable[Answer | None], *, low: float, high: float) ->
 def bias(values: Iterable[Answer | None], *, centre_on: Range | None = None) -> float:
     """Bias ``B = mean(o)``.
 
-    Source: metrics.md §5; Chuang et al. 2023, arXiv 2311.09618 (after Lorenz et al. 2021).
+    Source: docs/metrics.md §5; Chuang et al. 2023, arXiv 2311.09618 (after Lorenz et al. 2021).
 
     Args:
         values: Ordinal answers; missing ones are dropped.
@@ -110,7 +110,7 @@ def bias(values: Iterable[Answer | None], *, centre_on: Range | None = None) -> 
 def diversity(values: Iterable[Answer | None]) -> float:
     """Diversity ``D = std(o, ddof=1)`` (shift-invariant, so centring does not change it).
 
-    Source: metrics.md §5; Chuang et al. 2023, arXiv 2311.09618 (after Lorenz et al. 2021).
+    Source: docs/metrics.md §5; Chuang et al. 2023, arXiv 2311.09618 (after Lorenz et al. 2021).
 
     Returns:
         The sample standard deviation; NaN with fewer than 2 present answers.
@@ -122,7 +122,7 @@ def diversity(values: Iterable[Answer | None]) -> float:
 def variance(values: Iterable[Answer | None]) -> float:
     """Variance ``var(o, ddof=1)``, so that ``variance == diversity²``.
 
-    Source: metrics.md §5. Choice: ddof=1 to match the diversity's estimator.
+    Source: docs/metrics.md §5. Choice: ddof=1 to match the diversity's estimator.
 
     Returns:
         The sample variance; NaN with fewer than 2 present answers.
@@ -134,7 +134,7 @@ def variance(values: Iterable[Answer | None]) -> float:
 def bimodality_coefficient(values: Iterable[Answer | None]) -> float:
     """Bimodality coefficient ``BC = (g² + 1) / (k + 3(n-1)² / ((n-2)(n-3)))``.
 
-    Source: metrics.md §5; Chuang et al. 2023, arXiv 2311.09618; Pfister et al. 2013.
+    Source: docs/metrics.md §5; Chuang et al. 2023, arXiv 2311.09618; Pfister et al. 2013.
 
     Choice of estimators: the small-sample term ``3(n-1)²/((n-2)(n-3))`` goes with the
     bias-corrected sample statistics, so ``g = G1 = sqrt(n(n-1))/(n-2) · m3/m2^{3/2}`` and
@@ -165,7 +165,7 @@ def esteban_ray(
 ) -> float:
     """Esteban–Ray polarization ``P = K Σ_i Σ_j π_i^(1+α) π_j |y_i - y_j|``.
 
-    Source: metrics.md §5; Esteban & Ray 1994, "On the Measurement of Polarization".
+    Source: docs/metrics.md §5; Esteban & Ray 1994, "On the Measurement of Polarization".
 
     Choice: the opinion groups are the distinct answers ``y_i``, with ``π_i`` their share
     among present answers (so Σ π_i = 1). Defaults: α = :data:`ER_ALPHA` (1.6), K =
@@ -193,7 +193,7 @@ def esteban_ray(
 def modal_opinion(values: Iterable[Answer | None]) -> Answer | None:
     """The modal answer (either kind); None when no answer is present or the top is tied.
 
-    Source: metrics.md §5 (consensus: the modal opinion). Ties are left undefined, as for
+    Source: docs/metrics.md §5 (consensus: the modal opinion). Ties are left undefined, as for
     the group answer G of §1, rather than broken by an arbitrary order.
     """
     return plurality(values)
@@ -202,7 +202,7 @@ def modal_opinion(values: Iterable[Answer | None]) -> Answer | None:
 def consensus_share(values: Iterable[Answer | None]) -> float:
     """Consensus: share of present answers that hold the modal opinion (either kind).
 
-    Source: metrics.md §5. Ties do not matter (the share is the same for each mode).
+    Source: docs/metrics.md §5. Ties do not matter (the share is the same for each mode).
 
     Returns:
         The share in (0, 1]; NaN when no answer is present.
@@ -215,7 +215,7 @@ def consensus_share(values: Iterable[Answer | None]) -> float:
 def opinion_entropy(values: Iterable[Answer | None], *, base: float = 2.0) -> float:
     """Shannon entropy of the opinion distribution (either kind), log2 by default.
 
-    Source: metrics.md §5. Missing answers are dropped, not a category of their own.
+    Source: docs/metrics.md §5. Missing answers are dropped, not a category of their own.
 
     Returns:
         The entropy; 0.0 under consensus; NaN when no answer is present.
@@ -230,7 +230,7 @@ def time_to_consensus(
 ) -> Hashable | None:
     """Time to consensus: the first step t whose consensus share is ≥ ``threshold``.
 
-    Source: metrics.md §5.
+    Source: docs/metrics.md §5.
 
     Args:
         shares: Consensus share per step: a mapping or Series indexed by step (sorted by
@@ -268,7 +268,7 @@ def population_table(
 ) -> pd.DataFrame:
     """Every §5 measure per (topic, step) over a tidy frame of answers.
 
-    Source: metrics.md §5; Chuang et al. 2023, arXiv 2311.09618.
+    Source: docs/metrics.md §5; Chuang et al. 2023, arXiv 2311.09618.
 
     Args:
         frame: One row per (step, agent, topic) with the answer.
@@ -319,7 +319,7 @@ def population_row(
 ) -> dict[str, object]:
     """Every §5 measure of one topic at one step: one row of :func:`population_table`.
 
-    Source: metrics.md §5.
+    Source: docs/metrics.md §5.
 
     Args:
         topic: The topic (copied into the row).

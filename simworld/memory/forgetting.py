@@ -1,4 +1,4 @@
-"""MemoryBank forgetting: retention ``R = exp(-Δt / (c·S))`` (Zhong et al. 2023, metrics.md §6)."""
+"""MemoryBank retention ``R = exp(-Δt / (c·S))`` (Zhong et al. 2023; docs/metrics.md §6)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ def retention(
 ) -> np.ndarray:
     """MemoryBank retention ``R = exp(-Δt / (c·S))``.
 
-    Source: Zhong et al. 2023, "MemoryBank" (arXiv 2305.10250), as defined in metrics.md
+    Source: Zhong et al. 2023, "MemoryBank" (arXiv 2305.10250), as defined in docs/metrics.md
     §6: Δt is the time since the memory was last recalled, S its strength (1 when stored,
     +1 per recall) and c a time scale. A stronger memory fades more slowly. (The released
     MemoryBank code computes ``exp(-t/5*S)``, which makes strong memories fade faster; not

@@ -124,7 +124,7 @@ def check_citations(
 
 
 async def reflect(stream: MemoryStream, *, step: int, ask: Ask) -> tuple[list[CallOutcome], list]:
-    """Reflect once (Park et al. 2023, as in metrics.md §6).
+    """Reflect once (Park et al. 2023, as in docs/metrics.md §6).
 
     1. Ask for ``reflection.questions`` salient questions about the ``reflection.recent``
        latest memories not forgotten (one call).

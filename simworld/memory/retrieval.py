@@ -1,4 +1,4 @@
-"""Memory retrieval scores: recency, importance and relevance (Park et al. 2023, metrics.md §6)."""
+"""Memory retrieval: recency, importance, relevance (Park et al. 2023; docs/metrics.md §6)."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ def recency(hours_since_access: np.ndarray, decay: float) -> np.ndarray:
 
     Computed from simulated time, never from a memory's position in the stream (the
     released Generative Agents code ranks by position and ends up favouring the oldest
-    memories; metrics.md §6).
+    memories; docs/metrics.md §6).
     """
     hours = np.maximum(np.asarray(hours_since_access, dtype=np.float64), 0.0)
     return np.power(decay, hours)
@@ -54,7 +54,7 @@ def retrieval_scores(
     """``w_rec·recency + w_imp·importance + w_rel·relevance``, each min–max normalised.
 
     Source: Park et al. 2023, "Generative Agents" (arXiv 2304.03442), as defined in
-    metrics.md §6. All arrays are over the same candidates.
+    docs/metrics.md §6. All arrays are over the same candidates.
 
     Args:
         hours_since_access: Simulated hours since each candidate was last accessed.

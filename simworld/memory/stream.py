@@ -229,7 +229,7 @@ class MemoryStream:
     def retrieve(self, query: str, *, k: int, step: int, touch: bool) -> list[Retrieved]:
         """The ``k`` best memories for ``query`` at ``step``, best first.
 
-        Score (Park et al. 2023; metrics.md §6): ``w_rec·recency + w_imp·importance +
+        Score (Park et al. 2023; docs/metrics.md §6): ``w_rec·recency + w_imp·importance +
         w_rel·relevance``, each min–max normalised over the candidates, which are all
         memories not forgotten; ``recency = γ^(hours since last access)``, relevance is the
         cosine similarity of the embeddings. With ``touch`` the returned memories count as
@@ -307,7 +307,7 @@ class MemoryStream:
     def forget(self, step: int) -> list[dict[str, Any]]:
         """One forgetting pass at ``step``; returns the ``memory_forgotten`` events.
 
-        MemoryBank retention ``R = exp(-Δt / (c·S))`` (metrics.md §6) of every memory not
+        MemoryBank retention ``R = exp(-Δt / (c·S))`` (docs/metrics.md §6) of every memory not
         yet forgotten; the mode decides (see :func:`simworld.memory.forgetting.forget_mask`). A
         forgotten memory leaves retrieval and every prompt but stays in the stream, with
         the step and retention at which it went.

@@ -59,7 +59,7 @@ class _Series:
 
 
 class DriftTracker(BuiltinTracker):
-    """Opinion drift of every agent on every topic at every probe step (metrics.md §2).
+    """Opinion drift of every agent on every topic at every probe step (docs/metrics.md §2).
 
     Rows are those of :func:`simworld.measures.drift_table` over the private probes (each
     series extended with :class:`simworld.measures.drift.DriftSeries` as probes arrive),
@@ -110,7 +110,7 @@ class DriftTracker(BuiltinTracker):
 
 
 class PopulationTracker(BuiltinTracker):
-    """Population measures per topic and probe step (metrics.md §5).
+    """Population measures per topic and probe step (docs/metrics.md §5).
 
     From :func:`simworld.measures.population.population_row` (the rows of
     :func:`~simworld.measures.population_table`), recomputed for the (topic, step) groups

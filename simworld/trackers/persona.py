@@ -42,7 +42,7 @@ def _near_probes(store: Observations, probes: list[Event], items: dict[int, list
 
 
 class InconstancyTracker(BuiltinTracker):
-    """Private vs public conformity and confabulation per discussion block (metrics.md §1).
+    """Private vs public conformity and confabulation per discussion block (docs/metrics.md §1).
 
     A discussion block is one pair or group conversation (a ``conversation`` event; a
     broadcast step has none). For each member i: ``O_i`` = its private answer on the
@@ -53,7 +53,8 @@ class InconstancyTracker(BuiltinTracker):
     answers (undefined on a tie). Flags come from :func:`simworld.measures.inconstancy_table`
     (null where an answer they need is missing); ``position`` is the member's place in the
     speaking order; ``own_share`` the share of the members (with an onboarding answer) that
-    held the member's own ``O_i`` (the grouping of the paper's released code). Without stance extraction every ``D_i`` is empty, so G is undefined.
+    held the member's own ``O_i`` (the grouping of the paper's released code). Without
+    stance extraction every ``D_i`` is empty, so G is undefined.
     A block's rows are recomputed when its messages, their stances or its probes arrive.
     """
 

@@ -86,7 +86,7 @@ class BeliefTracker(EventTracker):
 
 
 class AschTracker(EventTracker):
-    """One row per Asch trial (metrics.md §3): ``p``, the peers' answer, own and given answers.
+    """One row per Asch trial (docs/metrics.md §3): ``p``, the peers' answer, own and given answers.
 
     ``simworld.measures.asch_table`` turns the frame into CL and RL as functions of p.
     """

@@ -25,9 +25,7 @@ def test_position_bias_index_likert_by_hand() -> None:
     # own direction: 1, 1, 2 (mean 4/3); reversed: 5, 4 (mean 9/2); K = 5
     answers = ["1", "1", "2", "5", "4", None]
     orders = [OWN, OWN, OWN, REV, REV, REV]  # the failed probe is dropped
-    assert position_bias_index(answers, orders, ordinal=True) == pytest.approx(
-        (4.5 - 4 / 3) / 4
-    )
+    assert position_bias_index(answers, orders, ordinal=True) == pytest.approx((4.5 - 4 / 3) / 4)
 
 
 def test_position_bias_index_likert_needs_both_directions_and_an_order() -> None:
@@ -37,7 +35,12 @@ def test_position_bias_index_likert_needs_both_directions_and_an_order() -> None
 
 def test_position_bias_index_choices_by_hand() -> None:
     # K = 4; the chosen positions are 0, 0, 0, 1 -> top share 3/4 -> (3/4 - 1/4) / (3/4)
-    orders = [("A", "B", "C", "D"), ("C", "A", "B", "D"), ("D", "C", "B", "A"), ("B", "A", "C", "D")]
+    orders = [
+        ("A", "B", "C", "D"),
+        ("C", "A", "B", "D"),
+        ("D", "C", "B", "A"),
+        ("B", "A", "C", "D"),
+    ]
     answers = ["A", "C", "D", "A"]
     assert position_bias_index(answers, orders, ordinal=False) == pytest.approx(2 / 3)
     # every position chosen equally often: no position effect at all

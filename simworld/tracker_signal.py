@@ -6,20 +6,11 @@ import json
 import math
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 
 from simworld.counterbalance import parse_order
-from simworld.measures import is_missing
-from simworld.measures.signal import (
-    lowest_step_modal_share,
-    modal_share,
-    one_hot,
-    ordering_class,
-    position_bias_index,
-    variance_split,
-)
-from simworld.tracker_base import BuiltinTracker, Event, Row, TopicInfo
+from simworld.measures.signal import SignalAccumulator
+from simworld.tracker_base import BuiltinTracker, Row, TopicInfo
 
 
 class SignalTracker(BuiltinTracker):
@@ -35,7 +26,9 @@ class SignalTracker(BuiltinTracker):
     provider gave token probabilities (``n_probs`` probes), of the expected values (Likert)
     or option probabilities (choices). ``degenerate``, ``position_driven`` and
     ``persona_signal`` are the checks; ``warning`` says in plain words what is wrong (null
-    when nothing is). Thresholds: ``trackers.signal``.
+    when nothing is). Thresholds: ``trackers.signal``. Each probe is added once to running
+    sums (:class:`simworld.measures.signal.SignalAccumulator`), so a step costs its own
+    probes, not the run's history.
     """
 
     name = "signal"
@@ -66,80 +59,56 @@ class SignalTracker(BuiltinTracker):
     def reset(self) -> None:
         """Forget every probe."""
         super().reset()
-        self._probes: dict[str, list[Event]] = {}
+        self._acc: dict[str, SignalAccumulator] = {}
         self._by_topic: dict[str, Row] = {}
 
     def refresh(self) -> list[Row]:
-        """One row per topic, in topic order."""
+        """One row per topic, in topic order (each probe is added once to running sums)."""
         changed = set()
         for p in self.cursor.new(self.store.probes):
-            if p["topic"] not in self.context.topics or p.get("call") is None:
+            info = self.context.topics.get(p["topic"])
+            if info is None or p.get("call") is None:
                 continue
-            self._probes.setdefault(p["topic"], []).append(p)
-            changed.add(p["topic"])
+            acc = self._acc.get(info.id)
+            if acc is None:
+                acc = self._acc[info.id] = SignalAccumulator(info.values, ordinal=info.ordinal)
+            acc.add(p["step"], p["agent"], p.get("answer"), parse_order(p.get("order")),
+                    _probs(p.get("probs")))  # fmt: skip
+            changed.add(info.id)
         for topic in changed:
             self._by_topic[topic] = self.tidier.row(self._row(self.context.topics[topic]))
         return [self._by_topic[t] for t in sorted(self._by_topic)]
 
     def _row(self, info: TopicInfo) -> Row:
-        probes = self._probes[info.id]
-        answers = [p.get("answer") for p in probes]
-        given = [a for a in answers if not is_missing(a)]
-        orders = [parse_order(p.get("order")) for p in probes]
-        share = modal_share(given)
-        lowest = lowest_step_modal_share([p["step"] for p in probes], answers)
-        counts = {a: given.count(a) for a in set(given)}
-        top = max(counts.values()) if counts else 0
-        modes = sorted(a for a, c in counts.items() if c == top)
-        pbi = position_bias_index(answers, orders, ordinal=info.ordinal)
-        n_counterbalanced = sum(
-            o is not None and not is_missing(a) for a, o in zip(answers, orders, strict=True)
-        )
-        plain, probs = [], []
-        for p, order in zip(probes, orders, strict=True):
-            key = ordering_class(order, info.values, ordinal=info.ordinal)
-            answer = p.get("answer")
-            if not is_missing(answer):
-                plain.append((p["step"], p["agent"], key, self._vector(info, answer)))
-            dist = _probs(p.get("probs"))
-            if dist:
-                probs.append((p["step"], p["agent"], key, self._prob_vector(info, dist)))
-        split, split_probs = variance_split(plain), variance_split(probs)
+        acc = self._acc[info.id]
+        modal_answer, share = acc.modal()
+        lowest = acc.lowest_step_modal_share()
+        pbi = acc.position_bias()
+        split, split_probs = acc.split.result(), acc.split_probs.result()
         limits = self.context.config.signal
         degenerate = None if math.isnan(lowest) else bool(lowest >= limits.modal_share)
         driven = None if math.isnan(pbi) else bool(pbi >= limits.position_bias)
-        signal = split.persona_signal if n_counterbalanced else None
+        signal = split.persona_signal if acc.n_counterbalanced else None
         return {
             "topic": info.id,
             "scale": info.kind,
-            "n": len(given),
-            "n_missing": len(answers) - len(given),
-            "n_counterbalanced": n_counterbalanced,
-            "modal_answer": modes[0] if len(modes) == 1 else None,
+            "n": acc.n,
+            "n_missing": acc.n_missing,
+            "n_counterbalanced": acc.n_counterbalanced,
+            "modal_answer": modal_answer,
             "modal_share": share,
             "lowest_step_modal_share": lowest,
             "position_bias": pbi,
             "persona_variance": split.persona,
             "ordering_variance": split.ordering,
-            "n_probs": len(probs),
-            "persona_variance_probs": split_probs.persona if probs else None,
-            "ordering_variance_probs": split_probs.ordering if probs else None,
+            "n_probs": split_probs.n,
+            "persona_variance_probs": split_probs.persona if split_probs.n else None,
+            "ordering_variance_probs": split_probs.ordering if split_probs.n else None,
             "degenerate": degenerate,
             "position_driven": driven,
             "persona_signal": signal,
             "warning": signal_warning(info.id, lowest, pbi, signal, degenerate, driven),
         }
-
-    @staticmethod
-    def _vector(info: TopicInfo, answer: str) -> np.ndarray:
-        return np.array([float(answer)]) if info.ordinal else one_hot(answer, info.values)
-
-    @staticmethod
-    def _prob_vector(info: TopicInfo, dist: dict[str, float]) -> np.ndarray:
-        total = sum(dist.values())
-        if info.ordinal:
-            return np.array([sum(float(k) * p for k, p in dist.items()) / total])
-        return np.array([dist.get(v, 0.0) / total for v in info.values])
 
 
 def signal_summary(rows: list[Row]) -> dict[str, dict[str, Any]]:

@@ -30,12 +30,14 @@ import math
 from collections import Counter
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from simworld.measures._common import is_missing
 
 __all__ = [
+    "SignalAccumulator",
     "VarianceSplit",
     "lowest_step_modal_share",
     "modal_share",
@@ -205,3 +207,129 @@ def lowest_step_modal_share(steps: Sequence[Hashable], answers: Sequence[object]
     shares = [modal_share(a) for a in by_step.values()]
     shares = [x for x in shares if not math.isnan(x)]
     return min(shares) if shares else math.nan
+
+
+class _Split:
+    """Running sums for :func:`variance_split` (same result, in O(1) per answer)."""
+
+    def __init__(self) -> None:
+        self.cells: dict[tuple[Hashable, Hashable], list[Any]] = {}  # n, Σx, Σ||x||²
+        self.steps: dict[Hashable, list[Any]] = {}  # n, Σx
+        self.personas: set[Hashable] = set()
+
+    def add(self, step: Hashable, persona: Hashable, ordering: Hashable, x: np.ndarray) -> None:
+        cell = self.cells.setdefault((step, ordering), [0, 0.0, 0.0])
+        cell[0] += 1
+        cell[1] = cell[1] + x
+        cell[2] += float((x**2).sum())
+        at = self.steps.setdefault(step, [0, 0.0])
+        at[0] += 1
+        at[1] = at[1] + x
+        self.personas.add(persona)
+
+    def result(self) -> VarianceSplit:
+        n = sum(c[0] for c in self.cells.values())
+        if not n:
+            return VarianceSplit(math.nan, math.nan, 0, 0)
+        between_cells = sum(float((c[1] ** 2).sum()) / c[0] for c in self.cells.values())
+        between_steps = sum(float((s[1] ** 2).sum()) / s[0] for s in self.steps.values())
+        total = sum(c[2] for c in self.cells.values())
+        persona = max(0.0, total - between_cells)
+        ordering = max(0.0, between_cells - between_steps)
+        return VarianceSplit(persona / n, ordering / n, n, len(self.personas))
+
+
+class SignalAccumulator:
+    """The §8 checks of one topic, updated answer by answer (what the ``signal`` tracker keeps).
+
+    Gives the values of :func:`modal_share`, :func:`lowest_step_modal_share`,
+    :func:`position_bias_index` and :func:`variance_split` over the answers added so far
+    (up to floating-point rounding: the variance split is kept as running sums), at a cost
+    per answer that does not grow with the run's history.
+
+    Args:
+        values: The topic's values in their own order.
+        ordinal: Likert (True) or choices.
+    """
+
+    def __init__(self, values: Sequence[str], *, ordinal: bool) -> None:
+        self.values = tuple(values)
+        self.ordinal = ordinal
+        self.n_missing = 0
+        self.n_counterbalanced = 0
+        self.counts: Counter[str] = Counter()
+        self.by_step: dict[Hashable, Counter[str]] = {}
+        self.direction: dict[bool, list[float]] = {True: [0, 0.0], False: [0, 0.0]}
+        self.positions: Counter[int] = Counter()
+        self.split, self.split_probs = _Split(), _Split()
+
+    def add(
+        self,
+        step: Hashable,
+        persona: Hashable,
+        answer: object,
+        order: Sequence[str] | None,
+        probs: Mapping[str, float] | None = None,
+    ) -> None:
+        """Add one probe: step, persona, answer (None: failed), shown order, probabilities."""
+        klass = ordering_class(order, self.values, ordinal=self.ordinal)
+        if probs:
+            self.split_probs.add(step, persona, klass, self._prob_vector(probs))
+        if is_missing(answer):
+            self.n_missing += 1
+            self.by_step.setdefault(step, Counter())
+            return
+        a = str(answer)
+        self.counts[a] += 1
+        self.by_step.setdefault(step, Counter())[a] += 1
+        x = np.array([float(a)]) if self.ordinal else one_hot(a, self.values)
+        self.split.add(step, persona, klass, x)
+        if order is None or len(order) < 2:
+            return
+        self.n_counterbalanced += 1
+        if self.ordinal:
+            acc = self.direction[_ascending(order)]
+            acc[0] += 1
+            acc[1] += float(a)
+        elif a in order:
+            self.positions[list(order).index(a)] += 1
+
+    def _prob_vector(self, probs: Mapping[str, float]) -> np.ndarray:
+        total = sum(probs.values())
+        if self.ordinal:
+            return np.array([sum(float(k) * p for k, p in probs.items()) / total])
+        return np.array([probs.get(v, 0.0) / total for v in self.values])
+
+    @property
+    def n(self) -> int:
+        """Answers present."""
+        return sum(self.counts.values())
+
+    def modal(self) -> tuple[str | None, float]:
+        """The unique modal answer (None on a tie) and :func:`modal_share`."""
+        if not self.counts:
+            return None, math.nan
+        ranked = self.counts.most_common()
+        top = ranked[0][1]
+        unique = len(ranked) == 1 or ranked[1][1] < top
+        return (min(a for a, c in ranked if c == top) if unique else None), top / self.n
+
+    def lowest_step_modal_share(self) -> float:
+        """:func:`lowest_step_modal_share` over the answers so far."""
+        shares = [max(c.values()) / sum(c.values()) for c in self.by_step.values() if c]
+        return min(shares) if shares else math.nan
+
+    def position_bias(self) -> float:
+        """:func:`position_bias_index` over the counterbalanced answers so far."""
+        k = len(self.values)
+        if not self.n_counterbalanced or k < 2:
+            return math.nan
+        if self.ordinal:
+            (nf, sf), (nb, sb) = self.direction[True], self.direction[False]
+            if not nf or not nb:
+                return math.nan
+            return abs(sb / nb - sf / nf) / (k - 1)
+        if not self.positions:
+            return math.nan
+        top = max(self.positions.values()) / sum(self.positions.values())
+        return max(0.0, (top - 1.0 / k) / (1.0 - 1.0 / k))

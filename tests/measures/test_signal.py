@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from simworld.measures.signal import (
+    SignalAccumulator,
     VarianceSplit,
     lowest_step_modal_share,
     modal_share,
@@ -119,3 +120,50 @@ def test_ordering_class() -> None:
     assert ordering_class(REV, OWN, ordinal=True) == "reversed"
     assert ordering_class(("C", "A", "B"), ("A", "B", "C"), ordinal=False) == "C"
     assert ordering_class(None, ("A", "B", "C"), ordinal=False) == "A"
+
+
+@pytest.mark.parametrize("ordinal", [True, False])
+def test_the_running_accumulator_gives_the_pure_functions_values(ordinal: bool) -> None:
+    rng = np.random.default_rng(11)
+    values = OWN if ordinal else ("A", "B", "C", "D")
+    acc = SignalAccumulator(values, ordinal=ordinal)
+    steps, personas, answers, orders, probs = [], [], [], [], []
+    for i in range(300):
+        step, persona = int(rng.integers(0, 4)), f"p{i % 9}"
+        if rng.random() < 0.2:
+            order = None
+        elif ordinal:
+            order = REV if rng.random() < 0.5 else OWN
+        else:
+            order = tuple(values[j] for j in rng.permutation(4))
+        answer = None if rng.random() < 0.1 else values[int(rng.integers(0, len(values)))]
+        dist = dict(zip(values, rng.dirichlet(np.ones(len(values))), strict=True))
+        acc.add(step, persona, answer, order, dist)
+        steps.append(step), personas.append(persona), answers.append(answer)
+        orders.append(order), probs.append(dist)
+    given = [a for a in answers if a is not None]
+    assert acc.modal()[1] == pytest.approx(modal_share(given))
+    assert acc.lowest_step_modal_share() == pytest.approx(lowest_step_modal_share(steps, answers))
+    assert acc.position_bias() == pytest.approx(
+        position_bias_index(answers, orders, ordinal=ordinal)
+    )
+    klass = [ordering_class(o, values, ordinal=ordinal) for o in orders]
+    vec = (lambda a: float(a)) if ordinal else (lambda a: one_hot(a, values))
+    plain = variance_split(
+        [(s, p, k, vec(a)) for s, p, k, a in zip(steps, personas, klass, answers, strict=True)
+         if a is not None]
+    )  # fmt: skip
+    assert acc.split.result().persona == pytest.approx(plain.persona)
+    assert acc.split.result().ordering == pytest.approx(plain.ordering)
+
+    def expected(d: dict) -> np.ndarray:
+        if ordinal:
+            return np.array([sum(float(k) * p for k, p in d.items())])
+        return np.array([d[v] for v in values])
+
+    with_probs = variance_split(
+        [(s, p, k, expected(d)) for s, p, k, d in zip(steps, personas, klass, probs, strict=True)]
+    )
+    assert acc.split_probs.result().persona == pytest.approx(with_probs.persona)
+    assert acc.split_probs.result().ordering == pytest.approx(with_probs.ordering)
+    assert acc.split_probs.result().n == 300

@@ -68,6 +68,8 @@ def test_fake_position_bias_option_is_parsed_and_checked():
     assert FakeOptions.parse("default").position_bias == 0.0
     with pytest.raises(ValueError, match="position_bias"):
         FakeOptions.parse("default?position_bias=1.5")
+    with pytest.raises(ValueError, match="position_bias must be a number"):
+        FakeOptions.parse("default?position_bias=lots")
 
 
 def test_a_manifest_without_counterbalance_is_a_fixed_order_run(make_scenario):

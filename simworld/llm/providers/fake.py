@@ -91,7 +91,10 @@ class FakeOptions:
 
 def _share(text: str, name: str) -> float:
     """A probability option, checked to lie in [0, 1]."""
-    value = float(text)
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"fake provider: {name} must be a number, got {text!r}") from None
     if not 0.0 <= value <= 1.0:
         raise ValueError(f"fake provider: {name} must be between 0 and 1, got {text}")
     return value

@@ -190,6 +190,19 @@ def _analyze(args: argparse.Namespace) -> int:
     status = analyze_run(args.run_dir, out_dir=args.out, check=args.check)
     for name, state in status.items():
         print(f"{name:<12} {state}")
+    if not args.check:
+        from pathlib import Path
+
+        import pyarrow.parquet as pq
+
+        from simworld.trackers import TRACKERS_DIR
+
+        frames = Path(args.out) if args.out is not None else Path(args.run_dir) / TRACKERS_DIR
+        signal = frames / "signal.parquet"
+        if signal.is_file():  # the signal checks' warnings (docs/metrics.md §8)
+            for warning in pq.read_table(signal, columns=["warning"]).column(0).to_pylist():
+                if warning:
+                    print(f"WARNING      {warning}")
     return EXIT_RUN_FAILED if args.check and set(status.values()) != {"identical"} else 0
 
 

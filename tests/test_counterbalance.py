@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from simworld.cli import main
 from simworld.counterbalance import ShownOrder, options_lines, shown_order
 from simworld.fake import FakeOptions
 from simworld.llm import CallIdentity
@@ -101,7 +102,7 @@ def signal(out: Path) -> dict[str, dict]:
     return {r["topic"]: r for r in frame.to_dict("records")}
 
 
-def test_signal_checks_find_a_biased_fake_and_pass_an_unbiased_one(make_scenario, tmp_path):
+def test_signal_checks_find_a_biased_fake_and_pass_an_unbiased_one(make_scenario, tmp_path, capsys):
     fair, fair_result = run(make_scenario, tmp_path, "fair", 0.0)
     biased, biased_result = run(make_scenario, tmp_path, "biased", 0.8)
     for topic, row in signal(fair).items():
@@ -119,6 +120,10 @@ def test_signal_checks_find_a_biased_fake_and_pass_an_unbiased_one(make_scenario
     report = build_report(biased).read_text(encoding="utf-8")
     assert "Warning:" in report and "position-bias index" in report
     assert analyze_run(biased, check=True)["signal"] == "identical"
+    capsys.readouterr()
+    assert main(["analyze", str(biased)]) == 0
+    printed = capsys.readouterr().out
+    assert "signal       identical" in printed and printed.count("WARNING      topic") == 2
 
 
 def test_probe_rows_record_the_order_and_map_the_answer_back(make_scenario, tmp_path):

@@ -195,7 +195,7 @@ def _analyze(args: argparse.Namespace) -> int:
 
         import pyarrow.parquet as pq
 
-        from simworld.trackers import TRACKERS_DIR
+        from simworld.support.rundir import TRACKERS_DIR
 
         frames = Path(args.out) if args.out is not None else Path(args.run_dir) / TRACKERS_DIR
         signal = frames / "signal.parquet"

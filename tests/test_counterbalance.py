@@ -9,14 +9,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from simworld.analysis.report import build_report
 from simworld.cli import main
-from simworld.counterbalance import ShownOrder, options_lines, shown_order
-from simworld.fake import FakeOptions
-from simworld.llm import CallIdentity
-from simworld.report import build_report
-from simworld.run import recorded_scenario, run_scenario
-from simworld.scenario import Topic
-from simworld.trackers import TRACKERS_DIR, analyze_run
+from simworld.config.scenario import Topic
+from simworld.engine.counterbalance import ShownOrder, options_lines, shown_order
+from simworld.llm.providers.fake import FakeOptions
+from simworld.llm.types import CallIdentity
+from simworld.runs.run import recorded_scenario, run_scenario
+from simworld.trackers.tracker_set import TRACKERS_DIR, analyze_run
 
 LIKERT = ["Strongly disagree", "Disagree", "Neutral", "Agree", "Strongly agree"]
 LIK = Topic.model_validate(
@@ -74,7 +74,7 @@ def test_fake_position_bias_option_is_parsed_and_checked():
 
 
 def test_a_manifest_without_counterbalance_is_a_fixed_order_run(make_scenario):
-    from simworld.scenario import load_scenario
+    from simworld.config.scenario import load_scenario
 
     data = load_scenario(make_scenario()).model_dump(mode="json")
     assert data["protocol"]["counterbalance"] is True  # new runs: on by default

@@ -8,9 +8,9 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.parquet as pq
 
-from simworld.analysis import inconstancy_by_diversity
-from simworld.run import run_scenario
-from simworld.trackers import TRACKERS_DIR, analyze_run
+from simworld.analysis.tables import inconstancy_by_diversity
+from simworld.runs.run import run_scenario
+from simworld.trackers.tracker_set import TRACKERS_DIR, analyze_run
 
 CHANGED = {"conformity", "inconstancy"}  # columns added (and conformity's heard version)
 

@@ -218,7 +218,7 @@ class ProtocolConfig(_Strict):
     counterbalance: bool = True
     """Show each private probe's options in an order drawn per agent and step from the
     call's identity: Likert scales in their own or the reversed direction, choice options
-    in a random permutation (:mod:`simworld.counterbalance`). The answer is mapped back
+    in a random permutation (:mod:`simworld.engine.counterbalance`). The answer is mapped back
     and the shown order recorded. ``false`` reproduces a fixed-order protocol (and is what
     runs recorded before this option had)."""
     probe_topics: Literal["all", "discussed"] = "all"

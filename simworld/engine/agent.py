@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, create_model
 from simworld.config.persona import Persona
 from simworld.config.scenario import Topic
 from simworld.engine.context import AgentHost
+from simworld.engine.counterbalance import ShownOrder, options_lines, shown_order
 from simworld.llm.gateway import CallOutcome
 from simworld.llm.types import CallIdentity, LLMRequest, json_schema
 from simworld.memory.base import Memory, MemoryItem
@@ -18,7 +19,6 @@ from simworld.memory.importance import rate_importance
 from simworld.memory.reflection import reflect
 from simworld.memory.stream import MemoryStream
 from simworld.prompts import render as prompts
-from simworld.counterbalance import ShownOrder, options_lines, shown_order
 
 
 def answer_model(topic: Topic) -> type[BaseModel]:
@@ -224,7 +224,7 @@ class PersonaAgent(mesa.Agent):
         """A private, structured request for the agent's opinion on ``topic``.
 
         With ``protocol.counterbalance`` the options are shown in an order drawn from the
-        call's identity (:mod:`simworld.counterbalance`); the caller maps the answer back.
+        call's identity (:mod:`simworld.engine.counterbalance`); the caller maps the answer back.
 
         Returns:
             The request, the answer's pydantic model and the order shown.

@@ -511,7 +511,7 @@ class SocialSimulation(mesa.Model):
 
         A counterbalanced probe's answer (and option probabilities) are mapped back from
         the code shown to the topic's own value; its row also records the order shown,
-        the code answered and its position (:mod:`simworld.counterbalance`).
+        the code answered and its position (:mod:`simworld.engine.counterbalance`).
         """
         topics = self.probe_topics(record.step)
         jobs = [

@@ -3,7 +3,7 @@
 Source: docs/metrics.md §8, after Dominguez-Olmedo et al. 2024 ("Questioning the Survey
 Responses of Large Language Models"), Tjuatja et al. 2024 (TACL, response biases of LLMs in
 surveys) and Rupprecht et al. 2025 (recency bias). The checks read counterbalanced probes
-(:mod:`simworld.counterbalance`): each probe records the order its options were shown in,
+(:mod:`simworld.engine.counterbalance`): each probe records the order its options were shown in,
 so the answer's content (the topic's value) and its position (where it was shown) can be
 told apart.
 

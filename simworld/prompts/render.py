@@ -36,7 +36,7 @@ def options_block(topic: Topic, lines: Iterable[tuple[str, str]] | None = None) 
     Args:
         topic: The topic.
         lines: ``(code, label)`` pairs to show instead of the topic's own order (a
-            counterbalanced probe, :func:`simworld.counterbalance.options_lines`).
+            counterbalanced probe, :func:`simworld.engine.counterbalance.options_lines`).
     """
     if lines is None:
         lines = [(str(v), topic.scale.label(v)) for v in topic.scale.values]

@@ -32,7 +32,7 @@ from simworld.runs.writer import RunWriter
 from simworld.support.events import EventType
 from simworld.support.redact import Redactor
 from simworld.support.rundir import CACHE_FILE, MEMORY_DIR, TRACKERS_DIR, RunStatus, read_manifest
-from simworld.tracker_signal import signal_summary
+from simworld.trackers.signal import signal_summary
 
 DEFAULT_OUT_ROOT = Path("outputs")
 VERSIONED_PACKAGES = (

@@ -38,7 +38,7 @@ OPINION_SCHEMA = pa.schema(
 )
 """``opinions.parquet``: one row per probe. ``order`` (the topic's values in the order
 shown), ``shown_answer`` (the code the model gave) and ``position`` (its 0-based place) are
-null unless the probe was counterbalanced (:mod:`simworld.counterbalance`)."""
+null unless the probe was counterbalanced (:mod:`simworld.engine.counterbalance`)."""
 CALL_SCHEMA = pa.schema(
     [
         ("step", pa.int64()),

@@ -42,7 +42,7 @@ from simworld.trackers.scripted import (
     EventTracker,
     InterventionTracker,
 )
-from simworld.tracker_signal import SignalTracker
+from simworld.trackers.signal import SignalTracker
 
 if TYPE_CHECKING:
     from simworld.support.redact import Redactor

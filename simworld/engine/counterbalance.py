@@ -25,8 +25,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from simworld.llm import CallIdentity, canonical_json, sha256_hex
-from simworld.scenario import OpinionValue, Topic
+from simworld.config.scenario import OpinionValue, Topic
+from simworld.llm.types import CallIdentity
+from simworld.support.hashing import canonical_json, sha256_hex
 
 ORDER_SALT = "counterbalance"
 """Mixed into the call identity's hash so the order is independent of the sampling seed."""

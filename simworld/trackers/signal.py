@@ -8,9 +8,9 @@ from typing import Any
 
 import pyarrow as pa
 
-from simworld.counterbalance import parse_order
+from simworld.engine.counterbalance import parse_order
 from simworld.measures.signal import SignalAccumulator
-from simworld.tracker_base import BuiltinTracker, Row, TopicInfo
+from simworld.trackers.base import BuiltinTracker, Row, TopicInfo
 
 
 class SignalTracker(BuiltinTracker):

@@ -32,6 +32,7 @@ from simworld.runs.writer import RunWriter
 from simworld.support.events import EventType
 from simworld.support.redact import Redactor
 from simworld.support.rundir import CACHE_FILE, MEMORY_DIR, TRACKERS_DIR, RunStatus, read_manifest
+from simworld.run_tables import write_run_tables
 
 DEFAULT_OUT_ROOT = Path("outputs")
 VERSIONED_PACKAGES = (
@@ -214,6 +215,7 @@ def execute(
         manifest["resumed"] = int(read_manifest(run_dir).get("resumed", 0)) + 1
     writer.manifest(manifest)
     writer.event(model.start_event())
+    write_run_tables(run_dir, model, redactor)
     status, error = RunStatus.COMPLETED, None
     bar = tqdm(
         total=final.protocol.steps, desc=final.name, unit="step", disable=not progress, leave=False

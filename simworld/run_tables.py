@@ -235,7 +235,8 @@ def run_opinions(run_dir: str | Path) -> pd.DataFrame:
 
     table = pq.read_table(Path(run_dir) / "opinions.parquet")
     df = table.to_pandas(types_mapper=_nullable)
-    if "probs" in df and pa.types.is_string(table.schema.field("probs").type):
+    kind = table.schema.field("probs").type if "probs" in df else None
+    if kind is not None and (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
         df["probs"] = [option_probs(v) for v in df["probs"]]
     elif "probs" in df:
         df["probs"] = [None if v is None else [dict(c) for c in v] for v in df["probs"]]

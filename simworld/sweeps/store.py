@@ -320,7 +320,8 @@ class SweepStore:
         if not path.is_file():
             return None  # a run older than the table (agents, edges)
         table = pq.ParquetFile(path).read()  # read_table would import pandas (~0.5 s of CPU)
-        if "probs" in table.column_names and pa.types.is_string(table.schema.field("probs").type):
+        kind = table.schema.field("probs").type if "probs" in table.column_names else None
+        if kind is not None and (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
             cells = [option_probs(v) for v in table.column("probs").to_pylist()]
             probs = pa.array(cells, OPINION_SCHEMA.field("probs").type)
             table = table.set_column(table.column_names.index("probs"), "probs", probs)

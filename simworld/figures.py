@@ -53,7 +53,7 @@ def mark_interventions(ax: Any, interventions: pd.DataFrame) -> None:
         ax.axvline(x, color="0.35", linestyle=":", lw=1.2, zorder=0)
         ax.text(x, 1.01 + 0.06 * (i % 2), str(row.kind), transform=trans, fontsize="x-small",
                 color="0.3", va="bottom", ha="center", clip_on=False)  # fmt: skip
-    ax.set_title(ax.get_title(), pad=22)
+    ax.set_title(ax.get_title(), pad=30)
 
 
 def time_axis(ax: Any, interventions: pd.DataFrame | None, ylabel: str) -> None:

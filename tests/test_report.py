@@ -180,9 +180,21 @@ def test_a_run_probed_once_gets_no_figures_of_change_over_time(make_scenario, tm
     )
     run_dir = tmp_path / "run"
     assert run_scenario(path, out_dir=run_dir, cache_path=tmp_path / "c.db").status == "completed"
-    figures = report_figures(Run(run_dir))
+    notes: list[str] = []
+    figures = report_figures(Run(run_dir), notes=notes)
     try:
         assert set(figures) == {"network_legs", "asch"}
+        assert notes == [
+            "Figures of change over time left out: the run was probed at one step only."
+        ]
+        # the published human rates by majority size are drawn beside the simulated ones
+        lines = {ln.get_label(): ln for ln in figures["asch"].axes[0].get_lines()}
+        human = lines["CL, humans, Asch (1951)"]
+        assert list(human.get_xdata()) == [0, 1, 2, 3, 4, 8]
+        errors = [0.08, 0.33, 1.53, 4.0, 4.2, 3.84]  # mean errors of 12 critical trials
+        assert list(human.get_ydata()) == pytest.approx([e / 12 for e in errors], abs=1e-4)
     finally:
         for fig in figures.values():
             plt.close(fig)
+    page = build_report(run_dir).read_text(encoding="utf-8")
+    assert "Groups, leadership and men" in page and "CL_humans" in page

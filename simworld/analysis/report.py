@@ -505,7 +505,7 @@ def _personality_table(run: Run) -> pd.DataFrame:
 
 
 STYLE = """
-body { font-family: sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }
+body { font-family: sans-serif; margin: 2em auto; padding: 0 1em; max-width: 1200px; color: #222; }
 h1 { border-bottom: 2px solid #c33; } h2 { margin-top: 2em; color: #833; }
 table { border-collapse: collapse; margin: 0.5em 0; font-size: 0.9em; }
 th, td { padding: 0.25em 0.7em; border-bottom: 1px solid #ddd; text-align: right; }

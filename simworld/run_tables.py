@@ -115,7 +115,7 @@ def _agent_table(
                 "degree": degree[int(row["node"])],
                 "baseline": bool(row.get("baseline")),
                 **{t: None if big_five.get(t) is None else float(big_five[t]) for t in TRAITS},
-                "values": list(row.get("values") or []),
+                "values": None if row.get("values") is None else list(row["values"]),
                 "opinions": [
                     {"topic": str(t), "answer": str(v)}
                     for t, v in sorted((row.get("opinions") or {}).items())

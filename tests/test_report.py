@@ -146,6 +146,19 @@ def test_network_shows_groups_sizes_and_names(make_scenario, tmp_path):
             plt.close(fig)
 
 
+def test_group_discussions_are_drawn_as_who_talked_with_whom(run):
+    figures = report_figures(Run(run), steps=[0, 2])
+    try:
+        first, later = figures["network_remote_work"].axes[:2]
+        assert not any(t.get_text().startswith("conversation") for t in first.texts)
+        groups = {t.get_text() for t in later.texts if t.get_text().startswith("conversation")}
+        assert groups == {"conversation 1", "conversation 2"}  # 8 agents in groups of 4
+        assert "conversations of the step" in later.get_title()
+    finally:
+        for fig in figures.values():
+            plt.close(fig)
+
+
 def test_an_old_run_directory_still_reports(run, tmp_path):
     old = tmp_path / "old"
     shutil.copytree(run, old, ignore=shutil.ignore_patterns("report", "other", "trackers"))

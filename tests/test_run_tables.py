@@ -86,9 +86,10 @@ def test_a_run_older_than_the_tables_derives_them_from_its_transcript(run, tmp_p
     same = ["agent", "name", "node", "group", "community", "degree", "nationality", "openness"]
     assert derived_agents[same].equals(agents[same])
     assert derived_agents["age"].isna().all()  # not in the transcript: null, not made up
+    assert derived_agents["values"].isna().all()
 
 
-def test_tables_are_deterministic(run, make_scenario, tmp_path):
+def test_tables_are_deterministic(make_scenario, tmp_path):
     data = {"protocol.steps": 1, "llm.cache": "off"}
     a = run_scenario(make_scenario(data), out_dir=tmp_path / "a")
     b = run_scenario(make_scenario(data), out_dir=tmp_path / "b")

@@ -108,6 +108,21 @@ def _short_names(agents: pd.DataFrame) -> list[str]:
     return [f"#{int(n)}" for n in agents["node"]]
 
 
+def _talk_layout(
+    agents: pd.DataFrame, talks: list[list[str]]
+) -> tuple[dict[int, np.ndarray], dict[str, tuple[np.ndarray, float]]]:
+    """A layout grouping agents by the conversation they were in (pairs, groups)."""
+    where = {a: f"conversation {i + 1}" for i, members in enumerate(talks) for a in members}
+    grouped = agents.assign(group=[where.get(a, "did not talk") for a in agents["agent"]])
+    ties = [(a, b) for members in talks for i, a in enumerate(members) for b in members[i + 1 :]]
+    node_of = dict(zip(agents["agent"], agents["node"].astype(int), strict=True))
+    edges = pd.DataFrame(
+        [(node_of[a], node_of[b]) for a, b in ties if a in node_of and b in node_of],
+        columns=["source", "target"],
+    )
+    return network_layout(grouped, edges)
+
+
 def figure_network(
     agents: pd.DataFrame,
     edges: pd.DataFrame,
@@ -115,15 +130,19 @@ def figure_network(
     topic: Any,
     *,
     steps: Sequence[int] | None = None,
+    conversations: dict[int, list[list[str]]] | None = None,
 ) -> Figure:
     """The social network coloured by private opinion at chosen probe steps.
 
     Groups (the network's blocks, else detected communities) are laid out apart and
     outlined (:func:`simworld.figures.network_layout`); node size grows with degree; nodes
-    are labelled with the agent's name when the population is small. Grey nodes have no
-    answer at that step (a failed probe or a removed agent).
+    are labelled with the agent's name when the population is small. Dark grey nodes have
+    no answer at that step (a failed probe or a removed agent).
+
+    With ``conversations`` (step → members of each pair or group conversation, as in
+    ``pairs`` and ``group`` modes), a panel draws who talked with whom at its step in
+    dark lines over the faint network, instead of the whole network alone.
     """
-    pos, boxes = network_layout(agents, edges)
     graph = nx.Graph()
     nodes = [int(n) for n in agents["node"]]
     keys = list(agents["agent"])
@@ -139,7 +158,10 @@ def figure_network(
     norm = matplotlib.colors.Normalize(vmin=1, vmax=len(values))
     cmap = plt.get_cmap(LIKERT_CMAP)
     edge_alpha = max(0.05, min(0.4, 12 / max(len(edges), 1)))
+    node_of = dict(zip(keys, nodes, strict=True))
     for ax, step in zip(axes[0], shown, strict=True):
+        talks = (conversations or {}).get(step, []) if step is not None else []
+        pos, boxes = network_layout(agents, edges) if not talks else _talk_layout(agents, talks)
         ax.set_xlabel("layout x (arbitrary units)")
         ax.set_ylabel("layout y (arbitrary units)")
         at = df[df["step"] == step].set_index("agent") if step is not None else df.iloc[0:0]
@@ -157,14 +179,21 @@ def figure_network(
                 ax.add_patch(matplotlib.patches.Circle(centre, radius, color="0.93", zorder=0))
                 ax.annotate(label, (centre[0], centre[1] + radius), ha="center", va="bottom",
                             fontsize="x-small", color="0.35")  # fmt: skip
-        nx.draw_networkx_edges(graph, pos, ax=ax, alpha=edge_alpha)
+        nx.draw_networkx_edges(graph, pos, ax=ax, alpha=0.06 if talks else edge_alpha)
+        if talks:
+            ties = [(node_of[a], node_of[b]) for members in talks
+                    for i, a in enumerate(members) for b in members[i + 1 :]
+                    if a in node_of and b in node_of]  # fmt: skip
+            nx.draw_networkx_edges(graph, pos, edgelist=ties, ax=ax,
+                                   width=1.6, edge_color="0.15", alpha=0.7)  # fmt: skip
         nx.draw_networkx_nodes(graph, pos, nodelist=nodes, ax=ax, node_color=colours,
                                node_size=sizes, edgecolors="0.3", linewidths=0.5)  # fmt: skip
         if len(nodes) <= MAX_LABELLED_NODES:
             short = dict(zip(nodes, _short_names(agents), strict=True))
             nx.draw_networkx_labels(graph, pos, labels=short, ax=ax, font_size=7,
                                     verticalalignment="bottom")  # fmt: skip
-        ax.set_title(f"{topic.id} at step {step}" if step is not None else f"{topic.id}: no probe")
+        title = f"{topic.id} at step {step}" if step is not None else f"{topic.id}: no probe"
+        ax.set_title(title + (f"\n(dark: {len(talks)} conversations of the step)" if talks else ""))
         ax.set_aspect("equal", adjustable="datalim")
         ax.tick_params(left=True, bottom=True, labelleft=True, labelbottom=True)
     if topic.ordinal:
@@ -340,13 +369,16 @@ def report_figures(
     over_time = drift["step"].nunique() >= 2
     figs: dict[str, Figure] = {}
     agents, edges = run_agents(run.path), run_edges(run.path)
+    talks = conversations(run) if run.setting("protocol.mode") in {"pairs", "group"} else None
     for topic in topics.values():
         answered = drift[(drift["topic"] == topic.id) & ~drift["missing"].astype(bool)]
         if over_time and topic.ordinal and not answered.empty:
             figs[f"trajectories_{topic.id}"] = figure_trajectories(drift, topic, interventions)
         elif over_time and topic.ordinal:
             notes.append(f"Trajectories of {topic.id}: no probe of it was answered.")
-        figs[f"network_{topic.id}"] = figure_network(agents, edges, drift, topic, steps=steps)
+        figs[f"network_{topic.id}"] = figure_network(
+            agents, edges, drift, topic, steps=steps, conversations=talks
+        )
     if over_time:
         figs["distributions"] = figure_distributions(drift, list(topics.values()), interventions)
         with_truth = [t for t in topics.values() if t.truth is not None]
@@ -442,6 +474,20 @@ def calls_by_purpose(run: Run) -> pd.DataFrame:
         )
         .reset_index()
     )
+
+
+def conversations(run: Run) -> dict[int, list[list[str]]]:
+    """Step → the members of each pair or group conversation of that step (transcript)."""
+    import json
+
+    out: dict[int, list[list[str]]] = {}
+    with open(run.path / "transcript.jsonl", encoding="utf-8") as fh:
+        for line in fh:
+            if '"type": "conversation"' in line:
+                event = json.loads(line)
+                if event.get("type") == "conversation":
+                    out.setdefault(int(event["step"]), []).append(list(event["members"]))
+    return out
 
 
 def sampled_messages(run: Run, *, per_step: int = MESSAGES_PER_STEP) -> pd.DataFrame:

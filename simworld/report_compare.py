@@ -36,6 +36,7 @@ from matplotlib.figure import Figure
 from simworld.analysis import DEFAULT_CI, Run, confidence_interval, run_rates
 from simworld.errors import ConfigError
 from simworld.figures import CATEGORY_COLOURS, legend_outside, time_axis
+from simworld.measures import belief_curve
 from simworld.output import atomic_write_bytes, parquet_bytes
 from simworld.report import REPORT_DIR, Page, Section, _table, write_page
 
@@ -45,6 +46,8 @@ FINISHED = ("completed", "budget_exhausted")
 SUMMARY_CSV = "summary.csv"
 SUMMARY_PARQUET = "summary.parquet"
 METHOD = "bootstrap"
+LABEL_VALUE_CHARS = 40
+BELIEVING = "believing_share"
 OVER_TIME = (
     ("bias", "bias (Likert points, 0 = midpoint)", True),
     ("diversity", "diversity (Likert points)", True),
@@ -95,7 +98,13 @@ def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def _label(settings: dict[str, Any]) -> str:
-    return ", ".join(f"{k}={v}" for k, v in settings.items()) or "all runs"
+    """``key=value, …`` (long values cut), or ``all runs`` when nothing differs."""
+
+    def short(value: Any) -> str:
+        text = str(value)
+        return text if len(text) <= LABEL_VALUE_CHARS else text[: LABEL_VALUE_CHARS - 1] + "…"
+
+    return ", ".join(f"{k}={short(v)}" for k, v in settings.items()) or "all runs"
 
 
 def _sweep_members(sweep_dir: Path) -> list[Member]:
@@ -134,6 +143,8 @@ def _run_members(run_dirs: Sequence[Path]) -> list[Member]:
         flat.append(settings)
     keys = sorted({k for s in flat for k in s})
     differing = [k for k in keys if len({json.dumps(s.get(k), sort_keys=True) for s in flat}) > 1]
+    if "name" in differing:  # runs of different scenario files: their names tell them apart
+        differing = ["name"]
     members = []
     for run, settings in zip(runs, flat, strict=True):
         branch = run.manifest.get("branch") or {}
@@ -177,8 +188,9 @@ def _accuracy(drift: pd.DataFrame, topic: Any) -> pd.DataFrame:
 def run_series(member: Member) -> pd.DataFrame:
     """One run's measures over time: ``topic, step, measure, value`` (tidy).
 
-    Population measures per topic and probe step (spread measures on Likert topics only)
-    and, for topics with a ``truth``, the share of answered probes that are correct.
+    Population measures per topic and probe step (spread measures on Likert topics only),
+    for topics with a ``truth`` the share of answered probes that are correct, and with
+    ``trackers.belief`` the share of active agents believing the claim.
     """
     run = member.run
     population = run.frame("population")
@@ -193,6 +205,11 @@ def run_series(member: Member) -> pd.DataFrame:
         if topic.truth is not None:
             acc = _accuracy(run.frame("drift"), topic)
             parts.append(acc.assign(topic=topic.id, measure=ACCURACY))
+    belief = run.frame("belief")
+    if not belief.empty:
+        curve = belief_curve(belief)[["step", "share_B"]].rename(columns={"share_B": "value"})
+        topic_id = str(belief["topic"].iloc[0])
+        parts.append(curve.assign(topic=topic_id, measure=BELIEVING))
     if not parts:
         return pd.DataFrame(columns=["topic", "step", "measure", "value"])
     out = pd.concat(parts, ignore_index=True)
@@ -308,8 +325,12 @@ def figure_over_time(comparison: Comparison, topic: str, interventions: pd.DataF
     """
     series = comparison.series[comparison.series["topic"] == topic]
     summary = comparison.summary[comparison.summary["topic"] == topic]
-    measures = [m for m in (*[c for c, _, _ in OVER_TIME], ACCURACY) if m in set(series["measure"])]
-    labels = {c: lab for c, lab, _ in OVER_TIME} | {ACCURACY: "share of answers correct (fraction)"}
+    known = (*[c for c, _, _ in OVER_TIME], ACCURACY, BELIEVING)
+    measures = [m for m in known if m in set(series["measure"])]
+    labels = {c: lab for c, lab, _ in OVER_TIME} | {
+        ACCURACY: "share of answers correct (fraction)",
+        BELIEVING: "share believing the claim (fraction)",
+    }
     cols = min(len(measures), 3)
     rows = -(-len(measures) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 3.7 * rows), squeeze=False)

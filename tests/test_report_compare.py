@@ -128,3 +128,21 @@ def test_cli_compares_and_rejects_bad_paths(sweep, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "nothing" in err[0]
     assert main(["report", str(sweep), "--level", "1.5"]) == 2
+
+
+def test_scenario_files_are_told_apart_by_name_and_belief_is_compared(make_scenario, tmp_path):
+    runs = []
+    for name in ("control", "correction"):
+        changes = {"name": name, "description": f"The {name} condition, described at length.",
+                   "protocol.steps": 2, "trackers.belief": {"topic": "remote_work"}}  # fmt: skip
+        if name == "correction":
+            changes["interventions"] = [{"step": 2, "kind": "broadcast", "topic": "remote_work",
+                                         "text": "Experts disagree with this."}]  # fmt: skip
+        out = tmp_path / name
+        assert run_scenario(make_scenario(changes), out_dir=out).status == "completed"
+        runs.append(out)
+    comparison = compare(runs)
+    assert comparison.conditions == ["name=control", "name=correction"]
+    believing = comparison.summary[comparison.summary.measure == "believing_share"]
+    assert set(believing["condition"]) == {"name=control", "name=correction"}
+    assert believing["estimate"].between(0, 1).all()

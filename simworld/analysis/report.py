@@ -40,6 +40,7 @@ from simworld.figures import (
 )
 from simworld.human_reference import ASCH_1951, Reference
 from simworld.measures import STATES, asch_table, belief_curve
+from simworld.output import atomic_write_bytes
 from simworld.run_tables import run_agents, run_edges
 
 REPORT_FILE = "report.html"
@@ -583,7 +584,7 @@ class Page:
             data = _png(fig)
         finally:
             plt.close(fig)
-        (self.out / f"{stem}.png").write_bytes(data)
+        atomic_write_bytes(self.out / f"{stem}.png", data, durable=False)
         uri = "data:image/png;base64," + base64.b64encode(data).decode("ascii")
         return (
             f"<h3>{html.escape(stem.replace('_', ' '))}</h3>"
@@ -744,8 +745,6 @@ RUN_SECTIONS: list[Section] = [
 
 def write_page(page: Page, sections: Sequence[Section], title: str) -> Path:
     """Render ``sections`` into ``<page.out>/report.html`` (atomically) and return it."""
-    from simworld.output import atomic_write_bytes
-
     body: list[str] = []
     for section in sections:
         body += section(page)

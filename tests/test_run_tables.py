@@ -104,3 +104,22 @@ def test_communities_are_numbered_by_lowest_node():
     found = communities(range(6), [(0, 1), (1, 2), (0, 2), (3, 4), (4, 5), (3, 5)])
     assert found == {0: 0, 1: 0, 2: 0, 3: 1, 4: 1, 5: 1}
     assert communities([0, 1], []) == {0: 0, 1: 1}
+
+
+def test_replay_compares_typed_and_older_json_probs_by_value(run, tmp_path):
+    from simworld.replay import first_table_difference
+
+    new = run / "opinions.parquet"
+    df = pd.read_parquet(new)
+    old = df.assign(
+        probs=[None if p is None else json.dumps({c["option"]: c["prob"] for c in p})
+               for p in df["probs"]]
+    )  # fmt: skip
+    old.to_parquet(tmp_path / "old.parquet")
+    assert "same values" in first_table_difference(tmp_path / "old.parquet", new)
+    i = next(i for i, p in enumerate(df["probs"]) if p is not None)
+    changed = df.copy()
+    changed.at[i, "probs"] = [{"option": "1", "prob": 1.0}]
+    changed.to_parquet(tmp_path / "changed.parquet")
+    diff = first_table_difference(new, tmp_path / "changed.parquet")
+    assert diff.startswith(f"opinions.parquet row {i}: probs")

@@ -9,7 +9,8 @@ seeded, so the same runs give the same bytes). A counterfactual branch is drawn 
 its parent from the branch step on.
 
 Written beside ``report.html``: ``summary.csv`` and ``summary.parquet``, one row per
-condition × measure (× topic × step for measures over time) with the estimate, its CI and n.
+condition × measure (× topic × step for measures over time, × p for Asch levels) with the
+estimate, its CI and n.
 """
 
 from __future__ import annotations
@@ -35,8 +36,9 @@ from matplotlib.figure import Figure
 
 from simworld.analysis import DEFAULT_CI, Run, confidence_interval, run_rates
 from simworld.errors import ConfigError
-from simworld.figures import CATEGORY_COLOURS, legend_outside, time_axis
-from simworld.measures import belief_curve
+from simworld.figures import CATEGORY_COLOURS, integer_steps, legend_outside, time_axis
+from simworld.human_reference import ASCH_1951
+from simworld.measures import asch_table, belief_curve
 from simworld.output import atomic_write_bytes, parquet_bytes
 from simworld.report import REPORT_DIR, Page, Section, _table, write_page
 
@@ -63,6 +65,7 @@ SUMMARY_SCHEMA = pa.schema(
         ("measure", pa.string()),
         ("topic", pa.string()),
         ("step", pa.int64()),
+        ("p", pa.int64()),
         ("estimate", pa.float64()),
         ("ci_low", pa.float64()),
         ("ci_high", pa.float64()),
@@ -257,12 +260,25 @@ def compare(paths: Sequence[str | Path], *, level: float = DEFAULT_CI) -> Compar
     parent, so those steps belong to the parent's condition).
     """
     members = collect(paths)
-    series, rates = [], []
+    series, rates, asch = [], [], []
     for member in members:
         s = run_series(member)
         if member.branch_step is not None:
             s = s[s["step"] >= member.branch_step - 1]
         series.append(s.assign(run=str(member.run.path), condition=member.condition))
+        trials = member.run.frame("asch")
+        if not trials.empty:
+            levels = asch_table(trials).melt(id_vars=["p"], value_vars=["CL", "RL"])
+            asch.append(
+                pd.DataFrame(
+                    {
+                        "condition": member.condition,
+                        "p": levels["p"].astype(int),
+                        "measure": "asch_" + levels["variable"],
+                        "value": levels["value"],
+                    }
+                )
+            )
         r = run_rates(member.run)
         rates.append(
             pd.DataFrame(
@@ -279,6 +295,7 @@ def compare(paths: Sequence[str | Path], *, level: float = DEFAULT_CI) -> Compar
             )
         )
     all_series = pd.concat(series, ignore_index=True)
+    all_asch = pd.concat(asch, ignore_index=True) if asch else None
     all_rates = pd.concat(rates, ignore_index=True)
     order = {c: i for i, c in enumerate(dict.fromkeys(m.condition for m in members))}
     rows = []
@@ -286,24 +303,41 @@ def compare(paths: Sequence[str | Path], *, level: float = DEFAULT_CI) -> Compar
         ["condition", "measure", "topic", "step"], sort=False
     ):
         est, lo, hi, n = _interval(sub["value"].tolist(), level)
-        rows.append((condition, measure, topic, int(step), est, lo, hi, n))
+        rows.append((condition, measure, topic, int(step), None, est, lo, hi, n))
     for (condition, measure), sub in all_rates.groupby(["condition", "measure"], sort=False):
         est, lo, hi, n = _interval(sub["value"].tolist(), level)
-        rows.append((condition, measure, None, None, est, lo, hi, n))
+        rows.append((condition, measure, None, None, None, est, lo, hi, n))
+    if all_asch is not None:
+        for (condition, measure, p), sub in all_asch.groupby(
+            ["condition", "measure", "p"], sort=False
+        ):
+            est, lo, hi, n = _interval(sub["value"].tolist(), level)
+            rows.append((condition, measure, None, None, int(p), est, lo, hi, n))
     summary = pd.DataFrame(
         rows,
-        columns=["condition", "measure", "topic", "step", "estimate", "ci_low", "ci_high", "n"],
+        columns=[
+            "condition",
+            "measure",
+            "topic",
+            "step",
+            "p",
+            "estimate",
+            "ci_low",
+            "ci_high",
+            "n",
+        ],
     )
     summary["level"] = level
     summary["method"] = METHOD
     summary["_c"] = summary["condition"].map(order)
     summary["_t"] = summary["step"].isna()
     summary = (
-        summary.sort_values(["_c", "_t", "measure", "topic", "step"], na_position="first")
+        summary.sort_values(["_c", "_t", "measure", "topic", "step", "p"], na_position="first")
         .drop(columns=["_c", "_t"])
         .reset_index(drop=True)
     )
     summary["step"] = summary["step"].astype("Int64")
+    summary["p"] = summary["p"].astype("Int64")
     return Comparison(members, all_series, all_rates, summary, level)
 
 
@@ -365,7 +399,8 @@ def figure_over_time(comparison: Comparison, topic: str, interventions: pd.DataF
 
 def figure_rates(comparison: Comparison) -> Figure | None:
     """Each per-run rate by condition: the mean and its CI (None: no rate has a value)."""
-    rates = comparison.summary[comparison.summary["step"].isna()].dropna(subset=["estimate"])
+    s = comparison.summary
+    rates = s[s["step"].isna() & s["p"].isna()].dropna(subset=["estimate"])
     measures = list(dict.fromkeys(rates["measure"]))
     if not measures:
         return None
@@ -390,6 +425,43 @@ def figure_rates(comparison: Comparison) -> Figure | None:
     ax.set_ylabel("measure (per run)")
     ax.set_title("Rates by condition")
     legend_outside(ax)
+    return fig
+
+
+def figure_asch_levels(comparison: Comparison) -> Figure | None:
+    """Asch CL and RL against p per condition (mean, CI band), beside Asch (1951)."""
+    s = comparison.summary.dropna(subset=["p", "estimate"])
+    if s.empty:
+        return None
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), squeeze=False)
+    for ax, measure, what in (
+        (axes[0][0], "asch_CL", "CL: answer = peers' answer"),
+        (axes[0][1], "asch_RL", "RL: answer = own earlier answer"),
+    ):
+        for i, condition in enumerate(comparison.conditions):
+            df = s[(s["measure"] == measure) & (s["condition"] == condition)].sort_values("p")
+            if df.empty:
+                continue
+            colour = CATEGORY_COLOURS(i % 10)
+            ax.plot(df["p"], df["estimate"], marker="o", color=colour,
+                    label=f"{condition} (n={int(df['n'].max())})")  # fmt: skip
+            band = df.dropna(subset=["ci_low", "ci_high"])
+            ax.fill_between(band["p"].astype(float), band["ci_low"], band["ci_high"],
+                            color=colour, alpha=0.2, lw=0)  # fmt: skip
+        if measure == "asch_CL":
+            human = ASCH_1951.frame()
+            ax.plot(human["p"], human["CL"], marker="D", color="k", linestyle="--",
+                    label=ASCH_1951.label)  # fmt: skip
+        ax.set_ylim(-0.05, 1.05)
+        ax.set_title(what)
+        ax.set_xlabel("unanimous scripted peers p (count)")
+        ax.set_ylabel("share of trials (fraction)")
+        integer_steps(ax)
+    legend_outside(axes[0][1])
+    handles, names = axes[0][0].get_legend_handles_labels()
+    axes[0][1].legend(handles, names, loc="upper left", bbox_to_anchor=(1.02, 1.0),
+                      frameon=False, fontsize="small")  # fmt: skip
+    fig.tight_layout()
     return fig
 
 
@@ -436,6 +508,14 @@ def section_compare_figures(page: Page) -> list[str]:
         out.append(
             page.image(f"compare_{topic}", figure_over_time(comparison, topic, interventions))
         )
+    asch = figure_asch_levels(comparison)
+    if asch is not None:
+        out += [
+            "<h2>Asch-style conformity by p</h2>",
+            page.image("compare_asch", asch),
+            f"<p class='cite'>Human reference: {html.escape(ASCH_1951.note)} "
+            f"{html.escape(ASCH_1951.citation)}</p>",
+        ]
     fig = figure_rates(comparison)
     if fig is None:
         page.notes.append("Rates figure left out: no rate could be decided in any run.")
@@ -450,21 +530,27 @@ def section_compare_figures(page: Page) -> list[str]:
 
 
 def section_compare_summary(page: Page) -> list[str]:
-    """The summary at the last probe step of each measure over time, and the rates."""
+    """The summary at the last probe step of each measure over time, the rates, and the
+    Asch levels by p when the runs have Asch trials."""
     comparison: Comparison = page.extra["comparison"]
     s = comparison.summary
     timed = s.dropna(subset=["step"])
     last = timed[
         timed["step"] == timed.groupby(["condition", "measure", "topic"])["step"].transform("max")
     ]
-    rates = s[s["step"].isna()]
+    rates = s[s["step"].isna() & s["p"].isna()]
     cols = ["condition", "measure", "topic", "step", "estimate", "ci_low", "ci_high", "n"]
-    return [
+    out = [
         "<h2>Summary at the last probe step</h2>",
         _table(last[cols]),
         "<h2>Rates per condition</h2>",
         _table(rates[["condition", "measure", "estimate", "ci_low", "ci_high", "n"]]),
     ]
+    asch = s.dropna(subset=["p"])
+    if not asch.empty:
+        columns = ["condition", "measure", "p", "estimate", "ci_low", "ci_high", "n"]
+        out += ["<h2>Asch levels by p per condition</h2>", _table(asch[columns])]
+    return out
 
 
 def section_compare_notes(page: Page) -> list[str]:

@@ -146,3 +146,22 @@ def test_scenario_files_are_told_apart_by_name_and_belief_is_compared(make_scena
     believing = comparison.summary[comparison.summary.measure == "believing_share"]
     assert set(believing["condition"]) == {"name=control", "name=correction"}
     assert believing["estimate"].between(0, 1).all()
+
+
+def test_asch_levels_by_p_are_compared_beside_asch_1951(make_scenario, tmp_path):
+    scale = {"type": "choice", "options": {"A": "Six", "B": "Eight"}}
+    topic = {"id": "legs", "statement": "How many legs?", "scale": scale, "truth": "B"}
+    runs = []
+    for seed in (1, 2):
+        path = make_scenario(
+            {"seed": seed, "topics": [topic],
+             "protocol": {"steps": 2, "mode": "asch", "asch": {"peers": [0, 3]}, "probe_at": [0]}}
+        )  # fmt: skip
+        out = tmp_path / f"run{seed}"
+        assert run_scenario(path, out_dir=out, cache_path=tmp_path / "c.db").status == "completed"
+        runs.append(out)
+    comparison = compare(runs)
+    cl = comparison.summary[comparison.summary.measure == "asch_CL"]
+    assert list(cl["p"]) == [0, 3] and set(cl["n"]) == {2}
+    page = build_comparison(runs, out_dir=tmp_path / "report").read_text(encoding="utf-8")
+    assert "compare_asch" in page and "Groups, leadership and men" in page

@@ -75,6 +75,15 @@ def legend_outside(ax: Any, **kwargs: Any) -> None:
                   fontsize="small", frameon=False, **kwargs)  # fmt: skip
 
 
+def figure_handles(fig: Figure) -> tuple[list[Any], list[str]]:
+    """Legend handles and labels of every axes of a figure, each label once."""
+    seen: dict[str, Any] = {}
+    for ax in fig.axes:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            seen.setdefault(label, handle)
+    return list(seen.values()), list(seen)
+
+
 def figure_accuracy(
     drift: pd.DataFrame, topics: Sequence[Any], interventions: pd.DataFrame
 ) -> Figure:
@@ -212,6 +221,7 @@ __all__ = [
     "figure_accuracy",
     "figure_asch_reference",
     "figure_distributions",
+    "figure_handles",
     "integer_steps",
     "legend_outside",
     "mark_interventions",

@@ -36,7 +36,13 @@ from matplotlib.figure import Figure
 
 from simworld.analysis import DEFAULT_CI, Run, confidence_interval, run_rates
 from simworld.errors import ConfigError
-from simworld.figures import CATEGORY_COLOURS, integer_steps, legend_outside, time_axis
+from simworld.figures import (
+    CATEGORY_COLOURS,
+    figure_handles,
+    integer_steps,
+    legend_outside,
+    time_axis,
+)
 from simworld.human_reference import ASCH_1951
 from simworld.measures import asch_table, belief_curve
 from simworld.output import atomic_write_bytes, parquet_bytes
@@ -388,7 +394,7 @@ def figure_over_time(comparison: Comparison, topic: str, interventions: pd.DataF
             ax.axvline(step - 0.5, color="k", linestyle="--", lw=0.8)
         ax.set_title(measure.replace("_", " "))
         time_axis(ax, interventions, labels[measure])
-    handles, names = axes.flat[0].get_legend_handles_labels()
+    handles, names = figure_handles(fig)
     title = f"condition: mean, {comparison.level:.0%} CI band"
     fig.legend(handles, names, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False,
                fontsize="small", title=title)  # fmt: skip
@@ -457,8 +463,7 @@ def figure_asch_levels(comparison: Comparison) -> Figure | None:
         ax.set_xlabel("unanimous scripted peers p (count)")
         ax.set_ylabel("share of trials (fraction)")
         integer_steps(ax)
-    legend_outside(axes[0][1])
-    handles, names = axes[0][0].get_legend_handles_labels()
+    handles, names = figure_handles(fig)
     axes[0][1].legend(handles, names, loc="upper left", bbox_to_anchor=(1.02, 1.0),
                       frameon=False, fontsize="small")  # fmt: skip
     fig.tight_layout()

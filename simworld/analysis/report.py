@@ -34,6 +34,7 @@ from simworld.figures import (
     figure_accuracy,
     figure_asch_reference,
     figure_distributions,
+    figure_handles,
     legend_outside,
     network_layout,
     time_axis,
@@ -321,7 +322,7 @@ def figure_population(
         time_axis(ax, interventions, label)
         if column == "consensus_share":
             ax.set_ylim(0, 1.05)
-    handles, labels = axes.flat[0].get_legend_handles_labels()
+    handles, labels = figure_handles(fig)
     fig.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False,
                fontsize="small", title="topic")  # fmt: skip
     fig.tight_layout()

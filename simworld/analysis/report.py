@@ -378,9 +378,12 @@ def report_figures(
             figs[f"trajectories_{topic.id}"] = figure_trajectories(drift, topic, interventions)
         elif over_time and topic.ordinal:
             notes.append(f"Trajectories of {topic.id}: no probe of it was answered.")
-        figs[f"network_{topic.id}"] = figure_network(
-            agents, edges, drift, topic, steps=steps, conversations=talks
-        )
+        if (drift["topic"] == topic.id).any():
+            figs[f"network_{topic.id}"] = figure_network(
+                agents, edges, drift, topic, steps=steps, conversations=talks
+            )
+        else:
+            notes.append(f"Network of {topic.id} left out: the topic was never probed.")
     if over_time:
         figs["distributions"] = figure_distributions(drift, list(topics.values()), interventions)
         with_truth = [t for t in topics.values() if t.truth is not None]

@@ -20,7 +20,7 @@ import json
 import math
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -116,7 +116,7 @@ def _label(settings: dict[str, Any]) -> str:
     return ", ".join(f"{k}={short(v)}" for k, v in settings.items()) or "all runs"
 
 
-def _sweep_members(sweep_dir: Path) -> list[Member]:
+def _sweep_members(sweep_dir: Path, skipped: list[str] | None = None) -> list[Member]:
     try:
         manifest = json.loads((sweep_dir / SWEEP_MANIFEST).read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
@@ -130,6 +130,8 @@ def _sweep_members(sweep_dir: Path) -> list[Member]:
         if entry.get("status") in FINISHED and (path / RUN_MANIFEST).is_file():
             params = entry.get("params") or {}
             members.append(Member(Run(path), _label({k: params.get(k) for k in varied})))
+        elif skipped is not None:
+            skipped.append(f"{entry['run_dir']} ({entry.get('status')})")
     return members
 
 
@@ -164,7 +166,7 @@ def _run_members(run_dirs: Sequence[Path]) -> list[Member]:
     return members
 
 
-def collect(paths: Sequence[str | Path]) -> list[Member]:
+def collect(paths: Sequence[str | Path], *, skipped: list[str] | None = None) -> list[Member]:
     """The runs of a comparison: a sweep directory's finished runs, or run directories.
 
     A sweep's conditions are its grid points, labelled by the grid keys that take more
@@ -182,7 +184,7 @@ def collect(paths: Sequence[str | Path]) -> list[Member]:
             runs.append(path)
         else:
             raise ConfigError(path, "", "neither a run directory (manifest.json) nor a sweep")
-    members = [m for s in sweeps for m in _sweep_members(s)] + _run_members(runs)
+    members = [m for s in sweeps for m in _sweep_members(s, skipped)] + _run_members(runs)
     if not members:
         raise ConfigError(paths[0], "", "no finished run to report on")
     return members
@@ -245,6 +247,7 @@ class Comparison:
         rates: ``run, condition, measure, value`` (per-run rates, see ``run_rates``).
         summary: The tidy summary (:data:`SUMMARY_SCHEMA` columns).
         level: Confidence level.
+        skipped: A sweep's runs left out as not finished (run directory and status).
     """
 
     members: list[Member]
@@ -252,6 +255,7 @@ class Comparison:
     rates: pd.DataFrame
     summary: pd.DataFrame
     level: float
+    skipped: list[str] = field(default_factory=list)
 
     @property
     def conditions(self) -> list[str]:
@@ -265,7 +269,8 @@ def compare(paths: Sequence[str | Path], *, level: float = DEFAULT_CI) -> Compar
     A branch's measures count from its branch step on (before it, the branch replays its
     parent, so those steps belong to the parent's condition).
     """
-    members = collect(paths)
+    skipped: list[str] = []
+    members = collect(paths, skipped=skipped)
     series, rates, asch = [], [], []
     for member in members:
         s = run_series(member)
@@ -344,7 +349,7 @@ def compare(paths: Sequence[str | Path], *, level: float = DEFAULT_CI) -> Compar
     )
     summary["step"] = summary["step"].astype("Int64")
     summary["p"] = summary["p"].astype("Int64")
-    return Comparison(members, all_series, all_rates, summary, level)
+    return Comparison(members, all_series, all_rates, summary, level, skipped)
 
 
 def summary_table(comparison: Comparison) -> pa.Table:
@@ -480,8 +485,13 @@ def _interventions(comparison: Comparison) -> pd.DataFrame:
 
 
 def section_compare_header(page: Page) -> list[str]:
-    """What is compared: conditions, their runs and seeds."""
+    """What is compared: conditions, their runs and seeds (unfinished runs go to the notes)."""
     comparison: Comparison = page.extra["comparison"]
+    if comparison.skipped:
+        page.notes.append(
+            f"{len(comparison.skipped)} run(s) of the sweep left out, not finished: "
+            + ", ".join(comparison.skipped)
+        )
     rows = []
     for condition in comparison.conditions:
         runs = [m.run for m in comparison.members if m.condition == condition]

@@ -165,3 +165,18 @@ def test_asch_levels_by_p_are_compared_beside_asch_1951(make_scenario, tmp_path)
     assert list(cl["p"]) == [0, 3] and set(cl["n"]) == {2}
     page = build_comparison(runs, out_dir=tmp_path / "report").read_text(encoding="utf-8")
     assert "compare_asch" in page and "Groups, leadership and men" in page
+
+
+def test_unfinished_runs_of_a_sweep_are_left_out_and_named(sweep, tmp_path):
+    import shutil
+
+    copy = tmp_path / "sweep"
+    shutil.copytree(sweep, copy, ignore=shutil.ignore_patterns("report", ".locks"))
+    manifest = json.loads((copy / "sweep.json").read_text(encoding="utf-8"))
+    manifest["runs"][0]["status"] = "failed"
+    (copy / "sweep.json").write_text(json.dumps(manifest), encoding="utf-8")
+    comparison = compare([copy])
+    assert len(comparison.members) == 2 * SEEDS - 1
+    page = build_comparison([copy]).read_text(encoding="utf-8")
+    assert "1 run(s) of the sweep left out, not finished" in page
+    assert manifest["runs"][0]["run_dir"] in page

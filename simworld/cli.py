@@ -210,7 +210,7 @@ def _analyze(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from simworld.report import build_report
+    from simworld.analysis.report import build_report
 
     paths = [Path(p) for p in args.run_dir]
     if not 0 < args.level < 1:
@@ -218,7 +218,7 @@ def _report(args: argparse.Namespace) -> int:
     if len(paths) == 1 and (paths[0] / "manifest.json").is_file():
         print(build_report(paths[0], out_dir=args.out, steps=args.network_steps))
         return 0
-    from simworld.report_compare import build_comparison
+    from simworld.analysis.compare import build_comparison
 
     print(build_comparison(paths, out_dir=args.out, level=args.level))
     return 0

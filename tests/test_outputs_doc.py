@@ -8,9 +8,9 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from simworld.output import CALL_SCHEMA, OPINION_SCHEMA
-from simworld.run_tables import AGENT_SCHEMA, EDGE_SCHEMA
-from simworld.trackers import BUILTIN_TRACKERS
+from simworld.runs.tables import AGENT_SCHEMA, EDGE_SCHEMA
+from simworld.runs.writer import CALL_SCHEMA, OPINION_SCHEMA
+from simworld.trackers.tracker_set import BUILTIN_TRACKERS
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "outputs.md"
 TABLES: dict[str, pa.Schema] = {
@@ -45,7 +45,7 @@ def test_every_table_is_documented_with_its_columns_and_types(name):
 
 
 def test_no_documented_table_is_unknown():
-    from simworld.report_compare import SUMMARY_SCHEMA
+    from simworld.analysis.compare import SUMMARY_SCHEMA
 
     known = set(TABLES) | {"report/summary.parquet"}
     assert set(documented()) == known

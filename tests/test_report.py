@@ -18,9 +18,8 @@ from conftest import BASE_SCENARIO, deep_update
 from simworld.analysis.report import REPORT_DIR, REPORT_FILE, build_report, report_figures
 from simworld.analysis.tables import Run
 from simworld.cli import main
-from simworld.report import REPORT_DIR, REPORT_FILE, build_report, report_figures
-from simworld.run import run_scenario
-from simworld.run_tables import run_agents, run_opinions
+from simworld.runs.run import run_scenario
+from simworld.runs.tables import run_agents, run_opinions
 
 
 @pytest.fixture(scope="module")

@@ -10,17 +10,17 @@ import pyarrow.parquet as pq
 import pytest
 from browser import screenshot
 
-from simworld.analysis import Run, confidence_interval
-from simworld.cli import main
-from simworld.replay import branch_run
-from simworld.report_compare import (
+from simworld.analysis.compare import (
     SUMMARY_CSV,
     SUMMARY_PARQUET,
     SUMMARY_SCHEMA,
     build_comparison,
     compare,
 )
-from simworld.run import run_scenario
+from simworld.analysis.tables import Run, confidence_interval
+from simworld.cli import main
+from simworld.runs.replay import branch_run
+from simworld.runs.run import run_scenario
 
 SEEDS = 3
 

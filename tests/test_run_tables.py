@@ -10,9 +10,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from simworld.output import OPINION_SCHEMA, option_probs, parquet_bytes
-from simworld.run import run_scenario
-from simworld.run_tables import AGENTS_FILE, EDGES_FILE, communities, run_agents, run_edges
+from simworld.runs.run import run_scenario
+from simworld.runs.tables import AGENTS_FILE, EDGES_FILE, communities, run_agents, run_edges
+from simworld.runs.writer import OPINION_SCHEMA, option_probs, parquet_bytes
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +107,7 @@ def test_communities_are_numbered_by_lowest_node():
 
 
 def test_replay_compares_typed_and_older_json_probs_by_value(run, tmp_path):
-    from simworld.replay import first_table_difference
+    from simworld.runs.replay import first_table_difference
 
     new = run / "opinions.parquet"
     df = pd.read_parquet(new)

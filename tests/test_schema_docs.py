@@ -8,13 +8,13 @@ import jsonschema
 import pytest
 
 from simworld.cli import main
-from simworld.scenario import Scenario, scenario_json_schema
-from simworld.schema_docs import field_paths, schema_docs
+from simworld.config.scenario import Scenario, scenario_json_schema
+from simworld.config.schema_docs import field_paths, schema_docs
 
 
 def _properties(schema: dict, node: dict, path: str = ""):
     """Every (path, property schema) as declared, following refs, unions and lists."""
-    from simworld.schema_docs import _objects  # the walker the merge uses
+    from simworld.config.schema_docs import _objects  # the walker the merge uses
 
     for name, prop in node.get("properties", {}).items():
         here = f"{path}.{name}" if path else name
@@ -28,7 +28,9 @@ def test_every_field_has_a_documentation_entry_and_no_entry_is_stale():
     docs = schema_docs()
     assert len(paths) >= 138
     missing = [p for p in paths if not str(docs.get(p, {}).get("description", "")).strip()]
-    assert not missing, f"fields without a description in simworld/schema_docs.yaml: {missing}"
+    assert not missing, (
+        f"fields without a description in simworld/config/schema_docs.yaml: {missing}"
+    )
     stale = sorted(set(docs) - set(paths))
     assert not stale, f"entries naming no field: {stale}"
 

@@ -25,8 +25,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from simworld.analysis import Run, inconstancy_by_diversity, run_rates
-from simworld.figures import (
+from simworld.analysis.figures import (
     CATEGORY_COLOURS,
     LAYOUT_SEED,
     LIKERT_CMAP,
@@ -39,10 +38,12 @@ from simworld.figures import (
     network_layout,
     time_axis,
 )
-from simworld.human_reference import ASCH_1951, Reference
+from simworld.analysis.human_reference import ASCH_1951, Reference
+from simworld.analysis.tables import Run, inconstancy_by_diversity, run_rates
 from simworld.measures import STATES, asch_table, belief_curve
-from simworld.output import atomic_write_bytes
-from simworld.run_tables import run_agents, run_edges
+from simworld.runs.tables import run_agents, run_edges
+from simworld.runs.writer import atomic_write_bytes
+from simworld.support.rundir import REPORT_DIR
 
 REPORT_FILE = "report.html"
 DPI = 100
@@ -137,7 +138,7 @@ def figure_network(
     """The social network coloured by private opinion at chosen probe steps.
 
     Groups (the network's blocks, else detected communities) are laid out apart and
-    outlined (:func:`simworld.figures.network_layout`); node size grows with degree; nodes
+    outlined (:func:`simworld.analysis.figures.network_layout`); node size grows with degree; nodes
     are labelled with the agent's name when the population is small. Dark grey nodes have
     no answer at that step (a failed probe or a removed agent).
 

@@ -28,11 +28,11 @@ from simworld.llm.cache import ResponseCache
 from simworld.llm.gateway import Accounting, Gateway
 from simworld.llm.litellm_backend import LiteLLMModel
 from simworld.llm.providers.registry import check_model
+from simworld.runs.tables import write_run_tables
 from simworld.runs.writer import RunWriter
 from simworld.support.events import EventType
 from simworld.support.redact import Redactor
 from simworld.support.rundir import CACHE_FILE, MEMORY_DIR, TRACKERS_DIR, RunStatus, read_manifest
-from simworld.run_tables import write_run_tables
 
 DEFAULT_OUT_ROOT = Path("outputs")
 VERSIONED_PACKAGES = (

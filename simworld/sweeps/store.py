@@ -20,12 +20,13 @@ from simworld.runs.writer import (
     option_probs,
     parquet_bytes,
 )
+from simworld.support.rundir import AGENTS, EDGES
 from simworld.sweeps.executors import FINISHED_STATUSES, TaskResult, read_run_status
 
 SWEEP_MANIFEST = "sweep.json"
 COMBINED_FRAME = "opinions.parquet"
 RUN_OPINIONS = "opinions.parquet"
-COMBINED_TABLES = (RUN_OPINIONS, "agents.parquet", "edges.parquet")
+COMBINED_TABLES = (RUN_OPINIONS, AGENTS, EDGES)
 """Run tables the sweep directory combines (same name, with run, seed and grid columns)."""
 RUNS_DIR = "runs"
 LOCKS_DIR = ".locks"

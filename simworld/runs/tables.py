@@ -19,15 +19,15 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from simworld.output import atomic_write_bytes, mask_table, parquet_bytes, read_manifest
+from simworld.runs.writer import atomic_write_bytes, mask_table, parquet_bytes
+from simworld.support.rundir import AGENTS, EDGES, TRANSCRIPT, read_manifest
 
 if TYPE_CHECKING:
-    from simworld.model import SocialSimulation
-    from simworld.redact import Redactor
+    from simworld.engine.model import SocialSimulation
+    from simworld.support.redact import Redactor
 
-AGENTS_FILE = "agents.parquet"
-EDGES_FILE = "edges.parquet"
-TRANSCRIPT = "transcript.jsonl"
+AGENTS_FILE = AGENTS
+EDGES_FILE = EDGES
 COMMUNITY_SEED = 0
 TRAITS = ("openness", "conscientiousness", "extraversion", "agreeableness", "neuroticism")
 OPINION_TYPE = pa.list_(pa.struct([("topic", pa.string()), ("answer", pa.string())]))
@@ -231,7 +231,7 @@ def run_opinions(run_dir: str | Path) -> pd.DataFrame:
     Run directories written before ``probs`` was typed hold it as JSON text; it is read
     into the same form.
     """
-    from simworld.output import option_probs
+    from simworld.runs.writer import option_probs
 
     table = pq.read_table(Path(run_dir) / "opinions.parquet")
     df = table.to_pandas(types_mapper=_nullable)

@@ -1,6 +1,6 @@
 """Descriptions and examples of every scenario field, merged into the JSON Schema.
 
-They live in one data file, ``simworld/schema_docs.yaml``, keyed by field path:
+They live in one data file, ``simworld/config/schema_docs.yaml``, keyed by field path:
 
 * ``llm.model`` — a field of a section;
 * ``topics[].scale`` — a field of each item of a list;
@@ -28,7 +28,9 @@ DISCRIMINATORS = ("generator", "kind", "type")
 @cache
 def schema_docs() -> dict[str, dict[str, Any]]:
     """Field path → ``{"description": str, "examples": list}`` (examples may be absent)."""
-    text = resources.files("simworld").joinpath(DOCS_FILE).read_text(encoding="utf-8")
+    text = (
+        resources.files(__package__ or "simworld").joinpath(DOCS_FILE).read_text(encoding="utf-8")
+    )
     raw = yaml.safe_load(text) or {}
     out: dict[str, dict[str, Any]] = {}
     for path, value in raw.items():

@@ -4,7 +4,7 @@ Runs are grouped into conditions: a sweep's grid points (``sweep.json``), or, fo
 directories given one by one, the scenario settings that differ between them (the seed
 aside). Each measure is computed per run from its directory alone (tracker frames, re-derived
 from the transcript when absent) and summarised per condition across seeds: the mean and a
-percentile-bootstrap confidence interval (:func:`simworld.analysis.confidence_interval`,
+percentile-bootstrap confidence interval (:func:`simworld.analysis.tables.confidence_interval`,
 seeded, so the same runs give the same bytes). A counterfactual branch is drawn against
 its parent from the branch step on.
 
@@ -34,19 +34,19 @@ import pandas as pd
 import pyarrow as pa
 from matplotlib.figure import Figure
 
-from simworld.analysis import DEFAULT_CI, Run, confidence_interval, run_rates
-from simworld.errors import ConfigError
-from simworld.figures import (
+from simworld.analysis.figures import (
     CATEGORY_COLOURS,
     figure_handles,
     integer_steps,
     legend_outside,
     time_axis,
 )
-from simworld.human_reference import ASCH_1951
+from simworld.analysis.human_reference import ASCH_1951
+from simworld.analysis.report import REPORT_DIR, Page, Section, _table, write_page
+from simworld.analysis.tables import DEFAULT_CI, Run, confidence_interval, run_rates
+from simworld.errors import ConfigError
 from simworld.measures import asch_table, belief_curve
-from simworld.output import atomic_write_bytes, parquet_bytes
-from simworld.report import REPORT_DIR, Page, Section, _table, write_page
+from simworld.runs.writer import atomic_write_bytes, parquet_bytes
 
 SWEEP_MANIFEST = "sweep.json"
 RUN_MANIFEST = "manifest.json"

@@ -22,7 +22,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from simworld.human_reference import Reference
+from simworld.analysis.human_reference import Reference
 
 STEP_AXIS = "probe step (simulation steps)"
 SHARE_AXIS = "share of agents (fraction)"

@@ -43,7 +43,8 @@ from simworld.analysis.tables import Run, inconstancy_by_diversity, run_rates
 from simworld.measures import STATES, asch_table, belief_curve
 from simworld.runs.tables import run_agents, run_edges
 from simworld.runs.writer import atomic_write_bytes
-from simworld.support.rundir import REPORT_DIR
+from simworld.support.events import EventType
+from simworld.support.rundir import REPORT_DIR, TRANSCRIPT
 
 REPORT_FILE = "report.html"
 DPI = 100
@@ -487,11 +488,11 @@ def conversations(run: Run) -> dict[int, list[list[str]]]:
     import json
 
     out: dict[int, list[list[str]]] = {}
-    with open(run.path / "transcript.jsonl", encoding="utf-8") as fh:
+    with open(run.path / TRANSCRIPT, encoding="utf-8") as fh:
         for line in fh:
-            if '"type": "conversation"' in line:
+            if f'"type": "{EventType.CONVERSATION}"' in line:
                 event = json.loads(line)
-                if event.get("type") == "conversation":
+                if event.get("type") == EventType.CONVERSATION:
                     out.setdefault(int(event["step"]), []).append(list(event["members"]))
     return out
 
@@ -506,12 +507,12 @@ def sampled_messages(run: Run, *, per_step: int = MESSAGES_PER_STEP) -> pd.DataF
 
     names = dict(zip(*(run_agents(run.path)[c] for c in ("agent", "name")), strict=True))
     by_step: dict[int, list[dict[str, Any]]] = {}
-    with open(run.path / "transcript.jsonl", encoding="utf-8") as fh:
+    with open(run.path / TRANSCRIPT, encoding="utf-8") as fh:
         for line in fh:
-            if '"type": "message"' not in line:
+            if f'"type": "{EventType.MESSAGE}"' not in line:
                 continue
             event = json.loads(line)
-            if event.get("type") == "message" and event.get("text"):
+            if event.get("type") == EventType.MESSAGE and event.get("text"):
                 by_step.setdefault(int(event["step"]), []).append(event)
     rows = []
     for step in sorted(by_step):

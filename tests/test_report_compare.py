@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
@@ -14,9 +15,12 @@ from simworld.analysis.compare import (
     SUMMARY_CSV,
     SUMMARY_PARQUET,
     SUMMARY_SCHEMA,
+    _interventions,
     build_comparison,
     compare,
+    figure_over_time,
 )
+from simworld.analysis.figures import CATEGORY_COLOURS
 from simworld.analysis.tables import Run, confidence_interval
 from simworld.cli import main
 from simworld.runs.replay import branch_run
@@ -146,6 +150,14 @@ def test_scenario_files_are_told_apart_by_name_and_belief_is_compared(make_scena
     believing = comparison.summary[comparison.summary.measure == "believing_share"]
     assert set(believing["condition"]) == {"name=control", "name=correction"}
     assert believing["estimate"].between(0, 1).all()
+    # the broadcast only the correction condition had is drawn in its colour, dash-dotted
+    fig = figure_over_time(comparison, "remote_work", _interventions(comparison))
+    try:
+        marks = [ln for ln in fig.axes[0].get_lines() if ln.get_linestyle() == "-."]
+        assert len(marks) == 1 and marks[0].get_xdata()[0] == pytest.approx(1.5 + 0.04)
+        assert marks[0].get_color() == CATEGORY_COLOURS(1)
+    finally:
+        plt.close(fig)
 
 
 def test_asch_levels_by_p_are_compared_beside_asch_1951(make_scenario, tmp_path):

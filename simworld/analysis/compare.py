@@ -39,6 +39,7 @@ from simworld.analysis.figures import (
     figure_handles,
     integer_steps,
     legend_outside,
+    mark_interventions,
     time_axis,
 )
 from simworld.analysis.human_reference import ASCH_1951
@@ -398,7 +399,8 @@ def figure_over_time(comparison: Comparison, topic: str, interventions: pd.DataF
         for step in branch_steps:
             ax.axvline(step - 0.5, color="k", linestyle="--", lw=0.8)
         ax.set_title(measure.replace("_", " "))
-        time_axis(ax, interventions, labels[measure])
+        time_axis(ax, None, labels[measure])
+        _mark(ax, comparison, interventions)
     handles, names = figure_handles(fig)
     title = f"condition: mean, {comparison.level:.0%} CI band"
     fig.legend(handles, names, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False,
@@ -476,12 +478,46 @@ def figure_asch_levels(comparison: Comparison) -> Figure | None:
 
 
 def _interventions(comparison: Comparison) -> pd.DataFrame:
-    frames = [m.run.frame("interventions") for m in comparison.members]
-    frames = [f for f in frames if not f.empty]
+    """Every (step, kind) of intervention, with the conditions whose runs had it.
+
+    Returns:
+        ``step, index, kind, topic, conditions`` (a tuple of condition indices).
+    """
+    frames = []
+    for member in comparison.members:
+        frame = member.run.frame("interventions")
+        if not frame.empty:
+            i = comparison.conditions.index(member.condition)
+            frames.append(frame.assign(condition=i))
     if not frames:
-        return pd.DataFrame(columns=["step", "index", "kind", "topic"])
+        return pd.DataFrame(columns=["step", "index", "kind", "topic", "conditions"])
     both = pd.concat(frames, ignore_index=True)
-    return both.drop_duplicates(subset=["step", "kind"]).reset_index(drop=True)
+    rows = []
+    for (step, kind), sub in both.groupby(["step", "kind"], sort=True):
+        first = sub.iloc[0]
+        conditions = tuple(sorted(set(sub["condition"])))
+        rows.append({"step": step, "index": first["index"], "kind": kind,
+                     "topic": first["topic"], "conditions": conditions})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def _mark(ax: Any, comparison: Comparison, interventions: pd.DataFrame) -> None:
+    """Interventions every condition had in grey; those of some conditions only in those
+    conditions' colours (dash-dotted, side by side); all labelled above the plot."""
+    n = len(comparison.conditions)
+    everyone = tuple(range(n))
+    shared = interventions[[c == everyone for c in interventions["conditions"]]]
+    mark_interventions(ax, shared)
+    own = interventions[[c != everyone for c in interventions["conditions"]]]
+    trans = ax.get_xaxis_transform()
+    for j, row in enumerate(own.itertuples(index=False), start=len(shared)):
+        for i in row.conditions:
+            x = float(row.step) - 0.5 + 0.08 * (i - (n - 1) / 2)
+            colour = CATEGORY_COLOURS(i % 10)
+            ax.axvline(x, color=colour, linestyle="-.", lw=1.1, zorder=0)
+            ax.text(x, 1.01 + 0.06 * (j % 2), str(row.kind), transform=trans, color=colour,
+                    fontsize="x-small", va="bottom", ha="center", clip_on=False)  # fmt: skip
+    ax.set_title(ax.get_title(), pad=30)
 
 
 def section_compare_header(page: Page) -> list[str]:

@@ -60,9 +60,23 @@ def _parser() -> argparse.ArgumentParser:
     analyze.add_argument(
         "--check", action="store_true", help="only compare with the frames on disk"
     )
-    report = sub.add_parser("report", help="write RUN_DIR/report/report.html with figures")
-    report.add_argument("run_dir", help="the run's directory")
-    report.add_argument("--out", help="where to write the report (default RUN_DIR/report)")
+    report = sub.add_parser(
+        "report",
+        help="write RUN_DIR/report/report.html with figures, or compare a sweep or several runs",
+    )
+    report.add_argument(
+        "run_dir",
+        nargs="+",
+        help="a run directory; or a sweep directory, or several run directories, to compare",
+    )
+    report.add_argument(
+        "--out",
+        help="where to write the report (default RUN_DIR/report, SWEEP_DIR/report, or "
+        "report/ beside the compared runs)",
+    )
+    report.add_argument(
+        "--level", type=float, default=0.95, help="confidence level of a comparison's intervals"
+    )
     report.add_argument(
         "--network-steps",
         type=int,
@@ -207,9 +221,19 @@ def _analyze(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from simworld.analysis.report import build_report
 
-    print(build_report(args.run_dir, out_dir=args.out, steps=args.network_steps))
+    paths = [Path(p) for p in args.run_dir]
+    if not 0 < args.level < 1:
+        raise ConfigError("--level", str(args.level), "must be between 0 and 1")
+    if len(paths) == 1 and (paths[0] / "manifest.json").is_file():
+        print(build_report(paths[0], out_dir=args.out, steps=args.network_steps))
+        return 0
+    from simworld.analysis.compare import build_comparison
+
+    print(build_comparison(paths, out_dir=args.out, level=args.level))
     return 0
 
 

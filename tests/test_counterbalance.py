@@ -136,7 +136,7 @@ def test_probe_rows_record_the_order_and_map_the_answer_back(make_scenario, tmp_
         assert r["shown_answer"] == (
             str(r["position"] + 1) if r["topic"] == "remote_work" else "ABCD"[r["position"]]
         )
-        probs = json.loads(r["probs"])
+        probs = {cell["option"]: cell["prob"] for cell in r["probs"]}
         assert max(probs, key=probs.get) == r["answer"]  # probabilities are mapped back too
     lik = ops[ops.topic == "remote_work"]
     assert set(lik["answer"]) == {"1", "5"}  # the first position is either end of the scale

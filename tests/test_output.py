@@ -21,7 +21,7 @@ SECRET = "sk-" + "x" * 24
 def call_rows(n: int, start: int = 0) -> list[dict]:
     return [
         {"step": i // 5, "agent": f"agent-{i % 3}", "purpose": "post", "index": i,
-         "key": f"{i:064x}", "model": f"fake/{SECRET}" if i % 4 == 0 else "fake/default",
+         "call": f"{i:064x}", "model": f"fake/{SECRET}" if i % 4 == 0 else "fake/default",
          "status": "ok", "attempts": 1, "error_kinds": "", "prompt_tokens": i,
          "completion_tokens": 2 * i, "cost_usd": None if i % 7 == 0 else 0.001 * i,
          "cached": i % 2 == 0, "latency_s": 0.5}

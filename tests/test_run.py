@@ -132,7 +132,7 @@ def test_injected_failures_are_recorded_never_invented(make_scenario, tmp_path):
         assert e["text"] is None and e["parsed"] is None and e["errors"]
     table = pd.read_parquet(run / "llm_calls.parquet")
     assert (table.status == "failed").sum() == len(failed)
-    assert set(table[table.status == "failed"].key) == {e["key"] for e in failed}
+    assert set(table[table.status == "failed"].call) == {e["key"] for e in failed}
     opinions = pd.read_parquet(run / "opinions.parquet")
     bad = opinions[~opinions.ok]
     assert len(bad) > 0

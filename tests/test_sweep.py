@@ -219,6 +219,13 @@ def test_reference_frame_is_tidy(reference):
     for run in manifest["runs"]:
         assert (reference / run["run_dir"] / "manifest.json").is_file()
         assert run["totals"]["calls"] > 0
+    # agents and edges of every run, combined beside the opinions, join on (run, agent)
+    agents = pd.read_parquet(reference / "agents.parquet")
+    edges = pd.read_parquet(reference / "edges.parquet")
+    assert len(agents) == RUNS * AGENTS and len(edges) > 0
+    assert list(agents.columns[:3]) == list(edges.columns[:3]) == ["run", "seed", "protocol.mode"]
+    joined = frame.merge(agents, on=["run", "agent"], how="left", validate="many_to_one")
+    assert joined["degree"].notna().all()
 
 
 def test_two_workers_match_one(scenario, reference, tmp_path):

@@ -1,12 +1,17 @@
-"""``simworld report``: a self-contained HTML report of one run, with figures and tables."""
+"""``simworld report``: a self-contained HTML report of one run, with figures and tables.
+
+The page is a list of sections (:data:`RUN_SECTIONS`), each a function of a
+:class:`Page`; a new section is one more function in the list. Everything comes from the
+run directory (no model call) and the same directory gives the same bytes.
+"""
 
 from __future__ import annotations
 
 import base64
 import html
 import io
-from collections.abc import Sequence
-from datetime import UTC, datetime
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,19 +25,35 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from simworld.analysis.figures import (
+    CATEGORY_COLOURS,
+    LAYOUT_SEED,
+    LIKERT_CMAP,
+    MISSING_COLOUR,
+    figure_accuracy,
+    figure_asch_reference,
+    figure_distributions,
+    figure_handles,
+    legend_outside,
+    network_layout,
+    time_axis,
+)
+from simworld.analysis.human_reference import ASCH_1951, Reference
 from simworld.analysis.tables import Run, inconstancy_by_diversity, run_rates
 from simworld.measures import STATES, asch_table, belief_curve
-from simworld.support.rundir import REPORT_DIR
+from simworld.runs.tables import run_agents, run_edges
+from simworld.runs.writer import atomic_write_bytes
+from simworld.support.events import EventType
+from simworld.support.rundir import REPORT_DIR, TRANSCRIPT
 
 REPORT_FILE = "report.html"
 DPI = 100
 NETWORK_PANELS = 3
-LEGEND_COLUMNS = 4
-LAYOUT_SEED = 0
-STEP_AXIS = "probe step (simulation steps)"
+MAX_LABELLED_NODES = 30
+MESSAGES_PER_STEP = 3
+MESSAGE_CHARS = 400
+SAMPLE_SEED = 0
 COUNT_AXIS = "agents (count)"
-CATEGORY_COLOURS = plt.get_cmap("tab10")
-LIKERT_CMAP = "coolwarm"
 
 
 def _opinion_axis(topic: Any) -> str:
@@ -45,38 +66,28 @@ def _empty(ax: Any, text: str) -> None:
     ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color="0.4")
 
 
-def figure_trajectories(drift: pd.DataFrame, topic: Any) -> Figure:
-    """Private opinions over time on one topic (docs/metrics.md §2).
+def figure_trajectories(
+    drift: pd.DataFrame, topic: Any, interventions: pd.DataFrame | None = None
+) -> Figure:
+    """Private opinions over time on one Likert topic (docs/metrics.md §2).
 
-    Likert: one thin line per agent (slightly jittered so overlaps show) and the mean in
-    bold. Choices: the share of agents giving each answer at each probe step.
+    One thin line per agent (slightly jittered so overlaps show) and the mean in bold.
+    Choice topics are drawn as answer distributions instead (:func:`figure_distributions`).
     """
     fig, ax = plt.subplots(figsize=(8, 4.5))
     df = drift[(drift["topic"] == topic.id) & ~drift["missing"].astype(bool)]
-    ax.set_xlabel(STEP_AXIS)
-    ax.set_ylabel(_opinion_axis(topic))
     ax.set_title(f"Opinion trajectories — {topic.id}")
-    if df.empty:
-        _empty(ax, "no answered probes")
-        return fig
-    if topic.ordinal:
-        rng = np.random.default_rng(LAYOUT_SEED)
-        for _, series in df.groupby("agent", sort=True):
-            jitter = rng.uniform(-0.08, 0.08)
-            ax.plot(series["step"], series["value"] + jitter, color="0.6", lw=0.8, alpha=0.6)
-        mean = df.groupby("step")["value"].mean()
-        ax.plot(mean.index, mean.to_numpy(), color="C3", lw=2.5, label="mean")
-        ax.set_yticks(range(1, len(topic.scale.values) + 1))
-        ax.legend(loc="upper right")
-    else:
-        shares = pd.crosstab(df["step"], df["answer"], normalize="index")
-        for i, answer in enumerate(shares.columns):
-            label = f"{answer}: {topic.scale.label(answer)}"
-            ax.plot(
-                shares.index, shares[answer], marker="o", color=CATEGORY_COLOURS(i), label=label
-            )
-        ax.set_ylim(0, 1)
-        ax.legend(loc="upper right", fontsize="small")
+    time_axis(ax, interventions, _opinion_axis(topic))
+    rng = np.random.default_rng(LAYOUT_SEED)
+    for i, (_, series) in enumerate(df.groupby("agent", sort=True)):
+        jitter = rng.uniform(-0.08, 0.08)
+        label = "one agent" if i == 0 else None
+        ax.plot(series["step"], series["value"] + jitter, color="0.6", lw=0.8, alpha=0.6,
+                label=label)  # fmt: skip
+    mean = df.groupby("step")["value"].mean()
+    ax.plot(mean.index, mean.to_numpy(), color="C3", lw=2.5, label="mean")
+    ax.set_yticks(range(1, len(topic.scale.values) + 1))
+    legend_outside(ax)
     return fig
 
 
@@ -88,50 +99,109 @@ def _chosen_steps(steps: Sequence[int], chosen: Sequence[int] | None) -> list[in
     return [steps[0], steps[len(steps) // 2], steps[-1]]
 
 
+def _short_names(agents: pd.DataFrame) -> list[str]:
+    """Node labels: the fewest leading words of the names that tell agents apart.
+
+    Falls back to node numbers when even two words do not (generated personas).
+    """
+    names = [str(n).split() or [str(n)] for n in agents["name"].fillna(agents["agent"])]
+    for words in (1, 2):
+        short = [" ".join(n[:words]) for n in names]
+        if len(set(short)) == len(short):
+            return short
+    return [f"#{int(n)}" for n in agents["node"]]
+
+
+def _talk_layout(
+    agents: pd.DataFrame, talks: list[list[str]]
+) -> tuple[dict[int, np.ndarray], dict[str, tuple[np.ndarray, float]]]:
+    """A layout grouping agents by the conversation they were in (pairs, groups)."""
+    where = {a: f"conversation {i + 1}" for i, members in enumerate(talks) for a in members}
+    grouped = agents.assign(group=[where.get(a, "did not talk") for a in agents["agent"]])
+    ties = [(a, b) for members in talks for i, a in enumerate(members) for b in members[i + 1 :]]
+    node_of = dict(zip(agents["agent"], agents["node"].astype(int), strict=True))
+    edges = pd.DataFrame(
+        [(node_of[a], node_of[b]) for a, b in ties if a in node_of and b in node_of],
+        columns=["source", "target"],
+    )
+    return network_layout(grouped, edges)
+
+
 def figure_network(
-    start: dict[str, Any], drift: pd.DataFrame, topic: Any, *, steps: Sequence[int] | None = None
+    agents: pd.DataFrame,
+    edges: pd.DataFrame,
+    drift: pd.DataFrame,
+    topic: Any,
+    *,
+    steps: Sequence[int] | None = None,
+    conversations: dict[int, list[list[str]]] | None = None,
 ) -> Figure:
     """The social network coloured by private opinion at chosen probe steps.
 
-    Node positions come from a seeded spring layout (same in every panel); grey nodes
-    have no answer at that step (a failed probe).
+    Groups (the network's blocks, else detected communities) are laid out apart and
+    outlined (:func:`simworld.analysis.figures.network_layout`); node size grows with degree; nodes
+    are labelled with the agent's name when the population is small. Dark grey nodes have
+    no answer at that step (a failed probe or a removed agent).
+
+    With ``conversations`` (step → members of each pair or group conversation, as in
+    ``pairs`` and ``group`` modes), a panel draws who talked with whom at its step in
+    dark lines over the faint network, instead of the whole network alone.
     """
     graph = nx.Graph()
-    keys = [a["agent"] for a in start.get("agents", [])]
-    graph.add_nodes_from(range(len(keys)))
-    graph.add_edges_from(tuple(e) for e in start.get("edges", []))
-    pos = nx.spring_layout(graph, seed=LAYOUT_SEED)
+    nodes = [int(n) for n in agents["node"]]
+    keys = list(agents["agent"])
+    graph.add_nodes_from(nodes)
+    graph.add_edges_from(zip(edges["source"].astype(int), edges["target"].astype(int), strict=True))
+    degree = agents["degree"].astype(float).to_numpy()
+    sizes = 40 + 260 * (degree / degree.max() if degree.max() > 0 else degree)
     df = drift[drift["topic"] == topic.id]
-    shown = _chosen_steps(sorted(df["step"].unique().tolist()), steps)
-    panels = max(len(shown), 1)
-    fig, axes = plt.subplots(1, panels, figsize=(5.5 * panels, 5), gridspec_kw={"wspace": 0.4})
-    axes = np.atleast_1d(axes)
+    shown = _chosen_steps(sorted(df["step"].unique().tolist()), steps) or [None]
+    panels = len(shown)
+    fig, axes = plt.subplots(1, panels, figsize=(5.5 * panels, 5.5), squeeze=False)
     values = topic.scale.values
     norm = matplotlib.colors.Normalize(vmin=1, vmax=len(values))
     cmap = plt.get_cmap(LIKERT_CMAP)
-    for ax, step in zip(axes, shown or [None], strict=False):
+    edge_alpha = max(0.05, min(0.4, 12 / max(len(edges), 1)))
+    node_of = dict(zip(keys, nodes, strict=True))
+    for ax, step in zip(axes[0], shown, strict=True):
+        talks = (conversations or {}).get(step, []) if step is not None else []
+        pos, boxes = network_layout(agents, edges) if not talks else _talk_layout(agents, talks)
         ax.set_xlabel("layout x (arbitrary units)")
         ax.set_ylabel("layout y (arbitrary units)")
-        if step is None:
-            ax.set_title(f"{topic.id}: no probes")
-            _empty(ax, "no probes")
-            continue
-        at = df[df["step"] == step].set_index("agent")
+        at = df[df["step"] == step].set_index("agent") if step is not None else df.iloc[0:0]
         colours = []
         for key in keys:
             answer = at["answer"].get(key) if key in at.index else None
             if answer is None or pd.isna(answer):
-                colours.append("0.8")
+                colours.append(MISSING_COLOUR)
             elif topic.ordinal:
                 colours.append(cmap(norm(float(answer))))
             else:
                 colours.append(CATEGORY_COLOURS(values.index(answer) % 10))
-        nx.draw_networkx_edges(graph, pos, ax=ax, alpha=0.3)
-        nx.draw_networkx_nodes(graph, pos, ax=ax, node_color=colours, node_size=90)
-        ax.set_title(f"{topic.id} at step {step}")
+        if len(boxes) > 1:
+            for label, (centre, radius) in boxes.items():
+                ax.add_patch(matplotlib.patches.Circle(centre, radius, color="0.93", zorder=0))
+                ax.annotate(label, (centre[0], centre[1] + radius), ha="center", va="bottom",
+                            fontsize="x-small", color="0.35")  # fmt: skip
+        nx.draw_networkx_edges(graph, pos, ax=ax, alpha=0.06 if talks else edge_alpha)
+        if talks:
+            ties = [(node_of[a], node_of[b]) for members in talks
+                    for i, a in enumerate(members) for b in members[i + 1 :]
+                    if a in node_of and b in node_of]  # fmt: skip
+            nx.draw_networkx_edges(graph, pos, edgelist=ties, ax=ax,
+                                   width=1.6, edge_color="0.15", alpha=0.7)  # fmt: skip
+        nx.draw_networkx_nodes(graph, pos, nodelist=nodes, ax=ax, node_color=colours,
+                               node_size=sizes, edgecolors="0.3", linewidths=0.5)  # fmt: skip
+        if len(nodes) <= MAX_LABELLED_NODES:
+            short = dict(zip(nodes, _short_names(agents), strict=True))
+            nx.draw_networkx_labels(graph, pos, labels=short, ax=ax, font_size=7,
+                                    verticalalignment="bottom")  # fmt: skip
+        title = f"{topic.id} at step {step}" if step is not None else f"{topic.id}: no probe"
+        ax.set_title(title + (f"\n(dark: {len(talks)} conversations of the step)" if talks else ""))
+        ax.set_aspect("equal", adjustable="datalim")
         ax.tick_params(left=True, bottom=True, labelleft=True, labelbottom=True)
     if topic.ordinal:
-        bar = fig.colorbar(matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap), ax=list(axes))
+        bar = fig.colorbar(matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap), ax=list(axes[0]))
         bar.set_label(_opinion_axis(topic))
     else:
         handles = [
@@ -140,63 +210,68 @@ def figure_network(
             )
             for i, v in enumerate(values)
         ]
-        rows = -(-len(handles) // LEGEND_COLUMNS)
-        fig.subplots_adjust(bottom=0.12 + 0.05 * rows)  # the legend goes under the x label
-        columns = min(len(handles), LEGEND_COLUMNS)
-        fig.legend(handles=handles, loc="lower center", ncol=columns, fontsize="small")
+        handles.append(matplotlib.patches.Patch(color=MISSING_COLOUR, label="no answer"))
+        axes[0][-1].legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0),
+                           fontsize="small", frameon=False)  # fmt: skip
     return fig
 
 
-def figure_drift(drift: pd.DataFrame, topics: dict[str, Any]) -> Figure:
-    """Distribution over agents of drift at the last probe step (docs/metrics.md §2).
+def figure_drift(drift: pd.DataFrame, topics: dict[str, Any]) -> Figure | None:
+    """Drift over agents at the last probe step (docs/metrics.md §2; None: nothing to draw).
 
     Left: absolute drift from the first probe; right: distance from the persona's assigned
     opinion. Likert distances are in scale points; on choice topics both are 0/1
-    (answer differs or not).
+    (answer differs or not). A panel with no values is left out.
     """
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     answered = drift[~drift["missing"].astype(bool)]
-    for ax, column, what in (
-        (left, "abs_drift", "|drift| since the first probe"),
-        (right, "anchored_distance", "distance from assigned opinion"),
-    ):
+    last = answered[answered["step"] == answered["step"].max()] if len(answered) else answered
+    panels = [
+        (column, what)
+        for column, what in (
+            ("abs_drift", "|drift| since the first probe"),
+            ("anchored_distance", "distance from assigned opinion"),
+        )
+        if last[column].notna().any()
+    ]
+    if not panels:
+        return None
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), squeeze=False)
+    for ax, (column, what) in zip(axes[0], panels, strict=True):
         ax.set_xlabel(f"{what} (Likert points; choices: 0/1)")
         ax.set_ylabel(COUNT_AXIS)
-        last = answered[answered["step"] == answered["step"].max()] if len(answered) else answered
-        plotted = False
         for i, topic in enumerate(topics):
             vals = last.loc[last["topic"] == topic, column].dropna().to_numpy(dtype=float)
             if vals.size:
                 bins = np.arange(-0.25, max(vals.max(), 1) + 0.75, 0.5)
                 ax.hist(vals, bins=bins, alpha=0.6, color=f"C{i}", label=topic)
-                plotted = True
-        if plotted:
-            ax.legend(fontsize="small")
-        else:
-            _empty(ax, "no values")
+        legend_outside(ax)
     fig.suptitle("Drift at the last probe step")
     fig.tight_layout()
     return fig
 
 
-def figure_conformity(conformity: pd.DataFrame, statements: pd.DataFrame) -> Figure:
-    """Distribution over agents of local conformity (§3) and public/private mismatch (§1).
+def figure_conformity(conformity: pd.DataFrame, statements: pd.DataFrame) -> Figure | None:
+    """Distribution over agents of local conformity and public/private mismatch.
 
     Left: per agent, the share of its counted moves that went toward its neighbours. Right:
     per agent, the share of its messages whose stated stance differs from its private answer.
+    A panel with no counted case is left out (None when both are).
     """
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    bins = np.linspace(0, 1, 11)
-    for ax, frame, column, what in (
-        (left, conformity, "conformed", "share of counted moves toward neighbours"),
-        (right, statements, "public_private_mismatch", "share of messages unlike private view"),
+    panels = []
+    for frame, column, what in (
+        (conformity, "conformed", "share of counted moves toward neighbours"),
+        (statements, "public_private_mismatch", "share of messages unlike private view"),
     ):
+        decided = frame.dropna(subset=[column]) if column in frame else frame.iloc[0:0]
+        if not decided.empty:
+            panels.append((decided, column, what))
+    if not panels:
+        return None
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), squeeze=False)
+    bins = np.linspace(0, 1, 11)
+    for ax, (decided, column, what) in zip(axes[0], panels, strict=True):
         ax.set_xlabel(f"{what} (fraction)")
         ax.set_ylabel(COUNT_AXIS)
-        decided = frame.dropna(subset=[column]) if column in frame else frame.iloc[0:0]
-        if decided.empty:
-            _empty(ax, "no counted cases")
-            continue
         per_agent = decided.groupby("agent")[column].apply(lambda s: s.astype(bool).mean())
         ax.hist(per_agent.to_numpy(dtype=float), bins=bins, color="C2", alpha=0.8)
         ax.set_xlim(0, 1)
@@ -205,34 +280,53 @@ def figure_conformity(conformity: pd.DataFrame, statements: pd.DataFrame) -> Fig
     return fig
 
 
-def figure_population(population: pd.DataFrame, topics: dict[str, Any]) -> Figure:
-    """Population measures over time per topic (docs/metrics.md §5)."""
-    n = max(len(topics), 1)
-    fig, axes = plt.subplots(n, 3, figsize=(13, 3.6 * n), squeeze=False)
-    for row, topic in zip(axes, topics.values(), strict=False):
-        df = population[population["topic"] == topic.id].sort_values("step")
-        a, b, c = row
-        a.set_ylabel("bias, diversity, polarization (Likert points)")
-        b.set_ylabel("consensus share (fraction)")
-        c.set_ylabel("entropy (bits)")
-        for ax in row:
-            ax.set_xlabel(STEP_AXIS)
-        a.set_title(f"{topic.id}: spread")
-        b.set_title(f"{topic.id}: consensus")
-        c.set_title(f"{topic.id}: entropy")
-        if df.empty:
-            for ax in row:
-                _empty(ax, "no probes")
-            continue
-        if topic.ordinal:
-            for col in ("bias", "diversity", "polarization"):
-                a.plot(df["step"], df[col], marker="o", label=col)
-            a.legend(fontsize="small")
-        else:
-            _empty(a, "ordinal measures only")
-        b.plot(df["step"], df["consensus_share"], marker="o", color="C4")
-        b.set_ylim(0, 1.05)
-        c.plot(df["step"], df["entropy"], marker="o", color="C5")
+POPULATION_PANELS = (
+    ("bias", "bias (Likert points, 0 = midpoint)", True),
+    ("diversity", "diversity (Likert points)", True),
+    ("polarization", "polarization (Esteban–Ray)", True),
+    ("consensus_share", "consensus share (fraction)", False),
+    ("entropy", "entropy (bits)", False),
+)
+"""Population measures drawn over time: column, axis label, Likert topics only."""
+
+
+def figure_population(
+    population: pd.DataFrame, topics: dict[str, Any], interventions: pd.DataFrame | None = None
+) -> Figure | None:
+    """Population measures over time (docs/metrics.md §5), a panel per measure, a line per topic.
+
+    Spread measures (bias, diversity, polarization) exist on Likert topics only; a panel
+    with no value is left out.
+    """
+    panels = []
+    for column, label, ordinal_only in POPULATION_PANELS:
+        lines = []
+        for i, topic in enumerate(topics.values()):
+            if ordinal_only and not topic.ordinal:
+                continue
+            df = population[population["topic"] == topic.id].sort_values("step")
+            if column in df and df[column].notna().any():
+                lines.append((i, topic.id, df))
+        if lines:
+            panels.append((column, label, lines))
+    if not panels:
+        return None
+    cols = min(len(panels), 3)
+    rows = -(-len(panels) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 3.6 * rows), squeeze=False)
+    for ax in axes.flat[len(panels) :]:
+        fig.delaxes(ax)
+    for ax, (column, label, lines) in zip(axes.flat, panels, strict=False):
+        for i, topic_id, df in lines:
+            ax.plot(df["step"], df[column], marker="o", color=CATEGORY_COLOURS(i % 10),
+                    label=topic_id)  # fmt: skip
+        ax.set_title(column.replace("_", " "))
+        time_axis(ax, interventions, label)
+        if column == "consensus_share":
+            ax.set_ylim(0, 1.05)
+    handles, labels = figure_handles(fig)
+    fig.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False,
+               fontsize="small", title="topic")  # fmt: skip
     fig.tight_layout()
     return fig
 
@@ -247,64 +341,88 @@ def figure_belief(curve: pd.DataFrame, interventions: pd.DataFrame) -> Figure:
     names = {"S": "susceptible", "B": "believing", "R": "recovered"}
     for state in STATES:
         ax.plot(curve["step"], curve[f"share_{state}"], marker="o", label=names[state])
-    for i, (step, kind) in enumerate(interventions[["step", "kind"]].itertuples(index=False)):
-        ax.axvline(step - 0.5, color="0.5", linestyle=":")
-        ax.annotate(kind, (step - 0.5, 1.02 - 0.06 * (i % 3)), fontsize="small", ha="center")
     ax.set_ylim(0, 1.1)
-    ax.set_xlabel(STEP_AXIS)
-    ax.set_ylabel("share of active agents (fraction)")
     ax.set_title("belief states (dotted: interventions)")
-    ax.legend(fontsize="small", loc="center right")
-    fig.tight_layout()
+    time_axis(ax, interventions, "share of active agents (fraction)")
+    legend_outside(ax)
     return fig
 
 
-def figure_asch(levels: pd.DataFrame) -> Figure:
-    """Asch conformity level CL and resistance level RL as functions of p (docs/metrics.md §3)."""
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(levels["p"], levels["CL"], marker="o", label="CL: answer = peers' answer")
-    ax.plot(levels["p"], levels["RL"], marker="s", label="RL: answer = own earlier answer")
-    ax.set_ylim(-0.05, 1.05)
-    ax.set_xlabel("unanimous scripted peers p (count)")
-    ax.set_ylabel("share of trials (fraction)")
-    ax.set_title("Asch-style conformity")
-    ax.legend(fontsize="small")
-    fig.tight_layout()
-    return fig
+def figure_asch(levels: pd.DataFrame, reference: Reference | None = None) -> Figure:
+    """Asch conformity level CL and resistance level RL as functions of p (docs/metrics.md §3).
+
+    With a ``reference``, the published human values are drawn beside (dashed, black).
+    """
+    return figure_asch_reference(levels, reference)
 
 
-def report_figures(run: Run, *, steps: Sequence[int] | None = None) -> dict[str, Figure]:
+def report_figures(
+    run: Run, *, steps: Sequence[int] | None = None, notes: list[str] | None = None
+) -> dict[str, Figure]:
     """Every figure of the report, by file stem (open; the caller closes them).
 
-    Figures of change over time (trajectories, drift, conformity, population measures) need
-    at least two probe steps; a run probed once (an Asch design) gets its networks and its
-    own figures only.
+    Figures of change over time (trajectories, answer distributions, accuracy, drift,
+    conformity, population measures) need at least two probe steps; a run probed once (an
+    Asch design) gets its networks and its own figures only. A figure or panel with no
+    data is left out, and one line saying why is appended to ``notes``.
     """
+    notes = [] if notes is None else notes
     topics = run.topics
     drift = run.frame("drift")
+    interventions = run.frame("interventions")
     over_time = drift["step"].nunique() >= 2
     figs: dict[str, Figure] = {}
-    start = run.start_event()
+    agents, edges = run_agents(run.path), run_edges(run.path)
+    talks = conversations(run) if run.setting("protocol.mode") in {"pairs", "group"} else None
     for topic in topics.values():
-        if over_time:
-            figs[f"trajectories_{topic.id}"] = figure_trajectories(drift, topic)
-        figs[f"network_{topic.id}"] = figure_network(start, drift, topic, steps=steps)
+        answered = drift[(drift["topic"] == topic.id) & ~drift["missing"].astype(bool)]
+        if over_time and topic.ordinal and not answered.empty:
+            figs[f"trajectories_{topic.id}"] = figure_trajectories(drift, topic, interventions)
+        elif over_time and topic.ordinal:
+            notes.append(f"Trajectories of {topic.id}: no probe of it was answered.")
+        if (drift["topic"] == topic.id).any():
+            figs[f"network_{topic.id}"] = figure_network(
+                agents, edges, drift, topic, steps=steps, conversations=talks
+            )
+        else:
+            notes.append(f"Network of {topic.id} left out: the topic was never probed.")
     if over_time:
-        figs["drift"] = figure_drift(drift, topics)
-        figs["conformity"] = figure_conformity(run.frame("conformity"), run.frame("statements"))
-        figs["population"] = figure_population(run.frame("population"), topics)
+        figs["distributions"] = figure_distributions(drift, list(topics.values()), interventions)
+        with_truth = [t for t in topics.values() if t.truth is not None]
+        if with_truth:
+            figs["accuracy"] = figure_accuracy(drift, with_truth, interventions)
+        else:
+            notes.append("Accuracy over time: no topic has a truth.")
+        optional = {
+            "drift": (figure_drift(drift, topics), "no answered probe at the last step"),
+            "conformity": (
+                figure_conformity(run.frame("conformity"), run.frame("statements")),
+                "no move between probes and no stated stance was counted",
+            ),
+            "population": (
+                figure_population(run.frame("population"), topics, interventions),
+                "no population measure has a value",
+            ),
+        }
+        for stem, (fig, why) in optional.items():
+            if fig is None:
+                notes.append(f"{stem.capitalize()} figure left out: {why}.")
+            else:
+                figs[stem] = fig
+    else:
+        notes.append("Figures of change over time left out: the run was probed at one step only.")
     belief = run.frame("belief")
     if not belief.empty:
-        figs["belief"] = figure_belief(belief_curve(belief), run.frame("interventions"))
+        figs["belief"] = figure_belief(belief_curve(belief), interventions)
     trials = run.frame("asch")
     if not trials.empty:
-        figs["asch"] = figure_asch(asch_table(trials))
+        figs["asch"] = figure_asch(asch_table(trials), ASCH_1951)
     return figs
 
 
 def _png(fig: Figure) -> bytes:
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=DPI, metadata={"Software": None})
+    fig.savefig(buf, format="png", dpi=DPI, metadata={"Software": None}, bbox_inches="tight")
     return buf.getvalue()
 
 
@@ -338,19 +456,24 @@ def _number(value: Any) -> str:
 
 
 def calls_by_purpose(run: Run) -> pd.DataFrame:
-    """Model calls per purpose (``post``, ``probe``, ``stance`` …): count, tokens, cost (USD)."""
+    """Model calls per purpose (``post``, ``probe``, ``stance`` …): count, tokens, cost (USD).
+
+    Reads ``llm_calls.parquet`` of any version (the call key was named ``key`` before it
+    was named ``call`` like in every other table).
+    """
     path = run.path / "llm_calls.parquet"
     if not path.is_file():
         return pd.DataFrame()
     calls = pd.read_parquet(path)
     if calls.empty:
         return pd.DataFrame()
+    calls = calls.rename(columns={"key": "call"})
     calls["kind"] = calls["purpose"].str.split(":").str[0]
     calls["failed"] = calls["status"] != "ok"
     return (
         calls.groupby("kind", sort=True)
         .agg(
-            calls=("key", "size"),
+            calls=("call", "size"),
             failed=("failed", "sum"),
             prompt_tokens=("prompt_tokens", "sum"),
             completion_tokens=("completion_tokens", "sum"),
@@ -358,6 +481,59 @@ def calls_by_purpose(run: Run) -> pd.DataFrame:
         )
         .reset_index()
     )
+
+
+def conversations(run: Run) -> dict[int, list[list[str]]]:
+    """Step → the members of each pair or group conversation of that step (transcript)."""
+    import json
+
+    out: dict[int, list[list[str]]] = {}
+    with open(run.path / TRANSCRIPT, encoding="utf-8") as fh:
+        for line in fh:
+            if f'"type": "{EventType.CONVERSATION}"' in line:
+                event = json.loads(line)
+                if event.get("type") == EventType.CONVERSATION:
+                    out.setdefault(int(event["step"]), []).append(list(event["members"]))
+    return out
+
+
+def sampled_messages(run: Run, *, per_step: int = MESSAGES_PER_STEP) -> pd.DataFrame:
+    """A few of what agents actually said at each step (a seeded sample, in spoken order).
+
+    Returns:
+        ``step, agent, name, topic, listeners, text`` (text cut at ``MESSAGE_CHARS``).
+    """
+    import json
+
+    names = dict(zip(*(run_agents(run.path)[c] for c in ("agent", "name")), strict=True))
+    by_step: dict[int, list[dict[str, Any]]] = {}
+    with open(run.path / TRANSCRIPT, encoding="utf-8") as fh:
+        for line in fh:
+            if f'"type": "{EventType.MESSAGE}"' not in line:
+                continue
+            event = json.loads(line)
+            if event.get("type") == EventType.MESSAGE and event.get("text"):
+                by_step.setdefault(int(event["step"]), []).append(event)
+    rows = []
+    for step in sorted(by_step):
+        said = by_step[step]
+        rng = np.random.default_rng([SAMPLE_SEED, step])
+        picked = sorted(rng.choice(len(said), size=min(per_step, len(said)), replace=False))
+        for i in picked:
+            e = said[int(i)]
+            text = str(e["text"]).strip()
+            rows.append(
+                {
+                    "step": step,
+                    "agent": e["agent"],
+                    "name": names.get(e["agent"], e["agent"]),
+                    "topic": e.get("topic"),
+                    "listeners": len(e.get("to") or []),
+                    "text": text if len(text) <= MESSAGE_CHARS else text[:MESSAGE_CHARS] + "…",
+                }
+            )
+    columns = ["step", "agent", "name", "topic", "listeners", "text"]
+    return pd.DataFrame(rows, columns=columns)
 
 
 def _rates_table(run: Run) -> pd.DataFrame:
@@ -381,38 +557,145 @@ def _personality_table(run: Run) -> pd.DataFrame:
     )
 
 
-def _scripted_tables(run: Run) -> list[str]:
-    """Interventions, belief states and Asch levels, for runs that have them."""
-    out = []
-    interventions = run.frame("interventions")
-    if not interventions.empty:
-        out += ["<h2>Interventions</h2>", _table(interventions)]
-    belief = run.frame("belief")
-    if not belief.empty:
-        out += ["<h2>Belief states per probe step</h2>", _table(belief_curve(belief))]
-    trials = run.frame("asch")
-    if not trials.empty:
-        out += [
-            "<h2>Asch-style conformity by p (docs/metrics.md §3)</h2>",
-            _table(asch_table(trials)),
-        ]
-    return out
-
-
 STYLE = """
-body { font-family: sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }
+body { font-family: sans-serif; margin: 2em auto; padding: 0 1em; max-width: 1200px; color: #222; }
 h1 { border-bottom: 2px solid #c33; } h2 { margin-top: 2em; color: #833; }
 table { border-collapse: collapse; margin: 0.5em 0; font-size: 0.9em; }
 th, td { padding: 0.25em 0.7em; border-bottom: 1px solid #ddd; text-align: right; }
 th { background: #f3eaea; } img { max-width: 100%; border: 1px solid #eee; }
-.none { color: #888; } .meta td { text-align: left; } .warning { color: #a00; }
+.none { color: #888; } .meta td { text-align: left; } .notes li { color: #666; }
+.warning { color: #a00; }
+table.messages td { text-align: left; vertical-align: top; } .cite { font-size: 0.85em; }
 """
 
 
-def signal_section(run: Run) -> list[str]:
-    """The report's signal-check section (docs/metrics.md §8): a warning in plain words per
-    topic whose probe answers look degenerate or position-driven, then the checks' table."""
-    frame = run.frame("signal")
+@dataclass
+class Page:
+    """What report sections draw on: the run(s), the output directory and the notes.
+
+    Args:
+        out: The report directory (figures are written there as PNG too).
+        run: The run (None in a comparison report).
+        steps: Probe steps at which to draw the network.
+    """
+
+    out: Path
+    run: Run | None = None
+    steps: Sequence[int] | None = None
+    notes: list[str] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def image(self, stem: str, fig: Figure) -> str:
+        """Write the figure as ``<stem>.png`` and return it inlined in an ``<img>``."""
+        try:
+            data = _png(fig)
+        finally:
+            plt.close(fig)
+        atomic_write_bytes(self.out / f"{stem}.png", data, durable=False)
+        uri = "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+        return (
+            f"<h3>{html.escape(stem.replace('_', ' '))}</h3>"
+            f"<img alt='{html.escape(stem)}' src='{uri}'>"
+        )
+
+
+Section = Callable[[Page], list[str]]
+
+
+def _run(page: Page) -> Run:
+    if page.run is None:
+        raise ValueError("a run section needs page.run")
+    return page.run
+
+
+def section_header(page: Page) -> list[str]:
+    """Title and what was run (scenario, seed, model, status, branch)."""
+    run = _run(page)
+    m = run.manifest
+    branch = m.get("branch") or {}
+    rows = [
+        ("scenario", m.get("scenario", {}).get("name")),
+        ("description", m.get("scenario", {}).get("description") or None),
+        ("run", run.id),
+        ("seed", run.seed),
+        ("model", m.get("model")),
+        ("status", m.get("status")),
+        ("agents", m.get("agents")),
+        ("steps completed", m.get("steps_completed")),
+        ("started", m.get("started_at")),
+        ("finished", m.get("finished_at")),
+    ]
+    if branch:
+        rows.append(("branch of", f"{Path(branch.get('parent_run', '')).name} "
+                                  f"from step {branch.get('from_step')}"))  # fmt: skip
+    meta = pd.DataFrame([r for r in rows if r[1] is not None], columns=["field", "value"])
+    title = html.escape(str(m.get("scenario", {}).get("name")))
+    return [f"<h1>simworld report — {title}</h1>", f"<div class='meta'>{_table(meta)}</div>"]
+
+
+def section_cost(page: Page) -> list[str]:
+    """Manifest totals and model calls per purpose."""
+    run = _run(page)
+    return ["<h2>Cost</h2>", _table(cost_table(run)), _table(calls_by_purpose(run))]
+
+
+def section_figures(page: Page) -> list[str]:
+    """Every figure (:func:`report_figures`); left-out figures are listed in the notes."""
+    run = _run(page)
+    figures = report_figures(run, steps=page.steps, notes=page.notes)
+    out = ["<h2>Figures</h2>"]
+    try:
+        for stem, fig in figures.items():
+            out.append(page.image(stem, fig))
+            if stem == "asch":
+                out.append(
+                    f"<p class='cite'>Human reference: {html.escape(ASCH_1951.note)} "
+                    f"{html.escape(ASCH_1951.citation)}</p>"
+                )
+    finally:
+        for fig in figures.values():
+            plt.close(fig)
+    return out
+
+
+def section_messages(page: Page) -> list[str]:
+    """A few sampled messages per step: what the agents actually said."""
+    messages = sampled_messages(_run(page))
+    if messages.empty:
+        page.notes.append("Sampled messages left out: no agent spoke (no message events).")
+        return []
+    rows = "".join(
+        f"<tr><td>{r.step}</td><td>{html.escape(str(r.name))}</td>"
+        f"<td>{html.escape(str(r.topic))}</td><td>{r.listeners}</td>"
+        f"<td>{html.escape(r.text)}</td></tr>"
+        for r in messages.itertuples(index=False)
+    )
+    return [
+        f"<h2>What agents said (up to {MESSAGES_PER_STEP} sampled messages per step)</h2>",
+        "<table class='messages'><tr><th>step</th><th>speaker</th><th>topic</th>"
+        f"<th>listeners</th><th>message</th></tr>{rows}</table>",
+    ]
+
+
+def section_rates(page: Page) -> list[str]:
+    """Conformity and inconstancy rates and the per-diversity table."""
+    run = _run(page)
+    return [
+        "<h2>Conformity and inconstancy rates</h2>",
+        _table(_rates_table(run)),
+        "<h2>Per-diversity table (docs/metrics.md §1)</h2>",
+        "<p>By seat order:</p>",
+        _table(inconstancy_by_diversity(run.path)),
+        "<p>By the share of the group holding the agent's own onboarding answer "
+        "(the grouping of the paper's released code):</p>",
+        _table(inconstancy_by_diversity(run.path, by="own_share")),
+    ]
+
+
+def section_signal(page: Page) -> list[str]:
+    """Signal checks (docs/metrics.md §8): a warning in plain words per topic whose probe
+    answers look degenerate or position-driven, then the checks' table."""
+    frame = _run(page).frame("signal")
     out = ["<h2>Do the answers carry an opinion? (signal checks, docs/metrics.md §8)</h2>"]
     warnings = [w for w in frame["warning"] if isinstance(w, str)] if len(frame) else []
     out += [f"<p class='warning'><b>Warning:</b> {html.escape(w)}</p>" for w in warnings]
@@ -422,18 +705,101 @@ def signal_section(run: Run) -> list[str]:
     return out
 
 
+def section_population(page: Page) -> list[str]:
+    """Population measures at the last probe step."""
+    population = _run(page).frame("population")
+    last = (
+        population[population["step"] == population["step"].max()]
+        if len(population)
+        else population
+    )
+    return ["<h2>Population measures at the last probe step</h2>", _table(last)]
+
+
+def section_personality(page: Page) -> list[str]:
+    """Big Five scores, when administered."""
+    table = _personality_table(_run(page))
+    if table.empty:
+        return []
+    return ["<h2>Big Five (BFI) scores</h2>", _table(table)]
+
+
+def section_scripted(page: Page) -> list[str]:
+    """Interventions, belief states and Asch levels, for runs that have them."""
+    run = _run(page)
+    out = []
+    interventions = run.frame("interventions")
+    if not interventions.empty:
+        out += ["<h2>Interventions</h2>", _table(interventions)]
+    belief = run.frame("belief")
+    if not belief.empty:
+        out += ["<h2>Belief states per probe step</h2>", _table(belief_curve(belief))]
+    trials = run.frame("asch")
+    if not trials.empty:
+        levels = asch_table(trials).merge(
+            ASCH_1951.frame().rename(columns={"CL": "CL_humans", "n": "n_humans"}),
+            on="p",
+            how="left",
+        )
+        out += [
+            "<h2>Asch-style conformity by p (docs/metrics.md §3), beside Asch (1951)</h2>",
+            _table(levels),
+        ]
+    return out
+
+
+def section_notes(page: Page) -> list[str]:
+    """One line per figure or panel left out, saying why."""
+    if not page.notes:
+        return []
+    items = "".join(f"<li>{html.escape(n)}</li>" for n in page.notes)
+    return ["<h2>Left out</h2>", f"<ul class='notes'>{items}</ul>"]
+
+
+RUN_SECTIONS: list[Section] = [
+    section_header,
+    section_cost,
+    section_figures,
+    section_signal,
+    section_messages,
+    section_rates,
+    section_population,
+    section_personality,
+    section_scripted,
+    section_notes,
+]
+"""The sections of a single-run report, in page order (``section_notes`` last)."""
+
+
+def write_page(page: Page, sections: Sequence[Section], title: str) -> Path:
+    """Render ``sections`` into ``<page.out>/report.html`` (atomically) and return it."""
+    body: list[str] = []
+    for section in sections:
+        body += section(page)
+    text = (
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+        f"<title>{html.escape(title)}</title><style>{STYLE}</style></head>"
+        f"<body>{''.join(body)}</body></html>"
+    )
+    path = page.out / REPORT_FILE
+    atomic_write_bytes(path, text.encode("utf-8"), durable=False)
+    return path
+
+
 def build_report(
     run_dir: str | Path, *, out_dir: str | Path | None = None, steps: Sequence[int] | None = None
 ) -> Path:
     """Write ``<run_dir>/report/report.html`` (self-contained) and its PNG figures.
 
-    Figures (matplotlib, Agg backend; every axis labelled with its unit): opinion
-    trajectories and the network coloured by opinion per topic, drift and conformity
-    distributions, population measures over time, belief states and Asch levels when the
-    run has them. Tables: the run's cost (manifest totals and calls per purpose),
-    conformity/inconstancy rates, the per-diversity tables of docs/metrics.md §1, the last
-    population measures, BFI scores when administered, interventions, belief states and
-    Asch levels by p when present.
+    Figures (matplotlib, Agg backend; every axis labelled with its unit; integer steps;
+    interventions marked on every time axis; legends outside the data): opinion
+    trajectories, answer distributions over time, accuracy against ``truth``, the network
+    laid out by group and coloured by opinion, drift and conformity distributions,
+    population measures over time, belief states and Asch levels (beside Asch 1951) when
+    the run has them. Tables: the run's cost, a few sampled messages per step,
+    conformity/inconstancy rates, the per-diversity table, the last population measures,
+    BFI scores, interventions, belief states and Asch levels. Figures with no data are
+    left out and listed with the reason.
 
     Args:
         run_dir: A run directory (tracker frames are re-derived if absent).
@@ -446,75 +812,13 @@ def build_report(
     run = Run(Path(run_dir))
     out = Path(out_dir) if out_dir is not None else run.path / REPORT_DIR
     out.mkdir(parents=True, exist_ok=True)
-    figures = report_figures(run, steps=steps)
-    sections = []
-    try:
-        for stem, fig in figures.items():
-            data = _png(fig)
-            (out / f"{stem}.png").write_bytes(data)
-            uri = "data:image/png;base64," + base64.b64encode(data).decode("ascii")
-            sections.append(
-                f"<h3>{html.escape(stem.replace('_', ' '))}</h3>"
-                f"<img alt='{html.escape(stem)}' src='{uri}'>"
-            )
-    finally:
-        for fig in figures.values():
-            plt.close(fig)
-    m = run.manifest
-    population = run.frame("population")
-    last = (
-        population[population["step"] == population["step"].max()]
-        if len(population)
-        else population
-    )
-    meta = pd.DataFrame(
-        [
-            ("scenario", m.get("scenario", {}).get("name")),
-            ("run", run.id),
-            ("seed", run.seed),
-            ("model", m.get("model")),
-            ("status", m.get("status")),
-            ("agents", m.get("agents")),
-            ("steps completed", m.get("steps_completed")),
-            ("started", m.get("started_at")),
-        ],
-        columns=["field", "value"],
-    )
-    body = [
-        f"<h1>simworld report — {html.escape(str(m.get('scenario', {}).get('name')))}</h1>",
-        f"<div class='meta'>{_table(meta)}</div>",
-        "<h2>Cost</h2>",
-        _table(cost_table(run)),
-        _table(calls_by_purpose(run)),
-        "<h2>Figures</h2>",
-        *sections,
-        *signal_section(run),
-        "<h2>Conformity and inconstancy rates</h2>",
-        _table(_rates_table(run)),
-        "<h2>Per-diversity table (docs/metrics.md §1)</h2>",
-        "<p>By seat order:</p>",
-        _table(inconstancy_by_diversity(run.path)),
-        "<p>By the share of the group holding the agent's own onboarding answer "
-        "(the grouping of the paper's released code):</p>",
-        _table(inconstancy_by_diversity(run.path, by="own_share")),
-        "<h2>Population measures at the last probe step</h2>",
-        _table(last),
-        "<h2>Big Five (BFI) scores</h2>",
-        _table(_personality_table(run)),
-        *_scripted_tables(run),
-        f"<p class='none'>Generated {datetime.now(UTC).isoformat(timespec='seconds')}.</p>",
-    ]
-    page = (
-        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
-        f"<title>simworld report — {html.escape(run.id)}</title><style>{STYLE}</style></head>"
-        f"<body>{''.join(body)}</body></html>"
-    )
-    path = out / REPORT_FILE
-    path.write_text(page, encoding="utf-8")
-    return path
+    page = Page(out=out, run=run, steps=steps)
+    return write_page(page, RUN_SECTIONS, f"simworld report — {run.id}")
 
 
 __all__ = [
+    "RUN_SECTIONS",
+    "Page",
     "build_report",
     "calls_by_purpose",
     "cost_table",
@@ -526,5 +830,7 @@ __all__ = [
     "figure_population",
     "figure_trajectories",
     "report_figures",
-    "signal_section",
+    "sampled_messages",
+    "section_signal",
+    "write_page",
 ]

@@ -471,8 +471,11 @@ def load_scenario(path: str | Path, overrides: dict[str, Any] | None = None) -> 
 
 
 def scenario_json_schema() -> dict[str, Any]:
-    """The JSON Schema of scenario files, for editors."""
-    schema = Scenario.model_json_schema()
+    """The JSON Schema of scenario files, for editors (every field described, see
+    :mod:`simworld.config.schema_docs`)."""
+    from simworld.config.schema_docs import document
+
+    schema = document(Scenario.model_json_schema())
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "simworld scenario"
     return schema

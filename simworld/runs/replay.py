@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from pydantic import ValidationError
 
@@ -25,7 +26,7 @@ from simworld.runs.run import (
     read_manifest,
     recorded_cache,
 )
-from simworld.runs.writer import RunWriter
+from simworld.runs.writer import RunWriter, option_probs
 
 BRANCH_FIXED_MEMORY = tuple(f"memory.{name}" for name in BRANCH_FIXED_MEMORY_FIELDS)
 VERIFIED_FILES = (RunWriter.TRANSCRIPT, RunWriter.OPINIONS)
@@ -69,8 +70,24 @@ def first_transcript_difference(recorded: Path, replayed: Path) -> str | None:
     return None
 
 
+def _cell(value: Any, column: str) -> Any:
+    """A table cell as plain Python (list cells as lists; JSON-text ``probs`` of older
+    run directories as the typed list), so cells of either version compare."""
+    if isinstance(value, np.ndarray):
+        value = value.tolist()
+    if column == "probs":
+        return option_probs(value) if isinstance(value, str | list) else None
+    if isinstance(value, list):
+        return value
+    return None if pd.isna(value) else value
+
+
 def first_table_difference(recorded: Path, replayed: Path) -> str | None:
-    """Where two parquet tables first differ, as one line (``None`` if byte-identical)."""
+    """Where two parquet tables first differ, as one line (``None`` if byte-identical).
+
+    A table written before ``probs`` was typed (JSON text) differs from its replay in bytes
+    only; that is reported as such, with the values found equal.
+    """
     if recorded.read_bytes() == replayed.read_bytes():
         return None
     a, b = pd.read_parquet(recorded), pd.read_parquet(replayed)
@@ -78,10 +95,11 @@ def first_table_difference(recorded: Path, replayed: Path) -> str | None:
         return f"{recorded.name}: shape {a.shape} recorded, {b.shape} replayed"
     for i in range(len(a)):
         for col in a.columns:
-            x, y = a.iat[i, a.columns.get_loc(col)], b.iat[i, b.columns.get_loc(col)]
-            if not (x == y or (pd.isna(x) and pd.isna(y))):
+            x = _cell(a.iat[i, a.columns.get_loc(col)], col)
+            y = _cell(b.iat[i, b.columns.get_loc(col)], col)
+            if x != y:
                 return f"{recorded.name} row {i}: {col}: recorded {x!r}, replayed {y!r}"
-    return f"{recorded.name}: same values, different bytes (metadata)"
+    return f"{recorded.name}: same values, different bytes (metadata or an older format)"
 
 
 def verify_replay(

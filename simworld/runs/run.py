@@ -28,6 +28,7 @@ from simworld.llm.cache import ResponseCache
 from simworld.llm.gateway import Accounting, Gateway
 from simworld.llm.litellm_backend import LiteLLMModel
 from simworld.llm.providers.registry import check_model
+from simworld.runs.tables import write_run_tables
 from simworld.runs.writer import RunWriter
 from simworld.support.events import EventType
 from simworld.support.redact import Redactor
@@ -231,6 +232,7 @@ def execute(
         manifest["resumed"] = int(read_manifest(run_dir).get("resumed", 0)) + 1
     writer.manifest(manifest)
     writer.event(model.start_event())
+    write_run_tables(run_dir, model, redactor)
     status, error = RunStatus.COMPLETED, None
     bar = tqdm(
         total=final.protocol.steps, desc=final.name, unit="step", disable=not progress, leave=False

@@ -29,23 +29,24 @@ OPINION_SCHEMA = pa.schema(
         ("raw", pa.string()),
         ("ok", pa.bool_()),
         ("call", pa.string()),
-        ("probs", pa.string()),
+        ("probs", pa.list_(pa.struct([("option", pa.string()), ("prob", pa.float64())]))),
         ("expected", pa.float64()),
         ("order", pa.string()),
         ("shown_answer", pa.string()),
         ("position", pa.int64()),
     ]
 )
-"""``opinions.parquet``: one row per probe. ``order`` (the topic's values in the order
-shown), ``shown_answer`` (the code the model gave) and ``position`` (its 0-based place) are
-null unless the probe was counterbalanced (:mod:`simworld.engine.counterbalance`)."""
+"""``opinions.parquet``: one row per probe. ``probs``: the option distribution as a list of
+``{option, prob}`` in scale order. ``order`` (the topic's values in the order shown),
+``shown_answer`` (the code the model gave) and ``position`` (its 0-based place) are null unless
+the probe was counterbalanced (:mod:`simworld.engine.counterbalance`)."""
 CALL_SCHEMA = pa.schema(
     [
         ("step", pa.int64()),
         ("agent", pa.string()),
         ("purpose", pa.string()),
         ("index", pa.int64()),
-        ("key", pa.string()),
+        ("call", pa.string()),
         ("model", pa.string()),
         ("status", pa.string()),
         ("attempts", pa.int64()),
@@ -57,6 +58,26 @@ CALL_SCHEMA = pa.schema(
         ("latency_s", pa.float64()),
     ]
 )
+
+
+def option_probs(value: str | dict[str, float] | list[Any] | None) -> list[dict[str, Any]] | None:
+    """A probe's option distribution as ``probs`` cells: ``[{option, prob}]`` in scale order.
+
+    Accepts the JSON text older run directories (and the transcript) hold, a mapping, or
+    cells already in this form. Numeric options are ordered numerically, others as text.
+    """
+    if value is None:
+        return None
+    if isinstance(value, list):
+        return [{"option": str(c["option"]), "prob": float(c["prob"])} for c in value]
+    probs = json.loads(value) if isinstance(value, str) else value
+    options = sorted(probs, key=lambda o: (0, int(o), "") if o.isdigit() else (1, 0, o))
+    return [{"option": o, "prob": float(probs[o])} for o in options]
+
+
+def opinion_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Probe rows as ``opinions.parquet`` rows (``probs`` typed, see :func:`option_probs`)."""
+    return [r | {"probs": option_probs(r.get("probs"))} for r in rows]
 
 
 def atomic_write_bytes(path: Path, data: bytes, *, durable: bool = True) -> None:
@@ -154,7 +175,7 @@ def call_row(step: int, outcome: CallOutcome) -> dict[str, Any]:
         "agent": ident.agent,
         "purpose": ident.purpose,
         "index": ident.index,
-        "key": outcome.key,
+        "call": outcome.key,
         "model": outcome.model,
         "status": outcome.status,
         "attempts": outcome.attempts,
@@ -236,7 +257,7 @@ class RunWriter:
         self._calls.extend([call_row(record.step, c) for c in record.calls])
         self._calls.write(durable=False)
         if len(opinions) != len(self._opinions):
-            self._opinions.extend(opinions[len(self._opinions) :])
+            self._opinions.extend(opinion_rows(opinions[len(self._opinions) :]))
             self._opinions.write(durable=False)
 
     def manifest(self, data: dict[str, Any]) -> None:

@@ -6,6 +6,8 @@ A run directory holds::
     transcript.jsonl     every event, one JSON object a line (see simworld.support.events)
     opinions.parquet     the private probe answers
     llm_calls.parquet    one row per model call
+    agents.parquet       who was simulated: persona attributes, node, group, degree
+    edges.parquet        the initial network's edges
     trackers/            one <frame>.parquet per tracker
     memory/              a chroma memory store's files (when used)
     report/              report.html and its figures (``simworld report``)
@@ -26,6 +28,8 @@ MANIFEST = "manifest.json"
 TRANSCRIPT = "transcript.jsonl"
 OPINIONS = "opinions.parquet"
 CALLS = "llm_calls.parquet"
+AGENTS = "agents.parquet"
+EDGES = "edges.parquet"
 TRACKERS_DIR = "trackers"
 MEMORY_DIR = "memory"
 REPORT_DIR = "report"

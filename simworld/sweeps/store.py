@@ -14,12 +14,20 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from simworld.errors import ConfigError
-from simworld.runs.writer import atomic_write_bytes, parquet_bytes
+from simworld.runs.writer import (
+    OPINION_SCHEMA,
+    atomic_write_bytes,
+    option_probs,
+    parquet_bytes,
+)
+from simworld.support.rundir import AGENTS, EDGES
 from simworld.sweeps.executors import FINISHED_STATUSES, TaskResult, read_run_status
 
 SWEEP_MANIFEST = "sweep.json"
 COMBINED_FRAME = "opinions.parquet"
 RUN_OPINIONS = "opinions.parquet"
+COMBINED_TABLES = (RUN_OPINIONS, AGENTS, EDGES)
+"""Run tables the sweep directory combines (same name, with run, seed and grid columns)."""
 RUNS_DIR = "runs"
 LOCKS_DIR = ".locks"
 SWEEP_LOCK = "sweep.lock"
@@ -198,7 +206,7 @@ class SweepStore:
         self.entries = entries
         self.settings = settings
         self.created_at = now_iso()
-        self._tables: dict[int, pa.Table] = {}
+        self._tables: dict[tuple[int, str], pa.Table] = {}
         self._frame_throttle = Throttle(FRAME_MIN_INTERVAL_S)
         self._frame_stale = True
         self._manifest_throttle = Throttle(0.0)
@@ -249,7 +257,8 @@ class SweepStore:
         entry.totals = result.totals or entry.totals
         if result.action != "skipped":
             entry.wall_time_s = round(result.wall_time_s, 3)
-        self._tables.pop(result.index, None)
+        for name in COMBINED_TABLES:
+            self._tables.pop((result.index, name), None)
         self._frame_stale = True
 
     def stop_running(self) -> None:
@@ -305,13 +314,18 @@ class SweepStore:
         atomic_write_bytes(self.sweep_dir / SWEEP_MANIFEST, text.encode("utf-8"))
         self._manifest_throttle.done(started)
 
-    def _run_table(self, entry: RunEntry) -> pa.Table | None:
-        if entry.index in self._tables:
-            return self._tables[entry.index]
-        path = self.run_path(entry) / RUN_OPINIONS
+    def _run_table(self, entry: RunEntry, name: str = RUN_OPINIONS) -> pa.Table | None:
+        if (entry.index, name) in self._tables:
+            return self._tables[(entry.index, name)]
+        path = self.run_path(entry) / name
         if not path.is_file():
-            return None
+            return None  # a run older than the table (agents, edges)
         table = pq.ParquetFile(path).read()  # read_table would import pandas (~0.5 s of CPU)
+        kind = table.schema.field("probs").type if "probs" in table.column_names else None
+        if kind is not None and (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
+            cells = [option_probs(v) for v in table.column("probs").to_pylist()]
+            probs = pa.array(cells, OPINION_SCHEMA.field("probs").type)
+            table = table.set_column(table.column_names.index("probs"), "probs", probs)
         n = table.num_rows
         columns: dict[str, pa.Array] = {
             "run": pa.array([entry.index] * n, pa.int64()),
@@ -319,17 +333,20 @@ class SweepStore:
         }
         for key, (dtype, convert) in self._param_types.items():
             columns[key] = pa.array([convert(entry.params[key])] * n, dtype)
-        for name in table.column_names:
-            columns[name] = table.column(name)
-        self._tables[entry.index] = pa.table(columns)
-        return self._tables[entry.index]
+        for column in table.column_names:
+            columns[column] = table.column(column)
+        self._tables[(entry.index, name)] = pa.table(columns)
+        return self._tables[(entry.index, name)]
 
-    def frame(self) -> pa.Table:
-        """All finished runs' opinions, in run-index order, with params and seed as columns."""
+    def frame(self, name: str = RUN_OPINIONS) -> pa.Table:
+        """A run table (``opinions.parquet`` by default) of all finished runs, stacked.
+
+        In run-index order, with ``run`` (index), ``seed`` and one column per grid key.
+        """
         tables = [
             t
             for e in self.entries
-            if e.status in FINISHED_STATUSES and (t := self._run_table(e)) is not None
+            if e.status in FINISHED_STATUSES and (t := self._run_table(e, name)) is not None
         ]
         if not tables:
             schema = pa.schema(
@@ -340,10 +357,14 @@ class SweepStore:
         return pa.concat_tables(tables, promote_options="default")
 
     def write_frame(self, *, force: bool = False) -> None:
-        """Rewrite the combined ``opinions.parquet`` atomically (throttled unless ``force``)."""
+        """Rewrite the combined tables atomically (throttled unless ``force``).
+
+        ``opinions.parquet``, ``agents.parquet`` and ``edges.parquet`` of every finished run.
+        """
         if not self._frame_stale or not (force or self._frame_throttle.due()):
             return
         started = time.monotonic()
-        atomic_write_bytes(self.sweep_dir / COMBINED_FRAME, parquet_bytes(self.frame()))
+        for name in COMBINED_TABLES:
+            atomic_write_bytes(self.sweep_dir / name, parquet_bytes(self.frame(name)))
         self._frame_throttle.done(started)
         self._frame_stale = False

@@ -6,12 +6,28 @@ import copy
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from simworld.config.baseline import BaselineConfig
 from simworld.config.interventions import Broadcast, Intervention, Removal, Rewiring
 from simworld.config.memory import MemoryConfig
 from simworld.config.persona import PopulationDistributions
+from simworld.config.servers import (
+    Deployment,
+    Route,
+    RoutingConfig,
+    check_env_name,
+    check_params,
+    make_route,
+)
 from simworld.config.trackers import TrackersConfig
 from simworld.errors import ConfigError, config_error_from_validation
 from simworld.support.yamlio import read_yaml_mapping
@@ -255,7 +271,7 @@ class PriceConfig(_Strict):
 
 
 class LLMConfig(_Strict):
-    """Model and gateway settings."""
+    """Model, endpoint and gateway settings (endpoints: :mod:`simworld.config.servers`)."""
 
     model: str = Field(default=DEFAULT_MODEL, min_length=3)
     temperature: float = Field(default=DEFAULT_TEMPERATURE, ge=0.0, le=2.0)
@@ -270,6 +286,35 @@ class LLMConfig(_Strict):
     budget_usd: float | None = Field(default=None, gt=0.0)
     probe_logprobs: bool = True
     price: PriceConfig | None = None
+    api_base: str | None = Field(default=None, min_length=1)
+    api_key_env: str | None = None
+    params: dict[str, JsonValue] = Field(default_factory=dict)
+    deployments: list[Deployment] = Field(default_factory=list)
+    routing: RoutingConfig = Field(default_factory=RoutingConfig)
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _env_name(cls, value: str | None) -> str | None:
+        return check_env_name(value)
+
+    @field_validator("params")
+    @classmethod
+    def _params(cls, value: dict[str, JsonValue]) -> dict[str, JsonValue]:
+        return check_params(value)
+
+    @model_validator(mode="after")
+    def _one_endpoint(self) -> LLMConfig:
+        if self.api_base is not None and self.deployments:
+            raise ValueError("api_base: give llm.api_base or llm.deployments, not both")
+        if self.deployments and all(d.fallback for d in self.deployments):
+            raise ValueError("deployments: at least one must not be a fallback")
+        return self
+
+    def route(self) -> Route | None:
+        """Where calls go (``None``: the provider's default endpoint and key)."""
+        if self.api_base is None and self.api_key_env is None and not self.deployments:
+            return None  # every call asks: the common case without hashing the settings
+        return make_route(self.api_base, self.api_key_env, tuple(self.deployments), self.routing)
 
 
 class Scenario(_Strict):

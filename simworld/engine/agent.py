@@ -186,6 +186,8 @@ class PersonaAgent(mesa.Agent):
             schema=None if schema is None else json_schema(schema),
             schema_name=None if schema is None else schema.__name__,
             logprobs=logprobs,
+            params=llm.params or None,
+            route=llm.route(),
         )
 
     def speech_request(

@@ -58,6 +58,8 @@ def _request(
         max_tokens=scenario.llm.max_tokens,
         schema=json_schema(schema),
         schema_name=schema.__name__,
+        params=scenario.llm.params or None,
+        route=scenario.llm.route(),
     )
 
 

@@ -7,6 +7,8 @@ before sending it to the parent).
 from __future__ import annotations
 
 import asyncio
+import email.utils
+from datetime import UTC, datetime
 
 import litellm
 
@@ -39,6 +41,32 @@ def error_kind(exc: BaseException) -> str:
     if isinstance(exc, litellm.BadRequestError):
         return "bad_request"
     return type(exc).__name__
+
+
+def retry_after_s(exc: BaseException) -> float | None:
+    """The wait a failed call's server asked for (``Retry-After``, in seconds or as an HTTP
+    date, or ``retry-after-ms``), or ``None`` when it sent none."""
+    if isinstance(exc, RemoteModelError):
+        return exc.retry_after_s
+    headers = getattr(exc, "litellm_response_headers", None)
+    if headers is None:
+        headers = getattr(getattr(exc, "response", None), "headers", None)
+    if headers is None:
+        return None
+    try:
+        millis = headers.get("retry-after-ms")
+        if millis is not None:
+            return max(float(millis) / 1000, 0.0)
+        value = headers.get("retry-after")
+        if value is None:
+            return None
+        try:
+            return max(float(value), 0.0)
+        except ValueError:
+            when = email.utils.parsedate_to_datetime(value)
+            return max((when - datetime.now(UTC)).total_seconds(), 0.0)
+    except (TypeError, ValueError, AttributeError):
+        return None  # a header that is no wait at all: the normal backoff applies
 
 
 def is_transient(exc: BaseException) -> bool:

@@ -16,7 +16,7 @@ from simworld.config.scenario import LLMConfig
 from simworld.errors import ReplayMissError
 from simworld.llm.cache import ResponseCache
 from simworld.llm.errors import TRANSIENT_ERRORS as TRANSIENT_ERRORS  # moved; kept importable
-from simworld.llm.errors import error_kind, is_transient
+from simworld.llm.errors import error_kind, is_transient, retry_after_s
 from simworld.llm.types import (
     CallIdentity,
     Completion,
@@ -26,6 +26,8 @@ from simworld.llm.types import (
 from simworld.support.redact import Redactor
 
 MAX_ERROR_CHARS = 300
+# The longest ``Retry-After`` honoured: a server asking for more gets this (then the retry).
+RETRY_AFTER_MAX_S = 300.0
 # Provider extras kept in call records; raw token log-probabilities would swell transcripts.
 RECORDED_EXTRAS = ("option_probs",)
 
@@ -227,6 +229,7 @@ class Gateway:
         while True:
             completion: Completion | None = None
             retry = False
+            asked: float | None = None
             async with self._slots:
                 self.accounting.model_calls += 1
                 try:
@@ -239,11 +242,12 @@ class Gateway:
                     errors.append(self._error(attempt, kind, exc))
                     retry = is_transient(exc) and transient_left > 0
                     transient_left -= int(retry)
+                    asked = retry_after_s(exc)
             attempt += 1
             if completion is None:
                 if not retry:
                     break
-                await asyncio.sleep(self._backoff(attempt))
+                await asyncio.sleep(self._backoff(attempt, asked))
                 continue
             prompt_tokens += completion.prompt_tokens
             completion_tokens += completion.completion_tokens
@@ -295,10 +299,12 @@ class Gateway:
         message = self._redactor.text(" ".join(str(exc).split()))[:MAX_ERROR_CHARS]
         return {"attempt": attempt, "kind": kind, "message": message}
 
-    def _backoff(self, attempt: int) -> float:
-        """Exponential backoff with full jitter before retry number ``attempt``."""
+    def _backoff(self, attempt: int, asked: float | None = None) -> float:
+        """Exponential backoff with full jitter before retry number ``attempt``, and at least
+        the server's ``Retry-After`` (``asked``, up to :data:`RETRY_AFTER_MAX_S`)."""
         cap = min(self.config.backoff_max_s, self.config.backoff_base_s * 2 ** (attempt - 1))
-        return self._jitter.uniform(0.0, cap)
+        wait = self._jitter.uniform(0.0, cap)
+        return wait if asked is None else max(wait, min(asked, RETRY_AFTER_MAX_S))
 
 
 def _validate(

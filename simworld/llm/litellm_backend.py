@@ -13,6 +13,7 @@ from typing import Any
 import litellm
 
 from simworld.config.scenario import PriceConfig
+from simworld.llm.endpoints import endpoint_kwargs
 from simworld.llm.logprobs import answer_enum, logprob_content, option_distribution
 from simworld.llm.types import (
     TOP_LOGPROBS,
@@ -27,6 +28,7 @@ from simworld.llm.types import (
 from simworld.support.hashing import canonical_json, sha256_hex
 
 FREE_PROVIDERS = ("fake/", "local/")
+PRICED_SIDES = ("input", "output")
 # Providers that must run in this process (the embedded model lives in it).
 IN_PROCESS_PROVIDERS = ("local/",)
 # litellm's per-call success logging (``litellm.utils``): a task per call that builds a standard
@@ -112,8 +114,9 @@ def call_cost(
         ) / 1e6
     if model.startswith(FREE_PROVIDERS):
         return 0.0
-    if model not in litellm.model_cost and model.split("/", 1)[-1] not in litellm.model_cost:
-        return None
+    entry = litellm.model_cost.get(model) or litellm.model_cost.get(model.split("/", 1)[-1])
+    if not entry or all(entry.get(f"{side}_cost_per_token") is None for side in PRICED_SIDES):
+        return None  # unknown, or an entry without prices (litellm's Router adds those)
     prompt_cost, completion_cost = litellm.cost_per_token(
         model=model, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens
     )
@@ -191,7 +194,8 @@ class LiteLLMModel(LanguageModel):
 
             check_model(request.model)
             self._checked.add(request.model)
-        if await self._use_workers(request.model):
+        routed = request.route is not None and bool(request.route.deployments)
+        if await self._use_workers(request.model, routed=routed):
             from simworld.llm.workers import shared_pool
 
             done = await shared_pool(self._policy.workers).complete(
@@ -202,13 +206,14 @@ class LiteLLMModel(LanguageModel):
         done.cost_usd = self._cost(request.model, done.prompt_tokens, done.completion_tokens)
         return done
 
-    async def _use_workers(self, model: str) -> bool:
+    async def _use_workers(self, model: str, *, routed: bool = False) -> bool:
         """Whether this call goes to the worker processes, starting them when the policy
         says so (:class:`~simworld.llm.workers.WorkerPolicy`). Without a live worker calls
-        stay in-process.
+        stay in-process; so do calls over ``llm.deployments`` (``routed``): one Router must
+        see them all to keep each deployment's limits and cooldowns.
         """
         policy = self._policy
-        if policy.workers == 0 or model.startswith(IN_PROCESS_PROVIDERS):
+        if policy.workers == 0 or model.startswith(IN_PROCESS_PROVIDERS) or routed:
             return False
         if not self._due:
             now = time.perf_counter()
@@ -255,7 +260,17 @@ class LiteLLMModel(LanguageModel):
             kwargs["logprobs"] = True
             kwargs["top_logprobs"] = TOP_LOGPROBS
             kwargs["drop_params"] = True  # providers without log-probabilities just omit them
-        response = await litellm.acompletion(**kwargs)
+        if request.params:
+            kwargs.update(request.params)
+        route = request.route
+        if route is not None and route.deployments:
+            from simworld.llm.router import routed_completion
+
+            response = await routed_completion(route, kwargs)
+        else:
+            if route is not None:
+                kwargs.update(endpoint_kwargs(route.api_base, route.api_key_env))
+            response = await litellm.acompletion(**kwargs)
         text = response.choices[0].message.content or ""
         extra: dict[str, Any] = {}
         if request.logprobs:

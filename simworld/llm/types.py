@@ -14,6 +14,7 @@ from typing import Any
 import openai
 from pydantic import BaseModel
 
+from simworld.config.servers import Route, answer_params
 from simworld.support.hashing import canonical_json, derive_seed, sha256_hex
 
 Message = dict[str, str]
@@ -76,6 +77,10 @@ class LLMRequest:
         logprobs: Ask for token log-probabilities (``top_logprobs=TOP_LOGPROBS``); with an
             ``answer`` enum schema the option distribution lands in
             ``Completion.extra["option_probs"]``.
+        params: Extra provider parameters passed through (``llm.params``: ``top_p``,
+            ``stop`` …).
+        route: Where the call goes (``llm.api_base`` / ``llm.deployments``); ``None``: the
+            provider's default endpoint.
     """
 
     model: str
@@ -86,11 +91,16 @@ class LLMRequest:
     schema: dict[str, Any] | None = None
     schema_name: str | None = None
     logprobs: bool = False
+    params: dict[str, Any] | None = None
+    route: Route | None = None
 
     def cache_key(self) -> str:
         """Content address: hash of model, messages, sampling parameters, schema and identity.
 
-        ``logprobs`` enters the key only when set, so keys of plain requests are unchanged.
+        ``logprobs`` and the provider parameters that can change an answer
+        (:func:`~simworld.config.servers.answer_params`) enter the key only when set, so keys
+        of plain requests are unchanged. The route never does: which server answers does not
+        change the answer (deployments must serve the same weights).
         """
         data: dict[str, Any] = {
             "model": self.model,
@@ -103,6 +113,9 @@ class LLMRequest:
         }
         if self.logprobs:
             data["logprobs"] = True
+        params = answer_params(self.params)
+        if params:
+            data["params"] = params
         return sha256_hex(canonical_json(data))
 
 
@@ -155,16 +168,22 @@ class RemoteModelError(openai.OpenAIError):
         message: ``str()`` of the original error.
         kind: Its :func:`simworld.llm.gateway.error_kind`.
         transient: Whether the gateway retries it.
+        retry_after_s: The server's ``Retry-After``, if it sent one.
     """
 
-    def __init__(self, message: str, *, kind: str, transient: bool) -> None:
+    def __init__(
+        self, message: str, *, kind: str, transient: bool, retry_after_s: float | None = None
+    ) -> None:
         super().__init__(message)
         self.kind = kind
         self.transient = transient
+        self.retry_after_s = retry_after_s
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return _remote_model_error, (str(self), self.kind, self.transient)
+        return _remote_model_error, (str(self), self.kind, self.transient, self.retry_after_s)
 
 
-def _remote_model_error(message: str, kind: str, transient: bool) -> RemoteModelError:
-    return RemoteModelError(message, kind=kind, transient=transient)
+def _remote_model_error(
+    message: str, kind: str, transient: bool, retry_after_s: float | None = None
+) -> RemoteModelError:
+    return RemoteModelError(message, kind=kind, transient=transient, retry_after_s=retry_after_s)

@@ -26,7 +26,7 @@ from typing import Any
 import litellm
 import openai
 
-from simworld.llm.errors import error_kind, is_transient
+from simworld.llm.errors import error_kind, is_transient, retry_after_s
 from simworld.llm.litellm_backend import LiteLLMModel
 from simworld.llm.types import CallIdentity, Completion, LLMRequest, RemoteModelError
 from simworld.llm.worker_protocol import (
@@ -51,7 +51,12 @@ def remote_error(exc: BaseException) -> BaseException:
     (kind, retry class and message as the gateway sees them), others as themselves when they
     pickle, else as a ``RuntimeError`` naming them."""
     if isinstance(exc, TimeoutError | openai.OpenAIError):
-        return RemoteModelError(str(exc), kind=error_kind(exc), transient=is_transient(exc))
+        return RemoteModelError(
+            str(exc),
+            kind=error_kind(exc),
+            transient=is_transient(exc),
+            retry_after_s=retry_after_s(exc),
+        )
     try:
         pickle.loads(pickle.dumps(exc))
     except Exception:  # any pickling failure: send a description

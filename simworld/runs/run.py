@@ -193,7 +193,8 @@ def execute(
         ConfigError: The population or network cannot be built; nothing is written.
     """
     started = time.perf_counter()
-    redactor = Redactor()
+    route = scenario.llm.route()
+    redactor = Redactor(names=() if route is None else route.key_envs())
     first = (
         scenario
         if branch is None
@@ -334,6 +335,11 @@ def run_scenario(
         check_model(scenario.llm.model)
     except ValueError as exc:
         raise ConfigError(source, "llm.model", str(exc)) from exc
+    route = scenario.llm.route()
+    missing = [] if route is None else route.missing_keys()
+    if missing:
+        field = "llm.api_key_env" if missing[0] == route.api_key_env else "llm.deployments"
+        raise ConfigError(source, field, f"environment variable {missing[0]} is not set")
     if out_dir is not None and Path(out_dir).exists():
         raise ConfigError(out_dir, "", "run directory already exists")
     run_dir = (

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 SECRET_NAME = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL)", re.IGNORECASE)
@@ -20,12 +20,19 @@ class Redactor:
 
     Args:
         environ: The environment to read secrets from (``os.environ`` by default).
+        names: More variables whose values are secrets whatever their names (the scenario's
+            ``api_key_env`` variables).
     """
 
-    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self, environ: Mapping[str, str] | None = None, *, names: Iterable[str] = ()
+    ) -> None:
         env = os.environ if environ is None else environ
+        named = set(names)
         values = {
-            v for k, v in env.items() if SECRET_NAME.search(k) and len(v) >= MIN_SECRET_LENGTH
+            v
+            for k, v in env.items()
+            if (k in named or SECRET_NAME.search(k)) and len(v) >= MIN_SECRET_LENGTH
         }
         # JSON-escaped forms too: transcripts are masked after serialisation.
         escaped = {json.dumps(v, ensure_ascii=False)[1:-1] for v in values}

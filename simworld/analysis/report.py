@@ -45,9 +45,11 @@ from simworld.runs.tables import run_agents, run_edges
 from simworld.runs.writer import atomic_write_bytes
 from simworld.support.events import EventType
 from simworld.support.rundir import REPORT_DIR, TRANSCRIPT
+from simworld.trackers.tracker_set import BUILTIN_TRACKERS, TrackerSet, tracker_scenario
 
 REPORT_FILE = "report.html"
 DPI = 100
+EXTRA_ROWS = 200
 NETWORK_PANELS = 3
 MAX_LABELLED_NODES = 30
 MESSAGES_PER_STEP = 3
@@ -748,6 +750,24 @@ def section_scripted(page: Page) -> list[str]:
     return out
 
 
+def extra_frame_names(run: Run) -> list[str]:
+    """The frames of the run's own trackers (``trackers.extra``), in scenario order."""
+    trackers = TrackerSet(tracker_scenario(run.manifest))
+    return trackers.names[len(BUILTIN_TRACKERS) :]
+
+
+def section_extra(page: Page) -> list[str]:
+    """One table per frame of the scenario's extra trackers (at most :data:`EXTRA_ROWS`
+    rows each)."""
+    run = _run(page)
+    out = []
+    for name in extra_frame_names(run):
+        frame = run.frame(name)
+        note = f" (first {EXTRA_ROWS} of {len(frame)} rows)" if len(frame) > EXTRA_ROWS else ""
+        out += [f"<h2>Tracker {html.escape(name)}{note}</h2>", _table(frame.head(EXTRA_ROWS))]
+    return out
+
+
 def section_notes(page: Page) -> list[str]:
     """One line per figure or panel left out, saying why."""
     if not page.notes:
@@ -766,6 +786,7 @@ RUN_SECTIONS: list[Section] = [
     section_population,
     section_personality,
     section_scripted,
+    section_extra,
     section_notes,
 ]
 """The sections of a single-run report, in page order (``section_notes`` last)."""
@@ -798,8 +819,9 @@ def build_report(
     population measures over time, belief states and Asch levels (beside Asch 1951) when
     the run has them. Tables: the run's cost, a few sampled messages per step,
     conformity/inconstancy rates, the per-diversity table, the last population measures,
-    BFI scores, interventions, belief states and Asch levels. Figures with no data are
-    left out and listed with the reason.
+    BFI scores, interventions, belief states and Asch levels, and one table per frame of
+    the scenario's extra trackers. Figures with no data are left out and listed with the
+    reason.
 
     Args:
         run_dir: A run directory (tracker frames are re-derived if absent).

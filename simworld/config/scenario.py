@@ -508,6 +508,13 @@ def load_scenario(path: str | Path, overrides: dict[str, Any] | None = None) -> 
         if not Path(scenario.population.library).is_file():
             msg = f"file not found: {scenario.population.library}"
             raise ConfigError(path, "population.library", msg)
+    for i, spec in enumerate(scenario.trackers.extra):
+        file, sep, cls = spec.rpartition(":")
+        if sep and file.endswith(".py"):
+            file = _resolve_path(base, file)
+            if not Path(file).is_file():
+                raise ConfigError(path, f"trackers.extra[{i}]", f"file not found: {file}")
+            scenario.trackers.extra[i] = f"{file}:{cls}"
     if isinstance(scenario.network, EdgeListNetwork):
         scenario.network.path = _resolve_path(base, scenario.network.path)
         if not Path(scenario.network.path).is_file():

@@ -12,8 +12,9 @@ DEFAULT_BFI_INVENTORY = "bfi10"
 DEFAULT_BELIEVE_AT = 4
 DEFAULT_SIGNAL_MODAL_SHARE = 0.8
 DEFAULT_SIGNAL_POSITION_BIAS = 0.5
-TRACKER_SPEC = r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*$"
-"""``package.module:ClassName`` (resolved with importlib, never evaluated)."""
+TRACKER_SPEC = r"^([A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*|[^:\n]+\.py):[A-Za-z_][\w]*$"
+"""``package.module:ClassName`` or ``path/to/file.py:ClassName`` (a path relative to the
+scenario file); imported with importlib, never evaluated."""
 
 
 class _Strict(BaseModel):
@@ -78,9 +79,11 @@ class TrackersConfig(_Strict):
         belief: Track belief states on a claim (off when absent).
         consensus_threshold: Share of the modal opinion that counts as consensus (§5).
         signal: Thresholds of the signal checks' warnings (§8).
-        extra: More trackers, ``package.module:ClassName``; each class is built with no
-            arguments (or with ``context=`` when its constructor takes it) and must have
-            ``observe(event)`` and ``rows()``.
+        extra: More trackers, ``package.module:ClassName`` or ``file.py:ClassName`` (a
+            Python file next to the scenario, or a path relative to it); each class is
+            built with no arguments (or with ``context=`` when its constructor takes it)
+            and must have ``observe(event)`` and ``rows()``. Their frames are written,
+            re-derived by ``simworld analyze`` and shown in the report like the built-ins.
     """
 
     stance: bool = True

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import inspect
 import json
 import re
+import sys
 import time
 from collections.abc import Iterable, Sequence
 from functools import partial
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 import mesa
@@ -19,6 +22,7 @@ import pyarrow as pa
 from simworld.config.scenario import Scenario
 from simworld.errors import ConfigError
 from simworld.runs.writer import atomic_write_bytes, mask_table, parquet_bytes
+from simworld.support.hashing import sha256_hex
 from simworld.support.rundir import TRACKERS_DIR, TRANSCRIPT, read_manifest
 from simworld.trackers.base import (
     BuiltinTracker,
@@ -84,8 +88,28 @@ def _snake(name: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
 
 
+def _import_file(path: str) -> ModuleType:
+    """Import a Python file as a module of its own (once per file)."""
+    name = f"simworld_plugin_{Path(path).stem}_{sha256_hex(path)[:12]}"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"not a Python file: {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
+    return module
+
+
 def load_tracker(spec: str, context: RunContext) -> Tracker:
-    """Build an extra tracker from ``package.module:ClassName`` (importlib; never eval).
+    """Build an extra tracker from ``package.module:ClassName`` or ``/abs/file.py:ClassName``
+    (importlib; never eval; a scenario's relative file paths are made absolute when it is
+    loaded).
 
     The class is called with ``context=`` when its constructor has that parameter, with no
     arguments otherwise.
@@ -93,11 +117,14 @@ def load_tracker(spec: str, context: RunContext) -> Tracker:
     Raises:
         ConfigError: The module or class cannot be found, or it is not a tracker.
     """
-    module_name, _, class_name = spec.partition(":")
+    module_name, _, class_name = spec.rpartition(":")
     field = "trackers.extra"
     try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
+        if module_name.endswith(".py"):
+            module = _import_file(module_name)
+        else:
+            module = importlib.import_module(module_name)
+    except (ImportError, OSError, SyntaxError) as exc:
         raise ConfigError(
             "<scenario>", field, f"{spec}: cannot import {module_name}: {exc}"
         ) from exc

@@ -1,0 +1,77 @@
+"""A tracker in the user's own file, named ``file.py:Class`` relative to the scenario."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from simworld.analysis.report import build_report, extra_frame_names
+from simworld.analysis.tables import Run
+from simworld.cli import main
+from simworld.config.scenario import load_scenario
+from simworld.errors import ConfigError
+from simworld.runs.run import run_scenario
+from simworld.trackers.tracker_set import analyze_run
+
+TRACKER = """
+class Talkers:
+    name = "talkers"
+
+    def __init__(self):
+        self.seen = {}
+
+    def observe(self, event):
+        if event.get("type") == "message":
+            self.seen.setdefault(event["step"], set()).add(event["agent"])
+
+    def rows(self):
+        return [{"step": s, "speakers": len(a)} for s, a in sorted(self.seen.items())]
+"""
+
+
+def with_tracker(make_scenario: Callable[..., Path], spec: str) -> Path:
+    path = make_scenario({"protocol.steps": 2, "llm.cache": "off"})
+    (path.parent / "plugins").mkdir(exist_ok=True)
+    (path.parent / "plugins" / "talkers.py").write_text(TRACKER, encoding="utf-8")
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    data.setdefault("trackers", {})["extra"] = [spec]
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    return path
+
+
+def test_a_file_tracker_runs_live_in_analyze_and_in_the_report(
+    make_scenario: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = with_tracker(make_scenario, "plugins/talkers.py:Talkers")
+    scenario = load_scenario(path)
+    assert scenario.trackers.extra == [f"{path.parent / 'plugins' / 'talkers.py'}:Talkers"]
+    run = tmp_path / "out" / "run"
+    assert run_scenario(path, out_dir=run).status == "completed"
+    frame = pd.read_parquet(run / "trackers" / "talkers.parquet")
+    assert list(frame.step) == [1, 2] and (frame.speakers == 8).all()
+    monkeypatch.chdir(tmp_path / "out")  # the manifest keeps the absolute path
+    assert analyze_run(run, check=True)["talkers"] == "identical"
+    assert extra_frame_names(Run(run)) == ["talkers"]
+    assert "Tracker talkers" in build_report(run).read_text(encoding="utf-8")
+
+
+def test_a_missing_tracker_file_is_one_line(
+    make_scenario: Callable[..., Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = with_tracker(make_scenario, "plugins/nope.py:Talkers")
+    with pytest.raises(ConfigError, match=r"trackers\.extra\[0\]: file not found"):
+        load_scenario(path)
+    out = tmp_path / "never"
+    assert main(["run", str(path), "--out", str(out), "--quiet"]) == 2
+    assert not out.exists() and capsys.readouterr().err.count("\n") == 1
+
+
+def test_a_broken_tracker_file_is_a_config_error(make_scenario: Callable[..., Path]) -> None:
+    path = with_tracker(make_scenario, "plugins/talkers.py:Talkers")
+    (path.parent / "plugins" / "talkers.py").write_text("def broken(:\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"trackers\.extra"):
+        run_scenario(path, out_dir=path.parent / "x" / "run")

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -23,7 +24,7 @@ def run_example(name: str, out_root: Path) -> str:
     return proc.stdout
 
 
-@pytest.mark.parametrize("name", ["step_scenario.py", "custom_tracker.py"])
+@pytest.mark.parametrize("name", ["step_scenario.py", "custom_tracker.py", "new_protocol.py"])
 def test_examples_are_short(name: str) -> None:
     assert len((ROOT / "examples" / name).read_text(encoding="utf-8").splitlines()) < 100
 
@@ -41,3 +42,21 @@ def test_custom_tracker(tmp_path: Path) -> None:
     assert "shows message_length: True" in out
     (run_dir,) = (tmp_path / "opinion_exchange").iterdir()
     assert (run_dir / "trackers" / "message_length.parquet").is_file()
+
+
+def test_new_protocol(tmp_path: Path) -> None:
+    out = run_example("new_protocol.py", tmp_path)
+    assert ": completed" in out
+    assert "modes: ['bounded_confidence']" in out
+    assert "replay identical: True" in out
+    (run_dir,) = (tmp_path / "opinion_exchange").iterdir()
+    manifest = (run_dir / "manifest.json").read_text(encoding="utf-8")
+    assert "new_protocol.py:BoundedConfidence" in manifest
+    events = pd.read_json(run_dir / "transcript.jsonl", lines=True)
+    messages = events[events.type == "message"]
+    opinions = pd.read_parquet(run_dir / "opinions.parquet")
+    view = {(r.step, r.agent, r.topic): r.value for r in opinions.itertuples()}
+    assert len(messages) > 0
+    for m in messages.itertuples():
+        own = view[(m.step - 1, m.agent, m.topic)]
+        assert m.to and all(abs(view[(m.step - 1, a, m.topic)] - own) <= 1 for a in m.to)

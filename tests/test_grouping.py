@@ -75,7 +75,7 @@ def test_balanced_grouping_in_a_run_composes_by_onboarding_answers(
 ):
     import json
 
-    import simworld.engine.model
+    import simworld.engine.protocols
     from simworld.runs.run import run_scenario
 
     calls = []
@@ -85,7 +85,7 @@ def test_balanced_grouping_in_a_run_composes_by_onboarding_answers(
         calls.append((list(answers), offset, groups))
         return groups
 
-    monkeypatch.setattr(simworld.engine.model, "balanced_groups", spy)
+    monkeypatch.setattr(simworld.engine.protocols, "balanced_groups", spy)
     path = make_scenario(
         {
             "population.size": 12,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -216,10 +217,13 @@ class ProtocolConfig(_Strict):
     along edges talks), ``group`` (groups of ``group_size`` talk for ``rounds``; composed at
     random, or balanced by onboarding diversity with ``grouping: balanced``) and ``asch``
     (every agent answers every topic after ``p`` scripted peers, see :class:`AschConfig`).
+    A user's own protocol is named ``path.py:Class`` (relative to the scenario file) or
+    ``package.module:Class``, or by the name it was registered under from Python
+    (:mod:`simworld.engine.protocols`).
     """
 
     steps: int = Field(ge=1, le=100_000)
-    mode: Literal["broadcast", "pairs", "group", "asch"] = "broadcast"
+    mode: str = "broadcast"
     group_size: int = Field(default=5, ge=2)
     grouping: Literal["random", "balanced"] = "random"
     """``balanced``: groups are composed so that the onboarding diversity S of the step's
@@ -241,6 +245,16 @@ class ProtocolConfig(_Strict):
     """``all``: every probe asks about every topic. ``discussed``: the probe at step s asks
     only about the topic of step s (just discussed: the R answer) and of step s+1 (about to
     be discussed: the O answer; not after the last step); at step 0 only the first topic."""
+
+    @field_validator("mode")
+    @classmethod
+    def _mode_name(cls, value: str) -> str:
+        name = value.rpartition(":")[2] if ":" in value else value
+        if not re.fullmatch(r"[A-Za-z_][\w-]*", name) or value.startswith(":"):
+            raise ValueError(
+                f"mode: {value!r} is neither a protocol name nor path.py:Class / module:Class"
+            )
+        return value
 
     def probe_steps(self) -> list[int]:
         """The steps at which every agent is probed."""
@@ -508,6 +522,12 @@ def load_scenario(path: str | Path, overrides: dict[str, Any] | None = None) -> 
         if not Path(scenario.population.library).is_file():
             msg = f"file not found: {scenario.population.library}"
             raise ConfigError(path, "population.library", msg)
+    mode_file, sep, mode_cls = scenario.protocol.mode.rpartition(":")
+    if sep and mode_file.endswith(".py"):
+        mode_file = _resolve_path(base, mode_file)
+        if not Path(mode_file).is_file():
+            raise ConfigError(path, "protocol.mode", f"file not found: {mode_file}")
+        scenario.protocol.mode = f"{mode_file}:{mode_cls}"
     for i, spec in enumerate(scenario.trackers.extra):
         file, sep, cls = spec.rpartition(":")
         if sep and file.endswith(".py"):

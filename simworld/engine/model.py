@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
 
@@ -15,11 +14,11 @@ from simworld.config.interventions import Removal
 from simworld.config.scenario import Scenario, Topic, resolve_scenario
 from simworld.engine.agent import PersonaAgent
 from simworld.engine.annotate import annotation_jobs
-from simworld.engine.asch import draw_peer_answers, run_trials
+from simworld.engine.asch import draw_peer_answers
 from simworld.engine.bfi import bfi_jobs
-from simworld.engine.grouping import balanced_groups, random_groups
 from simworld.engine.interventions import apply_intervention, due
 from simworld.engine.policy import BaselinePolicy, Statement
+from simworld.engine.protocols import Protocol, Turn, protocol_name, resolve_protocol
 from simworld.engine.record import Job, StepRecord
 from simworld.errors import ConfigError
 from simworld.llm.cache import ResponseCache
@@ -37,16 +36,6 @@ from simworld.support.rundir import RunStatus
 from simworld.trackers.tracker_set import TrackerSet
 
 BRANCH_FIXED_FIELDS = ("name", "seed", "population", "network", "baseline")
-
-
-@dataclass
-class Turn:
-    """One speaking turn inside a conversation."""
-
-    speaker: PersonaAgent
-    template: str
-    listeners: list[PersonaAgent]
-    fields: dict[str, str] = field(default_factory=dict)
 
 
 class SocialSimulation(mesa.Model):
@@ -89,6 +78,8 @@ class SocialSimulation(mesa.Model):
             )
             for agent in self._by_node:
                 agent.baseline = self.policy.is_baseline(agent)
+        self.protocol: Protocol = resolve_protocol(scenario.protocol.mode, source=source)
+        """The interaction protocol ``protocol.mode`` names (:mod:`simworld.engine.protocols`)."""
         self.probe_steps = set(scenario.protocol.probe_steps())
         self.opinions: list[dict[str, Any]] = []
         self._answers: dict[str, dict[int, dict[str, str | None]]] = {}
@@ -219,6 +210,7 @@ class SocialSimulation(mesa.Model):
         self.memory_system.reconfigure(scenario.memory)
         self.scenario = scenario
         self.gateway.reconfigure(scenario.llm)
+        self.protocol = resolve_protocol(scenario.protocol.mode, source="<branch>")
         self.probe_steps = set(scenario.protocol.probe_steps())
         self.peer_answers = draw_peer_answers(scenario)
         for agent in self._by_node:
@@ -263,19 +255,16 @@ class SocialSimulation(mesa.Model):
             self._finish(record)
 
     def step(self) -> None:
-        """One step: the interventions due (:mod:`simworld.engine.interventions`), the interaction
-        (conversations, or Asch trials in ``asch`` mode), stances and memory upkeep, then the
-        probe if this step is a probe step."""
+        """One step: the interventions due (:mod:`simworld.engine.interventions`), the
+        interaction (the protocol's: conversations, or Asch trials in ``asch`` mode), stances
+        and memory upkeep, then the probe if this step is a probe step."""
         self.start()
         step = self.steps
         record = StepRecord(step)
         for index, item in due(self.scenario.interventions, step):
             record.events.append(apply_intervention(self, item, index=index))
         topic = self.topic_for(step)
-        if self.scenario.protocol.mode == "asch":
-            run_trials(self, record, step)
-        else:
-            self._discuss(record, topic, step)
+        self.protocol.run(self, record, step, topic)
         if self.policy is not None and self.scenario.trackers.stance:
             record.events.extend(self.policy.stance_events(record.events, step))
         self._run_jobs(record, annotation_jobs(self, record.events, step))
@@ -292,9 +281,11 @@ class SocialSimulation(mesa.Model):
         elif step >= self.scenario.protocol.steps:
             self.running = False
 
-    def _discuss(self, record: StepRecord, topic: Topic, step: int) -> None:
-        """Plan the step's conversations, run them concurrently and apply them in plan order."""
-        conversations = self._plan(step, topic)
+    def discuss(
+        self, record: StepRecord, topic: Topic, step: int, conversations: list[list[Turn]]
+    ) -> None:
+        """Run conversations concurrently (each one's turns in order) and apply them in plan
+        order: their ``conversation`` and ``message`` events go to ``record``."""
         results = self.gather(self._converse(conv, topic, step) for conv in conversations)
         for index, (conv, outcomes) in enumerate(zip(conversations, results, strict=True)):
             self._log_conversation(record, conv, topic, step, index)
@@ -353,66 +344,6 @@ class SocialSimulation(mesa.Model):
             record.events.append(job.event(outcome))
 
     # -- conversations -----------------------------------------------------------------------
-    def _plan(self, step: int, topic: Topic) -> list[list[Turn]]:
-        mode = self.scenario.protocol.mode
-        if mode == "broadcast":
-            return [[Turn(a, "post", a.neighbours())] for a in self.active_agents()]
-        if mode == "pairs":
-            return [self._pair(a, b) for a, b in self._matching()]
-        return [self._group(members) for members in self._groups(step, topic)]
-
-    def _matching(self) -> list[tuple[PersonaAgent, PersonaAgent]]:
-        """A random maximal matching along edges; the first of each pair opens."""
-        edges = sorted((min(u, v), max(u, v)) for u, v in self.graph.edges())
-        order = self.rng.permutation(len(edges))
-        taken: set[int] = set()
-        pairs = []
-        for i in order:
-            u, v = edges[int(i)]
-            if u in taken or v in taken:
-                continue
-            taken.update((u, v))
-            if self.rng.random() < 0.5:
-                u, v = v, u
-            pairs.append((self.agent_at(u), self.agent_at(v)))
-        return pairs
-
-    def _pair(self, a: PersonaAgent, b: PersonaAgent) -> list[Turn]:
-        return [
-            Turn(a, "pair_open", [b], {"partner": b.name}),
-            Turn(b, "pair_reply", [a], {"partner": a.name}),
-        ]
-
-    def _groups(self, step: int, topic: Topic) -> list[list[PersonaAgent]]:
-        """The step's groups of active agents (``protocol.grouping``,
-        :mod:`simworld.engine.grouping`).
-
-        ``random``: a seeded partition. ``balanced``: composed by the members' latest private
-        answers on the step's topic, so onboarding diversity covers its levels evenly.
-        """
-        protocol = self.scenario.protocol
-        nodes = [a.node for a in self.active_agents()]
-        if protocol.grouping == "balanced":
-            latest = self.latest_answers(topic.id, before=step)
-            answers = [latest.get(self.agent_at(n).key) for n in nodes]
-            groups = balanced_groups(nodes, answers, protocol.group_size, self.rng, offset=step)
-        else:
-            groups = random_groups(nodes, protocol.group_size, self.rng)
-        return [[self.agent_at(n) for n in g] for g in groups]
-
-    def _group(self, members: list[PersonaAgent]) -> list[Turn]:
-        turns = []
-        for _ in range(self.scenario.protocol.rounds):
-            for speaker in members:
-                listeners = [
-                    m
-                    for m in members
-                    if m is not speaker and self.graph.has_edge(m.node, speaker.node)
-                ]
-                others = ", ".join(m.name for m in members if m is not speaker)
-                turns.append(Turn(speaker, "group_turn", listeners, {"members": others}))
-        return turns
-
     async def _converse(
         self, turns: list[Turn], topic: Topic, step: int
     ) -> list[CallOutcome | Statement]:
@@ -440,7 +371,7 @@ class SocialSimulation(mesa.Model):
         self, record: StepRecord, turns: list[Turn], topic: Topic, step: int, index: int
     ) -> None:
         """Log who takes part in a pair or group conversation (discussion blocks, §1)."""
-        if self.scenario.protocol.mode == "broadcast":
+        if not self.protocol.logs_conversations:
             return
         members = list(dict.fromkeys(t.speaker.key for t in turns))
         record.events.append(
@@ -449,7 +380,7 @@ class SocialSimulation(mesa.Model):
                 "step": step,
                 "index": index,
                 "topic": topic.id,
-                "mode": self.scenario.protocol.mode,
+                "mode": protocol_name(self.protocol),
                 "members": members,
             }
         )
@@ -475,7 +406,7 @@ class SocialSimulation(mesa.Model):
                     "agent": speaker.key,
                     "to": [a.key for a in turn.listeners],
                     "topic": topic.id,
-                    "mode": self.scenario.protocol.mode,
+                    "mode": protocol_name(self.protocol),
                     "turn": index,
                     "text": outcome.text,
                 }

@@ -267,7 +267,7 @@ def estimate_run(scenario: Scenario) -> Estimate:
     """The dry-run estimate of one run (see :class:`Estimate` for the formula)."""
     n, proto = scenario.population.size, scenario.protocol
     turns = {"broadcast": n, "pairs": 2 * (n // 2), "group": proto.rounds * n, "asch": 0}
-    speech = proto.steps * turns[proto.mode]
+    speech = proto.steps * turns.get(proto.mode, n)  # a user protocol: taken as one turn each
     probes = n * sum(
         len(proto.probe_topic_indices(s, len(scenario.topics))) for s in proto.probe_steps()
     )

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import inspect
 import json
 import re
-import sys
 import time
 from collections.abc import Iterable, Sequence
 from functools import partial
 from pathlib import Path
-from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 import mesa
@@ -22,7 +19,7 @@ import pyarrow as pa
 from simworld.config.scenario import Scenario
 from simworld.errors import ConfigError
 from simworld.runs.writer import atomic_write_bytes, mask_table, parquet_bytes
-from simworld.support.hashing import sha256_hex
+from simworld.support.plugins import import_file as _import_file
 from simworld.support.rundir import TRACKERS_DIR, TRANSCRIPT, read_manifest
 from simworld.trackers.base import (
     BuiltinTracker,
@@ -86,24 +83,6 @@ AGENT_REPORTERS = ("abs_drift", "path_length", "flips", "anchored_distance")
 
 def _snake(name: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
-
-
-def _import_file(path: str) -> ModuleType:
-    """Import a Python file as a module of its own (once per file)."""
-    name = f"simworld_plugin_{Path(path).stem}_{sha256_hex(path)[:12]}"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, path)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"not a Python file: {path}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    try:
-        spec.loader.exec_module(module)
-    except BaseException:
-        del sys.modules[name]
-        raise
-    return module
 
 
 def load_tracker(spec: str, context: RunContext) -> Tracker:

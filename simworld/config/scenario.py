@@ -12,8 +12,10 @@ from pydantic import (
     ConfigDict,
     Field,
     JsonValue,
+    SerializerFunctionWrapHandler,
     ValidationError,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
@@ -119,6 +121,18 @@ class PopulationConfig(_Strict):
     library: str | None = None
     replace: bool = False
     distributions: PopulationDistributions | None = None
+    agent_class: str | None = Field(default=None, pattern=r"^.+:[A-Za-z_]\w*$")
+    """The agents' class: ``path.py:Class`` (relative to the scenario file) or
+    ``package.module:Class``, a subclass of :class:`simworld.engine.agent.PersonaAgent`."""
+
+    @model_serializer(mode="wrap")
+    def _omit_default_agent_class(self, handler: SerializerFunctionWrapHandler) -> Any:
+        """Leave ``agent_class`` out while unset, so manifests of runs without one keep
+        the bytes they had before the field existed."""
+        data = handler(self)
+        if self.agent_class is None and isinstance(data, dict):
+            data.pop("agent_class", None)
+        return data
 
     @model_validator(mode="after")
     def _one_source(self) -> PopulationConfig:
@@ -522,6 +536,14 @@ def load_scenario(path: str | Path, overrides: dict[str, Any] | None = None) -> 
         if not Path(scenario.population.library).is_file():
             msg = f"file not found: {scenario.population.library}"
             raise ConfigError(path, "population.library", msg)
+    if scenario.population.agent_class is not None:
+        agent_file, _, agent_cls = scenario.population.agent_class.rpartition(":")
+        if agent_file.endswith(".py"):
+            agent_file = _resolve_path(base, agent_file)
+            if not Path(agent_file).is_file():
+                msg = f"file not found: {agent_file}"
+                raise ConfigError(path, "population.agent_class", msg)
+            scenario.population.agent_class = f"{agent_file}:{agent_cls}"
     mode_file, sep, mode_cls = scenario.protocol.mode.rpartition(":")
     if sep and mode_file.endswith(".py"):
         mode_file = _resolve_path(base, mode_file)

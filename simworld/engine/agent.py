@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import cache
+from pathlib import Path
 from typing import Any, Literal
 
 import mesa
@@ -12,6 +13,7 @@ from simworld.config.persona import Persona
 from simworld.config.scenario import Topic
 from simworld.engine.context import AgentHost
 from simworld.engine.counterbalance import ShownOrder, options_lines, shown_order
+from simworld.errors import ConfigError
 from simworld.llm.gateway import CallOutcome
 from simworld.llm.types import CallIdentity, LLMRequest, json_schema
 from simworld.memory.base import Memory, MemoryItem
@@ -19,6 +21,7 @@ from simworld.memory.importance import rate_importance
 from simworld.memory.reflection import reflect
 from simworld.memory.stream import MemoryStream
 from simworld.prompts import render as prompts
+from simworld.support.plugins import import_object
 
 
 def answer_model(topic: Topic) -> type[BaseModel]:
@@ -88,6 +91,29 @@ class PersonaAgent(mesa.Agent):
     def neighbours(self) -> list[PersonaAgent]:
         """Agents adjacent in the social graph, in node order."""
         return [self.model.agent_at(n) for n in sorted(self.model.graph.neighbors(self.node))]
+
+    # -- behaviour hooks: override in a subclass (``population.agent_class``) ---------------
+    def speaks(self, topic: Topic, step: int) -> bool:
+        """Whether the agent takes its speaking turns on ``topic`` at ``step`` (default: yes).
+
+        Called once per planned turn, in plan order, before any model call of the step; a
+        turn it declines is not taken (no call, no message).
+        """
+        return True
+
+    def addressees(
+        self, listeners: list[PersonaAgent], topic: Topic, step: int
+    ) -> list[PersonaAgent]:
+        """Whom the agent's turn reaches, chosen among the protocol's ``listeners``
+        (default: all of them). Returning someone not in ``listeners`` is an error, so
+        messages still travel only where the protocol lets them."""
+        return listeners
+
+    def postprocess(self, text: str, topic: Topic, step: int) -> str:
+        """The message as the others hear it, from the model's reply ``text`` (default:
+        unchanged). The call log keeps the model's own reply; the transcript, memories and
+        later turns get this text."""
+        return text
 
     def remember(self, *, step: int, kind: Any, speaker: str, topic: str, text: str) -> None:
         """Store a memory (a baseline agent keeps none)."""
@@ -282,3 +308,17 @@ class PersonaAgent(mesa.Agent):
             logprobs=self.model.scenario.llm.probe_logprobs,
         )
         return request, schema
+
+
+def agent_class_from(spec: str, *, source: str | Path = "<scenario>") -> type[PersonaAgent]:
+    """The agent class ``population.agent_class`` names (``path.py:Class`` or
+    ``package.module:Class``): a subclass of :class:`PersonaAgent`.
+
+    Raises:
+        ConfigError: The class cannot be imported or is not a :class:`PersonaAgent`.
+    """
+    found = import_object(spec, source=source, field="population.agent_class")
+    if not (isinstance(found, type) and issubclass(found, PersonaAgent)):
+        msg = f"{spec}: not a simworld.engine.agent.PersonaAgent subclass"
+        raise ConfigError(source, "population.agent_class", msg)
+    return found

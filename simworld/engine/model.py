@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Self
 
@@ -12,7 +13,7 @@ import networkx as nx
 
 from simworld.config.interventions import Removal
 from simworld.config.scenario import Scenario, Topic, resolve_scenario
-from simworld.engine.agent import PersonaAgent
+from simworld.engine.agent import PersonaAgent, agent_class_from
 from simworld.engine.annotate import annotation_jobs
 from simworld.engine.asch import draw_peer_answers
 from simworld.engine.bfi import bfi_jobs
@@ -52,6 +53,8 @@ class SocialSimulation(mesa.Model):
         on_step: Called with each finished :class:`StepRecord` (the run writer).
         memory_dir: Where a ``chroma`` memory store keeps its files (``<run_dir>/memory``;
             created on first write); ``None`` keeps memories in memory only.
+        agent_class: The agents' class, a :class:`PersonaAgent` subclass (default: the one
+            ``population.agent_class`` names, else :class:`PersonaAgent`).
     """
 
     def __init__(
@@ -62,6 +65,7 @@ class SocialSimulation(mesa.Model):
         source: str | Path = "<scenario>",
         on_step: Callable[[StepRecord], None] | None = None,
         memory_dir: str | Path | None = None,
+        agent_class: type[PersonaAgent] | None = None,
     ) -> None:
         super().__init__(rng=scenario.seed)
         self.scenario = scenario
@@ -70,7 +74,10 @@ class SocialSimulation(mesa.Model):
         personas = build_population(scenario, self.rng, source=source)
         self.graph: nx.Graph = build_graph(scenario.network, personas, self.rng, source=source)
         self.memory_system = MemorySystem(scenario.memory, seed=scenario.seed, directory=memory_dir)
-        self._by_node = [PersonaAgent(self, p, node) for node, p in enumerate(personas)]
+        if agent_class is None:
+            spec = scenario.population.agent_class
+            agent_class = PersonaAgent if spec is None else agent_class_from(spec, source=source)
+        self._by_node = [agent_class(self, p, node) for node, p in enumerate(personas)]
         self.policy: BaselinePolicy | None = None
         if scenario.baseline is not None:
             self.policy = BaselinePolicy(
@@ -102,6 +109,7 @@ class SocialSimulation(mesa.Model):
         cache_path: str | Path | None = None,
         memory_dir: str | Path | None = None,
         on_step: Callable[[StepRecord], None] | None = None,
+        agent_class: type[PersonaAgent] | None = None,
     ) -> Self:
         """Build the model and its gateway from a scenario object or file.
 
@@ -116,6 +124,8 @@ class SocialSimulation(mesa.Model):
                 without one no call is cached (``llm.cache`` is taken as ``off``).
             memory_dir: Where a ``chroma`` memory store keeps its files.
             on_step: Called with each finished :class:`StepRecord`.
+            agent_class: The agents' class (default: ``population.agent_class``, else
+                :class:`PersonaAgent`).
 
         Raises:
             SimworldError: Bad scenario (a :class:`ConfigError`) or a model string no
@@ -138,7 +148,12 @@ class SocialSimulation(mesa.Model):
         )
         try:
             model = cls(
-                resolved, gateway=gateway, source=source, on_step=on_step, memory_dir=memory_dir
+                resolved,
+                gateway=gateway,
+                source=source,
+                on_step=on_step,
+                memory_dir=memory_dir,
+                agent_class=agent_class,
             )
         except BaseException:
             if cache is not None:
@@ -285,11 +300,39 @@ class SocialSimulation(mesa.Model):
         self, record: StepRecord, topic: Topic, step: int, conversations: list[list[Turn]]
     ) -> None:
         """Run conversations concurrently (each one's turns in order) and apply them in plan
-        order: their ``conversation`` and ``message`` events go to ``record``."""
+        order: their ``conversation`` and ``message`` events go to ``record``.
+
+        The speakers' behaviour hooks shape the plan first (:meth:`PersonaAgent.speaks`,
+        :meth:`PersonaAgent.addressees`); a conversation left without turns is dropped.
+        """
+        shaped = [self._shape(conv, topic, step) for conv in conversations]
+        conversations = [conv for conv in shaped if conv]
         results = self.gather(self._converse(conv, topic, step) for conv in conversations)
-        for index, (conv, outcomes) in enumerate(zip(conversations, results, strict=True)):
+        for index, (conv, (outcomes, texts)) in enumerate(zip(conversations, results, strict=True)):
             self._log_conversation(record, conv, topic, step, index)
-            self._apply(record, conv, outcomes, topic, step)
+            self._apply(record, conv, outcomes, texts, topic, step)
+
+    def _shape(self, turns: list[Turn], topic: Topic, step: int) -> list[Turn]:
+        """The turns whose speaker speaks, each to the listeners its speaker addresses.
+
+        Raises:
+            ValueError: An agent addressed someone who would not have heard the turn.
+        """
+        shaped = []
+        for turn in turns:
+            speaker = turn.speaker
+            if speaker.baseline:
+                shaped.append(turn)
+                continue
+            if not speaker.speaks(topic, step):
+                continue
+            chosen = speaker.addressees(list(turn.listeners), topic, step)
+            strangers = [a.key for a in chosen if a not in turn.listeners]
+            if strangers:
+                msg = f"agent {speaker.key} addressed {strangers[0]}, who is not a listener"
+                raise ValueError(msg)
+            shaped.append(replace(turn, listeners=list(chosen)))
+        return shaped
 
     def close(self) -> None:
         """Close the memories, cancel leftover tasks (litellm's logging worker), close the loop
@@ -346,26 +389,34 @@ class SocialSimulation(mesa.Model):
     # -- conversations -----------------------------------------------------------------------
     async def _converse(
         self, turns: list[Turn], topic: Topic, step: int
-    ) -> list[CallOutcome | Statement]:
+    ) -> tuple[list[CallOutcome | Statement], list[str | None]]:
         """Run one conversation's turns in order; each speaker sees what reached it so far.
 
-        A baseline agent's turn is its stated position, with no model call.
+        A baseline agent's turn is its stated position, with no model call. Returns the
+        outcomes and the messages' texts (after :meth:`PersonaAgent.postprocess`; None when
+        the call failed or gave no text).
         """
         outcomes: list[CallOutcome | Statement] = []
+        texts: list[str | None] = []
         for index, turn in enumerate(turns):
             if self.policy is not None and turn.speaker.baseline:
-                outcomes.append(self.policy.statement(turn.speaker, topic))
+                statement = self.policy.statement(turn.speaker, topic)
+                outcomes.append(statement)
+                texts.append(statement.text)
                 continue
             heard = [
-                (t.speaker.name, o.text or "")
-                for t, o in zip(turns, outcomes, strict=False)
+                (t.speaker.name, text or "")
+                for t, o, text in zip(turns, outcomes, texts, strict=False)
                 if o.ok and (turn.speaker in t.listeners or t.speaker is turn.speaker)
             ]
             request = turn.speaker.speech_request(
                 turn.template, topic, step=step, index=index, heard=heard, **turn.fields
             )
-            outcomes.append(await self.gateway.call(request))
-        return outcomes
+            outcome = await self.gateway.call(request)
+            outcomes.append(outcome)
+            raw = outcome.text if outcome.ok else None
+            texts.append(None if raw is None else turn.speaker.postprocess(raw, topic, step))
+        return outcomes, texts
 
     def _log_conversation(
         self, record: StepRecord, turns: list[Turn], topic: Topic, step: int, index: int
@@ -390,13 +441,14 @@ class SocialSimulation(mesa.Model):
         record: StepRecord,
         turns: list[Turn],
         outcomes: list[CallOutcome | Statement],
+        texts: list[str | None],
         topic: Topic,
         step: int,
     ) -> None:
-        for index, (turn, outcome) in enumerate(zip(turns, outcomes, strict=True)):
+        for index, (turn, outcome, text) in enumerate(zip(turns, outcomes, texts, strict=True)):
             if isinstance(outcome, CallOutcome):
                 record.call(outcome)
-            if not outcome.ok or outcome.text is None:
+            if not outcome.ok or text is None:
                 continue
             speaker = turn.speaker
             record.events.append(
@@ -408,7 +460,7 @@ class SocialSimulation(mesa.Model):
                     "topic": topic.id,
                     "mode": protocol_name(self.protocol),
                     "turn": index,
-                    "text": outcome.text,
+                    "text": text,
                 }
             )
             speaker.remember(
@@ -416,7 +468,7 @@ class SocialSimulation(mesa.Model):
                 kind="own_message",
                 speaker=speaker.name,
                 topic=topic.id,
-                text=outcome.text,
+                text=text,
             )
             for listener in turn.listeners:
                 listener.remember(
@@ -424,7 +476,7 @@ class SocialSimulation(mesa.Model):
                     kind="observation",
                     speaker=speaker.name,
                     topic=topic.id,
-                    text=outcome.text,
+                    text=text,
                 )
 
     # -- memory ------------------------------------------------------------------------------

@@ -360,6 +360,19 @@ class Scenario(_Strict):
     trackers: TrackersConfig = Field(default_factory=TrackersConfig)
     baseline: BaselineConfig | None = None
     interventions: list[Intervention] = Field(default_factory=list)
+    prompts: dict[str, str] = Field(default_factory=dict)
+    """Prompt templates to use instead of the packaged ones (``prompts.yaml``), by name;
+    checked against the packaged templates when the model is built
+    (:func:`simworld.prompts.render.check_overrides`)."""
+
+    @model_serializer(mode="wrap")
+    def _omit_empty_prompts(self, handler: SerializerFunctionWrapHandler) -> Any:
+        """Leave ``prompts`` out while empty, so manifests of runs without overrides keep
+        the bytes they had before the field existed."""
+        data = handler(self)
+        if not self.prompts and isinstance(data, dict):
+            data.pop("prompts", None)
+        return data
 
     @model_validator(mode="after")
     def _check(self) -> Scenario:

@@ -28,6 +28,7 @@ from simworld.llm.litellm_backend import LiteLLMModel
 from simworld.llm.logprobs import expected_value
 from simworld.llm.providers.registry import check_model
 from simworld.memory.system import MemorySystem
+from simworld.prompts import render as prompts
 from simworld.society.network import build_graph
 from simworld.society.population import build_population
 from simworld.support.events import Event, EventType
@@ -77,7 +78,9 @@ class SocialSimulation(mesa.Model):
         if agent_class is None:
             spec = scenario.population.agent_class
             agent_class = PersonaAgent if spec is None else agent_class_from(spec, source=source)
-        self._by_node = [agent_class(self, p, node) for node, p in enumerate(personas)]
+        prompts.check_overrides(scenario.prompts, source=source)
+        with prompts.overridden(scenario.prompts):
+            self._by_node = [agent_class(self, p, node) for node, p in enumerate(personas)]
         self.policy: BaselinePolicy | None = None
         if scenario.baseline is not None:
             self.policy = BaselinePolicy(
@@ -228,8 +231,10 @@ class SocialSimulation(mesa.Model):
         self.protocol = resolve_protocol(scenario.protocol.mode, source="<branch>")
         self.probe_steps = set(scenario.protocol.probe_steps())
         self.peer_answers = draw_peer_answers(scenario)
-        for agent in self._by_node:
-            agent.refresh_system_prompt()
+        prompts.check_overrides(scenario.prompts, source="<branch>")
+        with prompts.overridden(scenario.prompts):
+            for agent in self._by_node:
+                agent.refresh_system_prompt()
 
     def topic_for(self, step: int) -> Topic:
         """The topic discussed at ``step`` (topics take turns)."""
@@ -262,6 +267,10 @@ class SocialSimulation(mesa.Model):
         if self._started:
             return
         self._started = True
+        with prompts.overridden(self.scenario.prompts):
+            self._start()
+
+    def _start(self) -> None:
         record = StepRecord(0)
         if 0 in self.probe_steps:
             self._probe(record)
@@ -272,7 +281,13 @@ class SocialSimulation(mesa.Model):
     def step(self) -> None:
         """One step: the interventions due (:mod:`simworld.engine.interventions`), the
         interaction (the protocol's: conversations, or Asch trials in ``asch`` mode), stances
-        and memory upkeep, then the probe if this step is a probe step."""
+        and memory upkeep, then the probe if this step is a probe step.
+
+        The scenario's ``prompts`` overrides are in effect throughout."""
+        with prompts.overridden(self.scenario.prompts):
+            self._step()
+
+    def _step(self) -> None:
         self.start()
         step = self.steps
         record = StepRecord(step)

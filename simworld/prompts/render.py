@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import string
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from functools import cache
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import yaml
 
 from simworld.config.persona import BIG_FIVE_TRAITS, Persona
 from simworld.config.scenario import Topic
+from simworld.errors import ConfigError
+
+PROVIDER_TEMPLATES = ("local_",)
+"""Prefixes of the templates the local model provider renders (in its own worker process,
+outside a scenario's reach): they cannot be overridden by a scenario."""
+_OVERRIDES: ContextVar[Mapping[str, str] | None] = ContextVar(
+    "simworld_prompt_overrides", default=None
+)
 
 
 @cache
@@ -26,8 +38,50 @@ def templates() -> dict[str, str]:
 
 
 def render(name: str, /, **fields: Any) -> str:
-    """Fill template ``name``; a missing field raises ``KeyError``."""
-    return templates()[name].format(**fields)
+    """Fill template ``name`` (a scenario's override of it when one is in effect, see
+    :func:`overridden`); a missing field raises ``KeyError``."""
+    overrides = _OVERRIDES.get() or {}
+    template = overrides[name] if name in overrides else templates()[name]
+    return template.format(**fields)
+
+
+def fields_of(template: str) -> set[str]:
+    """The names of the fields a template fills (``{name}`` or ``{name:spec}``)."""
+    return {f.split(".")[0].split("[")[0] for _, f, _, _ in string.Formatter().parse(template) if f}
+
+
+def check_overrides(overrides: Mapping[str, str], *, source: str | Path = "<scenario>") -> None:
+    """A scenario's ``prompts`` overrides name packaged templates and use only their fields.
+
+    Raises:
+        ConfigError: Unknown template, a provider's template, a malformed template, or a
+            field the packaged template does not have (one line, ``prompts.<name>``).
+    """
+    packaged = templates()
+    for name, text in overrides.items():
+        field = f"prompts.{name}"
+        if name not in packaged:
+            raise ConfigError(source, field, f"no prompt template {name!r} in prompts.yaml")
+        if name.startswith(PROVIDER_TEMPLATES):
+            raise ConfigError(source, field, "rendered by the local provider; not overridable")
+        try:
+            extra = sorted(fields_of(text) - fields_of(packaged[name]))
+        except ValueError as exc:
+            raise ConfigError(source, field, f"malformed template: {exc}") from exc
+        if extra:
+            known = ", ".join(sorted(fields_of(packaged[name]))) or "none"
+            raise ConfigError(source, field, f"unknown field {{{extra[0]}}} (fields: {known})")
+
+
+@contextmanager
+def overridden(overrides: Mapping[str, str]) -> Iterator[None]:
+    """Render with ``overrides`` (template name -> text) in effect in this context (and the
+    asyncio tasks created in it)."""
+    token = _OVERRIDES.set(dict(overrides))
+    try:
+        yield
+    finally:
+        _OVERRIDES.reset(token)
 
 
 def options_block(topic: Topic, lines: Iterable[tuple[str, str]] | None = None) -> str:

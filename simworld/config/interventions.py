@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_validator
 
 DEFAULT_SOURCE = "Official fact-check"
 
@@ -75,6 +75,31 @@ class Rewiring(_Scheduled):
     p: float = Field(gt=0.0, le=1.0)
 
 
-Intervention = Annotated[Broadcast | Removal | Rewiring, Field(discriminator="kind")]
+class CustomIntervention(_Scheduled):
+    """An intervention type of your own (:mod:`simworld.engine.interventions`).
 
-__all__ = ["DEFAULT_SOURCE", "Broadcast", "Intervention", "Removal", "Rewiring", "Selection"]
+    Attributes:
+        type: The class: ``path.py:Class`` (relative to the scenario file) or
+            ``package.module:Class``. It is built with ``params`` as keyword arguments and
+            its ``apply(model, step)`` carries the intervention out.
+        params: Keyword arguments of the class.
+    """
+
+    kind: Literal["custom"]
+    type: str = Field(pattern=r"^.+:[A-Za-z_]\w*$")
+    params: dict[str, JsonValue] = Field(default_factory=dict)
+
+
+Intervention = Annotated[
+    Broadcast | Removal | Rewiring | CustomIntervention, Field(discriminator="kind")
+]
+
+__all__ = [
+    "DEFAULT_SOURCE",
+    "Broadcast",
+    "CustomIntervention",
+    "Intervention",
+    "Removal",
+    "Rewiring",
+    "Selection",
+]

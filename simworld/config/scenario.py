@@ -20,7 +20,13 @@ from pydantic import (
 )
 
 from simworld.config.baseline import BaselineConfig
-from simworld.config.interventions import Broadcast, Intervention, Removal, Rewiring
+from simworld.config.interventions import (
+    Broadcast,
+    CustomIntervention,
+    Intervention,
+    Removal,
+    Rewiring,
+)
 from simworld.config.memory import MemoryConfig
 from simworld.config.persona import PopulationDistributions
 from simworld.config.servers import (
@@ -557,6 +563,14 @@ def load_scenario(path: str | Path, overrides: dict[str, Any] | None = None) -> 
                 msg = f"file not found: {agent_file}"
                 raise ConfigError(path, "population.agent_class", msg)
             scenario.population.agent_class = f"{agent_file}:{agent_cls}"
+    for i, item in enumerate(scenario.interventions):
+        if isinstance(item, CustomIntervention):
+            file, _, cls = item.type.rpartition(":")
+            if file.endswith(".py"):
+                file = _resolve_path(base, file)
+                if not Path(file).is_file():
+                    raise ConfigError(path, f"interventions[{i}].type", f"file not found: {file}")
+                item.type = f"{file}:{cls}"
     mode_file, sep, mode_cls = scenario.protocol.mode.rpartition(":")
     if sep and mode_file.endswith(".py"):
         mode_file = _resolve_path(base, mode_file)

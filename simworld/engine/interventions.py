@@ -8,12 +8,62 @@ is reproducible.
 
 from __future__ import annotations
 
-from simworld.config.interventions import Broadcast, Intervention, Removal, Rewiring, Selection
+from pathlib import Path
+from typing import Any, Protocol
+
+from simworld.config.interventions import (
+    Broadcast,
+    CustomIntervention,
+    Intervention,
+    Removal,
+    Rewiring,
+    Selection,
+)
 from simworld.engine.context import AgentView, Society
+from simworld.errors import ConfigError
 from simworld.measures import believes
 from simworld.support.events import Event, EventType
+from simworld.support.plugins import import_object, snake_case
 
 Edge = list[int]
+RESERVED = ("type", "step", "index", "kind")
+"""Event keys a custom intervention's ``apply`` may not set."""
+
+
+class UserIntervention(Protocol):
+    """What an intervention type of your own provides (``kind: custom``)."""
+
+    def apply(self, model: Society, step: int) -> dict[str, Any]:
+        """Carry the intervention out; return the event's own fields (JSON values)."""
+        ...
+
+
+def load_custom(
+    interventions: list[Intervention], *, source: str | Path = "<scenario>"
+) -> dict[int, UserIntervention]:
+    """Build the scenario's custom interventions (by index in its list) from their classes.
+
+    Raises:
+        ConfigError: A class cannot be imported, has no ``apply``, or rejects ``params``.
+    """
+    built: dict[int, UserIntervention] = {}
+    for i, item in enumerate(interventions):
+        if not isinstance(item, CustomIntervention):
+            continue
+        field = f"interventions[{i}].type"
+        cls = import_object(item.type, source=source, field=field)
+        if not isinstance(cls, type) or not callable(getattr(cls, "apply", None)):
+            raise ConfigError(source, field, f"{item.type}: needs a class with apply(model, step)")
+        try:
+            built[i] = cls(**item.params)
+        except TypeError as exc:
+            raise ConfigError(source, f"interventions[{i}].params", str(exc)) from exc
+    return built
+
+
+def custom_name(handler: UserIntervention) -> str:
+    """A custom intervention's ``kind`` in events: its ``name``, else its class in snake case."""
+    return getattr(handler, "name", "") or snake_case(type(handler).__name__)
 
 
 def due(interventions: list[Intervention], step: int) -> list[tuple[int, Intervention]]:
@@ -21,7 +71,13 @@ def due(interventions: list[Intervention], step: int) -> list[tuple[int, Interve
     return [(i, item) for i, item in enumerate(interventions) if item.step == step]
 
 
-def apply_intervention(model: Society, item: Intervention, *, index: int) -> Event:
+def apply_intervention(
+    model: Society,
+    item: Intervention,
+    *,
+    index: int,
+    custom: UserIntervention | None = None,
+) -> Event:
     """Carry out one intervention on the model and return its transcript event.
 
     Events (``type: intervention``, with ``step``, ``index`` and ``kind``):
@@ -29,7 +85,13 @@ def apply_intervention(model: Society, item: Intervention, *, index: int) -> Eve
     - ``broadcast``: ``source``, ``topic``, ``text`` and ``to`` (recipients' ids); every
       active agent remembers the text as heard from ``source``;
     - ``remove``: ``agents`` (ids, removal order) and ``edges_removed`` (node pairs);
-    - ``rewire``: ``edges_removed`` and ``edges_added`` (node pairs, in rewiring order).
+    - ``rewire``: ``edges_removed`` and ``edges_added`` (node pairs, in rewiring order);
+    - ``custom``: the fields ``custom.apply(model, step)`` returns; ``kind`` is the custom
+      type's name (:func:`custom_name`).
+
+    Raises:
+        ValueError: A custom intervention without its built ``custom`` object, or whose
+            ``apply`` returned no dict or set a reserved key.
     """
     event: Event = {
         "type": EventType.INTERVENTION.value,
@@ -41,6 +103,15 @@ def apply_intervention(model: Society, item: Intervention, *, index: int) -> Eve
         event.update(_broadcast(model, item))
     elif isinstance(item, Removal):
         event.update(_remove(model, item))
+    elif isinstance(item, CustomIntervention):
+        if custom is None:
+            raise ValueError(f"interventions[{index}]: custom intervention not built")
+        fields = custom.apply(model, item.step)
+        if not isinstance(fields, dict) or any(k in RESERVED for k in fields):
+            msg = f"{item.type}: apply() must return a dict without the keys {RESERVED}"
+            raise ValueError(msg)
+        event["kind"] = custom_name(custom)
+        event.update(fields)
     else:
         event.update(_rewire(model, item))
     return event
@@ -118,4 +189,4 @@ def _rewire(model: Society, item: Rewiring) -> Event:
     return {"edges_removed": removed, "edges_added": added}
 
 
-__all__ = ["apply_intervention", "due"]
+__all__ = ["UserIntervention", "apply_intervention", "custom_name", "due", "load_custom"]

@@ -17,7 +17,7 @@ from simworld.engine.agent import PersonaAgent, agent_class_from
 from simworld.engine.annotate import annotation_jobs
 from simworld.engine.asch import draw_peer_answers
 from simworld.engine.bfi import bfi_jobs
-from simworld.engine.interventions import apply_intervention, due
+from simworld.engine.interventions import apply_intervention, due, load_custom
 from simworld.engine.policy import BaselinePolicy, Statement
 from simworld.engine.protocols import Protocol, Turn, protocol_name, resolve_protocol
 from simworld.engine.record import Job, StepRecord
@@ -95,6 +95,7 @@ class SocialSimulation(mesa.Model):
         self._answers: dict[str, dict[int, dict[str, str | None]]] = {}
         self.peer_answers = draw_peer_answers(scenario)
         _check_removals(scenario, {p.id for p in personas}, source)
+        self._custom = load_custom(scenario.interventions, source=source)
         self.stopped_reason: str | None = None
         self._loop = asyncio.new_event_loop()
         self._started = False
@@ -229,6 +230,7 @@ class SocialSimulation(mesa.Model):
         self.scenario = scenario
         self.gateway.reconfigure(scenario.llm)
         self.protocol = resolve_protocol(scenario.protocol.mode, source="<branch>")
+        self._custom = load_custom(scenario.interventions, source="<branch>")
         self.probe_steps = set(scenario.protocol.probe_steps())
         self.peer_answers = draw_peer_answers(scenario)
         prompts.check_overrides(scenario.prompts, source="<branch>")
@@ -292,7 +294,8 @@ class SocialSimulation(mesa.Model):
         step = self.steps
         record = StepRecord(step)
         for index, item in due(self.scenario.interventions, step):
-            record.events.append(apply_intervention(self, item, index=index))
+            event = apply_intervention(self, item, index=index, custom=self._custom.get(index))
+            record.events.append(event)
         topic = self.topic_for(step)
         self.protocol.run(self, record, step, topic)
         if self.policy is not None and self.scenario.trackers.stance:

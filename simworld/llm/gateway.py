@@ -23,6 +23,7 @@ from simworld.llm.types import (
     LanguageModel,
     LLMRequest,
 )
+from simworld.support.progress import CallProgress
 from simworld.support.redact import Redactor
 
 MAX_ERROR_CHARS = 300
@@ -149,6 +150,7 @@ class Gateway:
         self._redactor = redactor or Redactor()
         self._jitter = jitter or random.Random()
         self.accounting = Accounting()
+        self.progress = CallProgress()
         self.reconfigure(config)
 
     def _cap(self, config: LLMConfig) -> int:
@@ -202,20 +204,31 @@ class Gateway:
             stored = self._cache.get(key)
             if stored is not None:
                 outcome = CallOutcome.from_record(stored, cached=True)
-                self.accounting.add(outcome)
+                self.progress.call_started()
+                self._count(outcome)
                 return outcome
             if self.config.cache == "replay":
                 raise ReplayMissError(
                     f"replay: no recorded answer for {request.identity} (key {key[:12]})"
                 )
+        self.progress.call_started()
         started = time.perf_counter()
         outcome = await self._live(request, key, output_type)
         outcome.latency_s = time.perf_counter() - started
         if self._cache is not None:
             record = self._redactor.deep(outcome.record())
             self._cache.put(key, self._redactor.text(request.model), record)
-        self.accounting.add(outcome)
+        self._count(outcome)
         return outcome
+
+    def _count(self, outcome: CallOutcome) -> None:
+        """Add a finished call to the run's totals and to the progress of its step."""
+        self.accounting.add(outcome)
+        self.progress.call_finished(
+            ok=outcome.ok,
+            prompt_tokens=outcome.prompt_tokens,
+            completion_tokens=outcome.completion_tokens,
+        )
 
     async def _live(
         self, request: LLMRequest, key: str, output_type: type[BaseModel] | None

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
-from tqdm import tqdm
 
 from simworld.config.scenario import Scenario, resolve_scenario
 from simworld.engine.model import SocialSimulation
@@ -31,6 +30,7 @@ from simworld.llm.providers.registry import check_model
 from simworld.runs.tables import write_run_tables
 from simworld.runs.writer import RunWriter
 from simworld.support.events import EventType
+from simworld.support.progress import ProgressBar
 from simworld.support.redact import Redactor
 from simworld.support.rundir import CACHE_FILE, MEMORY_DIR, TRACKERS_DIR, RunStatus, read_manifest
 from simworld.trackers.signal import signal_summary
@@ -235,8 +235,8 @@ def execute(
     writer.event(model.start_event())
     write_run_tables(run_dir, model, redactor)
     status, error = RunStatus.COMPLETED, None
-    bar = tqdm(
-        total=final.protocol.steps, desc=final.name, unit="step", disable=not progress, leave=False
+    bar = ProgressBar(
+        gateway.progress, name=final.name, steps=final.protocol.steps, disable=not progress
     )
     try:
         if branch is not None and branch.step == 0:
@@ -248,13 +248,6 @@ def execute(
             if before_step is not None:
                 before_step(model)
             model.step()
-            acc = gateway.accounting
-            bar.set_postfix(
-                calls=acc.calls,
-                fails=acc.failures,
-                tokens=acc.prompt_tokens + acc.completion_tokens,
-            )
-            bar.update(1)
         if model.stopped_reason:
             status = model.stopped_reason
             writer.event(

@@ -123,6 +123,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _finish(result: RunResult) -> int:
     print(result.summary())
+    if result.status == RunStatus.CRASHED:
+        after = "no step" if result.last_step is None else f"step {result.last_step}"
+        print(
+            f"simworld: error: {result.error}; run {result.run_dir} is marked crashed "
+            f"({after} completed); continue it with: simworld resume {result.run_dir}",
+            file=sys.stderr,
+        )
     return 0 if result.status in FINISHED else EXIT_RUN_FAILED
 
 
@@ -199,8 +206,12 @@ def _sweep(args: argparse.Namespace) -> int:
 
 
 def _analyze(args: argparse.Namespace) -> int:
+    from simworld.runs.state import run_state
     from simworld.trackers.tracker_set import analyze_run
 
+    state = run_state(args.run_dir)
+    if not state.complete:
+        print(f"note       {state.describe()}")
     status = analyze_run(args.run_dir, out_dir=args.out, check=args.check)
     for name, state in status.items():
         print(f"{name:<12} {state}")
@@ -224,11 +235,15 @@ def _report(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from simworld.analysis.report import build_report
+    from simworld.runs.state import run_state
 
     paths = [Path(p) for p in args.run_dir]
     if not 0 < args.level < 1:
         raise ConfigError("--level", str(args.level), "must be between 0 and 1")
     if len(paths) == 1 and (paths[0] / "manifest.json").is_file():
+        recorded = run_state(paths[0])
+        if not recorded.complete:
+            print(f"note       {recorded.describe()}")
         print(build_report(paths[0], out_dir=args.out, steps=args.network_steps))
         return 0
     from simworld.analysis.compare import build_comparison

@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 import litellm
+import openai
 
 from simworld.config.scenario import PriceConfig
 from simworld.llm.endpoints import endpoint_kwargs
@@ -187,7 +188,9 @@ class LiteLLMModel(LanguageModel):
 
         Raises:
             SimworldError: simworld's own provider cannot run the model (a bad ``local/``
-                model string); raised here because litellm would wrap it as retryable.
+                model string), or the embedded model's process crashed
+                (:class:`~simworld.llm.providers.local_child.ModelCrashedError`); raised
+                here because litellm would wrap it as retryable.
         """
         if request.model not in self._checked:
             from simworld.llm.providers.registry import check_model
@@ -202,7 +205,15 @@ class LiteLLMModel(LanguageModel):
                 request, attempt=attempt, timeout_s=timeout_s
             )
         else:
-            done = await self._acompletion(request, attempt=attempt, timeout_s=timeout_s)
+            try:
+                done = await self._acompletion(request, attempt=attempt, timeout_s=timeout_s)
+            except openai.OpenAIError:
+                from simworld.llm.providers.local import crash_of
+
+                crash = crash_of(request.model)
+                if crash is not None:
+                    raise crash from None
+                raise
         done.cost_usd = self._cost(request.model, done.prompt_tokens, done.completion_tokens)
         return done
 

@@ -26,6 +26,7 @@ from simworld.errors import (
 from simworld.llm.cache import ResponseCache
 from simworld.llm.gateway import Accounting, Gateway
 from simworld.llm.litellm_backend import LiteLLMModel
+from simworld.llm.providers.local_child import ModelCrashedError
 from simworld.llm.providers.registry import check_model
 from simworld.runs.tables import write_run_tables
 from simworld.runs.writer import RunWriter
@@ -61,6 +62,8 @@ class RunResult:
     error: str | None = None
     warnings: tuple[str, ...] = ()
     """Plain-words warnings of the signal checks (docs/metrics.md §8), one per topic."""
+    last_step: int | None = None
+    """The last step whose outputs were written (``None``: not even the initial probe)."""
 
     def summary(self) -> str:
         """A short human-readable closing summary."""
@@ -212,9 +215,12 @@ def execute(
     writer = RunWriter(run_dir, redactor=redactor, resume=resume)
     trackers_dir = run_dir / TRACKERS_DIR
 
+    completed: list[int] = []
+
     def on_step(record: StepRecord) -> None:
         writer.step(record, model.opinions)
         model.trackers.checkpoint(trackers_dir, redactor=redactor)
+        completed.append(record.step)
 
     model.on_step = on_step
     final = scenario if branch is None else branch.scenario
@@ -233,6 +239,7 @@ def execute(
         manifest["resumed"] = int(read_manifest(run_dir).get("resumed", 0)) + 1
     writer.manifest(manifest)
     writer.event(model.start_event())
+    writer.flush()  # a crash before the first step ends still leaves the run's start
     write_run_tables(run_dir, model, redactor)
     status, error = RunStatus.COMPLETED, None
     bar = ProgressBar(
@@ -256,6 +263,9 @@ def execute(
             writer.flush()
     except ReplayMissError as exc:
         status, error = RunStatus.FAILED, str(exc)
+    except ModelCrashedError as exc:
+        # the model's process died; what the finished steps wrote stands, resume goes on
+        status, error = RunStatus.CRASHED, redactor.text(str(exc))
     except BaseException as exc:
         interrupted = isinstance(exc, KeyboardInterrupt)
         status = RunStatus.INTERRUPTED if interrupted else RunStatus.FAILED
@@ -272,6 +282,7 @@ def execute(
             status=status,
             error=error,
             steps_completed=model.steps,
+            last_completed_step=completed[-1] if completed else None,
             agents=len(model.population),
             totals=asdict(gateway.accounting),
             wall_time_s=round(wall, 3),
@@ -291,6 +302,7 @@ def execute(
         wall,
         error,
         warnings,
+        completed[-1] if completed else None,
     )
 
 

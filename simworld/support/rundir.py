@@ -49,6 +49,8 @@ class RunStatus(StrEnum):
     """Stopped by an error (named in the manifest's ``error``)."""
     INTERRUPTED = "interrupted"
     """Stopped by the user (Ctrl-C); resumable."""
+    CRASHED = "crashed"
+    """The model's process died (segfault, abort, out of memory); resumable."""
 
 
 FINISHED = (RunStatus.COMPLETED, RunStatus.BUDGET_EXHAUSTED)

@@ -351,7 +351,7 @@ def derive(run_dir: str | Path) -> TrackerSet:
     trackers = TrackerSet(tracker_scenario(read_manifest(run_dir)))
     with open(run_dir / TRANSCRIPT, encoding="utf-8") as fh:
         for line in fh:
-            if line.strip():
+            if line.strip() and line.endswith("\n"):  # not a last line cut short by a crash
                 trackers.observe(json.loads(line))
     return trackers
 

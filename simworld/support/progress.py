@@ -179,6 +179,7 @@ class ProgressBar:
         self._drawn = 0.0
         self._redraw_s = redraw_s
         self._bar: tqdm[Any] = tqdm(
+            desc=f"{name} starting",
             total=0,
             unit="call",
             disable=disable,

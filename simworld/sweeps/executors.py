@@ -55,7 +55,8 @@ class TaskResult:
 
     Attributes:
         index: The run's index in the sweep.
-        status: ``completed``, ``budget_exhausted`` or ``failed``.
+        status: ``completed``, ``budget_exhausted``, ``failed`` or ``crashed`` (the model's
+            process died; the run resumes when the sweep is run again).
         error: Why the run failed, if it did.
         totals: The run's accounting (calls, tokens, cost) as a dict.
         wall_time_s: Seconds the worker spent on it.
@@ -139,7 +140,7 @@ def _execute_locked(task: RunTask, run_dir: Path, started: float) -> TaskResult:
         )
     result, action = None, "ran"
     if run_dir.exists():
-        if status in ("running", "interrupted"):
+        if status in ("running", "interrupted", "crashed"):
             result, action = _resume_partial(task), "resumed"
         if result is None:
             shutil.rmtree(run_dir)

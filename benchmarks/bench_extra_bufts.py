@@ -33,7 +33,8 @@ RESULTS = Path(__file__).parent / "results" / "extra_bufts.json"
 SUMMARY = ROOT / "docs" / "benchmarks-extra-bufts.md"
 ROUNDS = 3
 DECODE_TOKENS = 64
-THREADS = 2
+# One thread: on a shared 2-core host two llama.cpp threads spin waiting for each other.
+THREADS = 1
 N_CTX = 2048
 PARAGRAPH = (
     "You are taking part in a study of how people talk about public questions with the "
@@ -41,6 +42,14 @@ PARAGRAPH = (
     "say in one or two sentences what you think and why, as you would to a neighbour. "
 )
 PROMPT_REPEATS = 8
+# How the second interpreter measured here was given llama-cpp-python 0.3.36 without AMX
+# kernels (pip install llama-cpp-python==0.3.36 with this CMAKE_ARGS, in a separate venv).
+NO_AMX_CMAKE_ARGS = (
+    "-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON "
+    "-DGGML_BMI2=ON -DGGML_AVX512=ON -DGGML_AVX512_VBMI=ON -DGGML_AVX512_VNNI=ON "
+    "-DGGML_AVX512_BF16=ON -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF "
+    "-DLLAVA_BUILD=OFF"
+)
 
 
 def worker(model: str, extra_bufts: bool, threads: int) -> dict[str, Any]:
@@ -99,7 +108,7 @@ def _run_worker(python: str, model: str, on: bool, threads: int) -> dict[str, An
 
 def _flags() -> list[str]:
     sys.path.insert(0, str(ROOT))
-    from simworld.local_engine import AMX_FLAGS, cpu_flags
+    from simworld.llm.providers.local_engine import AMX_FLAGS, cpu_flags
 
     flags = cpu_flags()
     wanted = {"avx2", "avx512f", "avx512_vnni", "avx512_bf16", *AMX_FLAGS}
@@ -113,11 +122,9 @@ def measure(pythons: list[str], model: str, rounds: int, threads: int) -> list[d
         runs: dict[str, list[dict[str, Any]]] = {"on": [], "off": []}
         for _ in range(rounds):
             for key in ("on", "off"):
+                if any("crashed" in r for r in runs[key]):
+                    continue  # a setting that crashed once is not run again
                 runs[key].append(_run_worker(python, model, key == "on", threads))
-                if "crashed" in runs[key][-1]:
-                    break
-            if any("crashed" in r[-1] for r in runs.values() if r):
-                break
         build: dict[str, Any] = {"interpreter": len(builds), "runs": runs}
         for key, items in runs.items():
             good = [r for r in items if "crashed" not in r]
@@ -139,6 +146,16 @@ def measure(pythons: list[str], model: str, rounds: int, threads: int) -> list[d
     return builds
 
 
+def features(system_info: str) -> str:
+    """The CPU features a llama.cpp build reports as on (``AVX2 AVX512 AMX_INT8 REPACK``)."""
+    names = []
+    for part in system_info.replace("CPU :", "").split("|"):
+        name, _, value = part.partition("=")
+        if value.strip() == "1":
+            names.append(name.strip())
+    return " ".join(names) or "?"
+
+
 def write_summary(result: dict[str, Any]) -> None:
     """``docs/benchmarks-extra-bufts.md`` from the result file's numbers."""
     lines = [
@@ -147,14 +164,15 @@ def write_summary(result: dict[str, Any]) -> None:
         "Written by `benchmarks/bench_extra_bufts.py` from `benchmarks/results/extra_bufts.json`.",
         "",
         f"Host: {result['host']['cpus']} CPU cores, flags {', '.join(result['host']['flags'])};"
-        f" {result['threads']} threads, {result['rounds']} rounds alternating on/off, "
-        "each in a fresh process; medians.",
+        f" threads: {result['threads']}, {result['rounds']} rounds alternating on/off, "
+        "each in a fresh process; medians. Builds ran one after the other on a shared host:"
+        " compare on with off within a build, not one build with another.",
         "",
         "| build (llama.cpp CPU features) | extra bufts | prefill tok/s | decode tok/s |",
         "| --- | --- | --- | --- |",
     ]
     for build in result["builds"]:
-        info = build.get("system_info", "?").replace("|", "/")
+        info = features(build.get("system_info", ""))
         for key in ("on", "off"):
             cell = build[key]
             if "crashed" in cell:
@@ -163,9 +181,15 @@ def write_summary(result: dict[str, Any]) -> None:
                 lines.append(
                     f"| {info} | {key} | {cell['prefill_tok_s']:.1f} | {cell['decode_tok_s']:.1f} |"
                 )
+    lines += [
+        "",
+        "The project's own build is compiled for the host (`GGML_NATIVE`, AMX kernels in);",
+        "the other one without AMX kernels, with",
+        f'`CMAKE_ARGS="{NO_AMX_CMAKE_ARGS}"`.',
+    ]
     lines += ["", "## Cost of turning them off", ""]
     for build in result["builds"]:
-        info = build.get("system_info", "?").replace("|", "/")
+        info = features(build.get("system_info", ""))
         ratio = build.get("off_over_on")
         if ratio is None:
             lines.append(f"- {info}: no comparison (a setting crashed).")
@@ -190,7 +214,7 @@ def main() -> None:
         print(json.dumps(worker(args.model, args.worker == "on", args.threads)))
         return
     sys.path.insert(0, str(ROOT))
-    from simworld.local import model_cache_dir, packaged_model_path
+    from simworld.llm.providers.local import model_cache_dir, packaged_model_path
 
     model = str(packaged_model_path(model_cache_dir()))
     pythons = [sys.executable, *args.python]
@@ -202,6 +226,9 @@ def main() -> None:
     }
     RESULTS.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     write_summary(result)
+    # docs/benchmarks-local.md carries a section written from the same result file
+    bench_local = Path(__file__).parent / "bench_local.py"
+    subprocess.run([sys.executable, str(bench_local), "--summary-only"], check=True)
     print(SUMMARY.read_text(encoding="utf-8"))
 
 

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 from simworld.errors import ConfigError
 from simworld.support.rundir import FINISHED as FINISHED_STATUSES
 from simworld.support.rundir import MANIFEST as MANIFEST_FILE
+from simworld.support.rundir import RunStatus
 
 RAY_TASK_MAX_RETRIES = 1
 RAY_LOCAL_OBJECT_STORE_BYTES = 128 * 1024**2
@@ -140,7 +141,7 @@ def _execute_locked(task: RunTask, run_dir: Path, started: float) -> TaskResult:
         )
     result, action = None, "ran"
     if run_dir.exists():
-        if status in ("running", "interrupted", "crashed"):
+        if status in (RunStatus.RUNNING, RunStatus.INTERRUPTED, RunStatus.CRASHED):
             result, action = _resume_partial(task), "resumed"
         if result is None:
             shutil.rmtree(run_dir)

@@ -9,8 +9,9 @@ Model strings:
   ``local/models/x.gguf`` for one relative to the working directory.
 
 Options follow ``?``: ``local/gemma3-270m?n_ctx=8192&threads=2&prefix_cache=off&extra_bufts=auto``
-(``extra_bufts``: llama.cpp's extra CPU buffer types; ``auto`` turns them off on CPUs with
-AMX, where they crash, see :func:`simworld.llm.providers.local_engine.use_extra_bufts`).
+(``extra_bufts``: llama.cpp's extra CPU buffer types; ``auto`` turns them off: they crash on
+CPUs with AMX and gain nothing measurable elsewhere, see
+:func:`simworld.llm.providers.local_engine.use_extra_bufts`).
 
 The model runs in a child process unless ``SIMWORLD_LOCAL_PROCESS=inline``, so a crash of
 llama.cpp stops the run with a clear error instead of killing it (see

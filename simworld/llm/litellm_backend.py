@@ -30,7 +30,9 @@ from simworld.support.hashing import canonical_json, sha256_hex
 
 FREE_PROVIDERS = ("fake/", "local/")
 PRICED_SIDES = ("input", "output")
-# Providers that must run in this process (the embedded model lives in it).
+# Providers never handed to LLM workers: the embedded model is loaded once, by this process
+# (in a child of its own, see simworld.llm.providers.local_child); each worker would load
+# another.
 IN_PROCESS_PROVIDERS = ("local/",)
 # litellm's per-call success logging (``litellm.utils``): a task per call that builds a standard
 # logging payload and recomputes the cost for whatever callbacks are registered.
@@ -151,7 +153,7 @@ class LiteLLMModel(LanguageModel):
         self._warned = False
 
     def parallelism(self, model: str) -> int | None:
-        """One at a time for the in-process ``local/`` provider (it serialises calls)."""
+        """One at a time for the embedded ``local/`` provider (its engine serialises calls)."""
         return 1 if model.startswith("local/") else None
 
     def _ensure_priced(self, model: str) -> None:

@@ -83,3 +83,34 @@ def test_abort_in_the_child_then_resume_matches_an_inline_run(
     assert manifest["status"] == "completed"
     for name in SAME:
         assert (run / name).read_bytes() == (ref / name).read_bytes(), name
+
+
+def test_a_child_killed_mid_call_is_reported_as_likely_out_of_memory(fresh_children):
+    """What the kernel's out-of-memory killer does: SIGKILL while the call is running."""
+    import os
+    import signal
+    import threading
+
+    engine = ChildEngine.get(MODEL, parse_model(MODEL))
+    errors: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            engine.generate("Tell a long story.", preamble="", sampling=Sampling(256, 1.0, 3))
+        except ModelCrashedError as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=call)
+    thread.start()
+    assert engine.pid is not None
+    os.kill(engine.pid, signal.SIGKILL)
+    thread.join(timeout=60)
+    assert not thread.is_alive()
+    assert len(errors) == 1
+    assert "SIGKILL" in str(errors[0]) and "likely out of memory" in str(errors[0])
+    assert engine.crashed
+    # the next run gets a fresh child
+    again = ChildEngine.get(MODEL, parse_model(MODEL))
+    assert again is not engine and not again.crashed
+    out = again.generate("Q: Say yes.\nA:", preamble="", sampling=Sampling(4, 0.0, 1))
+    assert out.completion_tokens > 0

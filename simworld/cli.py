@@ -209,9 +209,9 @@ def _analyze(args: argparse.Namespace) -> int:
     from simworld.runs.state import run_state
     from simworld.trackers.tracker_set import analyze_run
 
-    state = run_state(args.run_dir)
-    if not state.complete:
-        print(f"note       {state.describe()}")
+    recorded = run_state(args.run_dir)
+    if not recorded.complete:
+        print(f"note       {recorded.describe()}")
     status = analyze_run(args.run_dir, out_dir=args.out, check=args.check)
     for name, state in status.items():
         print(f"{name:<12} {state}")

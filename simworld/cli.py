@@ -123,7 +123,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _finish(result: RunResult) -> int:
     print(result.summary())
-    return 0 if result.status in FINISHED else EXIT_RUN_FAILED
+    if result.status in FINISHED:
+        return 0
+    print(f"simworld: error: run {result.status}: {result.error}", file=sys.stderr)
+    return EXIT_RUN_FAILED
 
 
 def _run(args: argparse.Namespace) -> int:

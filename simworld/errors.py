@@ -126,3 +126,12 @@ def config_error_from_validation(
         joiner = "" if not field or sub.group(1).startswith("[") else "."
         field, msg = f"{field}{joiner}{sub.group(1)}", sub.group(2)
     return ConfigError(path, field, msg)
+
+
+class ModelFailureError(SimworldError):
+    """The run's model calls fail in a way that continuing cannot fix.
+
+    Raised for an error that retrying cannot fix (authentication, unknown model, unsupported
+    parameter, bad request) or when the share of failed calls passes
+    ``llm.max_failure_rate``; the run stops with status ``failed``.
+    """

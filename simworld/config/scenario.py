@@ -30,6 +30,7 @@ from simworld.config.servers import (
 )
 from simworld.config.trackers import TrackersConfig
 from simworld.errors import ConfigError, config_error_from_validation
+from simworld.support.redact import Redactor, find_credential
 from simworld.support.yamlio import read_yaml_mapping
 
 DEFAULT_MODEL = "local/gemma3-270m"
@@ -284,6 +285,9 @@ class LLMConfig(_Strict):
     backoff_base_s: float = Field(default=0.5, ge=0.0)
     backoff_max_s: float = Field(default=20.0, ge=0.0)
     budget_usd: float | None = Field(default=None, gt=0.0)
+    max_failure_rate: float = Field(default=0.5, ge=0.0, le=1.0)
+    """The run stops (``failed``) when more than this share of its model calls so far has
+    failed, checked after every step (1.0: never)."""
     probe_logprobs: bool = True
     price: PriceConfig | None = None
     api_base: str | None = Field(default=None, min_length=1)
@@ -520,6 +524,31 @@ def load_scenario(path: str | Path, overrides: dict[str, Any] | None = None) -> 
         if not Path(scenario.network.path).is_file():
             raise ConfigError(path, "network.path", f"file not found: {scenario.network.path}")
     return scenario
+
+
+def check_no_credentials(scenario: Scenario, source: str | Path, redactor: Redactor) -> None:
+    """Refuse a scenario that holds a credential (see :mod:`simworld.support.redact`).
+
+    Outputs never hold credentials, and masking never changes scenario content: a scenario
+    with a key in it could be neither recorded as it is nor replayed from a masked copy.
+
+    Args:
+        scenario: The validated scenario.
+        source: The scenario file, named in errors.
+        redactor: The run's redactor (``simworld.llm.credentials.redactor_for``).
+
+    Raises:
+        ConfigError: A field holds the value of the provider's credential variable or a
+            key-shaped token (the message names the field, never the value).
+    """
+    hit = find_credential(scenario.model_dump(mode="json"), redactor)
+    if hit is not None:
+        field, what = hit
+        raise ConfigError(
+            source,
+            field,
+            f"holds {what}; keep credentials in the environment, not in scenario files",
+        )
 
 
 def scenario_json_schema() -> dict[str, Any]:

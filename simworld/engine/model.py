@@ -318,6 +318,7 @@ class SocialSimulation(mesa.Model):
         self._loop.close()
 
     def _finish(self, record: StepRecord) -> None:
+        self.gateway.check_failures()
         record.events.append(
             {
                 "type": EventType.STEP_END.value,

@@ -70,10 +70,12 @@ class ResponseCache:
         row = self._db.execute("SELECT outcome FROM outcomes WHERE key = ?", (key,)).fetchone()
         return None if row is None else json.loads(row[0])
 
-    def put(self, key: str, model: str, outcome: dict[str, Any]) -> None:
-        """Store an outcome unless the key is already present."""
+    def put(self, key: str, model: str, outcome: dict[str, Any], *, replace: bool = False) -> None:
+        """Store an outcome unless the key is already present (or replace what is there:
+        a recorded failure tried again)."""
+        verb = "INSERT OR REPLACE" if replace else "INSERT OR IGNORE"
         self._db.execute(
-            "INSERT OR IGNORE INTO outcomes (key, model, outcome) VALUES (?, ?, ?)",
+            f"{verb} INTO outcomes (key, model, outcome) VALUES (?, ?, ?)",
             (key, model, json.dumps(outcome, sort_keys=True)),
         )
 

@@ -13,9 +13,10 @@ import numpy as np
 import pandas as pd
 from pydantic import ValidationError
 
-from simworld.config.scenario import Scenario, set_dotted
+from simworld.config.scenario import Scenario, check_no_credentials, set_dotted
 from simworld.engine.model import BRANCH_FIXED_FIELDS
 from simworld.errors import ConfigError, ResumeError, config_error_from_validation
+from simworld.llm.credentials import redactor_for
 from simworld.memory.system import BRANCH_FIXED_MEMORY_FIELDS
 from simworld.runs.run import (
     Branch,
@@ -169,9 +170,11 @@ def branch_scenario(parent: Scenario, overrides: dict[str, Any], *, source: str 
             )
         set_dotted(data, key, value)
     try:
-        return Scenario.model_validate(data)
+        child = Scenario.model_validate(data)
     except ValidationError as exc:
         raise config_error_from_validation(source, exc) from exc
+    check_no_credentials(child, source, redactor_for([child.llm.model]))
+    return child
 
 
 def branch_run(

@@ -15,23 +15,25 @@ from typing import Any
 from pydantic import ValidationError
 from tqdm import tqdm
 
-from simworld.config.scenario import Scenario, resolve_scenario
+from simworld.config.scenario import Scenario, check_no_credentials, resolve_scenario
 from simworld.engine.model import SocialSimulation
 from simworld.engine.record import StepRecord
 from simworld.errors import (
     ConfigError,
+    ModelFailureError,
     ReplayMissError,
     ResumeError,
     config_error_from_validation,
 )
 from simworld.llm.cache import ResponseCache
+from simworld.llm.credentials import redactor_for
 from simworld.llm.gateway import Accounting, Gateway
-from simworld.llm.litellm_backend import LiteLLMModel
+from simworld.llm.litellm_backend import LiteLLMModel, dropped_params
 from simworld.llm.providers.registry import check_model
+from simworld.runs.lock import claim, claim_new, is_unstarted, locked
 from simworld.runs.tables import write_run_tables
 from simworld.runs.writer import RunWriter
 from simworld.support.events import EventType
-from simworld.support.redact import Redactor
 from simworld.support.rundir import CACHE_FILE, MEMORY_DIR, TRACKERS_DIR, RunStatus, read_manifest
 from simworld.trackers.signal import signal_summary
 
@@ -100,12 +102,6 @@ def free_path(base: Path) -> Path:
         n += 1
         path = base.with_name(f"{base.name}-{n}")
     return path
-
-
-def new_run_dir(root: Path, scenario: str, seed: int) -> Path:
-    """A fresh ``root/<scenario>/<timestamp>-s<seed>`` path (not created)."""
-    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-    return free_path(root / scenario / f"{stamp}-s{seed}")
 
 
 def recorded_cache(run_dir: Path, manifest: dict[str, Any], cache_path: str | Path | None) -> Path:
@@ -191,10 +187,50 @@ def execute(
 
     Raises:
         ConfigError: The population or network cannot be built; nothing is written.
+        ResumeError: Another process is working in ``run_dir``.
     """
+    if not resume:
+        claim(run_dir)
+    try:
+        with locked(run_dir):
+            if not resume and not is_unstarted(run_dir):
+                raise ConfigError(run_dir, "", "run directory already exists")
+            return _execute(
+                scenario,
+                source=source,
+                run_dir=run_dir,
+                cache_path=cache_path,
+                progress=progress,
+                resume=resume,
+                branch=branch,
+                manifest_extra=manifest_extra,
+                before_step=before_step,
+            )
+    except ConfigError:
+        if not resume and is_unstarted(run_dir):
+            shutil.rmtree(run_dir, ignore_errors=True)  # bad input: leave nothing behind
+        raise
+
+
+def _execute(
+    scenario: Scenario,
+    *,
+    source: str | Path,
+    run_dir: Path,
+    cache_path: Path,
+    progress: bool,
+    resume: bool,
+    branch: Branch | None,
+    manifest_extra: dict[str, Any] | None,
+    before_step: Callable[[SocialSimulation], None] | None,
+) -> RunResult:
+    """:func:`execute` in a claimed, locked run directory."""
     started = time.perf_counter()
     route = scenario.llm.route()
-    redactor = Redactor(names=() if route is None else route.key_envs())
+    redactor = redactor_for(
+        [scenario.llm.model, None if branch is None else branch.scenario.llm.model],
+        names=() if route is None else route.key_envs(),
+    )
     first = (
         scenario
         if branch is None
@@ -210,6 +246,7 @@ def execute(
     if resume:
         shutil.rmtree(run_dir / MEMORY_DIR, ignore_errors=True)
     writer = RunWriter(run_dir, redactor=redactor, resume=resume)
+    gateway.keep_failures_through = writer.completed_step
     trackers_dir = run_dir / TRACKERS_DIR
 
     def on_step(record: StepRecord) -> None:
@@ -227,6 +264,9 @@ def execute(
         "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "status": RunStatus.RUNNING,
         "cache": {"mode": final.llm.cache, "path": None if cache is None else str(cache_path)},
+        "dropped_params": {
+            m: list(dropped_params(m)) for m in sorted({first.llm.model, final.llm.model})
+        },
         **(manifest_extra or {}),
     }
     if resume:
@@ -261,8 +301,8 @@ def execute(
                 {"type": EventType.RUN_STOPPED.value, "step": model.steps, "reason": status}
             )
             writer.flush()
-    except ReplayMissError as exc:
-        status, error = RunStatus.FAILED, str(exc)
+    except (ReplayMissError, ModelFailureError) as exc:
+        status, error = RunStatus.FAILED, redactor.text(str(exc))
     except BaseException as exc:
         interrupted = isinstance(exc, KeyboardInterrupt)
         status = RunStatus.INTERRUPTED if interrupted else RunStatus.FAILED
@@ -284,9 +324,9 @@ def execute(
             wall_time_s=round(wall, 3),
             finished_at=datetime.now(UTC).isoformat(timespec="seconds"),
         )
-        writer.manifest(manifest)
         model.trackers.write(trackers_dir, redactor=redactor)
         writer.close()
+        writer.manifest(manifest)  # last: a run is complete only once everything else is
         if cache is not None:
             cache.close()
     return RunResult(
@@ -340,12 +380,17 @@ def run_scenario(
     if missing:
         field = "llm.api_key_env" if missing[0] == route.api_key_env else "llm.deployments"
         raise ConfigError(source, field, f"environment variable {missing[0]} is not set")
-    if out_dir is not None and Path(out_dir).exists():
+    check_no_credentials(
+        scenario,
+        source,
+        redactor_for([scenario.llm.model], names=() if route is None else route.key_envs()),
+    )
+    if out_dir is not None and Path(out_dir).exists() and not is_unstarted(Path(out_dir)):
         raise ConfigError(out_dir, "", "run directory already exists")
     run_dir = (
         Path(out_dir)
         if out_dir is not None
-        else new_run_dir(Path(out_root), scenario.name, scenario.seed)
+        else claim_new(Path(out_root), scenario.name, scenario.seed)
     )
     cache = Path(cache_path) if cache_path is not None else default_cache_path(out_dir, out_root)
     return execute(
@@ -376,9 +421,20 @@ def resume_run(
         The run's result.
 
     Raises:
-        ResumeError: The run is complete, was run without a cache, or does not reproduce.
+        ResumeError: The run is complete, was run without a cache, does not reproduce, or
+            another process is working in it.
     """
     run_dir = Path(run_dir)
+    if is_unstarted(run_dir):
+        raise ResumeError(
+            f"{run_dir}: the run was stopped before it started (no manifest.json); start it "
+            f"again with: simworld run SCENARIO --out {run_dir}"
+        )
+    with locked(run_dir):  # held from reading the status to the end of the run
+        return _resume_locked(run_dir, cache_path=cache_path, progress=progress)
+
+
+def _resume_locked(run_dir: Path, *, cache_path: str | Path | None, progress: bool) -> RunResult:
     manifest = read_manifest(run_dir)
     if manifest.get("status") == RunStatus.COMPLETED:
         raise ResumeError(f"{run_dir}: run is already complete")

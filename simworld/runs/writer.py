@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -196,7 +196,8 @@ class RunWriter:
     made durable when the writer closes; a resumed run writes them again anyway).
 
     Args:
-        run_dir: The run directory (created, must not hold a previous run).
+        run_dir: The run directory (created if missing; must not hold a previous run unless
+            ``resume``).
         redactor: Masks secrets in everything written.
     """
 
@@ -212,11 +213,17 @@ class RunWriter:
         if resume:
             self._expected = self._keep_completed_steps(run_dir / self.TRANSCRIPT)
         else:
-            run_dir.mkdir(parents=True, exist_ok=False)
-        self._transcript = open(run_dir / self.TRANSCRIPT, "a", encoding="utf-8")  # noqa: SIM115
+            run_dir.mkdir(parents=True, exist_ok=True)  # claimed by the caller
+        self._file: TextIO | None = None  # opened at the first event: the manifest comes first
         self._checked = 0
         self._calls = GrowingTable(run_dir / self.CALLS, CALL_SCHEMA, redactor)
         self._opinions = GrowingTable(run_dir / self.OPINIONS, OPINION_SCHEMA, redactor)
+
+    @property
+    def _transcript(self) -> TextIO:
+        if self._file is None:
+            self._file = open(self.run_dir / self.TRANSCRIPT, "a", encoding="utf-8")  # noqa: SIM115
+        return self._file
 
     @staticmethod
     def _keep_completed_steps(path: Path) -> list[str]:
@@ -230,6 +237,15 @@ class RunWriter:
         kept = lines[: ends[-1] + 1] if ends else []
         atomic_write_bytes(path, "".join(kept).encode("utf-8"))
         return [line.rstrip("\n") for line in kept]
+
+    @property
+    def completed_step(self) -> int:
+        """The last step a resumed run found complete in its transcript (-1: none)."""
+        for line in reversed(self._expected):
+            event = json.loads(line)
+            if event.get("type") == "step_end":
+                return int(event["step"])
+        return -1
 
     def event(self, event: dict[str, Any]) -> None:
         """Append one event line (call :meth:`flush` to make it durable)."""
@@ -271,4 +287,4 @@ class RunWriter:
                 sync_file(table.path)
             else:
                 table.write()
-        self._transcript.close()
+        self._transcript.close()  # (created, empty, if no event came)

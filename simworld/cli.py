@@ -38,6 +38,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--concurrency", type=int, help="overrides llm.concurrency")
     _add_set_argument(run, "scenario change (dotted key; repeatable; the options above win)")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.add_argument(
+        "--force", action="store_true", help="run even if its estimated size does not fit here"
+    )
     resume = sub.add_parser("resume", help="resume an interrupted run in place")
     resume.add_argument("run_dir", help="the interrupted run's directory")
     resume.add_argument("--cache", help="cache file (default: the one in its manifest)")
@@ -140,6 +143,7 @@ def _run(args: argparse.Namespace) -> int:
             out_root=args.out_root,
             cache_path=args.cache,
             progress=not args.quiet,
+            force=args.force,
         )
     )
 

@@ -25,14 +25,15 @@ from simworld.errors import (
     ResumeError,
     config_error_from_validation,
 )
-from simworld.llm.cache import ResponseCache
+from simworld.llm.cache import ResponseCache, check_cache_file
 from simworld.llm.credentials import redactor_for
 from simworld.llm.gateway import Accounting, Gateway
 from simworld.llm.litellm_backend import LiteLLMModel, dropped_params
 from simworld.llm.providers.registry import check_model
+from simworld.runs.estimate import check_feasible
 from simworld.runs.lock import claim, claim_new, is_unstarted, locked
 from simworld.runs.tables import write_run_tables
-from simworld.runs.writer import RunWriter
+from simworld.runs.writer import RunWriter, recorded_keys
 from simworld.support.events import EventType
 from simworld.support.rundir import CACHE_FILE, MEMORY_DIR, TRACKERS_DIR, RunStatus, read_manifest
 from simworld.trackers.signal import signal_summary
@@ -62,7 +63,8 @@ class RunResult:
     wall_time_s: float
     error: str | None = None
     warnings: tuple[str, ...] = ()
-    """Plain-words warnings of the signal checks (docs/metrics.md §8), one per topic."""
+    """Plain-words warnings: about the network (agents without neighbours) and of the signal
+    checks (docs/metrics.md §8), one per topic."""
 
     def summary(self) -> str:
         """A short human-readable closing summary."""
@@ -129,6 +131,37 @@ def recorded_scenario(data: Any) -> Scenario:
     if isinstance(protocol, dict) and "counterbalance" not in protocol:
         data = {**data, "protocol": {**protocol, "counterbalance": False}}
     return Scenario.model_validate(data)
+
+
+def check_recorded_cache(
+    run_dir: Path, cache_path: Path, *, before_step: int | None = None
+) -> None:
+    """Check, before anything is written, that a cache holds every model call that a run's
+    transcript records (of the steps before ``before_step``), so a resume or replay cannot
+    stop late on a missing answer.
+
+    Raises:
+        ConfigError: The transcript or the cache is damaged, or the cache lacks calls.
+    """
+    check_cache_file(cache_path, deep=True)
+    transcript = run_dir / RunWriter.TRANSCRIPT
+    keys = recorded_keys(transcript, before_step=before_step)
+    if not keys:
+        return
+    if not cache_path.exists():
+        raise ConfigError(cache_path, "", "the cache the run recorded into does not exist")
+    cache = ResponseCache(cache_path)
+    try:
+        missing = cache.missing(keys)
+    finally:
+        cache.close()
+    if missing:
+        raise ConfigError(
+            cache_path,
+            "",
+            f"lacks {len(missing)} of the {len(set(keys))} model calls recorded in "
+            f"{transcript} (first key {missing[0][:12]}): not this run's cache, or damaged",
+        )
 
 
 def manifest_scenario(run_dir: str | Path, manifest: dict[str, Any]) -> Scenario:
@@ -263,6 +296,7 @@ def _execute(
         "versions": package_versions(),
         "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "status": RunStatus.RUNNING,
+        "warnings": model.warnings,
         "cache": {"mode": final.llm.cache, "path": None if cache is None else str(cache_path)},
         "dropped_params": {
             m: list(dropped_params(m)) for m in sorted({first.llm.model, final.llm.model})
@@ -270,7 +304,8 @@ def _execute(
         **(manifest_extra or {}),
     }
     if resume:
-        manifest["resumed"] = int(read_manifest(run_dir).get("resumed", 0)) + 1
+        resumed = read_manifest(run_dir).get("resumed", 0)
+        manifest["resumed"] = (resumed if isinstance(resumed, int) else 0) + 1
     writer.manifest(manifest)
     writer.event(model.start_event())
     write_run_tables(run_dir, model, redactor)
@@ -337,7 +372,7 @@ def _execute(
         gateway.accounting,
         wall,
         error,
-        warnings,
+        (*model.warnings, *warnings),
     )
 
 
@@ -350,6 +385,7 @@ def run_scenario(
     cache_path: str | Path | None = None,
     progress: bool = False,
     before_step: Callable[[SocialSimulation], None] | None = None,
+    force: bool = False,
 ) -> RunResult:
     """Validate, run and record one scenario in a new run directory.
 
@@ -363,12 +399,15 @@ def run_scenario(
         cache_path: The record/replay SQLite file; default :func:`default_cache_path`.
         progress: Show a progress bar on stderr.
         before_step: Test hook called before every step.
+        force: Run even when the run's estimated size does not fit this machine
+            (:func:`simworld.runs.estimate.check_feasible`).
 
     Returns:
         The run's result; its ``status`` is ``completed``, ``budget_exhausted`` or ``failed``.
 
     Raises:
-        ConfigError: Bad input; nothing has been written.
+        ConfigError: Bad input, or a run too large for this machine; nothing has been
+            written.
     """
     scenario, source = resolve_scenario(scenario, overrides)
     try:
@@ -387,12 +426,17 @@ def run_scenario(
     )
     if out_dir is not None and Path(out_dir).exists() and not is_unstarted(Path(out_dir)):
         raise ConfigError(out_dir, "", "run directory already exists")
+    if not force:
+        target = Path(out_dir) if out_dir is not None else Path(out_root)
+        check_feasible(scenario, source=source, out_root=target)
     run_dir = (
         Path(out_dir)
         if out_dir is not None
         else claim_new(Path(out_root), scenario.name, scenario.seed)
     )
     cache = Path(cache_path) if cache_path is not None else default_cache_path(out_dir, out_root)
+    if scenario.llm.cache != "off":
+        check_cache_file(cache)
     return execute(
         scenario,
         source=source,
@@ -445,11 +489,17 @@ def _resume_locked(run_dir: Path, *, cache_path: str | Path | None, progress: bo
             f"(cache mode was {scenario.llm.cache!r})"
         )
     cache = recorded_cache(run_dir, manifest, cache_path)
+    check_recorded_cache(run_dir, cache)
     info = manifest.get("branch")
     branch = None
     if info is not None:
-        branch = Branch(int(info["from_step"]), scenario)
-        scenario = recorded_scenario(info["parent_scenario"])
+        try:
+            branch = Branch(int(info["from_step"]), scenario)
+            scenario = recorded_scenario(info["parent_scenario"])
+        except (KeyError, TypeError, ValueError) as exc:  # ValidationError is a ValueError
+            raise ConfigError(
+                run_dir / RunWriter.MANIFEST, "branch", "damaged: not a branch record"
+            ) from exc
     return execute(
         scenario,
         source=manifest.get("scenario_file", "<manifest>"),

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from simworld.errors import ResumeError
+from simworld.errors import ConfigError, ResumeError
 from simworld.support import rundir
 from simworld.support.redact import Redactor
 from simworld.support.rundir import read_manifest as read_manifest  # its home; kept importable here
@@ -109,7 +109,62 @@ def sync_file(path: Path) -> None:
 
 def atomic_write_json(path: Path, obj: Any) -> None:
     """Write pretty, key-sorted JSON atomically."""
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+    text = json.dumps(obj, indent=2, sort_keys=True, allow_nan=False)  # valid JSON only
+    atomic_write_bytes(path, (text + "\n").encode())
+
+
+def transcript_lines(path: Path, *, partial_tail: bool = False) -> list[tuple[str, dict[str, Any]]]:
+    """The lines of a transcript with their events, checked.
+
+    Args:
+        path: The ``transcript.jsonl`` file (missing: no lines).
+        partial_tail: A last line without its newline (a run killed while writing it) is
+            left out instead of being an error.
+
+    Returns:
+        ``(line without newline, event)`` pairs in order.
+
+    Raises:
+        ConfigError: The file is damaged (not UTF-8, a line that is not a JSON object, or
+            truncated), naming the line.
+    """
+    if not path.exists():
+        return []
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        line = path.read_bytes()[: exc.start].count(b"\n") + 1
+        raise ConfigError(path, f"line {line}", "damaged: not UTF-8 text") from None
+    out: list[tuple[str, dict[str, Any]]] = []
+    lines = text.splitlines(keepends=True)
+    for n, raw in enumerate(lines, start=1):
+        if not raw.endswith("\n"):
+            if partial_tail and n == len(lines):
+                break
+            raise ConfigError(path, f"line {n}", "damaged: truncated (no end of line)")
+        try:
+            event = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(path, f"line {n}", f"damaged: not valid JSON ({exc.msg})") from None
+        if not isinstance(event, dict) or not isinstance(event.get("type"), str):
+            raise ConfigError(path, f"line {n}", "damaged: not a transcript event")
+        out.append((raw[:-1], event))
+    return out
+
+
+def recorded_keys(path: Path, *, before_step: int | None = None) -> list[str]:
+    """Cache keys of the model calls a transcript records (of steps before ``before_step``).
+
+    Raises:
+        ConfigError: The transcript is damaged (see :func:`transcript_lines`).
+    """
+    keys = []
+    for _, event in transcript_lines(path, partial_tail=True):
+        if event["type"] != "llm_call" or not isinstance(event.get("key"), str):
+            continue
+        if before_step is None or int(event.get("identity", {}).get("step", 0)) < before_step:
+            keys.append(event["key"])
+    return keys
 
 
 def parquet_bytes(table: pa.Table) -> bytes:
@@ -227,16 +282,16 @@ class RunWriter:
 
     @staticmethod
     def _keep_completed_steps(path: Path) -> list[str]:
-        """Cut a partial transcript back to its last completed step; return the kept lines."""
-        lines = path.read_text(encoding="utf-8").splitlines(keepends=True) if path.exists() else []
-        ends = [
-            i
-            for i, line in enumerate(lines)
-            if line.endswith("\n") and json.loads(line).get("type") == "step_end"
-        ]
-        kept = lines[: ends[-1] + 1] if ends else []
-        atomic_write_bytes(path, "".join(kept).encode("utf-8"))
-        return [line.rstrip("\n") for line in kept]
+        """Cut a partial transcript back to its last completed step; return the kept lines.
+
+        Raises:
+            ConfigError: The transcript is damaged before its last line.
+        """
+        lines = transcript_lines(path, partial_tail=True)
+        ends = [i for i, (_, event) in enumerate(lines) if event["type"] == "step_end"]
+        kept = [line for line, _ in lines[: ends[-1] + 1]] if ends else []
+        atomic_write_bytes(path, "".join(f"{line}\n" for line in kept).encode("utf-8"))
+        return kept
 
     @property
     def completed_step(self) -> int:

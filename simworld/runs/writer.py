@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -80,6 +81,23 @@ def opinion_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [r | {"probs": option_probs(r.get("probs"))} for r in rows]
 
 
+KILL_AT_ENV = "SIMWORLD_TEST_KILL_AT"
+"""Test hook: ``N`` makes the process kill itself (``SIGKILL``) at its N-th write point."""
+_write_points = 0
+
+
+def write_point() -> int:
+    """Count a write point (before and after every atomic rename, after every transcript
+    flush) and return the count; at the count named by :data:`KILL_AT_ENV` the process
+    kills itself, as ``kill -9`` would (tests of resume use it; unset, nothing happens)."""
+    global _write_points
+    _write_points += 1
+    target = os.environ.get(KILL_AT_ENV)
+    if target and target.isdigit() and _write_points == int(target):
+        os.kill(os.getpid(), signal.SIGKILL)
+    return _write_points
+
+
 def atomic_write_bytes(path: Path, data: bytes, *, durable: bool = True) -> None:
     """Write a file whole or not at all (temporary file, fsync, rename).
 
@@ -95,7 +113,9 @@ def atomic_write_bytes(path: Path, data: bytes, *, durable: bool = True) -> None
         if durable:
             fh.flush()
             os.fsync(fh.fileno())
+    write_point()
     os.replace(tmp, path)
+    write_point()
 
 
 def sync_file(path: Path) -> None:
@@ -319,6 +339,7 @@ class RunWriter:
         """Make appended lines durable."""
         self._transcript.flush()
         os.fsync(self._transcript.fileno())
+        write_point()
 
     def step(self, record: StepRecord, opinions: list[dict[str, Any]]) -> None:
         """Write one finished step: events, call rows and the opinions so far."""

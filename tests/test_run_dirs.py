@@ -220,3 +220,13 @@ def test_llm_workers_do_not_import_from_the_current_directory(tmp_path, monkeypa
     finally:
         pool.close()
     assert not marker.exists()
+
+
+def test_out_root_that_is_a_file_is_refused_in_one_line(make_scenario, tmp_path, capsys):
+    root = tmp_path / "outputs"
+    root.write_text("not a folder")
+    assert main(["run", str(make_scenario()), "--out-root", str(root)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{root}: cannot hold run directories: is a file" in err
+    assert main(["run", str(make_scenario()), "--out", str(root / "run")]) == 2
+    assert "is a file" in capsys.readouterr().err

@@ -41,12 +41,14 @@ def claim(path: Path) -> None:
     Raises:
         ConfigError: ``path`` already holds a run (or anything else than an unstarted run).
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
+    _make_parents(path)
     try:
         os.mkdir(path)
     except FileExistsError:
         if not is_unstarted(path):
             raise ConfigError(path, "", "run directory already exists") from None
+    except OSError as exc:
+        raise ConfigError(path, "", f"cannot create the run directory: {exc.strerror}") from None
 
 
 def claim_new(root: Path, scenario: str, seed: int) -> Path:
@@ -54,15 +56,33 @@ def claim_new(root: Path, scenario: str, seed: int) -> Path:
     when another process took the name first) and return it."""
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     base = root / scenario / f"{stamp}-s{seed}"
-    base.parent.mkdir(parents=True, exist_ok=True)
+    _make_parents(base)
     for n in range(1, MAX_CLAIM_ATTEMPTS + 1):
         path = base if n == 1 else base.with_name(f"{base.name}-{n}")
         try:
             os.mkdir(path)
         except FileExistsError:
             continue
+        except OSError as exc:
+            raise ConfigError(
+                path, "", f"cannot create the run directory: {exc.strerror}"
+            ) from None
         return path
     raise ConfigError(base, "", f"no free run directory name after {MAX_CLAIM_ATTEMPTS} tries")
+
+
+def _make_parents(path: Path) -> None:
+    """Create the folders above ``path``.
+
+    Raises:
+        ConfigError: One of them is a file, or cannot be created.
+    """
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        blocker = next((p for p in path.parents if p.is_file()), path.parent)
+        reason = "is a file" if blocker.is_file() else (exc.strerror or str(exc))
+        raise ConfigError(blocker, "", f"cannot hold run directories: {reason}") from None
 
 
 @contextmanager

@@ -38,6 +38,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--concurrency", type=int, help="overrides llm.concurrency")
     _add_set_argument(run, "scenario change (dotted key; repeatable; the options above win)")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.add_argument(
+        "--force", action="store_true", help="run even if its estimated size does not fit here"
+    )
     resume = sub.add_parser("resume", help="resume an interrupted run in place")
     resume.add_argument("run_dir", help="the interrupted run's directory")
     resume.add_argument("--cache", help="cache file (default: the one in its manifest)")
@@ -123,6 +126,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _finish(result: RunResult) -> int:
     print(result.summary())
+    if result.status in FINISHED:
+        return 0
     if result.status == RunStatus.CRASHED:
         after = "no step" if result.last_step is None else f"step {result.last_step}"
         print(
@@ -130,7 +135,9 @@ def _finish(result: RunResult) -> int:
             f"({after} completed); continue it with: simworld resume {result.run_dir}",
             file=sys.stderr,
         )
-    return 0 if result.status in FINISHED else EXIT_RUN_FAILED
+    else:
+        print(f"simworld: error: run {result.status}: {result.error}", file=sys.stderr)
+    return EXIT_RUN_FAILED
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -144,6 +151,7 @@ def _run(args: argparse.Namespace) -> int:
             out_root=args.out_root,
             cache_path=args.cache,
             progress=not args.quiet,
+            force=args.force,
         )
     )
 

@@ -12,7 +12,7 @@ import mesa
 import networkx as nx
 
 from simworld.config.interventions import Removal
-from simworld.config.scenario import Scenario, Topic, resolve_scenario
+from simworld.config.scenario import EdgeListNetwork, Scenario, Topic, resolve_scenario
 from simworld.engine.agent import PersonaAgent
 from simworld.engine.annotate import annotation_jobs
 from simworld.engine.asch import draw_peer_answers, run_trials
@@ -28,7 +28,7 @@ from simworld.llm.litellm_backend import LiteLLMModel
 from simworld.llm.logprobs import expected_value
 from simworld.llm.providers.registry import check_model
 from simworld.memory.system import MemorySystem
-from simworld.society.network import build_graph
+from simworld.society.network import build_graph, isolation_warning
 from simworld.society.population import build_population
 from simworld.support.events import Event, EventType
 from simworld.support.hashing import canonical_json
@@ -80,6 +80,7 @@ class SocialSimulation(mesa.Model):
         self.on_step = on_step
         personas = build_population(scenario, self.rng, source=source)
         self.graph: nx.Graph = build_graph(scenario.network, personas, self.rng, source=source)
+        self.warnings: list[str] = _graph_warnings(scenario, self.graph, source)
         self.memory_system = MemorySystem(scenario.memory, seed=scenario.seed, directory=memory_dir)
         self._by_node = [PersonaAgent(self, p, node) for node, p in enumerate(personas)]
         self.policy: BaselinePolicy | None = None
@@ -335,6 +336,7 @@ class SocialSimulation(mesa.Model):
         self._loop.close()
 
     def _finish(self, record: StepRecord) -> None:
+        self.gateway.check_failures()
         record.events.append(
             {
                 "type": EventType.STEP_END.value,
@@ -603,6 +605,30 @@ class SocialSimulation(mesa.Model):
         self.opinions.append(row)
         answers = self._answers.setdefault(row["topic"], {}).setdefault(row["step"], {})
         answers[row["agent"]] = row["answer"]
+
+
+def _graph_warnings(scenario: Scenario, graph: nx.Graph, source: str | Path) -> list[str]:
+    """Warnings about the graph (isolated agents); an edge list that connects no one is
+    refused where messages travel only along edges.
+
+    Raises:
+        ConfigError: An edge list without a single edge in ``broadcast`` or ``pairs`` mode.
+    """
+    network = scenario.network
+    if (
+        isinstance(network, EdgeListNetwork)
+        and graph.number_of_edges() == 0
+        and scenario.protocol.mode in ("broadcast", "pairs")
+        and graph.number_of_nodes() > 1
+    ):
+        raise ConfigError(
+            source,
+            "network.path",
+            f"the edge list connects no two agents; in {scenario.protocol.mode} mode "
+            "messages travel only along edges",
+        )
+    warning = isolation_warning(graph, network)
+    return [] if warning is None else [warning]
 
 
 def _check_removals(scenario: Scenario, ids: set[str], source: str | Path) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from functools import cache
 from typing import Any
 
 import litellm
@@ -39,7 +40,30 @@ IN_PROCESS_PROVIDERS = ("local/",)
 SUCCESS_LOGGING_DISPATCH = "_dispatch_success_logging"
 _SKIPS_UNOBSERVED = "_simworld_skips_unobserved"
 
+# Request parameters simworld may send that some providers reject (``seed`` on Anthropic):
+# they are left out for providers that litellm says do not support them.
+OPTIONAL_PARAMS = ("temperature", "max_tokens", "seed", "response_format")
+
 log = logging.getLogger(__name__)
+
+
+@cache
+def dropped_params(model: str) -> tuple[str, ...]:
+    """The parameters of :data:`OPTIONAL_PARAMS` that ``model``'s provider does not take.
+
+    Asked of litellm (``get_supported_openai_params``); simworld's own providers and models
+    litellm cannot place take every parameter.
+    """
+    if model.startswith(FREE_PROVIDERS):
+        return ()
+    try:
+        name, provider, _, _ = litellm.get_llm_provider(model)
+    except (litellm.BadRequestError, ValueError):
+        return ()
+    supported = litellm.get_supported_openai_params(model=name, custom_llm_provider=provider)
+    if supported is None:
+        return ()
+    return tuple(p for p in OPTIONAL_PARAMS if p not in supported)
 
 
 def success_callbacks_registered(logging_obj: Any) -> bool:
@@ -273,6 +297,8 @@ class LiteLLMModel(LanguageModel):
             kwargs["logprobs"] = True
             kwargs["top_logprobs"] = TOP_LOGPROBS
             kwargs["drop_params"] = True  # providers without log-probabilities just omit them
+        for name in dropped_params(request.model):
+            kwargs.pop(name, None)
         if request.params:
             kwargs.update(request.params)
         route = request.route

@@ -371,10 +371,10 @@ def analyze_run(
         ``different`` (a file with other bytes); unless ``check``, new and different
         frames are (re)written.
     """
-    from simworld.support.redact import Redactor
+    from simworld.llm.credentials import redactor_for
 
     trackers = derive(run_dir)
-    redactor = Redactor()
+    redactor = redactor_for([read_manifest(run_dir).get("model")])
     target = Path(out_dir) if out_dir is not None else Path(run_dir) / TRACKERS_DIR
     status: dict[str, str] = {}
     for name in trackers.names:

@@ -12,7 +12,7 @@ import mesa
 import networkx as nx
 
 from simworld.config.interventions import Removal
-from simworld.config.scenario import Scenario, Topic, resolve_scenario
+from simworld.config.scenario import EdgeListNetwork, Scenario, Topic, resolve_scenario
 from simworld.engine.agent import PersonaAgent, agent_class_from
 from simworld.engine.annotate import annotation_jobs
 from simworld.engine.asch import draw_peer_answers
@@ -29,7 +29,7 @@ from simworld.llm.logprobs import expected_value
 from simworld.llm.providers.registry import check_model
 from simworld.memory.system import MemorySystem
 from simworld.prompts import render as prompts
-from simworld.society.network import build_graph
+from simworld.society.network import build_graph, isolation_warning
 from simworld.society.population import build_population
 from simworld.support.events import Event, EventType
 from simworld.support.hashing import canonical_json
@@ -74,6 +74,7 @@ class SocialSimulation(mesa.Model):
         self.on_step = on_step
         personas = build_population(scenario, self.rng, source=source)
         self.graph: nx.Graph = build_graph(scenario.network, personas, self.rng, source=source)
+        self.warnings: list[str] = _graph_warnings(scenario, self.graph, source)
         self.memory_system = MemorySystem(scenario.memory, seed=scenario.seed, directory=memory_dir)
         if agent_class is None:
             spec = scenario.population.agent_class
@@ -96,6 +97,8 @@ class SocialSimulation(mesa.Model):
         self.peer_answers = draw_peer_answers(scenario)
         _check_removals(scenario, {p.id for p in personas}, source)
         self._custom = load_custom(scenario.interventions, source=source)
+        self._announced = 0
+        """Stance and judge calls :meth:`discuss` announced in the current step."""
         self.stopped_reason: str | None = None
         self._loop = asyncio.new_event_loop()
         self._started = False
@@ -274,9 +277,12 @@ class SocialSimulation(mesa.Model):
 
     def _start(self) -> None:
         record = StepRecord(0)
+        self.gateway.progress.begin_step(0)
+        bfi = self._bfi_calls(0)
+        self.gateway.progress.expect(self._probe_calls(0) + bfi)
         if 0 in self.probe_steps:
             self._probe(record)
-        self._run_jobs(record, bfi_jobs(self, 0))
+        self._run_jobs(record, bfi_jobs(self, 0), announced=bfi)
         if record.events:
             self._finish(record)
 
@@ -293,20 +299,25 @@ class SocialSimulation(mesa.Model):
         self.start()
         step = self.steps
         record = StepRecord(step)
+        self.gateway.progress.begin_step(step)
         for index, item in due(self.scenario.interventions, step):
             event = apply_intervention(self, item, index=index, custom=self._custom.get(index))
             record.events.append(event)
+        bfi = self._bfi_calls(step)
+        self.gateway.progress.expect(self._probe_calls(step) + bfi)
         topic = self.topic_for(step)
+        self._announced = 0
         self.protocol.run(self, record, step, topic)
+        annotations, self._announced = self._announced, 0
         if self.policy is not None and self.scenario.trackers.stance:
             record.events.extend(self.policy.stance_events(record.events, step))
-        self._run_jobs(record, annotation_jobs(self, record.events, step))
+        self._run_jobs(record, annotation_jobs(self, record.events, step), announced=annotations)
         self._memory_phase(record, step)
         if self.policy is not None:
             self.policy.update(topic)
         if step in self.probe_steps:
             self._probe(record)
-        self._run_jobs(record, bfi_jobs(self, step))
+        self._run_jobs(record, bfi_jobs(self, step), announced=bfi)
         self._finish(record)
         if self.gateway.budget_exhausted:
             self.stopped_reason = RunStatus.BUDGET_EXHAUSTED
@@ -321,10 +332,17 @@ class SocialSimulation(mesa.Model):
         order: their ``conversation`` and ``message`` events go to ``record``.
 
         The speakers' behaviour hooks shape the plan first (:meth:`PersonaAgent.speaks`,
-        :meth:`PersonaAgent.addressees`); a conversation left without turns is dropped.
+        :meth:`PersonaAgent.addressees`); a conversation left without turns is dropped. The
+        progress bar is told of the speech calls and of the stance and judge calls to come
+        (one per tracker per model-written message, as if every speech call succeeds).
         """
         shaped = [self._shape(conv, topic, step) for conv in conversations]
         conversations = [conv for conv in shaped if conv]
+        speeches = sum(not self._scripted(t.speaker) for conv in conversations for t in conv)
+        trackers = self.scenario.trackers
+        annotations = speeches * (int(trackers.stance) + int(trackers.judge))
+        self.gateway.progress.expect(speeches + annotations)
+        self._announced += annotations
         results = self.gather(self._converse(conv, topic, step) for conv in conversations)
         for index, (conv, (outcomes, texts)) in enumerate(zip(conversations, results, strict=True)):
             self._log_conversation(record, conv, topic, step, index)
@@ -370,6 +388,7 @@ class SocialSimulation(mesa.Model):
         self._loop.close()
 
     def _finish(self, record: StepRecord) -> None:
+        self.gateway.check_failures()
         record.events.append(
             {
                 "type": EventType.STEP_END.value,
@@ -395,8 +414,13 @@ class SocialSimulation(mesa.Model):
         finally:
             self.steps = counted
 
-    def _run_jobs(self, record: StepRecord, jobs: list[Job]) -> None:
-        """Run tracker calls (stances, judges, BFI) concurrently; log them in job order."""
+    def _run_jobs(self, record: StepRecord, jobs: list[Job], *, announced: int = 0) -> None:
+        """Run tracker calls (stances, judges, BFI) concurrently; log them in job order.
+
+        ``announced``: how many of them the progress bar was told of already (a forecast,
+        corrected here).
+        """
+        self.gateway.progress.expect(len(jobs) - announced)
         if not jobs:
             return
         outcomes = self.gather(self.gateway.call(j.request, j.schema) for j in jobs)
@@ -417,8 +441,8 @@ class SocialSimulation(mesa.Model):
         outcomes: list[CallOutcome | Statement] = []
         texts: list[str | None] = []
         for index, turn in enumerate(turns):
-            if self.policy is not None and turn.speaker.baseline:
-                statement = self.policy.statement(turn.speaker, topic)
+            if self._scripted(turn.speaker):
+                statement = self.policy.statement(turn.speaker, topic)  # type: ignore[union-attr]
                 outcomes.append(statement)
                 texts.append(statement.text)
                 continue
@@ -506,7 +530,24 @@ class SocialSimulation(mesa.Model):
                 record.call(outcome)
             record.events.extend(events)
 
+    def _scripted(self, agent: PersonaAgent) -> bool:
+        """Whether ``agent`` speaks by the baseline rule (no model call)."""
+        return self.policy is not None and agent.baseline
+
     # -- probes ------------------------------------------------------------------------------
+    def _probe_calls(self, step: int) -> int:
+        """How many model calls the probe at ``step`` makes (announced for the progress bar
+        when the step starts)."""
+        if step not in self.probe_steps:
+            return 0
+        agents = sum(not agent.baseline for agent in self.active_agents())
+        return agents * len(self.probe_topics(step))
+
+    def _bfi_calls(self, step: int) -> int:
+        """How many BFI administrations are due at ``step`` (see :func:`bfi_jobs`)."""
+        config = self.scenario.trackers.bfi
+        return len(self.active_agents()) if config is not None and step in config.steps else 0
+
     def _probe(self, record: StepRecord) -> None:
         """Ask every agent privately about the probed topics; nothing enters memory.
 
@@ -565,6 +606,30 @@ class SocialSimulation(mesa.Model):
         self.opinions.append(row)
         answers = self._answers.setdefault(row["topic"], {}).setdefault(row["step"], {})
         answers[row["agent"]] = row["answer"]
+
+
+def _graph_warnings(scenario: Scenario, graph: nx.Graph, source: str | Path) -> list[str]:
+    """Warnings about the graph (isolated agents); an edge list that connects no one is
+    refused where messages travel only along edges.
+
+    Raises:
+        ConfigError: An edge list without a single edge in ``broadcast`` or ``pairs`` mode.
+    """
+    network = scenario.network
+    if (
+        isinstance(network, EdgeListNetwork)
+        and graph.number_of_edges() == 0
+        and scenario.protocol.mode in ("broadcast", "pairs")
+        and graph.number_of_nodes() > 1
+    ):
+        raise ConfigError(
+            source,
+            "network.path",
+            f"the edge list connects no two agents; in {scenario.protocol.mode} mode "
+            "messages travel only along edges",
+        )
+    warning = isolation_warning(graph, network)
+    return [] if warning is None else [warning]
 
 
 def _check_removals(scenario: Scenario, ids: set[str], source: str | Path) -> None:

@@ -14,10 +14,11 @@ import networkx as nx
 from simworld.config.interventions import Removal
 from simworld.config.scenario import Scenario, Topic, resolve_scenario
 from simworld.engine.agent import PersonaAgent
-from simworld.engine.annotate import annotation_jobs
+from simworld.engine.annotate import annotation_jobs, stance_event
 from simworld.engine.asch import draw_peer_answers, run_trials
 from simworld.engine.bfi import bfi_jobs
 from simworld.engine.grouping import balanced_groups, random_groups
+from simworld.engine.inline import message_text
 from simworld.engine.interventions import apply_intervention, due
 from simworld.engine.policy import BaselinePolicy, Statement
 from simworld.engine.record import Job, StepRecord
@@ -426,14 +427,15 @@ class SocialSimulation(mesa.Model):
                 outcomes.append(self.policy.statement(turn.speaker, topic))
                 continue
             heard = [
-                (t.speaker.name, o.text or "")
+                (t.speaker.name, _said(o) or "")
                 for t, o in zip(turns, outcomes, strict=False)
                 if o.ok and (turn.speaker in t.listeners or t.speaker is turn.speaker)
             ]
             request = turn.speaker.speech_request(
                 turn.template, topic, step=step, index=index, heard=heard, **turn.fields
             )
-            outcomes.append(await self.gateway.call(request))
+            schema = turn.speaker.speech_schema(topic)
+            outcomes.append(await self.gateway.call(request, schema))
         return outcomes
 
     def _log_conversation(
@@ -465,27 +467,29 @@ class SocialSimulation(mesa.Model):
         for index, (turn, outcome) in enumerate(zip(turns, outcomes, strict=True)):
             if isinstance(outcome, CallOutcome):
                 record.call(outcome)
-            if not outcome.ok or outcome.text is None:
+            text = _said(outcome)
+            if not outcome.ok or text is None:
                 continue
             speaker = turn.speaker
-            record.events.append(
-                {
-                    "type": EventType.MESSAGE.value,
-                    "step": step,
-                    "agent": speaker.key,
-                    "to": [a.key for a in turn.listeners],
-                    "topic": topic.id,
-                    "mode": self.scenario.protocol.mode,
-                    "turn": index,
-                    "text": outcome.text,
-                }
-            )
+            message: Event = {
+                "type": EventType.MESSAGE.value,
+                "step": step,
+                "agent": speaker.key,
+                "to": [a.key for a in turn.listeners],
+                "topic": topic.id,
+                "mode": self.scenario.protocol.mode,
+                "turn": index,
+                "text": text,
+            }
+            record.events.append(message)
+            if isinstance(outcome, CallOutcome) and speaker.speech_schema(topic) is not None:
+                record.events.append(stance_event(message, topic, outcome))
             speaker.remember(
                 step=step,
                 kind="own_message",
                 speaker=speaker.name,
                 topic=topic.id,
-                text=outcome.text,
+                text=text,
             )
             for listener in turn.listeners:
                 listener.remember(
@@ -493,7 +497,7 @@ class SocialSimulation(mesa.Model):
                     kind="observation",
                     speaker=speaker.name,
                     topic=topic.id,
-                    text=outcome.text,
+                    text=text,
                 )
 
     # -- memory ------------------------------------------------------------------------------
@@ -564,6 +568,12 @@ class SocialSimulation(mesa.Model):
         self.opinions.append(row)
         answers = self._answers.setdefault(row["topic"], {}).setdefault(row["step"], {})
         answers[row["agent"]] = row["answer"]
+
+
+def _said(outcome: CallOutcome | Statement) -> str | None:
+    """The text a turn said: a baseline statement's, or a speech call's (its ``message``
+    with ``trackers.stance: inline``)."""
+    return message_text(outcome) if isinstance(outcome, CallOutcome) else outcome.text
 
 
 def _check_removals(scenario: Scenario, ids: set[str], source: str | Path) -> None:

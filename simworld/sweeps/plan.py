@@ -236,7 +236,8 @@ class Estimate:
     Per run, with N agents, T topics, S steps, P probe steps and memory window W:
     speech calls = S × N (broadcast), S × 2⌊N/2⌋ (pairs, at most), S × rounds × N (group);
     probe calls = P × N × T (with ``probe_topics: discussed`` at most 2 topics per probe);
-    stance calls = speech calls (when ``trackers.stance`` is on), and as many judge calls
+    stance calls = speech calls (when ``trackers.stance`` is ``true``; none when ``inline``, the
+    speech call reports it), and as many judge calls
     (``trackers.judge``); BFI calls = N per administration; importance ratings = S × N (memory
     stream with ``importance.mode: llm``); all counted like probes.
     Prompt tokens per call ≈ 200 + 20 × W; completion tokens ≈ 80 per speech turn and 10 per
@@ -276,7 +277,7 @@ def estimate_run(scenario: Scenario) -> Estimate:
     trackers, memory = scenario.trackers, scenario.memory
     # each message's stated position is extracted by one short structured call; the judge
     # (when on) reads every message once more
-    probes += speech * (int(trackers.stance) + int(trackers.judge))
+    probes += speech * (int(trackers.stance is True) + int(trackers.judge))
     if trackers.bfi is not None:  # one structured inventory per agent and administration
         probes += n * sum(1 for s in set(trackers.bfi.steps) if s <= proto.steps)
     if memory.store == "chroma" and memory.importance.mode == "llm":

@@ -12,8 +12,10 @@ The fake reads the conventions of simworld's prompt templates (pinned in
 :mod:`simworld.llm.providers.prompt_format`): the ``Topic:`` line, option lines
 ``  <value> = <label>`` and the persona's ``- <statement>: <label>`` start views. Its
 position on a topic is the weighted average (Likert) or weighted mode (choice) of the labels
-in its context: its start view counts twice, every position it has heard counts once. All
-randomness comes from the ``seed`` simworld derives from each call's identity.
+in its context: its start view counts twice, every position it has heard counts once. A
+structured answer with a ``message`` text field (a speech call with an inline stance) gets
+the same message a free-text call would, and its position as the answer. All randomness comes
+from the ``seed`` simworld derives from each call's identity.
 """
 
 from __future__ import annotations
@@ -222,6 +224,20 @@ def fake_logprobs(text: str, schema: dict[str, Any] | None, seed: int) -> list[d
     return out
 
 
+def _saying(position: tuple[str, str] | None, seed: int) -> str:
+    """A free-text message stating ``position`` (a seeded phrasing), or a neutral line."""
+    if position is None:
+        return "I have nothing to add."
+    saying = _SAYINGS[int(_unit(seed, "saying") * len(_SAYINGS))]
+    return saying.format(label=position[1])
+
+
+def _says_message(schema: dict[str, Any]) -> bool:
+    """Whether a structured answer carries a ``message`` text (``trackers.stance: inline``):
+    it is filled with the message the fake would have written as free text."""
+    return schema.get("properties", {}).get("message", {}).get("type") == "string"
+
+
 class FakeLLM(CustomLLM):
     """litellm custom provider behind ``fake/...`` model strings."""
 
@@ -248,12 +264,12 @@ class FakeLLM(CustomLLM):
             text = '{"answer": ' if fmt else ""
         elif fmt:
             schema = fmt.get("json_schema", {}).get("schema", {})
-            text = json.dumps(_fill(schema, position, seed))
-        elif position is not None:
-            saying = _SAYINGS[int(_unit(seed, "saying") * len(_SAYINGS))]
-            text = saying.format(label=position[1])
+            data = _fill(schema, position, seed)
+            if _says_message(schema):  # a speech call with an inline stance
+                data["message"] = _saying(position, seed)
+            text = json.dumps(data)
         else:
-            text = "I have nothing to add."
+            text = _saying(position, seed)
         prompt_tokens = sum(len(m["content"].split()) for m in messages)
         choice: dict[str, Any] = {
             "message": {"role": "assistant", "content": text},

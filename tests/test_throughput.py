@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from simworld.config.trackers import TrackersConfig
+from simworld.llm.prefix import PrefixMeter, common_prefix_len, prompt_text
+from simworld.llm.types import CallIdentity, LLMRequest
 from simworld.runs.run import run_scenario
 
 
@@ -58,3 +61,57 @@ def test_inline_stance_saves_one_call_per_message_and_keeps_messages(make_scenar
     # the fake's self-report is what an annotator reads off the same message
     separate = {turn(e): (e["status"], e["answer"]) for e in sep if e["type"] == "stance"}
     assert {k: (s["status"], s["answer"]) for k, s in stances.items()} == separate
+
+
+def _request(agent: str, system: str, user: str) -> LLMRequest:
+    return LLMRequest(
+        model="fake/default",
+        messages=({"role": "system", "content": system}, {"role": "user", "content": user}),
+        identity=CallIdentity(1, agent, 1, "post:t", 0),
+        temperature=0.0,
+        max_tokens=10,
+    )
+
+
+def test_prefix_meter_measures_against_the_same_agents_previous_prompt():
+    meter = PrefixMeter()
+    system = "S" * 400
+    first = meter.measure(_request("a", system, "Topic: one\n" + "x" * 100))
+    assert first.prefix_tokens == 0
+    assert (
+        first.prompt_tokens
+        == len(prompt_text(_request("a", system, "Topic: one\n" + "x" * 100))) // 4
+    )
+    # another agent has its own chain
+    assert meter.measure(_request("b", system, "Topic: two")).prefix_tokens == 0
+    second = meter.measure(_request("a", system, "Topic: two\n" + "x" * 100))
+    shared = len("system\n" + system + "\nuser\nTopic: ")
+    assert second.prefix_tokens == shared // 4
+    # an annotator's call about agent a (another system message) does not break a's chain
+    assert meter.measure(_request("a", "annotate", "Topic: two")).prefix_tokens == 0
+    third = meter.measure(_request("a", system, "Topic: two\n" + "x" * 100))
+    assert third.prefix_tokens == third.prompt_tokens
+    assert common_prefix_len("abc", "abd") == 2 and common_prefix_len("ab", "abc") == 2
+
+
+def test_prefix_share_is_recorded_per_call_and_per_run_whatever_the_concurrency(
+    make_scenario, tmp_path
+):
+    tables = []
+    for conc in (1, 16):
+        path = make_scenario({"llm.model": "fake/default?latency_ms=1&latency_jitter_ms=10",
+                              "llm.concurrency": conc, "llm.cache": "off",
+                              "protocol.steps": 2, "protocol.mode": "pairs"})  # fmt: skip
+        result = run_scenario(path, out_dir=tmp_path / f"c{conc}")
+        assert "prefix" in result.summary()
+        manifest = json.loads((tmp_path / f"c{conc}" / "manifest.json").read_text())
+        totals = manifest["totals"]
+        assert 0 < totals["prefix_tokens_est"] < totals["prompt_tokens_est"]
+        assert manifest["prefix_share"] == totals["prefix_tokens_est"] / totals["prompt_tokens_est"]
+        calls = pd.read_parquet(tmp_path / f"c{conc}" / "llm_calls.parquet")
+        assert calls.prefix_tokens.sum() == totals["prefix_tokens_est"]
+        tables.append(calls.set_index("call").prefix_tokens.sort_index())
+    assert tables[0].equals(tables[1])
+    # an agent's first call has nothing to reuse
+    first = calls.sort_values("step").groupby("agent").head(1)
+    assert (first.prefix_tokens == 0).all()

@@ -17,6 +17,7 @@ from simworld.errors import ReplayMissError
 from simworld.llm.cache import ResponseCache
 from simworld.llm.errors import TRANSIENT_ERRORS as TRANSIENT_ERRORS  # moved; kept importable
 from simworld.llm.errors import error_kind, is_transient, retry_after_s
+from simworld.llm.prefix import PrefixCount, PrefixMeter, prefix_share
 from simworld.llm.types import (
     CallIdentity,
     Completion,
@@ -36,7 +37,8 @@ RECORDED_EXTRAS = ("option_probs",)
 class CallOutcome:
     """The result of one logical call: a validated answer or a recorded failure.
 
-    ``cached`` and ``latency_s`` describe this execution only; everything else is the
+    ``cached``, ``latency_s`` and ``prefix_tokens`` describe this execution only (the last
+    depends on the run's earlier prompts, not on this call); everything else is the
     deterministic record that goes to the transcript and the cache.
     """
 
@@ -54,6 +56,9 @@ class CallOutcome:
     extra: dict[str, Any] = field(default_factory=dict)
     cached: bool = False
     latency_s: float = 0.0
+    prefix_tokens: int = 0
+    """Estimated prompt tokens repeating the agent's previous prompt (:mod:`simworld.llm.prefix`);
+    set by the gateway for this run, not part of the cached record."""
 
     @property
     def ok(self) -> bool:
@@ -78,7 +83,8 @@ class CallOutcome:
         return cls(**data, cached=cached)
 
 
-_RECORDED = tuple(f.name for f in fields(CallOutcome) if f.name not in ("cached", "latency_s"))
+_RUNTIME = ("cached", "latency_s", "prefix_tokens")
+_RECORDED = tuple(f.name for f in fields(CallOutcome) if f.name not in _RUNTIME)
 _IDENTITY = tuple(f.name for f in fields(CallIdentity))
 
 
@@ -97,6 +103,10 @@ class Accounting:
             budget limits).
         spent_usd: Cost of the requests sent in this process.
         unpriced_calls: Calls whose price litellm does not know.
+        prompt_tokens_est: Estimated prompt tokens of all logical calls (characters / 4,
+            :mod:`simworld.llm.prefix`).
+        prefix_tokens_est: Of those, the estimated tokens that repeat the leading part of
+            the same agent's previous prompt (what a provider prefix cache can reuse).
     """
 
     calls: int = 0
@@ -108,6 +118,18 @@ class Accounting:
     cost_usd: float = 0.0
     spent_usd: float = 0.0
     unpriced_calls: int = 0
+    prompt_tokens_est: int = 0
+    prefix_tokens_est: int = 0
+
+    @property
+    def prefix_share(self) -> float | None:
+        """Share of estimated prompt tokens repeating the agent's previous prompt's prefix."""
+        return prefix_share(self.prefix_tokens_est, self.prompt_tokens_est)
+
+    def add_prefix(self, count: PrefixCount) -> None:
+        """Count one logical call's prefix estimate."""
+        self.prompt_tokens_est += count.prompt_tokens
+        self.prefix_tokens_est += count.prefix_tokens
 
     def add(self, outcome: CallOutcome) -> None:
         """Count one logical call."""
@@ -149,6 +171,7 @@ class Gateway:
         self._redactor = redactor or Redactor()
         self._jitter = jitter or random.Random()
         self.accounting = Accounting()
+        self.prefix = PrefixMeter()
         self.reconfigure(config)
 
     def _cap(self, config: LLMConfig) -> int:
@@ -197,11 +220,15 @@ class Gateway:
         Raises:
             ReplayMissError: Replay mode and the cache lacks this call.
         """
+        # measured before the first await: in call order, whatever returns first
+        prefix = self.prefix.measure(request)
+        self.accounting.add_prefix(prefix)
         key = request.cache_key()
         if self._cache is not None:
             stored = self._cache.get(key)
             if stored is not None:
                 outcome = CallOutcome.from_record(stored, cached=True)
+                outcome.prefix_tokens = prefix.prefix_tokens
                 self.accounting.add(outcome)
                 return outcome
             if self.config.cache == "replay":
@@ -211,6 +238,7 @@ class Gateway:
         started = time.perf_counter()
         outcome = await self._live(request, key, output_type)
         outcome.latency_s = time.perf_counter() - started
+        outcome.prefix_tokens = prefix.prefix_tokens
         if self._cache is not None:
             record = self._redactor.deep(outcome.record())
             self._cache.put(key, self._redactor.text(request.model), record)

@@ -110,6 +110,8 @@ def test_prefix_share_is_recorded_per_call_and_per_run_whatever_the_concurrency(
         assert manifest["prefix_share"] == totals["prefix_tokens_est"] / totals["prompt_tokens_est"]
         calls = pd.read_parquet(tmp_path / f"c{conc}" / "llm_calls.parquet")
         assert calls.prefix_tokens.sum() == totals["prefix_tokens_est"]
+        assert calls.prompt_tokens_est.sum() == totals["prompt_tokens_est"]
+        assert (calls.prefix_tokens <= calls.prompt_tokens_est).all()
         tables.append(calls.set_index("call").prefix_tokens.sort_index())
     assert tables[0].equals(tables[1])
     # an agent's first call has nothing to reuse

@@ -37,8 +37,8 @@ RECORDED_EXTRAS = ("option_probs",)
 class CallOutcome:
     """The result of one logical call: a validated answer or a recorded failure.
 
-    ``cached``, ``latency_s`` and ``prefix_tokens`` describe this execution only (the last
-    depends on the run's earlier prompts, not on this call); everything else is the
+    ``cached``, ``latency_s``, ``prompt_tokens_est`` and ``prefix_tokens`` describe this
+    execution only (the last depends on the run's earlier prompts); everything else is the
     deterministic record that goes to the transcript and the cache.
     """
 
@@ -56,8 +56,11 @@ class CallOutcome:
     extra: dict[str, Any] = field(default_factory=dict)
     cached: bool = False
     latency_s: float = 0.0
+    prompt_tokens_est: int = 0
+    """Estimated prompt tokens (characters / 4, :mod:`simworld.llm.prefix`); set by the gateway,
+    not part of the cached record."""
     prefix_tokens: int = 0
-    """Estimated prompt tokens repeating the agent's previous prompt (:mod:`simworld.llm.prefix`);
+    """Of those, the ones repeating the agent's previous prompt (:mod:`simworld.llm.prefix`);
     set by the gateway for this run, not part of the cached record."""
 
     @property
@@ -83,7 +86,7 @@ class CallOutcome:
         return cls(**data, cached=cached)
 
 
-_RUNTIME = ("cached", "latency_s", "prefix_tokens")
+_RUNTIME = ("cached", "latency_s", "prompt_tokens_est", "prefix_tokens")
 _RECORDED = tuple(f.name for f in fields(CallOutcome) if f.name not in _RUNTIME)
 _IDENTITY = tuple(f.name for f in fields(CallIdentity))
 
@@ -228,6 +231,7 @@ class Gateway:
             stored = self._cache.get(key)
             if stored is not None:
                 outcome = CallOutcome.from_record(stored, cached=True)
+                outcome.prompt_tokens_est = prefix.prompt_tokens
                 outcome.prefix_tokens = prefix.prefix_tokens
                 self.accounting.add(outcome)
                 return outcome
@@ -238,6 +242,7 @@ class Gateway:
         started = time.perf_counter()
         outcome = await self._live(request, key, output_type)
         outcome.latency_s = time.perf_counter() - started
+        outcome.prompt_tokens_est = prefix.prompt_tokens
         outcome.prefix_tokens = prefix.prefix_tokens
         if self._cache is not None:
             record = self._redactor.deep(outcome.record())

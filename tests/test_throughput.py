@@ -117,3 +117,35 @@ def test_prefix_share_is_recorded_per_call_and_per_run_whatever_the_concurrency(
     # an agent's first call has nothing to reuse
     first = calls.sort_values("step").groupby("agent").head(1)
     assert (first.prefix_tokens == 0).all()
+
+
+def test_probe_batch_asks_every_topic_in_one_call_with_per_topic_counterbalancing(
+    make_scenario, tmp_path
+):
+    base = {"llm.cache": "off", "protocol.steps": 2, "llm.temperature": 0.0}
+    run_scenario(make_scenario(base), out_dir=tmp_path / "one")
+    run_scenario(make_scenario(base | {"protocol.probe_batch": True}), out_dir=tmp_path / "bat")
+    one, bat = read_events(tmp_path / "one"), read_events(tmp_path / "bat")
+    probes_one = [e for e in one if e["type"] == "probe"]
+    probes_bat = [e for e in bat if e["type"] == "probe"]
+    key = lambda e: (e["step"], e["agent"], e["topic"])  # noqa: E731
+    assert sorted(map(key, probes_bat)) == sorted(map(key, probes_one))
+    # one call per agent and probe step, each topic's row naming it
+    calls = {c["key"]: c for c in bat if c["type"] == "llm_call"}
+    batch_calls = [c for c in calls.values() if c["identity"]["purpose"].startswith("probes:")]
+    assert len(batch_calls) == len(probes_bat) // 2
+    assert not any(c["identity"]["purpose"].startswith("probe:") for c in calls.values())
+    assert all(calls[p["call"]]["identity"]["purpose"] == "probes:remote_work+city_priority"
+               for p in probes_bat)  # fmt: skip
+    # counterbalancing stays per topic: the same orders as one call per topic, answers mapped back
+    orders_one = {key(e): e["order"] for e in probes_one}
+    assert {key(e): e["order"] for e in probes_bat} == orders_one
+    assert len({e["order"] for e in probes_bat if e["topic"] == "city_priority"}) > 1
+    for p in probes_bat:
+        field = "q1" if p["topic"] == "remote_work" else "q2"
+        shown = json.loads(calls[p["call"]]["text"])[field]
+        assert p["shown_answer"] == str(shown)
+        assert p["answer"] == p["order"].split(",")[p["position"]]
+    # at temperature 0 the fake answers each item as it answers a single probe on the topic
+    # (its only draws left are tie-breaks between choice options, seeded by the call)
+    assert {key(e): e["answer"] for e in probes_bat} == {key(e): e["answer"] for e in probes_one}

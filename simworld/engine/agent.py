@@ -161,6 +161,10 @@ class PersonaAgent(mesa.Agent):
         ]
         return "\n".join(lines) if lines else prompts.render("no_memories")
 
+    def probe_memories(self, topic: Topic, *, step: int) -> str:
+        """The memories block a private probe on ``topic`` shows (no recall is counted)."""
+        return self._context(topic, [], step=step, touch=False)
+
     def request(
         self,
         user: str,

@@ -14,8 +14,9 @@ The fake reads the conventions of simworld's prompt templates (pinned in
 position on a topic is the weighted average (Likert) or weighted mode (choice) of the labels
 in its context: its start view counts twice, every position it has heard counts once. A
 structured answer with a ``message`` text field (a speech call with an inline stance) gets
-the same message a free-text call would, and its position as the answer. All randomness comes
-from the ``seed`` simworld derives from each call's identity.
+the same message a free-text call would, and its position as the answer; a questionnaire of
+several ``Topic:`` items (``protocol.probe_batch``) gets each item answered on its own. All
+randomness comes from the ``seed`` simworld derives from each call's identity.
 """
 
 from __future__ import annotations
@@ -224,6 +225,29 @@ def fake_logprobs(text: str, schema: dict[str, Any] | None, seed: int) -> list[d
     return out
 
 
+def _fill_batch(
+    messages: list[dict[str, str]], schema: dict[str, Any], seed: int, temperature: float
+) -> dict[str, Any] | None:
+    """A questionnaire's answers (``protocol.probe_batch``), or None for any other prompt.
+
+    When the last message has one ``Topic:`` item per answer field, each field is answered
+    like a single probe of its own item (the text from its ``Topic:`` line to the next), with
+    a seed drawn from the call's seed and the field name.
+    """
+    props = schema.get("properties", {})
+    user = messages[-1]["content"] if messages else ""
+    starts = [m.start() for m in _TOPIC.finditer(user)]
+    if len(starts) < 2 or len(starts) != len(props):
+        return None
+    ends = [*starts[1:], len(user)]
+    out: dict[str, Any] = {}
+    for (name, sub), start, end in zip(props.items(), starts, ends, strict=True):
+        item_seed = int(hashlib.sha256(f"{seed}:{name}".encode()).hexdigest()[:8], 16)
+        item = [*messages[:-1], {"role": "user", "content": user[start:end]}]
+        out[name] = _fill(sub, infer_position(item, item_seed, temperature), item_seed)
+    return out
+
+
 def _saying(position: tuple[str, str] | None, seed: int) -> str:
     """A free-text message stating ``position`` (a seeded phrasing), or a neutral line."""
     if position is None:
@@ -264,7 +288,8 @@ class FakeLLM(CustomLLM):
             text = '{"answer": ' if fmt else ""
         elif fmt:
             schema = fmt.get("json_schema", {}).get("schema", {})
-            data = _fill(schema, position, seed)
+            batch = _fill_batch(messages, schema, seed, temperature)
+            data = batch if batch is not None else _fill(schema, position, seed)
             if _says_message(schema):  # a speech call with an inline stance
                 data["message"] = _saying(position, seed)
             text = json.dumps(data)

@@ -5,6 +5,8 @@ at every step and at step 0) on the fake provider, once per option:
 
 - ``separate``: the default, a stance call per message (``trackers.stance: true``);
 - ``inline``: the speaker reports its position in the speech call (``trackers.stance: inline``);
+- ``probe batch``: both topics of a probe in one call (``protocol.probe_batch: true``);
+- ``inline + probe batch``: both;
 - ``no stances``: no stance extraction at all (``trackers.stance: false``), for reference.
 
 For each: logical calls per agent-step (by purpose), prompt tokens per agent-step (as the
@@ -43,6 +45,8 @@ MODEL = "fake/default"
 OPTIONS: dict[str, dict[str, Any]] = {
     "separate": {"trackers.stance": True},
     "inline": {"trackers.stance": "inline"},
+    "probe batch": {"protocol.probe_batch": True},
+    "inline + probe batch": {"trackers.stance": "inline", "protocol.probe_batch": True},
     "no stances": {"trackers.stance": False},
 }
 TARGET_PREFIX_SHARE = 0.70
@@ -99,9 +103,12 @@ def write_doc(data: dict[str, Any]) -> None:
         f"{r['prompt_tokens_est_per_agent_step']:,.0f} | {100 * r['prefix_share']:.1f} % |"
         for r in rows
     )
-    base, inline = rows[0], next(r for r in rows if r["option"] == "inline")
-    saved = 1 - inline["calls"] / base["calls"]
-    tokens_saved = 1 - inline["prompt_tokens_est"] / base["prompt_tokens_est"]
+    base = rows[0]
+    by_name = {r["option"]: r for r in rows}
+
+    def saving(name: str, key: str) -> str:
+        return f"{100 * (1 - by_name[name][key] / base[key]):.0f} %"
+
     met = base["prefix_share"] >= data["target_prefix_share"]
     by_kind = ", ".join(f"{k} {100 * v:.1f} %" for k, v in base["prefix_share_by_kind"].items())
     DOC.write_text(
@@ -122,9 +129,17 @@ previous prompt in the same role, what a provider prefix cache can reuse (see
 {HEADER}
 {table}
 
-- `trackers.stance: inline` saves {100 * saved:.0f} % of the calls and {100 * tokens_saved:.0f} %
-  of the estimated prompt tokens of the default; on the fake provider it gives the same
-  messages and stances (the trade-off in measurement is described in `docs/trackers.md`).
+- `trackers.stance: inline` saves {saving("inline", "calls")} of the calls and
+  {saving("inline", "prompt_tokens_est")} of the estimated prompt tokens of the default; on the
+  fake provider it gives the same messages and stances (the trade-off in measurement is
+  described in `docs/trackers.md`).
+- `protocol.probe_batch: true` saves {saving("probe batch", "calls")} of the calls and
+  {saving("probe batch", "prompt_tokens_est")} of the estimated prompt tokens (the persona's
+  system prompt is sent once per probe instead of once per topic); both options together save
+  {saving("inline + probe batch", "calls")} of the calls and
+  {saving("inline + probe batch", "prompt_tokens_est")} of the estimated prompt tokens. The
+  trade-off in measurement (answers given together can prime each other, no option
+  probabilities) is described with `protocol.probe_batch` in the README.
 - Cacheable-prefix share of the default: {100 * base["prefix_share"]:.1f} % (target
   ≥ {100 * data["target_prefix_share"]:.0f} %: {"met" if met else "**missed**"}).
   By purpose: {by_kind}.

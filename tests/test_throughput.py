@@ -149,3 +149,17 @@ def test_probe_batch_asks_every_topic_in_one_call_with_per_topic_counterbalancin
     # at temperature 0 the fake answers each item as it answers a single probe on the topic
     # (its only draws left are tie-breaks between choice options, seeded by the call)
     assert {key(e): e["answer"] for e in probes_bat} == {key(e): e["answer"] for e in probes_one}
+
+
+def test_dry_run_estimate_counts_the_saved_calls(make_scenario):
+    from simworld.config.scenario import load_scenario
+    from simworld.sweeps.plan import estimate_run
+
+    path = make_scenario({"protocol.steps": 2})
+    n, steps, topics = 8, 2, 2
+    default = estimate_run(load_scenario(path))
+    saving = estimate_run(
+        load_scenario(path, {"trackers.stance": "inline", "protocol.probe_batch": True})
+    )
+    assert default.calls == steps * n * 2 + (steps + 1) * n * topics
+    assert saving.calls == steps * n + (steps + 1) * n

@@ -235,7 +235,8 @@ class Estimate:
 
     Per run, with N agents, T topics, S steps, P probe steps and memory window W:
     speech calls = S × N (broadcast), S × 2⌊N/2⌋ (pairs, at most), S × rounds × N (group);
-    probe calls = P × N × T (with ``probe_topics: discussed`` at most 2 topics per probe);
+    probe calls = P × N × T (with ``probe_topics: discussed`` at most 2 topics per probe; P × N
+    with ``probe_batch``);
     stance calls = speech calls (when ``trackers.stance`` is ``true``; none when ``inline``, the
     speech call reports it), and as many judge calls
     (``trackers.judge``); BFI calls = N per administration; importance ratings = S × N (memory
@@ -269,9 +270,12 @@ def estimate_run(scenario: Scenario) -> Estimate:
     n, proto = scenario.population.size, scenario.protocol
     turns = {"broadcast": n, "pairs": 2 * (n // 2), "group": proto.rounds * n, "asch": 0}
     speech = proto.steps * turns[proto.mode]
-    probes = n * sum(
+    per_probe = [
         len(proto.probe_topic_indices(s, len(scenario.topics))) for s in proto.probe_steps()
-    )
+    ]
+    if proto.probe_batch:  # all of an agent's topics in one call
+        per_probe = [min(k, 1) for k in per_probe]
+    probes = n * sum(per_probe)
     if proto.mode == "asch":  # a structured answer per agent and topic at every step
         probes += proto.steps * n * len(scenario.topics)
     trackers, memory = scenario.trackers, scenario.memory

@@ -61,6 +61,10 @@ def test_inline_stance_saves_one_call_per_message_and_keeps_messages(make_scenar
     # the fake's self-report is what an annotator reads off the same message
     separate = {turn(e): (e["status"], e["answer"]) for e in sep if e["type"] == "stance"}
     assert {k: (s["status"], s["answer"]) for k, s in stances.items()} == separate
+    # so every measure built on stances comes out the same
+    for frame in ("statements", "conformity"):
+        name = f"trackers/{frame}.parquet"
+        assert (tmp_path / "sep" / name).read_bytes() == (tmp_path / "inl" / name).read_bytes()
 
 
 def _request(agent: str, system: str, user: str) -> LLMRequest:
@@ -114,6 +118,17 @@ def test_prefix_share_is_recorded_per_call_and_per_run_whatever_the_concurrency(
         assert (calls.prefix_tokens <= calls.prompt_tokens_est).all()
         tables.append(calls.set_index("call").prefix_tokens.sort_index())
     assert tables[0].equals(tables[1])
+    # a run answered from the cache measures the same prefixes
+    path = make_scenario({"protocol.steps": 2, "protocol.mode": "pairs"})
+    cache = tmp_path / "cache.sqlite"
+    run_scenario(path, out_dir=tmp_path / "rec", cache_path=cache)
+    replay = run_scenario(
+        path, out_dir=tmp_path / "rep", cache_path=cache, overrides={"llm.cache": "replay"}
+    )
+    assert replay.accounting.model_calls == 0
+    rec, rep = (pd.read_parquet(tmp_path / d / "llm_calls.parquet") for d in ("rec", "rep"))
+    assert rec.prefix_tokens.tolist() == rep.prefix_tokens.tolist()
+    assert rec.prefix_tokens.sum() > 0
     # an agent's first call has nothing to reuse
     first = calls.sort_values("step").groupby("agent").head(1)
     assert (first.prefix_tokens == 0).all()

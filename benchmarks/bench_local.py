@@ -30,6 +30,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results" / "local.json"
+EXTRA_BUFTS_RESULTS = Path(__file__).parent / "results" / "extra_bufts.json"
 SUMMARY = ROOT / "docs" / "benchmarks-local.md"
 SCENARIO = ROOT / "scenarios" / "opinion_exchange.yaml"
 MODEL = "local/gemma3-270m"
@@ -230,6 +231,53 @@ def probe_logprobs(loop: asyncio.AbstractEventLoop) -> dict[str, Any]:
     return out
 
 
+def extra_bufts_section() -> str:
+    """The section on llama.cpp's extra CPU buffer types, from ``bench_extra_bufts.py``'s
+    result file (empty when it has not been run)."""
+    if not EXTRA_BUFTS_RESULTS.is_file():
+        return ""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from bench_extra_bufts import features
+
+    result = json.loads(EXTRA_BUFTS_RESULTS.read_text(encoding="utf-8"))
+    host = result["host"]
+    lines = [
+        "",
+        "## Extra CPU buffer types: hosts tried and what turning them off costs",
+        "",
+        f"From `benchmarks/bench_extra_bufts.py` (`benchmarks/results/extra_bufts.json`, "
+        f"details in [benchmarks-extra-bufts.md](benchmarks-extra-bufts.md)): one host, "
+        f"{host['cpus']} cores with {', '.join(host['flags'])}, two llama-cpp-python "
+        f"{result['builds'][0].get('llama_cpp_python', '')} builds, {result['threads']} "
+        f"thread, medians of {result['rounds']} alternating rounds.",
+        "",
+    ]
+    for build in result["builds"]:
+        info = features(build.get("system_info", ""))
+        ratio = build.get("off_over_on")
+        if ratio is None:
+            crashed = [k for k in ("on", "off") if "crashed" in build[k]]
+            lines.append(
+                f"- build with {info}: extra buffer types "
+                + ", ".join(f"{k}: crashed ({build[k]['crashed']})" for k in crashed)
+                + "; no comparison."
+            )
+        else:
+            lines.append(
+                f"- build with {info}: with them off, prefill runs at "
+                f"{ratio['prefill_tok_s']:.2f}x and decode at {ratio['decode_tok_s']:.2f}x "
+                "the speed with them on."
+            )
+    lines += [
+        "",
+        "Turning them off costs nothing measurable where they work, and they crash where the",
+        "build has AMX kernels on an AMX CPU, so `extra_bufts=auto` (the default) turns them",
+        "off on every host; `?extra_bufts=on` still forces them. Not tried: an AVX2-only CPU",
+        "or build, and CPUs of other vendors.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
 def summary(result: dict[str, Any]) -> str:
     """The markdown summary of one result file."""
     from simworld.llm.providers.local_engine import PREFILL_CHUNK
@@ -292,7 +340,7 @@ reuse on or off: **{b["identical_outputs"]}**.
   and load, which made it slower than evaluating the prompt again.
 - The direct baseline in (a) also reuses the instructions shared by all personas (shorter
   than one aligned chunk, so simworld evaluates them again) and stops at end-of-sequence.
-"""
+""" + extra_bufts_section()
 
 
 def main() -> None:

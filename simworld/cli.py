@@ -38,6 +38,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--concurrency", type=int, help="overrides llm.concurrency")
     _add_set_argument(run, "scenario change (dotted key; repeatable; the options above win)")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.add_argument(
+        "--force", action="store_true", help="run even if its estimated size does not fit here"
+    )
     resume = sub.add_parser("resume", help="resume an interrupted run in place")
     resume.add_argument("run_dir", help="the interrupted run's directory")
     resume.add_argument("--cache", help="cache file (default: the one in its manifest)")
@@ -123,7 +126,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _finish(result: RunResult) -> int:
     print(result.summary())
-    return 0 if result.status in FINISHED else EXIT_RUN_FAILED
+    if result.status in FINISHED:
+        return 0
+    if result.status == RunStatus.CRASHED:
+        after = "no step" if result.last_step is None else f"step {result.last_step}"
+        print(
+            f"simworld: error: {result.error}; run {result.run_dir} is marked crashed "
+            f"({after} completed); continue it with: simworld resume {result.run_dir}",
+            file=sys.stderr,
+        )
+    else:
+        print(f"simworld: error: run {result.status}: {result.error}", file=sys.stderr)
+    return EXIT_RUN_FAILED
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -137,6 +151,7 @@ def _run(args: argparse.Namespace) -> int:
             out_root=args.out_root,
             cache_path=args.cache,
             progress=not args.quiet,
+            force=args.force,
         )
     )
 
@@ -199,8 +214,12 @@ def _sweep(args: argparse.Namespace) -> int:
 
 
 def _analyze(args: argparse.Namespace) -> int:
+    from simworld.runs.state import run_state
     from simworld.trackers.tracker_set import analyze_run
 
+    recorded = run_state(args.run_dir)
+    if not recorded.complete:
+        print(f"note       {recorded.describe()}")
     status = analyze_run(args.run_dir, out_dir=args.out, check=args.check)
     for name, state in status.items():
         print(f"{name:<12} {state}")
@@ -224,11 +243,15 @@ def _report(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from simworld.analysis.report import build_report
+    from simworld.runs.state import run_state
 
     paths = [Path(p) for p in args.run_dir]
     if not 0 < args.level < 1:
         raise ConfigError("--level", str(args.level), "must be between 0 and 1")
     if len(paths) == 1 and (paths[0] / "manifest.json").is_file():
+        recorded = run_state(paths[0])
+        if not recorded.complete:
+            print(f"note       {recorded.describe()}")
         print(build_report(paths[0], out_dir=args.out, steps=args.network_steps))
         return 0
     from simworld.analysis.compare import build_comparison

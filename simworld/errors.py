@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import reprlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,10 @@ from typing import Any
 from pydantic import ValidationError
 
 _NO_DATA: Any = object()
+MAX_SHOWN = 60
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxdict, _REPR.maxlist, _REPR.maxtuple = 3, 6, 6, 6
+_REPR.maxstring, _REPR.maxother = MAX_SHOWN, MAX_SHOWN
 _FIELD_PREFIX = re.compile(r"^([A-Za-z_][\w.\[\]]*): (.+)$", re.DOTALL)
 
 
@@ -84,6 +89,13 @@ def format_loc(loc: Sequence[str | int], prefix: str = "", data: Any = _NO_DATA)
     return out
 
 
+def short_repr(value: Any, limit: int = MAX_SHOWN) -> str:
+    """``repr`` of a value with bounded work and length (:mod:`reprlib`: deep or long
+    containers are abbreviated, never rendered whole), cut to ``limit`` characters."""
+    shown = _REPR.repr(value)
+    return shown if len(shown) <= limit else shown[: limit - 3] + "..."
+
+
 def config_error_from_validation(
     path: str | Path, err: ValidationError, prefix: str = "", data: Any = _NO_DATA
 ) -> ConfigError:
@@ -110,11 +122,11 @@ def config_error_from_validation(
     elif kind == "union_tag_invalid":
         msg = f"unknown value {ctx.get('tag')!r}; expected one of {ctx.get('expected_tags')}"
     elif loc and loc[-1] == "[key]":
-        msg = f"key {first.get('input')!r}: {msg}"
+        msg = f"key {short_repr(first.get('input'))}: {msg}"
         loc = loc[:-2]
     elif "input" in first and kind not in {"value_error", "assertion_error"}:
-        shown = repr(first["input"])
-        if len(shown) <= 60:
+        shown = short_repr(first["input"])
+        if len(shown) <= MAX_SHOWN:
             msg = f"{msg} (got {shown})"
     field = format_loc(loc, prefix, data)
     if kind.startswith("union_tag"):
@@ -126,3 +138,12 @@ def config_error_from_validation(
         joiner = "" if not field or sub.group(1).startswith("[") else "."
         field, msg = f"{field}{joiner}{sub.group(1)}", sub.group(2)
     return ConfigError(path, field, msg)
+
+
+class ModelFailureError(SimworldError):
+    """The run's model calls fail in a way that continuing cannot fix.
+
+    Raised for an error that retrying cannot fix (authentication, unknown model, unsupported
+    parameter, bad request) or when the share of failed calls passes
+    ``llm.max_failure_rate``; the run stops with status ``failed``.
+    """

@@ -195,5 +195,7 @@ def test_budget_stops_run_cleanly(make_scenario, tmp_path):
 def test_existing_out_dir_is_refused(make_scenario, tmp_path):
     out = tmp_path / "run"
     out.mkdir()
+    (out / "notes.txt").write_text("not a run of ours")
     with pytest.raises(ConfigError, match="already exists"):
         run_scenario(make_scenario(), out_dir=out)
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]

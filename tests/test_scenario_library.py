@@ -101,12 +101,12 @@ def _load_script(name: str):
     return module
 
 
-def _check_library_run(out_root: Path, capsys) -> None:
+def _check_library_run(out_root: Path, capsys, names: list[str] = SHIPPED) -> None:
     run_all = _load_script("run_all.py")
     assert [p.relative_to(SCENARIOS).as_posix() for p in run_all.library()] == SHIPPED
     table = (out_root / run_all.SUMMARY).read_text(encoding="utf-8")
     rows = [line.split(" | ") for line in table.splitlines()[2:]]
-    assert [r[0].lstrip("| ") for r in rows] == SHIPPED
+    assert [r[0].lstrip("| ") for r in rows] == names
     assert all(r[1] == "completed" for r in rows), table
     for row in rows:
         report = Path(row[4].rstrip(" |"))
@@ -124,15 +124,37 @@ def test_whole_library_runs_with_the_fake_provider_and_reports(tmp_path, capsys)
     _check_library_run(tmp_path, capsys)
 
 
+# The embedded-model library test runs a sample, one scenario per protocol mode (the whole
+# library takes about 20 minutes on 2 cores; the fake-provider test above runs all of it).
+# Broadcast is represented by a misinformation scenario: memory stream and interventions too.
+EMBEDDED_SAMPLE = {
+    "asch": "asch_conformity/asch.yaml",
+    "broadcast": "misinformation/removal.yaml",
+    "group": "cross_national/collaborate.yaml",
+    "pairs": "personality_stability/low_levels.yaml",
+}
+
+
+def test_embedded_sample_covers_every_protocol_mode_of_the_library():
+    modes = {load_scenario(SCENARIOS / name).protocol.mode for name in SHIPPED}
+    assert set(EMBEDDED_SAMPLE) == modes
+    for mode, name in EMBEDDED_SAMPLE.items():
+        assert load_scenario(SCENARIOS / name).protocol.mode == mode
+
+
 @pytest.mark.slow
-def test_whole_library_runs_on_the_embedded_model_quick(tmp_path, capsys):
-    """The README's library command on the real default model (``--quick``: 6 agents)."""
+@pytest.mark.parametrize("mode", sorted(EMBEDDED_SAMPLE))
+def test_library_sample_runs_on_the_embedded_model_quick(mode, tmp_path, capsys):
+    """The README's library command on the real default model (``--quick``: 6 agents), for
+    one scenario of each protocol mode."""
     run_all = _load_script("run_all.py")
-    assert run_all.main(["--quick", "--out-root", str(tmp_path)]) == 0
-    _check_library_run(tmp_path, capsys)
-    for summary in tmp_path.glob("*/*/manifest.json"):
-        manifest = json.loads(summary.read_text(encoding="utf-8"))
-        assert manifest["model"] == "local/gemma3-270m"
+    name = EMBEDDED_SAMPLE[mode]
+    assert run_all.main(["--quick", "--only", name, "--out-root", str(tmp_path)]) == 0
+    _check_library_run(tmp_path, capsys, [name])
+    manifests = list(tmp_path.glob("*/*/manifest.json"))
+    assert len(manifests) == 1
+    manifest = json.loads(manifests[0].read_text(encoding="utf-8"))
+    assert manifest["model"] == "local/gemma3-270m"
 
 
 def test_quick_settings_keep_interventions_and_asch_blocks():

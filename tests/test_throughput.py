@@ -178,3 +178,13 @@ def test_dry_run_estimate_counts_the_saved_calls(make_scenario):
     )
     assert default.calls == steps * n * 2 + (steps + 1) * n * topics
     assert saving.calls == steps * n + (steps + 1) * n
+
+
+def test_progress_plan_counts_the_saved_calls(make_scenario, tmp_path):
+    from test_progress import _run_watching, step_ends
+
+    options = {"trackers.stance": "inline", "protocol.probe_batch": True}
+    seen, run_dir = _run_watching(make_scenario, tmp_path, {**options, "protocol.steps": 2})
+    calls = step_ends(run_dir)
+    for step in (1, 2):
+        assert {p for s, p, done in seen if s == step and done > 0} == {calls[step]}

@@ -41,6 +41,7 @@ from simworld.analysis.figures import (
 from simworld.analysis.human_reference import ASCH_1951, Reference
 from simworld.analysis.tables import Run, inconstancy_by_diversity, run_rates
 from simworld.measures import STATES, asch_table, belief_curve
+from simworld.runs.state import RunState, run_state
 from simworld.runs.tables import run_agents, run_edges
 from simworld.runs.writer import atomic_write_bytes
 from simworld.support.events import EventType
@@ -828,14 +829,33 @@ def build_report(
         out_dir: Where to write (default ``<run_dir>/report``).
         steps: Probe steps at which to draw the network (default first, middle, last).
 
+    A run that did not finish (crashed, interrupted, still going) gets a report of the steps
+    it recorded, marked incomplete at the top.
+
     Returns:
         The HTML file.
+
+    Raises:
+        ConfigError: The directory holds no run, or a run that recorded nothing yet.
     """
+    state = run_state(run_dir)
     run = Run(Path(run_dir))
     out = Path(out_dir) if out_dir is not None else run.path / REPORT_DIR
     out.mkdir(parents=True, exist_ok=True)
     page = Page(out=out, run=run, steps=steps)
-    return write_page(page, RUN_SECTIONS, f"simworld report — {run.id}")
+    sections = RUN_SECTIONS
+    if not state.complete:
+        sections = [RUN_SECTIONS[0], _incomplete(state), *RUN_SECTIONS[1:]]
+    return write_page(page, sections, f"simworld report — {run.id}")
+
+
+def _incomplete(state: RunState) -> Section:
+    """A section saying the run did not finish and how far it got."""
+
+    def section(page: Page) -> list[str]:
+        return [f"<p class='warning'><b>{html.escape(state.describe())}</b></p>"]
+
+    return section
 
 
 __all__ = [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -29,7 +30,8 @@ from simworld.config.servers import (
     make_route,
 )
 from simworld.config.trackers import TrackersConfig
-from simworld.errors import ConfigError, config_error_from_validation
+from simworld.errors import ConfigError, config_error_from_validation, short_repr
+from simworld.support.redact import Redactor, find_credential
 from simworld.support.yamlio import read_yaml_mapping
 
 DEFAULT_MODEL = "local/gemma3-270m"
@@ -289,6 +291,9 @@ class LLMConfig(_Strict):
     backoff_base_s: float = Field(default=0.5, ge=0.0)
     backoff_max_s: float = Field(default=20.0, ge=0.0)
     budget_usd: float | None = Field(default=None, gt=0.0)
+    max_failure_rate: float = Field(default=0.5, ge=0.0, le=1.0)
+    """The run stops (``failed``) when more than this share of its model calls so far has
+    failed, checked after every step (1.0: never)."""
     probe_logprobs: bool = True
     price: PriceConfig | None = None
     api_base: str | None = Field(default=None, min_length=1)
@@ -507,6 +512,9 @@ def load_scenario(path: str | Path, overrides: dict[str, Any] | None = None) -> 
         scenario = Scenario.model_validate(data)
     except ValidationError as exc:
         raise config_error_from_validation(path, exc, data=data) from exc
+    mismatch = strict_mismatch(data, scenario.model_dump())
+    if mismatch is not None:
+        raise ConfigError(path, *mismatch)
     base = path.resolve().parent
     if scenario.population.library is not None:
         scenario.population.library = _resolve_path(base, scenario.population.library)
@@ -525,6 +533,72 @@ def load_scenario(path: str | Path, overrides: dict[str, Any] | None = None) -> 
         if not Path(scenario.network.path).is_file():
             raise ConfigError(path, "network.path", f"file not found: {scenario.network.path}")
     return scenario
+
+
+def strict_mismatch(data: Any, validated: Any, field: str = "") -> tuple[str, str] | None:
+    """Where validation converted a scalar of another kind: a boolean taken as a number
+    (``size: true``), a number as a boolean, or text as a number or boolean (``"3"``).
+
+    Args:
+        data: The input (as read from YAML, overrides applied).
+        validated: The validated scenario's ``model_dump()``.
+        field: Dotted path of ``data`` (for the message).
+
+    Returns:
+        ``(field, problem)`` for the first such value, or ``None``.
+    """
+    if isinstance(data, dict) and isinstance(validated, dict):
+        for key, value in data.items():
+            if key in validated:
+                sub = f"{field}.{key}" if field else str(key)
+                found = strict_mismatch(value, validated[key], sub)
+                if found is not None:
+                    return found
+        return None
+    if isinstance(data, list) and isinstance(validated, list | tuple):
+        if len(data) != len(validated):
+            return None
+        for i, (value, out) in enumerate(zip(data, validated, strict=True)):
+            found = strict_mismatch(value, out, f"{field}[{i}]")
+            if found is not None:
+                return found
+        return None
+    if isinstance(data, float) and not math.isfinite(data):
+        return field, "must be a finite number"
+    if isinstance(validated, bool):
+        if not isinstance(data, bool):
+            return field, f"expected true or false, got {short_repr(data)}"
+    elif isinstance(validated, int | float):
+        if isinstance(data, bool):
+            return field, f"expected a number, got {str(data).lower()}"
+        if isinstance(data, str):
+            return field, f"expected a number, got text {short_repr(data)}"
+    return None
+
+
+def check_no_credentials(scenario: Scenario, source: str | Path, redactor: Redactor) -> None:
+    """Refuse a scenario that holds a credential (see :mod:`simworld.support.redact`).
+
+    Outputs never hold credentials, and masking never changes scenario content: a scenario
+    with a key in it could be neither recorded as it is nor replayed from a masked copy.
+
+    Args:
+        scenario: The validated scenario.
+        source: The scenario file, named in errors.
+        redactor: The run's redactor (``simworld.llm.credentials.redactor_for``).
+
+    Raises:
+        ConfigError: A field holds the value of the provider's credential variable or a
+            key-shaped token (the message names the field, never the value).
+    """
+    hit = find_credential(scenario.model_dump(mode="json"), redactor)
+    if hit is not None:
+        field, what = hit
+        raise ConfigError(
+            source,
+            field,
+            f"holds {what}; keep credentials in the environment, not in scenario files",
+        )
 
 
 def scenario_json_schema() -> dict[str, Any]:

@@ -64,6 +64,7 @@ def run_trials(model: Society, record: StepRecord, step: int) -> None:
             peers = [(PEER_NAME.format(n=n), f"{c} = {label}") for n in range(1, p + 1)]
             request, schema = agent.answer_request(topic, step=step, template="asch", heard=peers)
             jobs.append((agent, topic, request, schema))
+    model.gateway.progress.expect(len(jobs))
     outcomes = model.gather(model.gateway.call(r, s) for _, _, r, s in jobs)
     own: dict[str, dict[str, Any]] = {
         t.id: model.latest_answers(t.id, before=1) for t in model.scenario.topics

@@ -12,7 +12,7 @@ import mesa
 import networkx as nx
 
 from simworld.config.interventions import Removal
-from simworld.config.scenario import Scenario, Topic, resolve_scenario
+from simworld.config.scenario import EdgeListNetwork, Scenario, Topic, resolve_scenario
 from simworld.engine.agent import PersonaAgent
 from simworld.engine.annotate import annotation_jobs, stance_event
 from simworld.engine.asch import draw_peer_answers, run_trials
@@ -31,7 +31,7 @@ from simworld.llm.litellm_backend import LiteLLMModel
 from simworld.llm.logprobs import expected_value
 from simworld.llm.providers.registry import check_model
 from simworld.memory.system import MemorySystem
-from simworld.society.network import build_graph
+from simworld.society.network import build_graph, isolation_warning
 from simworld.society.population import build_population
 from simworld.support.events import Event, EventType
 from simworld.support.hashing import canonical_json
@@ -83,6 +83,7 @@ class SocialSimulation(mesa.Model):
         self.on_step = on_step
         personas = build_population(scenario, self.rng, source=source)
         self.graph: nx.Graph = build_graph(scenario.network, personas, self.rng, source=source)
+        self.warnings: list[str] = _graph_warnings(scenario, self.graph, source)
         self.memory_system = MemorySystem(scenario.memory, seed=scenario.seed, directory=memory_dir)
         self._by_node = [PersonaAgent(self, p, node) for node, p in enumerate(personas)]
         self.policy: BaselinePolicy | None = None
@@ -259,9 +260,12 @@ class SocialSimulation(mesa.Model):
             return
         self._started = True
         record = StepRecord(0)
+        self.gateway.progress.begin_step(0)
+        bfi = self._bfi_calls(0)
+        self.gateway.progress.expect(self._probe_calls(0) + bfi)
         if 0 in self.probe_steps:
             self._probe(record)
-        self._run_jobs(record, bfi_jobs(self, 0))
+        self._run_jobs(record, bfi_jobs(self, 0), announced=bfi)
         if record.events:
             self._finish(record)
 
@@ -272,22 +276,26 @@ class SocialSimulation(mesa.Model):
         self.start()
         step = self.steps
         record = StepRecord(step)
+        self.gateway.progress.begin_step(step)
         for index, item in due(self.scenario.interventions, step):
             record.events.append(apply_intervention(self, item, index=index))
+        bfi = self._bfi_calls(step)
+        self.gateway.progress.expect(self._probe_calls(step) + bfi)
         topic = self.topic_for(step)
+        annotations = 0
         if self.scenario.protocol.mode == "asch":
             run_trials(self, record, step)
         else:
-            self._discuss(record, topic, step)
+            annotations = self._discuss(record, topic, step)
         if self.policy is not None and self.scenario.trackers.stance:
             record.events.extend(self.policy.stance_events(record.events, step))
-        self._run_jobs(record, annotation_jobs(self, record.events, step))
+        self._run_jobs(record, annotation_jobs(self, record.events, step), announced=annotations)
         self._memory_phase(record, step)
         if self.policy is not None:
             self.policy.update(topic)
         if step in self.probe_steps:
             self._probe(record)
-        self._run_jobs(record, bfi_jobs(self, step))
+        self._run_jobs(record, bfi_jobs(self, step), announced=bfi)
         self._finish(record)
         if self.gateway.budget_exhausted:
             self.stopped_reason = RunStatus.BUDGET_EXHAUSTED
@@ -295,13 +303,24 @@ class SocialSimulation(mesa.Model):
         elif step >= self.scenario.protocol.steps:
             self.running = False
 
-    def _discuss(self, record: StepRecord, topic: Topic, step: int) -> None:
-        """Plan the step's conversations, run them concurrently and apply them in plan order."""
+    def _discuss(self, record: StepRecord, topic: Topic, step: int) -> int:
+        """Plan the step's conversations, run them concurrently and apply them in plan order.
+
+        Returns:
+            The stance and judge calls announced for the progress bar: one per tracker per
+            model-written message, as if every speech call succeeds.
+        """
         conversations = self._plan(step, topic)
+        speeches = sum(not self._scripted(t.speaker) for conv in conversations for t in conv)
+        trackers = self.scenario.trackers
+        # an inline stance is reported in the speech call itself (simworld.engine.inline)
+        annotations = speeches * (int(trackers.stance is True) + int(trackers.judge))
+        self.gateway.progress.expect(speeches + annotations)
         results = self.gather(self._converse(conv, topic, step) for conv in conversations)
         for index, (conv, outcomes) in enumerate(zip(conversations, results, strict=True)):
             self._log_conversation(record, conv, topic, step, index)
             self._apply(record, conv, outcomes, topic, step)
+        return annotations
 
     def close(self) -> None:
         """Close the memories, cancel leftover tasks (litellm's logging worker), close the loop
@@ -321,6 +340,7 @@ class SocialSimulation(mesa.Model):
         self._loop.close()
 
     def _finish(self, record: StepRecord) -> None:
+        self.gateway.check_failures()
         record.events.append(
             {
                 "type": EventType.STEP_END.value,
@@ -346,8 +366,13 @@ class SocialSimulation(mesa.Model):
         finally:
             self.steps = counted
 
-    def _run_jobs(self, record: StepRecord, jobs: list[Job]) -> None:
-        """Run tracker calls (stances, judges, BFI) concurrently; log them in job order."""
+    def _run_jobs(self, record: StepRecord, jobs: list[Job], *, announced: int = 0) -> None:
+        """Run tracker calls (stances, judges, BFI) concurrently; log them in job order.
+
+        ``announced``: how many of them the progress bar was told of already (a forecast,
+        corrected here).
+        """
+        self.gateway.progress.expect(len(jobs) - announced)
         if not jobs:
             return
         outcomes = self.gather(self.gateway.call(j.request, j.schema) for j in jobs)
@@ -425,7 +450,7 @@ class SocialSimulation(mesa.Model):
         """
         outcomes: list[CallOutcome | Statement] = []
         for index, turn in enumerate(turns):
-            if self.policy is not None and turn.speaker.baseline:
+            if self._scripted(turn.speaker):
                 outcomes.append(self.policy.statement(turn.speaker, topic))
                 continue
             heard = [
@@ -511,7 +536,27 @@ class SocialSimulation(mesa.Model):
                 record.call(outcome)
             record.events.extend(events)
 
+    def _scripted(self, agent: PersonaAgent) -> bool:
+        """Whether ``agent`` speaks by the baseline rule (no model call)."""
+        return self.policy is not None and agent.baseline
+
     # -- probes ------------------------------------------------------------------------------
+    def _probe_calls(self, step: int) -> int:
+        """How many model calls the probe at ``step`` makes (announced for the progress bar
+        when the step starts)."""
+        if step not in self.probe_steps:
+            return 0
+        agents = sum(not agent.baseline for agent in self.active_agents())
+        topics = len(self.probe_topics(step))
+        if self.scenario.protocol.probe_batch:  # one call per agent (simworld.engine.probe_batch)
+            topics = min(topics, 1)
+        return agents * topics
+
+    def _bfi_calls(self, step: int) -> int:
+        """How many BFI administrations are due at ``step`` (see :func:`bfi_jobs`)."""
+        config = self.scenario.trackers.bfi
+        return len(self.active_agents()) if config is not None and step in config.steps else 0
+
     def _probe(self, record: StepRecord) -> None:
         """Ask every agent privately about the probed topics; nothing enters memory.
 
@@ -604,6 +649,30 @@ def _said(outcome: CallOutcome | Statement) -> str | None:
     """The text a turn said: a baseline statement's, or a speech call's (its ``message``
     with ``trackers.stance: inline``)."""
     return message_text(outcome) if isinstance(outcome, CallOutcome) else outcome.text
+
+
+def _graph_warnings(scenario: Scenario, graph: nx.Graph, source: str | Path) -> list[str]:
+    """Warnings about the graph (isolated agents); an edge list that connects no one is
+    refused where messages travel only along edges.
+
+    Raises:
+        ConfigError: An edge list without a single edge in ``broadcast`` or ``pairs`` mode.
+    """
+    network = scenario.network
+    if (
+        isinstance(network, EdgeListNetwork)
+        and graph.number_of_edges() == 0
+        and scenario.protocol.mode in ("broadcast", "pairs")
+        and graph.number_of_nodes() > 1
+    ):
+        raise ConfigError(
+            source,
+            "network.path",
+            f"the edge list connects no two agents; in {scenario.protocol.mode} mode "
+            "messages travel only along edges",
+        )
+    warning = isolation_warning(graph, network)
+    return [] if warning is None else [warning]
 
 
 def _check_removals(scenario: Scenario, ids: set[str], source: str | Path) -> None:

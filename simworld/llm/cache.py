@@ -8,7 +8,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from simworld.errors import ConfigError
+
 CACHE_MODES = ("off", "record", "replay")
+SQLITE_HEADER = b"SQLite format 3\x00"
+KEY_BATCH = 500
 WAL_SWITCH_ATTEMPTS = 200
 WAL_SWITCH_WAIT_S = 0.05
 _SCHEMA = """
@@ -34,6 +38,49 @@ def _enable_wal(conn: sqlite3.Connection) -> None:
             if "locked" not in str(exc) or attempt == WAL_SWITCH_ATTEMPTS - 1:
                 raise
             time.sleep(WAL_SWITCH_WAIT_S)
+
+
+def check_cache_file(path: str | Path, *, deep: bool = False) -> None:
+    """Check, before anything is written, that ``path`` can be the record/replay cache.
+
+    Args:
+        path: The SQLite file (it may not exist yet).
+        deep: Also read the whole database (``PRAGMA quick_check``): for a cache a run is
+            about to be resumed or replayed from.
+
+    Raises:
+        ConfigError: ``path`` is a directory, sits under a file, is not a SQLite database,
+            or is damaged.
+    """
+    p = Path(path)
+    if str(path) == ":memory:":
+        return
+    if p.is_dir():
+        raise ConfigError(p, "", "is a directory; the cache is a SQLite file")
+    parent = next((a for a in p.parents if a.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise ConfigError(p, "", f"{parent} is a file, not a directory")
+    if not p.exists():
+        return
+    try:
+        with open(p, "rb") as fh:
+            head = fh.read(len(SQLITE_HEADER))
+    except OSError as exc:
+        raise ConfigError(p, "", f"cannot read the cache: {exc.strerror or exc}") from None
+    if head and head != SQLITE_HEADER:
+        raise ConfigError(p, "", "damaged: not a SQLite database (bad header)")
+    if deep and head:
+        try:
+            conn = sqlite3.connect(f"{p.resolve().as_uri()}?mode=ro", uri=True, timeout=60.0)
+            try:
+                result = conn.execute("PRAGMA quick_check(1)").fetchone()
+                conn.execute("SELECT key, outcome FROM outcomes LIMIT 1").fetchall()
+            finally:
+                conn.close()
+        except sqlite3.DatabaseError as exc:
+            raise ConfigError(p, "", f"damaged: {exc}") from None
+        if result is None or result[0] != "ok":
+            raise ConfigError(p, "", f"damaged: {result[0] if result else 'unreadable'}")
 
 
 class ResponseCache:
@@ -70,12 +117,25 @@ class ResponseCache:
         row = self._db.execute("SELECT outcome FROM outcomes WHERE key = ?", (key,)).fetchone()
         return None if row is None else json.loads(row[0])
 
-    def put(self, key: str, model: str, outcome: dict[str, Any]) -> None:
-        """Store an outcome unless the key is already present."""
+    def put(self, key: str, model: str, outcome: dict[str, Any], *, replace: bool = False) -> None:
+        """Store an outcome unless the key is already present (or replace what is there:
+        a recorded failure tried again)."""
+        verb = "INSERT OR REPLACE" if replace else "INSERT OR IGNORE"
         self._db.execute(
-            "INSERT OR IGNORE INTO outcomes (key, model, outcome) VALUES (?, ?, ?)",
+            f"{verb} INTO outcomes (key, model, outcome) VALUES (?, ?, ?)",
             (key, model, json.dumps(outcome, sort_keys=True)),
         )
+
+    def missing(self, keys: list[str]) -> list[str]:
+        """The keys of ``keys`` that the cache does not hold, in their order."""
+        held: set[str] = set()
+        unique = sorted(set(keys))
+        for i in range(0, len(unique), KEY_BATCH):
+            batch = unique[i : i + KEY_BATCH]
+            marks = ",".join("?" * len(batch))
+            rows = self._db.execute(f"SELECT key FROM outcomes WHERE key IN ({marks})", batch)
+            held.update(row[0] for row in rows)
+        return [k for k in keys if k not in held]
 
     def __len__(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM outcomes").fetchone()[0])

@@ -22,12 +22,20 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     litellm.InternalServerError,
     asyncio.TimeoutError,
 )
+FATAL_KINDS = frozenset({"auth", "permission", "not_found", "unsupported_params", "bad_request"})
+"""Error kinds that no retry can fix and that every later call would meet as well: the run
+stops at once (``failed``) instead of recording them call after call."""
+# How a provider client says that it has no credentials at all (raised before any request,
+# and wrapped by litellm as a server or connection error).
+_MISSING_CREDENTIALS = ("missing credentials", "api_key client option must be set")
 
 
 def error_kind(exc: BaseException) -> str:
     """A short, stable name for an exception raised by a model call."""
     if isinstance(exc, RemoteModelError):
         return exc.kind
+    if _missing_credentials(exc):
+        return "auth"
     if isinstance(exc, litellm.RateLimitError):
         return "rate_limit"
     if isinstance(exc, litellm.Timeout | asyncio.TimeoutError):
@@ -38,6 +46,16 @@ def error_kind(exc: BaseException) -> str:
         return "server"
     if isinstance(exc, litellm.AuthenticationError):
         return "auth"
+    if isinstance(exc, litellm.PermissionDeniedError):
+        return "permission"
+    if isinstance(exc, litellm.NotFoundError):
+        return "not_found"
+    if isinstance(exc, litellm.UnsupportedParamsError):
+        return "unsupported_params"
+    if isinstance(exc, litellm.ContextWindowExceededError):
+        return "context_window"
+    if isinstance(exc, litellm.ContentPolicyViolationError):
+        return "content_policy"
     if isinstance(exc, litellm.BadRequestError):
         return "bad_request"
     return type(exc).__name__
@@ -69,8 +87,16 @@ def retry_after_s(exc: BaseException) -> float | None:
         return None  # a header that is no wait at all: the normal backoff applies
 
 
+def _missing_credentials(exc: BaseException) -> bool:
+    """Whether the provider client refused to start for want of an API key."""
+    text = str(exc).casefold()
+    return any(marker in text for marker in _MISSING_CREDENTIALS)
+
+
 def is_transient(exc: BaseException) -> bool:
     """Whether a model call's exception is worth retrying after a backoff."""
     if isinstance(exc, RemoteModelError):
         return exc.transient
+    if _missing_credentials(exc):
+        return False
     return isinstance(exc, TRANSIENT_ERRORS)

@@ -13,10 +13,10 @@ import openai
 from pydantic import BaseModel, ValidationError
 
 from simworld.config.scenario import LLMConfig
-from simworld.errors import ReplayMissError
+from simworld.errors import ModelFailureError, ReplayMissError
 from simworld.llm.cache import ResponseCache
+from simworld.llm.errors import FATAL_KINDS, error_kind, is_transient, retry_after_s
 from simworld.llm.errors import TRANSIENT_ERRORS as TRANSIENT_ERRORS  # moved; kept importable
-from simworld.llm.errors import error_kind, is_transient, retry_after_s
 from simworld.llm.prefix import PrefixCount, PrefixMeter, prefix_share
 from simworld.llm.types import (
     CallIdentity,
@@ -24,6 +24,7 @@ from simworld.llm.types import (
     LanguageModel,
     LLMRequest,
 )
+from simworld.support.progress import CallProgress
 from simworld.support.redact import Redactor
 
 MAX_ERROR_CHARS = 300
@@ -67,6 +68,14 @@ class CallOutcome:
     def ok(self) -> bool:
         """Whether the call produced a valid answer."""
         return self.status == "ok"
+
+    @property
+    def fatal(self) -> dict[str, Any] | None:
+        """The error that no retry can fix, when the call failed with one (see
+        :data:`FATAL_KINDS`)."""
+        if self.ok:
+            return None
+        return next((e for e in self.errors if e.get("kind") in FATAL_KINDS), None)
 
     def record(self) -> dict[str, Any]:
         """The deterministic record (no timing, no cache flag).
@@ -175,6 +184,12 @@ class Gateway:
         self._jitter = jitter or random.Random()
         self.accounting = Accounting()
         self.prefix = PrefixMeter()
+        self.progress = CallProgress()
+        self.fatal: str | None = None
+        """Set by the first error no retry can fix; later calls are not sent."""
+        self.keep_failures_through = -1
+        """Recorded failures of steps up to this one are reused in record mode (a resumed
+        run sets it to its last completed step)."""
         self.reconfigure(config)
 
     def _cap(self, config: LLMConfig) -> int:
@@ -218,7 +233,9 @@ class Gateway:
             output_type: Pydantic model the answer must parse into (structured output).
 
         Returns:
-            The outcome; failures are returned, never raised.
+            The outcome; failures are returned, never raised. A failure no retry can fix
+            (:data:`FATAL_KINDS`) is not recorded in the cache; it sets :attr:`fatal`, after
+            which calls are not sent (:meth:`check_failures` then stops the run).
 
         Raises:
             ReplayMissError: Replay mode and the cache lacks this call.
@@ -227,28 +244,92 @@ class Gateway:
         prefix = self.prefix.measure(request)
         self.accounting.add_prefix(prefix)
         key = request.cache_key()
+        if self.fatal is not None:
+            outcome = self._not_sent(request, key)
+            outcome.prompt_tokens_est = prefix.prompt_tokens
+            outcome.prefix_tokens = prefix.prefix_tokens
+            return outcome
+        retrying = False
         if self._cache is not None:
             stored = self._cache.get(key)
             if stored is not None:
-                outcome = CallOutcome.from_record(stored, cached=True)
-                outcome.prompt_tokens_est = prefix.prompt_tokens
-                outcome.prefix_tokens = prefix.prefix_tokens
-                self.accounting.add(outcome)
-                return outcome
-            if self.config.cache == "replay":
+                if self._reuse(stored, request.identity):
+                    outcome = CallOutcome.from_record(stored, cached=True)
+                    outcome.prompt_tokens_est = prefix.prompt_tokens
+                    outcome.prefix_tokens = prefix.prefix_tokens
+                    self.progress.call_started()
+                    self._count(outcome)
+                    return outcome
+                retrying = True
+            elif self.config.cache == "replay":
                 raise ReplayMissError(
                     f"replay: no recorded answer for {request.identity} (key {key[:12]})"
                 )
+        self.progress.call_started()
         started = time.perf_counter()
         outcome = await self._live(request, key, output_type)
-        outcome.latency_s = time.perf_counter() - started
+        latency = time.perf_counter() - started
+        record = outcome.record()
+        masked = self._redactor.deep(record)
+        if masked != record:  # the run goes on with what is recorded, so replay matches it
+            outcome = CallOutcome.from_record(masked, cached=False)
+        outcome.latency_s = latency
         outcome.prompt_tokens_est = prefix.prompt_tokens
         outcome.prefix_tokens = prefix.prefix_tokens
+        self._count(outcome)
+        fatal = outcome.fatal
+        if fatal is not None:  # not recorded: once the cause is fixed, the call is made again
+            self.fatal = (
+                f"{request.model}: {fatal['kind']} error that retrying cannot fix: "
+                f"{fatal['message']}"
+            )
+            return outcome
         if self._cache is not None:
-            record = self._redactor.deep(outcome.record())
-            self._cache.put(key, self._redactor.text(request.model), record)
-        self.accounting.add(outcome)
+            self._cache.put(key, self._redactor.text(request.model), masked, replace=retrying)
         return outcome
+
+    def _count(self, outcome: CallOutcome) -> None:
+        """Add a finished call to the run's totals and to the progress of its step."""
+        self.accounting.add(outcome)
+        self.progress.call_finished(
+            ok=outcome.ok,
+            prompt_tokens=outcome.prompt_tokens,
+            completion_tokens=outcome.completion_tokens,
+        )
+
+    def _reuse(self, stored: dict[str, Any], identity: CallIdentity) -> bool:
+        """Whether a recorded outcome answers the call: always in replay mode; in record mode
+        a recorded failure is tried again, except in the steps a resumed run re-executes
+        (:attr:`keep_failures_through`), which must reproduce what was written."""
+        return (
+            stored.get("status") == "ok"
+            or self.config.cache == "replay"
+            or identity.step <= self.keep_failures_through
+        )
+
+    def _not_sent(self, request: LLMRequest, key: str) -> CallOutcome:
+        """The outcome of a call not sent because the run is stopping (never recorded)."""
+        error = {"attempt": 0, "kind": "not_sent", "message": "the run is stopping"}
+        return CallOutcome(
+            key, request.identity, request.model, "failed", None, None, 0, [error], 0, 0, 0.0
+        )
+
+    def check_failures(self) -> None:
+        """Stop the run after an error no retry can fix, or when too many of its calls have
+        failed (``llm.max_failure_rate``); called at the end of every step.
+
+        Raises:
+            ModelFailureError: A call failed with an error kind in :data:`FATAL_KINDS`, or
+                the share of failed logical calls so far is above the limit.
+        """
+        if self.fatal is not None:
+            raise ModelFailureError(self.fatal)
+        acc, limit = self.accounting, self.config.max_failure_rate
+        if acc.calls and acc.failures / acc.calls > limit:
+            raise ModelFailureError(
+                f"{acc.failures} of {acc.calls} model calls failed "
+                f"({acc.failures / acc.calls:.0%}), more than llm.max_failure_rate {limit:g}"
+            )
 
     async def _live(
         self, request: LLMRequest, key: str, output_type: type[BaseModel] | None

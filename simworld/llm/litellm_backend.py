@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import logging
 import time
+from functools import cache
 from typing import Any
 
 import litellm
+import openai
 
 from simworld.config.scenario import PriceConfig
 from simworld.llm.endpoints import endpoint_kwargs
@@ -29,14 +31,39 @@ from simworld.support.hashing import canonical_json, sha256_hex
 
 FREE_PROVIDERS = ("fake/", "local/")
 PRICED_SIDES = ("input", "output")
-# Providers that must run in this process (the embedded model lives in it).
+# Providers never handed to LLM workers: the embedded model is loaded once, by this process
+# (in a child of its own, see simworld.llm.providers.local_child); each worker would load
+# another.
 IN_PROCESS_PROVIDERS = ("local/",)
 # litellm's per-call success logging (``litellm.utils``): a task per call that builds a standard
 # logging payload and recomputes the cost for whatever callbacks are registered.
 SUCCESS_LOGGING_DISPATCH = "_dispatch_success_logging"
 _SKIPS_UNOBSERVED = "_simworld_skips_unobserved"
 
+# Request parameters simworld may send that some providers reject (``seed`` on Anthropic):
+# they are left out for providers that litellm says do not support them.
+OPTIONAL_PARAMS = ("temperature", "max_tokens", "seed", "response_format")
+
 log = logging.getLogger(__name__)
+
+
+@cache
+def dropped_params(model: str) -> tuple[str, ...]:
+    """The parameters of :data:`OPTIONAL_PARAMS` that ``model``'s provider does not take.
+
+    Asked of litellm (``get_supported_openai_params``); simworld's own providers and models
+    litellm cannot place take every parameter.
+    """
+    if model.startswith(FREE_PROVIDERS):
+        return ()
+    try:
+        name, provider, _, _ = litellm.get_llm_provider(model)
+    except (litellm.BadRequestError, ValueError):
+        return ()
+    supported = litellm.get_supported_openai_params(model=name, custom_llm_provider=provider)
+    if supported is None:
+        return ()
+    return tuple(p for p in OPTIONAL_PARAMS if p not in supported)
 
 
 def success_callbacks_registered(logging_obj: Any) -> bool:
@@ -150,7 +177,7 @@ class LiteLLMModel(LanguageModel):
         self._warned = False
 
     def parallelism(self, model: str) -> int | None:
-        """One at a time for the in-process ``local/`` provider (it serialises calls)."""
+        """One at a time for the embedded ``local/`` provider (its engine serialises calls)."""
         return 1 if model.startswith("local/") else None
 
     def _ensure_priced(self, model: str) -> None:
@@ -187,7 +214,9 @@ class LiteLLMModel(LanguageModel):
 
         Raises:
             SimworldError: simworld's own provider cannot run the model (a bad ``local/``
-                model string); raised here because litellm would wrap it as retryable.
+                model string), or the embedded model's process crashed
+                (:class:`~simworld.llm.providers.local_child.ModelCrashedError`); raised
+                here because litellm would wrap it as retryable.
         """
         if request.model not in self._checked:
             from simworld.llm.providers.registry import check_model
@@ -202,7 +231,15 @@ class LiteLLMModel(LanguageModel):
                 request, attempt=attempt, timeout_s=timeout_s
             )
         else:
-            done = await self._acompletion(request, attempt=attempt, timeout_s=timeout_s)
+            try:
+                done = await self._acompletion(request, attempt=attempt, timeout_s=timeout_s)
+            except openai.OpenAIError:
+                from simworld.llm.providers.local import crash_of
+
+                crash = crash_of(request.model)
+                if crash is not None:
+                    raise crash from None
+                raise
         done.cost_usd = self._cost(request.model, done.prompt_tokens, done.completion_tokens)
         return done
 
@@ -260,6 +297,8 @@ class LiteLLMModel(LanguageModel):
             kwargs["logprobs"] = True
             kwargs["top_logprobs"] = TOP_LOGPROBS
             kwargs["drop_params"] = True  # providers without log-probabilities just omit them
+        for name in dropped_params(request.model):
+            kwargs.pop(name, None)
         if request.params:
             kwargs.update(request.params)
         route = request.route

@@ -124,7 +124,8 @@ class _Worker:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, (package_root, env.get("PYTHONPATH"))))
         self.index = index
         self.process = subprocess.Popen(
-            [sys.executable, "-m", WORKER_MODULE, str(child.fileno())],
+            # -P: the current directory is not put on sys.path (its random.py is not ours)
+            [sys.executable, "-P", "-m", WORKER_MODULE, str(child.fileno())],
             pass_fds=(child.fileno(),),
             env=env,
             stdin=subprocess.DEVNULL,

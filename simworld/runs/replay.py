@@ -13,20 +13,22 @@ import numpy as np
 import pandas as pd
 from pydantic import ValidationError
 
-from simworld.config.scenario import Scenario, set_dotted
+from simworld.config.scenario import Scenario, check_no_credentials, set_dotted, strict_mismatch
 from simworld.engine.model import BRANCH_FIXED_FIELDS
 from simworld.errors import ConfigError, ResumeError, config_error_from_validation
+from simworld.llm.credentials import redactor_for
 from simworld.memory.system import BRANCH_FIXED_MEMORY_FIELDS
 from simworld.runs.run import (
     Branch,
     RunResult,
+    check_recorded_cache,
     execute,
     free_path,
     manifest_scenario,
     read_manifest,
     recorded_cache,
 )
-from simworld.runs.writer import RunWriter, option_probs
+from simworld.runs.writer import RunWriter, option_probs, transcript_lines
 
 BRANCH_FIXED_MEMORY = tuple(f"memory.{name}" for name in BRANCH_FIXED_MEMORY_FIELDS)
 VERIFIED_FILES = (RunWriter.TRANSCRIPT, RunWriter.OPINIONS)
@@ -53,12 +55,13 @@ def _short(value: Any) -> str:
 
 def first_transcript_difference(recorded: Path, replayed: Path) -> str | None:
     """Where two transcripts first differ, as one line (``None`` if identical)."""
-    a = recorded.read_text(encoding="utf-8").splitlines()
+    recorded_lines = transcript_lines(recorded)
+    a = [line for line, _ in recorded_lines]
     b = replayed.read_text(encoding="utf-8").splitlines()
     for n, (x, y) in enumerate(zip(a, b, strict=False), start=1):
         if x == y:
             continue
-        ex, ey = json.loads(x), json.loads(y)
+        ex, ey = recorded_lines[n - 1][1], json.loads(y)
         keys = sorted(set(ex) | set(ey))
         key = next(k for k in keys if ex.get(k) != ey.get(k))
         return (
@@ -90,7 +93,11 @@ def first_table_difference(recorded: Path, replayed: Path) -> str | None:
     """
     if recorded.read_bytes() == replayed.read_bytes():
         return None
-    a, b = pd.read_parquet(recorded), pd.read_parquet(replayed)
+    try:
+        a = pd.read_parquet(recorded)
+    except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+        raise ConfigError(recorded, "", "damaged: not a readable parquet file") from exc
+    b = pd.read_parquet(replayed)
     if a.shape != b.shape or list(a.columns) != list(b.columns):
         return f"{recorded.name}: shape {a.shape} recorded, {b.shape} replayed"
     for i in range(len(a)):
@@ -129,6 +136,7 @@ def verify_replay(
         update={"llm": scenario.llm.model_copy(update={"cache": "replay"})}
     )
     cache = recorded_cache(run_dir, manifest, cache_path)
+    check_recorded_cache(run_dir, cache)
     temp = None if out_dir is not None else Path(tempfile.mkdtemp(prefix="simworld-replay-"))
     target = Path(out_dir) if out_dir is not None else temp / "run"  # type: ignore[operator]
     if target.exists():
@@ -169,9 +177,14 @@ def branch_scenario(parent: Scenario, overrides: dict[str, Any], *, source: str 
             )
         set_dotted(data, key, value)
     try:
-        return Scenario.model_validate(data)
+        child = Scenario.model_validate(data)
     except ValidationError as exc:
         raise config_error_from_validation(source, exc) from exc
+    mismatch = strict_mismatch(data, child.model_dump())
+    if mismatch is not None:
+        raise ConfigError(source, *mismatch)
+    check_no_credentials(child, source, redactor_for([child.llm.model]))
+    return child
 
 
 def branch_run(
@@ -203,6 +216,7 @@ def branch_run(
         raise ConfigError("--from-step", "", f"must be between 1 and {parent.protocol.steps}")
     child = branch_scenario(parent, overrides, source="--set")
     cache = recorded_cache(run_dir, manifest, cache_path)
+    check_recorded_cache(run_dir, cache, before_step=from_step)
     if out_dir is None:
         target = free_path(run_dir.with_name(f"{run_dir.name}-branch{from_step}"))
     else:

@@ -13,25 +13,29 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
-from tqdm import tqdm
 
-from simworld.config.scenario import Scenario, resolve_scenario
+from simworld.config.scenario import Scenario, check_no_credentials, resolve_scenario
 from simworld.engine.model import SocialSimulation
 from simworld.engine.record import StepRecord
 from simworld.errors import (
     ConfigError,
+    ModelFailureError,
     ReplayMissError,
     ResumeError,
     config_error_from_validation,
 )
-from simworld.llm.cache import ResponseCache
+from simworld.llm.cache import ResponseCache, check_cache_file
+from simworld.llm.credentials import redactor_for
 from simworld.llm.gateway import Accounting, Gateway
-from simworld.llm.litellm_backend import LiteLLMModel
+from simworld.llm.litellm_backend import LiteLLMModel, dropped_params
+from simworld.llm.providers.local_child import ModelCrashedError
 from simworld.llm.providers.registry import check_model
+from simworld.runs.estimate import check_feasible
+from simworld.runs.lock import claim, claim_new, is_unstarted, locked
 from simworld.runs.tables import write_run_tables
-from simworld.runs.writer import RunWriter
+from simworld.runs.writer import RunWriter, recorded_keys
 from simworld.support.events import EventType
-from simworld.support.redact import Redactor
+from simworld.support.progress import ProgressBar
 from simworld.support.rundir import CACHE_FILE, MEMORY_DIR, TRACKERS_DIR, RunStatus, read_manifest
 from simworld.trackers.signal import signal_summary
 
@@ -60,7 +64,10 @@ class RunResult:
     wall_time_s: float
     error: str | None = None
     warnings: tuple[str, ...] = ()
-    """Plain-words warnings of the signal checks (docs/metrics.md §8), one per topic."""
+    """Plain-words warnings: about the network (agents without neighbours) and of the signal
+    checks (docs/metrics.md §8), one per topic."""
+    last_step: int | None = None
+    """The last step whose outputs were written (``None``: not even the initial probe)."""
 
     def summary(self) -> str:
         """A short human-readable closing summary."""
@@ -110,12 +117,6 @@ def free_path(base: Path) -> Path:
     return path
 
 
-def new_run_dir(root: Path, scenario: str, seed: int) -> Path:
-    """A fresh ``root/<scenario>/<timestamp>-s<seed>`` path (not created)."""
-    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-    return free_path(root / scenario / f"{stamp}-s{seed}")
-
-
 def recorded_cache(run_dir: Path, manifest: dict[str, Any], cache_path: str | Path | None) -> Path:
     """The cache a run recorded into (or ``cache_path`` when given).
 
@@ -141,6 +142,37 @@ def recorded_scenario(data: Any) -> Scenario:
     if isinstance(protocol, dict) and "counterbalance" not in protocol:
         data = {**data, "protocol": {**protocol, "counterbalance": False}}
     return Scenario.model_validate(data)
+
+
+def check_recorded_cache(
+    run_dir: Path, cache_path: Path, *, before_step: int | None = None
+) -> None:
+    """Check, before anything is written, that a cache holds every model call that a run's
+    transcript records (of the steps before ``before_step``), so a resume or replay cannot
+    stop late on a missing answer.
+
+    Raises:
+        ConfigError: The transcript or the cache is damaged, or the cache lacks calls.
+    """
+    check_cache_file(cache_path, deep=True)
+    transcript = run_dir / RunWriter.TRANSCRIPT
+    keys = recorded_keys(transcript, before_step=before_step)
+    if not keys:
+        return
+    if not cache_path.exists():
+        raise ConfigError(cache_path, "", "the cache the run recorded into does not exist")
+    cache = ResponseCache(cache_path)
+    try:
+        missing = cache.missing(keys)
+    finally:
+        cache.close()
+    if missing:
+        raise ConfigError(
+            cache_path,
+            "",
+            f"lacks {len(missing)} of the {len(set(keys))} model calls recorded in "
+            f"{transcript} (first key {missing[0][:12]}): not this run's cache, or damaged",
+        )
 
 
 def manifest_scenario(run_dir: str | Path, manifest: dict[str, Any]) -> Scenario:
@@ -199,10 +231,50 @@ def execute(
 
     Raises:
         ConfigError: The population or network cannot be built; nothing is written.
+        ResumeError: Another process is working in ``run_dir``.
     """
+    if not resume:
+        claim(run_dir)
+    try:
+        with locked(run_dir):
+            if not resume and not is_unstarted(run_dir):
+                raise ConfigError(run_dir, "", "run directory already exists")
+            return _execute(
+                scenario,
+                source=source,
+                run_dir=run_dir,
+                cache_path=cache_path,
+                progress=progress,
+                resume=resume,
+                branch=branch,
+                manifest_extra=manifest_extra,
+                before_step=before_step,
+            )
+    except ConfigError:
+        if not resume and is_unstarted(run_dir):
+            shutil.rmtree(run_dir, ignore_errors=True)  # bad input: leave nothing behind
+        raise
+
+
+def _execute(
+    scenario: Scenario,
+    *,
+    source: str | Path,
+    run_dir: Path,
+    cache_path: Path,
+    progress: bool,
+    resume: bool,
+    branch: Branch | None,
+    manifest_extra: dict[str, Any] | None,
+    before_step: Callable[[SocialSimulation], None] | None,
+) -> RunResult:
+    """:func:`execute` in a claimed, locked run directory."""
     started = time.perf_counter()
     route = scenario.llm.route()
-    redactor = Redactor(names=() if route is None else route.key_envs())
+    redactor = redactor_for(
+        [scenario.llm.model, None if branch is None else branch.scenario.llm.model],
+        names=() if route is None else route.key_envs(),
+    )
     first = (
         scenario
         if branch is None
@@ -218,11 +290,15 @@ def execute(
     if resume:
         shutil.rmtree(run_dir / MEMORY_DIR, ignore_errors=True)
     writer = RunWriter(run_dir, redactor=redactor, resume=resume)
+    gateway.keep_failures_through = writer.completed_step
     trackers_dir = run_dir / TRACKERS_DIR
+
+    completed: list[int] = []
 
     def on_step(record: StepRecord) -> None:
         writer.step(record, model.opinions)
         model.trackers.checkpoint(trackers_dir, redactor=redactor)
+        completed.append(record.step)
 
     model.on_step = on_step
     final = scenario if branch is None else branch.scenario
@@ -234,17 +310,23 @@ def execute(
         "versions": package_versions(),
         "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "status": RunStatus.RUNNING,
+        "warnings": model.warnings,
         "cache": {"mode": final.llm.cache, "path": None if cache is None else str(cache_path)},
+        "dropped_params": {
+            m: list(dropped_params(m)) for m in sorted({first.llm.model, final.llm.model})
+        },
         **(manifest_extra or {}),
     }
     if resume:
-        manifest["resumed"] = int(read_manifest(run_dir).get("resumed", 0)) + 1
+        resumed = read_manifest(run_dir).get("resumed", 0)
+        manifest["resumed"] = (resumed if isinstance(resumed, int) else 0) + 1
     writer.manifest(manifest)
     writer.event(model.start_event())
+    writer.flush()  # a crash before the first step ends still leaves the run's start
     write_run_tables(run_dir, model, redactor)
     status, error = RunStatus.COMPLETED, None
-    bar = tqdm(
-        total=final.protocol.steps, desc=final.name, unit="step", disable=not progress, leave=False
+    bar = ProgressBar(
+        gateway.progress, name=final.name, steps=final.protocol.steps, disable=not progress
     )
     try:
         if branch is not None and branch.step == 0:
@@ -256,21 +338,17 @@ def execute(
             if before_step is not None:
                 before_step(model)
             model.step()
-            acc = gateway.accounting
-            bar.set_postfix(
-                calls=acc.calls,
-                fails=acc.failures,
-                tokens=acc.prompt_tokens + acc.completion_tokens,
-            )
-            bar.update(1)
         if model.stopped_reason:
             status = model.stopped_reason
             writer.event(
                 {"type": EventType.RUN_STOPPED.value, "step": model.steps, "reason": status}
             )
             writer.flush()
-    except ReplayMissError as exc:
-        status, error = RunStatus.FAILED, str(exc)
+    except (ReplayMissError, ModelFailureError) as exc:
+        status, error = RunStatus.FAILED, redactor.text(str(exc))
+    except ModelCrashedError as exc:
+        # the model's process died; what the finished steps wrote stands, resume goes on
+        status, error = RunStatus.CRASHED, redactor.text(str(exc))
     except BaseException as exc:
         interrupted = isinstance(exc, KeyboardInterrupt)
         status = RunStatus.INTERRUPTED if interrupted else RunStatus.FAILED
@@ -287,15 +365,16 @@ def execute(
             status=status,
             error=error,
             steps_completed=model.steps,
+            last_completed_step=completed[-1] if completed else None,
             agents=len(model.population),
             totals=asdict(gateway.accounting),
             prefix_share=gateway.accounting.prefix_share,
             wall_time_s=round(wall, 3),
             finished_at=datetime.now(UTC).isoformat(timespec="seconds"),
         )
-        writer.manifest(manifest)
         model.trackers.write(trackers_dir, redactor=redactor)
         writer.close()
+        writer.manifest(manifest)  # last: a run is complete only once everything else is
         if cache is not None:
             cache.close()
     return RunResult(
@@ -306,7 +385,8 @@ def execute(
         gateway.accounting,
         wall,
         error,
-        warnings,
+        (*model.warnings, *warnings),
+        completed[-1] if completed else None,
     )
 
 
@@ -319,6 +399,7 @@ def run_scenario(
     cache_path: str | Path | None = None,
     progress: bool = False,
     before_step: Callable[[SocialSimulation], None] | None = None,
+    force: bool = False,
 ) -> RunResult:
     """Validate, run and record one scenario in a new run directory.
 
@@ -332,12 +413,15 @@ def run_scenario(
         cache_path: The record/replay SQLite file; default :func:`default_cache_path`.
         progress: Show a progress bar on stderr.
         before_step: Test hook called before every step.
+        force: Run even when the run's estimated size does not fit this machine
+            (:func:`simworld.runs.estimate.check_feasible`).
 
     Returns:
         The run's result; its ``status`` is ``completed``, ``budget_exhausted`` or ``failed``.
 
     Raises:
-        ConfigError: Bad input; nothing has been written.
+        ConfigError: Bad input, or a run too large for this machine; nothing has been
+            written.
     """
     scenario, source = resolve_scenario(scenario, overrides)
     try:
@@ -349,14 +433,24 @@ def run_scenario(
     if missing:
         field = "llm.api_key_env" if missing[0] == route.api_key_env else "llm.deployments"
         raise ConfigError(source, field, f"environment variable {missing[0]} is not set")
-    if out_dir is not None and Path(out_dir).exists():
+    check_no_credentials(
+        scenario,
+        source,
+        redactor_for([scenario.llm.model], names=() if route is None else route.key_envs()),
+    )
+    if out_dir is not None and Path(out_dir).exists() and not is_unstarted(Path(out_dir)):
         raise ConfigError(out_dir, "", "run directory already exists")
+    if not force:
+        target = Path(out_dir) if out_dir is not None else Path(out_root)
+        check_feasible(scenario, source=source, out_root=target)
     run_dir = (
         Path(out_dir)
         if out_dir is not None
-        else new_run_dir(Path(out_root), scenario.name, scenario.seed)
+        else claim_new(Path(out_root), scenario.name, scenario.seed)
     )
     cache = Path(cache_path) if cache_path is not None else default_cache_path(out_dir, out_root)
+    if scenario.llm.cache != "off":
+        check_cache_file(cache)
     return execute(
         scenario,
         source=source,
@@ -385,9 +479,20 @@ def resume_run(
         The run's result.
 
     Raises:
-        ResumeError: The run is complete, was run without a cache, or does not reproduce.
+        ResumeError: The run is complete, was run without a cache, does not reproduce, or
+            another process is working in it.
     """
     run_dir = Path(run_dir)
+    if is_unstarted(run_dir):
+        raise ResumeError(
+            f"{run_dir}: the run was stopped before it started (no manifest.json); start it "
+            f"again with: simworld run SCENARIO --out {run_dir}"
+        )
+    with locked(run_dir):  # held from reading the status to the end of the run
+        return _resume_locked(run_dir, cache_path=cache_path, progress=progress)
+
+
+def _resume_locked(run_dir: Path, *, cache_path: str | Path | None, progress: bool) -> RunResult:
     manifest = read_manifest(run_dir)
     if manifest.get("status") == RunStatus.COMPLETED:
         raise ResumeError(f"{run_dir}: run is already complete")
@@ -398,11 +503,17 @@ def resume_run(
             f"(cache mode was {scenario.llm.cache!r})"
         )
     cache = recorded_cache(run_dir, manifest, cache_path)
+    check_recorded_cache(run_dir, cache)
     info = manifest.get("branch")
     branch = None
     if info is not None:
-        branch = Branch(int(info["from_step"]), scenario)
-        scenario = recorded_scenario(info["parent_scenario"])
+        try:
+            branch = Branch(int(info["from_step"]), scenario)
+            scenario = recorded_scenario(info["parent_scenario"])
+        except (KeyError, TypeError, ValueError) as exc:  # ValidationError is a ValueError
+            raise ConfigError(
+                run_dir / RunWriter.MANIFEST, "branch", "damaged: not a branch record"
+            ) from exc
     return execute(
         scenario,
         source=manifest.get("scenario_file", "<manifest>"),

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from simworld.errors import ResumeError
+from simworld.errors import ConfigError, ResumeError
 from simworld.support import rundir
 from simworld.support.redact import Redactor
 from simworld.support.rundir import read_manifest as read_manifest  # its home; kept importable here
@@ -82,6 +83,23 @@ def opinion_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [r | {"probs": option_probs(r.get("probs"))} for r in rows]
 
 
+KILL_AT_ENV = "SIMWORLD_TEST_KILL_AT"
+"""Test hook: ``N`` makes the process kill itself (``SIGKILL``) at its N-th write point."""
+_write_points = 0
+
+
+def write_point() -> int:
+    """Count a write point (before and after every atomic rename, after every transcript
+    flush) and return the count; at the count named by :data:`KILL_AT_ENV` the process
+    kills itself, as ``kill -9`` would (tests of resume use it; unset, nothing happens)."""
+    global _write_points
+    _write_points += 1
+    target = os.environ.get(KILL_AT_ENV)
+    if target and target.isdigit() and _write_points == int(target):
+        os.kill(os.getpid(), signal.SIGKILL)
+    return _write_points
+
+
 def atomic_write_bytes(path: Path, data: bytes, *, durable: bool = True) -> None:
     """Write a file whole or not at all (temporary file, fsync, rename).
 
@@ -97,7 +115,9 @@ def atomic_write_bytes(path: Path, data: bytes, *, durable: bool = True) -> None
         if durable:
             fh.flush()
             os.fsync(fh.fileno())
+    write_point()
     os.replace(tmp, path)
+    write_point()
 
 
 def sync_file(path: Path) -> None:
@@ -111,7 +131,62 @@ def sync_file(path: Path) -> None:
 
 def atomic_write_json(path: Path, obj: Any) -> None:
     """Write pretty, key-sorted JSON atomically."""
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+    text = json.dumps(obj, indent=2, sort_keys=True, allow_nan=False)  # valid JSON only
+    atomic_write_bytes(path, (text + "\n").encode())
+
+
+def transcript_lines(path: Path, *, partial_tail: bool = False) -> list[tuple[str, dict[str, Any]]]:
+    """The lines of a transcript with their events, checked.
+
+    Args:
+        path: The ``transcript.jsonl`` file (missing: no lines).
+        partial_tail: A last line without its newline (a run killed while writing it) is
+            left out instead of being an error.
+
+    Returns:
+        ``(line without newline, event)`` pairs in order.
+
+    Raises:
+        ConfigError: The file is damaged (not UTF-8, a line that is not a JSON object, or
+            truncated), naming the line.
+    """
+    if not path.exists():
+        return []
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        line = path.read_bytes()[: exc.start].count(b"\n") + 1
+        raise ConfigError(path, f"line {line}", "damaged: not UTF-8 text") from None
+    out: list[tuple[str, dict[str, Any]]] = []
+    lines = text.splitlines(keepends=True)
+    for n, raw in enumerate(lines, start=1):
+        if not raw.endswith("\n"):
+            if partial_tail and n == len(lines):
+                break
+            raise ConfigError(path, f"line {n}", "damaged: truncated (no end of line)")
+        try:
+            event = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(path, f"line {n}", f"damaged: not valid JSON ({exc.msg})") from None
+        if not isinstance(event, dict) or not isinstance(event.get("type"), str):
+            raise ConfigError(path, f"line {n}", "damaged: not a transcript event")
+        out.append((raw[:-1], event))
+    return out
+
+
+def recorded_keys(path: Path, *, before_step: int | None = None) -> list[str]:
+    """Cache keys of the model calls a transcript records (of steps before ``before_step``).
+
+    Raises:
+        ConfigError: The transcript is damaged (see :func:`transcript_lines`).
+    """
+    keys = []
+    for _, event in transcript_lines(path, partial_tail=True):
+        if event["type"] != "llm_call" or not isinstance(event.get("key"), str):
+            continue
+        if before_step is None or int(event.get("identity", {}).get("step", 0)) < before_step:
+            keys.append(event["key"])
+    return keys
 
 
 def parquet_bytes(table: pa.Table) -> bytes:
@@ -200,7 +275,8 @@ class RunWriter:
     made durable when the writer closes; a resumed run writes them again anyway).
 
     Args:
-        run_dir: The run directory (created, must not hold a previous run).
+        run_dir: The run directory (created if missing; must not hold a previous run unless
+            ``resume``).
         redactor: Masks secrets in everything written.
     """
 
@@ -216,24 +292,39 @@ class RunWriter:
         if resume:
             self._expected = self._keep_completed_steps(run_dir / self.TRANSCRIPT)
         else:
-            run_dir.mkdir(parents=True, exist_ok=False)
-        self._transcript = open(run_dir / self.TRANSCRIPT, "a", encoding="utf-8")  # noqa: SIM115
+            run_dir.mkdir(parents=True, exist_ok=True)  # claimed by the caller
+        self._file: TextIO | None = None  # opened at the first event: the manifest comes first
         self._checked = 0
         self._calls = GrowingTable(run_dir / self.CALLS, CALL_SCHEMA, redactor)
         self._opinions = GrowingTable(run_dir / self.OPINIONS, OPINION_SCHEMA, redactor)
 
+    @property
+    def _transcript(self) -> TextIO:
+        if self._file is None:
+            self._file = open(self.run_dir / self.TRANSCRIPT, "a", encoding="utf-8")  # noqa: SIM115
+        return self._file
+
     @staticmethod
     def _keep_completed_steps(path: Path) -> list[str]:
-        """Cut a partial transcript back to its last completed step; return the kept lines."""
-        lines = path.read_text(encoding="utf-8").splitlines(keepends=True) if path.exists() else []
-        ends = [
-            i
-            for i, line in enumerate(lines)
-            if line.endswith("\n") and json.loads(line).get("type") == "step_end"
-        ]
-        kept = lines[: ends[-1] + 1] if ends else []
-        atomic_write_bytes(path, "".join(kept).encode("utf-8"))
-        return [line.rstrip("\n") for line in kept]
+        """Cut a partial transcript back to its last completed step; return the kept lines.
+
+        Raises:
+            ConfigError: The transcript is damaged before its last line.
+        """
+        lines = transcript_lines(path, partial_tail=True)
+        ends = [i for i, (_, event) in enumerate(lines) if event["type"] == "step_end"]
+        kept = [line for line, _ in lines[: ends[-1] + 1]] if ends else []
+        atomic_write_bytes(path, "".join(f"{line}\n" for line in kept).encode("utf-8"))
+        return kept
+
+    @property
+    def completed_step(self) -> int:
+        """The last step a resumed run found complete in its transcript (-1: none)."""
+        for line in reversed(self._expected):
+            event = json.loads(line)
+            if event.get("type") == "step_end":
+                return int(event["step"])
+        return -1
 
     def event(self, event: dict[str, Any]) -> None:
         """Append one event line (call :meth:`flush` to make it durable)."""
@@ -252,6 +343,7 @@ class RunWriter:
         """Make appended lines durable."""
         self._transcript.flush()
         os.fsync(self._transcript.fileno())
+        write_point()
 
     def step(self, record: StepRecord, opinions: list[dict[str, Any]]) -> None:
         """Write one finished step: events, call rows and the opinions so far."""
@@ -275,4 +367,4 @@ class RunWriter:
                 sync_file(table.path)
             else:
                 table.write()
-        self._transcript.close()
+        self._transcript.close()  # (created, empty, if no event came)

@@ -17,7 +17,7 @@ from simworld.config.scenario import (
     StochasticBlockNetwork,
     WattsStrogatzNetwork,
 )
-from simworld.errors import ConfigError
+from simworld.errors import ConfigError, short_repr
 
 
 def build_graph(
@@ -71,6 +71,21 @@ def build_graph(
     return out
 
 
+def isolation_warning(graph: nx.Graph, config: NetworkConfig) -> str | None:
+    """A one-line warning when some agents have no neighbour (they hear and tell no one),
+    or ``None``."""
+    isolated = sum(1 for node in graph if graph.degree(node) == 0)
+    if not isolated:
+        return None
+    n = graph.number_of_nodes()
+    detail = (
+        f"the edge list {Path(config.path).name} names {n - isolated} of them"
+        if isinstance(config, EdgeListNetwork)
+        else f"generator {config.generator}"
+    )
+    return f"network: {isolated} of {n} agents have no neighbours ({detail})"
+
+
 def _stochastic_block(config, personas, seed, bad) -> nx.Graph:  # type: ignore[no-untyped-def]
     n = len(personas)
     if config.sizes is not None:
@@ -94,7 +109,19 @@ def _edge_list(path: Path, personas: list[Persona]) -> nx.Graph:
         raise ConfigError(path, "", "edge list file not found")
     index = {p.id: i for i, p in enumerate(personas)}
     graph = nx.Graph()
-    for lineno, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(path, "", f"not UTF-8 text (byte {exc.start})") from None
+    except OSError as exc:
+        raise ConfigError(path, "", f"cannot read file: {exc.strerror or exc}") from None
+    if "\x00" in text:
+        raise ConfigError(
+            path,
+            f"line {text[: text.index(chr(0))].count(chr(10)) + 1}",
+            "binary data (a NUL byte), not an edge list",
+        )
+    for lineno, raw in enumerate(text.splitlines(), start=1):
         line = raw.split("#", 1)[0].strip()
         if not line:
             continue
@@ -111,7 +138,8 @@ def _edge_list(path: Path, personas: list[Persona]) -> nx.Graph:
                 raise ConfigError(
                     path,
                     f"line {lineno}",
-                    f"unknown node {part!r}: not a persona id nor an index 0..{len(personas) - 1}",
+                    f"unknown node {short_repr(part)}: not a persona id nor an index "
+                    f"0..{len(personas) - 1}",
                 )
         graph.add_edge(*ends)
     return graph

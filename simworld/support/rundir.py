@@ -49,6 +49,8 @@ class RunStatus(StrEnum):
     """Stopped by an error (named in the manifest's ``error``)."""
     INTERRUPTED = "interrupted"
     """Stopped by the user (Ctrl-C); resumable."""
+    CRASHED = "crashed"
+    """The model's process died (segfault, abort, out of memory); resumable."""
 
 
 FINISHED = (RunStatus.COMPLETED, RunStatus.BUDGET_EXHAUSTED)
@@ -63,8 +65,17 @@ def read_manifest(run_dir: str | Path) -> dict[str, Any]:
     """
     path = Path(run_dir) / MANIFEST
     try:
-        return dict(json.loads(path.read_text(encoding="utf-8")))
+        data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
         raise ConfigError(path, "", "not a run directory (no manifest.json)") from exc
     except json.JSONDecodeError as exc:
-        raise ConfigError(path, "", f"unreadable manifest: {exc.msg}") from exc
+        raise ConfigError(
+            path, f"line {exc.lineno}", f"damaged: not valid JSON ({exc.msg})"
+        ) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(path, "", f"damaged: not UTF-8 text (byte {exc.start})") from None
+    except OSError as exc:
+        raise ConfigError(path, "", f"cannot read: {exc.strerror or exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(path, "", "damaged: expected a JSON object")
+    return data

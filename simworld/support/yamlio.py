@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,13 @@ import yaml
 from simworld.errors import ConfigError
 
 YAML_BOOLS = ("true", "false")
+MAX_YAML_BYTES = 16 * 1024**2
+"""Largest YAML file read (scenario files and persona libraries are far smaller)."""
+MAX_YAML_NODES = 1_000_000
+"""Most values a document may hold once its aliases are expanded (a bound on the work done
+on any input: an alias bomb is refused before it is expanded)."""
+MAX_YAML_DEPTH = 100
+MAX_FIELD_CHARS = 80
 FAST_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 """libyaml's safe loader when PyYAML was built with it (several times faster)."""
 
@@ -53,13 +61,27 @@ def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
     if not p.is_file():
         raise ConfigError(p, "", "file not found")
     try:
-        data = _safe_load(p.read_text(encoding="utf-8"))
+        size = p.stat().st_size
+        if size > MAX_YAML_BYTES:
+            raise ConfigError(p, "", f"file is too large ({size} bytes; at most {MAX_YAML_BYTES})")
+        data = _safe_load(p.read_text(encoding="utf-8"), p)
+    except yaml.reader.ReaderError as exc:
+        raise ConfigError(
+            p,
+            "",
+            f"not valid YAML: unacceptable character #x{exc.character:04x} at character "
+            f"{exc.position + 1}",
+        ) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark is not None else ""
         raise ConfigError(p, where, f"not valid YAML: {getattr(exc, 'problem', exc)}") from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(p, "", f"cannot read file: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(p, "", f"not UTF-8 text (byte {exc.start})") from None
+    except OSError as exc:
+        raise ConfigError(p, "", f"cannot read file: {exc.strerror or exc}") from None
+    except RecursionError:
+        raise ConfigError(p, "", f"nested deeper than {MAX_YAML_DEPTH}") from None
     if data is None:
         raise ConfigError(p, "", "file is empty")
     if not isinstance(data, dict):
@@ -67,12 +89,131 @@ def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def _safe_load(text: str) -> Any:
-    """``yaml.safe_load`` through :data:`FAST_LOADER`.
+def _safe_load(text: str, path: Path) -> Any:
+    """``yaml.safe_load`` through :data:`FAST_LOADER`, checked before it is built
+    (:func:`check_document`).
 
     A document it rejects is read again by the pure-Python loader, so errors read the same.
     """
     try:
-        return yaml.load(text, Loader=FAST_LOADER)
+        return _load(text, FAST_LOADER, path)
     except yaml.YAMLError:
-        return yaml.safe_load(text)
+        return _load(text, yaml.SafeLoader, path)
+
+
+def _load(text: str, loader_class: Any, path: Path) -> Any:
+    loader = loader_class(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        check_document(node, path)
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def check_document(root: yaml.Node, path: Path) -> None:
+    """Refuse a composed YAML document before it is built into Python objects.
+
+    Aliases are followed without expanding them (each node is visited once), so the check
+    costs the size of the file, not of its expansion.
+
+    Raises:
+        ConfigError: A mapping repeats a key; aliases expand to more than
+            :data:`MAX_YAML_NODES` values or refer to themselves; nesting is deeper than
+            :data:`MAX_YAML_DEPTH`; a number is not finite (``.inf``, ``.nan``).
+    """
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()
+    stack: list[tuple[yaml.Node, str, int, bool]] = [(root, "", 0, False)]
+    while stack:
+        node, field, depth, done = stack.pop()
+        nid = id(node)
+        children = _children(node)
+        if done:
+            open_nodes.discard(nid)
+            sizes[nid] = 1 + sum(sizes[id(c)] for _, c in children)
+            if sizes[nid] > MAX_YAML_NODES:
+                raise ConfigError(
+                    path,
+                    _where(field, node),
+                    f"aliases expand to more than {MAX_YAML_NODES} values; refused",
+                )
+            continue
+        if nid in sizes:
+            continue
+        if nid in open_nodes:
+            raise ConfigError(path, _where(field, node), "an alias refers to itself")
+        if depth > MAX_YAML_DEPTH:
+            raise ConfigError(path, _where(field, node), f"nested deeper than {MAX_YAML_DEPTH}")
+        if (
+            isinstance(node, yaml.ScalarNode)
+            and node.tag.endswith(":float")
+            and not _finite(node.value)
+        ):
+            raise ConfigError(path, _where(field, node), "must be a finite number")
+        if isinstance(node, yaml.MappingNode):
+            _check_keys(node, field, path)
+        open_nodes.add(nid)
+        stack.append((node, field, depth, True))
+        for name, child in reversed(children):
+            stack.append((child, _join(field, name), depth + 1, False))
+
+
+def _finite(text: str) -> bool:
+    """Whether a YAML float scalar is finite (``.inf``, ``.nan``, ``1.0e999`` are not)."""
+    plain = text.strip().casefold().replace("_", "")
+    if plain.lstrip("+-") in {".inf", ".nan"}:
+        return False
+    try:
+        return math.isfinite(float(plain))
+    except ValueError:  # a sexagesimal float (1:30.5): finite
+        return True
+
+
+def _children(node: yaml.Node) -> list[tuple[str, yaml.Node]]:
+    if isinstance(node, yaml.SequenceNode):
+        return [(f"[{i}]", child) for i, child in enumerate(node.value)]
+    if isinstance(node, yaml.MappingNode):
+        out: list[tuple[str, yaml.Node]] = []
+        for key, value in node.value:
+            name = _key_name(key)
+            out.append((name, key))
+            out.append((name, value))
+        return out
+    return []
+
+
+def _key_name(key: yaml.Node) -> str:
+    if isinstance(key, yaml.ScalarNode):
+        return key.value if len(key.value) <= 60 else key.value[:57] + "..."
+    return "<key>"
+
+
+def _join(field: str, name: str) -> str:
+    if name.startswith("["):
+        return field + name
+    return f"{field}.{name}" if field else name
+
+
+def _where(field: str, node: yaml.Node) -> str:
+    line = f"line {node.start_mark.line + 1}"
+    if len(field) > MAX_FIELD_CHARS:
+        field = field[: MAX_FIELD_CHARS - 3] + "..."
+    return f"{field} ({line})" if field else line
+
+
+def _check_keys(node: yaml.MappingNode, field: str, path: Path) -> None:
+    seen: set[tuple[str, str]] = set()
+    for key, _ in node.value:
+        if not isinstance(key, yaml.ScalarNode) or key.tag.endswith(":merge"):
+            continue
+        ident = (key.tag, key.value)
+        if ident in seen:
+            raise ConfigError(
+                path,
+                _where(_join(field, _key_name(key)), key),
+                "duplicate key (each key may appear once in a mapping)",
+            )
+        seen.add(ident)

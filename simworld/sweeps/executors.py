@@ -10,10 +10,12 @@ import multiprocessing
 import os
 import shutil
 import sys
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -21,11 +23,15 @@ from typing import Any, Protocol
 from simworld.errors import ConfigError
 from simworld.support.rundir import FINISHED as FINISHED_STATUSES
 from simworld.support.rundir import MANIFEST as MANIFEST_FILE
+from simworld.support.rundir import RunStatus
 
 RAY_TASK_MAX_RETRIES = 1
 RAY_LOCAL_OBJECT_STORE_BYTES = 128 * 1024**2
 RAY_POLL_TIMEOUT_S = 1.0
 MAX_ERROR_CHARS = 500
+PARENT_POLL_S = 0.5
+EXIT_PARENT_GONE = 70
+SAFE_PATH_ENV = "PYTHONSAFEPATH"
 
 
 @dataclass(frozen=True)
@@ -55,7 +61,8 @@ class TaskResult:
 
     Attributes:
         index: The run's index in the sweep.
-        status: ``completed``, ``budget_exhausted`` or ``failed``.
+        status: ``completed``, ``budget_exhausted``, ``failed`` or ``crashed`` (the model's
+            process died; the run resumes when the sweep is run again).
         error: Why the run failed, if it did.
         totals: The run's accounting (calls, tokens, cost) as a dict.
         wall_time_s: Seconds the worker spent on it.
@@ -139,7 +146,7 @@ def _execute_locked(task: RunTask, run_dir: Path, started: float) -> TaskResult:
         )
     result, action = None, "ran"
     if run_dir.exists():
-        if status in ("running", "interrupted"):
+        if status in (RunStatus.RUNNING, RunStatus.INTERRUPTED, RunStatus.CRASHED):
             result, action = _resume_partial(task), "resumed"
         if result is None:
             shutil.rmtree(run_dir)
@@ -175,10 +182,52 @@ class Executor(Protocol):
 
 
 def _worker_init() -> None:
-    """Warm a worker: import the engine (litellm, mesa) before the first task arrives."""
+    """Warm a worker: import the engine (litellm, mesa) before the first task arrives; and
+    watch the parent, so the worker ends when the sweep driver dies (:func:`watch_parent`)."""
+    watch_parent()
     import simworld.runs.run  # noqa: F401
 
     atexit.register(_fast_exit)  # registered last, so it runs first
+
+
+def watch_parent(interval_s: float = PARENT_POLL_S) -> threading.Thread:
+    """End this process at once when its parent process is gone.
+
+    A daemon thread polls the parent's id; when the parent dies (``kill -9`` of the sweep
+    driver) the process is re-parented and the thread ends it with ``os._exit``: a run in
+    progress stops as if killed, and the next sweep resumes it.
+
+    Args:
+        interval_s: Seconds between two looks.
+
+    Returns:
+        The watching thread (started).
+    """
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(interval_s)
+        os._exit(EXIT_PARENT_GONE)
+
+    thread = threading.Thread(target=watch, name="simworld-watch-parent", daemon=True)
+    thread.start()
+    return thread
+
+
+@contextmanager
+def safe_path() -> Iterator[None]:
+    """Start child interpreters with ``PYTHONSAFEPATH=1``: they do not put the current
+    directory on ``sys.path``, so a ``random.py`` there is never imported in their place."""
+    previous = os.environ.get(SAFE_PATH_ENV)
+    os.environ[SAFE_PATH_ENV] = "1"
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(SAFE_PATH_ENV, None)
+        else:
+            os.environ[SAFE_PATH_ENV] = previous
 
 
 def _fast_exit() -> None:
@@ -225,7 +274,8 @@ class LocalExecutor:
             mp_context=context,
             initializer=_worker_init,
         )
-        by_future = {self._pool.submit(execute_task, t): t for t in tasks}
+        with safe_path():  # the pool starts its workers as tasks are submitted
+            by_future = {self._pool.submit(execute_task, t): t for t in tasks}
         self._pending = set(by_future)
         while self._pending:
             done, self._pending = wait(self._pending, return_when=FIRST_COMPLETED)

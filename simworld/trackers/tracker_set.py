@@ -351,7 +351,7 @@ def derive(run_dir: str | Path) -> TrackerSet:
     trackers = TrackerSet(tracker_scenario(read_manifest(run_dir)))
     with open(run_dir / TRANSCRIPT, encoding="utf-8") as fh:
         for line in fh:
-            if line.strip():
+            if line.strip() and line.endswith("\n"):  # not a last line cut short by a crash
                 trackers.observe(json.loads(line))
     return trackers
 
@@ -371,10 +371,10 @@ def analyze_run(
         ``different`` (a file with other bytes); unless ``check``, new and different
         frames are (re)written.
     """
-    from simworld.support.redact import Redactor
+    from simworld.llm.credentials import redactor_for
 
     trackers = derive(run_dir)
-    redactor = Redactor()
+    redactor = redactor_for([read_manifest(run_dir).get("model")])
     target = Path(out_dir) if out_dir is not None else Path(run_dir) / TRACKERS_DIR
     status: dict[str, str] = {}
     for name in trackers.names:

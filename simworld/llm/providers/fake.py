@@ -2,6 +2,8 @@
 
 Model strings take options after ``?``:
 ``fake/default?latency_ms=100&latency_jitter_ms=50&failure_rate=0.3&failures=rate_limit,timeout,malformed``.
+``failures`` may also name ``auth``, ``not_found`` and ``bad_request``: errors that no retry
+fixes (they stop a run).
 Latency jitter is drawn from the call's seed, so calls finish in a scrambled but repeatable
 order; injected timeouts are raised at once (no waiting). ``position_bias=b`` (0..1) makes
 a structured answer pick the option shown first with probability b (drawn from the call's
@@ -41,6 +43,9 @@ from simworld.llm.providers.prompt_format import OPTION_LINE as _OPTION
 from simworld.llm.providers.prompt_format import TOPIC_LINE as _TOPIC
 
 FAILURE_KINDS = ("rate_limit", "timeout", "malformed")
+"""The failures injected when ``failures`` is not given."""
+# Failures that no retry fixes, injected only when named in ``failures``.
+FATAL_FAILURE_KINDS = ("auth", "not_found", "bad_request")
 PARSED_MODELS = 256  # model strings whose options are kept parsed
 SELF_WEIGHT = 2.0
 # Log-probabilities (only when asked): ordinal options get weight exp(-SHARPNESS * distance
@@ -80,7 +85,7 @@ class FakeOptions:
         if unknown_keys:
             raise ValueError(f"fake provider: unknown option(s) {sorted(unknown_keys)}")
         kinds = tuple(k for k in q.get("failures", ",".join(FAILURE_KINDS)).split(",") if k)
-        unknown = set(kinds) - set(FAILURE_KINDS)
+        unknown = set(kinds) - set(FAILURE_KINDS) - set(FATAL_FAILURE_KINDS)
         if unknown:
             raise ValueError(f"fake provider: unknown failure kind(s) {sorted(unknown)}")
         return cls(
@@ -280,6 +285,18 @@ class FakeLLM(CustomLLM):
             )
         if failure == "timeout":
             raise litellm.Timeout("fake: injected timeout", model=model, llm_provider="fake")
+        if failure == "auth":
+            raise litellm.AuthenticationError(
+                "fake: injected authentication error", llm_provider="fake", model=model
+            )
+        if failure == "not_found":
+            raise litellm.NotFoundError(
+                "fake: injected unknown model", llm_provider="fake", model=model
+            )
+        if failure == "bad_request":
+            raise litellm.BadRequestError(
+                "fake: injected bad request", llm_provider="fake", model=model
+            )
         position = infer_position(messages, seed, temperature)
         fmt = params.get("response_format")
         if fmt and opts.position_bias and _unit(seed, "position") < opts.position_bias:

@@ -9,12 +9,16 @@ Model strings:
   ``local/models/x.gguf`` for one relative to the working directory.
 
 Options follow ``?``: ``local/gemma3-270m?n_ctx=8192&threads=2&prefix_cache=off&extra_bufts=auto``
-(``extra_bufts``: llama.cpp's extra CPU buffer types; ``auto`` turns them off on CPUs with
-AMX, where they crash, see :func:`simworld.llm.providers.local_engine.use_extra_bufts`).
+(``extra_bufts``: llama.cpp's extra CPU buffer types; ``auto`` turns them off: they crash on
+CPUs with AMX and gain nothing measurable elsewhere, see
+:func:`simworld.llm.providers.local_engine.use_extra_bufts`).
 
-llama-cpp-python is imported only when a ``local/`` model is used, so simworld runs without
-the extra. Chat messages become a transcript a base model can continue (see
-:func:`to_prompt`); structured answers are grammar-constrained, so they always parse.
+The model runs in a child process unless ``SIMWORLD_LOCAL_PROCESS=inline``, so a crash of
+llama.cpp stops the run with a clear error instead of killing it (see
+:mod:`simworld.llm.providers.local_child`). llama-cpp-python is imported only when a
+``local/`` model is used, so simworld runs without the extra. Chat messages become a
+transcript a base model can continue (see :func:`to_prompt`); structured answers are
+grammar-constrained, so they always parse.
 """
 
 from __future__ import annotations
@@ -34,12 +38,12 @@ from litellm import CustomLLM
 from litellm.types.utils import ModelResponse
 
 from simworld.errors import SimworldError
+from simworld.llm.providers.local_child import ChildEngine, ModelCrashedError, engine_for
 from simworld.llm.providers.local_engine import (
     DEFAULT_N_CTX,
     EXTRA_BUFTS_CHOICES,
     ContextOverflowError,
     EngineConfig,
-    LlamaEngine,
     Sampling,
 )
 from simworld.llm.providers.prompt_format import SPEAKER as _SPEAKER
@@ -224,6 +228,21 @@ def check_model(model: str) -> None:
     parse_model(model)
 
 
+def crash_of(model: str) -> ModelCrashedError | None:
+    """The crash of the process that ran ``model`` in its last call, if it died.
+
+    Errors raised inside a litellm handler reach the caller wrapped as retryable connection
+    errors; a crash must instead stop the run, so the backend asks here after a failure.
+    """
+    if not model.startswith(PROVIDER_PREFIX):
+        return None
+    try:
+        config = parse_model(model)
+    except LocalModelError:
+        return None
+    return ChildEngine.crash_of(config)
+
+
 def _schema(params: dict[str, Any]) -> dict[str, Any] | None:
     fmt = params.get("response_format")
     if not isinstance(fmt, dict):
@@ -237,9 +256,16 @@ class LocalLLM(CustomLLM):
     """litellm custom provider behind ``local/...`` model strings."""
 
     def completion(self, model: str, messages: list, *args: Any, **kwargs: Any) -> ModelResponse:  # type: ignore[override]
-        """Answer synchronously (blocks while another call holds the model)."""
+        """Answer synchronously (blocks while another call holds the model).
+
+        Raises:
+            ModelCrashedError: The model's process died (litellm wraps it; the backend
+                finds it again with :func:`crash_of`).
+        """
         params = kwargs.get("optional_params") or {}
-        engine = LlamaEngine.get(parse_model(model))
+        engine = engine_for(
+            PROVIDER_PREFIX + model.removeprefix(PROVIDER_PREFIX), parse_model(model)
+        )
         prompt = to_prompt(messages)
         schema = _schema(params)
         temperature = params.get("temperature")

@@ -69,8 +69,8 @@ class EngineConfig:
         threads: CPU threads (0: all cores).
         prefix_reuse: Reuse the KV cache of shared prompt prefixes.
         extra_bufts: llama.cpp's extra CPU buffer types (AMX kernels, repacked weights):
-            ``auto`` (off on CPUs with AMX, where they crash; on elsewhere), ``on`` or
-            ``off``. See :func:`use_extra_bufts`.
+            ``auto`` (off: they crash on CPUs with AMX and gain nothing measurable
+            elsewhere), ``on`` or ``off``. See :func:`use_extra_bufts`.
     """
 
     path: Path
@@ -141,9 +141,12 @@ def cpu_flags(cpuinfo: Path = _CPUINFO) -> frozenset[str]:
 def use_extra_bufts(choice: str, flags: frozenset[str]) -> bool:
     """Whether to load a model with llama.cpp's extra CPU buffer types.
 
-    The extra buffer types (AMX tiles, weights repacked for AVX2/AVX-512) speed up prefill
-    where they work; on CPUs with AMX the first decode of the Gemma file segfaults inside
-    llama.cpp with them, so ``auto`` turns them off there and keeps them elsewhere.
+    The extra buffer types (AMX tiles, weights repacked for AVX2/AVX-512): on CPUs with AMX
+    the first decode of the Gemma file segfaults inside llama.cpp with them; where they work
+    (a build without AMX kernels) turning them off cost nothing measurable, prefill and
+    decode within a few percent (``benchmarks/bench_extra_bufts.py``). So ``auto`` turns
+    them off on every host and ``on`` forces them; ``flags`` no longer changes the answer
+    (it is kept so callers need not change if a CPU that gains from them turns up).
 
     Args:
         choice: ``auto``, ``on`` or ``off``.
@@ -152,8 +155,6 @@ def use_extra_bufts(choice: str, flags: frozenset[str]) -> bool:
     Returns:
         True to keep llama.cpp's default (extra buffer types on).
     """
-    if choice == "auto":
-        return not (AMX_FLAGS & flags)
     return choice == "on"
 
 

@@ -1,0 +1,250 @@
+"""The embedded model in a child process, so a native crash is an error and not a vanished run.
+
+llama.cpp is native code: a segfault, an abort or the kernel's out-of-memory killer ends
+the whole process, with no Python exception and no word from simworld. By default the
+``local/`` provider therefore loads its
+:class:`~simworld.llm.providers.local_engine.LlamaEngine` in a child process (started
+with ``spawn``: litellm and llama.cpp do not survive a fork) and sends it one call at a time
+over a pipe. When the child dies, the call in flight, and every
+later call on that model, raises :class:`ModelCrashedError`, which names the model and how
+the child died; the run stops with status ``crashed`` and ``simworld resume`` continues it.
+
+The child runs exactly the engine code the parent would run, on the same prompts, so the
+answers are the same whichever way the model runs. ``SIMWORLD_LOCAL_PROCESS=inline`` loads
+the model in the simworld process instead (``child``, the default, isolates it).
+
+``SIMWORLD_LOCAL_CRASH_AFTER=N`` is for tests: the child aborts (``os.abort()``, a real
+``SIGABRT``) when asked for its call number ``N + 1``.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import threading
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from typing import Any, ClassVar, Protocol
+
+from simworld.errors import SimworldError
+from simworld.llm.providers.local_engine import (
+    ContextOverflowError,
+    EngineConfig,
+    Generation,
+    Sampling,
+)
+
+PROCESS_ENV = "SIMWORLD_LOCAL_PROCESS"
+PROCESS_CHOICES = ("child", "inline")
+CRASH_AFTER_ENV = "SIMWORLD_LOCAL_CRASH_AFTER"
+_READY = "ready"
+_OK = "ok"
+_OVERFLOW = "overflow"
+_FAILED = "failed"
+
+
+class ModelCrashedError(SimworldError):
+    """The process running a ``local/`` model died (segfault, abort, out of memory).
+
+    Args:
+        model: The model string.
+        what: How the process ended, in words.
+    """
+
+    def __init__(self, model: str, what: str) -> None:
+        self.model = model
+        self.what = what
+        super().__init__(f"llm.model {model!r}: the embedded model crashed: {what}")
+
+
+class Engine(Protocol):
+    """What the ``local/`` provider needs of an engine, in-process or in a child."""
+
+    def generate(self, prompt: str, *, preamble: str, sampling: Sampling) -> Generation:
+        """Decode one continuation of ``prompt`` (see :meth:`LlamaEngine.generate`)."""
+        ...
+
+
+def process_mode() -> str:
+    """``child`` or ``inline``, from ``SIMWORLD_LOCAL_PROCESS``.
+
+    Raises:
+        ValueError: The variable holds something else.
+    """
+    raw = os.environ.get(PROCESS_ENV, "child").strip().lower() or "child"
+    if raw not in PROCESS_CHOICES:
+        raise ValueError(f"{PROCESS_ENV}: expected one of {list(PROCESS_CHOICES)}, got {raw!r}")
+    return raw
+
+
+def engine_for(model: str, config: EngineConfig) -> Engine:
+    """The engine that answers ``model``: a child process's, or this process's."""
+    if process_mode() == "inline":
+        from simworld.llm.providers.local_engine import LlamaEngine
+
+        return LlamaEngine.get(config)
+    return ChildEngine.get(model, config)
+
+
+def death_cause(exitcode: int | None) -> str:
+    """How a child process ended, in words (``exitcode`` as :mod:`multiprocessing` gives it)."""
+    if exitcode is None:
+        return "the model process stopped answering"
+    if exitcode < 0:
+        try:
+            sig = signal.Signals(-exitcode)
+        except ValueError:
+            return f"the model process was killed by signal {-exitcode}"
+        described = signal.strsignal(sig) or sig.name
+        hint = " (likely out of memory)" if sig == signal.SIGKILL else ""
+        return f"the model process died of {sig.name} ({described}){hint}"
+    return f"the model process exited with code {exitcode}"
+
+
+@dataclass
+class _Failure:
+    """An exception raised by the engine in the child, sent back as text."""
+
+    kind: str
+    message: str
+
+
+class ChildEngine:
+    """A :class:`~simworld.llm.providers.local_engine.LlamaEngine` in a child process, one
+    call at a time.
+
+    Args:
+        model: The model string (named in errors).
+        config: The engine's config.
+    """
+
+    _instances: ClassVar[dict[EngineConfig, ChildEngine]] = {}
+    _instances_lock: ClassVar[threading.Lock] = threading.Lock()
+
+    def __init__(self, model: str, config: EngineConfig) -> None:
+        self.model = model
+        self.config = config
+        self._lock = threading.Lock()
+        self._crash: ModelCrashedError | None = None
+        ctx = multiprocessing.get_context("spawn")
+        self._conn, child_end = ctx.Pipe()
+        self._process = ctx.Process(
+            target=_serve,
+            args=(child_end, config, int(os.environ.get(CRASH_AFTER_ENV, "-1") or -1)),
+            name=f"simworld-local-{config.path.stem}",
+            daemon=True,
+        )
+        self._process.start()
+        child_end.close()
+
+    @classmethod
+    def get(cls, model: str, config: EngineConfig) -> ChildEngine:
+        """This process's live child for ``config``, started on first use (and again after
+        a crash, for a later run)."""
+        with cls._instances_lock:
+            engine = cls._instances.get(config)
+            if engine is not None and not engine.crashed:
+                return engine
+            engine = cls._instances[config] = cls(model, config)
+            with engine._lock:
+                engine._receive()  # the model is loaded, or the child has died trying
+            return engine
+
+    @classmethod
+    def close_all(cls) -> None:
+        """Stop every child (they also stop by themselves when this process exits)."""
+        with cls._instances_lock:
+            engines = list(cls._instances.values())
+            cls._instances.clear()
+        for engine in engines:
+            engine.close()
+
+    @classmethod
+    def crash_of(cls, config: EngineConfig) -> ModelCrashedError | None:
+        """The crash of the child last started for ``config``, if it has died."""
+        with cls._instances_lock:
+            engine = cls._instances.get(config)
+        return None if engine is None else engine._crash
+
+    @property
+    def crashed(self) -> bool:
+        """Whether the child has died."""
+        return self._crash is not None
+
+    @property
+    def pid(self) -> int | None:
+        """The child's process id."""
+        return self._process.pid
+
+    def generate(self, prompt: str, *, preamble: str, sampling: Sampling) -> Generation:
+        """Decode one continuation in the child (see :meth:`LlamaEngine.generate`).
+
+        Raises:
+            ContextOverflowError: The prompt does not fit the context window.
+            ModelCrashedError: The child died, during this call or before it.
+            RuntimeError: The engine failed in the child (the error's text is kept).
+        """
+        with self._lock:
+            if self._crash is not None:
+                raise self._crash
+            try:
+                self._conn.send((prompt, preamble, sampling))
+            except (BrokenPipeError, ConnectionResetError, EOFError) as exc:
+                raise self._died() from exc
+            return self._receive()
+
+    def _receive(self) -> Any:
+        try:
+            kind, value = self._conn.recv()
+        except (EOFError, ConnectionResetError, OSError) as exc:
+            raise self._died() from exc
+        if kind == _OVERFLOW:
+            raise ContextOverflowError(value.message)
+        if kind == _FAILED:
+            raise RuntimeError(f"{value.kind}: {value.message}")
+        return value
+
+    def _died(self) -> ModelCrashedError:
+        """Record the child's death (waiting briefly for its exit code) and describe it."""
+        self._process.join(timeout=5.0)
+        self._crash = ModelCrashedError(self.model, death_cause(self._process.exitcode))
+        self._conn.close()
+        return self._crash
+
+    def close(self) -> None:
+        """Stop the child."""
+        with self._lock:
+            if self._crash is None:
+                self._conn.close()  # the child sees end-of-file and returns
+            self._process.join(timeout=5.0)
+            if self._process.is_alive():
+                self._process.kill()
+                self._process.join()
+
+
+def _serve(conn: Connection, config: EngineConfig, crash_after: int) -> None:
+    """The child: load the engine, then answer calls until the parent closes the pipe."""
+    from simworld.llm.providers.local_engine import LlamaEngine
+
+    engine = LlamaEngine(config)
+    conn.send((_READY, None))
+    served = 0
+    while True:
+        try:
+            prompt, preamble, sampling = conn.recv()
+        except EOFError:
+            return
+        if served == crash_after:
+            os.abort()
+        served += 1
+        try:
+            reply: tuple[str, Any] = (
+                _OK,
+                engine.generate(prompt, preamble=preamble, sampling=sampling),
+            )
+        except ContextOverflowError as exc:
+            reply = (_OVERFLOW, _Failure(type(exc).__name__, str(exc)))
+        except Exception as exc:  # sent to the parent, which raises it there
+            reply = (_FAILED, _Failure(type(exc).__name__, str(exc)))
+        conn.send(reply)

@@ -263,6 +263,11 @@ class ProtocolConfig(_Strict):
     in a random permutation (:mod:`simworld.engine.counterbalance`). The answer is mapped back
     and the shown order recorded. ``false`` reproduces a fixed-order protocol (and is what
     runs recorded before this option had)."""
+    probe_batch: bool = False
+    """Ask all the topics of one agent's probe in one structured call (``{"q1": …, "q2": …}``)
+    instead of one call per topic (:mod:`simworld.engine.probe_batch`). Each topic keeps its
+    own counterbalanced order; the answers are seen together (a topic's answer can prime the
+    next), and no option probabilities are asked for."""
     probe_topics: Literal["all", "discussed"] = "all"
     """``all``: every probe asks about every topic. ``discussed``: the probe at step s asks
     only about the topic of step s (just discussed: the R answer) and of step s+1 (about to

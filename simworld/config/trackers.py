@@ -66,12 +66,21 @@ class SignalConfig(_Strict):
     position_bias: float = Field(default=DEFAULT_SIGNAL_POSITION_BIAS, gt=0.0, le=1.0)
 
 
+INLINE_STANCE = "inline"
+"""``trackers.stance: inline``: the speaker reports its stated position in the speech call."""
+
+
 class TrackersConfig(_Strict):
     """What the engine measures besides the private opinion probes.
 
     Attributes:
-        stance: Extract each public message's stated position with a structured call
-            (needed for D_i in docs/metrics.md §1 and stated neighbour opinions in §3).
+        stance: Extract each public message's stated position (needed for D_i in
+            docs/metrics.md §1 and stated neighbour opinions in §3): ``true`` with a
+            separate structured call per message (an annotator reads the message),
+            ``inline`` in the speech call itself (the speaker writes its message and reports
+            the position it states in one structured answer: one call fewer per message,
+            but the position is self-reported, not read off the text by a third party),
+            ``false`` not at all.
         stance_temperature: Sampling temperature of the stance calls.
         judge: Also ask an LLM judge whether each message impersonates another persona
             (reported beside the pattern measure, which is always computed).
@@ -86,7 +95,7 @@ class TrackersConfig(_Strict):
             re-derived by ``simworld analyze`` and shown in the report like the built-ins.
     """
 
-    stance: bool = True
+    stance: bool | Literal["inline"] = True
     stance_temperature: float = Field(default=DEFAULT_STANCE_TEMPERATURE, ge=0.0, le=2.0)
     judge: bool = False
     bfi: BfiConfig | None = None
@@ -96,4 +105,4 @@ class TrackersConfig(_Strict):
     extra: list[Annotated[str, Field(pattern=TRACKER_SPEC)]] = Field(default_factory=list)
 
 
-__all__ = ["BeliefConfig", "BfiConfig", "SignalConfig", "TrackersConfig"]
+__all__ = ["INLINE_STANCE", "BeliefConfig", "BfiConfig", "SignalConfig", "TrackersConfig"]

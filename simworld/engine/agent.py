@@ -13,6 +13,7 @@ from simworld.config.persona import Persona
 from simworld.config.scenario import Topic
 from simworld.engine.context import AgentHost
 from simworld.engine.counterbalance import ShownOrder, options_lines, shown_order
+from simworld.engine.inline import inline_enabled, inline_prompt, speech_model
 from simworld.errors import ConfigError
 from simworld.llm.gateway import CallOutcome
 from simworld.llm.types import CallIdentity, LLMRequest, json_schema
@@ -186,6 +187,10 @@ class PersonaAgent(mesa.Agent):
         ]
         return "\n".join(lines) if lines else prompts.render("no_memories")
 
+    def probe_memories(self, topic: Topic, *, step: int) -> str:
+        """The memories block a private probe on ``topic`` shows (no recall is counted)."""
+        return self._context(topic, [], step=step, touch=False)
+
     def request(
         self,
         user: str,
@@ -244,7 +249,19 @@ class PersonaAgent(mesa.Agent):
             memories=self._context(topic, heard or [], step=step, touch=True),
             **fields,
         )
-        return self.request(user, step=step, purpose=f"{template}:{topic.id}", index=index)
+        schema = self.speech_schema(topic)
+        if schema is not None:
+            user = inline_prompt(user, topic)
+        return self.request(
+            user, step=step, purpose=f"{template}:{topic.id}", index=index, schema=schema
+        )
+
+    def speech_schema(self, topic: Topic) -> type[BaseModel] | None:
+        """The answer model of this agent's speech calls: ``{"message", "answer"}`` with
+        ``trackers.stance: inline`` (:mod:`simworld.engine.inline`), else None (free text)."""
+        if self.baseline or not inline_enabled(self.model.scenario.trackers.stance):
+            return None
+        return speech_model(topic)
 
     def probe_request(
         self, topic: Topic, *, step: int

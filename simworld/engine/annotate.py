@@ -10,14 +10,13 @@ from pydantic import BaseModel, ConfigDict, create_model
 from simworld.config.scenario import Scenario, Topic
 from simworld.engine.agent import enum_answer_model
 from simworld.engine.context import Society
+from simworld.engine.inline import NO_POSITION
 from simworld.engine.record import Job
 from simworld.llm.gateway import CallOutcome
 from simworld.llm.types import CallIdentity, LLMRequest, json_schema
 from simworld.prompts import render as prompts
 from simworld.support.events import Event, EventType
 
-NO_POSITION = "none"
-"""The stance answer meaning "the message states no position"; never counted as a value."""
 STANCE_PURPOSE = "stance:{topic}"
 JUDGE_PURPOSE = "judge:impersonation"
 JUDGE_ANSWERS = ("yes", "no")
@@ -198,7 +197,7 @@ def annotation_jobs(model: Society, events: list[Event], step: int) -> list[Job]
     no calls.
     """
     cfg = model.scenario.trackers
-    if not (cfg.stance or cfg.judge):
+    if not (cfg.stance is True or cfg.judge):
         return []
     agents = {a.key: a for a in model.population}
     jobs: list[Job] = []
@@ -209,7 +208,7 @@ def annotation_jobs(model: Society, events: list[Event], step: int) -> list[Job]
         speaker = agents[message["agent"]]
         if speaker.baseline:
             continue  # a baseline agent's stance is its own value (simworld.engine.policy)
-        if cfg.stance:
+        if cfg.stance is True:  # ``inline``: reported in the speech call (engine.inline)
             request, schema = stance_request(model.scenario, topic, message, speaker=speaker.name)
             jobs.append(Job(request, schema, partial(stance_event, message, topic)))
         if cfg.judge:

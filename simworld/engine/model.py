@@ -14,11 +14,14 @@ import networkx as nx
 from simworld.config.interventions import Removal
 from simworld.config.scenario import EdgeListNetwork, Scenario, Topic, resolve_scenario
 from simworld.engine.agent import PersonaAgent, agent_class_from
-from simworld.engine.annotate import annotation_jobs
+from simworld.engine.annotate import annotation_jobs, stance_event
 from simworld.engine.asch import draw_peer_answers
 from simworld.engine.bfi import bfi_jobs
+from simworld.engine.counterbalance import ShownOrder
+from simworld.engine.inline import message_text
 from simworld.engine.interventions import apply_intervention, due, load_custom
 from simworld.engine.policy import BaselinePolicy, Statement
+from simworld.engine.probe_batch import batch_request, item_field
 from simworld.engine.protocols import Protocol, Turn, protocol_name, resolve_protocol
 from simworld.engine.record import Job, StepRecord
 from simworld.errors import ConfigError
@@ -340,7 +343,8 @@ class SocialSimulation(mesa.Model):
         conversations = [conv for conv in shaped if conv]
         speeches = sum(not self._scripted(t.speaker) for conv in conversations for t in conv)
         trackers = self.scenario.trackers
-        annotations = speeches * (int(trackers.stance) + int(trackers.judge))
+        # an inline stance is reported in the speech call itself (simworld.engine.inline)
+        annotations = speeches * (int(trackers.stance is True) + int(trackers.judge))
         self.gateway.progress.expect(speeches + annotations)
         self._announced += annotations
         results = self.gather(self._converse(conv, topic, step) for conv in conversations)
@@ -454,9 +458,10 @@ class SocialSimulation(mesa.Model):
             request = turn.speaker.speech_request(
                 turn.template, topic, step=step, index=index, heard=heard, **turn.fields
             )
-            outcome = await self.gateway.call(request)
+            schema = turn.speaker.speech_schema(topic)
+            outcome = await self.gateway.call(request, schema)
             outcomes.append(outcome)
-            raw = outcome.text if outcome.ok else None
+            raw = _said(outcome) if outcome.ok else None
             texts.append(None if raw is None else turn.speaker.postprocess(raw, topic, step))
         return outcomes, texts
 
@@ -493,18 +498,19 @@ class SocialSimulation(mesa.Model):
             if not outcome.ok or text is None:
                 continue
             speaker = turn.speaker
-            record.events.append(
-                {
-                    "type": EventType.MESSAGE.value,
-                    "step": step,
-                    "agent": speaker.key,
-                    "to": [a.key for a in turn.listeners],
-                    "topic": topic.id,
-                    "mode": protocol_name(self.protocol),
-                    "turn": index,
-                    "text": text,
-                }
-            )
+            message: Event = {
+                "type": EventType.MESSAGE.value,
+                "step": step,
+                "agent": speaker.key,
+                "to": [a.key for a in turn.listeners],
+                "topic": topic.id,
+                "mode": protocol_name(self.protocol),
+                "turn": index,
+                "text": text,
+            }
+            record.events.append(message)
+            if isinstance(outcome, CallOutcome) and speaker.speech_schema(topic) is not None:
+                record.events.append(stance_event(message, topic, outcome))
             speaker.remember(
                 step=step,
                 kind="own_message",
@@ -541,7 +547,10 @@ class SocialSimulation(mesa.Model):
         if step not in self.probe_steps:
             return 0
         agents = sum(not agent.baseline for agent in self.active_agents())
-        return agents * len(self.probe_topics(step))
+        topics = len(self.probe_topics(step))
+        if self.scenario.protocol.probe_batch:  # one call per agent (simworld.engine.probe_batch)
+            topics = min(topics, 1)
+        return agents * topics
 
     def _bfi_calls(self, step: int) -> int:
         """How many BFI administrations are due at ``step`` (see :func:`bfi_jobs`)."""
@@ -553,59 +562,93 @@ class SocialSimulation(mesa.Model):
 
         A counterbalanced probe's answer (and option probabilities) are mapped back from
         the code shown to the topic's own value; its row also records the order shown,
-        the code answered and its position (:mod:`simworld.engine.counterbalance`).
+        the code answered and its position (:mod:`simworld.engine.counterbalance`). With
+        ``protocol.probe_batch`` an agent asked about several topics answers them in one
+        call (:mod:`simworld.engine.probe_batch`).
         """
         topics = self.probe_topics(record.step)
-        jobs = [
-            (agent, topic, *agent.probe_request(topic, step=record.step))
-            for agent in self.active_agents()
-            for topic in topics
-        ]
-        calls = (self.gateway.call(r, s) for a, _, r, s, _ in jobs if not a.baseline)
+        batch = self.scenario.protocol.probe_batch and len(topics) > 1
+        # (agent, [(topic, order, field)], request, schema): one call per topic, or per agent
+        jobs: list[tuple[PersonaAgent, list[tuple[Topic, ShownOrder, str | None]], Any, Any]] = []
+        for agent in self.active_agents():
+            if batch and not agent.baseline:
+                request, schema, orders = batch_request(agent, topics, step=record.step)
+                items = [
+                    (t, o, item_field(i))
+                    for i, (t, o) in enumerate(zip(topics, orders, strict=True))
+                ]
+                jobs.append((agent, items, request, schema))
+                continue
+            for topic in topics:
+                request, schema, order = agent.probe_request(topic, step=record.step)
+                jobs.append((agent, [(topic, order, None)], request, schema))
+        calls = (self.gateway.call(r, s) for a, _, r, s in jobs if not a.baseline)
         answers = iter(self.gather(calls))
-        for agent, topic, _, _, order in jobs:
+        for agent, items, _, _ in jobs:
             if self.policy is not None and agent.baseline:
-                row = self.policy.probe_row(agent, topic, record.step)
-                self._keep(row)
-                record.events.append({"type": EventType.PROBE.value, **row})
+                for topic, _, _ in items:
+                    row = self.policy.probe_row(agent, topic, record.step)
+                    self._keep(row)
+                    record.events.append({"type": EventType.PROBE.value, **row})
                 continue
             outcome = next(answers)
             record.call(outcome)
-            code = outcome.parsed["answer"] if outcome.ok and outcome.parsed else None
-            answer = None if code is None else order.original(code)
-            probs = outcome.extra.get("option_probs") if outcome.ok else None
-            if probs is not None:
-                probs = order.original_probs(probs)
-            row = {
-                "step": record.step,
-                "agent": agent.key,
-                "topic": topic.id,
-                "value": float(answer) if answer is not None and topic.ordinal else None,
-                "answer": answer,
-                "raw": outcome.text,
-                "ok": outcome.ok,
-                "call": outcome.key,
-                "probs": None if probs is None else canonical_json(probs),
-                "expected": (
-                    expected_value({int(k): p for k, p in probs.items()})
-                    if probs and topic.ordinal
-                    else None
-                ),
+            for topic, order, field_name in items:
+                row = self._probe_row(record.step, agent, topic, order, outcome, field_name)
+                self._keep(row)
+                record.events.append({"type": EventType.PROBE.value, **row})
+
+    def _probe_row(
+        self,
+        step: int,
+        agent: PersonaAgent,
+        topic: Topic,
+        order: ShownOrder,
+        outcome: CallOutcome,
+        field_name: str | None,
+    ) -> dict[str, Any]:
+        """One probe row: the answer of ``field_name`` (a batched probe) or ``answer``."""
+        key = field_name or "answer"
+        code = outcome.parsed[key] if outcome.ok and outcome.parsed else None
+        answer = None if code is None else order.original(code)
+        probs = outcome.extra.get("option_probs") if outcome.ok and field_name is None else None
+        if probs is not None:
+            probs = order.original_probs(probs)
+        row = {
+            "step": step,
+            "agent": agent.key,
+            "topic": topic.id,
+            "value": float(answer) if answer is not None and topic.ordinal else None,
+            "answer": answer,
+            "raw": outcome.text,
+            "ok": outcome.ok,
+            "call": outcome.key,
+            "probs": None if probs is None else canonical_json(probs),
+            "expected": (
+                expected_value({int(k): p for k, p in probs.items()})
+                if probs and topic.ordinal
+                else None
+            ),
+        }
+        if self.scenario.protocol.counterbalance:
+            row |= {
+                "order": order.text,
+                "shown_answer": None if code is None else str(code),
+                "position": None if code is None else order.position(code),
             }
-            if self.scenario.protocol.counterbalance:
-                row |= {
-                    "order": order.text,
-                    "shown_answer": None if code is None else str(code),
-                    "position": None if code is None else order.position(code),
-                }
-            self._keep(row)
-            record.events.append({"type": EventType.PROBE.value, **row})
+        return row
 
     def _keep(self, row: dict[str, Any]) -> None:
         """Keep a probe row for ``opinions.parquet`` and :meth:`latest_answers`."""
         self.opinions.append(row)
         answers = self._answers.setdefault(row["topic"], {}).setdefault(row["step"], {})
         answers[row["agent"]] = row["answer"]
+
+
+def _said(outcome: CallOutcome | Statement) -> str | None:
+    """The text a turn said: a baseline statement's, or a speech call's (its ``message``
+    with ``trackers.stance: inline``)."""
+    return message_text(outcome) if isinstance(outcome, CallOutcome) else outcome.text
 
 
 def _graph_warnings(scenario: Scenario, graph: nx.Graph, source: str | Path) -> list[str]:

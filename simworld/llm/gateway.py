@@ -17,6 +17,7 @@ from simworld.errors import ModelFailureError, ReplayMissError
 from simworld.llm.cache import ResponseCache
 from simworld.llm.errors import FATAL_KINDS, error_kind, is_transient, retry_after_s
 from simworld.llm.errors import TRANSIENT_ERRORS as TRANSIENT_ERRORS  # moved; kept importable
+from simworld.llm.prefix import PrefixCount, PrefixMeter, prefix_share
 from simworld.llm.types import (
     CallIdentity,
     Completion,
@@ -37,7 +38,8 @@ RECORDED_EXTRAS = ("option_probs",)
 class CallOutcome:
     """The result of one logical call: a validated answer or a recorded failure.
 
-    ``cached`` and ``latency_s`` describe this execution only; everything else is the
+    ``cached``, ``latency_s``, ``prompt_tokens_est`` and ``prefix_tokens`` describe this
+    execution only (the last depends on the run's earlier prompts); everything else is the
     deterministic record that goes to the transcript and the cache.
     """
 
@@ -55,6 +57,12 @@ class CallOutcome:
     extra: dict[str, Any] = field(default_factory=dict)
     cached: bool = False
     latency_s: float = 0.0
+    prompt_tokens_est: int = 0
+    """Estimated prompt tokens (characters / 4, :mod:`simworld.llm.prefix`); set by the gateway,
+    not part of the cached record."""
+    prefix_tokens: int = 0
+    """Of those, the ones repeating the agent's previous prompt (:mod:`simworld.llm.prefix`);
+    set by the gateway for this run, not part of the cached record."""
 
     @property
     def ok(self) -> bool:
@@ -87,7 +95,8 @@ class CallOutcome:
         return cls(**data, cached=cached)
 
 
-_RECORDED = tuple(f.name for f in fields(CallOutcome) if f.name not in ("cached", "latency_s"))
+_RUNTIME = ("cached", "latency_s", "prompt_tokens_est", "prefix_tokens")
+_RECORDED = tuple(f.name for f in fields(CallOutcome) if f.name not in _RUNTIME)
 _IDENTITY = tuple(f.name for f in fields(CallIdentity))
 
 
@@ -106,6 +115,10 @@ class Accounting:
             budget limits).
         spent_usd: Cost of the requests sent in this process.
         unpriced_calls: Calls whose price litellm does not know.
+        prompt_tokens_est: Estimated prompt tokens of all logical calls (characters / 4,
+            :mod:`simworld.llm.prefix`).
+        prefix_tokens_est: Of those, the estimated tokens that repeat the leading part of
+            the same agent's previous prompt (what a provider prefix cache can reuse).
     """
 
     calls: int = 0
@@ -117,6 +130,18 @@ class Accounting:
     cost_usd: float = 0.0
     spent_usd: float = 0.0
     unpriced_calls: int = 0
+    prompt_tokens_est: int = 0
+    prefix_tokens_est: int = 0
+
+    @property
+    def prefix_share(self) -> float | None:
+        """Share of estimated prompt tokens repeating the agent's previous prompt's prefix."""
+        return prefix_share(self.prefix_tokens_est, self.prompt_tokens_est)
+
+    def add_prefix(self, count: PrefixCount) -> None:
+        """Count one logical call's prefix estimate."""
+        self.prompt_tokens_est += count.prompt_tokens
+        self.prefix_tokens_est += count.prefix_tokens
 
     def add(self, outcome: CallOutcome) -> None:
         """Count one logical call."""
@@ -158,6 +183,7 @@ class Gateway:
         self._redactor = redactor or Redactor()
         self._jitter = jitter or random.Random()
         self.accounting = Accounting()
+        self.prefix = PrefixMeter()
         self.progress = CallProgress()
         self.fatal: str | None = None
         """Set by the first error no retry can fix; later calls are not sent."""
@@ -214,15 +240,23 @@ class Gateway:
         Raises:
             ReplayMissError: Replay mode and the cache lacks this call.
         """
+        # measured before the first await: in call order, whatever returns first
+        prefix = self.prefix.measure(request)
+        self.accounting.add_prefix(prefix)
         key = request.cache_key()
         if self.fatal is not None:
-            return self._not_sent(request, key)
+            outcome = self._not_sent(request, key)
+            outcome.prompt_tokens_est = prefix.prompt_tokens
+            outcome.prefix_tokens = prefix.prefix_tokens
+            return outcome
         retrying = False
         if self._cache is not None:
             stored = self._cache.get(key)
             if stored is not None:
                 if self._reuse(stored, request.identity):
                     outcome = CallOutcome.from_record(stored, cached=True)
+                    outcome.prompt_tokens_est = prefix.prompt_tokens
+                    outcome.prefix_tokens = prefix.prefix_tokens
                     self.progress.call_started()
                     self._count(outcome)
                     return outcome
@@ -240,6 +274,8 @@ class Gateway:
         if masked != record:  # the run goes on with what is recorded, so replay matches it
             outcome = CallOutcome.from_record(masked, cached=False)
         outcome.latency_s = latency
+        outcome.prompt_tokens_est = prefix.prompt_tokens
+        outcome.prefix_tokens = prefix.prefix_tokens
         self._count(outcome)
         fatal = outcome.fatal
         if fatal is not None:  # not recorded: once the cause is fixed, the call is made again

@@ -81,12 +81,20 @@ class RunResult:
             f"{acc.cache_hits} cache hits, {acc.failures} failed)",
             f"tokens     {acc.prompt_tokens + acc.completion_tokens} "
             f"({acc.prompt_tokens} in, {acc.completion_tokens} out)",
+            f"prefix     {_share_text(acc.prefix_share)} of prompt tokens repeat the agent's "
+            f"previous prompt (cacheable; estimate {acc.prefix_tokens_est} of "
+            f"{acc.prompt_tokens_est})",
             f"cost       ${acc.cost_usd:.4f} recorded, ${acc.spent_usd:.4f} spent now"
             + (f", {acc.unpriced_calls} calls unpriced" if acc.unpriced_calls else ""),
             f"time       {self.wall_time_s:.1f} s",
         ]
         lines += [f"WARNING    {w}" for w in self.warnings]
         return "\n".join(lines)
+
+
+def _share_text(share: float | None) -> str:
+    """A share as a percentage, ``n/a`` when undefined."""
+    return "n/a" if share is None else f"{100 * share:.1f} %"
 
 
 def package_versions() -> dict[str, str]:
@@ -360,6 +368,7 @@ def _execute(
             last_completed_step=completed[-1] if completed else None,
             agents=len(model.population),
             totals=asdict(gateway.accounting),
+            prefix_share=gateway.accounting.prefix_share,
             wall_time_s=round(wall, 3),
             finished_at=datetime.now(UTC).isoformat(timespec="seconds"),
         )

@@ -57,6 +57,8 @@ CALL_SCHEMA = pa.schema(
         ("cost_usd", pa.float64()),
         ("cached", pa.bool_()),
         ("latency_s", pa.float64()),
+        ("prompt_tokens_est", pa.int64()),
+        ("prefix_tokens", pa.int64()),
     ]
 )
 
@@ -260,6 +262,8 @@ def call_row(step: int, outcome: CallOutcome) -> dict[str, Any]:
         "cost_usd": outcome.cost_usd,
         "cached": outcome.cached,
         "latency_s": round(outcome.latency_s, 6),
+        "prompt_tokens_est": outcome.prompt_tokens_est,
+        "prefix_tokens": outcome.prefix_tokens,
     }
 
 

@@ -235,8 +235,10 @@ class Estimate:
 
     Per run, with N agents, T topics, S steps, P probe steps and memory window W:
     speech calls = S × N (broadcast), S × 2⌊N/2⌋ (pairs, at most), S × rounds × N (group);
-    probe calls = P × N × T (with ``probe_topics: discussed`` at most 2 topics per probe);
-    stance calls = speech calls (when ``trackers.stance`` is on), and as many judge calls
+    probe calls = P × N × T (with ``probe_topics: discussed`` at most 2 topics per probe; P × N
+    with ``probe_batch``);
+    stance calls = speech calls (when ``trackers.stance`` is ``true``; none when ``inline``, the
+    speech call reports it), and as many judge calls
     (``trackers.judge``); BFI calls = N per administration; importance ratings = S × N (memory
     stream with ``importance.mode: llm``); all counted like probes.
     Prompt tokens per call ≈ 200 + 20 × W; completion tokens ≈ 80 per speech turn and 10 per
@@ -268,15 +270,18 @@ def estimate_run(scenario: Scenario) -> Estimate:
     n, proto = scenario.population.size, scenario.protocol
     turns = {"broadcast": n, "pairs": 2 * (n // 2), "group": proto.rounds * n, "asch": 0}
     speech = proto.steps * turns.get(proto.mode, n)  # a user protocol: taken as one turn each
-    probes = n * sum(
+    per_probe = [
         len(proto.probe_topic_indices(s, len(scenario.topics))) for s in proto.probe_steps()
-    )
+    ]
+    if proto.probe_batch:  # all of an agent's topics in one call
+        per_probe = [min(k, 1) for k in per_probe]
+    probes = n * sum(per_probe)
     if proto.mode == "asch":  # a structured answer per agent and topic at every step
         probes += proto.steps * n * len(scenario.topics)
     trackers, memory = scenario.trackers, scenario.memory
     # each message's stated position is extracted by one short structured call; the judge
     # (when on) reads every message once more
-    probes += speech * (int(trackers.stance) + int(trackers.judge))
+    probes += speech * (int(trackers.stance is True) + int(trackers.judge))
     if trackers.bfi is not None:  # one structured inventory per agent and administration
         probes += n * sum(1 for s in set(trackers.bfi.steps) if s <= proto.steps)
     if memory.store == "chroma" and memory.importance.mode == "llm":

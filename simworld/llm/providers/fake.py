@@ -14,7 +14,10 @@ The fake reads the conventions of simworld's prompt templates (pinned in
 :mod:`simworld.llm.providers.prompt_format`): the ``Topic:`` line, option lines
 ``  <value> = <label>`` and the persona's ``- <statement>: <label>`` start views. Its
 position on a topic is the weighted average (Likert) or weighted mode (choice) of the labels
-in its context: its start view counts twice, every position it has heard counts once. All
+in its context: its start view counts twice, every position it has heard counts once. A
+structured answer with a ``message`` text field (a speech call with an inline stance) gets
+the same message a free-text call would, and its position as the answer; a questionnaire of
+several ``Topic:`` items (``protocol.probe_batch``) gets each item answered on its own. All
 randomness comes from the ``seed`` simworld derives from each call's identity.
 """
 
@@ -227,6 +230,43 @@ def fake_logprobs(text: str, schema: dict[str, Any] | None, seed: int) -> list[d
     return out
 
 
+def _fill_batch(
+    messages: list[dict[str, str]], schema: dict[str, Any], seed: int, temperature: float
+) -> dict[str, Any] | None:
+    """A questionnaire's answers (``protocol.probe_batch``), or None for any other prompt.
+
+    When the last message has one ``Topic:`` item per answer field, each field is answered
+    like a single probe of its own item (the text from its ``Topic:`` line to the next), with
+    a seed drawn from the call's seed and the field name.
+    """
+    props = schema.get("properties", {})
+    user = messages[-1]["content"] if messages else ""
+    starts = [m.start() for m in _TOPIC.finditer(user)]
+    if len(starts) < 2 or len(starts) != len(props):
+        return None
+    ends = [*starts[1:], len(user)]
+    out: dict[str, Any] = {}
+    for (name, sub), start, end in zip(props.items(), starts, ends, strict=True):
+        item_seed = int(hashlib.sha256(f"{seed}:{name}".encode()).hexdigest()[:8], 16)
+        item = [*messages[:-1], {"role": "user", "content": user[start:end]}]
+        out[name] = _fill(sub, infer_position(item, item_seed, temperature), item_seed)
+    return out
+
+
+def _saying(position: tuple[str, str] | None, seed: int) -> str:
+    """A free-text message stating ``position`` (a seeded phrasing), or a neutral line."""
+    if position is None:
+        return "I have nothing to add."
+    saying = _SAYINGS[int(_unit(seed, "saying") * len(_SAYINGS))]
+    return saying.format(label=position[1])
+
+
+def _says_message(schema: dict[str, Any]) -> bool:
+    """Whether a structured answer carries a ``message`` text (``trackers.stance: inline``):
+    it is filled with the message the fake would have written as free text."""
+    return schema.get("properties", {}).get("message", {}).get("type") == "string"
+
+
 class FakeLLM(CustomLLM):
     """litellm custom provider behind ``fake/...`` model strings."""
 
@@ -265,12 +305,13 @@ class FakeLLM(CustomLLM):
             text = '{"answer": ' if fmt else ""
         elif fmt:
             schema = fmt.get("json_schema", {}).get("schema", {})
-            text = json.dumps(_fill(schema, position, seed))
-        elif position is not None:
-            saying = _SAYINGS[int(_unit(seed, "saying") * len(_SAYINGS))]
-            text = saying.format(label=position[1])
+            batch = _fill_batch(messages, schema, seed, temperature)
+            data = batch if batch is not None else _fill(schema, position, seed)
+            if _says_message(schema):  # a speech call with an inline stance
+                data["message"] = _saying(position, seed)
+            text = json.dumps(data)
         else:
-            text = "I have nothing to add."
+            text = _saying(position, seed)
         prompt_tokens = sum(len(m["content"].split()) for m in messages)
         choice: dict[str, Any] = {
             "message": {"role": "assistant", "content": text},

@@ -43,7 +43,7 @@ from simworld.analysis.figures import (
     time_axis,
 )
 from simworld.analysis.human_reference import ASCH_1951
-from simworld.analysis.report import REPORT_DIR, Page, Section, _table, write_page
+from simworld.analysis.report import REPORT_DIR, Page, Section, _table, section_notes, write_page
 from simworld.analysis.tables import DEFAULT_CI, Run, confidence_interval, run_rates
 from simworld.errors import ConfigError
 from simworld.measures import asch_table, belief_curve
@@ -604,19 +604,11 @@ def section_compare_summary(page: Page) -> list[str]:
     return out
 
 
-def section_compare_notes(page: Page) -> list[str]:
-    """One line per figure left out, saying why."""
-    if not page.notes:
-        return []
-    items = "".join(f"<li>{html.escape(n)}</li>" for n in page.notes)
-    return ["<h2>Left out</h2>", f"<ul class='notes'>{items}</ul>"]
-
-
 COMPARE_SECTIONS: list[Section] = [
     section_compare_header,
     section_compare_figures,
     section_compare_summary,
-    section_compare_notes,
+    section_notes,
 ]
 """The sections of a comparison report, in page order."""
 

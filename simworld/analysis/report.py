@@ -873,6 +873,7 @@ __all__ = [
     "figure_trajectories",
     "report_figures",
     "sampled_messages",
+    "section_notes",
     "section_signal",
     "write_page",
 ]

@@ -35,24 +35,6 @@ def keep_extra_bufts(choice: str) -> bool:
     return use_extra_bufts(choice, cpu_flags())
 
 
-def set_extra_bufts(keep: bool) -> None:
-    """Make every model this process loads use (or not) the extra buffer types.
-
-    ``llama_cpp.Llama`` builds its model parameters from ``llama_model_default_params()``;
-    the function is wrapped for the life of the process (a process that only serves).
-    """
-    import llama_cpp.llama_cpp as native
-
-    defaults = native.llama_model_default_params
-
-    def params() -> Any:
-        value = defaults()
-        value.use_extra_bufts = keep
-        return value
-
-    native.llama_model_default_params = params
-
-
 def json_schema_as_json_object(response_format: Any) -> Any:
     """OpenAI's ``json_schema`` response format as the server's ``json_object`` + schema
     (anything else unchanged)."""
@@ -91,12 +73,14 @@ def main(argv: list[str] | None = None) -> None:
         rest = ["--model", str(packaged_model_path(model_cache_dir())), *rest]
         if not any(a == "--chat_format" or a.startswith("--chat_format=") for a in rest):
             rest += ["--chat_format", "gemma"]
-    set_extra_bufts(keep_extra_bufts(ours.extra_bufts))
-    accept_json_schema()
     from llama_cpp.server.__main__ import main as serve
 
+    from simworld.llm.providers.local_engine import extra_bufts_set
+
+    accept_json_schema()
     sys.argv = ["python -m llama_cpp.server", *rest]
-    serve()
+    with extra_bufts_set(keep_extra_bufts(ours.extra_bufts)):  # the server loads its models inside
+        serve()
 
 
 if __name__ == "__main__":

@@ -27,7 +27,8 @@ import logging
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -158,14 +159,18 @@ def use_extra_bufts(choice: str, flags: frozenset[str]) -> bool:
     return choice == "on"
 
 
-def _load_llama(config: EngineConfig, threads: int, *, extra_bufts: bool) -> Any:
-    """A ``llama_cpp.Llama`` for ``config``, with or without the extra buffer types.
+@contextmanager
+def extra_bufts_set(keep: bool) -> Iterator[None]:
+    """While inside, every model llama-cpp-python loads in this process keeps (or not)
+    llama.cpp's extra CPU buffer types.
 
-    ``Llama`` takes no argument for ``use_extra_bufts``; it builds its model parameters from
-    ``llama_model_default_params()``, so that function is wrapped for the duration of the
-    load (under a lock, so concurrent loads cannot see each other's wrapper).
+    ``llama_cpp.Llama`` takes no argument for ``use_extra_bufts``; it builds its model
+    parameters from ``llama_model_default_params()``, so that function is wrapped for the
+    duration (under a lock, so concurrent loads cannot see each other's wrapper).
+
+    Args:
+        keep: The ``use_extra_bufts`` value of the models loaded inside.
     """
-    import llama_cpp
     import llama_cpp.llama_cpp as native
 
     with _PARAMS_LOCK:
@@ -173,20 +178,28 @@ def _load_llama(config: EngineConfig, threads: int, *, extra_bufts: bool) -> Any
 
         def params() -> Any:
             value = defaults()
-            value.use_extra_bufts = extra_bufts
+            value.use_extra_bufts = keep
             return value
 
         native.llama_model_default_params = params
         try:
-            return llama_cpp.Llama(
-                model_path=str(config.path),
-                n_ctx=config.n_ctx,
-                n_threads=threads,
-                n_threads_batch=threads,
-                verbose=False,
-            )
+            yield
         finally:
             native.llama_model_default_params = defaults
+
+
+def _load_llama(config: EngineConfig, threads: int, *, extra_bufts: bool) -> Any:
+    """A ``llama_cpp.Llama`` for ``config``, with or without the extra buffer types."""
+    import llama_cpp
+
+    with extra_bufts_set(extra_bufts):
+        return llama_cpp.Llama(
+            model_path=str(config.path),
+            n_ctx=config.n_ctx,
+            n_threads=threads,
+            n_threads_batch=threads,
+            verbose=False,
+        )
 
 
 def _quiet_llama_logs() -> None:

@@ -392,7 +392,9 @@ def test_per_deployment_concurrency_is_kept(servers, server_key):
 def test_balanced_routing_splits_a_burst_evenly(servers, server_key):
     import asyncio
 
-    a, b = servers(latency_ms=50), servers(latency_ms=50)
+    # answers slow enough that the whole burst is in flight before the first returns, even on
+    # a busy machine (a call that returns early frees its server and shifts the split by one)
+    a, b = servers(latency_ms=1000), servers(latency_ms=1000)
     config = LLMConfig(
         model=MODEL, deployments=[{"api_base": a.url}, {"api_base": b.url}], cache="off"
     )
@@ -402,7 +404,8 @@ def test_balanced_routing_splits_a_burst_evenly(servers, server_key):
         return await asyncio.gather(*(gw.call(request(config, i)) for i in range(32)))
 
     assert all(o.ok for o in asyncio.run(burst()))
-    assert len(a.received) == len(b.received) == 16
+    assert len(a.received) + len(b.received) == 32
+    assert abs(len(a.received) - len(b.received)) <= 2  # litellm's stateful ones sent whole bursts to one
 
 
 def test_deployment_rpm_is_kept_and_the_excess_is_a_rate_limit(servers, server_key):

@@ -405,7 +405,8 @@ def test_balanced_routing_splits_a_burst_evenly(servers, server_key):
 
     assert all(o.ok for o in asyncio.run(burst()))
     assert len(a.received) + len(b.received) == 32
-    assert abs(len(a.received) - len(b.received)) <= 2  # litellm's stateful ones sent whole bursts to one
+    # near-even: litellm's own stateful strategies sent whole bursts to one server
+    assert abs(len(a.received) - len(b.received)) <= 2
 
 
 def test_deployment_rpm_is_kept_and_the_excess_is_a_rate_limit(servers, server_key):

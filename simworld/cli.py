@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
 EXIT_BAD_INPUT = 2
 EXIT_RUN_FAILED = 1
+EXIT_INTERRUPTED = 130
 # Commands that run a simulation in this process; it tunes its collector first.
 SIMULATING = frozenset({"run", "resume", "replay"})
 
@@ -290,7 +291,15 @@ def console() -> int:
         from simworld.support.process import tune_gc
 
         tune_gc()
-    return main(argv)
+    try:
+        return main(argv)
+    except KeyboardInterrupt:  # the run has already recorded itself as interrupted
+        print(
+            "simworld: interrupted; a run directory it was writing is marked interrupted "
+            "and continues with: simworld resume RUN_DIR",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

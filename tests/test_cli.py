@@ -20,3 +20,44 @@ def test_console_tunes_the_collector_only_before_a_simulation(argv, tuned, monke
     assert code == (2 if tuned else 0)  # a missing scenario file is bad input
     if tuned:
         assert "missing.yaml" in capsys.readouterr().err
+
+
+def test_ctrl_c_is_one_line_and_the_run_resumes(tmp_path):
+    """Ctrl-C during a run: exit 130, one line and no traceback; the run directory is marked
+    interrupted and ``simworld resume`` completes it."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import time
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    run_dir = tmp_path / "run"
+    cmd = [sys.executable, "-m", "simworld.cli"]
+    env = {**os.environ, "SIMWORLD_LLM_WORKERS": "0"}
+    proc = subprocess.Popen(
+        [*cmd, "run", str(root / "scenarios/opinion_exchange.yaml"), "--steps", "2",
+         "--model", "fake/default?latency_ms=300", "--out", str(run_dir),
+         "--cache", str(tmp_path / "cache.sqlite")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    transcript = run_dir / "transcript.jsonl"
+    deadline = time.monotonic() + 120
+    while not (transcript.is_file() and transcript.stat().st_size) and proc.poll() is None:
+        assert time.monotonic() < deadline, "the run never started"
+        time.sleep(0.2)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith("simworld: interrupted")
+    manifest = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["status"] == "interrupted"
+    done = subprocess.run(
+        [*cmd, "resume", str(run_dir)], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    manifest = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["status"] == "completed"

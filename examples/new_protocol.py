@@ -60,7 +60,9 @@ def main(out_root: str = "outputs/examples") -> None:
     }
     result = sw.run_scenario(SCENARIO, overrides=changes, out_root=out_root)
     print(f"run {result.run_dir}: {result.status}")
-    events = pd.read_json(result.run_dir / "transcript.jsonl", lines=True)
+    # every message's ``to`` as the list of its listeners (the file may write "all the
+    # speaker's neighbours" compactly)
+    events = pd.DataFrame(sw.read_transcript(result.run_dir))
     messages = events[events.type == "message"]
     audience = messages.assign(listeners=messages["to"].map(len))
     print(

@@ -10,7 +10,8 @@ The Mesa model:
     :class:`PersonaAgent`, :class:`StepRecord`.
 Runs (a recorded run directory):
     :func:`run_scenario`, :func:`resume_run`, :func:`verify_replay` (replay),
-    :func:`branch_run` (a counterfactual branch), :class:`RunResult`, :class:`RunStatus`.
+    :func:`branch_run` (a counterfactual branch), :func:`read_transcript` (its events),
+    :class:`RunResult`, :class:`RunStatus`.
 Sweeps:
     :func:`run_sweep`.
 Trackers:
@@ -59,6 +60,7 @@ _EXPORTS: dict[str, str] = {
     "resume_run": "simworld.runs.run",
     "verify_replay": "simworld.runs.replay",
     "branch_run": "simworld.runs.replay",
+    "read_transcript": "simworld.runs.writer",
     "RunStatus": "simworld.support.rundir",
     "run_sweep": "simworld.sweeps.driver",
     "Tracker": "simworld.trackers.base",
@@ -93,6 +95,7 @@ __all__ = [
     "build_report",
     "load_scenario",
     "measures",
+    "read_transcript",
     "resume_run",
     "run_scenario",
     "run_sweep",
@@ -111,6 +114,7 @@ if TYPE_CHECKING:
     from simworld.llm.litellm_backend import LiteLLMModel
     from simworld.runs.replay import branch_run, verify_replay
     from simworld.runs.run import RunResult, resume_run, run_scenario
+    from simworld.runs.writer import read_transcript
     from simworld.support.rundir import RunStatus
     from simworld.sweeps.driver import run_sweep
     from simworld.trackers.base import Tracker

@@ -195,6 +195,11 @@ def _replay(args: argparse.Namespace) -> int:
             for line in report.differences:
                 print(f"DIFFERENT  {line}")
             return EXIT_RUN_FAILED
+        if report.notes:  # e.g. a run recorded before ``probs`` was a typed list
+            print("replay     identical in content (transcript.jsonl, opinions.parquet)")
+            for line in report.notes:
+                print(f"note       {line}")
+            return 0
         print("replay     identical (transcript.jsonl, opinions.parquet)")
         return 0
     result = branch_run(

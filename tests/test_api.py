@@ -34,6 +34,7 @@ PUBLIC = [
     "build_report",
     "load_scenario",
     "measures",
+    "read_transcript",
     "resume_run",
     "run_scenario",
     "run_sweep",

@@ -9,6 +9,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+import simworld as sw
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -52,7 +54,7 @@ def test_new_protocol(tmp_path: Path) -> None:
     (run_dir,) = (tmp_path / "opinion_exchange").iterdir()
     manifest = (run_dir / "manifest.json").read_text(encoding="utf-8")
     assert "new_protocol.py:BoundedConfidence" in manifest
-    events = pd.read_json(run_dir / "transcript.jsonl", lines=True)
+    events = pd.DataFrame(sw.read_transcript(run_dir))
     messages = events[events.type == "message"]
     opinions = pd.read_parquet(run_dir / "opinions.parquet")
     view = {(r.step, r.agent, r.topic): r.value for r in opinions.itertuples()}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +10,7 @@ import pytest
 from conftest import LIKERT, build_model
 
 from simworld.runs.run import run_scenario
+from simworld.runs.writer import read_transcript
 
 CLAIM = {
     "id": "rumour",
@@ -22,8 +22,9 @@ CORRECTION = "Fact check: independent tests found the water safe; the rumour is 
 
 
 def _events(run_dir: Path) -> list[dict[str, Any]]:
-    with open(run_dir / "transcript.jsonl", encoding="utf-8") as fh:
-        return [json.loads(line) for line in fh]
+    """The run's events, every message's ``to`` as a list (resolved through the
+    interventions' edge changes where the file writes it compactly)."""
+    return read_transcript(run_dir)
 
 
 def _agent_at_node_0(path: Path) -> str:

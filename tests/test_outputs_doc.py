@@ -8,11 +8,14 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
+from simworld.runs.run import run_scenario
 from simworld.runs.tables import AGENT_SCHEMA, EDGE_SCHEMA
-from simworld.runs.writer import CALL_SCHEMA, OPINION_SCHEMA
+from simworld.runs.writer import CALL_SCHEMA, OPINION_SCHEMA, read_transcript
+from simworld.support.events import MESSAGE_FIELDS
 from simworld.trackers.tracker_set import BUILTIN_TRACKERS
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "outputs.md"
+TRANSCRIPT = "transcript.jsonl"
 TABLES: dict[str, pa.Schema] = {
     "opinions.parquet": OPINION_SCHEMA,
     "llm_calls.parquet": CALL_SCHEMA,
@@ -32,6 +35,9 @@ def documented() -> dict[str, list[tuple[str, str]]]:
             name = head.group(1)
             out[name] = []
             continue
+        if line.startswith("## "):
+            name = None
+            continue
         row = re.match(r"^\| `([^`]+)` \| `([^`]+)` \|", line)
         if row and name is not None:
             out[name].append((row.group(1), row.group(2)))
@@ -44,9 +50,23 @@ def test_every_table_is_documented_with_its_columns_and_types(name):
     assert documented().get(name) == want
 
 
+def test_the_message_event_is_documented_with_its_fields():
+    assert documented()[TRANSCRIPT] == list(MESSAGE_FIELDS.items())
+
+
+def test_the_documented_message_fields_are_those_the_engine_writes(tmp_path, make_scenario):
+    """A broadcast run writes both forms of ``to``: lists and the compact one."""
+    path = make_scenario({"protocol.steps": 1, "network": {"generator": "complete"}})
+    run_scenario(path, out_dir=tmp_path / "run")
+    messages = [e for e in read_transcript(tmp_path / "run", explicit=False)
+                if e["type"] == "message"]  # fmt: skip
+    assert messages and all(list(e) == sorted(MESSAGE_FIELDS) for e in messages)
+    assert all(e["to"] == {"neighbours_of": e["agent"]} for e in messages)
+
+
 def test_no_documented_table_is_unknown():
     from simworld.analysis.compare import SUMMARY_SCHEMA
 
-    known = set(TABLES) | {"report/summary.parquet"}
+    known = set(TABLES) | {"report/summary.parquet", TRANSCRIPT}
     assert set(documented()) == known
     assert documented()["report/summary.parquet"] == [(f.name, str(f.type)) for f in SUMMARY_SCHEMA]

@@ -10,6 +10,7 @@ import pytest
 
 from simworld.errors import ConfigError
 from simworld.runs.run import run_scenario
+from simworld.runs.writer import read_transcript
 
 DETERMINISTIC_FILES = ("transcript.jsonl", "opinions.parquet")
 
@@ -150,7 +151,7 @@ def test_messages_travel_only_along_edges(make_scenario, tmp_path):
     for mode in ("broadcast", "pairs", "group"):
         run = tmp_path / mode
         run_scenario(make_scenario({"protocol.mode": mode, "llm.cache": "off"}), out_dir=run)
-        events = read_events(run)
+        events = read_transcript(run)  # every ``to`` as a list
         start = events[0]
         node = {a["agent"]: a["node"] for a in start["agents"]}
         edges = {tuple(e) for e in start["edges"]}

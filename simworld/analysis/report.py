@@ -45,6 +45,7 @@ from simworld.runs.state import RunState, run_state
 from simworld.runs.tables import run_agents, run_edges
 from simworld.runs.writer import atomic_write_bytes
 from simworld.support.events import EventType
+from simworld.support.recipients import Recipients
 from simworld.support.rundir import REPORT_DIR, TRANSCRIPT
 from simworld.trackers.tracker_set import BUILTIN_TRACKERS, TrackerSet, tracker_scenario
 
@@ -510,12 +511,19 @@ def sampled_messages(run: Run, *, per_step: int = MESSAGES_PER_STEP) -> pd.DataF
 
     names = dict(zip(*(run_agents(run.path)[c] for c in ("agent", "name")), strict=True))
     by_step: dict[int, list[dict[str, Any]]] = {}
+    # the network events too: a compact ``to`` names a neighbourhood (support.recipients)
+    wanted = [
+        f'"type": "{t}"' for t in (EventType.MESSAGE, EventType.RUN_START, EventType.INTERVENTION)
+    ]
+    recipients = Recipients()
     with open(run.path / TRANSCRIPT, encoding="utf-8") as fh:
         for line in fh:
-            if f'"type": "{EventType.MESSAGE}"' not in line:
+            if not any(w in line for w in wanted):
                 continue
             event = json.loads(line)
+            recipients.observe(event)
             if event.get("type") == EventType.MESSAGE and event.get("text"):
+                event["listeners"] = len(recipients.of(event))
                 by_step.setdefault(int(event["step"]), []).append(event)
     rows = []
     for step in sorted(by_step):
@@ -531,7 +539,7 @@ def sampled_messages(run: Run, *, per_step: int = MESSAGES_PER_STEP) -> pd.DataF
                     "agent": e["agent"],
                     "name": names.get(e["agent"], e["agent"]),
                     "topic": e.get("topic"),
-                    "listeners": len(e.get("to") or []),
+                    "listeners": e["listeners"],
                     "text": text if len(text) <= MESSAGE_CHARS else text[:MESSAGE_CHARS] + "…",
                 }
             )
@@ -616,9 +624,11 @@ def section_header(page: Page) -> list[str]:
     run = _run(page)
     m = run.manifest
     branch = m.get("branch") or {}
+    description = m.get("scenario", {}).get("description")
     rows = [
         ("scenario", m.get("scenario", {}).get("name")),
-        ("description", m.get("scenario", {}).get("description") or None),
+        # folded or literal YAML text keeps line ends, which a table cell would show as "\n"
+        ("description", " ".join(str(description).split()) if description else None),
         ("run", run.id),
         ("seed", run.seed),
         ("model", m.get("model")),

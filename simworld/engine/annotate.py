@@ -212,7 +212,10 @@ def annotation_jobs(model: Society, events: list[Event], step: int) -> list[Job]
             request, schema = stance_request(model.scenario, topic, message, speaker=speaker.name)
             jobs.append(Job(request, schema, partial(stance_event, message, topic)))
         if cfg.judge:
-            others = [f"{agents[k].name} ({agents[k].persona.nationality})" for k in message["to"]]
+            others = [
+                f"{agents[k].name} ({agents[k].persona.nationality})"
+                for k in model.listeners(message)
+            ]
             request, schema = judge_request(
                 model.scenario,
                 message,

@@ -113,6 +113,10 @@ class Society(Protocol):
         """Agent → latest private answer on ``topic_id`` before step ``before``."""
         ...
 
+    def listeners(self, message: dict[str, Any]) -> list[str]:
+        """The ids of the agents a ``message`` event of this run reached."""
+        ...
+
     def gather(
         self, aws: Iterable[Awaitable[Any]], *, return_exceptions: bool = False
     ) -> list[Any]:

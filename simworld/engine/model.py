@@ -36,6 +36,7 @@ from simworld.society.network import build_graph, isolation_warning
 from simworld.society.population import build_population
 from simworld.support.events import Event, EventType
 from simworld.support.hashing import canonical_json
+from simworld.support.recipients import Recipients
 from simworld.support.redact import Redactor
 from simworld.support.rundir import RunStatus
 from simworld.trackers.tracker_set import TrackerSet
@@ -105,8 +106,13 @@ class SocialSimulation(mesa.Model):
         self.stopped_reason: str | None = None
         self._loop = asyncio.new_event_loop()
         self._started = False
+        self.recipients = Recipients()
+        """The network as the transcript records it: who a message's ``to`` names."""
+        self._followed: tuple[StepRecord | None, int] = (None, 0)
+        start = self.start_event()
+        self.recipients.observe(start)
         self.trackers = TrackerSet(scenario)
-        self.trackers.observe(self.start_event())
+        self.trackers.observe(start)
         self.datacollector = self.trackers.datacollector()
         self._owned_cache: ResponseCache | None = None
 
@@ -201,6 +207,11 @@ class SocialSimulation(mesa.Model):
         by_step = self._answers.get(topic_id, {})
         earlier = [s for s in by_step if s < before]
         return dict(by_step[max(earlier)]) if earlier else {}
+
+    def listeners(self, message: Event) -> list[str]:
+        """The ids of the agents a ``message`` event of this run reached (its ``to``, in
+        either form: :mod:`simworld.support.recipients`)."""
+        return self.recipients.of(message)
 
     def start_event(self) -> Event:
         """The run's opening transcript event: agents and edges."""
@@ -393,6 +404,7 @@ class SocialSimulation(mesa.Model):
 
     def _finish(self, record: StepRecord) -> None:
         self.gateway.check_failures()
+        self._follow(record)
         record.events.append(
             {
                 "type": EventType.STEP_END.value,
@@ -498,11 +510,12 @@ class SocialSimulation(mesa.Model):
             if not outcome.ok or text is None:
                 continue
             speaker = turn.speaker
+            self._follow(record)
             message: Event = {
                 "type": EventType.MESSAGE.value,
                 "step": step,
                 "agent": speaker.key,
-                "to": [a.key for a in turn.listeners],
+                "to": self.recipients.compact(speaker.key, [a.key for a in turn.listeners]),
                 "topic": topic.id,
                 "mode": protocol_name(self.protocol),
                 "turn": index,
@@ -526,6 +539,17 @@ class SocialSimulation(mesa.Model):
                     topic=topic.id,
                     text=text,
                 )
+
+    def _follow(self, record: StepRecord) -> None:
+        """Let :attr:`recipients` see the events ``record`` gained since it last looked (the
+        interventions' edge changes), so a message's compact ``to`` means what a reader of
+        the transcript will take it to mean."""
+        last, seen = self._followed
+        if last is not record:
+            seen = 0
+        for event in record.events[seen:]:
+            self.recipients.observe(event)
+        self._followed = (record, len(record.events))
 
     # -- memory ------------------------------------------------------------------------------
     def _memory_phase(self, record: StepRecord, step: int) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from simworld.runs.run import (
     manifest_scenario,
     read_manifest,
     recorded_cache,
+    recorded_recipients,
 )
 from simworld.runs.writer import RunWriter, option_probs, transcript_lines
 
@@ -35,17 +36,34 @@ VERIFIED_FILES = (RunWriter.TRANSCRIPT, RunWriter.OPINIONS)
 MAX_SHOWN = 80
 
 
+SAME_VALUES = "same values, different bytes (metadata or an older format)"
+"""The end of a table comparison whose cells are all equal (see :func:`first_table_difference`)."""
+
+
 @dataclass
 class ReplayReport:
-    """The outcome of a verified replay."""
+    """The outcome of a verified replay.
+
+    Attributes:
+        result: The replayed run's result.
+        differences: The first difference in content of each verified file that has one.
+        notes: Files equal in content but not in bytes (a table the run wrote in an older
+            file format, such as ``probs`` as JSON text): not differences.
+    """
 
     result: RunResult
     differences: list[str]
+    notes: list[str] = field(default_factory=list)
 
     @property
     def identical(self) -> bool:
-        """Whether every verified file came out byte-identical."""
+        """Whether every verified file came out with the same content (events, cells)."""
         return not self.differences
+
+    @property
+    def byte_identical(self) -> bool:
+        """Whether every verified file came out byte-identical."""
+        return not self.differences and not self.notes
 
 
 def _short(value: Any) -> str:
@@ -106,7 +124,7 @@ def first_table_difference(recorded: Path, replayed: Path) -> str | None:
             y = _cell(b.iat[i, b.columns.get_loc(col)], col)
             if x != y:
                 return f"{recorded.name} row {i}: {col}: recorded {x!r}, replayed {y!r}"
-    return f"{recorded.name}: same values, different bytes (metadata or an older format)"
+    return f"{recorded.name}: {SAME_VALUES}"
 
 
 def verify_replay(
@@ -136,6 +154,7 @@ def verify_replay(
         update={"llm": scenario.llm.model_copy(update={"cache": "replay"})}
     )
     cache = recorded_cache(run_dir, manifest, cache_path)
+    recipients = recorded_recipients(run_dir, manifest)
     check_recorded_cache(run_dir, cache)
     temp = None if out_dir is not None else Path(tempfile.mkdtemp(prefix="simworld-replay-"))
     target = Path(out_dir) if out_dir is not None else temp / "run"  # type: ignore[operator]
@@ -148,16 +167,17 @@ def verify_replay(
             run_dir=target,
             cache_path=cache,
             progress=progress,
+            recipients=recipients,
         )
-        differences = []
+        differences, notes = [], []
         for name in VERIFIED_FILES:
             compare = (
                 first_transcript_difference if name.endswith(".jsonl") else first_table_difference
             )
             diff = compare(run_dir / name, target / name)
             if diff is not None:
-                differences.append(diff)
-        return ReplayReport(result=result, differences=differences)
+                (notes if diff.endswith(SAME_VALUES) else differences).append(diff)
+        return ReplayReport(result=result, differences=differences, notes=notes)
     finally:
         if temp is not None:
             shutil.rmtree(temp, ignore_errors=True)
@@ -216,6 +236,7 @@ def branch_run(
         raise ConfigError("--from-step", "", f"must be between 1 and {parent.protocol.steps}")
     child = branch_scenario(parent, overrides, source="--set")
     cache = recorded_cache(run_dir, manifest, cache_path)
+    recipients = recorded_recipients(run_dir, manifest)
     check_recorded_cache(run_dir, cache, before_step=from_step)
     if out_dir is None:
         target = free_path(run_dir.with_name(f"{run_dir.name}-branch{from_step}"))
@@ -237,6 +258,7 @@ def branch_run(
         progress=progress,
         branch=Branch(from_step, child),
         manifest_extra={"branch": info},
+        recipients=recipients,
     )
 
 

@@ -36,6 +36,7 @@ from simworld.runs.tables import write_run_tables
 from simworld.runs.writer import RunWriter, recorded_keys
 from simworld.support.events import EventType
 from simworld.support.progress import ProgressBar
+from simworld.support.recipients import COMPACT, EXPLICIT, RecipientsFormat
 from simworld.support.rundir import CACHE_FILE, MEMORY_DIR, TRACKERS_DIR, RunStatus, read_manifest
 from simworld.trackers.signal import signal_summary
 
@@ -186,6 +187,20 @@ def manifest_scenario(run_dir: str | Path, manifest: dict[str, Any]) -> Scenario
         raise ConfigError(where, "scenario", "missing") from exc
 
 
+def recorded_recipients(run_dir: str | Path, manifest: dict[str, Any]) -> RecipientsFormat:
+    """How a run's transcript writes messages' ``to`` (its manifest's ``recipients``; a run
+    directory written before that field existed lists every recipient: ``explicit``).
+
+    Raises:
+        ConfigError: The field holds neither form's name.
+    """
+    value = manifest.get("recipients", EXPLICIT)
+    if value not in (COMPACT, EXPLICIT):
+        where = Path(run_dir) / RunWriter.MANIFEST
+        raise ConfigError(where, "recipients", f"damaged: {value!r} is not compact or explicit")
+    return COMPACT if value == COMPACT else EXPLICIT
+
+
 def default_cache_path(out_dir: str | Path | None, out_root: str | Path) -> Path:
     """``llm_cache.sqlite`` in the out root (or beside the scenario folder of ``out_dir``)."""
     root = Path(out_dir).parent if out_dir is not None else Path(out_root)
@@ -211,6 +226,7 @@ def execute(
     branch: Branch | None = None,
     manifest_extra: dict[str, Any] | None = None,
     before_step: Callable[[SocialSimulation], None] | None = None,
+    recipients: RecipientsFormat = COMPACT,
 ) -> RunResult:
     """Build the model, run it to the end and record everything in ``run_dir``.
 
@@ -225,6 +241,8 @@ def execute(
         branch: Switch to another scenario from a given step (the parent's steps replay).
         manifest_extra: More manifest fields (e.g. the parent of a branch).
         before_step: Test hook called before every step.
+        recipients: How the transcript writes messages' ``to`` (a resumed or replayed run
+            keeps its recorded form: :func:`recorded_recipients`).
 
     Returns:
         The run's result.
@@ -249,6 +267,7 @@ def execute(
                 branch=branch,
                 manifest_extra=manifest_extra,
                 before_step=before_step,
+                recipients=recipients,
             )
     except ConfigError:
         if not resume and is_unstarted(run_dir):
@@ -267,6 +286,7 @@ def _execute(
     branch: Branch | None,
     manifest_extra: dict[str, Any] | None,
     before_step: Callable[[SocialSimulation], None] | None,
+    recipients: RecipientsFormat,
 ) -> RunResult:
     """:func:`execute` in a claimed, locked run directory."""
     started = time.perf_counter()
@@ -289,7 +309,7 @@ def _execute(
     model = SocialSimulation(first, gateway=gateway, source=source, memory_dir=run_dir / MEMORY_DIR)
     if resume:
         shutil.rmtree(run_dir / MEMORY_DIR, ignore_errors=True)
-    writer = RunWriter(run_dir, redactor=redactor, resume=resume)
+    writer = RunWriter(run_dir, redactor=redactor, resume=resume, recipients=recipients)
     gateway.keep_failures_through = writer.completed_step
     trackers_dir = run_dir / TRACKERS_DIR
 
@@ -315,6 +335,7 @@ def _execute(
         "dropped_params": {
             m: list(dropped_params(m)) for m in sorted({first.llm.model, final.llm.model})
         },
+        "recipients": recipients,
         **(manifest_extra or {}),
     }
     if resume:
@@ -503,6 +524,7 @@ def _resume_locked(run_dir: Path, *, cache_path: str | Path | None, progress: bo
             f"(cache mode was {scenario.llm.cache!r})"
         )
     cache = recorded_cache(run_dir, manifest, cache_path)
+    recipients = recorded_recipients(run_dir, manifest)
     check_recorded_cache(run_dir, cache)
     info = manifest.get("branch")
     branch = None
@@ -523,4 +545,5 @@ def _resume_locked(run_dir: Path, *, cache_path: str | Path | None, progress: bo
         resume=True,
         branch=branch,
         manifest_extra=None if info is None else {"branch": info},
+        recipients=recipients,
     )

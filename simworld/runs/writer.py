@@ -13,6 +13,13 @@ import pyarrow.parquet as pq
 
 from simworld.errors import ConfigError, ResumeError
 from simworld.support import rundir
+from simworld.support.recipients import (
+    COMPACT,
+    EXPLICIT,
+    Recipients,
+    RecipientsFormat,
+    UnresolvedRecipients,
+)
 from simworld.support.redact import Redactor
 from simworld.support.rundir import read_manifest as read_manifest  # its home; kept importable here
 
@@ -174,6 +181,34 @@ def transcript_lines(path: Path, *, partial_tail: bool = False) -> list[tuple[st
     return out
 
 
+def read_transcript(run_dir: str | Path, *, explicit: bool = True) -> list[dict[str, Any]]:
+    """A run directory's transcript events, in order.
+
+    Args:
+        run_dir: The run directory (a last line cut short by a crash is left out).
+        explicit: Give every ``message``'s ``to`` as the list of its listeners' ids,
+            whichever form the file holds (see :mod:`simworld.support.recipients`);
+            ``False``: as written.
+
+    Raises:
+        ConfigError: The transcript is damaged (see :func:`transcript_lines`), or a
+            message's ``to`` does not resolve.
+    """
+    path = Path(run_dir) / rundir.TRANSCRIPT
+    events = [event for _, event in transcript_lines(path, partial_tail=True)]
+    if not explicit:
+        return events
+    recipients = Recipients()
+    out = []
+    for n, event in enumerate(events, start=1):
+        recipients.observe(event)
+        try:
+            out.append(recipients.explicit(event) if event["type"] == "message" else event)
+        except UnresolvedRecipients as exc:
+            raise ConfigError(path, f"line {n}", f"damaged: {exc}") from None
+    return out
+
+
 def recorded_keys(path: Path, *, before_step: int | None = None) -> list[str]:
     """Cache keys of the model calls a transcript records (of steps before ``before_step``).
 
@@ -278,6 +313,12 @@ class RunWriter:
         run_dir: The run directory (created if missing; must not hold a previous run unless
             ``resume``).
         redactor: Masks secrets in everything written.
+        resume: Continue the transcript already in ``run_dir`` (its completed steps must be
+            reproduced line by line first).
+        recipients: How messages' ``to`` is written: ``compact`` as the engine gives it, or
+            ``explicit``, every one a list (the form of run directories written before the
+            compact form existed, kept when they are resumed or replayed; see
+            :mod:`simworld.support.recipients`).
     """
 
     TRANSCRIPT = rundir.TRANSCRIPT
@@ -285,9 +326,17 @@ class RunWriter:
     CALLS = rundir.CALLS
     MANIFEST = rundir.MANIFEST
 
-    def __init__(self, run_dir: Path, *, redactor: Redactor, resume: bool = False) -> None:
+    def __init__(
+        self,
+        run_dir: Path,
+        *,
+        redactor: Redactor,
+        resume: bool = False,
+        recipients: RecipientsFormat = COMPACT,
+    ) -> None:
         self.run_dir = run_dir
         self._redactor = redactor
+        self._explicit = Recipients() if recipients == EXPLICIT else None
         self._expected: list[str] = []
         if resume:
             self._expected = self._keep_completed_steps(run_dir / self.TRANSCRIPT)
@@ -328,6 +377,10 @@ class RunWriter:
 
     def event(self, event: dict[str, Any]) -> None:
         """Append one event line (call :meth:`flush` to make it durable)."""
+        if self._explicit is not None:
+            self._explicit.observe(event)
+            if event.get("type") == "message":
+                event = self._explicit.explicit(event)
         line = self._redactor.text(json.dumps(event, sort_keys=True, ensure_ascii=False))
         if self._checked < len(self._expected):
             if line != self._expected[self._checked]:

@@ -45,3 +45,18 @@ class EventType(StrEnum):
     """Memories forgotten by a memory stream (memory.stream)."""
     REFLECTION = "reflection"
     """A reflection written into a memory stream (memory.reflection)."""
+
+
+MESSAGE_FIELDS: dict[str, str] = {
+    "type": "string",
+    "step": "int",
+    "agent": "string",
+    "to": "list<string> or {neighbours_of: string}",
+    "topic": "string",
+    "mode": "string",
+    "turn": "int",
+    "text": "string",
+}
+"""The fields of a ``message`` event and their JSON types (docs/outputs.md lists them). ``to``
+is compact when the message reached all of its speaker's neighbours
+(:mod:`simworld.support.recipients`)."""

@@ -1,8 +1,14 @@
-"""Garbage-collector tuning for the processes simworld owns (the CLI and the LLM workers)."""
+"""The processes simworld owns: garbage-collector tuning (the CLI and the LLM workers) and
+a safe ``sys.path`` for the interpreters it starts."""
 
 from __future__ import annotations
 
 import gc
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+SAFE_PATH_ENV = "PYTHONSAFEPATH"
 
 # Allocations (less deallocations) between two collections of the youngest generation;
 # Python's default is 700. litellm allocates hundreds of short-lived objects per call, most
@@ -27,3 +33,24 @@ def tune_gc() -> None:
     gc.freeze()
     _, gen1, gen2 = gc.get_threshold()
     gc.set_threshold(GC_GEN0_THRESHOLD, gen1, gen2)
+
+
+@contextmanager
+def safe_path() -> Iterator[None]:
+    """Start child interpreters with ``PYTHONSAFEPATH=1``: they do not put the current
+    directory on ``sys.path``, so a ``random.py`` or ``secrets.py`` there is never imported
+    in place of the standard library's (``multiprocessing``'s ``spawn`` runs the child as
+    ``python -c``, whose path starts with the current directory).
+
+    It sets the variable in this process's environment while the block runs (children
+    started then inherit it) and restores it after.
+    """
+    previous = os.environ.get(SAFE_PATH_ENV)
+    os.environ[SAFE_PATH_ENV] = "1"
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(SAFE_PATH_ENV, None)
+        else:
+            os.environ[SAFE_PATH_ENV] = previous

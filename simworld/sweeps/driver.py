@@ -14,6 +14,7 @@ from typing import Any
 from tqdm import tqdm
 
 from simworld.errors import ConfigError
+from simworld.runs.estimate import check_feasible
 from simworld.support.rundir import CACHE_FILE
 from simworld.sweeps.executors import (
     FINISHED_STATUSES,
@@ -138,6 +139,22 @@ def _check_executor(kind: str, ray_address: str | None, workers: int | None) -> 
         raise ConfigError("--ray-address", ray_address, "needs --executor ray")
 
 
+def _check_sizes(runs: Sequence[PlannedRun], source: Path, sweep_dir: Path) -> None:
+    """Refuse the sweep if one of its runs cannot fit this machine (the first one named).
+
+    Raises:
+        ConfigError: A run's estimated memory or disk need is more than there is.
+    """
+    for run in runs:
+        try:
+            check_feasible(run.scenario, source="", out_root=sweep_dir)
+        except ConfigError as exc:
+            params = ", ".join(f"{k}={v}" for k, v in run.overrides.items())
+            raise ConfigError(
+                source, exc.field, f"run #{run.index} ({params}): {exc.message}"
+            ) from None
+
+
 def run_sweep(
     scenario_path: str | Path,
     *,
@@ -152,6 +169,7 @@ def run_sweep(
     only: Sequence[int] | None = None,
     progress: bool = False,
     on_result: Callable[[TaskResult], None] | None = None,
+    force: bool = False,
 ) -> SweepResult:
     """Run (or resume) a sweep; finished runs are skipped, partial and failed ones redone.
 
@@ -168,12 +186,16 @@ def run_sweep(
         only: Run only these indices (others are left as they are).
         progress: Progress bar on stderr.
         on_result: Called with each run's result as it arrives (after it is recorded).
+        force: Run even runs whose estimated size does not fit this machine; without it
+            such a sweep is refused before anything is written
+            (:func:`simworld.runs.estimate.check_feasible`, run by run).
 
     Returns:
         The sweep's state when this invocation ends.
 
     Raises:
-        ConfigError: Bad input (nothing is written) or a directory holding another sweep.
+        ConfigError: Bad input (nothing is written), a run too large for this machine, or
+            a directory holding another sweep.
     """
     started = time.perf_counter()
     _check_executor(executor, ray_address, workers)
@@ -181,6 +203,9 @@ def run_sweep(
     sweep_dir = Path(out_dir) if out_dir is not None else plan.default_dir(out_root)
     sweep_dir = sweep_dir.resolve()
     _check_only(only, len(plan.runs))
+    if not force:
+        chosen_runs = [r for r in plan.runs if only is None or r.index in only]
+        _check_sizes(chosen_runs, plan.scenario_path, sweep_dir)
     check_same_sweep(sweep_dir, plan.spec())
     cache = Path(cache_path).resolve() if cache_path is not None else sweep_dir / CACHE_FILE
     settings = {"executor": executor, "workers": workers, "cache": str(cache)}
@@ -200,6 +225,7 @@ def run_sweep(
                 run_dir=str(store.run_path(e)),
                 cache_path=str(cache),
                 lock_path=str(sweep_dir / LOCKS_DIR / f"{e.name}.lock"),
+                force=force,
             )
             for e in todo
         ]
@@ -300,6 +326,9 @@ def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--only", help="run only these run indices (e.g. 3 or 1,4-6)")
     parser.add_argument("--dry-run", action="store_true", help="print runs and an estimate only")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--force", action="store_true", help="run even runs whose estimated size does not fit here"
+    )
 
 
 def sweep_command(args: argparse.Namespace) -> int:
@@ -330,6 +359,7 @@ def sweep_command(args: argparse.Namespace) -> int:
             cache_path=args.cache,
             only=only,
             progress=not args.quiet,
+            force=args.force,
         )
     except KeyboardInterrupt:
         print("simworld: sweep interrupted; re-run the same command to resume", file=sys.stderr)

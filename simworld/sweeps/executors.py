@@ -15,12 +15,13 @@ import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from simworld.errors import ConfigError
+from simworld.support.process import SAFE_PATH_ENV as SAFE_PATH_ENV
+from simworld.support.process import safe_path
 from simworld.support.rundir import FINISHED as FINISHED_STATUSES
 from simworld.support.rundir import MANIFEST as MANIFEST_FILE
 from simworld.support.rundir import RunStatus
@@ -31,7 +32,6 @@ RAY_POLL_TIMEOUT_S = 1.0
 MAX_ERROR_CHARS = 500
 PARENT_POLL_S = 0.5
 EXIT_PARENT_GONE = 70
-SAFE_PATH_ENV = "PYTHONSAFEPATH"
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,8 @@ class RunTask:
         run_dir: The run directory.
         cache_path: The shared record/replay cache.
         lock_path: A file locked while the run is being worked on.
+        force: Run even when the run's estimated size does not fit the machine
+            (``simworld sweep --force``; see :mod:`simworld.runs.estimate`).
     """
 
     index: int
@@ -53,6 +55,7 @@ class RunTask:
     run_dir: str
     cache_path: str
     lock_path: str
+    force: bool = False
 
 
 @dataclass
@@ -157,6 +160,7 @@ def _execute_locked(task: RunTask, run_dir: Path, started: float) -> TaskResult:
             overrides=task.overrides,
             out_dir=task.run_dir,
             cache_path=task.cache_path,
+            force=task.force,
         )
     wall = time.perf_counter() - started
     totals = asdict(result.accounting)
@@ -213,21 +217,6 @@ def watch_parent(interval_s: float = PARENT_POLL_S) -> threading.Thread:
     thread = threading.Thread(target=watch, name="simworld-watch-parent", daemon=True)
     thread.start()
     return thread
-
-
-@contextmanager
-def safe_path() -> Iterator[None]:
-    """Start child interpreters with ``PYTHONSAFEPATH=1``: they do not put the current
-    directory on ``sys.path``, so a ``random.py`` there is never imported in their place."""
-    previous = os.environ.get(SAFE_PATH_ENV)
-    os.environ[SAFE_PATH_ENV] = "1"
-    try:
-        yield
-    finally:
-        if previous is None:
-            os.environ.pop(SAFE_PATH_ENV, None)
-        else:
-            os.environ[SAFE_PATH_ENV] = previous
 
 
 def _fast_exit() -> None:

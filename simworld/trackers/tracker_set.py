@@ -20,6 +20,7 @@ from simworld.config.scenario import Scenario
 from simworld.errors import ConfigError
 from simworld.runs.writer import atomic_write_bytes, mask_table, parquet_bytes
 from simworld.support.plugins import import_file as _import_file
+from simworld.support.recipients import Recipients, UnresolvedRecipients
 from simworld.support.rundir import TRACKERS_DIR, TRANSCRIPT, read_manifest
 from simworld.trackers.base import (
     BuiltinTracker,
@@ -153,6 +154,8 @@ class TrackerSet:
     def __init__(self, scenario: Scenario, *, extra: Sequence[Tracker] = ()) -> None:
         self.context = RunContext.from_scenario(scenario)
         self.store = Observations()
+        self.recipients = Recipients()
+        """The network as the events record it (resolves a message's compact ``to``)."""
         self.trackers: dict[str, Tracker] = {}
         for cls in BUILTIN_TRACKERS:
             self._add(cls(self.context, self.store))
@@ -172,9 +175,21 @@ class TrackerSet:
 
     # -- feeding -----------------------------------------------------------------------------
     def observe(self, event: Event) -> None:
-        """Feed one transcript event to the context, the shared store and every tracker."""
-        if event.get("type") == "run_start":
+        """Feed one transcript event to the context, the shared store and every tracker.
+
+        A ``message``'s ``to`` reaches them as the list of its listeners' ids, whichever
+        form the transcript wrote (:mod:`simworld.support.recipients`; a list shared by the
+        messages of one neighbourhood: read only).
+
+        Raises:
+            UnresolvedRecipients: A message whose ``to`` does not resolve.
+        """
+        self.recipients.observe(event)
+        kind = event.get("type")
+        if kind == "run_start":
             self.context.start(event)
+        elif kind == "message":
+            event = self.recipients.explicit(event)
         self.store.observe(event)
         for tracker in self.trackers.values():
             tracker.observe(event)
@@ -325,13 +340,25 @@ def derive(run_dir: str | Path) -> TrackerSet:
 
     The scenario (topics, tracker settings) is read from the run's manifest; every value
     comes from ``transcript.jsonl``.
+
+    Raises:
+        ConfigError: A transcript line is not JSON, or a message's ``to`` does not resolve.
     """
     run_dir = Path(run_dir)
     trackers = TrackerSet(tracker_scenario(read_manifest(run_dir)))
-    with open(run_dir / TRANSCRIPT, encoding="utf-8") as fh:
-        for line in fh:
+    path = run_dir / TRANSCRIPT
+    with open(path, encoding="utf-8") as fh:
+        for n, line in enumerate(fh, start=1):
             if line.strip() and line.endswith("\n"):  # not a last line cut short by a crash
-                trackers.observe(json.loads(line))
+                try:
+                    event = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    msg = f"damaged: not valid JSON ({exc.msg})"
+                    raise ConfigError(path, f"line {n}", msg) from None
+                try:
+                    trackers.observe(event)
+                except UnresolvedRecipients as exc:
+                    raise ConfigError(path, f"line {n}", f"damaged: {exc}") from None
     return trackers
 
 

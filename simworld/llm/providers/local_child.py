@@ -34,6 +34,7 @@ from simworld.llm.providers.local_engine import (
     Generation,
     Sampling,
 )
+from simworld.support.process import safe_path
 
 PROCESS_ENV = "SIMWORLD_LOCAL_PROCESS"
 PROCESS_CHOICES = ("child", "inline")
@@ -135,7 +136,8 @@ class ChildEngine:
             name=f"simworld-local-{config.path.stem}",
             daemon=True,
         )
-        self._process.start()
+        with safe_path():  # the child's `python -c` would put the cwd first on sys.path
+            self._process.start()
         child_end.close()
 
     @classmethod

@@ -31,7 +31,9 @@ EDGE_BYTES = 500
 TURN_BYTES = 400
 """Memory per planned speaking turn of a step (the turn, its prompt fields and outcome)."""
 RECIPIENT_BYTES = 40
-"""Memory and transcript bytes per recipient listed in a message event."""
+"""Memory per recipient of a message (the plan's listener lists), and transcript bytes per
+recipient a message lists (a post to all of the speaker's neighbours lists none: its ``to`` is
+``{"neighbours_of": ...}``, :mod:`simworld.support.recipients`)."""
 EVENT_BYTES = 600
 """Transcript bytes per event (a message, a probe answer, a model call record)."""
 ROW_BYTES = 300
@@ -102,7 +104,8 @@ def estimate(scenario: Scenario) -> Estimate:
     step_bytes = turns * (TURN_BYTES + EVENT_BYTES) + recipients * RECIPIENT_BYTES
     graph_bytes = edges * EDGE_BYTES
     memory = graph_bytes + step_bytes + probes * ROW_BYTES
-    disk = protocol.steps * (turns * EVENT_BYTES + recipients * RECIPIENT_BYTES) + probes * (
+    listed = 0 if protocol.mode == "broadcast" else recipients  # broadcast: compact ``to``
+    disk = protocol.steps * (turns * EVENT_BYTES + listed * RECIPIENT_BYTES) + probes * (
         2 * EVENT_BYTES
     )
     if graph_bytes >= step_bytes and edges:

@@ -21,12 +21,15 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
+from matplotlib.transforms import Bbox
 
 from simworld.analysis.human_reference import Reference
 
 STEP_AXIS = "probe step (simulation steps)"
 SHARE_AXIS = "share of agents (fraction)"
 LAYOUT_SEED = 0
+MAX_GROUP_SPREAD = 2.4
+"""Largest radius of a group in the network layout, per √(its share of the agents)."""
 MISSING_COLOUR = "0.45"  # darker than the neutral middle of LIKERT_CMAP
 CATEGORY_COLOURS = plt.get_cmap("tab10")
 LIKERT_CMAP = "coolwarm"
@@ -177,9 +180,11 @@ def network_layout(
     boxes: dict[str, tuple[np.ndarray, float]] = {}
     k = len(order)
     ring = 0.0 if k == 1 else 1.5 + 0.6 * math.sqrt(k)
+    shares = [math.sqrt(len(members[g]) / max(len(nodes), 1)) for g in order]
+    spread = 1.0 if k == 1 else _group_spread(shares, ring)
     for i, label in enumerate(order):
         sub = graph.subgraph(members[label])
-        radius = (1.6 if k > 1 else 1.0) * math.sqrt(len(members[label]) / max(len(nodes), 1))
+        radius = spread * shares[i]
         angle = 2 * math.pi * i / k
         centre = np.array([ring * math.cos(angle), ring * math.sin(angle)])
         if len(sub) > 1:
@@ -190,6 +195,85 @@ def network_layout(
             pos[int(node)] = centre + radius * np.asarray(xy)
         boxes[label] = (centre, radius * 1.15 + 0.05)
     return pos, boxes
+
+
+def _group_spread(shares: list[float], ring: float) -> float:
+    """How large groups are drawn (radius = spread × √share): as large as
+    :data:`MAX_GROUP_SPREAD`, and small enough that neighbours on the ring do not touch."""
+    k = len(shares)
+    gap = 2 * ring * math.sin(math.pi / k)  # between neighbouring centres
+    fits = [0.95 * (gap - 0.1) / (1.15 * (shares[i] + shares[(i + 1) % k])) for i in range(k)]
+    return min(MAX_GROUP_SPREAD, *fits)
+
+
+def place_labels(
+    ax: Any,
+    pos: dict[int, np.ndarray],
+    labels: dict[int, str],
+    sizes: dict[int, float],
+    *,
+    fontsize: float = 7,
+) -> int:
+    """Name nodes where the name overlaps no other name, no other node and no border.
+
+    Nodes are taken in ``labels``' order (put the most important first); each name is tried
+    above its node, then below, right, left and at the four corners, and left out where all
+    eight collide. Call it
+    once the figure's layout is final (after colour bars and legends): positions are
+    measured on the drawn figure.
+
+    Args:
+        ax: The axes the nodes are drawn in.
+        pos: Node → position (data coordinates).
+        labels: Node → name, in the order to place them.
+        sizes: Node → marker area as ``scatter`` takes it (points²).
+        fontsize: Font size of the names (points).
+
+    Returns:
+        How many names were left out.
+    """
+    fig = ax.figure
+    fig.canvas.draw()  # settle the limits an equal aspect sets at drawing time
+    renderer = fig.canvas.get_renderer()
+    px = fig.dpi / 72.0  # pixels per point
+    frame = ax.get_window_extent(renderer)
+    centre = {n: ax.transData.transform(pos[n]) for n in labels}
+    radius = {n: math.sqrt(sizes[n]) / 2 * px for n in labels}
+    nodes = {
+        n: Bbox.from_extents(x - radius[n], y - radius[n], x + radius[n], y + radius[n])
+        for n, (x, y) in centre.items()
+    }
+    placed: list[Bbox] = []
+    left_out = 0
+    for node, name in labels.items():
+        gap = radius[node] / px + 1.0  # points
+        diag = gap * 0.7
+        for dx, dy, ha, va in (
+            (0, gap, "center", "bottom"),
+            (0, -gap, "center", "top"),
+            (gap, 0, "left", "center"),
+            (-gap, 0, "right", "center"),
+            (diag, diag, "left", "bottom"),
+            (-diag, diag, "right", "bottom"),
+            (diag, -diag, "left", "top"),
+            (-diag, -diag, "right", "top"),
+        ):
+            text = ax.annotate(name, xy=pos[node], xytext=(dx, dy), textcoords="offset points",
+                               ha=ha, va=va, fontsize=fontsize)  # fmt: skip
+            box = text.get_window_extent(renderer)
+            clear = (
+                frame.contains(box.x0, box.y0)
+                and frame.contains(box.x1, box.y1)
+                and not any(box.overlaps(other) for other in placed)
+                and not any(box.overlaps(b) for n, b in nodes.items() if n != node)
+            )
+            if clear:
+                placed.append(box)
+                break
+            text.remove()
+        else:
+            left_out += 1
+    return left_out
 
 
 def figure_asch_reference(levels: pd.DataFrame, reference: Reference | None) -> Figure:
@@ -226,5 +310,6 @@ __all__ = [
     "legend_outside",
     "mark_interventions",
     "network_layout",
+    "place_labels",
     "time_axis",
 ]

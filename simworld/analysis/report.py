@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +37,7 @@ from simworld.analysis.figures import (
     figure_handles,
     legend_outside,
     network_layout,
+    place_labels,
     time_axis,
 )
 from simworld.analysis.human_reference import ASCH_1951, Reference
@@ -54,6 +56,8 @@ DPI = 100
 EXTRA_ROWS = 200
 NETWORK_PANELS = 3
 MAX_LABELLED_NODES = 30
+SMALL_POPULATION = 12
+"""Populations up to this size draw nodes at full size; larger ones smaller (by √)."""
 MESSAGES_PER_STEP = 3
 MESSAGE_CHARS = 400
 SAMPLE_SEED = 0
@@ -157,7 +161,9 @@ def figure_network(
     graph.add_nodes_from(nodes)
     graph.add_edges_from(zip(edges["source"].astype(int), edges["target"].astype(int), strict=True))
     degree = agents["degree"].astype(float).to_numpy()
-    sizes = 40 + 260 * (degree / degree.max() if degree.max() > 0 else degree)
+    # smaller nodes in larger populations, so that they do not cover each other
+    scale = min(1.0, math.sqrt(SMALL_POPULATION / max(len(agents), 1)))
+    sizes = (40 + 260 * (degree / degree.max() if degree.max() > 0 else degree)) * scale
     df = drift[drift["topic"] == topic.id]
     shown = _chosen_steps(sorted(df["step"].unique().tolist()), steps) or [None]
     panels = len(shown)
@@ -167,6 +173,7 @@ def figure_network(
     cmap = plt.get_cmap(LIKERT_CMAP)
     edge_alpha = max(0.05, min(0.4, 12 / max(len(edges), 1)))
     node_of = dict(zip(keys, nodes, strict=True))
+    layouts: list[dict[int, np.ndarray]] = []
     for ax, step in zip(axes[0], shown, strict=True):
         talks = (conversations or {}).get(step, []) if step is not None else []
         pos, boxes = network_layout(agents, edges) if not talks else _talk_layout(agents, talks)
@@ -196,10 +203,7 @@ def figure_network(
                                    width=1.6, edge_color="0.15", alpha=0.7)  # fmt: skip
         nx.draw_networkx_nodes(graph, pos, nodelist=nodes, ax=ax, node_color=colours,
                                node_size=sizes, edgecolors="0.3", linewidths=0.5)  # fmt: skip
-        if len(nodes) <= MAX_LABELLED_NODES:
-            short = dict(zip(nodes, _short_names(agents), strict=True))
-            nx.draw_networkx_labels(graph, pos, labels=short, ax=ax, font_size=7,
-                                    verticalalignment="bottom")  # fmt: skip
+        layouts.append(pos)
         title = f"{topic.id} at step {step}" if step is not None else f"{topic.id}: no probe"
         ax.set_title(title + (f"\n(dark: {len(talks)} conversations of the step)" if talks else ""))
         ax.set_aspect("equal", adjustable="datalim")
@@ -217,7 +221,26 @@ def figure_network(
         handles.append(matplotlib.patches.Patch(color=MISSING_COLOUR, label="no answer"))
         axes[0][-1].legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0),
                            fontsize="small", frameon=False)  # fmt: skip
+    if len(nodes) <= MAX_LABELLED_NODES:
+        _name_nodes(agents, list(axes[0]), layouts, dict(zip(nodes, sizes, strict=True)))
     return fig
+
+
+def _name_nodes(
+    agents: pd.DataFrame,
+    axes: list[Any],
+    layouts: list[dict[int, np.ndarray]],
+    sizes: dict[int, float],
+) -> None:
+    """Name the nodes of every panel where the names do not overlap (best-linked first);
+    a panel that leaves names out says how many under its x axis."""
+    names = dict(zip(agents["node"].astype(int), _short_names(agents), strict=True))
+    order = sorted(names, key=lambda n: (-sizes[n], n))
+    for ax, pos in zip(axes, layouts, strict=True):
+        left_out = place_labels(ax, pos, {n: names[n] for n in order}, sizes)
+        if left_out:
+            ax.set_xlabel(f"{ax.get_xlabel()}\n({left_out} names left out where they would "
+                          "overlap)")  # fmt: skip
 
 
 def figure_drift(drift: pd.DataFrame, topics: dict[str, Any]) -> Figure | None:

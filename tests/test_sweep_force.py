@@ -13,7 +13,7 @@ from simworld.cli import main
 from simworld.runs import estimate
 from simworld.sweeps.executors import RunTask, execute_task
 
-TINY_MACHINE = 1024**2  # 1 MiB: no run fits
+TINY_MACHINE = 1024  # 1 KiB: no run fits
 
 
 @pytest.fixture

@@ -174,11 +174,31 @@ class LiteLLMModel(LanguageModel):
         self._calls = 0
         self._first_call = 0.0
         self._due = False
+        self._planned = False
         self._warned = False
 
     def parallelism(self, model: str) -> int | None:
         """One at a time for the embedded ``local/`` provider (its engine serialises calls)."""
         return 1 if model.startswith("local/") else None
+
+    def plan(self, model: str, *, calls_per_step: int) -> None:
+        """Start the LLM worker processes now when a run whose steps make ``calls_per_step``
+        calls should use them from its first call (:meth:`WorkerPolicy.planned`); they import
+        litellm while the run is being built, and :meth:`ready` waits for them."""
+        policy = self._policy
+        if model.startswith(IN_PROCESS_PROVIDERS) or not policy.planned(calls_per_step):
+            return
+        from simworld.llm.workers import shared_pool
+
+        shared_pool(policy.workers).start()
+        self._due = self._planned = True
+
+    async def ready(self) -> None:
+        """Wait for the workers :meth:`plan` started (until one is ready or none can be)."""
+        if self._planned:
+            from simworld.llm.workers import shared_pool
+
+            await shared_pool(self._policy.workers).wait_ready()
 
     def _ensure_priced(self, model: str) -> None:
         """Put simworld's free in-process models in litellm's cost map, once per model string.

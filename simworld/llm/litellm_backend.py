@@ -150,6 +150,20 @@ def call_cost(
     return float(prompt_cost + completion_cost)
 
 
+_WARMED: list[bool] = []
+
+
+async def warm_up_in_process() -> None:
+    """Make the LLM workers' warm-up calls (fake provider, through litellm) in this process,
+    once per process (a later caller returns at once)."""
+    if _WARMED:
+        return
+    _WARMED.append(True)
+    from simworld.llm.worker import warm_up
+
+    await warm_up(LiteLLMModel(workers=0))
+
+
 class LiteLLMModel(LanguageModel):
     """Every provider litellm knows, including simworld's registered ``fake/`` provider.
 
@@ -175,6 +189,7 @@ class LiteLLMModel(LanguageModel):
         self._first_call = 0.0
         self._due = False
         self._planned = False
+        self._warm_up = False
         self._warned = False
 
     def parallelism(self, model: str) -> int | None:
@@ -184,9 +199,13 @@ class LiteLLMModel(LanguageModel):
     def plan(self, model: str, *, calls_per_step: int) -> None:
         """Start the LLM worker processes now when a run whose steps make ``calls_per_step``
         calls should use them from its first call (:meth:`WorkerPolicy.planned`); they import
-        litellm while the run is being built, and :meth:`ready` waits for them."""
+        litellm while the run is being built, and :meth:`ready` waits for them. Otherwise
+        the calls run in this process, and :meth:`ready` warms litellm up here."""
         policy = self._policy
-        if model.startswith(IN_PROCESS_PROVIDERS) or not policy.planned(calls_per_step):
+        if model.startswith(IN_PROCESS_PROVIDERS):
+            return
+        if not policy.planned(calls_per_step):
+            self._warm_up = True
             return
         from simworld.llm.workers import shared_pool
 
@@ -194,11 +213,19 @@ class LiteLLMModel(LanguageModel):
         self._due = self._planned = True
 
     async def ready(self) -> None:
-        """Wait for the workers :meth:`plan` started (until one is ready or none can be)."""
+        """Wait for the workers :meth:`plan` started (until one is ready or none can be), or
+        warm litellm up in this process for calls planned here.
+
+        litellm builds much of what a call needs (pydantic schemas, its logging objects) on
+        its first calls; a few fake calls before the first step, once per process, spare
+        the first step that time (as an LLM worker does before it reports ready).
+        """
         if self._planned:
             from simworld.llm.workers import shared_pool
 
             await shared_pool(self._policy.workers).wait_ready()
+        elif self._warm_up:
+            await warm_up_in_process()
 
     def _ensure_priced(self, model: str) -> None:
         """Put simworld's free in-process models in litellm's cost map, once per model string.

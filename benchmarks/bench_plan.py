@@ -109,6 +109,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--one", type=int, help="measure one size in this process (internal)")
     parser.add_argument("--sizes", type=int, nargs="*", default=list(SIZES))
+    parser.add_argument("--repeats", type=int, default=REPEATS)
     args = parser.parse_args()
     if args.one:
         print(json.dumps(measure_one(args.one)))
@@ -119,7 +120,7 @@ def main() -> None:
     paths: dict[str, str | None] = {"in_process": "0", "workers": str(auto.workers or 1)}
     load_start = os.getloadavg()
     runs: list[dict[str, Any]] = []
-    for repeat in range(REPEATS):
+    for repeat in range(args.repeats):
         for agents in args.sizes:
             names = [*paths, *(["default"] if agents in TARGETS else [])]
             if repeat % 2:  # alternate which path goes first

@@ -94,3 +94,12 @@ def test_probes_are_sent_discussed_topic_first_and_recorded_in_topic_order(
         assert rows == [first, second]
     finally:
         model.close()
+
+
+def test_readme_states_the_plan_threshold() -> None:
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    text = " ".join(readme.split())
+    assert f"when a step makes {llm_workers.PLAN_MIN_CALLS_PER_STEP} model calls or more" in text
+    assert f"made {llm_workers.AUTO_START_CALLS} calls at" in text

@@ -50,7 +50,7 @@ def test_the_plan_decides_the_path_before_the_first_step(
     async def warm_up(model: object) -> None:
         warmed.append(True)
 
-    monkeypatch.setattr("simworld.llm.worker.warm_up", warm_up)
+    monkeypatch.setattr(litellm_backend, "warm_up", warm_up)
     pool = shared_pool(1)
     sent_before = pool.calls
     model = build_model(path)

@@ -103,3 +103,25 @@ def test_readme_states_the_plan_threshold() -> None:
     text = " ".join(readme.split())
     assert f"when a step makes {llm_workers.PLAN_MIN_CALLS_PER_STEP} model calls or more" in text
     assert f"made {llm_workers.AUTO_START_CALLS} calls at" in text
+
+
+def test_no_in_process_warm_up_under_a_litellm_callback(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A registered callback would see the warm-up calls: then there is none."""
+    import asyncio
+
+    import litellm
+
+    warmed: list[bool] = []
+
+    async def warm_up(model: object) -> None:
+        warmed.append(True)
+
+    monkeypatch.setattr(litellm_backend, "warm_up", warm_up)
+    monkeypatch.setattr(litellm_backend, "_WARMED", [])
+    monkeypatch.setattr(litellm, "success_callback", ["a_logger"])
+    asyncio.run(litellm_backend.warm_up_in_process())
+    assert warmed == []
+    monkeypatch.setattr(litellm, "success_callback", [])
+    asyncio.run(litellm_backend.warm_up_in_process())
+    asyncio.run(litellm_backend.warm_up_in_process())
+    assert warmed == [True]

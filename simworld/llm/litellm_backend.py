@@ -41,6 +41,16 @@ IN_PROCESS_PROVIDERS = ("local/",)
 # logging payload and recomputes the cost for whatever callbacks are registered.
 SUCCESS_LOGGING_DISPATCH = "_dispatch_success_logging"
 _SKIPS_UNOBSERVED = "_simworld_skips_unobserved"
+# litellm's global callback lists (anything registered there observes every call).
+CALLBACK_LISTS = (
+    "callbacks",
+    "input_callback",
+    "success_callback",
+    "failure_callback",
+    "_async_success_callback",
+    "_async_failure_callback",
+    "_async_input_callback",
+)
 
 # Request parameters simworld may send that some providers reject (``seed`` on Anthropic):
 # they are left out for providers that litellm says do not support them.
@@ -178,8 +188,11 @@ async def warm_up(model: LiteLLMModel) -> None:
 
 
 async def warm_up_in_process() -> None:
-    """:func:`warm_up` in this process, once per process (a later caller returns at once)."""
-    if _WARMED:
+    """:func:`warm_up` in this process, once per process (a later caller returns at once).
+
+    Skipped when a litellm callback is registered: it would see the warm-up calls.
+    """
+    if _WARMED or any(getattr(litellm, name, None) for name in CALLBACK_LISTS):
         return
     _WARMED.append(True)
     await warm_up(LiteLLMModel(workers=0))

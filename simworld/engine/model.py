@@ -74,7 +74,7 @@ class SocialSimulation(mesa.Model):
         super().__init__(rng=scenario.seed)
         self.scenario = scenario
         self.gateway = gateway
-        # first, so that LLM worker processes the plan calls for start while the rest is built
+        # before anything is built: the LLM worker processes a large run needs start meanwhile
         gateway.plan(planned_calls_per_step(scenario))
         self._prepared = False
         self.on_step = on_step

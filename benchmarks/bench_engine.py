@@ -3,7 +3,7 @@
 Each is measured for the paths a call can take: litellm in LLM worker processes (what a
 large run uses, :mod:`simworld.llm.workers`; started and warm before the measurements, their
 start-up is reported apart), also with two workers per core beside the default's one,
-litellm in this process (``SIMWORLD_LLM_WORKERS=0``, and a run's first calls), and an
+litellm in this process (``SIMWORLD_LLM_WORKERS=0``, and runs planned under the threshold), and an
 engine-only backend that just sleeps. The paths' simulations are stepped in turn, so all see
 the same machine load. Also this process's CPU per call.
 

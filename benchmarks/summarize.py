@@ -133,7 +133,7 @@ def main() -> None:
         "workers": f"through litellm in {workers} LLM worker process{'es' if workers > 1 else ''}"
         " (what a large run uses)",
         "workers_two_per_core": f"through litellm in {2 * e['machine']['cores']} LLM worker processes, two per core",
-        "in_process": "through litellm in the simulation's process (a run's first calls)",
+        "in_process": "through litellm in the simulation's process (`SIMWORLD_LLM_WORKERS=0`, and runs whose plan is under the threshold)",
         "engine_only": "engine only (a backend that just sleeps)",
     }
     path_rows = "\n".join(

@@ -143,10 +143,16 @@ previous prompt in the same role, what a provider prefix cache can reuse (see
 - Cacheable-prefix share of the default: {100 * base["prefix_share"]:.1f} % (target
   ≥ {100 * data["target_prefix_share"]:.0f} %: {"met" if met else "**missed**"}).
   By purpose: {by_kind}.
-  The prompts already put the stable parts first (the persona's system prompt, then the
-  instruction, topic and options, then the memories); what is not shared is the tail that
-  must change (the memories heard, the other topic of the next probe, the post's instruction
-  after a probe).
+  The prompts put what repeats between an agent's consecutive calls first: the persona's
+  system prompt, then the topic, then what the agent heard (oldest first), then the options
+  (a counterbalanced probe draws their order per call) and the task (post, reply or private
+  probe) last; an agent's probes are sent with the topic just discussed first and the one to
+  be discussed next last. Stance calls put their fixed instructions and the options first and
+  the message last. What is not shared: every chain's first call (nothing before it), the
+  probe of the other topic (the topic and what was heard about it differ, only the persona is
+  shared), what was heard since the agent's post (new lines, and the oldest dropped from the
+  memory window), and the topic and message of each stance call (its chain, the annotator's
+  calls about one speaker, has one call per step and the topics take turns).
 
 Machine: {data["machine"]["cpus"]} CPUs, Python {data["machine"]["python"]}.
 """,

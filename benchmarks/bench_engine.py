@@ -3,7 +3,7 @@
 Each is measured for the paths a call can take: litellm in LLM worker processes (what a
 large run uses, :mod:`simworld.llm.workers`; started and warm before the measurements, their
 start-up is reported apart), also with two workers per core beside the default's one,
-litellm in this process (``SIMWORLD_LLM_WORKERS=0``, and a run's first calls), and an
+litellm in this process (``SIMWORLD_LLM_WORKERS=0``, and runs planned under the threshold), and an
 engine-only backend that just sleeps. The paths' simulations are stepped in turn, so all see
 the same machine load. Also this process's CPU per call.
 
@@ -114,12 +114,14 @@ def time_paths(
     concurrency: int,
     steps: int,
 ) -> dict[str, list[float]]:
-    """Wall time of each of ``steps`` steps of one simulation per backend (construction
-    excluded), the simulations stepped in turn so that every path sees the same machine."""
+    """Wall time of each of ``steps`` steps of one simulation per backend (construction and
+    :meth:`SocialSimulation.prepare` excluded), the simulations stepped in turn so that every
+    path sees the same machine."""
     sims = {}
     for name, make in backends.items():
         sc = scenario(n, model=model, concurrency=concurrency)
         sims[name] = SocialSimulation(sc, gateway=Gateway(make(), config=sc.llm, cache=None))
+        sims[name].prepare()  # the path chosen from the plan, ready (bench_plan.py times it)
     times: dict[str, list[float]] = {name: [] for name in sims}
     for _ in range(steps):
         for name, sim in sims.items():

@@ -6,8 +6,10 @@ Run: ``.venv/bin/python benchmarks/summarize.py`` after the benchmarks.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from statistics import median
+from typing import Any
 
 from simworld.trackers.tracker_set import CHECKPOINT_S
 
@@ -19,6 +21,92 @@ DOC = ROOT / "docs" / "benchmarks.md"
 def verdict(ok: bool) -> str:
     """``met`` or a bold ``missed``."""
     return "met" if ok else "**missed**"
+
+
+def plan_section(plan: dict[str, Any]) -> str:
+    """The section on the path chosen from the plan, from ``plan.json`` (bench_plan.py)."""
+    runs = plan["runs"]
+    sizes = sorted({r["agents"] for r in runs})
+
+    def rows(agents: int, path: str) -> list[dict[str, Any]]:
+        return [r for r in runs if r["agents"] == agents and r["path"] == path]
+
+    def med(agents: int, path: str, value: Callable[[dict[str, Any]], float]) -> float:
+        return median(value(r) for r in rows(agents, path))
+
+    def total(r: dict[str, Any]) -> float:
+        return r["prepare_s"] + sum(r["step_s"])
+
+    table = []
+    for n in sizes:
+        cells = [f"{n:,}", str(rows(n, "in_process")[0]["planned_calls_per_step"])]
+        for path in ("in_process", "workers"):
+            cells += [
+                f"{med(n, path, lambda r: r['prepare_s']):.2f} s",
+                " / ".join(
+                    f"{med(n, path, lambda r, i=i: r['step_s'][i]):.2f}"
+                    for i in range(plan["steps"])
+                )
+                + " s",
+                f"{med(n, path, lambda r: r['ratio_max']):.2f}",
+            ]
+        table.append("| " + " | ".join(cells) + " |")
+    step_win = [n for n in sizes if med(n, "workers", _ratio) < med(n, "in_process", _ratio)]
+    run_win = [n for n in sizes if med(n, "workers", total) < med(n, "in_process", total)]
+    defaults = []
+    for n, target in sorted((int(k), v) for k, v in plan["targets"].items()):
+        got = rows(n, "default")
+        if not got:
+            continue
+        worst = max(r["ratio_max"] for r in got)
+        path = "LLM workers" if all(r["workers_started"] for r in got) else "in-process"
+        steps = "; ".join(" / ".join(f"{x:.2f}" for x in r["step_s"]) + " s" for r in got)
+        defaults.append(
+            f"- {n:,} agents, default settings ({path}): steps {steps}, ideal "
+            f"{got[0]['ideal_step_s']:.1f} s, worst ratio {worst:.2f} (target ≤ {target}: "
+            f"{verdict(worst <= target)}); waiting before step 1 "
+            f"{median(r['prepare_s'] for r in got):.2f} s."
+        )
+    load = plan["machine"]["loadavg"]
+    speeds = [r["core_speed_s"] for r in runs]
+    header = " | ".join(
+        ["agents", "calls / step"]
+        + [f"{p} {c}" for p in ("in-process", "workers") for c in ("wait", "steps", "worst ratio")]
+    )
+    return f"""## The path chosen from the plan
+
+A run counts the model calls of a step from its scenario (`planned_calls_per_step` in
+`simworld/engine/model.py`) before it builds anything. With `SIMWORLD_LLM_WORKERS=auto`, at
+{plan["plan_min_calls_per_step"]} calls per step or more it starts {plan["workers"]} LLM workers
+then, while the population, network and prompts are built, and waits for them before step 1
+(`SocialSimulation.prepare`); below that it warms litellm up in its own process instead. Both
+waits are reported here as "wait" and are not part of any step.
+
+`benchmarks/bench_plan.py`: every row is a fresh process (the workers' start-up counts),
+{plan["steps"]}-step broadcast runs (one call per agent-step), fake provider at
+{plan["latency_ms"]} ms, concurrency {plan["concurrency"]}; medians of {max(r["repeat"] for r in runs) + 1}
+runs per path, paths run in turn.
+
+| {header} |
+| {" | ".join(["---"] * 8)} |
+{chr(10).join(table)}
+
+- Per step (worst step ratio), the workers were faster {_sizes(step_win)}; counting their
+  start-up, a whole {plan["steps"]}-step run was faster with them {_sizes(run_win)}.
+{chr(10).join(defaults)}
+- The host was shared while this ran: load average {load["start"][0]:.1f} at the start,
+  {load["end"][0]:.1f} at the end; the core-speed probe (`core_speed_s`, 0.12 s on an idle
+  core) took {min(speeds):.2f} to {max(speeds):.2f} s in the measured processes.
+"""
+
+
+def _sizes(sizes: list[int]) -> str:
+    """Where one path won: ``at 100, 400 agents``, or at none."""
+    return f"at {', '.join(f'{n:,}' for n in sizes)} agents" if sizes else "at none of the sizes"
+
+
+def _ratio(r: dict[str, Any]) -> float:
+    return float(r["ratio_max"])
 
 
 def main() -> None:
@@ -45,7 +133,7 @@ def main() -> None:
         "workers": f"through litellm in {workers} LLM worker process{'es' if workers > 1 else ''}"
         " (what a large run uses)",
         "workers_two_per_core": f"through litellm in {2 * e['machine']['cores']} LLM worker processes, two per core",
-        "in_process": "through litellm in the simulation's process (a run's first calls)",
+        "in_process": "through litellm in the simulation's process (`SIMWORLD_LLM_WORKERS=0`, and runs whose plan is under the threshold)",
         "engine_only": "engine only (a backend that just sleeps)",
     }
     path_rows = "\n".join(
@@ -77,6 +165,7 @@ side by side in one run.
 | benchmark | command | result file |
 | --- | --- | --- |
 | engine | `.venv/bin/python benchmarks/bench_engine.py` | `engine.json` |
+| path chosen from the plan | `.venv/bin/python benchmarks/bench_plan.py` | `plan.json` |
 | replay | `.venv/bin/python benchmarks/bench_replay.py` | `replay.json` |
 | embedded model | `.venv/bin/python benchmarks/bench_local.py` | `local.json`, [details](benchmarks-local.md) |
 | memory | `.venv/bin/python benchmarks/bench_memory.py` | `memory.json`, [details](benchmarks-memory.md) |
@@ -111,7 +200,8 @@ simulation's one event loop, so {lat["agents"]} calls per step kept that loop bu
   accounting and cost, and spends {cpu["workers"]["cpu_ms"] if workers else float("nan"):.2f} ms of CPU per call on
   them and on the messages. Outputs are byte-identical either way (tested).
   `SIMWORLD_LLM_WORKERS`: `auto` (the default: min(cores, 4) workers, here {workers},
-  started once one backend has made {e["auto_start"]["calls"]} calls at
+  started before the first step of a run whose steps make enough calls, see "The path chosen
+  from the plan" below, or once one backend has made {e["auto_start"]["calls"]} calls at
   {e["auto_start"]["calls_per_s"]:.0f} calls/s or more, so small, latency-bound runs and tests
   stay in-process), `0`, or a number of workers.{per_core}
   A worker's start-up, mostly importing litellm, took {e["worker_start_s"]:.1f} s here and was done before
@@ -191,6 +281,9 @@ workers' start-up, which is importing litellm and mesa); Ray vs local
 {s["ray_overhead_with_init"]:.2f}× including Ray's start-up, {s["ray_overhead_running"]:.2f}×
 with Ray running (target ≤ 1.2×: {verdict(s["ray_overhead_with_init"] <= 1.2)}).
 """
+    plan_file = RESULTS / "plan.json"
+    if plan_file.exists():
+        doc += "\n" + plan_section(json.loads(plan_file.read_text()))
     DOC.write_text(doc)
     print(f"wrote {DOC}")
 

@@ -75,6 +75,9 @@ class SocialSimulation(mesa.Model):
         super().__init__(rng=scenario.seed)
         self.scenario = scenario
         self.gateway = gateway
+        # before anything is built: the LLM worker processes a large run needs start meanwhile
+        gateway.plan(planned_calls_per_step(scenario))
+        self._prepared = False
         self.on_step = on_step
         personas = build_population(scenario, self.rng, source=source)
         self.graph: nx.Graph = build_graph(scenario.network, personas, self.rng, source=source)
@@ -281,10 +284,19 @@ class SocialSimulation(mesa.Model):
 
         return self._loop.run_until_complete(gather())
 
+    def prepare(self) -> None:
+        """Wait until the way of running model calls chosen from the run's plan can take
+        them (the LLM worker processes of a large run, :meth:`Gateway.plan`), so the first
+        step runs as fast as the others; idempotent, and done by :meth:`start`."""
+        if not self._prepared:
+            self._prepared = True
+            self._loop.run_until_complete(self.gateway.ready())
+
     def start(self) -> None:
         """Probe the initial state (step 0) when configured; idempotent."""
         if self._started:
             return
+        self.prepare()
         self._started = True
         with prompts.overridden(self.scenario.prompts):
             self._start()
@@ -606,21 +618,45 @@ class SocialSimulation(mesa.Model):
             for topic in topics:
                 request, schema, order = agent.probe_request(topic, step=record.step)
                 jobs.append((agent, [(topic, order, None)], request, schema))
-        calls = (self.gateway.call(r, s) for a, _, r, s in jobs if not a.baseline)
-        answers = iter(self.gather(calls))
-        for agent, items, _, _ in jobs:
+        # sent in the order of probe_order (what repeats in an agent's consecutive prompts),
+        # recorded in plan order
+        rank = self.probe_order(record.step)
+        first: dict[int, int] = {}  # an agent's jobs are consecutive: the index of its first
+        for i, job in enumerate(jobs):
+            first.setdefault(id(job[0]), i)
+        sent = sorted(
+            (i for i, job in enumerate(jobs) if not job[0].baseline),
+            key=lambda i: (first[id(jobs[i][0])], rank[jobs[i][1][0][0].id]),
+        )
+        outcomes = self.gather(self.gateway.call(*jobs[i][2:]) for i in sent)
+        answers = dict(zip(sent, outcomes, strict=True))
+        for i, (agent, items, _, _) in enumerate(jobs):
             if self.policy is not None and agent.baseline:
                 for topic, _, _ in items:
                     row = self.policy.probe_row(agent, topic, record.step)
                     self._keep(row)
                     record.events.append({"type": EventType.PROBE.value, **row})
                 continue
-            outcome = next(answers)
+            outcome = answers[i]
             record.call(outcome)
             for topic, order, field_name in items:
                 row = self._probe_row(record.step, agent, topic, order, outcome, field_name)
                 self._keep(row)
                 record.events.append({"type": EventType.PROBE.value, **row})
+
+    def probe_order(self, step: int) -> dict[str, int]:
+        """The order an agent's probe calls of ``step`` are sent in, as a rank per topic id.
+
+        The topic just discussed comes first (its prompt repeats most of the agent's post of
+        this step), the topic to be discussed next last (the agent's next post repeats most
+        of its prompt), the others between them in scenario order. Answers do not depend on
+        the order (each is a function of its own request); a provider's prefix cache does.
+        """
+        ranks = {t.id: 1 for t in self.scenario.topics}
+        ranks[self.topic_for(step + 1).id] = 2
+        if step >= 1:
+            ranks[self.topic_for(step).id] = 0
+        return ranks
 
     def _probe_row(
         self,
@@ -667,6 +703,26 @@ class SocialSimulation(mesa.Model):
         self.opinions.append(row)
         answers = self._answers.setdefault(row["topic"], {}).setdefault(row["step"], {})
         answers[row["agent"]] = row["answer"]
+
+
+def planned_calls_per_step(scenario: Scenario) -> int:
+    """Model calls of the busiest step of a run of ``scenario``, from the scenario alone (an
+    upper estimate: every agent model-driven, every speech call answered; BFI and memory
+    upkeep calls left out)."""
+    n, proto, trackers = scenario.population.size, scenario.protocol, scenario.trackers
+    topics = len(scenario.topics)
+    turns = {"broadcast": n, "pairs": 2 * (n // 2), "group": proto.rounds * n}
+    if proto.mode == "asch":  # a structured answer per agent and topic, no messages
+        speech = n * topics
+        annotations = 0
+    else:
+        speech = turns.get(proto.mode, n)  # a user protocol: taken as one turn each
+        annotations = speech * (int(trackers.stance is True) + int(trackers.judge))
+    probed = [len(proto.probe_topic_indices(s, topics)) for s in proto.probe_steps()]
+    per_agent = max(probed, default=0)
+    if proto.probe_batch:
+        per_agent = min(per_agent, 1)
+    return speech + annotations + n * per_agent
 
 
 def _said(outcome: CallOutcome | Statement) -> str | None:

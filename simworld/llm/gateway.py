@@ -208,6 +208,21 @@ class Gateway:
         self.config = config
         self._slots = asyncio.Semaphore(self._cap(config))
 
+    def plan(self, calls_per_step: int) -> None:
+        """Tell the backend, before the first step, how many calls a step of the run makes
+        (:meth:`LanguageModel.plan`): a large run starts its LLM worker processes now.
+
+        Replayed runs read every answer from the cache, and calls over ``llm.deployments``
+        stay in this process (one router sees them all), so neither plans anything.
+        """
+        if self.config.cache == "replay" or self.config.deployments:
+            return
+        self._model.plan(self.config.model, calls_per_step=calls_per_step)
+
+    async def ready(self) -> None:
+        """Wait until the backend's chosen way of running calls can take them."""
+        await self._model.ready()
+
     @property
     def _cache(self) -> ResponseCache | None:
         """The store, when the cache mode uses one."""

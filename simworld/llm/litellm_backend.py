@@ -6,6 +6,7 @@ re-exported here for callers that reach them through the backend.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from functools import cache
@@ -27,6 +28,7 @@ from simworld.llm.types import (
     RemoteModelError,
     json_schema,
 )
+from simworld.llm.worker_protocol import READY_TIMEOUT_S
 from simworld.support.hashing import canonical_json, sha256_hex
 
 FREE_PROVIDERS = ("fake/", "local/")
@@ -39,6 +41,16 @@ IN_PROCESS_PROVIDERS = ("local/",)
 # logging payload and recomputes the cost for whatever callbacks are registered.
 SUCCESS_LOGGING_DISPATCH = "_dispatch_success_logging"
 _SKIPS_UNOBSERVED = "_simworld_skips_unobserved"
+# litellm's global callback lists (anything registered there observes every call).
+CALLBACK_LISTS = (
+    "callbacks",
+    "input_callback",
+    "success_callback",
+    "failure_callback",
+    "_async_success_callback",
+    "_async_failure_callback",
+    "_async_input_callback",
+)
 
 # Request parameters simworld may send that some providers reject (``seed`` on Anthropic):
 # they are left out for providers that litellm says do not support them.
@@ -150,6 +162,42 @@ def call_cost(
     return float(prompt_cost + completion_cost)
 
 
+# Before it reports ready, an LLM worker (and, before a run's first step, a process that makes
+# its calls itself) sends this many calls to the fake provider through litellm: the first
+# calls import and cache what the rest of the call path needs.
+WARM_UP_CALLS = 8
+WARM_UP_MODEL = "fake/default"
+_WARMED: list[bool] = []
+
+
+async def warm_up(model: LiteLLMModel) -> None:
+    """Make :data:`WARM_UP_CALLS` concurrent fake calls through ``model`` (and litellm)."""
+    requests = [
+        LLMRequest(
+            model=WARM_UP_MODEL,
+            messages=({"role": "user", "content": "Say something."},),
+            identity=CallIdentity(seed=0, agent="warm-up", step=0, purpose="warm_up", index=i),
+            temperature=0.0,
+            max_tokens=8,
+        )
+        for i in range(WARM_UP_CALLS)
+    ]
+    await asyncio.gather(
+        *(model.complete(r, attempt=0, timeout_s=READY_TIMEOUT_S) for r in requests)
+    )
+
+
+async def warm_up_in_process() -> None:
+    """:func:`warm_up` in this process, once per process (a later caller returns at once).
+
+    Skipped when a litellm callback is registered: it would see the warm-up calls.
+    """
+    if _WARMED or any(getattr(litellm, name, None) for name in CALLBACK_LISTS):
+        return
+    _WARMED.append(True)
+    await warm_up(LiteLLMModel(workers=0))
+
+
 class LiteLLMModel(LanguageModel):
     """Every provider litellm knows, including simworld's registered ``fake/`` provider.
 
@@ -174,11 +222,44 @@ class LiteLLMModel(LanguageModel):
         self._calls = 0
         self._first_call = 0.0
         self._due = False
+        self._planned = False
+        self._warm_up = False
         self._warned = False
 
     def parallelism(self, model: str) -> int | None:
         """One at a time for the embedded ``local/`` provider (its engine serialises calls)."""
         return 1 if model.startswith("local/") else None
+
+    def plan(self, model: str, *, calls_per_step: int) -> None:
+        """Start the LLM worker processes now when a run whose steps make ``calls_per_step``
+        calls should use them from its first call (:meth:`WorkerPolicy.planned`); they import
+        litellm while the run is being built, and :meth:`ready` waits for them. Otherwise
+        the calls run in this process, and :meth:`ready` warms litellm up here."""
+        policy = self._policy
+        if model.startswith(IN_PROCESS_PROVIDERS):
+            return
+        if not policy.planned(calls_per_step):
+            self._warm_up = True
+            return
+        from simworld.llm.workers import shared_pool
+
+        shared_pool(policy.workers).start()
+        self._due = self._planned = True
+
+    async def ready(self) -> None:
+        """Wait for the workers :meth:`plan` started (until one is ready or none can be), or
+        warm litellm up in this process for calls planned here.
+
+        litellm builds much of what a call needs (pydantic schemas, its logging objects) on
+        its first calls; a few fake calls before the first step, once per process, spare
+        the first step that time (as an LLM worker does before it reports ready).
+        """
+        if self._planned:
+            from simworld.llm.workers import shared_pool
+
+            await shared_pool(self._policy.workers).wait_ready()
+        elif self._warm_up:
+            await warm_up_in_process()
 
     def _ensure_priced(self, model: str) -> None:
         """Put simworld's free in-process models in litellm's cost map, once per model string.

@@ -47,9 +47,21 @@ def chain_key(request: LLMRequest) -> str:
 
 
 def common_prefix_len(a: str, b: str) -> int:
-    """Length of the longest common prefix of two strings."""
-    n = min(len(a), len(b))
-    return next((i for i in range(n) if a[i] != b[i]), n)
+    """Length of the longest common prefix of two strings.
+
+    A bisection over slice comparisons (done in C): a character loop in Python cost a third
+    of a millisecond per call on prompts of a few thousand characters.
+    """
+    lo, hi = 0, min(len(a), len(b))  # a[:lo] == b[:lo]; the answer lies in [lo, hi]
+    if a[:hi] == b[:hi]:
+        return hi
+    while hi - lo > 1:  # invariant from here: a[:hi] != b[:hi]
+        mid = (lo + hi) // 2
+        if a[lo:mid] == b[lo:mid]:
+            lo = mid
+        else:
+            hi = mid
+    return lo
 
 
 def estimate_tokens(chars: int) -> int:

@@ -158,6 +158,16 @@ class LanguageModel(ABC):
         """How many calls to ``model`` can really run at once (``None``: no limit known)."""
         return None
 
+    def plan(self, model: str, *, calls_per_step: int) -> None:
+        """Hear, before a run's first step, how many calls to ``model`` a step makes, to
+        choose how to run them (see :meth:`ready`); by default there is nothing to choose."""
+        return None
+
+    async def ready(self) -> None:
+        """Return once the way of running calls chosen in :meth:`plan` can take them (the
+        simulation awaits this before its first step); by default at once."""
+        return None
+
 
 class RemoteModelError(openai.OpenAIError):
     """A model call's error raised in an LLM worker process, classified there.

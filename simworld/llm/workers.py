@@ -13,10 +13,13 @@ seed only, and an error crosses back with the same kind, retry class and message
 have had in-process.
 
 ``SIMWORLD_LLM_WORKERS`` chooses: ``auto`` (the default) starts ``min(cores, 4)`` workers
-once one backend has made ``AUTO_START_CALLS`` calls at ``AUTO_MIN_CALLS_PER_S`` or faster (a
-large, fast run; small runs, tests and latency-bound runs stay in-process) and uses them as
-soon as they are ready; ``0`` never; ``N`` starts ``N`` workers at the first call and waits
-for them. ``local/`` models always run in-process. Workers are
+before the first step of a run whose steps make ``PLAN_MIN_CALLS_PER_STEP`` calls or more
+(the plan, :meth:`~simworld.llm.types.LanguageModel.plan`; the run waits for them, so every
+step takes the fast path), or mid-run once one backend has made ``AUTO_START_CALLS`` calls at
+``AUTO_MIN_CALLS_PER_S`` or faster (a fast run that did not plan, then used as soon as they are
+ready); small runs, tests and latency-bound runs stay in-process. ``0`` never; ``N`` starts
+``N`` workers when the run plans (else at the first call) and waits for them. ``local/``
+models always run in-process. Workers are
 shared by every backend of the process, inherit its environment when they start, and exit
 with it.
 """
@@ -62,6 +65,9 @@ AUTO_WORKERS_PER_CORE = 1
 # seconds of CPU importing litellm, on another core). Latency-bound runs never start them.
 AUTO_START_CALLS = 500
 AUTO_MIN_CALLS_PER_S = 200.0
+# ``auto`` starts the workers before the first step of a run whose steps make this many calls
+# or more: the crossover measured by benchmarks/bench_engine.py (docs/benchmarks.md).
+PLAN_MIN_CALLS_PER_STEP = 200
 EXIT_TIMEOUT_S = 5.0
 RECV_BYTES = 1 << 16
 WORKER_LOST = "llm worker process exited"
@@ -79,12 +85,21 @@ class WorkerPolicy:
         min_calls_per_s: And the call rate (calls over the time since the first) they need.
         wait: Whether calls wait for the workers to come up (else they stay in-process
             until a worker is ready).
+        plan_calls: Calls per step from which a run that plans
+            (:meth:`~simworld.llm.types.LanguageModel.plan`) starts the workers before its
+            first step and waits for them.
     """
 
     workers: int
     after_calls: int = 0
     min_calls_per_s: float = 0.0
     wait: bool = True
+    plan_calls: int = 0
+
+    def planned(self, calls_per_step: int) -> bool:
+        """Whether a run whose steps make ``calls_per_step`` calls should start the workers
+        before its first step."""
+        return self.workers > 0 and calls_per_step >= self.plan_calls
 
     def due(self, calls: int, elapsed_s: float) -> bool:
         """Whether a backend that made ``calls`` calls in ``elapsed_s`` seconds should start
@@ -110,7 +125,13 @@ class WorkerPolicy:
         if sys.platform == "win32":  # the parent's selector-based socket handling needs POSIX
             return cls(0)
         workers = min((os.cpu_count() or 1) * AUTO_WORKERS_PER_CORE, MAX_AUTO_WORKERS)
-        return cls(workers, AUTO_START_CALLS, AUTO_MIN_CALLS_PER_S, wait=False)
+        return cls(
+            workers,
+            AUTO_START_CALLS,
+            AUTO_MIN_CALLS_PER_S,
+            wait=False,
+            plan_calls=PLAN_MIN_CALLS_PER_STEP,
+        )
 
 
 class _Worker:

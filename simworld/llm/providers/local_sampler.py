@@ -14,6 +14,7 @@ truncation would drop anyway. Every pick is allowed by the grammar, so output al
 from __future__ import annotations
 
 import ctypes
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -25,6 +26,14 @@ PENALTY_LAST_N = 64
 GRAMMAR_SHORTLIST = 1024
 _DEFAULT_SEED = 0xFFFFFFFF  # llama.cpp draws a random seed for this value: never pass it
 _TOKEN_DTYPE = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)], align=True)
+
+
+@lru_cache(maxsize=4)
+def _all_ids(n_vocab: int) -> np.ndarray:
+    """Every token id, once per vocabulary size (read-only)."""
+    ids = np.arange(n_vocab, dtype=np.int32)
+    ids.flags.writeable = False
+    return ids
 
 
 class GrammarError(ValueError):
@@ -115,6 +124,27 @@ class TokenSampler:
             token = self._constrained(logits, np.sort(shortlist).astype(np.int32))
             if token < 0:
                 token = self._constrained(logits, np.arange(self._n_vocab, dtype=np.int32))
+        llama.llama_sampler_accept(self._grammar, token)
+        return token
+
+    def pick_logits(self, logits: np.ndarray) -> int:
+        """Like :meth:`pick`, from a copy of the logits instead of a context.
+
+        Does what ``llama_sampler_sample`` does (the whole vocabulary through the chain, then
+        accept), so a decoding whose logits were read out of a shared batch samples the same
+        way; the grammar check is the same as in :meth:`pick`.
+        """
+        llama = self._llama
+        ids = _all_ids(self._n_vocab)
+        token = self._apply(self._chain, logits, ids)
+        llama.llama_sampler_accept(self._chain, token)
+        if self._grammar is None:
+            return token
+        if not self._allowed(token, float(logits[token])):
+            shortlist = np.argpartition(-logits, GRAMMAR_SHORTLIST)[:GRAMMAR_SHORTLIST]
+            token = self._constrained(logits, np.sort(shortlist).astype(np.int32))
+            if token < 0:
+                token = self._constrained(logits, ids)
         llama.llama_sampler_accept(self._grammar, token)
         return token
 

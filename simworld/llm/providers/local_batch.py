@@ -73,6 +73,7 @@ from simworld.llm.providers.local_engine import (
     TEXT_REPEAT_PENALTY,
     EngineConfig,
     Generation,
+    LlamaEngine,
     OptionLayout,
     Sampling,
     _answer_enum,
@@ -581,6 +582,15 @@ class BatchedEngine:
 
     def _detok(self, tokens: Sequence[int]) -> str:
         return self._model.detokenize(list(tokens), False).decode("utf-8", errors="replace")
+
+
+def load_engine(config: EngineConfig) -> LlamaEngine | BatchedEngine:
+    """The process's engine for ``config``: the serial
+    :class:`~simworld.llm.providers.local_engine.LlamaEngine` for ``batch=1``, else a
+    :class:`BatchedEngine`."""
+    if config.batch <= 1:
+        return LlamaEngine.get(config)
+    return BatchedEngine.get(config)
 
 
 def _runs(seqs: list[int]) -> list[list[int]]:

@@ -252,16 +252,6 @@ def prompt_budget(config: EngineConfig, n_prompt: int, max_tokens: int) -> int:
     return budget
 
 
-def load_engine(config: EngineConfig) -> Any:
-    """The process's engine for ``config``: the serial :class:`LlamaEngine` for ``batch=1``,
-    else a :class:`~simworld.llm.providers.local_batch.BatchedEngine`."""
-    if config.batch <= 1:
-        return LlamaEngine.get(config)
-    from simworld.llm.providers.local_batch import BatchedEngine
-
-    return BatchedEngine.get(config)
-
-
 def _log_softmax(logits: np.ndarray) -> np.ndarray:
     shifted = logits.astype(np.float64) - float(np.max(logits))
     return shifted - np.log(np.sum(np.exp(shifted)))

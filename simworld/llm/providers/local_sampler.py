@@ -24,6 +24,7 @@ TOP_P = 0.95
 MIN_P = 0.05
 PENALTY_LAST_N = 64
 GRAMMAR_SHORTLIST = 1024
+CANDIDATES = TOP_K + PENALTY_LAST_N
 _DEFAULT_SEED = 0xFFFFFFFF  # llama.cpp draws a random seed for this value: never pass it
 _TOKEN_DTYPE = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)], align=True)
 
@@ -130,13 +131,19 @@ class TokenSampler:
     def pick_logits(self, logits: np.ndarray) -> int:
         """Like :meth:`pick`, from a copy of the logits instead of a context.
 
-        Does what ``llama_sampler_sample`` does (the whole vocabulary through the chain, then
-        accept), so a decoding whose logits were read out of a shared batch samples the same
-        way; the grammar check is the same as in :meth:`pick`.
+        The chain sees only the :data:`CANDIDATES` most likely tokens (by id order), not the
+        whole vocabulary: its penalties only lower logits, of at most
+        :data:`PENALTY_LAST_N` tokens, and it keeps at most :data:`TOP_K`, so what it keeps
+        is among them; building a 262k-entry array for every token would cost more than
+        the rest of sampling. The grammar check is the same as in :meth:`pick`.
         """
         llama = self._llama
         ids = _all_ids(self._n_vocab)
-        token = self._apply(self._chain, logits, ids)
+        if self._n_vocab > CANDIDATES:
+            candidates = np.sort(np.argpartition(-logits, CANDIDATES)[:CANDIDATES])
+        else:
+            candidates = ids
+        token = self._apply(self._chain, logits, candidates.astype(np.int32))
         llama.llama_sampler_accept(self._chain, token)
         if self._grammar is None:
             return token

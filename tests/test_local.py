@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
+import random
 import subprocess
 import sys
+import time
 
 import pandas as pd
 import pytest
@@ -16,12 +19,14 @@ from simworld.llm.litellm_backend import CallIdentity, LiteLLMModel, LLMRequest,
 from simworld.llm.providers import local
 from simworld.llm.providers.fake import _SAYINGS
 from simworld.llm.providers.local import LocalModelError, check_model, parse_model, to_prompt
+from simworld.llm.providers.local_batch import SEQ_CHUNK, BatchedEngine, load_engine
 from simworld.llm.providers.local_engine import (
     _JSON_STRING_CHAR,
     _LOOSE_STRING_CHAR,
     AMX_FLAGS,
     PREFILL_CHUNK,
     EngineConfig,
+    Generation,
     LlamaEngine,
     Sampling,
     _gbnf,
@@ -56,7 +61,7 @@ PROBE = (
 
 @pytest.fixture(scope="module")
 def engine() -> LlamaEngine:
-    return LlamaEngine.get(parse_model(MODEL))
+    return LlamaEngine.get(dataclasses.replace(parse_model(MODEL), batch=1))
 
 
 def _generate(engine: LlamaEngine, user: str, **kwargs) -> str:
@@ -184,6 +189,23 @@ def test_other_providers_pass_unchecked():
     check_model("openai/gpt-4o-mini")
 
 
+def test_batch_option_picks_the_engine_and_the_parallelism():
+    assert parse_model(MODEL).batch == 8
+    assert parse_model(MODEL + "?batch=1").batch == 1
+    assert local.parallelism(MODEL) == 8
+    assert local.parallelism(MODEL + "?threads=1&batch=3") == 3
+    assert local.parallelism(MODEL + "?batch=nope") == 1
+    assert LiteLLMModel().parallelism(MODEL + "?batch=1") == 1
+    assert LiteLLMModel().parallelism("fake/default") is None
+    for bad in ("0", "65", "two"):
+        with pytest.raises(LocalModelError, match="batch"):
+            check_model(f"{MODEL}?batch={bad}")
+
+
+def test_batch_one_is_the_serial_engine(engine):
+    assert load_engine(dataclasses.replace(parse_model(MODEL), batch=1)) is engine
+
+
 def test_relative_and_absolute_paths_resolve(monkeypatch):
     packaged = parse_model(MODEL).path
     assert parse_model(f"local/{packaged}").path == packaged
@@ -295,7 +317,7 @@ def test_same_seed_same_output_whatever_ran_before(engine):
     first = _generate(engine, PROBE + "\nExplain briefly.", seed=42, max_tokens=24)
     _generate(engine, "Something else entirely, to disturb the KV cache.", seed=3)
     again = _generate(engine, PROBE + "\nExplain briefly.", seed=42, max_tokens=24)
-    cold = LlamaEngine(EngineConfig(engine.config.path, prefix_reuse=False))
+    cold = LlamaEngine(EngineConfig(engine.config.path, prefix_reuse=False, batch=1))
     without_reuse = _generate(cold, PROBE + "\nExplain briefly.", seed=42, max_tokens=24)
     assert first == again == without_reuse
     other = [_generate(engine, PROBE + "\nExplain briefly.", seed=s, max_tokens=24) for s in (1, 2)]
@@ -335,6 +357,136 @@ def test_logprobs_score_every_option(engine):
     assert {alt["token"][:1] for alt in answer_entry["top_logprobs"]} == set("12345")
     assert str(json.loads(text)["answer"]) == answer_entry["token"][0]
     assert asyncio.run(call(5)) == (text, extra)
+
+
+# -- the batched engine -----------------------------------------------------------------------
+# Long enough (over 512 tokens) that a lone sequence's one-token decode would take
+# llama.cpp's split-KV attention path, which the engine must avoid.
+LONG_SYSTEM = (
+    SYSTEM
+    + "\n"
+    + "\n".join(
+        f"- Memory {i}: a neighbour said that remote work {'helps' if i % 2 else 'hurts'} "
+        f"families in town number {i}."
+        for i in range(24)
+    )
+)
+OTHER_USERS = [
+    "Say where you stand on nuclear power.",
+    "Tell me about your job in one sentence.",
+    PROBE,
+    "Which first: A = transport, B = housing, C = policing, D = parks?",
+    "What did your neighbours say this week?",
+    "Describe your town.",
+    "Is remote work good for families?",
+]
+
+
+@pytest.fixture(scope="module")
+def batched() -> BatchedEngine:
+    # One thread: on a shared 2-core host two spinning llama.cpp threads crawl.
+    config = dataclasses.replace(parse_model(MODEL), n_ctx=1024, batch=8, threads=1)
+    engine = BatchedEngine(config)
+    yield engine
+    engine.close()
+
+
+def _target() -> tuple[str, str, Sampling]:
+    prompt = to_prompt(
+        [{"role": "system", "content": LONG_SYSTEM}, {"role": "user", "content": PROBE}]
+    )
+    return prompt.text, prompt.preamble, Sampling(24, 0.9, 11, LIKERT_SCHEMA, 3)
+
+
+def _others(rng: random.Random, n: int) -> list[tuple[str, str, Sampling]]:
+    out = []
+    for i in range(n):
+        user = rng.choice(OTHER_USERS)
+        system = rng.choice([SYSTEM, LONG_SYSTEM[:400], "You are Bob, a farmer from Kenya."])
+        prompt = to_prompt(
+            [{"role": "system", "content": system}, {"role": "user", "content": user}]
+        )
+        schema = rng.choice([None, LIKERT_SCHEMA, CHOICE_SCHEMA])
+        top = rng.choice([None, 2]) if schema is not None else None
+        sampling = Sampling(rng.randint(4, 16), 0.8, rng.randint(0, 99) + i, schema, top)
+        out.append((prompt.text, prompt.preamble, sampling))
+    return out
+
+
+def _bytes(gen: Generation) -> bytes:
+    return json.dumps(dataclasses.asdict(gen), sort_keys=True).encode()
+
+
+def test_a_calls_answer_does_not_depend_on_its_batch(batched):
+    """Tokens and log-probability bytes of one call (with option scoring) are the same
+    prefilled alone, next to three other calls in any arrival order, and copying its
+    prefix from a twin in flight."""
+    text, preamble, sampling = _target()
+    alone = batched.generate(text, preamble=preamble, sampling=sampling)
+    assert alone.logprobs and len(alone.logprobs[-1]["top_logprobs"]) == 5
+    ref = _bytes(alone)
+    calls = [*_others(random.Random(5), 3), (text, preamble, sampling)]
+    for order in (calls, calls[::-1]):
+        futures = [batched.submit(t, preamble=p, sampling=s) for t, p, s in order]
+        assert _bytes(futures[order.index(calls[-1])].result()) == ref
+        assert len({_bytes(f.result()) for f in futures}) == len(futures)
+    copied = batched.stats["copied_tokens"]
+    twins = [batched.submit(text, preamble=preamble, sampling=sampling) for _ in range(2)]
+    assert [_bytes(f.result()) for f in twins] == [ref, ref]
+    assert batched.stats["copied_tokens"] > copied
+    other_seed = dataclasses.replace(sampling, seed=12)
+    assert _bytes(batched.generate(text, preamble=preamble, sampling=other_seed)) != ref
+
+
+@pytest.mark.slow
+def test_a_calls_answer_does_not_depend_on_its_batch_at_all(batched):
+    """The same call alone, reusing its own cached prefix, next to 1, 3 and 7 random other
+    calls in shuffled arrival orders, and joining while the others decode."""
+    text, preamble, sampling = _target()
+    ref = _bytes(batched.generate(text, preamble=preamble, sampling=sampling))
+    assert _bytes(batched.generate(text, preamble=preamble, sampling=sampling)) == ref
+    rng = random.Random(3)
+    for n_others in (1, 3, 7):
+        calls = [*_others(rng, n_others), (text, preamble, sampling)]
+        rng.shuffle(calls)
+        futures = [batched.submit(t, preamble=p, sampling=s) for t, p, s in calls]
+        index = calls.index((text, preamble, sampling))
+        assert _bytes(futures[index].result()) == ref, f"with {n_others} others"
+        for future in futures:
+            future.result()
+    futures = [batched.submit(t, preamble=p, sampling=s) for t, p, s in _others(rng, 5)]
+    decodes = batched.stats["decodes"]
+    while batched.stats["decodes"] < decodes + 3 and not futures[0].done():
+        time.sleep(0.01)
+    late = batched.submit(text, preamble=preamble, sampling=sampling)
+    assert _bytes(late.result()) == ref
+    for future in futures:
+        future.result()
+
+
+def test_batched_engine_keeps_grammar_and_free_text_rules(batched):
+    prompts = [
+        to_prompt([{"role": "system", "content": SYSTEM}, {"role": "user", "content": u}])
+        for u in (PROBE, "Say where you stand on remote work.")
+    ]
+    futures = [
+        batched.submit(p.text, preamble=p.preamble, sampling=Sampling(40, 1.5, seed, schema))
+        for seed in range(3)
+        for p, schema in zip(prompts, (LIKERT_SCHEMA, None), strict=True)
+    ]
+    answers = [f.result() for f in futures]
+    for gen in answers[0::2]:
+        assert json.loads(gen.text)["answer"] in {1, 2, 3, 4, 5}
+    for gen in answers[1::2]:
+        assert "\n" not in gen.text.strip() and 0 < gen.completion_tokens <= 40
+    assert batched.stats["pads"] > 0
+    too_long = batched.submit("word " * 1100, preamble="", sampling=Sampling(8, 0.0, 1))
+    with pytest.raises(ValueError, match="context window of 1024"):
+        too_long.result()
+
+
+def test_pieces_never_exceed_the_flash_attention_tile():
+    assert SEQ_CHUNK < 64  # GGML_FA_TILE_Q: 64 queries of one sequence take the tiled path
 
 
 # -- end to end on the real model -------------------------------------------------------------

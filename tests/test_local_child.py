@@ -86,31 +86,45 @@ def test_abort_in_the_child_then_resume_matches_an_inline_run(
 
 
 def test_a_child_killed_mid_call_is_reported_as_likely_out_of_memory(fresh_children):
-    """What the kernel's out-of-memory killer does: SIGKILL while the call is running."""
+    """What the kernel's out-of-memory killer does: SIGKILL while calls are running; every
+    call in flight fails with the crash."""
     import os
     import signal
-    import threading
 
     engine = ChildEngine.get(MODEL, parse_model(MODEL))
-    errors: list[BaseException] = []
-
-    def call() -> None:
-        try:
-            engine.generate("Tell a long story.", preamble="", sampling=Sampling(256, 1.0, 3))
-        except ModelCrashedError as exc:
-            errors.append(exc)
-
-    thread = threading.Thread(target=call)
-    thread.start()
+    futures = [
+        engine.submit(f"Tell long story {i}.", preamble="", sampling=Sampling(256, 1.0, i))
+        for i in range(3)
+    ]
     assert engine.pid is not None
     os.kill(engine.pid, signal.SIGKILL)
-    thread.join(timeout=60)
-    assert not thread.is_alive()
-    assert len(errors) == 1
-    assert "SIGKILL" in str(errors[0]) and "likely out of memory" in str(errors[0])
+    errors = [f.exception(timeout=60) for f in futures]
+    assert all(isinstance(e, ModelCrashedError) for e in errors), errors
+    assert all("SIGKILL" in str(e) and "likely out of memory" in str(e) for e in errors)
     assert engine.crashed
+    with pytest.raises(ModelCrashedError):  # and every later call on it
+        engine.generate("Q: Say yes.\nA:", preamble="", sampling=Sampling(4, 0.0, 1))
     # the next run gets a fresh child
     again = ChildEngine.get(MODEL, parse_model(MODEL))
     assert again is not engine and not again.crashed
     out = again.generate("Q: Say yes.\nA:", preamble="", sampling=Sampling(4, 0.0, 1))
     assert out.completion_tokens > 0
+
+
+def test_calls_in_flight_in_the_child_answer_as_inline(fresh_children):
+    """Several calls at once over the pipe come back to their own callers, byte-identical
+    to the same calls answered by the engine in this process."""
+    from simworld.llm.providers.local_batch import load_engine
+
+    prompts = [f"Q: Name a colour, {name}.\nA:" for name in ("Ana", "Bob", "Cy")]
+    samplings = [Sampling(8, 0.9, seed) for seed in (1, 2, 3)]
+    engine = ChildEngine.get(MODEL, parse_model(MODEL))
+    futures = [
+        engine.submit(p, preamble="", sampling=s) for p, s in zip(prompts, samplings, strict=True)
+    ]
+    child = [f.result(timeout=300) for f in futures]
+    inline = load_engine(parse_model(MODEL))
+    pairs = zip(prompts, samplings, strict=True)
+    here = [inline.generate(p, preamble="", sampling=s) for p, s in pairs]
+    assert child == here
+    assert len({g.text for g in child}) > 1

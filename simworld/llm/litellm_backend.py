@@ -227,8 +227,13 @@ class LiteLLMModel(LanguageModel):
         self._warned = False
 
     def parallelism(self, model: str) -> int | None:
-        """One at a time for the embedded ``local/`` provider (its engine serialises calls)."""
-        return 1 if model.startswith("local/") else None
+        """For the embedded ``local/`` provider, how many calls its engine decodes together
+        (the model's ``batch`` option, 1 for the serial engine); no limit otherwise."""
+        if not model.startswith("local/"):
+            return None
+        from simworld.llm.providers.local import parallelism
+
+        return parallelism(model)
 
     def plan(self, model: str, *, calls_per_step: int) -> None:
         """Start the LLM worker processes now when a run whose steps make ``calls_per_step``

@@ -8,10 +8,13 @@ Model strings:
 * ``local/<path>.gguf``: any other GGUF file; ``local//abs/model.gguf`` for an absolute path,
   ``local/models/x.gguf`` for one relative to the working directory.
 
-Options follow ``?``: ``local/gemma3-270m?n_ctx=8192&threads=2&prefix_cache=off&extra_bufts=auto``
+Options follow ``?``:
+``local/gemma3-270m?n_ctx=8192&threads=2&prefix_cache=off&extra_bufts=auto&batch=8``
 (``extra_bufts``: llama.cpp's extra CPU buffer types; ``auto`` turns them off: they crash on
 CPUs with AMX and gain nothing measurable elsewhere, see
-:func:`simworld.llm.providers.local_engine.use_extra_bufts`).
+:func:`simworld.llm.providers.local_engine.use_extra_bufts`; ``batch``: how many calls are
+decoded together, default 8, see :mod:`simworld.llm.providers.local_batch`; ``batch=1`` is
+the serial engine, one call at a time, whose answers differ from the batched engine's).
 
 The model runs in a child process unless ``SIMWORLD_LOCAL_PROCESS=inline``, so a crash of
 llama.cpp stops the run with a clear error instead of killing it (see
@@ -24,9 +27,11 @@ grammar-constrained, so they always parse.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import importlib
 import os
+from concurrent.futures import Future
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -40,10 +45,12 @@ from litellm.types.utils import ModelResponse
 from simworld.errors import SimworldError
 from simworld.llm.providers.local_child import ChildEngine, ModelCrashedError, engine_for
 from simworld.llm.providers.local_engine import (
+    DEFAULT_BATCH,
     DEFAULT_N_CTX,
     EXTRA_BUFTS_CHOICES,
     ContextOverflowError,
     EngineConfig,
+    Generation,
     Sampling,
 )
 from simworld.llm.providers.prompt_format import SPEAKER as _SPEAKER
@@ -61,8 +68,9 @@ GGUF_MAGIC = b"GGUF"
 DEFAULT_TEMPERATURE = 1.0
 DEFAULT_MAX_TOKENS = 256
 MIN_N_CTX = 256
+MAX_BATCH = 64
 _COPY_BLOCK = 1 << 20
-_OPTIONS = ("n_ctx", "threads", "prefix_cache", "extra_bufts")
+_OPTIONS = ("n_ctx", "threads", "prefix_cache", "extra_bufts", "batch")
 
 
 class LocalModelError(SimworldError):
@@ -186,10 +194,13 @@ def parse_model(model: str) -> EngineConfig:
     try:
         n_ctx = int(opts.get("n_ctx", DEFAULT_N_CTX))
         threads = int(opts.get("threads", 0))
+        batch = int(opts.get("batch", DEFAULT_BATCH))
     except ValueError as exc:
-        raise LocalModelError(full, "n_ctx and threads must be integers") from exc
+        raise LocalModelError(full, "n_ctx, threads and batch must be integers") from exc
     if n_ctx < MIN_N_CTX or threads < 0:
         raise LocalModelError(full, f"n_ctx must be >= {MIN_N_CTX} and threads >= 0")
+    if not 1 <= batch <= MAX_BATCH:
+        raise LocalModelError(full, f"batch must be between 1 and {MAX_BATCH}")
     reuse = opts.get("prefix_cache", "on").lower()
     if reuse not in {"on", "off", "1", "0", "true", "false"}:
         raise LocalModelError(full, "prefix_cache must be on or off")
@@ -207,7 +218,7 @@ def parse_model(model: str) -> EngineConfig:
         with open(path, "rb") as fh:
             if fh.read(len(GGUF_MAGIC)) != GGUF_MAGIC:
                 raise LocalModelError(full, f"{path} is not a GGUF file")
-    return EngineConfig(path, n_ctx, threads, reuse in {"on", "1", "true"}, extra_bufts)
+    return EngineConfig(path, n_ctx, threads, reuse in {"on", "1", "true"}, extra_bufts, batch)
 
 
 def check_model(model: str) -> None:
@@ -226,6 +237,19 @@ def check_model(model: str) -> None:
     except ImportError as exc:
         raise LocalModelError(model, f"llama-cpp-python is not installed; {INSTALL_HINT}") from exc
     parse_model(model)
+
+
+def parallelism(model: str) -> int:
+    """How many calls a ``local/`` model answers at once: its ``batch`` option (1 for the
+    serial engine; 1 too for a model string that does not parse, which fails on its own)."""
+    full = model if model.startswith(PROVIDER_PREFIX) else PROVIDER_PREFIX + model
+    _, _, query = full.partition("?")
+    raw = parse_qs(query).get("batch", [str(DEFAULT_BATCH)])[-1]
+    try:
+        batch = int(raw)
+    except ValueError:
+        return 1
+    return batch if 1 <= batch <= MAX_BATCH else 1
 
 
 def crash_of(model: str) -> ModelCrashedError | None:
@@ -256,54 +280,71 @@ class LocalLLM(CustomLLM):
     """litellm custom provider behind ``local/...`` model strings."""
 
     def completion(self, model: str, messages: list, *args: Any, **kwargs: Any) -> ModelResponse:  # type: ignore[override]
-        """Answer synchronously (blocks while another call holds the model).
+        """Answer synchronously (waits while the model's batch is full).
 
         Raises:
             ModelCrashedError: The model's process died (litellm wraps it; the backend
                 finds it again with :func:`crash_of`).
         """
-        params = kwargs.get("optional_params") or {}
-        engine = engine_for(
-            PROVIDER_PREFIX + model.removeprefix(PROVIDER_PREFIX), parse_model(model)
-        )
-        prompt = to_prompt(messages)
-        schema = _schema(params)
-        temperature = params.get("temperature")
-        sampling = Sampling(
-            max_tokens=int(params.get("max_tokens") or DEFAULT_MAX_TOKENS),
-            temperature=DEFAULT_TEMPERATURE if temperature is None else float(temperature),
-            seed=int(params.get("seed") or 0),
-            schema=schema,
-            top_logprobs=int(params.get("top_logprobs") or 0) if params.get("logprobs") else None,
-        )
-        try:
-            gen = engine.generate(prompt.text, preamble=prompt.preamble, sampling=sampling)
-        except ContextOverflowError as exc:
-            raise litellm.ContextWindowExceededError(
-                str(exc), model=PROVIDER_PREFIX + model, llm_provider="local"
-            ) from exc
-        choice: dict[str, Any] = {
-            "index": 0,
-            "message": {"role": "assistant", "content": gen.text.strip()},
-            "finish_reason": gen.finish_reason,
-        }
-        if gen.logprobs is not None:
-            choice["logprobs"] = {"content": gen.logprobs}
-        response = litellm.ModelResponse(
-            model=PROVIDER_PREFIX + model,
-            choices=[choice],
-            usage={
-                "prompt_tokens": gen.prompt_tokens,
-                "completion_tokens": gen.completion_tokens,
-                "total_tokens": gen.prompt_tokens + gen.completion_tokens,
-            },
-        )
-        # A free provider: telling litellm the cost spares it a slow cost-map search.
-        response._hidden_params["response_cost"] = 0.0
-        return response
+        engine, prompt, sampling = _prepare(model, messages, kwargs)
+        future = engine.submit(prompt.text, preamble=prompt.preamble, sampling=sampling)
+        return _response(model, future)
 
     async def acompletion(
         self, model: str, messages: list, *args: Any, **kwargs: Any
     ) -> ModelResponse:  # type: ignore[override]
-        """Answer in a worker thread; calls on one model run one at a time."""
-        return await asyncio.to_thread(self.completion, model, messages, *args, **kwargs)
+        """Answer without holding a thread while the engine works: the call is queued on
+        the engine and awaited (only finding the engine, which may load the model, runs in
+        a worker thread)."""
+        engine, prompt, sampling = await asyncio.to_thread(_prepare, model, messages, kwargs)
+        future = engine.submit(prompt.text, preamble=prompt.preamble, sampling=sampling)
+        with contextlib.suppress(Exception):  # _response raises it, converted
+            await asyncio.wrap_future(future)
+        return _response(model, future)
+
+
+def _prepare(
+    model: str, messages: list, kwargs: dict[str, Any]
+) -> tuple[Any, BasePrompt, Sampling]:
+    """The engine, prompt and sampling settings of one litellm call."""
+    params = kwargs.get("optional_params") or {}
+    engine = engine_for(PROVIDER_PREFIX + model.removeprefix(PROVIDER_PREFIX), parse_model(model))
+    prompt = to_prompt(messages)
+    temperature = params.get("temperature")
+    sampling = Sampling(
+        max_tokens=int(params.get("max_tokens") or DEFAULT_MAX_TOKENS),
+        temperature=DEFAULT_TEMPERATURE if temperature is None else float(temperature),
+        seed=int(params.get("seed") or 0),
+        schema=_schema(params),
+        top_logprobs=int(params.get("top_logprobs") or 0) if params.get("logprobs") else None,
+    )
+    return engine, prompt, sampling
+
+
+def _response(model: str, future: Future[Generation]) -> ModelResponse:
+    """The litellm response of a finished call (waits for it)."""
+    try:
+        gen = future.result()
+    except ContextOverflowError as exc:
+        raise litellm.ContextWindowExceededError(
+            str(exc), model=PROVIDER_PREFIX + model, llm_provider="local"
+        ) from exc
+    choice: dict[str, Any] = {
+        "index": 0,
+        "message": {"role": "assistant", "content": gen.text.strip()},
+        "finish_reason": gen.finish_reason,
+    }
+    if gen.logprobs is not None:
+        choice["logprobs"] = {"content": gen.logprobs}
+    response = litellm.ModelResponse(
+        model=PROVIDER_PREFIX + model,
+        choices=[choice],
+        usage={
+            "prompt_tokens": gen.prompt_tokens,
+            "completion_tokens": gen.completion_tokens,
+            "total_tokens": gen.prompt_tokens + gen.completion_tokens,
+        },
+    )
+    # A free provider: telling litellm the cost spares it a slow cost-map search.
+    response._hidden_params["response_cost"] = 0.0
+    return response

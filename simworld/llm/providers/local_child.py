@@ -2,10 +2,11 @@
 
 llama.cpp is native code: a segfault, an abort or the kernel's out-of-memory killer ends
 the whole process, with no Python exception and no word from simworld. By default the
-``local/`` provider therefore loads its
-:class:`~simworld.llm.providers.local_engine.LlamaEngine` in a child process (started
-with ``spawn``: litellm and llama.cpp do not survive a fork) and sends it one call at a time
-over a pipe. When the child dies, the call in flight, and every
+``local/`` provider therefore loads its engine (batched, or serial for ``batch=1``, see
+:func:`~simworld.llm.providers.local_batch.load_engine`) in a child process (started
+with ``spawn``: litellm and llama.cpp do not survive a fork). Calls go over a pipe, each
+with an id, as many at once as the caller sends; a reader thread in the parent hands each
+answer to the future of its call. When the child dies, every call in flight, and every
 later call on that model, raises :class:`ModelCrashedError`, which names the model and how
 the child died; the run stops with status ``crashed`` and ``simworld resume`` continues it.
 
@@ -19,10 +20,12 @@ the model in the simworld process instead (``child``, the default, isolates it).
 
 from __future__ import annotations
 
+import functools
 import multiprocessing
 import os
 import signal
 import threading
+from concurrent.futures import Future
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any, ClassVar, Protocol
@@ -62,6 +65,10 @@ class ModelCrashedError(SimworldError):
 class Engine(Protocol):
     """What the ``local/`` provider needs of an engine, in-process or in a child."""
 
+    def submit(self, prompt: str, *, preamble: str, sampling: Sampling) -> Future[Generation]:
+        """Queue one continuation of ``prompt``; the future holds it."""
+        ...
+
     def generate(self, prompt: str, *, preamble: str, sampling: Sampling) -> Generation:
         """Decode one continuation of ``prompt`` (see :meth:`LlamaEngine.generate`)."""
         ...
@@ -82,9 +89,9 @@ def process_mode() -> str:
 def engine_for(model: str, config: EngineConfig) -> Engine:
     """The engine that answers ``model``: a child process's, or this process's."""
     if process_mode() == "inline":
-        from simworld.llm.providers.local_engine import LlamaEngine
+        from simworld.llm.providers.local_batch import load_engine
 
-        return LlamaEngine.get(config)
+        return load_engine(config)
     return ChildEngine.get(model, config)
 
 
@@ -112,8 +119,7 @@ class _Failure:
 
 
 class ChildEngine:
-    """A :class:`~simworld.llm.providers.local_engine.LlamaEngine` in a child process, one
-    call at a time.
+    """An engine in a child process; calls in flight are matched to answers by id.
 
     Args:
         model: The model string (named in errors).
@@ -127,7 +133,12 @@ class ChildEngine:
         self.model = model
         self.config = config
         self._lock = threading.Lock()
+        self._send_lock = threading.Lock()
         self._crash: ModelCrashedError | None = None
+        self._closing = False
+        self._next_id = 0
+        self._calls: dict[int, Future[Generation]] = {}
+        self._reader: threading.Thread | None = None
         ctx = multiprocessing.get_context("spawn")
         self._conn, child_end = ctx.Pipe()
         self._process = ctx.Process(
@@ -149,8 +160,7 @@ class ChildEngine:
             if engine is not None and not engine.crashed:
                 return engine
             engine = cls._instances[config] = cls(model, config)
-            with engine._lock:
-                engine._receive()  # the model is loaded, or the child has died trying
+            engine._wait_ready()  # the model is loaded, or the child has died trying
             return engine
 
     @classmethod
@@ -179,6 +189,28 @@ class ChildEngine:
         """The child's process id."""
         return self._process.pid
 
+    def submit(self, prompt: str, *, preamble: str, sampling: Sampling) -> Future[Generation]:
+        """Send one call to the child; its future holds the answer.
+
+        The future fails with :class:`ModelCrashedError` when the child dies (during the
+        call or before it), with ``ContextOverflowError`` when the prompt does not fit, and
+        with ``RuntimeError`` (the engine's error text kept) when the engine fails.
+        """
+        future: Future[Generation] = Future()
+        with self._lock:
+            if self._crash is not None:
+                future.set_exception(self._crash)
+                return future
+            call_id = self._next_id
+            self._next_id += 1
+            self._calls[call_id] = future
+        try:
+            with self._send_lock:
+                self._conn.send((call_id, prompt, preamble, sampling))
+        except (BrokenPipeError, ConnectionResetError, EOFError, OSError) as exc:
+            self._fail_all(self._died(), exc)
+        return future
+
     def generate(self, prompt: str, *, preamble: str, sampling: Sampling) -> Generation:
         """Decode one continuation in the child (see :meth:`LlamaEngine.generate`).
 
@@ -187,66 +219,108 @@ class ChildEngine:
             ModelCrashedError: The child died, during this call or before it.
             RuntimeError: The engine failed in the child (the error's text is kept).
         """
-        with self._lock:
-            if self._crash is not None:
-                raise self._crash
-            try:
-                self._conn.send((prompt, preamble, sampling))
-            except (BrokenPipeError, ConnectionResetError, EOFError) as exc:
-                raise self._died() from exc
-            return self._receive()
+        return self.submit(prompt, preamble=preamble, sampling=sampling).result()
 
-    def _receive(self) -> Any:
+    def _wait_ready(self) -> None:
+        """Wait for the child's ready message, then start the reader thread."""
         try:
-            kind, value = self._conn.recv()
-        except (EOFError, ConnectionResetError, OSError) as exc:
-            raise self._died() from exc
-        if kind == _OVERFLOW:
-            raise ContextOverflowError(value.message)
-        if kind == _FAILED:
-            raise RuntimeError(f"{value.kind}: {value.message}")
-        return value
+            self._conn.recv()
+        except (EOFError, ConnectionResetError, OSError):
+            self._died()
+            return
+        self._reader = threading.Thread(
+            target=self._read, name=f"simworld-local-reader-{self.pid}", daemon=True
+        )
+        self._reader.start()
+
+    def _read(self) -> None:
+        """Hand every answer to its call's future until the pipe ends."""
+        while True:
+            try:
+                call_id, kind, value = self._conn.recv()
+            except (EOFError, ConnectionResetError, OSError) as exc:
+                if not self._closing:
+                    self._fail_all(self._died(), exc)
+                return
+            with self._lock:
+                future = self._calls.pop(call_id, None)
+            if future is None or future.done():
+                continue
+            if kind == _OVERFLOW:
+                future.set_exception(ContextOverflowError(value.message))
+            elif kind == _FAILED:
+                future.set_exception(RuntimeError(f"{value.kind}: {value.message}"))
+            else:
+                future.set_result(value)
+
+    def _fail_all(self, crash: ModelCrashedError, cause: BaseException) -> None:
+        with self._lock:
+            calls, self._calls = self._calls, {}
+        for future in calls.values():
+            if not future.done():
+                crash.__cause__ = cause
+                future.set_exception(crash)
 
     def _died(self) -> ModelCrashedError:
         """Record the child's death (waiting briefly for its exit code) and describe it."""
+        with self._lock:
+            if self._crash is not None:
+                return self._crash
         self._process.join(timeout=5.0)
-        self._crash = ModelCrashedError(self.model, death_cause(self._process.exitcode))
+        crash = ModelCrashedError(self.model, death_cause(self._process.exitcode))
+        with self._lock:
+            if self._crash is None:
+                self._crash = crash
+            crash = self._crash
         self._conn.close()
-        return self._crash
+        return crash
 
     def close(self) -> None:
         """Stop the child."""
-        with self._lock:
-            if self._crash is None:
-                self._conn.close()  # the child sees end-of-file and returns
-            self._process.join(timeout=5.0)
-            if self._process.is_alive():
-                self._process.kill()
-                self._process.join()
+        self._closing = True
+        if self._crash is None:
+            self._conn.close()  # the child sees end-of-file and returns
+        self._process.join(timeout=5.0)
+        if self._process.is_alive():
+            self._process.kill()
+            self._process.join()
+        self._fail_all(ModelCrashedError(self.model, "the model process was stopped"), EOFError())
 
 
 def _serve(conn: Connection, config: EngineConfig, crash_after: int) -> None:
-    """The child: load the engine, then answer calls until the parent closes the pipe."""
-    from simworld.llm.providers.local_engine import LlamaEngine
+    """The child: load the engine, then answer calls until the parent closes the pipe.
 
-    engine = LlamaEngine(config)
+    Calls are handed to the engine as they arrive; each answer goes back with its call's id
+    when it is ready (in whatever order they finish).
+    """
+    from simworld.llm.providers.local_batch import load_engine
+
+    engine = load_engine(config)
+    send_lock = threading.Lock()
     conn.send((_READY, None))
     served = 0
+
+    def reply(call_id: int, future: Future[Generation]) -> None:
+        exc = future.exception()
+        if exc is None:
+            message: tuple[str, Any] = (_OK, future.result())
+        elif isinstance(exc, ContextOverflowError):
+            message = (_OVERFLOW, _Failure(type(exc).__name__, str(exc)))
+        else:  # sent to the parent, which raises it there
+            message = (_FAILED, _Failure(type(exc).__name__, str(exc)))
+        try:
+            with send_lock:
+                conn.send((call_id, *message))
+        except (BrokenPipeError, ConnectionResetError, OSError):
+            pass  # the parent has gone; the main loop ends on end-of-file
+
     while True:
         try:
-            prompt, preamble, sampling = conn.recv()
+            call_id, prompt, preamble, sampling = conn.recv()
         except EOFError:
             return
         if served == crash_after:
             os.abort()
         served += 1
-        try:
-            reply: tuple[str, Any] = (
-                _OK,
-                engine.generate(prompt, preamble=preamble, sampling=sampling),
-            )
-        except ContextOverflowError as exc:
-            reply = (_OVERFLOW, _Failure(type(exc).__name__, str(exc)))
-        except Exception as exc:  # sent to the parent, which raises it there
-            reply = (_FAILED, _Failure(type(exc).__name__, str(exc)))
-        conn.send(reply)
+        future = engine.submit(prompt, preamble=preamble, sampling=sampling)
+        future.add_done_callback(functools.partial(reply, call_id))

@@ -27,7 +27,8 @@ import logging
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
@@ -40,6 +41,7 @@ from simworld.llm.logprobs import token_entry
 from simworld.llm.providers.local_sampler import TokenSampler
 
 DEFAULT_N_CTX = 4096
+DEFAULT_BATCH = 8
 PREFILL_CHUNK = 64
 PREFIX_CACHE_BYTES = 512 * 1024 * 1024
 TEXT_REPEAT_PENALTY = 1.1
@@ -72,6 +74,8 @@ class EngineConfig:
         extra_bufts: llama.cpp's extra CPU buffer types (AMX kernels, repacked weights):
             ``auto`` (off: they crash on CPUs with AMX and gain nothing measurable
             elsewhere), ``on`` or ``off``. See :func:`use_extra_bufts`.
+        batch: Calls decoded together (1: the serial :class:`LlamaEngine`; more: the
+            batched engine of :mod:`simworld.llm.providers.local_batch`).
     """
 
     path: Path
@@ -79,6 +83,7 @@ class EngineConfig:
     threads: int = 0
     prefix_reuse: bool = True
     extra_bufts: str = "auto"
+    batch: int = DEFAULT_BATCH
 
 
 @dataclass(frozen=True)
@@ -232,6 +237,21 @@ def _gbnf(schema_json: str) -> str:
     return json_schema_to_gbnf(schema_json).replace(_LOOSE_STRING_CHAR, _JSON_STRING_CHAR)
 
 
+def prompt_budget(config: EngineConfig, n_prompt: int, max_tokens: int) -> int:
+    """How many tokens may follow a prompt of ``n_prompt`` tokens.
+
+    Raises:
+        ContextOverflowError: The prompt leaves no room in the context window.
+    """
+    budget = min(max_tokens, config.n_ctx - n_prompt)
+    if budget <= 0:
+        raise ContextOverflowError(
+            f"prompt of {n_prompt} tokens does not fit the context window of "
+            f"{config.n_ctx} tokens of {config.path} (raise ?n_ctx=)"
+        )
+    return budget
+
+
 def _log_softmax(logits: np.ndarray) -> np.ndarray:
     shifted = logits.astype(np.float64) - float(np.max(logits))
     return shifted - np.log(np.sum(np.exp(shifted)))
@@ -267,6 +287,7 @@ class LlamaEngine:
         self._vocab = llama_cpp.llama_model_get_vocab(self._llm.model)
         self._n_vocab = self._llm.n_vocab()
         self._lock = threading.Lock()
+        self._worker: ThreadPoolExecutor | None = None
         self._canonical: list[int] = []
         self._states: OrderedDict[tuple[int, ...], Any] = OrderedDict()
         self._state_bytes = 0
@@ -284,6 +305,13 @@ class LlamaEngine:
         """Token ids of ``text``."""
         return self._llm.tokenize(text.encode("utf-8"), add_bos=bos, special=False)
 
+    def submit(self, prompt: str, *, preamble: str, sampling: Sampling) -> Future[Generation]:
+        """:meth:`generate` in this engine's one worker thread; the future holds the result."""
+        with self._lock:
+            if self._worker is None:
+                self._worker = ThreadPoolExecutor(1, thread_name_prefix="simworld-serial")
+        return self._worker.submit(self.generate, prompt, preamble=preamble, sampling=sampling)
+
     def generate(self, prompt: str, *, preamble: str, sampling: Sampling) -> Generation:
         """Decode one continuation of ``prompt``.
 
@@ -300,12 +328,7 @@ class LlamaEngine:
             ContextOverflowError: The prompt does not fit the context window.
         """
         tokens = self.tokenize(prompt, bos=True)
-        budget = min(sampling.max_tokens, self.config.n_ctx - len(tokens))
-        if budget <= 0:
-            raise ContextOverflowError(
-                f"prompt of {len(tokens)} tokens does not fit the context window of "
-                f"{self.config.n_ctx} tokens of {self.config.path} (raise ?n_ctx=)"
-            )
+        budget = prompt_budget(self.config, len(tokens), sampling.max_tokens)
         preamble_len = _common_prefix(self.tokenize(preamble, bos=True), tokens)
         with self._lock:
             last_logits = self._prefill(tokens, preamble_len)
@@ -400,14 +423,7 @@ class LlamaEngine:
 
     def _first_line(self, out: list[int]) -> tuple[list[int], str]:
         """Tokens and text up to the first newline after non-blank text."""
-        text = self._detok(out)
-        body = text.lstrip()
-        if "\n" not in body:
-            return out, text
-        keep = text[: len(text) - len(body)] + body.split("\n", 1)[0]
-        if len(out) > 1 and self._detok(out[:-1]).startswith(keep):
-            out = out[:-1]
-        return out, keep
+        return first_line(out, self._detok)
 
     def _detok(self, tokens: Sequence[int]) -> str:
         return self._llm.detokenize(list(tokens)).decode("utf-8", errors="replace")
@@ -445,16 +461,13 @@ class LlamaEngine:
         self, prompt: list[int], out: list[int], last: np.ndarray, s: Sampling
     ) -> list[dict[str, Any]]:
         """Per-token entries; an ``answer`` enum becomes one entry scoring every option."""
-        k = max(0, min(int(s.top_logprobs or 0), MAX_TOP_LOGPROBS))
+        k = top_count(s)
         rows = [_log_softmax(last)]
         if len(out) > 1:
             rows += [_log_softmax(r) for r in self._decode_all(out[:-1], len(prompt))]
-        entries = []
-        for token, row in zip(out, rows, strict=True):
-            top = np.argpartition(-row, k)[:k] if k else np.array([], dtype=np.int64)
-            top = top[np.lexsort((top, -row[top]))]
-            alts = [(self._detok([t]), float(row[t])) for t in top]
-            entries.append(token_entry(self._detok([token]), float(row[token]), alts))
+        entries = [
+            logprob_entry(row, token, k, self._detok) for token, row in zip(out, rows, strict=True)
+        ]
         enum = _answer_enum(s.schema)
         if enum is None:
             return entries
@@ -475,29 +488,20 @@ class LlamaEngine:
         text after the value, e.g. ``}``) after the generated tokens that precede the value,
         under the unconstrained model; the tail makes ``1`` and ``10`` distinguishable.
         """
-        pieces = [self._detok([t]) for t in out]
-        text = "".join(pieces)
-        span = _answer_span(text)
-        if span is None:
+        layout = OptionLayout.of(out, self._detok)
+        if layout is None:
             return entries
-        start, end, generated = span
-        offsets = np.cumsum([len(p) for p in pieces])
-        first = int(np.searchsorted(offsets, start, side="right"))
-        begin = int(offsets[first - 1]) if first else 0
-        lead = text[begin:start]
-        tail = text[end:]
-        n_past = len(prompt) + first
+        n_past = len(prompt) + layout.first
         scored = []
         for value in enum:
-            cont = self.tokenize(lead + json.dumps(value) + tail, bos=False)
-            lp = float(rows[first][cont[0]])
+            text = layout.continuation(value)
+            cont = self.tokenize(text, bos=False)
+            lp = float(rows[layout.first][cont[0]])
             if len(cont) > 1:
                 for tok, logits in zip(cont[1:], self._decode_all(cont[:-1], n_past), strict=True):
                     lp += float(_log_softmax(logits)[tok])
-            scored.append((lead + json.dumps(value) + tail, lp, value == generated))
-        chosen = next((lp for _, lp, hit in scored if hit), max(lp for _, lp, _ in scored))
-        alts = sorted(((t, lp) for t, lp, _ in scored), key=lambda a: -a[1])
-        return [*entries[:first], token_entry(text[begin:], chosen, alts)]
+            scored.append((text, lp, value == layout.generated))
+        return layout.entries(entries, scored)
 
 
 def _answer_enum(schema: dict[str, Any] | None) -> list[Any] | None:
@@ -523,3 +527,89 @@ def _answer_span(text: str) -> tuple[int, int, Any] | None:
     except json.JSONDecodeError:
         return None
     return start, end, value
+
+
+def top_count(s: Sampling) -> int:
+    """How many alternatives to report per token (0 to :data:`MAX_TOP_LOGPROBS`)."""
+    return max(0, min(int(s.top_logprobs or 0), MAX_TOP_LOGPROBS))
+
+
+def logprob_entry(
+    row: np.ndarray, token: int, k: int, detok: Callable[[Sequence[int]], str]
+) -> dict[str, Any]:
+    """The OpenAI-format entry of ``token`` from a log-softmax ``row``, with ``k`` alternatives.
+
+    Args:
+        row: Log-probabilities over the vocabulary at the token's position.
+        token: The generated token.
+        k: Alternatives to list (most likely first, ties by token id).
+        detok: Token ids to text.
+    """
+    top = np.argpartition(-row, k)[:k] if k else np.array([], dtype=np.int64)
+    top = top[np.lexsort((top, -row[top]))]
+    alts = [(detok([t]), float(row[t])) for t in top]
+    return token_entry(detok([token]), float(row[token]), alts)
+
+
+def first_line(out: list[int], detok: Callable[[Sequence[int]], str]) -> tuple[list[int], str]:
+    """Tokens and text of ``out`` up to the first newline after non-blank text."""
+    text = detok(out)
+    body = text.lstrip()
+    if "\n" not in body:
+        return out, text
+    keep = text[: len(text) - len(body)] + body.split("\n", 1)[0]
+    if len(out) > 1 and detok(out[:-1]).startswith(keep):
+        out = out[:-1]
+    return out, keep
+
+
+@dataclass(frozen=True)
+class OptionLayout:
+    """Where the ``answer`` value sits in generated JSON tokens, for scoring every option.
+
+    Attributes:
+        first: Index of the token holding the value's first character.
+        lead: Text of that token before the value.
+        tail: Text after the value (e.g. ``}``).
+        text: The whole generated text.
+        begin: Character offset of token ``first`` in ``text``.
+        generated: The value that was generated.
+    """
+
+    first: int
+    lead: str
+    tail: str
+    text: str
+    begin: int
+    generated: Any
+
+    @classmethod
+    def of(cls, out: list[int], detok: Callable[[Sequence[int]], str]) -> OptionLayout | None:
+        """The layout of generated tokens ``out``; ``None`` when no answer value is found."""
+        pieces = [detok([t]) for t in out]
+        text = "".join(pieces)
+        span = _answer_span(text)
+        if span is None:
+            return None
+        start, end, generated = span
+        offsets = np.cumsum([len(p) for p in pieces])
+        first = int(np.searchsorted(offsets, start, side="right"))
+        begin = int(offsets[first - 1]) if first else 0
+        return cls(first, text[begin:start], text[end:], text, begin, generated)
+
+    def continuation(self, value: Any) -> str:
+        """The text scored for option ``value``: ``lead + value + tail``."""
+        return self.lead + json.dumps(value) + self.tail
+
+    def entries(
+        self, entries: list[dict[str, Any]], scored: list[tuple[str, float, bool]]
+    ) -> list[dict[str, Any]]:
+        """``entries`` with the answer's tokens replaced by one entry over every option.
+
+        Args:
+            entries: Per-token entries of the generated tokens.
+            scored: ``(continuation, logprob, is_generated)`` for each option.
+        """
+        chosen = next((lp for _, lp, hit in scored if hit), max(lp for _, lp, _ in scored))
+        alts = sorted(((t, lp) for t, lp, _ in scored), key=lambda a: -a[1])
+        return [*entries[: self.first], token_entry(self.text[self.begin :], chosen, alts)]

@@ -14,6 +14,7 @@ truncation would drop anyway. Every pick is allowed by the grammar, so output al
 from __future__ import annotations
 
 import ctypes
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -23,8 +24,17 @@ TOP_P = 0.95
 MIN_P = 0.05
 PENALTY_LAST_N = 64
 GRAMMAR_SHORTLIST = 1024
+CANDIDATES = TOP_K + PENALTY_LAST_N
 _DEFAULT_SEED = 0xFFFFFFFF  # llama.cpp draws a random seed for this value: never pass it
 _TOKEN_DTYPE = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)], align=True)
+
+
+@lru_cache(maxsize=4)
+def _all_ids(n_vocab: int) -> np.ndarray:
+    """Every token id, once per vocabulary size (read-only)."""
+    ids = np.arange(n_vocab, dtype=np.int32)
+    ids.flags.writeable = False
+    return ids
 
 
 class GrammarError(ValueError):
@@ -115,6 +125,33 @@ class TokenSampler:
             token = self._constrained(logits, np.sort(shortlist).astype(np.int32))
             if token < 0:
                 token = self._constrained(logits, np.arange(self._n_vocab, dtype=np.int32))
+        llama.llama_sampler_accept(self._grammar, token)
+        return token
+
+    def pick_logits(self, logits: np.ndarray) -> int:
+        """Like :meth:`pick`, from a copy of the logits instead of a context.
+
+        The chain sees only the :data:`CANDIDATES` most likely tokens (by id order), not the
+        whole vocabulary: its penalties only lower logits, of at most
+        :data:`PENALTY_LAST_N` tokens, and it keeps at most :data:`TOP_K`, so what it keeps
+        is among them; building a 262k-entry array for every token would cost more than
+        the rest of sampling. The grammar check is the same as in :meth:`pick`.
+        """
+        llama = self._llama
+        ids = _all_ids(self._n_vocab)
+        if self._n_vocab > CANDIDATES:
+            candidates = np.sort(np.argpartition(-logits, CANDIDATES)[:CANDIDATES])
+        else:
+            candidates = ids
+        token = self._apply(self._chain, logits, candidates.astype(np.int32))
+        llama.llama_sampler_accept(self._chain, token)
+        if self._grammar is None:
+            return token
+        if not self._allowed(token, float(logits[token])):
+            shortlist = np.argpartition(-logits, GRAMMAR_SHORTLIST)[:GRAMMAR_SHORTLIST]
+            token = self._constrained(logits, np.sort(shortlist).astype(np.int32))
+            if token < 0:
+                token = self._constrained(logits, ids)
         llama.llama_sampler_accept(self._grammar, token)
         return token
 

@@ -1,0 +1,604 @@
+"""Batched decoding of the embedded model: several calls share every llama.cpp decode.
+
+:class:`BatchedEngine` answers up to ``batch`` calls at once (``local/...?batch=N``, default
+8). Each call owns one llama.cpp sequence; a worker thread runs steps, and in every step the
+next piece of work of every call in flight (a prompt chunk, one generated token, the tokens
+of an option being scored) goes into shared ``llama_decode`` calls. A call that arrives while
+others are decoding joins at the next step (continuous batching). Prompts that start like a
+sequence already in the KV cache (a call in flight, or a finished one kept in a spare
+sequence, least recently used first to go) copy that sequence's cache with
+``llama_memory_seq_cp`` instead of evaluating the shared prefix again; per-preamble states
+(the persona card) are also saved and restored as in the serial engine. Sampling is the
+serial engine's (seeded chain, grammar for JSON), from logits read out of the batch;
+log-probabilities come from the logits each token was sampled from, and an ``answer`` enum
+is scored option by option as in :meth:`LlamaEngine._score_options
+<simworld.llm.providers.local_engine.LlamaEngine._score_options>`.
+
+Determinism: a call's tokens and log-probabilities do not depend on what else shares its
+batches, on the order calls arrive, or on whether its prefix was copied, restored or
+evaluated. That follows from the way each number is computed, found by experiment on
+llama.cpp's CPU backend (llama-cpp-python 0.3.36) and checked by ``tests/test_local.py``:
+
+* Matrix products compute every output element as one dot product over the shared
+  dimension, in an order that does not depend on how many rows the batch has: rows of one
+  sequence never mix with rows of another. (The serial engine's regime, without flash
+  attention, does not have this: its attention products and softmax run over all KV cells
+  in view, whose count depends on what else is cached; its logits changed by up to 0.95
+  with another sequence in the batch.)
+* Attention uses flash attention with one KV *stream* per sequence (``kv_unified=False``)
+  and a full-size sliding-window cache (``swa_full=True``). A sequence's tokens then sit at
+  cell index = position in its own stream, however its history went, and the CPU kernel
+  walks the cells in index order, skipping masked ones. With a unified cache the cells of
+  a sequence are interleaved with others' and the kernel tiles queries of several
+  sequences together (logits changed by up to 1.19).
+* llama.cpp's CPU flash attention has two other code paths whose results differ from the
+  per-row one: a *tiled* path when a ubatch holds 64 or more queries of one sequence, and a
+  *split-KV* path, which sums the cache in one chunk per thread, when a ubatch holds
+  exactly one query of exactly one sequence over 512 or more cells (logits changed by up to
+  1.23). So no sequence puts more than :data:`SEQ_CHUNK` (< 64) tokens in one decode, and a
+  sequence alone with a single token gets a pad token after it (at the next position, so
+  the causal mask hides it; its cell is removed right after).
+* With a per-sequence cache llama.cpp splits a batch into ubatches of *consecutive*
+  sequence ids holding *equal* token counts, cutting longer sequences' tokens where the
+  shortest ends. So every ``llama_decode`` holds pieces of one length only, and a ubatch
+  is always a whole run of consecutive sequences with their whole pieces.
+* A ubatch with outputs has at least two (one-token pieces are outputs; longer pieces
+  that need logits mark their last two tokens), so the last layer and the output matrix
+  always run on two or more rows.
+
+Memory: ``n_ctx`` tokens of KV per sequence (full-size sliding-window cache included), for
+``batch`` active sequences plus ``batch // 2`` (at least two) spare ones that keep recent
+prefixes: with Gemma 3 270M, 18 layers x 512 bytes x 2 (K and V) per token, about 75 MB per
+sequence at ``n_ctx=4096``, 0.9 GB for ``batch=8``; the per-preamble state cache is capped at
+:data:`~simworld.llm.providers.local_engine.PREFIX_CACHE_BYTES` as in the serial engine.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import logging
+import os
+import threading
+from collections import OrderedDict, deque
+from collections.abc import Generator, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+
+from simworld.llm.providers.local_engine import (
+    PREFIX_CACHE_BYTES,
+    TEXT_REPEAT_PENALTY,
+    EngineConfig,
+    Generation,
+    LlamaEngine,
+    OptionLayout,
+    Sampling,
+    _answer_enum,
+    _common_prefix,
+    _gbnf,
+    _log_softmax,
+    _quiet_llama_logs,
+    cpu_flags,
+    first_line,
+    logprob_entry,
+    prompt_budget,
+    top_count,
+    use_extra_bufts,
+)
+from simworld.llm.providers.local_sampler import TokenSampler
+
+SEQ_CHUNK = 32
+MIN_SPARE = 2
+_LOG = logging.getLogger("simworld.llm.providers.local")
+_BACKEND_LOCK = threading.Lock()
+_BACKEND_READY: list[bool] = []
+
+
+@dataclass
+class _Eval:
+    """Tokens of one sequence to evaluate at ``pos`` (what is cached from ``pos`` on goes).
+
+    Attributes:
+        seq: The sequence.
+        pos: Position of the first token.
+        tokens: The tokens.
+        outputs: Whether each token's logits are wanted.
+    """
+
+    seq: int
+    pos: int
+    tokens: list[int]
+    outputs: list[bool]
+
+
+@dataclass
+class _Request:
+    future: Future[Generation]
+    tokens: list[int]
+    preamble_len: int
+    sampling: Sampling
+    budget: int
+
+
+@dataclass
+class _Job:
+    """A call in flight: its sequence, its steps, and the evaluation it waits for."""
+
+    request: _Request
+    seq: int
+    steps: Generator[_Eval, list[np.ndarray], Generation]
+    pending: _Eval | None = None
+    rows: list[np.ndarray] = field(default_factory=list)
+
+
+class BatchedEngine:
+    """A loaded GGUF model answering up to ``config.batch`` calls at once.
+
+    Args:
+        config: The model file and its load options.
+    """
+
+    _instances: ClassVar[dict[EngineConfig, BatchedEngine]] = {}
+    _instances_lock: ClassVar[threading.Lock] = threading.Lock()
+
+    def __init__(self, config: EngineConfig) -> None:
+        import llama_cpp
+        from llama_cpp import _internals
+
+        _quiet_llama_logs()
+        with _BACKEND_LOCK:
+            if not _BACKEND_READY:
+                llama_cpp.llama_backend_init()
+                _BACKEND_READY.append(True)
+        self.config = config
+        self.batch = max(1, config.batch)
+        self.n_seqs = self.batch + max(MIN_SPARE, self.batch // 2)
+        threads = config.threads or os.cpu_count() or 1
+        self.extra_bufts = use_extra_bufts(config.extra_bufts, cpu_flags())
+        model_params = llama_cpp.llama_model_default_params()
+        model_params.use_extra_bufts = self.extra_bufts
+        self._model = _internals.LlamaModel(
+            path_model=str(config.path), params=model_params, verbose=False
+        )
+        params = llama_cpp.llama_context_default_params()
+        params.n_ctx = config.n_ctx * self.n_seqs
+        params.n_batch = params.n_ubatch = self.n_seqs * SEQ_CHUNK
+        params.n_seq_max = self.n_seqs
+        params.n_threads = params.n_threads_batch = threads
+        params.kv_unified = False
+        params.swa_full = True
+        params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED
+        self._context = _internals.LlamaContext(model=self._model, params=params, verbose=False)
+        self._ctx = self._context.ctx
+        self._mem = llama_cpp.llama_get_memory(self._ctx)
+        self._vocab = llama_cpp.llama_model_get_vocab(self._model.model)
+        self._n_vocab = self._model.n_vocab()
+        self._cached: list[list[int]] = [[] for _ in range(self.n_seqs)]
+        self._busy = [False] * self.n_seqs
+        self._last_use = [0] * self.n_seqs
+        self._clock = 0
+        self._copy_sources: set[int] = set()
+        self._states: OrderedDict[tuple[int, ...], Any] = OrderedDict()
+        self._state_bytes = 0
+        self._queue: deque[_Request] = deque()
+        self._cond = threading.Condition()
+        self._closed = False
+        self.stats = {"decodes": 0, "copied_tokens": 0, "restored_tokens": 0, "pads": 0}
+        self._thread = threading.Thread(
+            target=self._run, name=f"simworld-batch-{config.path.stem}", daemon=True
+        )
+        self._thread.start()
+
+    @classmethod
+    def get(cls, config: EngineConfig) -> BatchedEngine:
+        """The process's engine for ``config``, loaded on first use."""
+        with cls._instances_lock:
+            engine = cls._instances.get(config)
+            if engine is None:
+                engine = cls._instances[config] = cls(config)
+            return engine
+
+    # -- public --------------------------------------------------------------------------------
+    def tokenize(self, text: str, *, bos: bool) -> list[int]:
+        """Token ids of ``text``."""
+        return self._model.tokenize(text.encode("utf-8"), bos, False)
+
+    def submit(self, prompt: str, *, preamble: str, sampling: Sampling) -> Future[Generation]:
+        """Queue one continuation of ``prompt``; the future holds its :class:`Generation`.
+
+        Args:
+            prompt: The completion-style prompt.
+            preamble: Leading part of ``prompt`` that repeats across calls (its KV state
+                is kept for reuse).
+            sampling: Decoding settings.
+
+        Returns:
+            A future that fails with
+            :class:`~simworld.llm.providers.local_engine.ContextOverflowError` when the
+            prompt does not fit the context window.
+        """
+        future: Future[Generation] = Future()
+        try:
+            tokens = self.tokenize(prompt, bos=True)
+            budget = prompt_budget(self.config, len(tokens), sampling.max_tokens)
+            preamble_len = _common_prefix(self.tokenize(preamble, bos=True), tokens)
+        except Exception as exc:  # the caller sees it through the future
+            future.set_exception(exc)
+            return future
+        with self._cond:
+            if self._closed:
+                future.set_exception(RuntimeError(f"the engine of {self.config.path} is closed"))
+                return future
+            self._queue.append(_Request(future, tokens, preamble_len, sampling, budget))
+            self._cond.notify()
+        return future
+
+    def generate(self, prompt: str, *, preamble: str, sampling: Sampling) -> Generation:
+        """Decode one continuation of ``prompt`` (waits while the batch is full).
+
+        Raises:
+            ContextOverflowError: The prompt does not fit the context window.
+        """
+        return self.submit(prompt, preamble=preamble, sampling=sampling).result()
+
+    def close(self) -> None:
+        """Finish the calls in flight and queued, then stop the worker thread."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+        self._thread.join()
+
+    # -- scheduler -----------------------------------------------------------------------------
+    def _run(self) -> None:
+        jobs: dict[int, _Job] = {}
+        while True:
+            with self._cond:
+                while not self._queue and not jobs and not self._closed:
+                    self._cond.wait()
+                if self._closed and not self._queue and not jobs:
+                    return
+                admitted = []
+                while self._queue and len(jobs) + len(admitted) < self.batch:
+                    request = self._queue.popleft()
+                    if request.future.set_running_or_notify_cancel():
+                        admitted.append(request)
+            for request in admitted:
+                self._start(request, jobs)
+            self._step(jobs)
+
+    def _start(self, request: _Request, jobs: dict[int, _Job]) -> None:
+        try:
+            seq = self._admit(request.tokens)
+        except Exception as exc:
+            request.future.set_exception(exc)
+            return
+        job = _Job(request, seq, self._steps(seq, request))
+        jobs[seq] = job
+        self._advance(job, jobs, None)
+
+    def _advance(
+        self, job: _Job, jobs: dict[int, _Job], rows: list[np.ndarray] | BaseException | None
+    ) -> None:
+        """Run ``job`` up to its next evaluation, or finish it."""
+        try:
+            if isinstance(rows, BaseException):
+                job.pending = job.steps.throw(rows)
+            elif rows is None:
+                job.pending = next(job.steps)
+            else:
+                job.pending = job.steps.send(rows)
+            return
+        except StopIteration as stop:
+            job.request.future.set_result(stop.value)
+        except Exception as exc:
+            job.request.future.set_exception(exc)
+            self._forget(job.seq)
+        job.steps.close()
+        del jobs[job.seq]
+        self._busy[job.seq] = False
+
+    def _step(self, jobs: dict[int, _Job]) -> None:
+        """Evaluate what every job waits for, then move every job on."""
+        pending = {seq: job.pending for seq, job in jobs.items() if job.pending is not None}
+        results = self._evaluate(pending)
+        for seq in sorted(results):
+            self._advance(jobs[seq], jobs, results[seq])
+
+    # -- sequences and prefixes ----------------------------------------------------------------
+    def _admit(self, tokens: list[int]) -> int:
+        """A free sequence for a prompt, holding the longest cached prefix of it."""
+        limit = len(tokens) - 1
+        source, shared = -1, 0
+        if self.config.prefix_reuse:
+            for seq, cached in enumerate(self._cached):
+                n = min(_common_prefix(cached, tokens), limit)
+                if n > shared:
+                    source, shared = seq, n
+        free = [s for s in range(self.n_seqs) if not self._busy[s]]
+        if source >= 0 and not self._busy[source]:
+            seq = source
+        else:
+            calm = [s for s in free if s not in self._copy_sources] or free
+            seq = min(calm, key=lambda s: self._last_use[s])
+        saved = self._longest_state(tokens, limit)
+        self._busy[seq] = True
+        self._clock += 1
+        self._last_use[seq] = self._clock
+        try:
+            self._fill(seq, source, shared, saved)
+        except Exception:
+            self._busy[seq] = False
+            self._forget(seq)
+            raise
+        return seq
+
+    def _fill(self, seq: int, source: int, shared: int, saved: tuple[int, ...]) -> None:
+        """Give ``seq`` the longest of: a saved state, ``shared`` tokens of ``source``."""
+        import llama_cpp
+
+        if len(saved) > shared and seq not in self._copy_sources:
+            self._restore(seq, saved)
+        elif seq == source:
+            self._truncate(seq, shared)
+        elif shared > 0:
+            # the copy of the whole stream happens at the next llama_decode
+            llama_cpp.llama_memory_seq_cp(self._mem, source, seq, -1, -1)
+            self._copy_sources.add(source)
+            self._cached[seq] = list(self._cached[source])
+            self._truncate(seq, shared)
+            self.stats["copied_tokens"] += shared
+        else:
+            self._truncate(seq, 0)
+
+    def _truncate(self, seq: int, n: int) -> None:
+        """Drop the cached tokens of ``seq`` from position ``n`` on."""
+        import llama_cpp
+
+        if len(self._cached[seq]) > n or n == 0:
+            llama_cpp.llama_memory_seq_rm(self._mem, seq, n if n else -1, -1)
+            del self._cached[seq][n:]
+
+    def _forget(self, seq: int) -> None:
+        """Empty ``seq`` (after a failure its cache may not match what was asked)."""
+        self._truncate(seq, 0)
+
+    def _longest_state(self, tokens: list[int], limit: int) -> tuple[int, ...]:
+        if not self.config.prefix_reuse:
+            return ()
+        return max(
+            (k for k in self._states if len(k) <= limit and tuple(tokens[: len(k)]) == k),
+            key=len,
+            default=(),
+        )
+
+    def _save(self, seq: int, key: tuple[int, ...]) -> None:
+        import llama_cpp
+
+        if key in self._states:
+            return
+        size = llama_cpp.llama_state_seq_get_size(self._ctx, seq)
+        buf = (ctypes.c_uint8 * size)()
+        written = llama_cpp.llama_state_seq_get_data(self._ctx, buf, size, seq)
+        if written == 0:
+            return
+        self._states[key] = (buf, written)
+        self._state_bytes += size
+        while self._state_bytes > PREFIX_CACHE_BYTES and len(self._states) > 1:
+            _, (old, _) = self._states.popitem(last=False)
+            self._state_bytes -= len(old)
+
+    def _restore(self, seq: int, key: tuple[int, ...]) -> None:
+        import llama_cpp
+
+        buf, written = self._states[key]
+        self._states.move_to_end(key)
+        self._truncate(seq, 0)
+        if not llama_cpp.llama_state_seq_set_data(self._ctx, buf, written, seq):
+            raise RuntimeError(f"could not restore a cached prefix state of {self.config.path}")
+        self._cached[seq] = list(key)
+        self.stats["restored_tokens"] += len(key)
+
+    # -- evaluation ----------------------------------------------------------------------------
+    def _evaluate(self, pending: dict[int, _Eval]) -> dict[int, list[np.ndarray] | BaseException]:
+        """Evaluate every pending piece; the logits rows of each piece's outputs, by sequence.
+
+        Pieces go into one ``llama_decode`` per piece length. A one-token piece whose
+        neighbours (consecutive sequence ids) have no one-token piece gets a pad token, and
+        one-token pieces are all outputs (see the module docstring).
+        """
+        by_len: dict[int, list[_Eval]] = {}
+        ones = sorted((e for e in pending.values() if len(e.tokens) == 1), key=lambda e: e.seq)
+        padded: set[int] = set()
+        for run in _runs([e.seq for e in ones]):
+            for seq in run:
+                piece = pending[seq]
+                if len(run) == 1:
+                    padded.add(seq)
+                    piece = _Eval(seq, piece.pos, [*piece.tokens, piece.tokens[-1]], [True, True])
+                else:
+                    piece = _Eval(seq, piece.pos, piece.tokens, [True])
+                by_len.setdefault(len(piece.tokens), []).append(piece)
+        for piece in pending.values():
+            if len(piece.tokens) > 1:
+                by_len.setdefault(len(piece.tokens), []).append(piece)
+        results: dict[int, list[np.ndarray] | BaseException] = {}
+        for length in sorted(by_len):
+            pieces = sorted(by_len[length], key=lambda e: e.seq)
+            try:
+                rows = self._decode(pieces)
+            except Exception as exc:
+                for piece in pieces:
+                    results[piece.seq] = exc
+                    self._forget(piece.seq)
+                continue
+            for piece in pieces:
+                n = len(pending[piece.seq].tokens)
+                if piece.seq in padded:
+                    self._truncate(piece.seq, piece.pos + n)
+                    self.stats["pads"] += 1
+                results[piece.seq] = rows[piece.seq][: len(rows[piece.seq]) - (piece.seq in padded)]
+        return results
+
+    def _decode(self, pieces: list[_Eval]) -> dict[int, list[np.ndarray]]:
+        import llama_cpp
+
+        total = sum(len(p.tokens) for p in pieces)
+        for piece in pieces:
+            if len(piece.tokens) > SEQ_CHUNK:
+                raise ValueError(f"a piece of {len(piece.tokens)} tokens (max {SEQ_CHUNK})")
+            if len(self._cached[piece.seq]) < piece.pos:
+                raise RuntimeError(f"sequence {piece.seq} has a gap before {piece.pos}")
+            self._truncate(piece.seq, piece.pos)
+        batch = llama_cpp.llama_batch_init(total, 0, 1)
+        wanted: list[tuple[int, int]] = []
+        try:
+            batch.n_tokens = total
+            j = 0
+            for piece in pieces:
+                for k, (token, out) in enumerate(zip(piece.tokens, piece.outputs, strict=True)):
+                    batch.token[j] = token
+                    batch.pos[j] = piece.pos + k
+                    batch.n_seq_id[j] = 1
+                    batch.seq_id[j][0] = piece.seq
+                    batch.logits[j] = out
+                    if out:
+                        wanted.append((piece.seq, j))
+                    j += 1
+            code = llama_cpp.llama_decode(self._ctx, batch)
+            self._copy_sources.clear()
+            self.stats["decodes"] += 1
+            if code != 0:
+                raise RuntimeError(f"llama_decode failed on {self.config.path} (code {code})")
+            rows: dict[int, list[np.ndarray]] = {p.seq: [] for p in pieces}
+            for seq, index in wanted:
+                ptr = llama_cpp.llama_get_logits_ith(self._ctx, index)
+                rows[seq].append(np.ctypeslib.as_array(ptr, shape=(self._n_vocab,)).copy())
+        finally:
+            llama_cpp.llama_batch_free(batch)
+        for piece in pieces:
+            self._cached[piece.seq].extend(piece.tokens)
+        return rows
+
+    # -- one call ------------------------------------------------------------------------------
+    def _steps(self, seq: int, request: _Request) -> Generator[_Eval, list[np.ndarray], Generation]:
+        """One call: prefill, sampling, log-probabilities; yields what to evaluate."""
+        import llama_cpp
+
+        tokens, s = request.tokens, request.sampling
+        pos = len(self._cached[seq])
+        save_at = request.preamble_len if self.config.prefix_reuse else 0
+        if not pos < save_at < len(tokens) or tuple(tokens[:save_at]) in self._states:
+            save_at = 0
+        rows: list[np.ndarray] = []
+        while pos < len(tokens):
+            end = min(pos + SEQ_CHUNK, len(tokens))
+            if pos < save_at < end:
+                end = save_at
+            chunk = tokens[pos:end]
+            last = end == len(tokens)
+            outputs = [last and i >= len(chunk) - 2 for i in range(len(chunk))]
+            rows = yield _Eval(seq, pos, chunk, outputs)
+            pos = end
+            if pos == save_at:
+                self._save(seq, tuple(tokens[:save_at]))
+        logits = rows[-1]
+        grammar = None if s.schema is None else _gbnf(json.dumps(s.schema, sort_keys=True))
+        want = s.top_logprobs is not None
+        enum = _answer_enum(s.schema) if want else None
+        k = top_count(s)
+        out: list[int] = []
+        entries: list[dict[str, Any]] = []
+        seen: list[np.ndarray] = []
+        with TokenSampler(
+            self._vocab,
+            self._n_vocab,
+            temperature=s.temperature,
+            seed=s.seed,
+            repeat_penalty=1.0 if grammar is not None else TEXT_REPEAT_PENALTY,
+            grammar=grammar,
+        ) as sampler:
+            while True:
+                token = sampler.pick_logits(logits)
+                if llama_cpp.llama_vocab_is_eog(self._vocab, token):
+                    finish = "stop"
+                    break
+                out.append(token)
+                if want:
+                    row = _log_softmax(logits)
+                    entries.append(logprob_entry(row, token, k, self._detok))
+                    if enum is not None:
+                        seen.append(row)
+                if grammar is None and "\n" in self._detok(out).lstrip():
+                    finish = "stop"
+                    break
+                if len(out) >= request.budget:
+                    finish = "length"
+                    break
+                step = yield _Eval(seq, len(tokens) + len(out) - 1, [token], [True])
+                logits = step[-1]
+        generated = len(out)
+        text = self._detok(out)
+        if s.schema is None:
+            out, text = first_line(out, self._detok)
+        logprobs = None
+        if want and out:
+            logprobs = entries[: len(out)]
+            if enum is not None:
+                logprobs = yield from self._score(seq, tokens, out, seen, logprobs, enum)
+        return Generation(text, len(tokens), generated, finish, logprobs)
+
+    def _score(
+        self,
+        seq: int,
+        prompt: list[int],
+        out: list[int],
+        rows: list[np.ndarray],
+        entries: list[dict[str, Any]],
+        enum: list[Any],
+    ) -> Generator[_Eval, list[np.ndarray], list[dict[str, Any]]]:
+        """Every option of an ``answer`` enum scored as a continuation (see
+        :meth:`LlamaEngine._score_options
+        <simworld.llm.providers.local_engine.LlamaEngine._score_options>`)."""
+        layout = OptionLayout.of(out, self._detok)
+        if layout is None:
+            return entries
+        n_past = len(prompt) + layout.first
+        scored = []
+        for value in enum:
+            text = layout.continuation(value)
+            cont = self.tokenize(text, bos=False)
+            lp = float(rows[layout.first][cont[0]])
+            follow: list[np.ndarray] = []
+            for i in range(0, len(cont) - 1, SEQ_CHUNK):
+                piece = cont[: len(cont) - 1][i : i + SEQ_CHUNK]
+                follow += yield _Eval(seq, n_past + i, piece, [True] * len(piece))
+            for tok, logits in zip(cont[1:], follow, strict=True):
+                lp += float(_log_softmax(logits)[tok])
+            scored.append((text, lp, value == layout.generated))
+        return layout.entries(entries, scored)
+
+    def _detok(self, tokens: Sequence[int]) -> str:
+        return self._model.detokenize(list(tokens), False).decode("utf-8", errors="replace")
+
+
+def load_engine(config: EngineConfig) -> LlamaEngine | BatchedEngine:
+    """The process's engine for ``config``: the serial
+    :class:`~simworld.llm.providers.local_engine.LlamaEngine` for ``batch=1``, else a
+    :class:`BatchedEngine`."""
+    if config.batch <= 1:
+        return LlamaEngine.get(config)
+    return BatchedEngine.get(config)
+
+
+def _runs(seqs: list[int]) -> list[list[int]]:
+    """Sorted sequence ids cut into runs of consecutive ids."""
+    runs: list[list[int]] = []
+    for seq in seqs:
+        if runs and runs[-1][-1] == seq - 1:
+            runs[-1].append(seq)
+        else:
+            runs.append([seq])
+    return runs

@@ -27,12 +27,14 @@ class Scripted(LanguageModel):
     def __init__(self, script: list[str | BaseException], delay: float = 0.0) -> None:
         self.script = list(script)
         self.calls: list[int] = []
+        self.transients: list[int] = []
         self.delay = delay
         self.in_flight = 0
         self.max_in_flight = 0
 
-    async def complete(self, request, *, attempt, timeout_s):
+    async def complete(self, request, *, attempt, timeout_s, transient=0):
         self.calls.append(attempt)
+        self.transients.append(transient)
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
@@ -77,9 +79,28 @@ def test_transient_errors_are_retried_then_succeed():
     )
     out = run(gateway(model).call(request(), Answer))
     assert out.ok and out.parsed == {"answer": 3}
-    assert model.calls == [0, 1, 2]
+    # the seed's attempt stays 0: transient failures never change the sample asked for
+    assert model.calls == [0, 0, 0]
+    assert model.transients == [0, 1, 2]
     assert [e["kind"] for e in out.errors] == ["rate_limit", "timeout"]
+    assert [e["attempt"] for e in out.errors] == [0, 1]
     assert out.attempts == 3
+
+
+def test_only_invalid_answers_move_the_seed_attempt():
+    timeout = litellm.Timeout("t", model="m", llm_provider="test")
+    model = Scripted([timeout, "not json", rate_limited(), '{"answer": "x"}', '{"answer": 2}'])
+    out = run(gateway(model, max_invalid_retries=2).call(request(), Answer))
+    assert out.ok and out.parsed == {"answer": 2}
+    assert model.calls == [0, 0, 1, 1, 2]
+    assert model.transients == [0, 1, 1, 2, 2]
+    assert [(e["attempt"], e["kind"]) for e in out.errors] == [
+        (0, "timeout"),
+        (1, "invalid_output"),
+        (2, "rate_limit"),
+        (3, "invalid_output"),
+    ]
+    assert out.attempts == 5
 
 
 def test_transient_errors_exhaust_retries_into_recorded_failure():

@@ -334,12 +334,29 @@ class Gateway:
     async def _live(
         self, request: LLMRequest, key: str, output_type: type[BaseModel] | None
     ) -> CallOutcome:
+        """Send ``request`` until it gives a valid answer or its retries run out.
+
+        The sampling seed depends only on the number of invalid answers so far (the
+        ``attempt`` passed to the model), never on transient failures: a call that timed out
+        on a busy host, hit a rate limit or lost its connection is asked again for the same
+        sample, so such failures change what is recorded about the call (its ``attempts``
+        and ``errors``) but never its answer. The ``attempt`` of a recorded error counts
+        every request sent for the call.
+
+        A timeout stops waiting; it cannot stop work that is not awaitable. The embedded
+        ``local/`` model answers in a worker thread (in-process or talking to its child):
+        after a timeout that thread goes on until the engine has finished the abandoned
+        answer, which is then dropped, and the engine stays busy until then. The retry (or
+        the next call) waits for it; its own timeout clock runs meanwhile, so on a machine
+        too slow for ``llm.timeout_s`` one slow call can make the next ones time out too.
+        Being seeded alike, the retry then gives the answer the abandoned request would have.
+        """
         cfg = self.config
         errors: list[dict[str, Any]] = []
         prompt_tokens = completion_tokens = 0
         cost: float | None = 0.0
         transient_left, invalid_left = cfg.max_retries, cfg.max_invalid_retries
-        attempt = 0
+        sent = invalid = transient = 0
         while True:
             completion: Completion | None = None
             retry = False
@@ -349,19 +366,20 @@ class Gateway:
                 try:
                     async with asyncio.timeout(cfg.timeout_s):
                         completion = await self._model.complete(
-                            request, attempt=attempt, timeout_s=cfg.timeout_s
+                            request, attempt=invalid, timeout_s=cfg.timeout_s, transient=transient
                         )
                 except (TimeoutError, openai.OpenAIError) as exc:
                     kind = error_kind(exc)
-                    errors.append(self._error(attempt, kind, exc))
+                    errors.append(self._error(sent, kind, exc))
                     retry = is_transient(exc) and transient_left > 0
                     transient_left -= int(retry)
                     asked = retry_after_s(exc)
-            attempt += 1
+            sent += 1
             if completion is None:
                 if not retry:
                     break
-                await asyncio.sleep(self._backoff(attempt, asked))
+                transient += 1
+                await asyncio.sleep(self._backoff(transient, asked))
                 continue
             prompt_tokens += completion.prompt_tokens
             completion_tokens += completion.completion_tokens
@@ -377,7 +395,7 @@ class Gateway:
                     "ok",
                     completion.text,
                     parsed,
-                    attempt,
+                    sent,
                     errors,
                     prompt_tokens,
                     completion_tokens,
@@ -386,7 +404,7 @@ class Gateway:
                 )
             errors.append(
                 {
-                    "attempt": attempt - 1,
+                    "attempt": sent - 1,
                     "kind": "invalid_output",
                     "message": self._redactor.text(problem)[:MAX_ERROR_CHARS],
                     "text": self._redactor.text(completion.text)[:MAX_ERROR_CHARS],
@@ -395,6 +413,7 @@ class Gateway:
             if invalid_left == 0:
                 break
             invalid_left -= 1
+            invalid += 1
         return CallOutcome(
             key,
             request.identity,
@@ -402,7 +421,7 @@ class Gateway:
             "failed",
             None,
             None,
-            attempt,
+            sent,
             errors,
             prompt_tokens,
             completion_tokens,

@@ -193,3 +193,31 @@ def test_budget_is_tracked_on_spending():
     assert not gw.budget_exhausted
     run(gw.call(request(agent="b"), Answer))
     assert gw.budget_exhausted and gw.accounting.cost_usd == pytest.approx(1.0)
+
+
+def test_prompt_tokens_from_the_provider_cache_are_counted_but_never_recorded():
+    class Cached(Scripted):
+        async def complete(self, request, *, attempt, timeout_s, transient=0):
+            done = await super().complete(
+                request, attempt=attempt, timeout_s=timeout_s, transient=transient
+            )
+            done.cached_prompt_tokens = 6
+            return done
+
+    gw = gateway(Cached(["not json", '{"answer": 2}']))
+    out = run(gw.call(request(), Answer))
+    assert out.ok and out.cached_prompt_tokens == 12  # both attempts
+    assert gw.accounting.cached_prompt_tokens == 12
+    assert "cached_prompt_tokens" not in out.record()
+
+
+def test_cached_prompt_tokens_are_read_from_the_usage():
+    from simworld.llm.litellm_backend import cached_prompt_tokens
+
+    usage = litellm.Usage(
+        prompt_tokens=10, completion_tokens=1, prompt_tokens_details={"cached_tokens": 8}
+    )
+    assert cached_prompt_tokens(usage) == 8
+    assert cached_prompt_tokens({"prompt_tokens_details": {"cached_tokens": 3}}) == 3
+    assert cached_prompt_tokens(litellm.Usage(prompt_tokens=10, completion_tokens=1)) == 0
+    assert cached_prompt_tokens(None) == 0

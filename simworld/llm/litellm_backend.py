@@ -135,6 +135,18 @@ def configure_litellm() -> None:
 configure_litellm()
 
 
+def cached_prompt_tokens(usage: Any) -> int:
+    """The prompt tokens a response's usage says came from the provider's prefix cache
+    (``prompt_tokens_details.cached_tokens``, a dict or an object; 0 when absent)."""
+    details = getattr(usage, "prompt_tokens_details", None)
+    if details is None and isinstance(usage, dict):
+        details = usage.get("prompt_tokens_details")
+    cached = details.get("cached_tokens") if isinstance(details, dict) else None
+    if cached is None:
+        cached = getattr(details, "cached_tokens", None)
+    return int(cached or 0)
+
+
 def call_cost(
     model: str, price: PriceConfig | None, *, prompt_tokens: int, completion_tokens: int
 ) -> float | None:
@@ -340,7 +352,11 @@ class LiteLLMModel(LanguageModel):
         prompt_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
         completion_tokens = int(getattr(usage, "completion_tokens", 0) or 0)
         return Completion(
-            text=text, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, extra=extra
+            text=text,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            extra=extra,
+            cached_prompt_tokens=cached_prompt_tokens(usage),
         )
 
     def _cost(self, model: str, prompt_tokens: int, completion_tokens: int) -> float | None:
@@ -358,6 +374,7 @@ __all__ = [
     "LiteLLMModel",
     "Message",
     "RemoteModelError",
+    "cached_prompt_tokens",
     "call_cost",
     "canonical_json",
     "configure_litellm",

@@ -133,6 +133,10 @@ class Completion:
         completion_tokens: Output tokens billed.
         cost_usd: Cost of the call, or ``None`` when the model's price is unknown.
         extra: Provider extras worth keeping (e.g. log-probabilities).
+        cached_prompt_tokens: Of the prompt tokens, those the provider says it did not
+            evaluate again but took from its prefix (key/value) cache (OpenAI's
+            ``usage.prompt_tokens_details.cached_tokens``; the embedded model's prefix
+            reuse). Depends on what ran before, so it is never part of a call's record.
     """
 
     text: str
@@ -140,6 +144,7 @@ class Completion:
     completion_tokens: int = 0
     cost_usd: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    cached_prompt_tokens: int = 0
 
 
 class LanguageModel(ABC):

@@ -100,7 +100,9 @@ class SleepingModel(LanguageModel):
     def __init__(self, latency_s: float) -> None:
         self.latency_s = latency_s
 
-    async def complete(self, request: LLMRequest, *, attempt: int, timeout_s: float) -> Completion:
+    async def complete(
+        self, request: LLMRequest, *, attempt: int, timeout_s: float, transient: int = 0
+    ) -> Completion:
         """Wait, then answer a fixed sentence."""
         await asyncio.sleep(self.latency_s)
         return Completion(text="For me it is Agree.", prompt_tokens=100, completion_tokens=5)

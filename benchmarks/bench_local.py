@@ -4,10 +4,12 @@ Run: ``.venv/bin/python benchmarks/bench_local.py`` (writes ``benchmarks/results
 and ``docs/benchmarks-local.md`` from the same numbers).
 
 (a) Throughput: the same post prompts of different personas go through simworld (gateway,
-litellm, the ``local/`` provider) and straight to a ``llama_cpp.Llama`` of the same GGUF,
-alternating call by call so both see the same machine load. Each direct call generates as
-many tokens as simworld generated for that prompt (newline stops off), so both sides do the
-same work; the ratio compares completion tokens per second of wall time.
+litellm, the ``local/`` provider) and straight to a ``llama_cpp.Llama`` of the same GGUF
+loaded the same way, in alternating blocks, with simworld's sampling settings and as many
+tokens asked for as simworld generated; the ratio compares total (prompt + completion) tokens
+per second with every prompt token evaluated on both sides, and is also given with each
+side's default prefix reuse. Then a cProfile of the simworld calls run in-process shows
+where simworld's time goes. ``--throughput-only`` runs just this part.
 (b) A 30-agent scenario (``scenarios/opinion_exchange.yaml``, one step: 30 posts and 120
 probes), run by the CLI in a fresh process with prefix reuse on and off, alternating.
 (c) Probe latency with and without log-probabilities (option scoring).
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import os
 import platform
@@ -36,6 +39,24 @@ SCENARIO = ROOT / "scenarios" / "opinion_exchange.yaml"
 MODEL = "local/gemma3-270m"
 THROUGHPUT_PROMPTS = 12
 THROUGHPUT_MAX_TOKENS = 64
+THROUGHPUT_ROUNDS = 2
+# pairing -> (simworld model suffix, reset the direct Llama before each call)
+THROUGHPUT_PAIRS = {"same_work": ("?prefix_cache=off", True), "default": ("", False)}
+# profile label -> (file suffix, function): the parts of a simworld call worth a share
+PROFILED = {
+    "gateway call (all of it)": ("simworld/llm/gateway.py", "call"),
+    "litellm acompletion": ("litellm/utils.py", "wrapper_async"),
+    "engine generate": ("simworld/llm/providers/local_engine.py", "generate"),
+    "engine prefill (llama_decode of prompt chunks)": (
+        "simworld/llm/providers/local_engine.py",
+        "_prefill",
+    ),
+    "engine sampling loop": ("simworld/llm/providers/local_engine.py", "_sample"),
+    "Llama.eval (all llama_decode)": ("llama_cpp/llama.py", "eval"),
+    "tokenize": ("simworld/llm/providers/local_engine.py", "tokenize"),
+    "detokenize": ("simworld/llm/providers/local_engine.py", "_detok"),
+    "prompt building (to_prompt)": ("simworld/llm/providers/local.py", "to_prompt"),
+}
 SCENARIO_STEPS = 1
 SCENARIO_REPEATS = 2
 PROBES = 16
@@ -84,73 +105,171 @@ def _requests(count: int, *, probe: bool, logprobs: bool = False) -> list[Any]:
     return out
 
 
-def _gateway() -> Any:
+def _gateway(model: str = MODEL) -> Any:
     from simworld.config.scenario import LLMConfig
     from simworld.llm.gateway import Gateway
     from simworld.llm.litellm_backend import LiteLLMModel
 
-    config = LLMConfig(model=MODEL, cache="off", concurrency=1, temperature=TEMPERATURE)
+    config = LLMConfig(model=model, cache="off", concurrency=1, temperature=TEMPERATURE)
     return Gateway(LiteLLMModel(), config=config, cache=None)
 
 
-def throughput(loop: asyncio.AbstractEventLoop) -> dict[str, Any]:
-    """(a) simworld vs. direct llama-cpp-python, alternating call by call."""
-    import llama_cpp
+def _direct_llama() -> tuple[Any, dict[str, Any]]:
+    """A plain ``llama_cpp.Llama`` loaded exactly as the engine loads its model: same file,
+    context, thread count and extra buffer types (off)."""
+    from simworld.llm.providers.local import parse_model
+    from simworld.llm.providers.local_engine import _load_llama, cpu_flags, use_extra_bufts
 
-    from simworld.llm.providers.local import parse_model, to_prompt
-
-    gateway = _gateway()
     config = parse_model(MODEL)
-    threads = os.cpu_count() or 1
-    direct = llama_cpp.Llama(
-        model_path=str(config.path),
-        n_ctx=config.n_ctx,
-        n_threads=threads,
-        n_threads_batch=threads,
-        verbose=False,
-    )
-    requests = _requests(THROUGHPUT_PROMPTS + 1, probe=False)
-    sides = {"simworld": [0.0, 0, 0], "direct": [0.0, 0, 0]}  # seconds, prompt, completion
-    for i, request in enumerate(requests):
+    threads = config.threads or os.cpu_count() or 1
+    extra = use_extra_bufts(config.extra_bufts, cpu_flags())
+    setup = {"threads": threads, "n_ctx": config.n_ctx, "extra_bufts": extra}
+    return _load_llama(config, threads, extra_bufts=extra), setup
+
+
+def _simworld_block(
+    loop: asyncio.AbstractEventLoop, gateway: Any, requests: list[Any]
+) -> tuple[list[float], list[Any]]:
+    """Each request through simworld (after one warm-up call): seconds and outcomes."""
+    loop.run_until_complete(gateway.call(requests[0]))
+    times, outcomes = [], []
+    for request in requests[1:]:
         started = time.perf_counter()
-        outcome = loop.run_until_complete(gateway.call(request))
-        ours = time.perf_counter() - started
-        tokens = direct.tokenize(to_prompt(list(request.messages)).text.encode(), add_bos=True)
+        outcomes.append(loop.run_until_complete(gateway.call(request)))
+        times.append(time.perf_counter() - started)
+    return times, outcomes
+
+
+def _direct_block(
+    direct: Any, prompts: list[list[int]], lengths: list[int], seeds: list[int], *, reset: bool
+) -> tuple[list[float], list[int]]:
+    """Each prompt straight to llama-cpp-python with simworld's sampling settings, asking for
+    as many tokens as simworld generated (after one warm-up call): seconds and tokens made."""
+    from simworld.llm.providers.local_engine import TEXT_REPEAT_PENALTY
+    from simworld.llm.providers.local_sampler import MIN_P, TOP_K, TOP_P
+
+    times, made = [], []
+    for i, (tokens, length, seed) in enumerate(zip(prompts, lengths, seeds, strict=True)):
+        if reset:
+            direct.reset()  # evaluate the whole prompt, as simworld does without prefix reuse
         started = time.perf_counter()
         answer = direct.create_completion(
             tokens,
-            max_tokens=max(outcome.completion_tokens, 1),
+            max_tokens=max(length, 1),
             temperature=TEMPERATURE,
-            top_k=40,
-            top_p=0.95,
-            min_p=0.05,
-            repeat_penalty=1.1,
-            seed=i,
+            top_k=TOP_K,
+            top_p=TOP_P,
+            min_p=MIN_P,
+            repeat_penalty=TEXT_REPEAT_PENALTY,
+            seed=seed,
         )
-        theirs = time.perf_counter() - started
-        if i == 0:
-            continue  # warm-up: first calls load weights and caches
-        for side, seconds, usage in (
-            ("simworld", ours, (outcome.prompt_tokens, outcome.completion_tokens)),
-            ("direct", theirs, (len(tokens), answer["usage"]["completion_tokens"])),
-        ):
-            sides[side][0] += seconds
-            sides[side][1] += usage[0]
-            sides[side][2] += usage[1]
-    out: dict[str, Any] = {"calls": THROUGHPUT_PROMPTS, "max_tokens": THROUGHPUT_MAX_TOKENS}
-    for side, (seconds, prompt, completion) in sides.items():
-        out[side] = {
-            "seconds": round(seconds, 3),
-            "prompt_tokens": prompt,
-            "completion_tokens": completion,
-            "completion_tokens_per_s": round(completion / seconds, 2),
-            "total_tokens_per_s": round((prompt + completion) / seconds, 1),
-        }
-    out["ratio"] = round(
-        out["simworld"]["completion_tokens_per_s"] / out["direct"]["completion_tokens_per_s"], 3
-    )
+        if i:  # the first call is the warm-up
+            times.append(time.perf_counter() - started)
+            made.append(answer["usage"]["completion_tokens"])
+    return times, made
+
+
+def throughput(loop: asyncio.AbstractEventLoop) -> dict[str, Any]:
+    """(a) simworld vs. llama-cpp-python directly on the same prompts, in alternating blocks.
+
+    Two pairings: ``same_work``, both evaluating every prompt token (simworld with
+    ``?prefix_cache=off``, the plain ``Llama`` reset before each call), and ``default``, each
+    as it comes (simworld's aligned-chunk prefix reuse, llama-cpp-python's own longest-prefix
+    reuse). Blocks of all the prompts alternate between the sides (the order flips every
+    round), rather than single calls: the side that just ran leaves OpenMP threads spinning
+    for a moment, which would slow whichever call came next in another process.
+    """
+    from simworld.llm.providers.local import to_prompt
+
+    direct, setup = _direct_llama()
+    requests = _requests(THROUGHPUT_PROMPTS + 1, probe=False)
+    prompts = [
+        direct.tokenize(to_prompt(list(r.messages)).text.encode(), add_bos=True) for r in requests
+    ]
+    seeds = [r.identity.derived_seed(0) for r in requests]
+    out: dict[str, Any] = {
+        "calls": THROUGHPUT_PROMPTS,
+        "max_tokens": THROUGHPUT_MAX_TOKENS,
+        "rounds": THROUGHPUT_ROUNDS,
+        "setup": setup,
+        "pairs": {},
+    }
+    for pair, (suffix, reset) in THROUGHPUT_PAIRS.items():
+        model = MODEL + suffix
+        gateway = _gateway(model)
+        pair_requests = [dataclasses.replace(r, model=model) for r in requests]
+        lengths = [0] * len(requests)
+        sides: dict[str, list[float]] = {"simworld": [], "direct": []}
+        counts: dict[str, list[int]] = {"simworld": [], "direct": []}
+        for rnd in range(THROUGHPUT_ROUNDS):
+            order = ("simworld", "direct") if rnd % 2 == 0 else ("direct", "simworld")
+            for side in order:
+                if side == "simworld":
+                    times, outcomes = _simworld_block(loop, gateway, pair_requests)
+                    lengths = [THROUGHPUT_MAX_TOKENS] + [o.completion_tokens for o in outcomes]
+                    made = [o.completion_tokens for o in outcomes]
+                else:
+                    if rnd == 0 and not any(lengths[1:]):
+                        raise RuntimeError("simworld's block must run first")
+                    times, made = _direct_block(direct, prompts, lengths, seeds, reset=reset)
+                sides[side] += times
+                counts[side] += made
+        prompt_tokens = sum(len(t) for t in prompts[1:]) * THROUGHPUT_ROUNDS
+        result: dict[str, Any] = {"simworld_model": model, "direct_reset": reset}
+        for side, times in sides.items():
+            seconds, completion = sum(times), sum(counts[side])
+            result[side] = {
+                "seconds": round(seconds, 3),
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion,
+                "completion_tokens_per_s": round(completion / seconds, 2),
+                "total_tokens_per_s": round((prompt_tokens + completion) / seconds, 1),
+            }
+        result["ratio"] = round(
+            result["simworld"]["total_tokens_per_s"] / result["direct"]["total_tokens_per_s"], 3
+        )
+        out["pairs"][pair] = result
+    same = out["pairs"]["same_work"]
+    out["simworld"], out["direct"], out["ratio"] = same["simworld"], same["direct"], same["ratio"]
     out["target_ratio"] = TARGET_RATIO
     return out
+
+
+def profile_simworld(loop: asyncio.AbstractEventLoop) -> dict[str, Any]:
+    """Where simworld's time goes on the throughput prompts: cProfile of the calls run inline
+    (``SIMWORLD_LOCAL_PROCESS=inline``, so the engine's work is in this process's profile),
+    as shares of the calls' total, by the functions that matter."""
+    import cProfile
+    import pstats
+
+    os.environ["SIMWORLD_LOCAL_PROCESS"] = "inline"
+    try:
+        gateway = _gateway(MODEL + "?prefix_cache=off")
+        requests = [
+            dataclasses.replace(r, model=MODEL + "?prefix_cache=off")
+            for r in _requests(THROUGHPUT_PROMPTS + 1, probe=False)
+        ]
+        loop.run_until_complete(gateway.call(requests[0]))
+        profiler = cProfile.Profile()
+        started = time.perf_counter()
+        profiler.enable()
+        for request in requests[1:]:
+            loop.run_until_complete(gateway.call(request))
+        profiler.disable()
+        total = time.perf_counter() - started
+    finally:
+        os.environ.pop("SIMWORLD_LOCAL_PROCESS", None)
+    stats = pstats.Stats(profiler).stats  # type: ignore[attr-defined]
+    cumulative: dict[str, float] = {}
+    for (path, _line, name), (_cc, _nc, _tt, ct, _callers) in stats.items():
+        for label, (suffix, func) in PROFILED.items():
+            if path.endswith(suffix) and name == func:
+                cumulative[label] = cumulative.get(label, 0.0) + ct
+    return {
+        "calls": THROUGHPUT_PROMPTS,
+        "seconds": round(total, 3),
+        "shares": {k: round(v / total, 4) for k, v in sorted(cumulative.items())},
+    }
 
 
 def scenario_run(model: str, folder: Path) -> dict[str, Any]:
@@ -278,6 +397,57 @@ def extra_bufts_section() -> str:
     return "\n".join(lines) + "\n"
 
 
+def throughput_section(a: dict[str, Any], profile: dict[str, Any] | None) -> str:
+    """Section (a): both pairings, the ratio, and where simworld's time goes."""
+    if "pairs" not in a:  # a result file from before the pairings
+        return f"Ratio simworld / direct: **{a['ratio']}** (target >= {a['target_ratio']})."
+    setup = a["setup"]
+    names = {
+        "same_work": "same work: every prompt token evaluated on both sides",
+        "default": "each side's default prefix reuse",
+    }
+    rows = []
+    for pair, r in a["pairs"].items():
+        for side in ("simworld", "direct"):
+            x = r[side]
+            rows.append(
+                f"| {names[pair]} | {side} | {x['seconds']} | {x['prompt_tokens']} | "
+                f"{x['completion_tokens']} | {x['completion_tokens_per_s']} | "
+                f"{x['total_tokens_per_s']} |"
+            )
+    lines = [
+        f"{a['calls']} post prompts of different personas (one more before each block, as a",
+        "warm-up), through simworld (gateway, litellm, the `local/` provider in its child",
+        "process) and straight to a `llama_cpp.Llama` of the same GGUF loaded the same way",
+        f"({setup['threads']} threads, n_ctx {setup['n_ctx']}, extra buffer types "
+        f"{'on' if setup['extra_bufts'] else 'off'}), with simworld's sampling chain (repeat",
+        "penalty 1.1, top-k 40, top-p 0.95, min-p 0.05, the same temperature and seed) and asked",
+        "for as many tokens as simworld generated. Blocks of all prompts alternate between the",
+        f"sides, the order flipping each round ({a['rounds']} rounds): a call right after the",
+        "other process's leaves it competing with that process's spinning OpenMP threads.",
+        "",
+        "| pairing | path | seconds | prompt tokens | completion tokens | completion tok/s "
+        "| total tok/s |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+        *rows,
+        "",
+        f"Ratio of total tokens/s, simworld / direct, same work: **{a['ratio']}** (target >= "
+        f"{a['target_ratio']}: {'met' if a['ratio'] >= a['target_ratio'] else '**missed**'}); "
+        f"with each side's default reuse: {a['pairs']['default']['ratio']}. Direct calls stop",
+        "at end-of-sequence, so the rates, not the seconds, are comparable.",
+    ]
+    if profile:
+        lines += [
+            "",
+            f"Where simworld's time goes: cProfile of the {profile['calls']} same-work calls run "
+            f"in-process (`SIMWORLD_LOCAL_PROCESS=inline`), {profile['seconds']} s in all; "
+            "cumulative share of each part (parts nest):",
+            "",
+            *(f"- {name}: {share:.1%}" for name, share in profile["shares"].items()),
+        ]
+    return "\n".join(lines) + "\n"
+
+
 def summary(result: dict[str, Any]) -> str:
     """The markdown summary of one result file."""
     from simworld.llm.providers.local_engine import PREFILL_CHUNK
@@ -292,21 +462,7 @@ llama-cpp-python {result["machine"]["llama_cpp_python"]}, model `{MODEL}`), copi
 
 ## (a) simworld vs. llama-cpp-python called directly
 
-{a["calls"]} post prompts of different personas, alternating call by call between simworld
-(gateway, litellm, `local/` provider) and a plain `llama_cpp.Llama` on the same GGUF that
-generates the same number of tokens.
-
-| path | seconds | prompt tokens | completion tokens | completion tok/s | total tok/s |
-| --- | --- | --- | --- | --- | --- |
-| simworld | {a["simworld"]["seconds"]} | {a["simworld"]["prompt_tokens"]} | \
-{a["simworld"]["completion_tokens"]} | {a["simworld"]["completion_tokens_per_s"]} | \
-{a["simworld"]["total_tokens_per_s"]} |
-| direct | {a["direct"]["seconds"]} | {a["direct"]["prompt_tokens"]} | \
-{a["direct"]["completion_tokens"]} | {a["direct"]["completion_tokens_per_s"]} | \
-{a["direct"]["total_tokens_per_s"]} |
-
-Ratio simworld / direct: **{a["ratio"]}** (target >= {a["target_ratio"]}).
-
+{throughput_section(a, result.get("profile"))}
 ## (b) 30-agent scenario, prefix (KV-cache) reuse on and off
 
 `{b["scenario"]}`, {on["steps"]} step, {on["agents"]} agents, run by the CLI in a fresh
@@ -338,8 +494,6 @@ reuse on or off: **{b["identical_outputs"]}**.
 - llama-cpp-python's `LlamaRAMCache` (`save_state`/`load_state`) was tried and not used: it
   copies the whole logits buffer (262k-token vocabulary times the batch size) on every save
   and load, which made it slower than evaluating the prompt again.
-- The direct baseline in (a) also reuses the instructions shared by all personas (shorter
-  than one aligned chunk, so simworld evaluates them again) and stops at end-of-sequence.
 """ + extra_bufts_section()
 
 
@@ -349,23 +503,40 @@ def main() -> None:
     parser.add_argument(
         "--summary-only", action="store_true", help="rewrite the markdown from the saved JSON"
     )
-    if parser.parse_args().summary_only:
+    parser.add_argument(
+        "--prompts",
+        type=int,
+        default=THROUGHPUT_PROMPTS,
+        help=f"prompts per block in (a) (default {THROUGHPUT_PROMPTS}; fewer to check the script)",
+    )
+    parser.add_argument(
+        "--throughput-only",
+        action="store_true",
+        help="run (a) only, keeping (b) and (c) from the saved JSON",
+    )
+    args = parser.parse_args()
+    globals()["THROUGHPUT_PROMPTS"] = args.prompts
+    if args.summary_only:
         SUMMARY.write_text(summary(json.loads(RESULTS.read_text())))
         return
     import llama_cpp  # noqa: F401  # fail fast without the extra
 
     loop = asyncio.new_event_loop()
+    saved = json.loads(RESULTS.read_text()) if args.throughput_only else {}
     result = {
         "machine": {
             "python": platform.python_version(),
             "cpus": os.cpu_count(),
             "llama_cpp_python": metadata.version("llama-cpp-python"),
+            "loadavg_start": list(os.getloadavg()),
         },
         "throughput": throughput(loop),
-        "probe_logprobs": probe_logprobs(loop),
+        "profile": profile_simworld(loop),
     }
+    result["probe_logprobs"] = saved.get("probe_logprobs") or probe_logprobs(loop)
     loop.close()
-    result["prefix_reuse"] = prefix_reuse()
+    result["prefix_reuse"] = saved.get("prefix_reuse") or prefix_reuse()
+    result["machine"]["loadavg_end"] = list(os.getloadavg())
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
     SUMMARY.write_text(summary(result))

@@ -77,7 +77,9 @@ class UniqueTextModel(LanguageModel):
         self.requests: list[LLMRequest] = []
         self.on_request = None
 
-    async def complete(self, request: LLMRequest, *, attempt: int, timeout_s: float) -> Completion:
+    async def complete(
+        self, request: LLMRequest, *, attempt: int, timeout_s: float, transient: int = 0
+    ) -> Completion:
         self.requests.append(request)
         if self.on_request is not None:
             self.on_request(request)

@@ -47,12 +47,14 @@ def crash_at(monkeypatch):
     state = {"n": None, "calls": 0}
     original = LiteLLMModel.complete
 
-    async def complete(self, request, *, attempt, timeout_s):
+    async def complete(self, request, *, attempt, timeout_s, transient=0):
         index = state["calls"]
         state["calls"] += 1
         if state["n"] is not None and index >= state["n"]:
             raise ModelCrashedError(request.model, "the model process died of SIGSEGV")
-        return await original(self, request, attempt=attempt, timeout_s=timeout_s)
+        return await original(
+            self, request, attempt=attempt, timeout_s=timeout_s, transient=transient
+        )
 
     monkeypatch.setattr(LiteLLMModel, "complete", complete)
 

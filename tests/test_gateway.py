@@ -27,12 +27,14 @@ class Scripted(LanguageModel):
     def __init__(self, script: list[str | BaseException], delay: float = 0.0) -> None:
         self.script = list(script)
         self.calls: list[int] = []
+        self.transients: list[int] = []
         self.delay = delay
         self.in_flight = 0
         self.max_in_flight = 0
 
-    async def complete(self, request, *, attempt, timeout_s):
+    async def complete(self, request, *, attempt, timeout_s, transient=0):
         self.calls.append(attempt)
+        self.transients.append(transient)
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
@@ -77,9 +79,28 @@ def test_transient_errors_are_retried_then_succeed():
     )
     out = run(gateway(model).call(request(), Answer))
     assert out.ok and out.parsed == {"answer": 3}
-    assert model.calls == [0, 1, 2]
+    # the seed's attempt stays 0: transient failures never change the sample asked for
+    assert model.calls == [0, 0, 0]
+    assert model.transients == [0, 1, 2]
     assert [e["kind"] for e in out.errors] == ["rate_limit", "timeout"]
+    assert [e["attempt"] for e in out.errors] == [0, 1]
     assert out.attempts == 3
+
+
+def test_only_invalid_answers_move_the_seed_attempt():
+    timeout = litellm.Timeout("t", model="m", llm_provider="test")
+    model = Scripted([timeout, "not json", rate_limited(), '{"answer": "x"}', '{"answer": 2}'])
+    out = run(gateway(model, max_invalid_retries=2).call(request(), Answer))
+    assert out.ok and out.parsed == {"answer": 2}
+    assert model.calls == [0, 0, 1, 1, 2]
+    assert model.transients == [0, 1, 1, 2, 2]
+    assert [(e["attempt"], e["kind"]) for e in out.errors] == [
+        (0, "timeout"),
+        (1, "invalid_output"),
+        (2, "rate_limit"),
+        (3, "invalid_output"),
+    ]
+    assert out.attempts == 5
 
 
 def test_transient_errors_exhaust_retries_into_recorded_failure():
@@ -172,3 +193,31 @@ def test_budget_is_tracked_on_spending():
     assert not gw.budget_exhausted
     run(gw.call(request(agent="b"), Answer))
     assert gw.budget_exhausted and gw.accounting.cost_usd == pytest.approx(1.0)
+
+
+def test_prompt_tokens_from_the_provider_cache_are_counted_but_never_recorded():
+    class Cached(Scripted):
+        async def complete(self, request, *, attempt, timeout_s, transient=0):
+            done = await super().complete(
+                request, attempt=attempt, timeout_s=timeout_s, transient=transient
+            )
+            done.cached_prompt_tokens = 6
+            return done
+
+    gw = gateway(Cached(["not json", '{"answer": 2}']))
+    out = run(gw.call(request(), Answer))
+    assert out.ok and out.cached_prompt_tokens == 12  # both attempts
+    assert gw.accounting.cached_prompt_tokens == 12
+    assert "cached_prompt_tokens" not in out.record()
+
+
+def test_cached_prompt_tokens_are_read_from_the_usage():
+    from simworld.llm.litellm_backend import cached_prompt_tokens
+
+    usage = litellm.Usage(
+        prompt_tokens=10, completion_tokens=1, prompt_tokens_details={"cached_tokens": 8}
+    )
+    assert cached_prompt_tokens(usage) == 8
+    assert cached_prompt_tokens({"prompt_tokens_details": {"cached_tokens": 3}}) == 3
+    assert cached_prompt_tokens(litellm.Usage(prompt_tokens=10, completion_tokens=1)) == 0
+    assert cached_prompt_tokens(None) == 0

@@ -107,7 +107,9 @@ class Flaky(LanguageModel):
         self.fixed = False
         self.requests = 0
 
-    async def complete(self, request: LLMRequest, *, attempt: int, timeout_s: float) -> Completion:
+    async def complete(
+        self, request: LLMRequest, *, attempt: int, timeout_s: float, transient: int = 0
+    ) -> Completion:
         self.requests += 1
         if not self.fixed:
             raise litellm.ServiceUnavailableError("down for now", "fake", request.model)
@@ -159,7 +161,7 @@ def test_resume_keeps_the_failures_of_the_steps_it_re_executes(tmp_path):
 
 def test_unfixable_failures_are_not_cached(tmp_path):
     class Unauthorised(LanguageModel):
-        async def complete(self, request, *, attempt, timeout_s):  # type: ignore[no-untyped-def]
+        async def complete(self, request, *, attempt, timeout_s, transient=0):  # type: ignore[no-untyped-def]
             raise litellm.AuthenticationError("no key", "openai", request.model)
 
     cache = ResponseCache(tmp_path / "c.db")

@@ -63,6 +63,10 @@ class CallOutcome:
     prefix_tokens: int = 0
     """Of those, the ones repeating the agent's previous prompt (:mod:`simworld.llm.prefix`);
     set by the gateway for this run, not part of the cached record."""
+    cached_prompt_tokens: int = 0
+    """Prompt tokens the provider took from its prefix cache in this execution, summed over
+    the call's attempts (:attr:`~simworld.llm.types.Completion.cached_prompt_tokens`); 0 for
+    an answer from simworld's cache; not part of the cached record."""
 
     @property
     def ok(self) -> bool:
@@ -95,7 +99,7 @@ class CallOutcome:
         return cls(**data, cached=cached)
 
 
-_RUNTIME = ("cached", "latency_s", "prompt_tokens_est", "prefix_tokens")
+_RUNTIME = ("cached", "latency_s", "prompt_tokens_est", "prefix_tokens", "cached_prompt_tokens")
 _RECORDED = tuple(f.name for f in fields(CallOutcome) if f.name not in _RUNTIME)
 _IDENTITY = tuple(f.name for f in fields(CallIdentity))
 
@@ -119,6 +123,10 @@ class Accounting:
             :mod:`simworld.llm.prefix`).
         prefix_tokens_est: Of those, the estimated tokens that repeat the leading part of
             the same agent's previous prompt (what a provider prefix cache can reuse).
+        cached_prompt_tokens: Prompt tokens of the requests sent in this process that the
+            provider reported as taken from its prefix cache, not evaluated again (the
+            embedded model's prefix reuse; OpenAI's ``cached_tokens``). Depends on what ran
+            before each call, so it varies with concurrency, unlike every other total.
     """
 
     calls: int = 0
@@ -132,6 +140,7 @@ class Accounting:
     unpriced_calls: int = 0
     prompt_tokens_est: int = 0
     prefix_tokens_est: int = 0
+    cached_prompt_tokens: int = 0
 
     @property
     def prefix_share(self) -> float | None:
@@ -150,6 +159,7 @@ class Accounting:
         self.failures += int(not outcome.ok)
         self.prompt_tokens += outcome.prompt_tokens
         self.completion_tokens += outcome.completion_tokens
+        self.cached_prompt_tokens += outcome.cached_prompt_tokens
         if outcome.cost_usd is None:
             self.unpriced_calls += 1
         else:
@@ -284,11 +294,13 @@ class Gateway:
         started = time.perf_counter()
         outcome = await self._live(request, key, output_type)
         latency = time.perf_counter() - started
+        cached_tokens = outcome.cached_prompt_tokens
         record = outcome.record()
         masked = self._redactor.deep(record)
         if masked != record:  # the run goes on with what is recorded, so replay matches it
             outcome = CallOutcome.from_record(masked, cached=False)
         outcome.latency_s = latency
+        outcome.cached_prompt_tokens = cached_tokens
         outcome.prompt_tokens_est = prefix.prompt_tokens
         outcome.prefix_tokens = prefix.prefix_tokens
         self._count(outcome)
@@ -349,12 +361,29 @@ class Gateway:
     async def _live(
         self, request: LLMRequest, key: str, output_type: type[BaseModel] | None
     ) -> CallOutcome:
+        """Send ``request`` until it gives a valid answer or its retries run out.
+
+        The sampling seed depends only on the number of invalid answers so far (the
+        ``attempt`` passed to the model), never on transient failures: a call that timed out
+        on a busy host, hit a rate limit or lost its connection is asked again for the same
+        sample, so such failures change what is recorded about the call (its ``attempts``
+        and ``errors``) but never its answer. The ``attempt`` of a recorded error counts
+        every request sent for the call.
+
+        A timeout stops waiting; it cannot stop work that is not awaitable. The embedded
+        ``local/`` model answers in a worker thread (in-process or talking to its child):
+        after a timeout that thread goes on until the engine has finished the abandoned
+        answer, which is then dropped, and the engine stays busy until then. The retry (or
+        the next call) waits for it; its own timeout clock runs meanwhile, so on a machine
+        too slow for ``llm.timeout_s`` one slow call can make the next ones time out too.
+        Being seeded alike, the retry then gives the answer the abandoned request would have.
+        """
         cfg = self.config
         errors: list[dict[str, Any]] = []
-        prompt_tokens = completion_tokens = 0
+        prompt_tokens = completion_tokens = cached_tokens = 0
         cost: float | None = 0.0
         transient_left, invalid_left = cfg.max_retries, cfg.max_invalid_retries
-        attempt = 0
+        sent = invalid = transient = 0
         while True:
             completion: Completion | None = None
             retry = False
@@ -364,44 +393,48 @@ class Gateway:
                 try:
                     async with asyncio.timeout(cfg.timeout_s):
                         completion = await self._model.complete(
-                            request, attempt=attempt, timeout_s=cfg.timeout_s
+                            request, attempt=invalid, timeout_s=cfg.timeout_s, transient=transient
                         )
                 except (TimeoutError, openai.OpenAIError) as exc:
                     kind = error_kind(exc)
-                    errors.append(self._error(attempt, kind, exc))
+                    errors.append(self._error(sent, kind, exc))
                     retry = is_transient(exc) and transient_left > 0
                     transient_left -= int(retry)
                     asked = retry_after_s(exc)
-            attempt += 1
+            sent += 1
             if completion is None:
                 if not retry:
                     break
-                await asyncio.sleep(self._backoff(attempt, asked))
+                transient += 1
+                await asyncio.sleep(self._backoff(transient, asked))
                 continue
             prompt_tokens += completion.prompt_tokens
             completion_tokens += completion.completion_tokens
+            cached_tokens += completion.cached_prompt_tokens
             cost = (
                 None if cost is None or completion.cost_usd is None else cost + completion.cost_usd
             )
             parsed, problem = _validate(completion.text, output_type)
             if problem is None:
-                return CallOutcome(
+                outcome = CallOutcome(
                     key,
                     request.identity,
                     request.model,
                     "ok",
                     completion.text,
                     parsed,
-                    attempt,
+                    sent,
                     errors,
                     prompt_tokens,
                     completion_tokens,
                     cost,
                     {k: v for k, v in completion.extra.items() if k in RECORDED_EXTRAS},
                 )
+                outcome.cached_prompt_tokens = cached_tokens
+                return outcome
             errors.append(
                 {
-                    "attempt": attempt - 1,
+                    "attempt": sent - 1,
                     "kind": "invalid_output",
                     "message": self._redactor.text(problem)[:MAX_ERROR_CHARS],
                     "text": self._redactor.text(completion.text)[:MAX_ERROR_CHARS],
@@ -410,19 +443,22 @@ class Gateway:
             if invalid_left == 0:
                 break
             invalid_left -= 1
-        return CallOutcome(
+            invalid += 1
+        outcome = CallOutcome(
             key,
             request.identity,
             request.model,
             "failed",
             None,
             None,
-            attempt,
+            sent,
             errors,
             prompt_tokens,
             completion_tokens,
             cost,
         )
+        outcome.cached_prompt_tokens = cached_tokens
+        return outcome
 
     def _error(self, attempt: int, kind: str, exc: BaseException) -> dict[str, Any]:
         message = self._redactor.text(" ".join(str(exc).split()))[:MAX_ERROR_CHARS]

@@ -20,6 +20,7 @@ from simworld.llm.endpoints import endpoint_kwargs
 from simworld.llm.logprobs import answer_enum, logprob_content, option_distribution
 from simworld.llm.types import (
     TOP_LOGPROBS,
+    TRANSIENT_OPTION,
     CallIdentity,
     Completion,
     LanguageModel,
@@ -37,6 +38,10 @@ PRICED_SIDES = ("input", "output")
 # (in a child of its own, see simworld.llm.providers.local_child); each worker would load
 # another.
 IN_PROCESS_PROVIDERS = ("local/",)
+# Providers told how many transient failures a call has had (``TRANSIENT_OPTION``, an extra
+# request parameter): the fake draws its injected failures from it. Never sent elsewhere: a
+# real server would receive it as an unknown parameter.
+FAILURE_INJECTING_PROVIDERS = ("fake/",)
 # litellm's per-call success logging (``litellm.utils``): a task per call that builds a standard
 # logging payload and recomputes the cost for whatever callbacks are registered.
 SUCCESS_LOGGING_DISPATCH = "_dispatch_success_logging"
@@ -140,6 +145,18 @@ def configure_litellm() -> None:
 
 
 configure_litellm()
+
+
+def cached_prompt_tokens(usage: Any) -> int:
+    """The prompt tokens a response's usage says came from the provider's prefix cache
+    (``prompt_tokens_details.cached_tokens``, a dict or an object; 0 when absent)."""
+    details = getattr(usage, "prompt_tokens_details", None)
+    if details is None and isinstance(usage, dict):
+        details = usage.get("prompt_tokens_details")
+    cached = details.get("cached_tokens") if isinstance(details, dict) else None
+    if cached is None:
+        cached = getattr(details, "cached_tokens", None)
+    return int(cached or 0)
 
 
 def call_cost(
@@ -289,9 +306,16 @@ class LiteLLMModel(LanguageModel):
             litellm_logger.setLevel(level)
         self._known.add(model)
 
-    async def complete(self, request: LLMRequest, *, attempt: int, timeout_s: float) -> Completion:
+    async def complete(
+        self, request: LLMRequest, *, attempt: int, timeout_s: float, transient: int = 0
+    ) -> Completion:
         """Call ``litellm.acompletion`` once (litellm's own retries are off), here or in a
         worker process.
+
+        The seed sent is derived from the identity and ``attempt`` (see
+        :meth:`~simworld.llm.types.LanguageModel.complete`); ``transient`` reaches only the
+        providers that inject failures (:data:`FAILURE_INJECTING_PROVIDERS`), as the option
+        ``transient_failures``, and no other provider.
 
         With ``request.logprobs`` the returned log-probabilities go to ``extra["logprobs"]``
         (``[{"token", "logprob", "top_logprobs": [{"token", "logprob"}]}]``) and, when the
@@ -314,11 +338,13 @@ class LiteLLMModel(LanguageModel):
             from simworld.llm.workers import shared_pool
 
             done = await shared_pool(self._policy.workers).complete(
-                request, attempt=attempt, timeout_s=timeout_s
+                request, attempt=attempt, timeout_s=timeout_s, transient=transient
             )
         else:
             try:
-                done = await self._acompletion(request, attempt=attempt, timeout_s=timeout_s)
+                done = await self._acompletion(
+                    request, attempt=attempt, timeout_s=timeout_s, transient=transient
+                )
             except openai.OpenAIError:
                 from simworld.llm.providers.local import crash_of
 
@@ -357,7 +383,7 @@ class LiteLLMModel(LanguageModel):
         return usable
 
     async def _acompletion(
-        self, request: LLMRequest, *, attempt: int, timeout_s: float
+        self, request: LLMRequest, *, attempt: int, timeout_s: float, transient: int = 0
     ) -> Completion:
         """The litellm call itself (``cost_usd`` is left for :meth:`complete`)."""
         self._ensure_priced(request.model)
@@ -383,6 +409,8 @@ class LiteLLMModel(LanguageModel):
             kwargs["logprobs"] = True
             kwargs["top_logprobs"] = TOP_LOGPROBS
             kwargs["drop_params"] = True  # providers without log-probabilities just omit them
+        if transient and request.model.startswith(FAILURE_INJECTING_PROVIDERS):
+            kwargs[TRANSIENT_OPTION] = transient
         for name in dropped_params(request.model):
             kwargs.pop(name, None)
         if request.params:
@@ -410,7 +438,11 @@ class LiteLLMModel(LanguageModel):
         prompt_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
         completion_tokens = int(getattr(usage, "completion_tokens", 0) or 0)
         return Completion(
-            text=text, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, extra=extra
+            text=text,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            extra=extra,
+            cached_prompt_tokens=cached_prompt_tokens(usage),
         )
 
     def _cost(self, model: str, prompt_tokens: int, completion_tokens: int) -> float | None:
@@ -428,6 +460,7 @@ __all__ = [
     "LiteLLMModel",
     "Message",
     "RemoteModelError",
+    "cached_prompt_tokens",
     "call_cost",
     "canonical_json",
     "configure_litellm",

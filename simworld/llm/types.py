@@ -19,6 +19,9 @@ from simworld.support.hashing import canonical_json, derive_seed, sha256_hex
 
 Message = dict[str, str]
 TOP_LOGPROBS = 20
+TRANSIENT_OPTION = "transient_failures"
+"""The request parameter telling a failure-injecting provider (the fake) how many transient
+failures the call has had (see :meth:`LanguageModel.complete`)."""
 
 
 @cache
@@ -58,7 +61,8 @@ class CallIdentity:
         }
 
     def derived_seed(self, attempt: int) -> int:
-        """A sampling seed for the given attempt, derived from the identity."""
+        """A sampling seed derived from the identity and ``attempt``, the number of invalid
+        answers the call has had so far (see :meth:`LanguageModel.complete`)."""
         return derive_seed({**self.as_dict(), "attempt": attempt})
 
 
@@ -129,6 +133,10 @@ class Completion:
         completion_tokens: Output tokens billed.
         cost_usd: Cost of the call, or ``None`` when the model's price is unknown.
         extra: Provider extras worth keeping (e.g. log-probabilities).
+        cached_prompt_tokens: Of the prompt tokens, those the provider says it did not
+            evaluate again but took from its prefix (key/value) cache (OpenAI's
+            ``usage.prompt_tokens_details.cached_tokens``; the embedded model's prefix
+            reuse). Depends on what ran before, so it is never part of a call's record.
     """
 
     text: str
@@ -136,19 +144,31 @@ class Completion:
     completion_tokens: int = 0
     cost_usd: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    cached_prompt_tokens: int = 0
 
 
 class LanguageModel(ABC):
     """A model that answers one request; wrappers add retry, caching and accounting."""
 
     @abstractmethod
-    async def complete(self, request: LLMRequest, *, attempt: int, timeout_s: float) -> Completion:
+    async def complete(
+        self, request: LLMRequest, *, attempt: int, timeout_s: float, transient: int = 0
+    ) -> Completion:
         """Answer ``request``.
 
         Args:
             request: The call.
-            attempt: 0 for the first try, then 1, 2 …; seeds derive from it.
+            attempt: How many invalid answers (unparsable or off-schema output) the call has
+                had so far: 0, then 1, 2 … The sampling seed derives from it
+                (:meth:`CallIdentity.derived_seed`), so a retry after an invalid answer
+                draws a new sample, while a retry after a transient failure asks for the
+                same sample again: a busy host (timeouts), a rate limit or a dropped
+                connection never changes a run's outputs.
             timeout_s: Seconds before the provider should give up.
+            transient: How many transient failures (timeouts, rate limits, connection and
+                server errors) the call has had so far. Never part of the seed; a provider
+                that injects failures (``fake/...?failure_rate=``) draws them from it, so a
+                retried call does not fail again the same way.
 
         Returns:
             The model's answer.

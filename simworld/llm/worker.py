@@ -6,8 +6,8 @@ without litellm's hop to a thread (:class:`InPlaceExecutor`), and starts the cal
 in arrival order (:class:`ArrivalQueue`).
 
 Protocol: length-prefixed pickles over a socket pair between the two processes. Parent to
-worker ``(CALL, id, request, attempt, timeout_s)`` and ``(CANCEL, id)``; worker to parent
-``(READY,)`` once, then ``(RESULT, id, completion, error)``.
+worker ``(CALL, id, request, attempt, timeout_s, transient)`` and ``(CANCEL, id)``; worker to
+parent ``(READY,)`` once, then ``(RESULT, id, completion, error)``.
 """
 
 from __future__ import annotations
@@ -154,19 +154,27 @@ async def serve(sock: socket.socket) -> None:
     reader, writer = await asyncio.open_connection(sock=sock)
     tasks: dict[int, asyncio.Task[None]] = {}
 
-    async def answer(call_id: int, request: LLMRequest, attempt: int, timeout_s: float) -> None:
+    async def answer(
+        call_id: int, request: LLMRequest, attempt: int, timeout_s: float, transient: int
+    ) -> None:
         completion: Completion | None = None
         error: BaseException | None = None
         try:
-            completion = await model.complete(request, attempt=attempt, timeout_s=timeout_s)
+            completion = await model.complete(
+                request, attempt=attempt, timeout_s=timeout_s, transient=transient
+            )
         except Exception as exc:  # every failure is reported to the parent
             error = remote_error(exc)
         finally:
             tasks.pop(call_id, None)
         writer.write(frame((RESULT, call_id, completion, error)))
 
-    def start(call_id: int, request: LLMRequest, attempt: int, timeout_s: float) -> None:
-        tasks[call_id] = asyncio.create_task(answer(call_id, request, attempt, timeout_s))
+    def start(
+        call_id: int, request: LLMRequest, attempt: int, timeout_s: float, transient: int
+    ) -> None:
+        tasks[call_id] = asyncio.create_task(
+            answer(call_id, request, attempt, timeout_s, transient)
+        )
 
     arrivals = ArrivalQueue(start)
     writer.write(frame((READY,)))

@@ -1,8 +1,8 @@
 """The wire protocol between the parent and an LLM worker process.
 
 Length-prefixed pickles over a socket pair between the two processes (never read from disk).
-Parent to worker ``(CALL, id, request, attempt, timeout_s)`` and ``(CANCEL, id)``; worker to
-parent ``(READY,)`` once, then ``(RESULT, id, completion, error)``. The parent's side is
+Parent to worker ``(CALL, id, request, attempt, timeout_s, transient)`` and ``(CANCEL, id)``;
+worker to parent ``(READY,)`` once, then ``(RESULT, id, completion, error)``. The parent's side is
 :mod:`simworld.llm.workers`, the worker's :mod:`simworld.llm.worker` (started as
 ``python -m`` :data:`WORKER_MODULE`).
 """

@@ -354,8 +354,11 @@ class WorkerPool:
                         break
         return self.ready()
 
-    async def complete(self, request: LLMRequest, *, attempt: int, timeout_s: float) -> Completion:
-        """Answer ``request`` in the least busy ready worker.
+    async def complete(
+        self, request: LLMRequest, *, attempt: int, timeout_s: float, transient: int = 0
+    ) -> Completion:
+        """Answer ``request`` in the least busy ready worker (arguments as
+        :meth:`~simworld.llm.types.LanguageModel.complete`).
 
         Raises:
             RemoteModelError: The model call failed (classified in the worker), or the
@@ -372,7 +375,7 @@ class WorkerPool:
         call_id = next(self._ids)
         future: asyncio.Future[Completion] = loop.create_future()
         worker.pending[call_id] = future
-        worker.send((CALL, call_id, request, attempt, timeout_s))
+        worker.send((CALL, call_id, request, attempt, timeout_s, transient))
         try:
             return await future
         except asyncio.CancelledError:

@@ -84,7 +84,12 @@ class RunResult:
             f"({acc.prompt_tokens} in, {acc.completion_tokens} out)",
             f"prefix     {_share_text(acc.prefix_share)} of prompt tokens repeat the agent's "
             f"previous prompt (cacheable; estimate {acc.prefix_tokens_est} of "
-            f"{acc.prompt_tokens_est})",
+            f"{acc.prompt_tokens_est})"
+            + (
+                f"; {acc.cached_prompt_tokens} prompt tokens taken from the model's prefix cache"
+                if acc.cached_prompt_tokens
+                else ""
+            ),
             f"cost       ${acc.cost_usd:.4f} recorded, ${acc.spent_usd:.4f} spent now"
             + (f", {acc.unpriced_calls} calls unpriced" if acc.unpriced_calls else ""),
             f"time       {self.wall_time_s:.1f} s",

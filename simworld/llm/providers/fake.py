@@ -5,7 +5,10 @@ Model strings take options after ``?``:
 ``failures`` may also name ``auth``, ``not_found`` and ``bad_request``: errors that no retry
 fixes (they stop a run).
 Latency jitter is drawn from the call's seed, so calls finish in a scrambled but repeatable
-order; injected timeouts are raised at once (no waiting). ``position_bias=b`` (0..1) makes
+order; injected timeouts are raised at once (no waiting). Injected failures are drawn from the
+call's seed and the number of transient failures it has had (the request parameter
+``transient_failures``, sent by simworld on a retry), so a retried call can succeed even though
+its seed is unchanged. ``position_bias=b`` (0..1) makes
 a structured answer pick the option shown first with probability b (drawn from the call's
 seed) whatever its content, the position effect the signal checks must catch
 (docs/metrics.md §8); with b = 0 (the default) answers follow content only.
@@ -41,6 +44,7 @@ from litellm.types.utils import ModelResponse
 from simworld.llm.logprobs import token_entry
 from simworld.llm.providers.prompt_format import OPTION_LINE as _OPTION
 from simworld.llm.providers.prompt_format import TOPIC_LINE as _TOPIC
+from simworld.llm.types import TRANSIENT_OPTION
 
 FAILURE_KINDS = ("rate_limit", "timeout", "malformed")
 """The failures injected when ``failures`` is not given."""
@@ -253,6 +257,16 @@ def _fill_batch(
     return out
 
 
+def _injected_failure(opts: FakeOptions, seed: int, transient: int) -> str | None:
+    """The failure injected into this request, if any: drawn from the call's seed and the
+    number of transient failures it has had (a retry after one keeps the seed, see
+    :meth:`simworld.llm.types.LanguageModel.complete`, and draws again)."""
+    salt = f":{transient}" if transient else ""
+    if not opts.failures or _unit(seed, "fail" + salt) >= opts.failure_rate:
+        return None
+    return opts.failures[int(_unit(seed, "kind" + salt) * len(opts.failures))]
+
+
 def _saying(position: tuple[str, str] | None, seed: int) -> str:
     """A free-text message stating ``position`` (a seeded phrasing), or a neutral line."""
     if position is None:
@@ -276,9 +290,7 @@ class FakeLLM(CustomLLM):
         opts = FakeOptions.parse(model)
         seed = int(params.get("seed") or 0)
         temperature = float(params.get("temperature") or 0.0)
-        failure = None
-        if opts.failures and _unit(seed, "fail") < opts.failure_rate:
-            failure = opts.failures[int(_unit(seed, "kind") * len(opts.failures))]
+        failure = _injected_failure(opts, seed, int(params.get(TRANSIENT_OPTION) or 0))
         if failure == "rate_limit":
             raise litellm.RateLimitError(
                 "fake: injected rate limit", llm_provider="fake", model=model

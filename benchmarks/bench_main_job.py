@@ -1,0 +1,264 @@
+"""Main-job benchmark: the README's main command on the embedded model, batched and serial.
+
+Run: ``.venv/bin/python benchmarks/bench_main_job.py`` (writes
+``benchmarks/results/main_job.json`` and ``docs/benchmarks-main-job.md`` from the same numbers;
+``--summary-only`` rewrites the page from the saved file).
+
+``scenarios/opinion_exchange.yaml`` as shipped (30 agents, 3 steps) runs once per model
+string, each by the CLI in a fresh process (the model is loaded anew), into a fresh run
+directory with the cache off, so nothing is reused between them: first the batched engine
+(``local/gemma3-270m``, its default), then the serial path (``local/gemma3-270m?batch=1``);
+``--rounds N`` alternates the order over N rounds and keeps each side's fastest run. The
+result file holds each run's wall time (the manifest's, from the run's start to its end,
+and the process's, model load included), CPU time, calls, tokens, calls/s, prompt and
+completion tokens/s, the prompt tokens the engine took from its prefix cache
+(``totals.cached_prompt_tokens``, reported by the provider; ``null`` when it reports none)
+and the host (CPU model, flags, load average before and after).
+
+``--quick`` runs one step (``--steps 1``) to check the script; the page then says so.
+``--set KEY=VALUE`` is passed to every run (recorded in the result file).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = Path(__file__).parent / "results" / "main_job.json"
+SUMMARY = ROOT / "docs" / "benchmarks-main-job.md"
+SCENARIO = ROOT / "scenarios" / "opinion_exchange.yaml"
+BATCHED = "local/gemma3-270m"
+SERIAL = "local/gemma3-270m?batch=1"
+QUICK_STEPS = 1
+TARGET_WALL_S = 240.0
+TARGET_SPEEDUP = 3.0
+# CPU features worth naming for llama.cpp's kernels (the rest of /proc/cpuinfo's flags are not).
+KERNEL_FLAGS = (
+    "avx",
+    "avx2",
+    "fma",
+    "f16c",
+    "avx_vnni",
+    "avx512f",
+    "avx512bw",
+    "avx512_vnni",
+    "avx512_bf16",
+    "amx_tile",
+    "amx_int8",
+    "amx_bf16",
+)
+
+
+def host() -> dict[str, Any]:
+    """The machine: CPU model, cores, the kernel-relevant CPU flags, memory, versions."""
+    model, flags = "", set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+            name, _, value = line.partition(":")
+            if name.strip() == "model name" and not model:
+                model = value.strip()
+            elif name.strip() == "flags" and not flags:
+                flags = set(value.split())
+    except OSError:
+        pass
+    mem_kb = 0
+    try:
+        for line in Path("/proc/meminfo").read_text(encoding="utf-8").splitlines():
+            if line.startswith("MemTotal:"):
+                mem_kb = int(line.split()[1])
+    except OSError:
+        pass
+    return {
+        "cpu_model": model or platform.processor(),
+        "cores": os.cpu_count(),
+        "flags": [f for f in KERNEL_FLAGS if f in flags],
+        "mem_gib": round(mem_kb / 2**20, 1),
+        "python": platform.python_version(),
+        "llama_cpp_python": _version("llama-cpp-python"),
+        "litellm": _version("litellm"),
+        "commit": _commit(),
+    }
+
+
+def _version(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _commit() -> str | None:
+    try:
+        done = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+        )
+    except OSError:
+        return None
+    return done.stdout.strip() or None
+
+
+def loadavg() -> list[float]:
+    """The 1, 5 and 15 minute load averages."""
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def _sha256(path: Path) -> str | None:
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+
+
+def run_once(
+    label: str, model: str, folder: Path, *, steps: int | None, sets: list[str]
+) -> dict[str, Any]:
+    """One CLI run of the scenario with ``model`` in a fresh process and run directory."""
+    run_dir = folder / label
+    command = [
+        *(sys.executable, "-m", "simworld.cli", "run", str(SCENARIO), "--model", model),
+        *("--cache-mode", "off", "--quiet", "--out", str(run_dir)),
+        *(("--steps", str(steps)) if steps is not None else ()),
+        *(arg for item in sets for arg in ("--set", item)),
+    ]
+    load_before = loadavg()
+    log = folder / f"{label}.log"
+    folder.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    with open(log, "w", encoding="utf-8") as out:
+        process = subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+        # wait4: the CPU time of the run's process and of the children it waited for (the
+        # embedded model's process among them)
+        _, status, usage = os.wait4(process.pid, 0)
+    process_s = time.perf_counter() - started
+    process.returncode = code = os.waitstatus_to_exitcode(status)
+    manifest_path = run_dir / "manifest.json"
+    if code != 0 or not manifest_path.is_file():
+        tail = log.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-3:]
+        raise SystemExit(f"{label} run ({model}) failed, exit {code}: {tail}")
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    totals = manifest["totals"]
+    wall = float(manifest["wall_time_s"])
+    cached = int(totals.get("cached_prompt_tokens") or 0)
+    return {
+        "model": model,
+        "status": manifest["status"],
+        "agents": manifest["agents"],
+        "steps": manifest["steps_completed"],
+        "calls": totals["calls"],
+        "model_calls": totals["model_calls"],
+        "failures": totals["failures"],
+        "prompt_tokens": totals["prompt_tokens"],
+        "completion_tokens": totals["completion_tokens"],
+        "prompt_tokens_saved": cached or None,
+        "prefix_tokens_est": totals.get("prefix_tokens_est"),
+        "prompt_tokens_est": totals.get("prompt_tokens_est"),
+        "wall_time_s": round(wall, 2),
+        "process_time_s": round(process_s, 2),
+        "cpu_time_s": round(usage.ru_utime + usage.ru_stime, 2),
+        "calls_per_s": round(totals["model_calls"] / wall, 3),
+        "prompt_tokens_per_s": round(totals["prompt_tokens"] / wall, 1),
+        "completion_tokens_per_s": round(totals["completion_tokens"] / wall, 2),
+        "loadavg_before": load_before,
+        "loadavg_after": loadavg(),
+        "transcript_sha256": _sha256(run_dir / "transcript.jsonl"),
+        "opinions_sha256": _sha256(run_dir / "opinions.parquet"),
+    }
+
+
+def measure(
+    models: dict[str, str], *, rounds: int, steps: int | None, sets: list[str]
+) -> dict[str, Any]:
+    """Run every model ``rounds`` times, alternating the order; the fastest run of each."""
+    runs: dict[str, list[dict[str, Any]]] = {label: [] for label in models}
+    order = list(models)
+    with tempfile.TemporaryDirectory(prefix="simworld-main-job-") as tmp:
+        for i in range(rounds):
+            for label in order if i % 2 == 0 else order[::-1]:
+                print(f"round {i + 1}/{rounds}: {label} ({models[label]})", flush=True)
+                run = run_once(label, models[label], Path(tmp) / f"r{i}", steps=steps, sets=sets)
+                runs[label].append(run)
+                print(
+                    f"  {run['wall_time_s']} s wall, {run['model_calls']} calls, "
+                    f"{run['calls_per_s']} calls/s",
+                    flush=True,
+                )
+    best = {label: min(group, key=lambda r: r["wall_time_s"]) for label, group in runs.items()}
+    for label, group in runs.items():
+        best[label]["wall_times_s"] = [r["wall_time_s"] for r in group]
+        best[label]["repeatable"] = len({r["transcript_sha256"] for r in group}) == 1
+    return best
+
+
+def main() -> None:
+    """Run the benchmark; write the JSON result and the markdown page."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batched", default=BATCHED, help=f"batched model (default {BATCHED})")
+    parser.add_argument("--serial", default=SERIAL, help=f"serial model (default {SERIAL})")
+    parser.add_argument(
+        "--only", choices=("batched", "serial"), help="run one side only (to check the script)"
+    )
+    parser.add_argument("--quick", action="store_true", help=f"{QUICK_STEPS} step, not 3")
+    parser.add_argument("--rounds", type=int, default=1, help="runs of each model (alternating)")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="passed to every run"
+    )
+    parser.add_argument("--out", type=Path, default=RESULTS, help="result file")
+    parser.add_argument(
+        "--summary-only", action="store_true", help="rewrite the page from the saved result"
+    )
+    args = parser.parse_args()
+    if args.summary_only:
+        write_summary(json.loads(args.out.read_text(encoding="utf-8")))
+        return
+    models = {"batched": args.batched, "serial": args.serial}
+    if args.only:
+        models = {args.only: models[args.only]}
+    import yaml
+
+    shipped = yaml.safe_load(SCENARIO.read_text(encoding="utf-8"))
+    result: dict[str, Any] = {
+        "scenario": str(SCENARIO.relative_to(ROOT)),
+        "scenario_steps": shipped["protocol"]["steps"],
+        "quick": args.quick,
+        "sets": args.set,
+        "rounds": args.rounds,
+        "host": host(),
+        "loadavg_start": loadavg(),
+    }
+    started = time.perf_counter()
+    result["runs"] = measure(
+        models, rounds=args.rounds, steps=QUICK_STEPS if args.quick else None, sets=args.set
+    )
+    result["benchmark_s"] = round(time.perf_counter() - started, 1)
+    result["loadavg_end"] = loadavg()
+    runs = result["runs"]
+    if "batched" in runs and "serial" in runs:
+        result["speedup"] = round(runs["serial"]["wall_time_s"] / runs["batched"]["wall_time_s"], 2)
+    result["targets"] = {"wall_time_s": TARGET_WALL_S, "speedup": TARGET_SPEEDUP}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    if args.out == RESULTS:
+        write_summary(result)
+    print(json.dumps(result, indent=2))
+
+
+def write_summary(result: dict[str, Any]) -> None:
+    """Write ``docs/benchmarks-main-job.md`` from a result, and the README's timings."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    import timings
+
+    SUMMARY.write_text(timings.main_job_page(result), encoding="utf-8")
+    print(f"wrote {SUMMARY}")
+    timings.main()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,245 @@
+"""The timings the README quotes, and the pages of the main-job and test-suite benchmarks.
+
+Run: ``.venv/bin/python benchmarks/timings.py`` rewrites, from
+``benchmarks/results/main_job.json`` (``bench_main_job.py``) and
+``benchmarks/results/tests.json`` (``bench_tests.py``), the README's timing sentences (each
+between ``<!-- timing:NAME -->`` and ``<!-- /timing -->``) and ``docs/benchmarks-tests.md``.
+Both benchmarks call it after writing their result; ``tests/test_readme_timings.py`` checks
+that the README says what the result files say.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+MAIN_JOB = RESULTS / "main_job.json"
+TESTS = RESULTS / "tests.json"
+README = ROOT / "README.md"
+TESTS_PAGE = ROOT / "docs" / "benchmarks-tests.md"
+MARKER = re.compile(r"<!-- timing:(?P<name>[\w-]+) -->(?P<body>.*?)<!-- /timing -->", re.DOTALL)
+SLOWEST = 15
+COLUMNS = (
+    "engine",
+    "model",
+    "steps",
+    "wall (s)",
+    "process (s)",
+    "CPU (s)",
+    "model calls",
+    "failures",
+    "calls/s",
+    "prompt tok/s",
+    "completion tok/s",
+    "prompt tokens",
+    "prompt tokens from the prefix cache",
+)
+HEADER = "| " + " | ".join(COLUMNS) + " |\n|" + " --- |" * len(COLUMNS)
+
+
+def about(seconds: float) -> str:
+    """``about N min`` (whole minutes, at least 1), or ``under a minute``."""
+    if seconds < 45:
+        return "under a minute"
+    return f"about {max(1, round(seconds / 60))} min"
+
+
+def _load(path: Path) -> dict[str, Any] | None:
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def main_job_sentence(result: dict[str, Any] | None) -> str:
+    """What the README says about the main command's run time."""
+    if result is None:
+        return "the run itself has not been benchmarked yet (`benchmarks/bench_main_job.py`)"
+    runs, cores = result["runs"], result["host"]["cores"]
+    main = runs.get("batched") or runs["serial"]
+    part = (
+        f"one of its {result['scenario_steps']} steps (a `--quick` benchmark run; the whole "
+        "run has not been benchmarked yet) took"
+        if result["quick"]
+        else "the run itself takes"
+    )
+    text = f"{part} {about(main['process_time_s'])} on {cores} cores (`{main['model']}`"
+    if "batched" in runs and "serial" in runs:
+        serial = runs["serial"]
+        text += (
+            f"; the serial path, `{serial['model']}`, {about(serial['process_time_s'])}, "
+            f"{result['speedup']}x the batched run's wall time"
+        )
+    return text + "; [docs/benchmarks-main-job.md](docs/benchmarks-main-job.md))"
+
+
+def tests_sentence(result: dict[str, Any] | None) -> str:
+    """What the README says about the test command's run time."""
+    if result is None:
+        return "Its run time has not been benchmarked yet (`benchmarks/bench_tests.py`)."
+    phases = result["phases"]
+    total = sum(p["seconds"] for p in phases.values())
+    text = (
+        f"After the install it takes {about(total)} on {result['host']['cores']} cores: ruff "
+        f'{phases["ruff"]["seconds"]:.0f} s, `pytest -m "not slow"` '
+        f"{about(phases['fast']['seconds'])}, the slow tests {about(phases['slow']['seconds'])}"
+    )
+    if result["selection"]:
+        text += f" (measured on a selection of tests only: `{' '.join(result['selection'])}`)"
+    return text + "; [docs/benchmarks-tests.md](docs/benchmarks-tests.md)."
+
+
+def readme_sentences() -> dict[str, str]:
+    """Marker name → the sentence the result files give."""
+    return {
+        "main-job": main_job_sentence(_load(MAIN_JOB)),
+        "tests": tests_sentence(_load(TESTS)),
+    }
+
+
+def render_readme(text: str, sentences: dict[str, str]) -> str:
+    """``text`` with the body of every timing marker replaced by its sentence.
+
+    Raises:
+        ValueError: A marker is missing from ``text`` or unknown.
+    """
+    found = {m.group("name") for m in MARKER.finditer(text)}
+    if found != set(sentences):
+        raise ValueError(f"README timing markers {sorted(found)}, expected {sorted(sentences)}")
+    return MARKER.sub(
+        lambda m: f"<!-- timing:{m.group('name')} -->{sentences[m.group('name')]}<!-- /timing -->",
+        text,
+    )
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.0f} s" if value >= 10 else f"{value:.1f} s"
+
+
+def main_job_page(result: dict[str, Any]) -> str:
+    """The markdown page of a ``bench_main_job.py`` result."""
+    h, runs = result["host"], result["runs"]
+    rows = []
+    for label, r in runs.items():
+        saved = r["prompt_tokens_saved"]
+        saved_text = "not reported" if saved is None else f"{saved:,}"
+        rows.append(
+            f"| {label} | `{r['model']}` | {r['steps']} | {r['wall_time_s']} | "
+            f"{r['process_time_s']} | {r['cpu_time_s']} | {r['model_calls']} | {r['failures']} | "
+            f"{r['calls_per_s']} | {r['prompt_tokens_per_s']} | {r['completion_tokens_per_s']} | "
+            f"{r['prompt_tokens']:,} | {saved_text} |"
+        )
+    checks = []
+    main = runs.get("batched")
+    if main is not None and not result["quick"]:
+        ok = main["wall_time_s"] <= result["targets"]["wall_time_s"]
+        checks.append(
+            f"- Batched wall time {main['wall_time_s']} s, target <= "
+            f"{result['targets']['wall_time_s']:.0f} s: {'met' if ok else '**missed**'}."
+        )
+    if "speedup" in result:
+        ok = result["speedup"] >= result["targets"]["speedup"]
+        checks.append(
+            f"- Serial / batched wall time, side by side in this run: **{result['speedup']}x** "
+            f"(target >= {result['targets']['speedup']:.0f}x: {'met' if ok else '**missed**'})."
+        )
+    if result["quick"]:
+        checks.append(
+            f"- This is a `--quick` run ({runs[next(iter(runs))]['steps']} of "
+            f"{result['scenario_steps']} steps): it checks the script; the targets are for "
+            "the whole run."
+        )
+    sets = ", ".join(f"`{s}`" for s in result["sets"]) or "none"
+    loads = "; ".join(
+        f"{label} {r['loadavg_before'][0]} before, {r['loadavg_after'][0]} after"
+        for label, r in runs.items()
+    )
+    return f"""# Benchmark: the main job on the embedded model
+
+Numbers from one run of `benchmarks/bench_main_job.py`, copied from
+`benchmarks/results/main_job.json` by `benchmarks/timings.py`: `{result["scenario"]}` as
+shipped, run by the CLI (`simworld run ... --cache-mode off --quiet`) in a fresh process and
+a fresh run directory for each model string, so nothing is reused between them
+({result["rounds"]} round(s), order alternating, fastest run of each shown). Extra
+settings: {sets}.
+
+{HEADER}
+{chr(10).join(rows)}
+
+{chr(10).join(checks)}
+
+- *wall*: the manifest's `wall_time_s`, from the run's start to its end; *process*: the
+  command from start to exit, loading the model included (what a user waits); *CPU*: user
+  and system time of the command and of the child processes it waited for (the model's).
+  Rates are per second of wall time.
+- *prompt tokens from the prefix cache*: `totals.cached_prompt_tokens`, the prompt tokens the
+  engine reported it did not evaluate again (`usage.prompt_tokens_details.cached_tokens`);
+  "not reported" when the engine reports none.
+
+Host: {h["cpu_model"]}, {h["cores"]} cores, {h["mem_gib"]} GiB, CPU flags
+{", ".join(h["flags"]) or "none of note"}; Python {h["python"]}, llama-cpp-python
+{h["llama_cpp_python"]}, litellm {h["litellm"]}, commit {h["commit"]}. Load average (1 min):
+{result["loadavg_start"][0]} at the start, {result["loadavg_end"][0]} at the end; {loads}. The
+machine may have been shared with other work: only ratios measured side by side mean much.
+"""
+
+
+def tests_page(result: dict[str, Any]) -> str:
+    """The markdown page of a ``bench_tests.py`` result."""
+    phases = result["phases"]
+    rows = "\n".join(
+        f"| {name} | `{p['command']}` | {p['seconds']:.1f} | "
+        + (
+            f"{p['tests']} ({p['failures']} failed, {p['skipped']} skipped)"
+            if "tests" in p
+            else "-"
+        )
+        + " |"
+        for name, p in phases.items()
+    )
+    slow = "\n".join(f"| `{t['name']}` | {t['seconds']:.1f} |" for t in result["slowest"][:SLOWEST])
+    selection = (
+        f"on a selection of tests only (`{' '.join(result['selection'])}`)"
+        if result["selection"]
+        else "on the whole suite"
+    )
+    h = result["host"]
+    return f"""# Benchmark: the test command
+
+Numbers from one run of `benchmarks/bench_tests.py` {selection}, copied from
+`benchmarks/results/tests.json` by `benchmarks/timings.py`. It times what `bash tests/run.sh`
+(the README's test command, what `.ci/run` runs) does after creating the venv and installing
+the package: ruff, then pytest, split into the tests a developer runs often
+(`-m "not slow"`) and the slow ones (`-m slow`: the embedded model, whole runs). The
+install itself is not timed: the first one compiles llama.cpp (about ten minutes on two
+cores), later ones take seconds.
+
+| phase | command | seconds | tests |
+| --- | --- | --- | --- |
+{rows}
+
+Slowest tests (pytest's `--durations`, setup, call and teardown together):
+
+| test | seconds |
+| --- | --- |
+{slow}
+
+Host: {h["cpu_model"]}, {h["cores"]} cores; load average (1 min) {result["loadavg_start"][0]}
+at the start, {result["loadavg_end"][0]} at the end.
+"""
+
+
+def main() -> None:
+    """Rewrite the README's timing sentences and the test-suite page."""
+    README.write_text(
+        render_readme(README.read_text(encoding="utf-8"), readme_sentences()), encoding="utf-8"
+    )
+    tests = _load(TESTS)
+    if tests is not None:
+        TESTS_PAGE.write_text(tests_page(tests), encoding="utf-8")
+    print(f"wrote {README}" + (f" and {TESTS_PAGE}" if tests is not None else ""))
+
+
+if __name__ == "__main__":
+    main()

@@ -187,15 +187,28 @@ async def warm_up(model: LiteLLMModel) -> None:
     )
 
 
-async def warm_up_in_process() -> None:
-    """:func:`warm_up` in this process, once per process (a later caller returns at once).
+def warm_up_in_process() -> None:
+    """Warm litellm up in this process, once per process: :data:`WARM_UP_CALLS` fake calls
+    through the blocking ``litellm.completion``, one after the other.
 
-    Skipped when a litellm callback is registered: it would see the warm-up calls.
+    Blocking calls leave nothing behind when the run is interrupted meanwhile (concurrent
+    ones would leave coroutines that were never awaited); they build the same pydantic
+    schemas, logging objects and provider lookups as the calls that follow. Skipped when a
+    litellm callback is registered: it would see the warm-up calls.
     """
     if _WARMED or any(getattr(litellm, name, None) for name in CALLBACK_LISTS):
         return
     _WARMED.append(True)
-    await warm_up(LiteLLMModel(workers=0))
+    LiteLLMModel(workers=0)._ensure_priced(WARM_UP_MODEL)
+    for i in range(WARM_UP_CALLS):
+        litellm.completion(
+            model=WARM_UP_MODEL,
+            messages=[{"role": "user", "content": "Say something."}],
+            temperature=0.0,
+            max_tokens=8,
+            seed=i,
+            num_retries=0,
+        )
 
 
 class LiteLLMModel(LanguageModel):
@@ -259,7 +272,7 @@ class LiteLLMModel(LanguageModel):
 
             await shared_pool(self._policy.workers).wait_ready()
         elif self._warm_up:
-            await warm_up_in_process()
+            warm_up_in_process()
 
     def _ensure_priced(self, model: str) -> None:
         """Put simworld's free in-process models in litellm's cost map, once per model string.

@@ -6,7 +6,6 @@ re-exported here for callers that reach them through the backend.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from functools import cache
@@ -28,7 +27,6 @@ from simworld.llm.types import (
     RemoteModelError,
     json_schema,
 )
-from simworld.llm.worker_protocol import READY_TIMEOUT_S
 from simworld.support.hashing import canonical_json, sha256_hex
 
 FREE_PROVIDERS = ("fake/", "local/")
@@ -162,29 +160,12 @@ def call_cost(
     return float(prompt_cost + completion_cost)
 
 
-# Before it reports ready, an LLM worker (and, before a run's first step, a process that makes
-# its calls itself) sends this many calls to the fake provider through litellm: the first
-# calls import and cache what the rest of the call path needs.
+# Before a run's first step, a process that makes its calls itself sends this many calls to
+# the fake provider through litellm, as an LLM worker does before it reports ready
+# (simworld.llm.worker): the first calls import and cache what the call path needs.
 WARM_UP_CALLS = 8
 WARM_UP_MODEL = "fake/default"
 _WARMED: list[bool] = []
-
-
-async def warm_up(model: LiteLLMModel) -> None:
-    """Make :data:`WARM_UP_CALLS` concurrent fake calls through ``model`` (and litellm)."""
-    requests = [
-        LLMRequest(
-            model=WARM_UP_MODEL,
-            messages=({"role": "user", "content": "Say something."},),
-            identity=CallIdentity(seed=0, agent="warm-up", step=0, purpose="warm_up", index=i),
-            temperature=0.0,
-            max_tokens=8,
-        )
-        for i in range(WARM_UP_CALLS)
-    ]
-    await asyncio.gather(
-        *(model.complete(r, attempt=0, timeout_s=READY_TIMEOUT_S) for r in requests)
-    )
 
 
 def warm_up_in_process() -> None:

@@ -47,10 +47,10 @@ def test_the_plan_decides_the_path_before_the_first_step(
     monkeypatch.setattr(litellm_backend, "_WARMED", [])
     warmed: list[bool] = []
 
-    async def warm_up(model: object) -> None:
+    def warm_up() -> None:
         warmed.append(True)
 
-    monkeypatch.setattr(litellm_backend, "warm_up", warm_up)
+    monkeypatch.setattr(litellm_backend, "warm_up_in_process", warm_up)
     pool = shared_pool(1)
     sent_before = pool.calls
     model = build_model(path)
@@ -107,21 +107,21 @@ def test_readme_states_the_plan_threshold() -> None:
 
 def test_no_in_process_warm_up_under_a_litellm_callback(monkeypatch: pytest.MonkeyPatch) -> None:
     """A registered callback would see the warm-up calls: then there is none."""
-    import asyncio
-
     import litellm
 
-    warmed: list[bool] = []
+    warmed: list[str] = []
+    completion = litellm.completion
 
-    async def warm_up(model: object) -> None:
-        warmed.append(True)
+    def counting(**kwargs: object) -> object:
+        warmed.append(str(kwargs["model"]))
+        return completion(**kwargs)
 
-    monkeypatch.setattr(litellm_backend, "warm_up", warm_up)
+    monkeypatch.setattr(litellm, "completion", counting)
     monkeypatch.setattr(litellm_backend, "_WARMED", [])
     monkeypatch.setattr(litellm, "success_callback", ["a_logger"])
-    asyncio.run(litellm_backend.warm_up_in_process())
+    litellm_backend.warm_up_in_process()
     assert warmed == []
     monkeypatch.setattr(litellm, "success_callback", [])
-    asyncio.run(litellm_backend.warm_up_in_process())
-    asyncio.run(litellm_backend.warm_up_in_process())
-    assert warmed == [True]
+    litellm_backend.warm_up_in_process()
+    litellm_backend.warm_up_in_process()
+    assert warmed == [litellm_backend.WARM_UP_MODEL] * litellm_backend.WARM_UP_CALLS

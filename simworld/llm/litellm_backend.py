@@ -6,7 +6,6 @@ re-exported here for callers that reach them through the backend.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from functools import cache
@@ -29,7 +28,6 @@ from simworld.llm.types import (
     RemoteModelError,
     json_schema,
 )
-from simworld.llm.worker_protocol import READY_TIMEOUT_S
 from simworld.support.hashing import canonical_json, sha256_hex
 
 FREE_PROVIDERS = ("fake/", "local/")
@@ -179,40 +177,36 @@ def call_cost(
     return float(prompt_cost + completion_cost)
 
 
-# Before it reports ready, an LLM worker (and, before a run's first step, a process that makes
-# its calls itself) sends this many calls to the fake provider through litellm: the first
-# calls import and cache what the rest of the call path needs.
+# Before a run's first step, a process that makes its calls itself sends this many calls to
+# the fake provider through litellm, as an LLM worker does before it reports ready
+# (simworld.llm.worker): the first calls import and cache what the call path needs.
 WARM_UP_CALLS = 8
 WARM_UP_MODEL = "fake/default"
 _WARMED: list[bool] = []
 
 
-async def warm_up(model: LiteLLMModel) -> None:
-    """Make :data:`WARM_UP_CALLS` concurrent fake calls through ``model`` (and litellm)."""
-    requests = [
-        LLMRequest(
-            model=WARM_UP_MODEL,
-            messages=({"role": "user", "content": "Say something."},),
-            identity=CallIdentity(seed=0, agent="warm-up", step=0, purpose="warm_up", index=i),
-            temperature=0.0,
-            max_tokens=8,
-        )
-        for i in range(WARM_UP_CALLS)
-    ]
-    await asyncio.gather(
-        *(model.complete(r, attempt=0, timeout_s=READY_TIMEOUT_S) for r in requests)
-    )
+def warm_up_in_process() -> None:
+    """Warm litellm up in this process, once per process: :data:`WARM_UP_CALLS` fake calls
+    through the blocking ``litellm.completion``, one after the other.
 
-
-async def warm_up_in_process() -> None:
-    """:func:`warm_up` in this process, once per process (a later caller returns at once).
-
-    Skipped when a litellm callback is registered: it would see the warm-up calls.
+    Blocking calls leave nothing behind when the run is interrupted meanwhile (concurrent
+    ones would leave coroutines that were never awaited); they build the same pydantic
+    schemas, logging objects and provider lookups as the calls that follow. Skipped when a
+    litellm callback is registered: it would see the warm-up calls.
     """
     if _WARMED or any(getattr(litellm, name, None) for name in CALLBACK_LISTS):
         return
     _WARMED.append(True)
-    await warm_up(LiteLLMModel(workers=0))
+    LiteLLMModel(workers=0)._ensure_priced(WARM_UP_MODEL)
+    for i in range(WARM_UP_CALLS):
+        litellm.completion(
+            model=WARM_UP_MODEL,
+            messages=[{"role": "user", "content": "Say something."}],
+            temperature=0.0,
+            max_tokens=8,
+            seed=i,
+            num_retries=0,
+        )
 
 
 class LiteLLMModel(LanguageModel):
@@ -281,7 +275,7 @@ class LiteLLMModel(LanguageModel):
 
             await shared_pool(self._policy.workers).wait_ready()
         elif self._warm_up:
-            await warm_up_in_process()
+            warm_up_in_process()
 
     def _ensure_priced(self, model: str) -> None:
         """Put simworld's free in-process models in litellm's cost map, once per model string.

@@ -27,19 +27,23 @@ import litellm
 import openai
 
 from simworld.llm.errors import error_kind, is_transient, retry_after_s
-from simworld.llm.litellm_backend import WARM_UP_CALLS as WARM_UP_CALLS
-from simworld.llm.litellm_backend import WARM_UP_MODEL as WARM_UP_MODEL
-from simworld.llm.litellm_backend import LiteLLMModel, warm_up
-from simworld.llm.types import Completion, LLMRequest, RemoteModelError
+from simworld.llm.litellm_backend import LiteLLMModel
+from simworld.llm.types import CallIdentity, Completion, LLMRequest, RemoteModelError
 from simworld.llm.worker_protocol import (
     CALL,
     CANCEL,
     HEADER,
     READY,
+    READY_TIMEOUT_S,
     RESULT,
     frame,
 )
 from simworld.support.process import tune_gc
+
+# Before it reports ready, a worker sends this many calls to the fake provider through
+# litellm: its first calls import and cache what the rest of its call path needs.
+WARM_UP_CALLS = 8
+WARM_UP_MODEL = "fake/default"
 
 
 def remote_error(exc: BaseException) -> BaseException:
@@ -58,6 +62,23 @@ def remote_error(exc: BaseException) -> BaseException:
     except Exception:  # any pickling failure: send a description
         return RuntimeError(f"{type(exc).__name__}: {exc}")
     return exc
+
+
+async def warm_up(model: LiteLLMModel) -> None:
+    """Make :data:`WARM_UP_CALLS` concurrent fake calls through ``model`` (and litellm)."""
+    requests = [
+        LLMRequest(
+            model=WARM_UP_MODEL,
+            messages=({"role": "user", "content": "Say something."},),
+            identity=CallIdentity(seed=0, agent="warm-up", step=0, purpose="warm_up", index=i),
+            temperature=0.0,
+            max_tokens=8,
+        )
+        for i in range(WARM_UP_CALLS)
+    ]
+    await asyncio.gather(
+        *(model.complete(r, attempt=0, timeout_s=READY_TIMEOUT_S) for r in requests)
+    )
 
 
 class InPlaceExecutor(concurrent.futures.ThreadPoolExecutor):

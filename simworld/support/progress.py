@@ -19,6 +19,8 @@ from typing import IO, Any
 
 from tqdm import tqdm
 
+from simworld.support.process import safe_path
+
 REDRAW_S = 0.1
 
 
@@ -178,16 +180,17 @@ class ProgressBar:
         self._step = -1
         self._drawn = 0.0
         self._redraw_s = redraw_s
-        self._bar: tqdm[Any] = tqdm(
-            desc=f"{name} starting",
-            total=0,
-            unit="call",
-            disable=disable,
-            leave=False,
-            file=file,
-            bar_format="{desc} |{bar}|",
-            dynamic_ncols=True,
-        )
+        with safe_path():  # tqdm's first lock starts multiprocessing's resource tracker
+            self._bar: tqdm[Any] = tqdm(
+                desc=f"{name} starting",
+                total=0,
+                unit="call",
+                disable=disable,
+                leave=False,
+                file=file,
+                bar_format="{desc} |{bar}|",
+                dynamic_ncols=True,
+            )
         if not disable:
             progress.subscribe(self.show)
 

@@ -15,6 +15,7 @@ from tqdm import tqdm
 
 from simworld.errors import ConfigError
 from simworld.runs.estimate import check_feasible
+from simworld.support.process import safe_path
 from simworld.support.rundir import CACHE_FILE
 from simworld.sweeps.executors import (
     FINISHED_STATUSES,
@@ -231,7 +232,10 @@ def run_sweep(
         ]
         store.dispatched([t.index for t in tasks])
         store.write_manifest()
-        _drive(store, tasks, executor, workers, ray_address, progress, on_result, len(selected))
+        # every interpreter the sweep starts (the workers, multiprocessing's resource tracker
+        # that the progress bar's lock starts) leaves the current directory off its sys.path
+        with safe_path():
+            _drive(store, tasks, executor, workers, ray_address, progress, on_result, len(selected))
         frame_rows = store.frame().num_rows
         runs = [e.to_json() for e in entries]
     return SweepResult(

@@ -258,12 +258,14 @@ class LocalExecutor:
         if not tasks:
             return
         context = multiprocessing.get_context("spawn")
-        self._pool = ProcessPoolExecutor(
-            max_workers=min(self.workers or 1, len(tasks)),
-            mp_context=context,
-            initializer=_worker_init,
-        )
-        with safe_path():  # the pool starts its workers as tasks are submitted
+        # the pool starts multiprocessing's resource tracker when it is made (its queues'
+        # locks) and its workers as tasks are submitted: every one a `python -c` child
+        with safe_path():
+            self._pool = ProcessPoolExecutor(
+                max_workers=min(self.workers or 1, len(tasks)),
+                mp_context=context,
+                initializer=_worker_init,
+            )
             by_future = {self._pool.submit(execute_task, t): t for t in tasks}
         self._pending = set(by_future)
         while self._pending:

@@ -43,7 +43,7 @@ def test_ctrl_c_is_one_line_and_the_run_resumes(tmp_path):
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
     )  # fmt: skip
     transcript = run_dir / "transcript.jsonl"
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 600  # start-up alone can take minutes on a loaded host
     while not (transcript.is_file() and transcript.stat().st_size) and proc.poll() is None:
         assert time.monotonic() < deadline, "the run never started"
         time.sleep(0.2)

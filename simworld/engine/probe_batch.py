@@ -32,7 +32,7 @@ BATCH_PURPOSE = "probes:{topics}"
 
 
 def item_field(index: int) -> str:
-    """The answer field of the ``index``-th (0-based) item: ``q1``, ``q2`` …"""
+    """The answer field of the ``index``-th (0-based) item: ``q1``, ``q2`` and so on."""
     return f"q{index + 1}"
 
 

@@ -510,13 +510,12 @@ def _mark(ax: Any, comparison: Comparison, interventions: pd.DataFrame) -> None:
     mark_interventions(ax, shared)
     own = interventions[[c != everyone for c in interventions["conditions"]]]
     trans = ax.get_xaxis_transform()
-    rows = zip(own["step"], own["kind"], own["conditions"], strict=True)
-    for j, (step, kind, conditions) in enumerate(rows, start=len(shared)):
-        for i in conditions:
-            x = float(step) - 0.5 + 0.08 * (i - (n - 1) / 2)
+    for j, row in enumerate(own.to_dict("records"), start=len(shared)):
+        for i in row["conditions"]:
+            x = float(row["step"]) - 0.5 + 0.08 * (i - (n - 1) / 2)
             colour = CATEGORY_COLOURS(i % 10)
             ax.axvline(x, color=colour, linestyle="-.", lw=1.1, zorder=0)
-            ax.text(x, 1.01 + 0.06 * (j % 2), str(kind), transform=trans, color=colour,
+            ax.text(x, 1.01 + 0.06 * (j % 2), str(row["kind"]), transform=trans, color=colour,
                     fontsize="x-small", va="bottom", ha="center", clip_on=False)  # fmt: skip
     ax.set_title(ax.get_title(), pad=30)
 

@@ -30,6 +30,7 @@ from simworld.llm.gateway import CallOutcome, Gateway
 from simworld.llm.litellm_backend import LiteLLMModel
 from simworld.llm.logprobs import expected_value
 from simworld.llm.providers.registry import check_model
+from simworld.llm.types import LanguageModel
 from simworld.memory.system import MemorySystem
 from simworld.prompts import render as prompts
 from simworld.society.network import build_graph, isolation_warning
@@ -129,6 +130,7 @@ class SocialSimulation(mesa.Model):
         memory_dir: str | Path | None = None,
         on_step: Callable[[StepRecord], None] | None = None,
         agent_class: type[PersonaAgent] | None = None,
+        backend: LanguageModel | None = None,
     ) -> Self:
         """Build the model and its gateway from a scenario object or file.
 
@@ -145,6 +147,9 @@ class SocialSimulation(mesa.Model):
             on_step: Called with each finished :class:`StepRecord`.
             agent_class: The agents' class (default: ``population.agent_class``, else
                 :class:`PersonaAgent`).
+            backend: What answers the gateway's calls (default: litellm, the
+                :class:`~simworld.llm.litellm_backend.LiteLLMModel` of ``llm.price``); a test
+                double or an instrumented backend goes here.
 
         Raises:
             SimworldError: Bad scenario (a :class:`ConfigError`) or a model string no
@@ -160,7 +165,7 @@ class SocialSimulation(mesa.Model):
             resolved = resolved.model_copy(update={"llm": llm})
         cache = ResponseCache(cache_path) if resolved.llm.cache != "off" else None
         gateway = Gateway(
-            LiteLLMModel(price=resolved.llm.price),
+            LiteLLMModel(price=resolved.llm.price) if backend is None else backend,
             config=resolved.llm,
             cache=cache,
             redactor=Redactor(),

@@ -63,6 +63,8 @@ class SocialSimulation(mesa.Model):
             ``population.agent_class`` names, else :class:`PersonaAgent`).
     """
 
+    steps: int  # Mesa's step counter (Mesa ships no type hints)
+
     def __init__(
         self,
         scenario: Scenario,
@@ -107,7 +109,7 @@ class SocialSimulation(mesa.Model):
         self._custom = load_custom(scenario.interventions, source=source)
         self._announced = 0
         """Stance and judge calls :meth:`discuss` announced in the current step."""
-        self.stopped_reason: str | None = None
+        self.stopped_reason: RunStatus | None = None
         self._loop = asyncio.new_event_loop()
         self._started = False
         self.recipients = Recipients()
@@ -163,7 +165,9 @@ class SocialSimulation(mesa.Model):
         if cache_path is None:
             llm = resolved.llm.model_copy(update={"cache": "off"})
             resolved = resolved.model_copy(update={"llm": llm})
-        cache = ResponseCache(cache_path) if resolved.llm.cache != "off" else None
+        cache: ResponseCache | None = None
+        if cache_path is not None and resolved.llm.cache != "off":
+            cache = ResponseCache(cache_path)
         gateway = Gateway(
             LiteLLMModel(price=resolved.llm.price) if backend is None else backend,
             config=resolved.llm,
@@ -223,6 +227,7 @@ class SocialSimulation(mesa.Model):
 
     def start_event(self) -> Event:
         """The run's opening transcript event: agents and edges."""
+        baseline = self.scenario.baseline
         return {
             "type": EventType.RUN_START.value,
             "scenario": self.scenario.name,
@@ -235,7 +240,7 @@ class SocialSimulation(mesa.Model):
                     "nationality": a.persona.nationality,
                     "opinions": dict(a.persona.opinions),
                     "big_five": a.persona.big_five.model_dump(),
-                    **({"policy": self.scenario.baseline.model} if a.baseline else {}),
+                    **({"policy": baseline.model} if a.baseline and baseline is not None else {}),
                 }
                 for a in self._by_node
             ],
@@ -614,7 +619,7 @@ class SocialSimulation(mesa.Model):
         for agent in self.active_agents():
             if batch and not agent.baseline:
                 request, schema, orders = batch_request(agent, topics, step=record.step)
-                items = [
+                items: list[tuple[Topic, ShownOrder, str | None]] = [
                     (t, o, item_field(i))
                     for i, (t, o) in enumerate(zip(topics, orders, strict=True))
                 ]

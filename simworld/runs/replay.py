@@ -169,7 +169,8 @@ def verify_replay(
             progress=progress,
             recipients=recipients,
         )
-        differences, notes = [], []
+        differences: list[str] = []
+        notes: list[str] = []
         for name in VERIFIED_FILES:
             compare = (
                 first_transcript_difference if name.endswith(".jsonl") else first_table_difference

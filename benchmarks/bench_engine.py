@@ -25,8 +25,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from simworld import SocialSimulation
 from simworld.config.scenario import LLMConfig, Scenario
-from simworld.engine.model import SocialSimulation
 from simworld.llm.gateway import Gateway
 from simworld.llm.litellm_backend import (
     CallIdentity,
@@ -122,7 +122,7 @@ def time_paths(
     sims = {}
     for name, make in backends.items():
         sc = scenario(n, model=model, concurrency=concurrency)
-        sims[name] = SocialSimulation(sc, gateway=Gateway(make(), config=sc.llm, cache=None))
+        sims[name] = SocialSimulation.from_scenario(sc, backend=make())
         sims[name].prepare()  # the path chosen from the plan, ready (bench_plan.py times it)
     times: dict[str, list[float]] = {name: [] for name in sims}
     for _ in range(steps):

@@ -49,9 +49,8 @@ def measure_one(agents: int) -> dict[str, Any]:
     sys.path.insert(0, str(Path(__file__).parent))
     from bench_engine import core_speed_s, scenario
 
-    from simworld.engine.model import SocialSimulation, planned_calls_per_step
-    from simworld.llm.gateway import Gateway
-    from simworld.llm.litellm_backend import LiteLLMModel
+    from simworld import SocialSimulation
+    from simworld.engine.model import planned_calls_per_step
     from simworld.llm.workers import WorkerPolicy, shared_pool
     from simworld.support.process import tune_gc
 
@@ -60,7 +59,7 @@ def measure_one(agents: int) -> dict[str, Any]:
     cpu0, started = time.process_time(), time.perf_counter()
     sc = scenario(agents, model=f"fake/default?latency_ms={LATENCY_MS}", concurrency=CONCURRENCY)
     policy = WorkerPolicy.resolve()
-    sim = SocialSimulation(sc, gateway=Gateway(LiteLLMModel(), config=sc.llm, cache=None))
+    sim = SocialSimulation.from_scenario(sc)
     build_s = time.perf_counter() - started
     started = time.perf_counter()
     sim.prepare()

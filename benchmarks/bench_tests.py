@@ -5,7 +5,8 @@ then ``docs/benchmarks-tests.md`` and the README's timing sentence through
 ``benchmarks/timings.py``).
 
 It runs, in this checkout and with this venv, what ``bash tests/run.sh`` runs once the venv
-exists: ``ruff check .`` and ``ruff format --check .``, then pytest with ``--durations=0``,
+exists: ``ruff check .`` and ``ruff format --check .``, ``mypy`` (the package, as
+``pyproject.toml`` configures it), then pytest with ``--durations=0``,
 split in two sessions, ``-m "not slow"`` (what a developer runs often) and ``-m slow``. Each
 phase's wall time, its test counts and the slowest tests (from pytest's JUnit XML) go to the
 result file. Arguments after ``--`` select tests (``-- tests/test_gateway.py``) to check the
@@ -98,6 +99,8 @@ def main() -> None:
         "seconds": round(check + fmt, 1),
         "exit_code": code_check or code_fmt,
     }
+    typed, code_typed = _run([str(BIN / "mypy")])
+    phases["mypy"] = {"command": "mypy", "seconds": round(typed, 1), "exit_code": code_typed}
     with tempfile.TemporaryDirectory(prefix="simworld-bench-tests-") as tmp:
         phases["fast"] = pytest_phase("not slow", args.selection, Path(tmp))
         phases["slow"] = pytest_phase("slow", args.selection, Path(tmp))

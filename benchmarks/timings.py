@@ -82,7 +82,9 @@ def tests_sentence(result: dict[str, Any] | None) -> str:
     total = sum(p["seconds"] for p in phases.values())
     text = (
         f"After the install it takes {about(total)} on {result['host']['cores']} cores: ruff "
-        f'{phases["ruff"]["seconds"]:.0f} s, `pytest -m "not slow"` '
+        f"{phases['ruff']['seconds']:.0f} s, "
+        + (f"mypy {phases['mypy']['seconds']:.0f} s, " if "mypy" in phases else "")
+        + '`pytest -m "not slow"` '
         f"{about(phases['fast']['seconds'])}, the slow tests {about(phases['slow']['seconds'])}"
     )
     if result["selection"]:
@@ -205,12 +207,13 @@ def tests_page(result: dict[str, Any]) -> str:
         else "on the whole suite"
     )
     h = result["host"]
+    checks = "ruff and mypy" if "mypy" in phases else "ruff"
     return f"""# Benchmark: the test command
 
 Numbers from one run of `benchmarks/bench_tests.py` {selection}, copied from
 `benchmarks/results/tests.json` by `benchmarks/timings.py`. It times what `bash tests/run.sh`
 (the README's test command, what `.ci/run` runs) does after creating the venv and installing
-the package: ruff, then pytest, split into the tests a developer runs often
+the package: {checks}, then pytest, split into the tests a developer runs often
 (`-m "not slow"`) and the slow ones (`-m slow`: the embedded model, whole runs). The
 install itself is not timed: the first one compiles llama.cpp (about ten minutes on two
 cores), later ones take seconds.

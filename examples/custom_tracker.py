@@ -17,6 +17,7 @@ TRACKER = f"{HERE / 'message_length.py'}:MessageLength"
 
 
 def main(out_root: str = "outputs/examples") -> None:
+    """Record a run with the tracker, then read its frame and build the report."""
     changes = {"llm.model": "fake/default", "protocol.steps": 2, "trackers.extra": [TRACKER]}
     result = sw.run_scenario(SCENARIO, overrides=changes, out_root=out_root)
     lengths = sw.Run(result.run_dir).frame("message_length")  # written during the run

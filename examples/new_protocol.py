@@ -53,6 +53,7 @@ def near(
 
 
 def main(out_root: str = "outputs/examples") -> None:
+    """Record a run under the bounded-confidence protocol and show who heard whom."""
     changes = {
         "llm.model": "fake/default",
         "protocol.steps": 2,

@@ -16,6 +16,7 @@ SCENARIO = Path(__file__).resolve().parents[1] / "scenarios" / "opinion_exchange
 
 
 def main(out_root: str = "outputs/examples") -> None:
+    """Step a shipped scenario from Python, then record it as a run directory."""
     scenario = sw.load_scenario(SCENARIO, {"llm.model": "fake/default", "protocol.steps": 2})
 
     # 1. The Mesa model, stepped by hand: the data collector holds one row per probe step.

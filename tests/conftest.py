@@ -85,12 +85,7 @@ def make_scenario(tmp_path: Path) -> Callable[..., Path]:
 
 def build_model(path: Path) -> Any:
     """A :class:`~simworld.engine.model.SocialSimulation` of a scenario file, with no cache
-    (close it)."""
-    from simworld.config.scenario import load_scenario
-    from simworld.engine.model import SocialSimulation
-    from simworld.llm.gateway import Gateway
-    from simworld.llm.litellm_backend import LiteLLMModel
+    (close it, or use it as a context manager)."""
+    from simworld import SocialSimulation
 
-    scenario = load_scenario(path, {"llm.cache": "off"})
-    gateway = Gateway(LiteLLMModel(), config=scenario.llm, cache=None)
-    return SocialSimulation(scenario, gateway=gateway)
+    return SocialSimulation.from_scenario(path)

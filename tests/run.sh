@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The test command of the README: installs everything the tests need on a fresh machine, then
-# runs ruff and every test, slow ones included, printing the slowest. Debian's chromium is needed
-# by tests/test_report.py (the report in a real browser). Extra arguments go to pytest; for a
-# quick run during development: .venv/bin/pytest -m "not slow".
+# runs ruff, mypy (the package's types) and every test, slow ones included, printing the
+# slowest. Debian's chromium is needed by tests/test_report.py (the report in a real browser).
+# Extra arguments go to pytest; for a quick run during development: .venv/bin/pytest -m "not slow".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ ! -x /usr/bin/chromium ]; then
@@ -14,4 +14,5 @@ python3 -m venv .venv
 .venv/bin/pip install -q -e '.[local,test]'
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
+.venv/bin/mypy
 .venv/bin/pytest --durations=25 "$@"

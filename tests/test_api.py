@@ -137,6 +137,12 @@ def test_cli_run_bad_set(make_scenario: Callable[..., Path], tmp_path: Path, cap
     assert capsys.readouterr().err.count("\n") == 1
     code = main(["run", str(make_scenario()), "--set", "protocol.nope=1", "--out", str(out)])
     assert code == 2 and not out.exists()
+    capsys.readouterr()
+    # a character YAML's reader refuses (its error has no ``problem``): one line, no traceback
+    code = main(["run", str(make_scenario()), "--set", "name=a\x07", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and not out.exists()
+    assert err.count("\n") == 1 and "name" in err and "special characters" in err
 
 
 def test_the_python_page_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -61,7 +61,7 @@ def success_handler_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
 @pytest.fixture
 def fresh_callback_lists(monkeypatch: pytest.MonkeyPatch) -> None:
-    """litellm moves registered callbacks between global lists; restore them all after."""
+    """Callbacks move between litellm's global lists; restore them all after."""
     for name in (
         "callbacks",
         "input_callback",

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import json
 import pickle
+import subprocess
+import sys
 import threading
 from functools import partial
 
@@ -14,6 +17,20 @@ from test_llm_workers import request
 from simworld.llm.gateway import error_kind, is_transient
 from simworld.llm.litellm_backend import LiteLLMModel, RemoteModelError
 from simworld.llm.worker import ArrivalQueue, InPlaceExecutor, remote_error
+
+
+def test_a_worker_starts_without_the_scenario_schema() -> None:
+    """A worker only answers calls: its start-up loads neither the scenario's pydantic schema
+    (simworld.config) nor what only the simulation needs (numpy, prompts, engine)."""
+    code = "import json, sys, simworld.llm.worker; print(json.dumps(sorted(sys.modules)))"
+    out = subprocess.run(
+        [sys.executable, "-P", "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    modules = set(json.loads(out))
+    assert "simworld.llm.worker" in modules and "simworld.llm.litellm_backend" in modules
+    unneeded = {"numpy", "simworld.prompts", "simworld.engine", "simworld.memory"}
+    loaded = sorted(m for m in modules if m.startswith("simworld.config") or m in unneeded)
+    assert loaded == []
 
 
 def test_remote_errors_keep_kind_retry_class_and_message() -> None:

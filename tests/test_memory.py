@@ -16,7 +16,6 @@ from simworld.config.memory import ForgettingConfig, MemoryConfig, RetrievalConf
 from simworld.config.scenario import load_scenario
 from simworld.engine.model import SocialSimulation
 from simworld.errors import ConfigError
-from simworld.llm.gateway import Gateway
 from simworld.memory.base import MemoryItem, RecentMemory
 from simworld.memory.forgetting import forget_mask, forgetting_seed, retention
 from simworld.memory.importance import heuristic_importance, rate_importance
@@ -268,8 +267,7 @@ def test_nothing_forgotten_reaches_a_prompt(make_scenario):
 
     scenario = Scenario.model_validate(data)
     backend = UniqueTextModel()
-    gateway = Gateway(backend, config=scenario.llm, cache=None)
-    model = SocialSimulation(scenario, gateway=gateway)
+    model = SocialSimulation.from_scenario(scenario, backend=backend)
     seen_before_forgotten: set[str] = set()
     violations: list[tuple[str, str]] = []
 
@@ -308,17 +306,8 @@ def test_nothing_forgotten_reaches_a_prompt(make_scenario):
 
 
 def test_memory_streams_are_used_by_agents(make_scenario):
-    scenario = load_scenario(make_scenario(CHROMA))
-    model = SocialSimulation(
-        scenario,
-        gateway=Gateway(
-            UniqueTextModel(), config=scenario.llm.model_copy(update={"cache": "off"}), cache=None
-        ),
-    )
-    try:
+    with SocialSimulation.from_scenario(make_scenario(CHROMA), backend=UniqueTextModel()) as model:
         assert all(isinstance(a.memory, MemoryStream) for a in model.population)
-    finally:
-        model.close()
 
 
 def test_stub_embedder_is_a_valid_embedder():

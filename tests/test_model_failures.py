@@ -88,7 +88,7 @@ def test_threshold_is_settable(make_scenario, tmp_path, capsys):
 
 
 def test_missing_credentials_is_an_auth_error():
-    """litellm wraps the OpenAI client's "Missing credentials" as a server error."""
+    """The litellm call wraps the OpenAI client's "Missing credentials" as a server error."""
     exc = litellm.InternalServerError(
         "OpenAIException - Missing credentials. Please pass an `api_key`",
         llm_provider="openai",

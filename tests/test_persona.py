@@ -168,7 +168,7 @@ def test_size_beyond_library_needs_replacement(panel: PersonaLibrary) -> None:
 
 
 def test_with_replacement_suffixes_duplicate_ids(panel: PersonaLibrary) -> None:
-    """Repeated draws become distinct agents: ``id``, ``id-2``, ``id-3`` …"""
+    """Repeated draws become distinct agents: ``id``, ``id-2``, ``id-3`` and so on."""
     size = 3 * len(panel.personas)
     drawn = sample_from_library(panel, size, np.random.default_rng(9), replace=True)
     ids = _ids(drawn)

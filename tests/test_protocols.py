@@ -113,6 +113,37 @@ def test_a_protocol_registered_from_python(
         assert model.running
 
 
+def test_a_name_registered_in_another_process_says_what_to_do(
+    make_scenario: Callable[..., Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    class Quiet(Protocol):
+        def plan(self, model, step, topic):  # type: ignore[no-untyped-def]
+            return []
+
+    def stop_at_two(model: SocialSimulation) -> None:
+        if model.steps == 2:
+            raise KeyboardInterrupt
+
+    with monkeypatch.context() as registered:
+        registered.setattr(protocols, "PROTOCOLS", dict(PROTOCOLS))
+        register_protocol(Quiet())
+        scenario = make_scenario({"protocol.mode": "quiet", "protocol.steps": 3})
+        run_scenario(scenario, out_dir=tmp_path / "done", cache_path=tmp_path / "c.db")
+        with pytest.raises(KeyboardInterrupt):
+            run_scenario(scenario, out_dir=tmp_path / "cut", before_step=stop_at_two)
+    # a later process (replay, resume) never ran register_protocol
+    assert "quiet" not in protocols.PROTOCOLS
+    for argv in (["replay", str(tmp_path / "done"), "--quiet"], ["resume", str(tmp_path / "cut")]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "Traceback" not in err
+        assert "protocol.mode" in err and "'quiet'" in err
+        assert "register_protocol" in err and "path.py:Class" in err
+
+
 @pytest.mark.parametrize(
     ("spec", "message"),
     [

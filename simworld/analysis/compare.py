@@ -22,7 +22,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Final, Literal, cast
 
 import matplotlib
 
@@ -54,7 +54,7 @@ RUN_MANIFEST = "manifest.json"
 FINISHED = ("completed", "budget_exhausted")
 SUMMARY_CSV = "summary.csv"
 SUMMARY_PARQUET = "summary.parquet"
-METHOD = "bootstrap"
+METHOD: Final[Literal["t", "bootstrap"]] = "bootstrap"
 LABEL_VALUE_CHARS = 40
 BELIEVING = "believing_share"
 OVER_TIME = (
@@ -310,12 +310,12 @@ def compare(paths: Sequence[str | Path], *, level: float = DEFAULT_CI) -> Compar
     all_asch = pd.concat(asch, ignore_index=True) if asch else None
     all_rates = pd.concat(rates, ignore_index=True)
     order = {c: i for i, c in enumerate(dict.fromkeys(m.condition for m in members))}
-    rows = []
+    rows: list[tuple[Any, ...]] = []
     for (condition, measure, topic, step), sub in all_series.groupby(
         ["condition", "measure", "topic", "step"], sort=False
     ):
         est, lo, hi, n = _interval(sub["value"].tolist(), level)
-        rows.append((condition, measure, topic, int(step), None, est, lo, hi, n))
+        rows.append((condition, measure, topic, int(cast("int", step)), None, est, lo, hi, n))
     for (condition, measure), sub in all_rates.groupby(["condition", "measure"], sort=False):
         est, lo, hi, n = _interval(sub["value"].tolist(), level)
         rows.append((condition, measure, None, None, None, est, lo, hi, n))
@@ -324,7 +324,7 @@ def compare(paths: Sequence[str | Path], *, level: float = DEFAULT_CI) -> Compar
             ["condition", "measure", "p"], sort=False
         ):
             est, lo, hi, n = _interval(sub["value"].tolist(), level)
-            rows.append((condition, measure, None, None, int(p), est, lo, hi, n))
+            rows.append((condition, measure, None, None, int(cast("int", p)), est, lo, hi, n))
     summary = pd.DataFrame(
         rows,
         columns=[
@@ -510,12 +510,12 @@ def _mark(ax: Any, comparison: Comparison, interventions: pd.DataFrame) -> None:
     mark_interventions(ax, shared)
     own = interventions[[c != everyone for c in interventions["conditions"]]]
     trans = ax.get_xaxis_transform()
-    for j, row in enumerate(own.itertuples(index=False), start=len(shared)):
-        for i in row.conditions:
-            x = float(row.step) - 0.5 + 0.08 * (i - (n - 1) / 2)
+    for j, row in enumerate(own.to_dict("records"), start=len(shared)):
+        for i in row["conditions"]:
+            x = float(row["step"]) - 0.5 + 0.08 * (i - (n - 1) / 2)
             colour = CATEGORY_COLOURS(i % 10)
             ax.axvline(x, color=colour, linestyle="-.", lw=1.1, zorder=0)
-            ax.text(x, 1.01 + 0.06 * (j % 2), str(row.kind), transform=trans, color=colour,
+            ax.text(x, 1.01 + 0.06 * (j % 2), str(row["kind"]), transform=trans, color=colour,
                     fontsize="x-small", va="bottom", ha="center", clip_on=False)  # fmt: skip
     ax.set_title(ax.get_title(), pad=30)
 

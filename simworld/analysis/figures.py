@@ -50,11 +50,11 @@ def mark_interventions(ax: Any, interventions: pd.DataFrame) -> None:
     if interventions is None or interventions.empty:
         return
     trans = ax.get_xaxis_transform()
-    rows = interventions.sort_values(["step", "index"]).itertuples(index=False)
-    for i, row in enumerate(rows):
-        x = float(row.step) - 0.5
+    ordered = interventions.sort_values(["step", "index"])
+    for i, (step, kind) in enumerate(zip(ordered["step"], ordered["kind"], strict=True)):
+        x = float(step) - 0.5
         ax.axvline(x, color="0.35", linestyle=":", lw=1.2, zorder=0)
-        ax.text(x, 1.01 + 0.06 * (i % 2), str(row.kind), transform=trans, fontsize="x-small",
+        ax.text(x, 1.01 + 0.06 * (i % 2), str(kind), transform=trans, fontsize="x-small",
                 color="0.3", va="bottom", ha="center", clip_on=False)  # fmt: skip
     ax.set_title(ax.get_title(), pad=30)
 
@@ -169,7 +169,7 @@ def network_layout(
     """
     labels, _ = _groups(agents)
     nodes = [int(n) for n in agents["node"]]
-    graph = nx.Graph()
+    graph: nx.Graph[int] = nx.Graph()
     graph.add_nodes_from(nodes)
     graph.add_edges_from(zip(edges["source"].astype(int), edges["target"].astype(int), strict=True))
     members: dict[str, list[int]] = {}

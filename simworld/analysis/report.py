@@ -155,7 +155,7 @@ def figure_network(
     ``pairs`` and ``group`` modes), a panel draws who talked with whom at its step in
     dark lines over the faint network, instead of the whole network alone.
     """
-    graph = nx.Graph()
+    graph: nx.Graph[int] = nx.Graph()
     nodes = [int(n) for n in agents["node"]]
     keys = list(agents["agent"])
     graph.add_nodes_from(nodes)
@@ -165,7 +165,8 @@ def figure_network(
     scale = min(1.0, math.sqrt(SMALL_POPULATION / max(len(agents), 1)))
     sizes = (40 + 260 * (degree / degree.max() if degree.max() > 0 else degree)) * scale
     df = drift[drift["topic"] == topic.id]
-    shown = _chosen_steps(sorted(df["step"].unique().tolist()), steps) or [None]
+    shown: list[int | None] = [*_chosen_steps(sorted(df["step"].unique().tolist()), steps)]
+    shown = shown or [None]
     panels = len(shown)
     fig, axes = plt.subplots(1, panels, figsize=(5.5 * panels, 5.5), squeeze=False)
     values = topic.scale.values
@@ -180,7 +181,7 @@ def figure_network(
         ax.set_xlabel("layout x (arbitrary units)")
         ax.set_ylabel("layout y (arbitrary units)")
         at = df[df["step"] == step].set_index("agent") if step is not None else df.iloc[0:0]
-        colours = []
+        colours: list[str | tuple[float, float, float, float]] = []
         for key in keys:
             answer = at["answer"].get(key) if key in at.index else None
             if answer is None or pd.isna(answer):
@@ -191,7 +192,8 @@ def figure_network(
                 colours.append(CATEGORY_COLOURS(values.index(answer) % 10))
         if len(boxes) > 1:
             for label, (centre, radius) in boxes.items():
-                ax.add_patch(matplotlib.patches.Circle(centre, radius, color="0.93", zorder=0))
+                xy = (float(centre[0]), float(centre[1]))
+                ax.add_patch(matplotlib.patches.Circle(xy, radius, color="0.93", zorder=0))
                 ax.annotate(label, (centre[0], centre[1] + radius), ha="center", va="bottom",
                             fontsize="x-small", color="0.35")  # fmt: skip
         nx.draw_networkx_edges(graph, pos, ax=ax, alpha=0.06 if talks else edge_alpha)
@@ -703,7 +705,7 @@ def section_messages(page: Page) -> list[str]:
     rows = "".join(
         f"<tr><td>{r.step}</td><td>{html.escape(str(r.name))}</td>"
         f"<td>{html.escape(str(r.topic))}</td><td>{r.listeners}</td>"
-        f"<td>{html.escape(r.text)}</td></tr>"
+        f"<td>{html.escape(str(r.text))}</td></tr>"
         for r in messages.itertuples(index=False)
     )
     return [

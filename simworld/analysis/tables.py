@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 import pandas as pd
@@ -343,8 +343,8 @@ def population_over_time(
     parts = []
     for (topic, step), sub in df.groupby(["topic", "step"], sort=True):
         part = _summarise(sub, by, measures, level=level, method=method)
-        part.insert(0, "step", step)
-        part.insert(0, "topic", topic)
+        part.insert(0, "step", cast("int", step))
+        part.insert(0, "topic", cast("str", topic))
         parts.append(part)
     return pd.concat(parts, ignore_index=True)
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 DEFAULT_STANCE_TEMPERATURE = 0.0
 DEFAULT_CONSENSUS_THRESHOLD = 1.0
-DEFAULT_BFI_INVENTORY = "bfi10"
+DEFAULT_BFI_INVENTORY: Final = "bfi10"
 DEFAULT_BELIEVE_AT = 4
 DEFAULT_SIGNAL_MODAL_SHARE = 0.8
 DEFAULT_SIGNAL_POSITION_BIAS = 0.5

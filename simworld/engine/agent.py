@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from functools import cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import mesa
 from pydantic import BaseModel, ConfigDict, create_model
@@ -33,11 +33,8 @@ def answer_model(topic: Topic) -> type[BaseModel]:
 @cache
 def enum_answer_model(name: str, values: tuple[int | str, ...]) -> type[BaseModel]:
     """A pydantic model ``{"answer": <one of values>}`` named ``name``, built once."""
-    return create_model(
-        name,
-        __config__=ConfigDict(extra="forbid"),
-        answer=(Literal[values], ...),  # type: ignore[valid-type]
-    )
+    answer: Any = Literal[values]  # built at run time: a value, not a static type
+    return create_model(name, __config__=ConfigDict(extra="forbid"), answer=(answer, ...))
 
 
 class PersonaAgent(mesa.Agent):
@@ -91,7 +88,9 @@ class PersonaAgent(mesa.Agent):
 
     def neighbours(self) -> list[PersonaAgent]:
         """Agents adjacent in the social graph, in node order."""
-        return [self.model.agent_at(n) for n in sorted(self.model.graph.neighbors(self.node))]
+        nodes = sorted(self.model.graph.neighbors(self.node))
+        # the host sees agents through the narrow AgentView; its agents are PersonaAgents
+        return [cast("PersonaAgent", self.model.agent_at(n)) for n in nodes]
 
     # -- behaviour hooks: override in a subclass (``population.agent_class``) ---------------
     def speaks(self, topic: Topic, step: int) -> bool:

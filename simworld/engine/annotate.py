@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from functools import cache, partial
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, create_model
 
@@ -29,10 +29,9 @@ def stance_model(topic: Topic) -> type[BaseModel]:
 
 @cache
 def _judge_model() -> type[BaseModel]:
+    answer: Any = Literal[JUDGE_ANSWERS]  # built at run time: a value, not a static type
     return create_model(
-        "ImpersonationJudge",
-        __config__=ConfigDict(extra="forbid"),
-        answer=(Literal[JUDGE_ANSWERS], ...),  # type: ignore[valid-type]
+        "ImpersonationJudge", __config__=ConfigDict(extra="forbid"), answer=(answer, ...)
     )
 
 

@@ -35,7 +35,9 @@ def influence_matrix(graph: nx.Graph, *, self_weight: float = DEFAULT_SELF_WEIGH
         The n × n matrix W (every row sums to 1; an isolated agent keeps its opinion).
     """
     n = graph.number_of_nodes()
-    w = nx.to_numpy_array(graph, nodelist=range(n), weight=None) + self_weight * np.eye(n)
+    # weight=None: every edge counts 1 (networkx allows it; its stub says str)
+    adjacency = nx.to_numpy_array(graph, nodelist=range(n), weight=None)  # type: ignore[call-overload]
+    w = adjacency + self_weight * np.eye(n)
     rows = w.sum(axis=1)
     alone = np.flatnonzero(rows == 0)
     w[alone, alone] = 1.0

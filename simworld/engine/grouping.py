@@ -40,7 +40,7 @@ def compositions(size: int, kinds: int) -> tuple[tuple[int, ...], ...]:
     def partitions(rest: int, largest: int) -> list[tuple[int, ...]]:
         if rest == 0:
             return [()]
-        out = []
+        out: list[tuple[int, ...]] = []
         for part in range(min(rest, largest), 0, -1):
             out.extend((part, *tail) for tail in partitions(rest - part, part))
         return out

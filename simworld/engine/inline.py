@@ -13,7 +13,7 @@ whose text and report disagree is not caught.
 from __future__ import annotations
 
 from functools import cache
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
@@ -41,11 +41,12 @@ def speech_model(topic: Topic) -> type[BaseModel]:
 @cache
 def _speech_model(name: str, values: tuple[int | str, ...]) -> type[BaseModel]:
     allowed = (*values, NO_POSITION)
+    answer: Any = Literal[allowed]  # built at run time: a value, not a static type
     return create_model(
         name,
         __config__=ConfigDict(extra="forbid"),
         message=(str, Field(min_length=1)),
-        answer=(Literal[allowed], ...),  # type: ignore[valid-type]
+        answer=(answer, ...),
     )
 
 

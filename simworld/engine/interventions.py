@@ -153,7 +153,7 @@ def _remove(model: Society, item: Removal) -> Event:
 
 def _select(model: Society, select: Selection, step: int) -> list[AgentView]:
     """The agents a selection takes, among active ones (believing ones if asked)."""
-    candidates = model.active_agents()
+    candidates = list(model.active_agents())
     if select.among == "believing":
         belief = model.scenario.trackers.belief
         assert belief is not None  # the schema requires trackers.belief for this

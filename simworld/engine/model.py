@@ -30,6 +30,7 @@ from simworld.llm.gateway import CallOutcome, Gateway
 from simworld.llm.litellm_backend import LiteLLMModel
 from simworld.llm.logprobs import expected_value
 from simworld.llm.providers.registry import check_model
+from simworld.llm.types import LanguageModel
 from simworld.memory.system import MemorySystem
 from simworld.prompts import render as prompts
 from simworld.society.network import build_graph, isolation_warning
@@ -61,6 +62,8 @@ class SocialSimulation(mesa.Model):
         agent_class: The agents' class, a :class:`PersonaAgent` subclass (default: the one
             ``population.agent_class`` names, else :class:`PersonaAgent`).
     """
+
+    steps: int  # Mesa's step counter (Mesa ships no type hints)
 
     def __init__(
         self,
@@ -106,7 +109,7 @@ class SocialSimulation(mesa.Model):
         self._custom = load_custom(scenario.interventions, source=source)
         self._announced = 0
         """Stance and judge calls :meth:`discuss` announced in the current step."""
-        self.stopped_reason: str | None = None
+        self.stopped_reason: RunStatus | None = None
         self._loop = asyncio.new_event_loop()
         self._started = False
         self.recipients = Recipients()
@@ -129,6 +132,7 @@ class SocialSimulation(mesa.Model):
         memory_dir: str | Path | None = None,
         on_step: Callable[[StepRecord], None] | None = None,
         agent_class: type[PersonaAgent] | None = None,
+        backend: LanguageModel | None = None,
     ) -> Self:
         """Build the model and its gateway from a scenario object or file.
 
@@ -145,6 +149,9 @@ class SocialSimulation(mesa.Model):
             on_step: Called with each finished :class:`StepRecord`.
             agent_class: The agents' class (default: ``population.agent_class``, else
                 :class:`PersonaAgent`).
+            backend: What answers the gateway's calls (default: litellm, the
+                :class:`~simworld.llm.litellm_backend.LiteLLMModel` of ``llm.price``); a test
+                double or an instrumented backend goes here.
 
         Raises:
             SimworldError: Bad scenario (a :class:`ConfigError`) or a model string no
@@ -158,9 +165,11 @@ class SocialSimulation(mesa.Model):
         if cache_path is None:
             llm = resolved.llm.model_copy(update={"cache": "off"})
             resolved = resolved.model_copy(update={"llm": llm})
-        cache = ResponseCache(cache_path) if resolved.llm.cache != "off" else None
+        cache: ResponseCache | None = None
+        if cache_path is not None and resolved.llm.cache != "off":
+            cache = ResponseCache(cache_path)
         gateway = Gateway(
-            LiteLLMModel(price=resolved.llm.price),
+            LiteLLMModel(price=resolved.llm.price) if backend is None else backend,
             config=resolved.llm,
             cache=cache,
             redactor=Redactor(),
@@ -218,6 +227,7 @@ class SocialSimulation(mesa.Model):
 
     def start_event(self) -> Event:
         """The run's opening transcript event: agents and edges."""
+        baseline = self.scenario.baseline
         return {
             "type": EventType.RUN_START.value,
             "scenario": self.scenario.name,
@@ -230,7 +240,7 @@ class SocialSimulation(mesa.Model):
                     "nationality": a.persona.nationality,
                     "opinions": dict(a.persona.opinions),
                     "big_five": a.persona.big_five.model_dump(),
-                    **({"policy": self.scenario.baseline.model} if a.baseline else {}),
+                    **({"policy": baseline.model} if a.baseline and baseline is not None else {}),
                 }
                 for a in self._by_node
             ],
@@ -609,7 +619,7 @@ class SocialSimulation(mesa.Model):
         for agent in self.active_agents():
             if batch and not agent.baseline:
                 request, schema, orders = batch_request(agent, topics, step=record.step)
-                items = [
+                items: list[tuple[Topic, ShownOrder, str | None]] = [
                     (t, o, item_field(i))
                     for i, (t, o) in enumerate(zip(topics, orders, strict=True))
                 ]

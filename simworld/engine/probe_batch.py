@@ -17,7 +17,7 @@ probe row names the same call.
 from __future__ import annotations
 
 from functools import cache
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, create_model
 
@@ -32,17 +32,17 @@ BATCH_PURPOSE = "probes:{topics}"
 
 
 def item_field(index: int) -> str:
-    """The answer field of the ``index``-th (0-based) item: ``q1``, ``q2`` …"""
+    """The answer field of the ``index``-th (0-based) item: ``q1``, ``q2`` and so on."""
     return f"q{index + 1}"
 
 
 @cache
 def _batch_model(name: str, items: tuple[tuple[int | str, ...], ...]) -> type[BaseModel]:
-    fields: dict[str, object] = {
-        item_field(i): (Literal[values], ...)  # type: ignore[valid-type]
-        for i, values in enumerate(items)
+    # Literal[values] is built at run time: a value, not a static type
+    fields: dict[str, Any] = {
+        item_field(i): (Literal[values], ...) for i, values in enumerate(items)
     }
-    return create_model(name, __config__=ConfigDict(extra="forbid"), **fields)  # type: ignore[call-overload]
+    return create_model(name, __config__=ConfigDict(extra="forbid"), **fields)
 
 
 def batch_model(topics: list[Topic]) -> type[BaseModel]:

@@ -233,7 +233,11 @@ def resolve_protocol(mode: str, *, source: str | Path = "<scenario>") -> Protoco
         return PROTOCOLS[mode]
     if not is_plugin_spec(mode):
         known = ", ".join(sorted(PROTOCOLS))
-        msg = f"unknown protocol {mode!r} (known: {known}; or path.py:Class)"
+        msg = (
+            f"unknown protocol {mode!r} (known: {known}); a protocol registered from Python "
+            "(register_protocol) exists only in the process that registered it: name its "
+            "class as path.py:Class or module:Class"
+        )
         raise ConfigError(source, "protocol.mode", msg)
     found = import_object(mode, source=source, field="protocol.mode")
     if isinstance(found, type) and issubclass(found, Protocol):

@@ -16,7 +16,7 @@ NO_KEY = "no-key"
 
 
 def endpoint_kwargs(api_base: str | None, api_key_env: str | None) -> dict[str, Any]:
-    """litellm's ``api_base``/``api_key`` arguments for an endpoint (the key read from the
+    """The ``api_base``/``api_key`` arguments of litellm for an endpoint (the key read from the
     environment now, never stored: :func:`endpoint_key`), and no retries inside the
     provider's client (the gateway retries, honouring ``Retry-After``).
 

@@ -95,7 +95,7 @@ def chat_completion(body: dict[str, Any]) -> dict[str, Any]:
     logprobs = getattr(choice, "logprobs", None)
     if logprobs is not None and not isinstance(logprobs, dict):
         logprobs = logprobs.model_dump()
-    usage = response.usage
+    usage = response.usage  # type: ignore[attr-defined]  # litellm sets it at run time
     digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
     return {
         "id": f"chatcmpl-{digest[:24]}",
@@ -308,7 +308,7 @@ class FakeServer:
         with self._lock:
             fault = self._faults.popleft() if self._faults else None
             self.received.append(
-                Received(time.monotonic(), body, authorization, fault and fault.kind)
+                Received(time.monotonic(), body, authorization, fault.kind if fault else None)
             )
         return fault
 

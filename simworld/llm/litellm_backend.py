@@ -9,12 +9,11 @@ from __future__ import annotations
 import logging
 import time
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import litellm
 import openai
 
-from simworld.config.scenario import PriceConfig
 from simworld.llm.endpoints import endpoint_kwargs
 from simworld.llm.logprobs import answer_enum, logprob_content, option_distribution
 from simworld.llm.types import (
@@ -29,6 +28,9 @@ from simworld.llm.types import (
     json_schema,
 )
 from simworld.support.hashing import canonical_json, sha256_hex
+
+if TYPE_CHECKING:  # a worker process answers calls without loading the scenario schema
+    from simworld.config.scenario import PriceConfig
 
 FREE_PROVIDERS = ("fake/", "local/")
 PRICED_SIDES = ("input", "output")

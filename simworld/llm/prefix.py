@@ -1,4 +1,4 @@
-"""How much of each prompt repeats the same agent's previous prompt: the provider-cacheable prefix.
+r"""How much of each prompt repeats the same agent's previous prompt: the provider-cacheable prefix.
 
 Providers with prefix caches (vLLM, llama.cpp servers, hosted APIs) reuse the computed state
 of a prompt's leading tokens when a new prompt starts with them. simworld cannot see those
@@ -8,7 +8,7 @@ that is identical to the previous prompt of the same agent in the same role
 calls form one chain and the annotator's stance or judge calls about its messages another).
 
 Tokens are estimated, not counted: the prompt is the chat messages as sent (each role and
-content, in order, one ``role\\ncontent\\n`` block per message), and both the prompt and its
+content, in order, one ``role\ncontent\n`` block per message), and both the prompt and its
 shared prefix are converted at :data:`CHARS_PER_TOKEN` characters per token (rounded down).
 The estimate is cheap, provider-independent and deterministic; the share (shared / prompt)
 is what matters, and it does not depend on the divisor much.

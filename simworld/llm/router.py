@@ -30,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 import httpx
 import litellm
@@ -42,7 +42,7 @@ from simworld.llm.endpoints import endpoint_key
 PRIMARY_GROUP = "simworld"
 FALLBACK_GROUP = "simworld-fallback"
 
-BALANCED = "balanced"
+BALANCED: Final = "balanced"
 
 _spreads: dict[Route, tuple[asyncio.AbstractEventLoop, Spread]] = {}
 
@@ -158,7 +158,8 @@ def build_spread(route: Route, model: str) -> Spread:
     """
     primary = [d for d in route.deployments if not d.fallback]
     backup = [d for d in route.deployments if d.fallback]
-    balanced = route.routing.strategy == BALANCED
+    strategy = route.routing.strategy
+    balanced = strategy == BALANCED
     groups = [f"{PRIMARY_GROUP}-{i}" for i in range(len(primary))] if balanced else [PRIMARY_GROUP]
     model_list = [
         {
@@ -175,7 +176,7 @@ def build_spread(route: Route, model: str) -> Spread:
     fallbacks = [{group: groups[i + 1 :] + groups[:i] + tail} for i, group in enumerate(groups)]
     router = litellm.Router(
         model_list=model_list,
-        routing_strategy="simple-shuffle" if balanced else route.routing.strategy,
+        routing_strategy="simple-shuffle" if strategy == BALANCED else strategy,
         num_retries=failover_retries(route),
         enable_weighted_failover=True,  # simple-shuffle: retry on a deployment not yet tried
         retry_after=0,

@@ -9,13 +9,15 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import openai
 from pydantic import BaseModel
 
-from simworld.config.servers import Route, answer_params
 from simworld.support.hashing import canonical_json, derive_seed, sha256_hex
+
+if TYPE_CHECKING:  # a worker process answers requests without loading the scenario schema
+    from simworld.config.servers import Route
 
 Message = dict[str, str]
 TOP_LOGPROBS = 20
@@ -117,6 +119,8 @@ class LLMRequest:
         }
         if self.logprobs:
             data["logprobs"] = True
+        from simworld.config.servers import answer_params  # not needed by a worker process
+
         params = answer_params(self.params)
         if params:
             data["params"] = params

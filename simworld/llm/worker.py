@@ -103,13 +103,14 @@ class InPlaceExecutor(concurrent.futures.ThreadPoolExecutor):
         """Whether :meth:`submit` runs ``fn(*args)`` in place."""
         while True:
             if isinstance(fn, functools.partial):
-                fn, args = fn.func, fn.args + args
+                partial = fn
+                fn, args = partial.func, partial.args + args
             elif isinstance(getattr(fn, "__self__", None), contextvars.Context) and args:
                 fn, args = args[0], args[1:]  # Context.run(f, ...)
             else:  # by identity: a callable object need not be hashable
                 return any(fn is chosen for chosen in self._in_place)
 
-    def submit(  # type: ignore[override]
+    def submit(
         self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any
     ) -> concurrent.futures.Future[Any]:
         """Run ``fn(*args, **kwargs)`` in place or in a thread; the future holds the result."""

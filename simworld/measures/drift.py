@@ -141,7 +141,7 @@ def persona_anchored_drift(
         categorical ones; NaN where the answer is missing, everywhere if ``assigned`` is None.
     """
     kind = infer_scale([*values, assigned], scale)
-    if is_missing(assigned):
+    if assigned is None or is_missing(assigned):
         return np.full(len(values), math.nan)
     if kind == ORDINAL:
         return np.abs(ordinal_array(values, "persona-anchored drift") - float(assigned))
@@ -265,7 +265,7 @@ class DriftSeries:
                 ("drift", "abs_drift", "path_length", "flips", "anchored_distance"), math.nan
             )
         if self._last is not None:
-            self._path += _distance(v, self._last, kind)  # type: ignore[arg-type]
+            self._path += _distance(v, self._last, kind)
             self._flips += int(v != self._last)
         self._last = v  # type: ignore[assignment]
         baseline = self._baseline

@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -241,9 +241,12 @@ def trait_distance(
     return out
 
 
+AgentKey = TypeVar("AgentKey", bound=Hashable)
+
+
 def score_change(
-    before: Mapping[Hashable, Mapping[str, float]],
-    after: Mapping[Hashable, Mapping[str, float]],
+    before: Mapping[AgentKey, Mapping[str, float]],
+    after: Mapping[AgentKey, Mapping[str, float]],
     *,
     effect: Literal["dz", "av"] = "dz",
 ) -> pd.DataFrame:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Hashable, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -224,7 +225,7 @@ def opinion_entropy(values: Iterable[Answer | None], *, base: float = 2.0) -> fl
 
 
 def time_to_consensus(
-    shares: Mapping[Hashable, float] | pd.Series | Sequence[float],
+    shares: Mapping[Any, float] | pd.Series | Sequence[float],
     *,
     threshold: float = DEFAULT_CONSENSUS_THRESHOLD,
 ) -> Hashable | None:
@@ -243,6 +244,7 @@ def time_to_consensus(
     """
     if not 0 < threshold <= 1:
         raise ValueError(f"threshold must be in (0, 1], got {threshold}")
+    items: list[tuple[Any, Any]]
     if isinstance(shares, pd.Series):
         items = list(shares.sort_index().items())
     elif isinstance(shares, Mapping):

@@ -32,8 +32,8 @@ class MemoryItem:
 class Memory(Protocol):
     """What the agent needs from a memory store."""
 
-    def add(self, item: MemoryItem) -> None:
-        """Store one memory."""
+    def add(self, item: MemoryItem) -> object:
+        """Store one memory (a store may return an id; the agent ignores it)."""
         ...
 
     def recall(self, topic: str, k: int) -> list[MemoryItem]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Awaitable, Callable, Sequence
 from functools import lru_cache
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
@@ -95,10 +95,10 @@ def rating_model(refs: Sequence[str]) -> type[BaseModel]:
 
 @lru_cache(maxsize=SCHEMA_CACHE)
 def _rating_model(refs: tuple[str, ...]) -> type[BaseModel]:
-    fields = {ref: (int, Field(ge=MIN_IMPORTANCE, le=MAX_IMPORTANCE)) for ref in refs}
-    return create_model(  # type: ignore[call-overload,no-any-return]
-        "ImportanceRatings", __config__=ConfigDict(extra="forbid"), **fields
-    )
+    fields: dict[str, Any] = {
+        ref: (int, Field(ge=MIN_IMPORTANCE, le=MAX_IMPORTANCE)) for ref in refs
+    }
+    return create_model("ImportanceRatings", __config__=ConfigDict(extra="forbid"), **fields)
 
 
 def rating_prompt(lines: Sequence[str], refs: Sequence[str]) -> str:

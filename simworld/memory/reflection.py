@@ -16,6 +16,7 @@ from simworld.memory.importance import (
     MIN_IMPORTANCE,
     SCHEMA_CACHE,
     Ask,
+    ImportanceSource,
     heuristic_importance,
 )
 from simworld.prompts import render as prompts
@@ -48,10 +49,11 @@ def _bounded_text(max_chars: int) -> Any:
 @lru_cache(maxsize=SCHEMA_CACHE)
 def _questions_model(n: int) -> type[BaseModel]:
     question = _bounded_text(QUESTION_MAX_CHARS)
-    return create_model(  # type: ignore[call-overload,no-any-return]
+    questions: Any = list[question]  # type: ignore[valid-type]  # a run-time type, as a value
+    return create_model(
         "ReflectionQuestions",
         __config__=ConfigDict(extra="forbid"),
-        questions=(list[question], Field(min_length=1, max_length=n)),  # type: ignore[valid-type]
+        questions=(questions, Field(min_length=1, max_length=n)),
     )
 
 
@@ -84,11 +86,12 @@ def _insights_model(refs: tuple[str, ...], n: int, with_importance: bool) -> typ
         fields["importance"] = (int, Field(ge=MIN_IMPORTANCE, le=MAX_IMPORTANCE))
     insight = create_model("Insight", __config__=ConfigDict(extra="forbid"), **fields)
     # Inline the item schema (no "$defs"/"$ref"): simpler for providers and the fake.
-    item = Annotated[insight, WithJsonSchema(insight.model_json_schema())]  # type: ignore[valid-type]
-    return create_model(  # type: ignore[call-overload,no-any-return]
+    item: Any = Annotated[insight, WithJsonSchema(insight.model_json_schema())]
+    insights: Any = list[item]  # a run-time type, as a value
+    return create_model(
         "ReflectionInsights",
         __config__=ConfigDict(extra="forbid"),
-        insights=(list[item], Field(min_length=1, max_length=n)),  # type: ignore[valid-type]
+        insights=(insights, Field(min_length=1, max_length=n)),
     )
 
 
@@ -197,7 +200,8 @@ def _store(
     text = " ".join(str(insight["text"]).split())
     valid, rejected = check_citations(stream, insight["evidence"], shown)
     if llm_importance:
-        importance, source = float(insight["importance"]), "llm"
+        importance = float(insight["importance"])
+        source: ImportanceSource = "llm"
     else:
         importance, source = float(heuristic_importance(text, "reflection")), "heuristic"
     memory_id = None

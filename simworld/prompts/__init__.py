@@ -1,1 +1,1 @@
-"""Every prompt template (prompts.yaml, as data) and the helpers that fill them.."""
+"""Every prompt template (prompts.yaml, as data) and the helpers that fill them."""

@@ -119,9 +119,9 @@ def first_table_difference(recorded: Path, replayed: Path) -> str | None:
     if a.shape != b.shape or list(a.columns) != list(b.columns):
         return f"{recorded.name}: shape {a.shape} recorded, {b.shape} replayed"
     for i in range(len(a)):
-        for col in a.columns:
-            x = _cell(a.iat[i, a.columns.get_loc(col)], col)
-            y = _cell(b.iat[i, b.columns.get_loc(col)], col)
+        for j, col in enumerate(a.columns):  # the same columns in the same order (checked)
+            x = _cell(a.iat[i, j], col)
+            y = _cell(b.iat[i, j], col)
             if x != y:
                 return f"{recorded.name} row {i}: {col}: recorded {x!r}, replayed {y!r}"
     return f"{recorded.name}: {SAME_VALUES}"
@@ -169,7 +169,8 @@ def verify_replay(
             progress=progress,
             recipients=recipients,
         )
-        differences, notes = [], []
+        differences: list[str] = []
+        notes: list[str] = []
         for name in VERIFIED_FILES:
             compare = (
                 first_transcript_difference if name.endswith(".jsonl") else first_table_difference

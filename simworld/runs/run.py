@@ -456,7 +456,7 @@ def run_scenario(
         raise ConfigError(source, "llm.model", str(exc)) from exc
     route = scenario.llm.route()
     missing = [] if route is None else route.missing_keys()
-    if missing:
+    if missing and route is not None:
         field = "llm.api_key_env" if missing[0] == route.api_key_env else "llm.deployments"
         raise ConfigError(source, field, f"environment variable {missing[0]} is not set")
     check_no_credentials(

@@ -67,7 +67,7 @@ def communities(nodes: Sequence[int], edges: Sequence[Sequence[int]]) -> dict[in
     Deterministic: the same graph always gives the same numbering. Isolated nodes are
     communities of their own.
     """
-    graph = nx.Graph()
+    graph: nx.Graph[int] = nx.Graph()
     graph.add_nodes_from(nodes)
     graph.add_edges_from((int(u), int(v)) for u, v in edges)
     found = nx.community.louvain_communities(graph, seed=COMMUNITY_SEED)
@@ -90,7 +90,7 @@ def block_groups(network: dict[str, Any], attributes: Sequence[dict[str, Any]]) 
         for block, size in enumerate(network["sizes"]):
             out += [f"block {block}"] * int(size)
         return (out + [None] * n)[:n]
-    key = network.get("group_by")
+    key = network.get("group_by") or ""
     return [None if a.get(key) is None else str(a.get(key)) for a in attributes]
 
 
@@ -104,7 +104,7 @@ def _agent_table(
         degree[int(v)] += 1
     community = communities(nodes, edges)
     groups = block_groups(network, rows)
-    full = []
+    full: list[dict[str, Any]] = []
     for row, group in zip(rows, groups, strict=True):
         big_five = row.get("big_five") or {}
         full.append(
@@ -136,7 +136,7 @@ def _edge_table(keys: dict[int, str], edges: list[list[int]]) -> pa.Table:
 
 def model_tables(model: SocialSimulation) -> tuple[pa.Table, pa.Table]:
     """The agents and edges tables of a freshly built simulation."""
-    rows = []
+    rows: list[dict[str, Any]] = []
     for agent in model.population:
         persona = agent.persona
         rows.append(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import networkx as nx
@@ -65,7 +66,7 @@ def build_graph(
         graph = _edge_list(Path(config.path), personas)
     else:  # pragma: no cover - the discriminated union admits nothing else
         raise bad("generator", f"unknown generator {config!r}")
-    out = nx.Graph()
+    out: nx.Graph[int] = nx.Graph()
     out.add_nodes_from(range(n))
     out.add_edges_from((int(a), int(b)) for a, b in graph.edges() if a != b)
     return out
@@ -86,7 +87,12 @@ def isolation_warning(graph: nx.Graph, config: NetworkConfig) -> str | None:
     return f"network: {isolated} of {n} agents have no neighbours ({detail})"
 
 
-def _stochastic_block(config, personas, seed, bad) -> nx.Graph:  # type: ignore[no-untyped-def]
+def _stochastic_block(
+    config: StochasticBlockNetwork,
+    personas: list[Persona],
+    seed: int,
+    bad: Callable[[str, str], ConfigError],
+) -> nx.Graph[int]:
     n = len(personas)
     if config.sizes is not None:
         if sum(config.sizes) != n:
@@ -94,7 +100,9 @@ def _stochastic_block(config, personas, seed, bad) -> nx.Graph:  # type: ignore[
         order = list(range(n))
         sizes = list(config.sizes)
     else:
-        keys = [str(getattr(p, config.group_by) or "") for p in personas]
+        group_by = config.group_by
+        assert group_by is not None  # the schema requires exactly one of sizes and group_by
+        keys = [str(getattr(p, group_by) or "") for p in personas]
         groups = sorted(set(keys))
         order = sorted(range(n), key=lambda i: (groups.index(keys[i]), i))
         sizes = [keys.count(g) for g in groups]
@@ -108,7 +116,7 @@ def _edge_list(path: Path, personas: list[Persona]) -> nx.Graph:
     if not path.is_file():
         raise ConfigError(path, "", "edge list file not found")
     index = {p.id: i for i, p in enumerate(personas)}
-    graph = nx.Graph()
+    graph: nx.Graph[int] = nx.Graph()
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:

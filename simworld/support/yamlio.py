@@ -39,7 +39,8 @@ def parse_scalar(text: str, *, source: str, field: str) -> Any:
     try:
         value = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(source, field, f"bad value {text!r}: {exc.problem}") from None
+        problem = getattr(exc, "problem", None) or exc  # a reader error has no ``problem``
+        raise ConfigError(source, field, f"bad value {text!r}: {problem}") from None
     if isinstance(value, bool) and text.strip().casefold() not in YAML_BOOLS:
         return text
     return value

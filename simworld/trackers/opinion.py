@@ -180,7 +180,7 @@ class PopulationTracker(BuiltinTracker):
             reached = time_to_consensus(shares, threshold=threshold)
             for _, r in by_step:
                 share = r["consensus_share"]
-                consensus = None if is_missing(share) else bool(share >= threshold)  # type: ignore[operator]
+                consensus = None if is_missing(share) else bool(share >= threshold)
                 rows.append(
                     self.tidier.row(r | {"consensus": consensus, "time_to_consensus": reached})
                 )
@@ -343,7 +343,9 @@ class ConformityTracker(BuiltinTracker):
                 values.append(value)
         if not values:
             return None
-        return float(np.mean(values)) if topic.ordinal else modal_opinion(values)
+        if topic.ordinal:
+            return float(np.mean([float(v) for v in values]))
+        return modal_opinion(values)
 
     def _update_row(self, key: tuple[str, str, int]) -> None:
         topic, agent, step = key

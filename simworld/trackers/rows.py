@@ -114,7 +114,8 @@ class RowGroups:
 
     def __init__(self, *, ordered: bool) -> None:
         self._ordered = ordered
-        self._groups: dict[Hashable, list[Row]] = {}
+        # any hashable key; sortable ones when ordered
+        self._groups: dict[Any, list[Row]] = {}
         self._rows: list[Row] = []
         self._changed = False
 

@@ -7,7 +7,7 @@ import inspect
 import json
 import re
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -108,14 +108,16 @@ def load_tracker(spec: str, context: RunContext) -> Tracker:
         raise ConfigError(
             "<scenario>", field, f"{spec}: cannot import {module_name}: {exc}"
         ) from exc
-    cls = getattr(module, class_name, None)
+    cls: Any = getattr(module, class_name, None)
     if not inspect.isclass(cls):
         raise ConfigError("<scenario>", field, f"{spec}: no class {class_name} in {module_name}")
+    params: Mapping[str, inspect.Parameter]
     try:
         params = inspect.signature(cls).parameters
     except (TypeError, ValueError):
-        params = {}  # type: ignore[assignment]
-    tracker = cls(context=context) if "context" in params else cls()
+        params = {}
+    make: Callable[..., object] = cls
+    tracker = make(context=context) if "context" in params else make()
     if not isinstance(tracker, Tracker):
         raise ConfigError("<scenario>", field, f"{spec}: needs observe(event) and rows() methods")
     return tracker

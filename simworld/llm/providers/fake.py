@@ -185,8 +185,8 @@ def _fill(schema: dict[str, Any], position: tuple[str, str] | None, seed: int) -
         lo, hi = int(schema.get("minimum", 0)), int(schema.get("maximum", 10))
         return lo + int(_unit(seed, "int") * (hi - lo + 1))
     if kind == "number":
-        lo, hi = float(schema.get("minimum", 0.0)), float(schema.get("maximum", 1.0))
-        return lo + _unit(seed, "num") * (hi - lo)
+        low, high = float(schema.get("minimum", 0.0)), float(schema.get("maximum", 1.0))
+        return low + _unit(seed, "num") * (high - low)
     if kind == "boolean":
         return _unit(seed, "bool") < 0.5
     return "fake text"
@@ -345,7 +345,7 @@ class FakeLLM(CustomLLM):
         response._hidden_params["response_cost"] = 0.0
         return response
 
-    def completion(self, model: str, messages: list, *args: Any, **kwargs: Any) -> ModelResponse:  # type: ignore[override]
+    def completion(self, model: str, messages: list, *args: Any, **kwargs: Any) -> ModelResponse:
         """Synchronous answer (sleeps for the configured latency)."""
         params = kwargs.get("optional_params") or {}
         latency = FakeOptions.parse(model).latency_s(int(params.get("seed") or 0))
@@ -355,7 +355,7 @@ class FakeLLM(CustomLLM):
 
     async def acompletion(
         self, model: str, messages: list, *args: Any, **kwargs: Any
-    ) -> ModelResponse:  # type: ignore[override]
+    ) -> ModelResponse:
         """Asynchronous answer (awaits the configured latency)."""
         params = kwargs.get("optional_params") or {}
         latency = FakeOptions.parse(model).latency_s(int(params.get("seed") or 0))

@@ -279,7 +279,7 @@ def _schema(params: dict[str, Any]) -> dict[str, Any] | None:
 class LocalLLM(CustomLLM):
     """litellm custom provider behind ``local/...`` model strings."""
 
-    def completion(self, model: str, messages: list, *args: Any, **kwargs: Any) -> ModelResponse:  # type: ignore[override]
+    def completion(self, model: str, messages: list, *args: Any, **kwargs: Any) -> ModelResponse:
         """Answer synchronously (waits while the model's batch is full).
 
         Raises:
@@ -292,7 +292,7 @@ class LocalLLM(CustomLLM):
 
     async def acompletion(
         self, model: str, messages: list, *args: Any, **kwargs: Any
-    ) -> ModelResponse:  # type: ignore[override]
+    ) -> ModelResponse:
         """Answer without holding a thread while the engine works: the call is queued on
         the engine and awaited (only finding the engine, which may load the model, runs in
         a worker thread)."""

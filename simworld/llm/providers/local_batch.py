@@ -260,7 +260,7 @@ class BatchedEngine:
                     self._cond.wait()
                 if self._closed and not self._queue and not jobs:
                     return
-                admitted = []
+                admitted: list[_Request] = []
                 while self._queue and len(jobs) + len(admitted) < self.batch:
                     request = self._queue.popleft()
                     if request.future.set_running_or_notify_cancel():

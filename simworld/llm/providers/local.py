@@ -68,7 +68,7 @@ GGUF_MAGIC = b"GGUF"
 DEFAULT_TEMPERATURE = 1.0
 DEFAULT_MAX_TOKENS = 256
 MIN_N_CTX = 256
-MAX_BATCH = 64
+MAX_BATCH = 16
 _COPY_BLOCK = 1 << 20
 _OPTIONS = ("n_ctx", "threads", "prefix_cache", "extra_bufts", "batch")
 

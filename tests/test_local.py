@@ -190,9 +190,10 @@ def test_other_providers_pass_unchecked():
 
 
 def test_batch_option_picks_the_engine_and_the_parallelism():
-    assert parse_model(MODEL).batch == 8
-    assert parse_model(MODEL + "?batch=1").batch == 1
-    assert local.parallelism(MODEL) == 8
+    assert parse_model(MODEL).batch == 1
+    assert parse_model(MODEL + "?batch=8").batch == 8
+    assert local.parallelism(MODEL) == 1
+    assert local.parallelism(MODEL + "?batch=8") == 8
     assert local.parallelism(MODEL + "?threads=1&batch=3") == 3
     assert local.parallelism(MODEL + "?batch=nope") == 1
     assert LiteLLMModel().parallelism(MODEL + "?batch=1") == 1

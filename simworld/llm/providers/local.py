@@ -13,8 +13,9 @@ Options follow ``?``:
 (``extra_bufts``: llama.cpp's extra CPU buffer types; ``auto`` turns them off: they crash on
 CPUs with AMX and gain nothing measurable elsewhere, see
 :func:`simworld.llm.providers.local_engine.use_extra_bufts`; ``batch``: how many calls are
-decoded together, default 8, see :mod:`simworld.llm.providers.local_batch`; ``batch=1`` is
-the serial engine, one call at a time, whose answers differ from the batched engine's).
+decoded together, default 1: the serial engine, one call at a time; ``batch=8`` turns on
+the batched engine of :mod:`simworld.llm.providers.local_batch`, whose answers differ from
+the serial engine's).
 
 The model runs in a child process unless ``SIMWORLD_LOCAL_PROCESS=inline``, so a crash of
 llama.cpp stops the run with a clear error instead of killing it (see

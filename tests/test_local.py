@@ -190,14 +190,15 @@ def test_other_providers_pass_unchecked():
 
 
 def test_batch_option_picks_the_engine_and_the_parallelism():
-    assert parse_model(MODEL).batch == 8
-    assert parse_model(MODEL + "?batch=1").batch == 1
-    assert local.parallelism(MODEL) == 8
+    assert parse_model(MODEL).batch == 1
+    assert parse_model(MODEL + "?batch=8").batch == 8
+    assert local.parallelism(MODEL) == 1
+    assert local.parallelism(MODEL + "?batch=8") == 8
     assert local.parallelism(MODEL + "?threads=1&batch=3") == 3
     assert local.parallelism(MODEL + "?batch=nope") == 1
     assert LiteLLMModel().parallelism(MODEL + "?batch=1") == 1
     assert LiteLLMModel().parallelism("fake/default") is None
-    for bad in ("0", "65", "two"):
+    for bad in ("0", "17", "two"):
         with pytest.raises(LocalModelError, match="batch"):
             check_model(f"{MODEL}?batch={bad}")
 
@@ -462,6 +463,26 @@ def test_a_calls_answer_does_not_depend_on_its_batch_at_all(batched):
     assert _bytes(late.result()) == ref
     for future in futures:
         future.result()
+
+
+def test_prefix_reuse_does_not_change_answers(batched):
+    """Prompts sharing a prefix that ends inside a piece, in any order, with reuse on,
+    answer as an engine without prefix reuse does."""
+    prompts = [f"Q: Name a colour, {name}.\nA: I think the best colour is" for name in "ABC"]
+    prompts += [SYSTEM * 2 + f"\nQ: Name a colour, {name}.\nA:" for name in "ABC"]
+    samplings = [Sampling(6, 0.9, seed) for seed in range(len(prompts))]
+    cold = BatchedEngine(dataclasses.replace(batched.config, prefix_reuse=False, batch=2))
+    try:
+        ref = [
+            cold.generate(p, preamble="", sampling=s)
+            for p, s in zip(prompts, samplings, strict=True)
+        ]
+    finally:
+        cold.close()
+    pairs = list(zip(prompts, samplings, strict=True))
+    assert [batched.generate(p, preamble="", sampling=s) for p, s in pairs] == ref
+    futures = [batched.submit(p, preamble="", sampling=s) for p, s in reversed(pairs)]
+    assert [f.result() for f in reversed(futures)] == ref
 
 
 def test_batched_engine_keeps_grammar_and_free_text_rules(batched):

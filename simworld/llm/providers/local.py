@@ -13,8 +13,9 @@ Options follow ``?``:
 (``extra_bufts``: llama.cpp's extra CPU buffer types; ``auto`` turns them off: they crash on
 CPUs with AMX and gain nothing measurable elsewhere, see
 :func:`simworld.llm.providers.local_engine.use_extra_bufts`; ``batch``: how many calls are
-decoded together, default 8, see :mod:`simworld.llm.providers.local_batch`; ``batch=1`` is
-the serial engine, one call at a time, whose answers differ from the batched engine's).
+decoded together, default 1: the serial engine, one call at a time; ``batch=8`` turns on
+the batched engine of :mod:`simworld.llm.providers.local_batch`, whose answers differ from
+the serial engine's).
 
 The model runs in a child process unless ``SIMWORLD_LOCAL_PROCESS=inline``, so a crash of
 llama.cpp stops the run with a clear error instead of killing it (see
@@ -68,7 +69,7 @@ GGUF_MAGIC = b"GGUF"
 DEFAULT_TEMPERATURE = 1.0
 DEFAULT_MAX_TOKENS = 256
 MIN_N_CTX = 256
-MAX_BATCH = 64
+MAX_BATCH = 16
 _COPY_BLOCK = 1 << 20
 _OPTIONS = ("n_ctx", "threads", "prefix_cache", "extra_bufts", "batch")
 

@@ -41,7 +41,7 @@ from simworld.llm.logprobs import token_entry
 from simworld.llm.providers.local_sampler import TokenSampler
 
 DEFAULT_N_CTX = 4096
-DEFAULT_BATCH = 8
+DEFAULT_BATCH = 1
 PREFILL_CHUNK = 64
 PREFIX_CACHE_BYTES = 512 * 1024 * 1024
 TEXT_REPEAT_PENALTY = 1.1

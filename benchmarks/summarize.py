@@ -9,6 +9,8 @@ import json
 from pathlib import Path
 from statistics import median
 
+import timings
+
 from simworld.trackers.tracker_set import CHECKPOINT_S
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -19,6 +21,23 @@ DOC = ROOT / "docs" / "benchmarks.md"
 def verdict(ok: bool) -> str:
     """``met`` or a bold ``missed``."""
     return "met" if ok else "**missed**"
+
+
+def main_job_line() -> str:
+    """The main job's figures (``main_job.json``), or that it has not been measured."""
+    path = RESULTS / "main_job.json"
+    if not path.is_file():
+        return "not measured yet (`benchmarks/bench_main_job.py`)."
+    result = json.loads(path.read_text())
+    runs = result["runs"]
+    parts = [
+        f"{label} `{r['model']}` {r['wall_time_s']:.0f} s wall ({r['steps']} step(s))"
+        for label, r in runs.items()
+    ]
+    text = ", ".join(parts)
+    if "speedup" in result:
+        text += f"; serial / batched {result['speedup']}x"
+    return text + (" (a `--quick` run)." if result["quick"] else ".")
 
 
 def main() -> None:
@@ -81,6 +100,8 @@ side by side in one run.
 | embedded model | `.venv/bin/python benchmarks/bench_local.py` | `local.json`, [details](benchmarks-local.md) |
 | memory | `.venv/bin/python benchmarks/bench_memory.py` | `memory.json`, [details](benchmarks-memory.md) |
 | sweeps | `.venv/bin/python benchmarks/bench_sweep.py` | `sweep.json`, [details](benchmarks-sweep.md) |
+| main job | `.venv/bin/python benchmarks/bench_main_job.py` | `main_job.json`, [details](benchmarks-main-job.md) |
+| test command | `.venv/bin/python benchmarks/bench_tests.py` | `tests.json`, [details](benchmarks-tests.md) |
 
 ## Engine
 
@@ -170,8 +191,9 @@ the rows a step's events touch, and write their frames when the run ends (and ev
 
 ## Embedded model
 
-- Completion tokens per second through simworld vs. llama-cpp-python directly on the same
+- Tokens per second through simworld vs. llama-cpp-python directly on the same
   prompts: {lo["throughput"]["ratio"]:.3f} (target ≥ 0.9: {verdict(lo["throughput"]["ratio"] >= 0.9)}).
+- Main job: {main_job_line()}
 - 30-agent scenario, one step: {on:.2f} calls/s with prefix (key/value) reuse, {off:.2f}
   without: {on / off:.2f}× faster, identical outputs either way.
 
@@ -193,6 +215,7 @@ with Ray running (target ≤ 1.2×: {verdict(s["ray_overhead_with_init"] <= 1.2)
 """
     DOC.write_text(doc)
     print(f"wrote {DOC}")
+    timings.main()
 
 
 if __name__ == "__main__":

@@ -191,7 +191,7 @@ the rows a step's events touch, and write their frames when the run ends (and ev
 
 ## Embedded model
 
-- Tokens per second through simworld vs. llama-cpp-python directly on the same
+- {"Total tokens per second, same work," if "pairs" in lo["throughput"] else "Completion tokens per second"} through simworld vs. llama-cpp-python directly on the same
   prompts: {lo["throughput"]["ratio"]:.3f} (target ≥ 0.9: {verdict(lo["throughput"]["ratio"] >= 0.9)}).
 - Main job: {main_job_line()}
 - 30-agent scenario, one step: {on:.2f} calls/s with prefix (key/value) reuse, {off:.2f}

@@ -62,6 +62,7 @@ SCENARIO_REPEATS = 2
 PROBES = 16
 TEMPERATURE = 0.7
 TARGET_RATIO = 0.9
+CALL_TIMEOUT_S = 1800.0  # a loaded machine must not turn a slow call into a failed one
 
 
 def _requests(count: int, *, probe: bool, logprobs: bool = False) -> list[Any]:
@@ -110,7 +111,14 @@ def _gateway(model: str = MODEL) -> Any:
     from simworld.llm.gateway import Gateway
     from simworld.llm.litellm_backend import LiteLLMModel
 
-    config = LLMConfig(model=model, cache="off", concurrency=1, temperature=TEMPERATURE)
+    config = LLMConfig(
+        model=model,
+        cache="off",
+        concurrency=1,
+        temperature=TEMPERATURE,
+        timeout_s=CALL_TIMEOUT_S,
+        max_retries=0,
+    )
     return Gateway(LiteLLMModel(), config=config, cache=None)
 
 
@@ -137,6 +145,9 @@ def _simworld_block(
         started = time.perf_counter()
         outcomes.append(loop.run_until_complete(gateway.call(request)))
         times.append(time.perf_counter() - started)
+    failed = [o.errors for o in outcomes if not o.ok]
+    if failed:
+        raise RuntimeError(f"simworld calls failed: {failed}")
     return times, outcomes
 
 
@@ -208,12 +219,11 @@ def throughput(loop: asyncio.AbstractEventLoop) -> dict[str, Any]:
                     times, outcomes = _simworld_block(loop, gateway, pair_requests)
                     lengths = [THROUGHPUT_MAX_TOKENS] + [o.completion_tokens for o in outcomes]
                     made = [o.completion_tokens for o in outcomes]
-                else:
-                    if rnd == 0 and not any(lengths[1:]):
-                        raise RuntimeError("simworld's block must run first")
+                else:  # round 0 runs simworld first: its lengths are known here
                     times, made = _direct_block(direct, prompts, lengths, seeds, reset=reset)
                 sides[side] += times
                 counts[side] += made
+                print(f"(a) {pair} round {rnd} {side}: {sum(times):.2f} s, tokens {made}")
         prompt_tokens = sum(len(t) for t in prompts[1:]) * THROUGHPUT_ROUNDS
         result: dict[str, Any] = {"simworld_model": model, "direct_reset": reset}
         for side, times in sides.items():

@@ -11,6 +11,8 @@ from pathlib import Path
 from statistics import median
 from typing import Any
 
+import timings
+
 from simworld.trackers.tracker_set import CHECKPOINT_S
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -109,6 +111,23 @@ def _ratio(r: dict[str, Any]) -> float:
     return float(r["ratio_max"])
 
 
+def main_job_line() -> str:
+    """The main job's figures (``main_job.json``), or that it has not been measured."""
+    path = RESULTS / "main_job.json"
+    if not path.is_file():
+        return "not measured yet (`benchmarks/bench_main_job.py`)."
+    result = json.loads(path.read_text())
+    runs = result["runs"]
+    parts = [
+        f"{label} `{r['model']}` {r['wall_time_s']:.0f} s wall ({r['steps']} step(s))"
+        for label, r in runs.items()
+    ]
+    text = ", ".join(parts)
+    if "speedup" in result:
+        text += f"; serial / batched {result['speedup']}x"
+    return text + (" (a `--quick` run)." if result["quick"] else ".")
+
+
 def main() -> None:
     """Render the summary."""
     load = {
@@ -170,6 +189,8 @@ side by side in one run.
 | embedded model | `.venv/bin/python benchmarks/bench_local.py` | `local.json`, [details](benchmarks-local.md) |
 | memory | `.venv/bin/python benchmarks/bench_memory.py` | `memory.json`, [details](benchmarks-memory.md) |
 | sweeps | `.venv/bin/python benchmarks/bench_sweep.py` | `sweep.json`, [details](benchmarks-sweep.md) |
+| main job | `.venv/bin/python benchmarks/bench_main_job.py` | `main_job.json`, [details](benchmarks-main-job.md) |
+| test command | `.venv/bin/python benchmarks/bench_tests.py` | `tests.json`, [details](benchmarks-tests.md) |
 
 ## Engine
 
@@ -260,8 +281,9 @@ the rows a step's events touch, and write their frames when the run ends (and ev
 
 ## Embedded model
 
-- Completion tokens per second through simworld vs. llama-cpp-python directly on the same
+- {"Total tokens per second, same work," if "pairs" in lo["throughput"] else "Completion tokens per second"} through simworld vs. llama-cpp-python directly on the same
   prompts: {lo["throughput"]["ratio"]:.3f} (target ≥ 0.9: {verdict(lo["throughput"]["ratio"] >= 0.9)}).
+- Main job: {main_job_line()}
 - 30-agent scenario, one step: {on:.2f} calls/s with prefix (key/value) reuse, {off:.2f}
   without: {on / off:.2f}× faster, identical outputs either way.
 
@@ -286,6 +308,7 @@ with Ray running (target ≤ 1.2×: {verdict(s["ray_overhead_with_init"] <= 1.2)
         doc += "\n" + plan_section(json.loads(plan_file.read_text()))
     DOC.write_text(doc)
     print(f"wrote {DOC}")
+    timings.main()
 
 
 if __name__ == "__main__":

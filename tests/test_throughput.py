@@ -9,9 +9,17 @@ import pandas as pd
 import pytest
 
 from simworld.config.trackers import TrackersConfig
-from simworld.llm.prefix import PrefixMeter, common_prefix_len, prompt_text
+from simworld.llm.prefix import (
+    CACHE_BLOCK_CHARS,
+    CACHE_BLOCKS,
+    BlockCache,
+    PrefixMeter,
+    block_digests,
+    common_prefix_len,
+    prompt_text,
+)
 from simworld.llm.types import CallIdentity, LLMRequest
-from simworld.runs.run import run_scenario
+from simworld.runs.run import resume_run, run_scenario
 
 
 def read_events(run_dir: Path) -> list[dict]:
@@ -98,6 +106,74 @@ def test_prefix_meter_measures_against_the_same_agents_previous_prompt():
     assert common_prefix_len("abc", "abd") == 2 and common_prefix_len("ab", "abc") == 2
 
 
+def test_cacheable_tokens_count_whole_blocks_another_agent_sent_before():
+    assert CACHE_BLOCK_CHARS == 64 and CACHE_BLOCKS == 1_048_576
+    meter = PrefixMeter()
+    head = "system\n"  # prompt_text starts every prompt with the first message's role
+    first = meter.measure(_request("a", "P" * 57 + "A" * 200, "Topic: one"))
+    assert first.cacheable_tokens == 0  # nothing before it
+    # another agent's prompt sharing exactly one block (64 characters) with a's
+    same_block = _request("b", "P" * 57 + "B" * 200, "Topic: one")
+    assert common_prefix_len(prompt_text(same_block), head + "P" * 57 + "A") == 64
+    second = meter.measure(same_block)
+    assert second.cacheable_tokens == 16 and second.prefix_tokens == 0
+    # one character short of a block: nothing
+    short = meter.measure(_request("c", "P" * 56 + "C" * 200, "Topic: one"))
+    assert short.cacheable_tokens == 0
+    # a's own next prompt: every whole block before the first difference
+    again = meter.measure(_request("a", "P" * 57 + "A" * 200, "Topic: two"))
+    shared = len(head + "P" * 57 + "A" * 200 + "\nuser\nTopic: ")
+    assert again.prefix_tokens == shared // 4
+    assert again.cacheable_tokens == shared // 64 * 16
+    # a prompt repeated whole: its partial last block is never cacheable
+    repeat = meter.measure(_request("d", "P" * 57 + "A" * 200, "Topic: two"))
+    text = prompt_text(_request("d", "P" * 57 + "A" * 200, "Topic: two"))
+    assert len(text) % 64 and repeat.cacheable_tokens == len(text) // 64 * 16
+    assert repeat.cacheable_tokens < repeat.prompt_tokens
+
+
+def test_block_digests_are_chained_over_every_earlier_block():
+    a, b = block_digests("x" * 64 + "y" * 64 + "z"), block_digests("x" * 64 + "w" * 64)
+    assert len(a) == 2 and all(len(d) == 16 for d in a)  # the partial block has none
+    assert a[0] == b[0] and a[1] != b[1]
+    c = block_digests("v" * 64 + "y" * 64)  # same second block after another first one
+    assert c[0] != a[0] and c[1] != a[1]
+    assert block_digests("x" * 63) == []
+
+
+def test_block_cache_evicts_the_least_recently_used_blocks_tail_first():
+    cache = BlockCache(capacity=4)
+    a, b, c = ("a" * 128, "b" * 128, "c" * 128)  # two blocks each
+    assert cache.measure(a) == 0 and cache.measure(b) == 0 and len(cache) == 4
+    assert cache.measure(a) == 128  # a becomes the most recently used
+    assert cache.measure(c) == 0 and len(cache) == 4  # evicts b, not a
+    assert cache.measure(a) == 128 and cache.measure(b) == 0
+    # a full cache drops a prompt's last block before its first
+    small = BlockCache(capacity=3)
+    small.measure("p" * 192)
+    small.measure("q" * 64)
+    assert small.measure("p" * 192) == 128
+    # every digest past the cap goes, even within one prompt: its tail
+    tiny = BlockCache(capacity=2)
+    assert tiny.measure("r" * 64 * 5) == 0 and len(tiny) == 2
+    assert tiny.measure("r" * 64 * 5) == 128
+    with pytest.raises(ValueError):
+        BlockCache(capacity=0)
+
+
+def test_the_same_calls_in_the_same_order_give_the_same_counts():
+    calls = [(agent, f"persona {agent} " * 9, f"Topic: {t}\n" + "heard " * (8 * step))
+             for step in range(3) for t in ("one", "two") for agent in "abc"]  # fmt: skip
+    meters = [PrefixMeter(cache_blocks=6), PrefixMeter(cache_blocks=6)]
+    runs = [[meter.measure(_request(*c)) for c in calls] for meter in meters]
+    assert runs[0] == runs[1]
+    assert 0 < sum(c.cacheable_tokens for c in runs[0]) < sum(c.prompt_tokens for c in runs[0])
+    # the cap matters: an unbounded cache reuses more of the same calls
+    meter = PrefixMeter()
+    unbounded = [meter.measure(_request(*c)) for c in calls]
+    assert sum(c.cacheable_tokens for c in unbounded) > sum(c.cacheable_tokens for c in runs[0])
+
+
 def test_prefix_share_is_recorded_per_call_and_per_run_whatever_the_concurrency(
     make_scenario, tmp_path
 ):
@@ -112,11 +188,22 @@ def test_prefix_share_is_recorded_per_call_and_per_run_whatever_the_concurrency(
         totals = manifest["totals"]
         assert 0 < totals["prefix_tokens_est"] < totals["prompt_tokens_est"]
         assert manifest["prefix_share"] == totals["prefix_tokens_est"] / totals["prompt_tokens_est"]
+        assert 0 < totals["cacheable_tokens_est"] < totals["prompt_tokens_est"]
+        assert (
+            manifest["cacheable_share"]
+            == totals["cacheable_tokens_est"] / totals["prompt_tokens_est"]
+        )
+        assert "cacheable" in result.summary()
         calls = pd.read_parquet(tmp_path / f"c{conc}" / "llm_calls.parquet")
         assert calls.prefix_tokens.sum() == totals["prefix_tokens_est"]
+        assert calls.cacheable_tokens.sum() == totals["cacheable_tokens_est"]
         assert calls.prompt_tokens_est.sum() == totals["prompt_tokens_est"]
         assert (calls.prefix_tokens <= calls.prompt_tokens_est).all()
-        tables.append(calls.set_index("call").prefix_tokens.sort_index())
+        assert (calls.cacheable_tokens <= calls.prompt_tokens_est).all()
+        assert (calls.cacheable_tokens % 16 == 0).all()  # whole 64-character blocks
+        # the agent's previous prompt is earlier in the run: its whole blocks are cached
+        assert (calls.cacheable_tokens >= calls.prefix_tokens - 15).all()
+        tables.append(calls.set_index("call")[["prefix_tokens", "cacheable_tokens"]].sort_index())
     assert tables[0].equals(tables[1])
     # a run answered from the cache measures the same prefixes
     path = make_scenario({"protocol.steps": 2, "protocol.mode": "pairs"})
@@ -128,9 +215,31 @@ def test_prefix_share_is_recorded_per_call_and_per_run_whatever_the_concurrency(
     assert replay.accounting.model_calls == 0
     rec, rep = (pd.read_parquet(tmp_path / d / "llm_calls.parquet") for d in ("rec", "rep"))
     assert rec.prefix_tokens.tolist() == rep.prefix_tokens.tolist()
+    assert rec.cacheable_tokens.tolist() == rep.cacheable_tokens.tolist()
     assert rec.prefix_tokens.sum() > 0
     # an agent's first call (a step-0 probe; they are sent in probe_order) has nothing to reuse
     assert (calls[calls.step == 0].groupby("agent").prefix_tokens.min() == 0).all()
+
+
+def test_a_resumed_run_measures_what_an_uninterrupted_run_does(make_scenario, tmp_path):
+    path = make_scenario({"protocol.steps": 3, "protocol.mode": "pairs"})
+    run_scenario(path, out_dir=tmp_path / "ref", cache_path=tmp_path / "ref.db")
+
+    def stop_at_two(model):
+        if model.steps == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_scenario(
+            path, out_dir=tmp_path / "run", cache_path=tmp_path / "c.db", before_step=stop_at_two
+        )
+    resume_run(tmp_path / "run")
+    cols = ["call", "prompt_tokens_est", "prefix_tokens", "cacheable_tokens"]
+    ref, res = (pd.read_parquet(tmp_path / d / "llm_calls.parquet")[cols] for d in ("ref", "run"))
+    assert res.cacheable_tokens.sum() > 0
+    assert ref.equals(res)
+    manifests = [json.loads((tmp_path / d / "manifest.json").read_text()) for d in ("ref", "run")]
+    assert manifests[0]["cacheable_share"] == manifests[1]["cacheable_share"]
 
 
 def test_probe_batch_asks_every_topic_in_one_call_with_per_topic_counterbalancing(

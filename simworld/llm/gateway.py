@@ -38,9 +38,10 @@ RECORDED_EXTRAS = ("option_probs",)
 class CallOutcome:
     """The result of one logical call: a validated answer or a recorded failure.
 
-    ``cached``, ``latency_s``, ``prompt_tokens_est`` and ``prefix_tokens`` describe this
-    execution only (the last depends on the run's earlier prompts); everything else is the
-    deterministic record that goes to the transcript and the cache.
+    ``cached``, ``latency_s``, ``prompt_tokens_est``, ``prefix_tokens`` and
+    ``cacheable_tokens`` describe this execution only (the last two depend on the run's earlier
+    prompts); everything else is the deterministic record that goes to the transcript and the
+    cache.
     """
 
     key: str
@@ -63,6 +64,10 @@ class CallOutcome:
     prefix_tokens: int = 0
     """Of those, the ones repeating the agent's previous prompt (:mod:`simworld.llm.prefix`);
     set by the gateway for this run, not part of the cached record."""
+    cacheable_tokens: int = 0
+    """Of those, the ones in leading blocks an earlier prompt of the run (any agent) also
+    started with (:class:`~simworld.llm.prefix.BlockCache`); set by the gateway for this run,
+    not part of the cached record."""
     cached_prompt_tokens: int = 0
     """Prompt tokens the provider took from its prefix cache in this execution, summed over
     the call's attempts (:attr:`~simworld.llm.types.Completion.cached_prompt_tokens`); 0 for
@@ -99,7 +104,14 @@ class CallOutcome:
         return cls(**data, cached=cached)
 
 
-_RUNTIME = ("cached", "latency_s", "prompt_tokens_est", "prefix_tokens", "cached_prompt_tokens")
+_RUNTIME = (
+    "cached",
+    "latency_s",
+    "prompt_tokens_est",
+    "prefix_tokens",
+    "cacheable_tokens",
+    "cached_prompt_tokens",
+)
 _RECORDED = tuple(f.name for f in fields(CallOutcome) if f.name not in _RUNTIME)
 _IDENTITY = tuple(f.name for f in fields(CallIdentity))
 
@@ -123,6 +135,9 @@ class Accounting:
             :mod:`simworld.llm.prefix`).
         prefix_tokens_est: Of those, the estimated tokens that repeat the leading part of
             the same agent's previous prompt (what a provider prefix cache can reuse).
+        cacheable_tokens_est: Of those, the estimated tokens in leading blocks that an
+            earlier prompt of the run, of any agent, also started with (what a provider's
+            shared block cache can reuse; :class:`~simworld.llm.prefix.BlockCache`).
         cached_prompt_tokens: Prompt tokens of the requests sent in this process that the
             provider reported as taken from its prefix cache, not evaluated again (the
             embedded model's prefix reuse; OpenAI's ``cached_tokens``). Depends on what ran
@@ -140,6 +155,7 @@ class Accounting:
     unpriced_calls: int = 0
     prompt_tokens_est: int = 0
     prefix_tokens_est: int = 0
+    cacheable_tokens_est: int = 0
     cached_prompt_tokens: int = 0
 
     @property
@@ -147,10 +163,16 @@ class Accounting:
         """Share of estimated prompt tokens repeating the agent's previous prompt's prefix."""
         return prefix_share(self.prefix_tokens_est, self.prompt_tokens_est)
 
+    @property
+    def cacheable_share(self) -> float | None:
+        """Share of estimated prompt tokens in blocks an earlier prompt of the run began with."""
+        return prefix_share(self.cacheable_tokens_est, self.prompt_tokens_est)
+
     def add_prefix(self, count: PrefixCount) -> None:
-        """Count one logical call's prefix estimate."""
+        """Count one logical call's prefix estimates."""
         self.prompt_tokens_est += count.prompt_tokens
         self.prefix_tokens_est += count.prefix_tokens
+        self.cacheable_tokens_est += count.cacheable_tokens
 
     def add(self, outcome: CallOutcome) -> None:
         """Count one logical call."""
@@ -265,14 +287,14 @@ class Gateway:
         Raises:
             ReplayMissError: Replay mode and the cache lacks this call.
         """
-        # measured before the first await: in call order, whatever returns first
+        # measured before the first await: in call order, whatever returns first (both the
+        # agent's previous prompt and the run's block cache; simworld.llm.prefix)
         prefix = self.prefix.measure(request)
         self.accounting.add_prefix(prefix)
         key = request.cache_key()
         if self.fatal is not None:
             outcome = self._not_sent(request, key)
-            outcome.prompt_tokens_est = prefix.prompt_tokens
-            outcome.prefix_tokens = prefix.prefix_tokens
+            _stamp(outcome, prefix)
             return outcome
         retrying = False
         if self._cache is not None:
@@ -280,8 +302,7 @@ class Gateway:
             if stored is not None:
                 if self._reuse(stored, request.identity):
                     outcome = CallOutcome.from_record(stored, cached=True)
-                    outcome.prompt_tokens_est = prefix.prompt_tokens
-                    outcome.prefix_tokens = prefix.prefix_tokens
+                    _stamp(outcome, prefix)
                     self.progress.call_started()
                     self._count(outcome)
                     return outcome
@@ -301,8 +322,7 @@ class Gateway:
             outcome = CallOutcome.from_record(masked, cached=False)
         outcome.latency_s = latency
         outcome.cached_prompt_tokens = cached_tokens
-        outcome.prompt_tokens_est = prefix.prompt_tokens
-        outcome.prefix_tokens = prefix.prefix_tokens
+        _stamp(outcome, prefix)
         self._count(outcome)
         fatal = outcome.fatal
         if fatal is not None:  # not recorded: once the cause is fixed, the call is made again
@@ -470,6 +490,13 @@ class Gateway:
         cap = min(self.config.backoff_max_s, self.config.backoff_base_s * 2 ** (attempt - 1))
         wait = self._jitter.uniform(0.0, cap)
         return wait if asked is None else max(wait, min(asked, RETRY_AFTER_MAX_S))
+
+
+def _stamp(outcome: CallOutcome, count: PrefixCount) -> None:
+    """Set a call's prefix estimates, measured when it started (:mod:`simworld.llm.prefix`)."""
+    outcome.prompt_tokens_est = count.prompt_tokens
+    outcome.prefix_tokens = count.prefix_tokens
+    outcome.cacheable_tokens = count.cacheable_tokens
 
 
 def _validate(

@@ -83,8 +83,11 @@ class RunResult:
             f"tokens     {acc.prompt_tokens + acc.completion_tokens} "
             f"({acc.prompt_tokens} in, {acc.completion_tokens} out)",
             f"prefix     {_share_text(acc.prefix_share)} of prompt tokens repeat the agent's "
-            f"previous prompt (cacheable; estimate {acc.prefix_tokens_est} of "
-            f"{acc.prompt_tokens_est})"
+            f"previous prompt (estimate {acc.prefix_tokens_est} of "
+            f"{acc.prompt_tokens_est})",
+            f"cacheable  {_share_text(acc.cacheable_share)} of prompt tokens in blocks an earlier "
+            f"prompt of the run began with (shared provider cache; estimate "
+            f"{acc.cacheable_tokens_est} of {acc.prompt_tokens_est})"
             + (
                 f"; {acc.cached_prompt_tokens} prompt tokens taken from the model's prefix cache"
                 if acc.cached_prompt_tokens
@@ -395,6 +398,7 @@ def _execute(
             agents=len(model.population),
             totals=asdict(gateway.accounting),
             prefix_share=gateway.accounting.prefix_share,
+            cacheable_share=gateway.accounting.cacheable_share,
             wall_time_s=round(wall, 3),
             finished_at=datetime.now(UTC).isoformat(timespec="seconds"),
         )

@@ -66,6 +66,7 @@ CALL_SCHEMA = pa.schema(
         ("latency_s", pa.float64()),
         ("prompt_tokens_est", pa.int64()),
         ("prefix_tokens", pa.int64()),
+        ("cacheable_tokens", pa.int64()),
     ]
 )
 
@@ -299,6 +300,7 @@ def call_row(step: int, outcome: CallOutcome) -> dict[str, Any]:
         "latency_s": round(outcome.latency_s, 6),
         "prompt_tokens_est": outcome.prompt_tokens_est,
         "prefix_tokens": outcome.prefix_tokens,
+        "cacheable_tokens": outcome.cacheable_tokens,
     }
 
 

@@ -16,7 +16,7 @@ those caches, so it measures what they could reuse, twice:
   block's digest and the block), so equal digests mean equal prompt starts. A call's cacheable
   part is its leading blocks whose digests were seen before (a partial last block never
   counts); then its own digests are added. The cache is bounded as a real one is: a
-  least-recently-used set of at most :data:`CACHE_BLOCKS` digests (about 140 MB of memory
+  least-recently-used set of at most :data:`CACHE_BLOCKS` digests (about 145 MB of memory
   when full, measured by ``benchmarks/bench_calls.py``; the main scenario uses a few
   thousand).
 

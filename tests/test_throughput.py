@@ -139,6 +139,11 @@ def test_block_digests_are_chained_over_every_earlier_block():
     c = block_digests("v" * 64 + "y" * 64)  # same second block after another first one
     assert c[0] != a[0] and c[1] != a[1]
     assert block_digests("x" * 63) == []
+    # blocks are characters, not bytes: the same digests for text of 2-byte characters
+    wide = block_digests("é" * 64 + "y" * 64 + "z")
+    assert len(wide) == 2 and wide[0] != a[0] and wide[1] != a[1]
+    assert block_digests("é" * 64 + "y" * 64 + "é")[:2] == wide
+    assert block_digests("x" * 64 + "y" * 64 + "é") == a
 
 
 def test_block_cache_evicts_the_least_recently_used_blocks_tail_first():

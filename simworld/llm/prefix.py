@@ -130,9 +130,18 @@ def block_digests(text: str, block_chars: int = CACHE_BLOCK_CHARS) -> list[bytes
     """
     out: list[bytes] = []
     previous = b""
+    blake2b = hashlib.blake2b
+    if text.isascii():  # one byte per character: cut the encoded text (a quarter faster)
+        data = text.encode("ascii")
+        for start in range(0, len(data) - block_chars + 1, block_chars):
+            previous = blake2b(
+                previous + data[start : start + block_chars], digest_size=DIGEST_BYTES
+            ).digest()
+            out.append(previous)
+        return out
     for start in range(0, len(text) - block_chars + 1, block_chars):
         block = text[start : start + block_chars].encode("utf-8")
-        previous = hashlib.blake2b(previous + block, digest_size=DIGEST_BYTES).digest()
+        previous = blake2b(previous + block, digest_size=DIGEST_BYTES).digest()
         out.append(previous)
     return out
 

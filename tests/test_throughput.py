@@ -139,6 +139,7 @@ def test_block_digests_are_chained_over_every_earlier_block():
     c = block_digests("v" * 64 + "y" * 64)  # same second block after another first one
     assert c[0] != a[0] and c[1] != a[1]
     assert block_digests("x" * 63) == []
+    assert block_digests("x" * 64, model="m1") != block_digests("x" * 64, model="m2")
     # blocks are characters, not bytes: the same digests for text of 2-byte characters
     wide = block_digests("é" * 64 + "y" * 64 + "z")
     assert len(wide) == 2 and wide[0] != a[0] and wide[1] != a[1]

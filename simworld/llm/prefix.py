@@ -8,9 +8,10 @@ those caches, so it measures what they could reuse, twice:
   same agent in the same role (:func:`chain_key`: the call identity's ``agent`` and the system
   message, so a persona's own calls form one chain and the annotator's stance or judge calls
   about its messages another). What a cache holding one entry per agent could reuse.
-- ``cacheable_tokens``: the leading part that an *earlier* prompt of the run, of any agent,
-  also starts with, counted in whole blocks as vLLM's automatic prefix caching and SGLang's
-  radix cache do (a provider's cache is shared by every request it serves).
+- ``cacheable_tokens``: the leading part that an *earlier* prompt of the run to the same
+  model, of any agent, also starts with, counted in whole blocks as vLLM's automatic prefix
+  caching and SGLang's radix cache do (a provider's cache is shared by every request it
+  serves, and holds one model's states).
   :class:`BlockCache` cuts the prompt into blocks of :data:`CACHE_BLOCK_CHARS` characters;
   block *i* is identified by a digest chained over blocks 0..*i* (BLAKE2b of the previous
   block's digest and the block), so equal digests mean equal prompt starts. A call's cacheable
@@ -113,7 +114,7 @@ class PrefixCount:
         prefix_tokens: Estimated tokens of its leading part identical to the same agent's
             previous prompt (0 for an agent's first call).
         cacheable_tokens: Estimated tokens of its leading whole blocks that an earlier prompt
-            of the run (any agent) also started with (:class:`BlockCache`).
+            of the run to the same model (any agent) also started with (:class:`BlockCache`).
     """
 
     prompt_tokens: int
@@ -121,16 +122,19 @@ class PrefixCount:
     cacheable_tokens: int
 
 
-def block_digests(text: str, block_chars: int = CACHE_BLOCK_CHARS) -> list[bytes]:
+def block_digests(
+    text: str, block_chars: int = CACHE_BLOCK_CHARS, *, model: str = ""
+) -> list[bytes]:
     """The chained digests of ``text``'s whole blocks of ``block_chars`` characters.
 
-    Digest *i* is BLAKE2b over digest *i - 1* (none for the first) and block *i* (UTF-8), so
-    two texts have the same digest *i* exactly when their first *i + 1* blocks are equal
-    (short of a 128-bit collision). A partial last block has no digest.
+    Digest *i* is BLAKE2b over digest *i - 1* and block *i* (UTF-8); the chain starts from
+    the digest of ``model``, as a provider's cache holds one model's states. So two texts
+    sent to one model have the same digest *i* exactly when their first *i + 1* blocks are
+    equal (short of a 128-bit collision). A partial last block has no digest.
     """
     out: list[bytes] = []
-    previous = b""
     blake2b = hashlib.blake2b
+    previous = blake2b(model.encode("utf-8"), digest_size=DIGEST_BYTES).digest()
     if text.isascii():  # one byte per character: cut the encoded text (a quarter faster)
         data = text.encode("ascii")
         for start in range(0, len(data) - block_chars + 1, block_chars):
@@ -167,14 +171,15 @@ class BlockCache:
     def __contains__(self, digest: object) -> bool:
         return digest in self._lru
 
-    def measure(self, text: str) -> int:
-        """Characters of ``text``'s leading blocks already cached; then cache all its blocks.
+    def measure(self, text: str, model: str = "") -> int:
+        """Characters of ``text``'s leading blocks already cached for ``model``; then cache
+        all its blocks.
 
         Every block of ``text`` becomes recently used, its first block most recently (the
         blocks are touched last to first), so a full cache evicts a prompt's tail before its
         head, as vLLM does: an evicted head would make the rest of its chain unreachable.
         """
-        digests = block_digests(text, self.block_chars)
+        digests = block_digests(text, self.block_chars, model=model)
         hits = 0
         for digest in digests:
             if digest not in self._lru:
@@ -210,7 +215,7 @@ class PrefixMeter:
         previous = self._last.get(chain, "")
         self._last[chain] = text
         shared = common_prefix_len(previous, text)
-        cacheable = self.blocks.measure(text)
+        cacheable = self.blocks.measure(text, request.model)
         return PrefixCount(
             estimate_tokens(len(text)), estimate_tokens(shared), estimate_tokens(cacheable)
         )

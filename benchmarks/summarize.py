@@ -124,7 +124,7 @@ def main_job_line() -> str:
     ]
     text = ", ".join(parts)
     if "speedup" in result:
-        text += f"; serial / batched {result['speedup']}x"
+        text += f"; serial / default {result['speedup']}x"
     return text + (" (a `--quick` run)." if result["quick"] else ".")
 
 

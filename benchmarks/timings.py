@@ -57,7 +57,7 @@ def main_job_sentence(result: dict[str, Any] | None) -> str:
     if result is None:
         return "the run itself has not been benchmarked yet (`benchmarks/bench_main_job.py`)"
     runs, cores = result["runs"], result["host"]["cores"]
-    main = runs.get("batched") or runs["serial"]
+    main = runs.get("default") or runs["serial"]
     part = (
         f"one of its {result['scenario_steps']} steps (a `--quick` benchmark run; the whole "
         "run has not been benchmarked yet) took"
@@ -65,11 +65,11 @@ def main_job_sentence(result: dict[str, Any] | None) -> str:
         else "the run itself takes"
     )
     text = f"{part} {about(main['process_time_s'])} on {cores} cores (`{main['model']}`"
-    if "batched" in runs and "serial" in runs:
+    if "default" in runs and "serial" in runs:
         serial = runs["serial"]
         text += (
             f"; the serial path, `{serial['model']}`, {about(serial['process_time_s'])}, "
-            f"{result['speedup']}x the batched run's wall time"
+            f"{result['speedup']}x the default run's wall time"
         )
     return text + "; [docs/benchmarks-main-job.md](docs/benchmarks-main-job.md))"
 
@@ -133,17 +133,17 @@ def main_job_page(result: dict[str, Any]) -> str:
             f"{r['prompt_tokens']:,} | {saved_text} |"
         )
     checks = []
-    main = runs.get("batched")
+    main = runs.get("default")
     if main is not None and not result["quick"]:
         ok = main["wall_time_s"] <= result["targets"]["wall_time_s"]
         checks.append(
-            f"- Batched wall time {main['wall_time_s']} s, target <= "
+            f"- Default wall time {main['wall_time_s']} s, target <= "
             f"{result['targets']['wall_time_s']:.0f} s: {'met' if ok else '**missed**'}."
         )
     if "speedup" in result:
         ok = result["speedup"] >= result["targets"]["speedup"]
         checks.append(
-            f"- Serial / batched wall time, side by side in this run: **{result['speedup']}x** "
+            f"- Serial / default wall time, side by side in this run: **{result['speedup']}x** "
             f"(target >= {result['targets']['speedup']:.0f}x: {'met' if ok else '**missed**'})."
         )
     if result["quick"]:

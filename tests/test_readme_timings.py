@@ -41,7 +41,7 @@ MAIN_JOB = {
     "host": {"cores": 2},
     "speedup": 3.5,
     "runs": {
-        "batched": {"model": "local/gemma3-270m", "process_time_s": 200.0},
+        "default": {"model": "local/gemma3-270m", "process_time_s": 200.0},
         "serial": {"model": "local/gemma3-270m?batch=1", "process_time_s": 700.0},
     },
 }

@@ -25,6 +25,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import harness  # benchmarks/, on the path when this script runs
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results" / "batched.json"
 SUMMARY = ROOT / "docs" / "benchmarks-batched.md"
@@ -207,8 +209,8 @@ def main() -> None:
             },
         }
     )
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    SUMMARY.write_text(summary(json.loads(RESULTS.read_text(encoding="utf-8"))), encoding="utf-8")
+    harness.write_result(RESULTS, result)
+    SUMMARY.write_text(summary(harness.read_result(RESULTS)), encoding="utf-8")
 
 
 if __name__ == "__main__":

@@ -41,6 +41,7 @@ from typing import Any
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
+import harness  # benchmarks/, on the path when this script runs
 import pandas as pd
 
 from simworld.llm.prefix import CACHE_BLOCK_CHARS, CACHE_BLOCKS, BlockCache
@@ -248,8 +249,8 @@ def main() -> None:
             "options": options,
             "cache_memory": cache_memory(),
         }
-        RESULTS.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    write_doc(json.loads(RESULTS.read_text(encoding="utf-8")))
+        harness.write_result(RESULTS, data)
+    write_doc(harness.read_result(RESULTS))
 
 
 if __name__ == "__main__":

@@ -25,6 +25,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import harness  # benchmarks/, on the path when this script runs
+
 from simworld import SocialSimulation
 from simworld.config.scenario import LLMConfig, Scenario
 from simworld.llm.gateway import Gateway
@@ -296,8 +298,7 @@ def main() -> None:
         "scaling": scaling,
         "target_ms_per_agent_step": TARGET_MS_PER_AGENT_STEP,
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    harness.write_result(RESULTS, result)
     print(json.dumps(result, indent=2))
 
 

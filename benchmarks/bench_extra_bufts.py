@@ -28,6 +28,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import harness  # benchmarks/, on the path when this script runs
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results" / "extra_bufts.json"
 SUMMARY = ROOT / "docs" / "benchmarks-extra-bufts.md"
@@ -224,7 +226,7 @@ def main() -> None:
         "rounds": args.rounds,
         "builds": measure(pythons, model, args.rounds, args.threads),
     }
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    harness.write_result(RESULTS, result)
     write_summary(result)
     # docs/benchmarks-local.md carries a section written from the same result file
     bench_local = Path(__file__).parent / "bench_local.py"

@@ -31,6 +31,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import harness  # benchmarks/, on the path when this script runs
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results" / "local.json"
 EXTRA_BUFTS_RESULTS = Path(__file__).parent / "results" / "extra_bufts.json"
@@ -527,12 +529,12 @@ def main() -> None:
     args = parser.parse_args()
     globals()["THROUGHPUT_PROMPTS"] = args.prompts
     if args.summary_only:
-        SUMMARY.write_text(summary(json.loads(RESULTS.read_text())))
+        SUMMARY.write_text(summary(harness.read_result(RESULTS)))
         return
     import llama_cpp  # noqa: F401  # fail fast without the extra
 
     loop = asyncio.new_event_loop()
-    saved = json.loads(RESULTS.read_text()) if args.throughput_only else {}
+    saved = harness.read_result(RESULTS) if args.throughput_only else {}
     result = {
         "machine": {
             "python": platform.python_version(),
@@ -547,8 +549,7 @@ def main() -> None:
     loop.close()
     result["prefix_reuse"] = saved.get("prefix_reuse") or prefix_reuse()
     result["machine"]["loadavg_end"] = list(os.getloadavg())
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    harness.write_result(RESULTS, result)
     SUMMARY.write_text(summary(result))
     print(json.dumps(result, indent=2))
 

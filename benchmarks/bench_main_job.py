@@ -36,6 +36,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import harness  # benchmarks/, on the path when this script runs
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results" / "main_job.json"
 SUMMARY = ROOT / "docs" / "benchmarks-main-job.md"
@@ -218,7 +220,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     if args.summary_only:
-        write_summary(json.loads(args.out.read_text(encoding="utf-8")))
+        write_summary(harness.read_result(args.out))
         return
     models = {"default": args.default, "serial": args.serial}
     if args.only:
@@ -245,8 +247,7 @@ def main() -> None:
     if "default" in runs and "serial" in runs:
         result["speedup"] = round(runs["serial"]["wall_time_s"] / runs["default"]["wall_time_s"], 2)
     result["targets"] = {"wall_time_s": TARGET_WALL_S, "speedup": TARGET_SPEEDUP}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    harness.write_result(args.out, result)
     if args.out == RESULTS:
         write_summary(result)
     print(json.dumps(result, indent=2))

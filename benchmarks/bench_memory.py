@@ -20,6 +20,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import harness  # benchmarks/, on the path when this script runs
 import numpy as np
 
 from simworld.config.memory import ForgettingConfig, MemoryConfig
@@ -347,8 +348,7 @@ def main() -> None:
     }
     if args.quick:
         return
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    harness.write_result(RESULTS, result)
     SUMMARY.parent.mkdir(parents=True, exist_ok=True)
     SUMMARY.write_text(summary(result), encoding="utf-8")
     print(f"wrote {RESULTS} and {SUMMARY}")

@@ -33,6 +33,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import harness  # benchmarks/, on the path when this script runs
+
 RESULTS = Path(__file__).parent / "results" / "plan.json"
 LATENCY_MS = 100
 CONCURRENCY = 64
@@ -145,8 +147,7 @@ def main() -> None:
         "targets": {str(k): v for k, v in TARGETS.items()},
         "runs": runs,
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    harness.write_result(RESULTS, result)
 
 
 if __name__ == "__main__":

@@ -10,8 +10,6 @@ timed; then ``simworld report SWEEP_DIR`` is timed as a user runs it, in a fresh
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import platform
 import subprocess
@@ -26,6 +24,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 
+import harness  # benchmarks/, on the path when this script runs
 import matplotlib.pyplot as plt
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -96,9 +95,7 @@ def render(result: dict[str, Any]) -> None:
     ax.set_ylabel("repeat (fresh process)")
     ax.set_title(f"Comparison report over {result['runs']} runs")
     ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
-    FIGURE.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(FIGURE, dpi=100, bbox_inches="tight", metadata={"Software": None})
-    plt.close(fig)
+    harness.save_figure(fig, FIGURE)
     verdict = "met" if result["met"] else "**missed**"
     times = ", ".join(f"{t:.1f}" for t in result["report_s"])
     DOC.write_text(
@@ -129,15 +126,7 @@ it: a fresh process, imports included, into a fresh output directory.
 
 def main() -> None:
     """Measure (unless ``--render-only``), write the result file, render the page."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--render-only", action="store_true", help="re-render from the file")
-    args = parser.parse_args()
-    if not args.render_only:
-        result = measure()
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    render(json.loads(RESULTS.read_text(encoding="utf-8")))
-    print(RESULTS.read_text(encoding="utf-8"))
+    harness.main(__doc__.splitlines()[0], RESULTS, measure, render)
 
 
 if __name__ == "__main__":

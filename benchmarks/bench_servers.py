@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -32,7 +30,7 @@ from pathlib import Path
 from statistics import median
 from typing import Any
 
-import yaml
+import harness  # benchmarks/, on the path when this script runs
 from summarize import verdict  # benchmarks/, on the path when this script runs
 
 from simworld.config.scenario import LLMConfig
@@ -52,7 +50,6 @@ ROUNDS = 2
 OVERHEAD_LATENCY_MS = 20
 OVERHEAD_CALLS = 60
 TARGET_SPEEDUP = 1.8
-LIKERT = ["Strongly disagree", "Disagree", "Neutral", "Agree", "Strongly agree"]
 MODEL = "openai/fake"
 
 
@@ -79,24 +76,14 @@ def stop(proc: subprocess.Popen[str]) -> None:
 def scenario_file(folder: Path) -> Path:
     """Broadcast among ``AGENTS`` agents on a complete graph for ``STEPS`` steps, one topic:
     each phase of a step (posts, stances, probes) is a burst of ``AGENTS`` calls at once."""
-    data = {
-        "name": "bench_servers",
-        "seed": 0,
-        "population": {"library": str(LIBRARY), "size": AGENTS},
-        "network": {"generator": "complete"},
-        "topics": [
-            {
-                "id": "remote_work",
-                "statement": "Companies should let employees work from home as much as they want.",
-                "scale": {"type": "likert", "labels": LIKERT},
-            }
-        ],
-        "protocol": {"steps": STEPS, "mode": "broadcast"},
-        "llm": {"model": MODEL, "concurrency": 64, "cache": "record"},
-    }
-    path = folder / "scenario.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return path
+    return harness.one_topic_scenario(
+        folder / "scenario.yaml",
+        name="bench_servers",
+        library=LIBRARY,
+        agents=AGENTS,
+        protocol={"steps": STEPS, "mode": "broadcast"},
+        llm={"model": MODEL, "concurrency": 64, "cache": "record"},
+    )
 
 
 def timed_run(scenario: Path, out: Path, llm: dict[str, Any]) -> dict[str, Any]:
@@ -277,7 +264,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     if args.summary_only:
-        SUMMARY.write_text(summary(json.loads(RESULTS.read_text())))
+        SUMMARY.write_text(summary(harness.read_result(RESULTS)))
         return
     os.environ["SIMWORLD_LLM_WORKERS"] = "0"  # the same process path for one and two servers
     load_before = os.getloadavg()
@@ -285,19 +272,12 @@ def main() -> None:
         servers = servers_part(Path(tmp))
     overhead = overhead_part()
     result = {
-        "machine": {
-            "python": platform.python_version(),
-            "cpu": platform.machine(),
-            "cpus": os.cpu_count(),
-            "loadavg_before": [round(x, 2) for x in load_before],
-            "loadavg_after": [round(x, 2) for x in os.getloadavg()],
-        },
+        "machine": harness.machine(load_before),
         "servers": servers,
         "overhead": overhead,
         "target_speedup": TARGET_SPEEDUP,
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    harness.write_result(RESULTS, result)
     SUMMARY.write_text(summary(result))
     speedup, extra = servers["speedup"], overhead["overhead_wall_ms"]
     print(f"two vs one: {speedup}x; HTTP overhead {extra} ms per call", file=sys.stderr)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -22,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
+import harness  # benchmarks/, on the path when this script runs
 from summarize import verdict  # benchmarks/, on the path when this script runs
 
 from simworld.sweeps.driver import SweepResult, run_sweep
@@ -39,7 +38,6 @@ SEEDS = "0-7"
 GRID = {"protocol.memory_window": [4, 8]}  # 2 grid points x 8 seeds = 16 runs
 TARGET_SPEEDUP = 1.8
 TARGET_RAY_OVERHEAD = 1.2
-LIKERT = ["Strongly disagree", "Disagree", "Neutral", "Agree", "Strongly agree"]
 
 
 def scenario_file(folder: Path) -> Path:
@@ -48,24 +46,14 @@ def scenario_file(folder: Path) -> Path:
     Each step is 18 speaking turns in sequence, so a run is latency-bound (about 3 s of
     waiting at 50 ms per call) rather than CPU-bound, like a run against a remote model.
     """
-    data = {
-        "name": "bench_sweep",
-        "seed": 0,
-        "population": {"library": str(LIBRARY), "size": AGENTS},
-        "network": {"generator": "complete"},
-        "topics": [
-            {
-                "id": "remote_work",
-                "statement": "Companies should let employees work from home as much as they want.",
-                "scale": {"type": "likert", "labels": LIKERT},
-            }
-        ],
-        "protocol": {"steps": STEPS, "mode": "group", "group_size": AGENTS, "rounds": ROUNDS},
-        "llm": {"model": f"fake/default?latency_ms={LATENCY_MS}", "concurrency": 16},
-    }
-    path = folder / "bench_sweep.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
-    return path
+    return harness.one_topic_scenario(
+        folder / "bench_sweep.yaml",
+        name="bench_sweep",
+        library=LIBRARY,
+        agents=AGENTS,
+        protocol={"steps": STEPS, "mode": "group", "group_size": AGENTS, "rounds": ROUNDS},
+        llm={"model": f"fake/default?latency_ms={LATENCY_MS}", "concurrency": 16},
+    )
 
 
 def warm_disk_cache() -> None:
@@ -171,7 +159,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     if args.summary_only:
-        SUMMARY.write_text(summary(json.loads(RESULTS.read_text())))
+        SUMMARY.write_text(summary(harness.read_result(RESULTS)))
         return
     warm_disk_cache()
     load_before = os.getloadavg()
@@ -203,13 +191,7 @@ def main() -> None:
     speedup = runs["local_1"]["wall_s"] / runs["local_2"]["wall_s"]
     warm = [runs[k]["wall_s"] - runs[k]["startup_s"] for k in ("local_1", "local_2")]
     result: dict[str, Any] = {
-        "machine": {
-            "python": platform.python_version(),
-            "cpu": platform.machine(),
-            "cpus": os.cpu_count(),
-            "loadavg_before": [round(x, 2) for x in load_before],
-            "loadavg_after": [round(x, 2) for x in os.getloadavg()],
-        },
+        "machine": harness.machine(load_before),
         "sweep": {
             "runs": runs["local_1"]["runs"],
             "grid": GRID,
@@ -231,8 +213,7 @@ def main() -> None:
         result["ray_overhead_with_init"] = round(runs["ray_2_with_init"]["wall_s"] / local, 3)
         result["ray_overhead_running"] = round(runs["ray_2_running"]["wall_s"] / local, 3)
         result["target_ray_overhead"] = TARGET_RAY_OVERHEAD
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    harness.write_result(RESULTS, result)
     SUMMARY.write_text(summary(result))
     print(json.dumps(result, indent=2))
 

@@ -26,6 +26,8 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
+import harness  # benchmarks/, on the path when this script runs
+
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_main_job import host, loadavg
 
@@ -110,8 +112,7 @@ def main() -> None:
     # pytest exits 5 when a session selects no test (a selection without slow tests)
     failed = {k: p["exit_code"] for k, p in phases.items() if p["exit_code"] not in (0, 5)}
     result["passed"] = not failed
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    harness.write_result(args.out, result)
     print(json.dumps({k: v for k, v in result.items() if k != "slowest"}, indent=2))
     if failed:
         raise SystemExit(f"failed phases: {failed}; the README's timings are left as they are")

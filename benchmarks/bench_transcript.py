@@ -11,7 +11,6 @@ twice: writing ``to`` compactly (``{"neighbours_of": ...}``, what runs write) an
 
 from __future__ import annotations
 
-import argparse
 import json
 import platform
 import sys
@@ -24,6 +23,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 
+import harness  # benchmarks/, on the path when this script runs
 import matplotlib.pyplot as plt
 
 from simworld.config.scenario import resolve_scenario
@@ -119,9 +119,7 @@ def render(result: dict[str, Any]) -> None:
     ax.set_title(f"Transcript bytes per agent, {result['steps']} steps")
     ax.set_ylim(bottom=0)
     ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
-    FIGURE.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(FIGURE, dpi=100, bbox_inches="tight", metadata={"Software": None})
-    plt.close(fig)
+    harness.save_figure(fig, FIGURE)
     table = "\n".join(
         f"| {r['agents']} | {r['compact']['messages']} | {r['explicit']['bytes'] / MB:.2f} | "
         f"{r['compact']['bytes'] / MB:.2f} | {r['explicit']['message_bytes'] / MB:.2f} | "
@@ -160,15 +158,7 @@ Python {result["python"]}.
 
 def main() -> None:
     """Measure (unless ``--render-only``), write the result file, render the page."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--render-only", action="store_true", help="re-render from the file")
-    args = parser.parse_args()
-    if not args.render_only:
-        result = measure()
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    render(json.loads(RESULTS.read_text(encoding="utf-8")))
-    print(RESULTS.read_text(encoding="utf-8"))
+    harness.main(__doc__.splitlines()[0], RESULTS, measure, render)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,79 @@
+"""The benchmarks' shared command (``benchmarks/harness.py``): the page comes from the file."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from simworld.config.scenario import load_scenario
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _harness():
+    spec = importlib.util.spec_from_file_location("harness", ROOT / "benchmarks" / "harness.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+harness = _harness()
+
+
+def _run(monkeypatch, results: Path, measured: dict[str, Any], *argv: str) -> list[Any]:
+    rendered: list[Any] = []
+    monkeypatch.setattr(sys, "argv", ["bench_x.py", *argv])
+    harness.main("x", results, lambda: measured, rendered.append)
+    return rendered
+
+
+def test_the_page_is_rendered_from_the_written_file(monkeypatch, tmp_path, capsys):
+    results = tmp_path / "results" / "x.json"
+    rendered = _run(monkeypatch, results, {"load": (0.5, 1.0), "n": 3})
+    text = results.read_text(encoding="utf-8")
+    assert text == json.dumps({"load": [0.5, 1.0], "n": 3}, indent=2) + "\n"
+    # what the file holds (a list), not the measured tuple
+    assert rendered == [{"load": [0.5, 1.0], "n": 3}]
+    assert capsys.readouterr().out == text + "\n"
+
+
+def test_render_only_does_not_measure(monkeypatch, tmp_path):
+    results = tmp_path / "x.json"
+    harness.write_result(results, {"n": 1})
+
+    def measure() -> dict[str, Any]:
+        raise AssertionError("measured")
+
+    rendered: list[Any] = []
+    monkeypatch.setattr(sys, "argv", ["bench_x.py", "--render-only"])
+    harness.main("x", results, measure, rendered.append)
+    assert rendered == [{"n": 1}]
+    assert harness.read_result(results) == {"n": 1}
+
+
+def test_render_only_without_a_file_fails(monkeypatch, tmp_path):
+    with pytest.raises(FileNotFoundError):
+        _run(monkeypatch, tmp_path / "missing.json", {"n": 1}, "--render-only")
+
+
+def test_the_scenario_is_one_topic_on_a_complete_graph(tmp_path):
+    path = harness.one_topic_scenario(
+        tmp_path / "s.yaml",
+        name="b",
+        library=ROOT / "agents" / "global_panel.yaml",
+        agents=4,
+        protocol={"steps": 2, "mode": "broadcast"},
+        llm={"model": "fake/default"},
+    )
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    assert list(data) == ["name", "seed", "population", "network", "topics", "protocol", "llm"]
+    assert data["population"]["size"] == 4 and data["network"] == {"generator": "complete"}
+    assert [t["id"] for t in data["topics"]] == ["remote_work"]
+    assert data["protocol"] == {"steps": 2, "mode": "broadcast"}
+    assert load_scenario(path).population.size == 4  # a valid scenario

@@ -15,7 +15,7 @@ from simworld.cli import main
 from simworld.config.scenario import load_scenario
 from simworld.errors import ConfigError
 from simworld.runs.run import run_scenario
-from simworld.trackers.tracker_set import analyze_run
+from simworld.trackers.tracker_set import analyze_run, load_tracker
 
 TRACKER = """
 class Talkers:
@@ -75,3 +75,21 @@ def test_a_broken_tracker_file_is_a_config_error(make_scenario: Callable[..., Pa
     (path.parent / "plugins" / "talkers.py").write_text("def broken(:\n", encoding="utf-8")
     with pytest.raises(ConfigError, match=r"trackers\.extra"):
         run_scenario(path, out_dir=path.parent / "x" / "run")
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("plugins/talkers.py:Nobody", r"trackers\.extra: .*no Nobody in"),
+        ("plugins/talkers.py:TRACKED", r"trackers\.extra: .*no class TRACKED in"),
+        ("no_such_module_xyz:Talkers", r"trackers\.extra: .*cannot import no_such_module_xyz"),
+        ("plugins/talkers.py:Talkers", r"trackers\.extra: .*needs observe\(event\) and rows\(\)"),
+    ],
+)
+def test_a_bad_tracker_class_is_a_config_error(tmp_path: Path, spec: str, message: str) -> None:
+    (tmp_path / "plugins").mkdir()
+    body = "TRACKED = 1\n\nclass Talkers:\n    pass\n"
+    (tmp_path / "plugins" / "talkers.py").write_text(body, encoding="utf-8")
+    spec = spec.replace("plugins/", f"{tmp_path}/plugins/")
+    with pytest.raises(ConfigError, match=message):
+        load_tracker(spec, context=None)  # type: ignore[arg-type]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import json
 import re
@@ -19,7 +18,7 @@ import pyarrow as pa
 from simworld.config.scenario import Scenario
 from simworld.errors import ConfigError
 from simworld.runs.writer import atomic_write_bytes, mask_table, parquet_bytes
-from simworld.support.plugins import import_file as _import_file
+from simworld.support.plugins import import_object, snake_case
 from simworld.support.recipients import Recipients, UnresolvedRecipients
 from simworld.support.rundir import TRACKERS_DIR, TRANSCRIPT, read_manifest
 from simworld.trackers.base import (
@@ -82,10 +81,6 @@ AGENT_REPORTERS = ("abs_drift", "path_length", "flips", "anchored_distance")
 """Agent reporters per topic (``<measure>:<topic>``), from the drift frame (§2)."""
 
 
-def _snake(name: str) -> str:
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
-
-
 def load_tracker(spec: str, context: RunContext) -> Tracker:
     """Build an extra tracker from ``package.module:ClassName`` or ``/abs/file.py:ClassName``
     (importlib; never eval; a scenario's relative file paths are made absolute when it is
@@ -99,16 +94,7 @@ def load_tracker(spec: str, context: RunContext) -> Tracker:
     """
     module_name, _, class_name = spec.rpartition(":")
     field = "trackers.extra"
-    try:
-        if module_name.endswith(".py"):
-            module = _import_file(module_name)
-        else:
-            module = importlib.import_module(module_name)
-    except (ImportError, OSError, SyntaxError) as exc:
-        raise ConfigError(
-            "<scenario>", field, f"{spec}: cannot import {module_name}: {exc}"
-        ) from exc
-    cls: Any = getattr(module, class_name, None)
+    cls: Any = import_object(spec, source="<scenario>", field=field)
     if not inspect.isclass(cls):
         raise ConfigError("<scenario>", field, f"{spec}: no class {class_name} in {module_name}")
     params: Mapping[str, inspect.Parameter]
@@ -125,7 +111,7 @@ def load_tracker(spec: str, context: RunContext) -> Tracker:
 
 def frame_name(tracker: Tracker) -> str:
     """The tracker's frame name: its ``name`` attribute, else its class name in snake case."""
-    name = getattr(tracker, "name", "") or _snake(type(tracker).__name__)
+    name = getattr(tracker, "name", "") or snake_case(type(tracker).__name__)
     if not FRAME_NAME.match(name):
         raise ConfigError("<scenario>", "trackers.extra", f"bad tracker name {name!r}")
     return name

@@ -6,34 +6,7 @@ The table functions are importable from here too (``simworld.analysis.asch_level
 live in :mod:`simworld.analysis.tables`.
 """
 
-from simworld.analysis.tables import (
-    RATE_MEASURES,
-    Run,
-    asch_levels,
-    belief_curves,
-    confidence_interval,
-    conformity_rates,
-    frames,
-    inconstancy_by_diversity,
-    personality_change,
-    population_over_time,
-    run_rates,
-    runs,
-    trajectories,
-)
+from simworld.analysis import tables
+from simworld.analysis.tables import *  # noqa: F403  (the names of tables.__all__)
 
-__all__ = [
-    "RATE_MEASURES",
-    "Run",
-    "asch_levels",
-    "belief_curves",
-    "confidence_interval",
-    "conformity_rates",
-    "frames",
-    "inconstancy_by_diversity",
-    "personality_change",
-    "population_over_time",
-    "run_rates",
-    "runs",
-    "trajectories",
-]
+__all__ = list(tables.__all__)

@@ -30,34 +30,32 @@ stops at once (``failed``) instead of recording them call after call."""
 _MISSING_CREDENTIALS = ("missing credentials", "api_key client option must be set")
 
 
+_KINDS: tuple[tuple[type[BaseException] | tuple[type[BaseException], ...], str], ...] = (
+    (litellm.RateLimitError, "rate_limit"),
+    ((litellm.Timeout, asyncio.TimeoutError), "timeout"),
+    (litellm.APIConnectionError, "connection"),
+    ((litellm.ServiceUnavailableError, litellm.InternalServerError), "server"),
+    (litellm.AuthenticationError, "auth"),
+    (litellm.PermissionDeniedError, "permission"),
+    (litellm.NotFoundError, "not_found"),
+    (litellm.UnsupportedParamsError, "unsupported_params"),
+    (litellm.ContextWindowExceededError, "context_window"),
+    (litellm.ContentPolicyViolationError, "content_policy"),
+    (litellm.BadRequestError, "bad_request"),
+)
+"""litellm's exceptions and their kind, tried in this order: the first match wins, so a
+subclass comes before its base (a context window or content policy error is a bad request)."""
+
+
 def error_kind(exc: BaseException) -> str:
     """A short, stable name for an exception raised by a model call."""
     if isinstance(exc, RemoteModelError):
         return exc.kind
     if _missing_credentials(exc):
         return "auth"
-    if isinstance(exc, litellm.RateLimitError):
-        return "rate_limit"
-    if isinstance(exc, litellm.Timeout | asyncio.TimeoutError):
-        return "timeout"
-    if isinstance(exc, litellm.APIConnectionError):
-        return "connection"
-    if isinstance(exc, litellm.ServiceUnavailableError | litellm.InternalServerError):
-        return "server"
-    if isinstance(exc, litellm.AuthenticationError):
-        return "auth"
-    if isinstance(exc, litellm.PermissionDeniedError):
-        return "permission"
-    if isinstance(exc, litellm.NotFoundError):
-        return "not_found"
-    if isinstance(exc, litellm.UnsupportedParamsError):
-        return "unsupported_params"
-    if isinstance(exc, litellm.ContextWindowExceededError):
-        return "context_window"
-    if isinstance(exc, litellm.ContentPolicyViolationError):
-        return "content_policy"
-    if isinstance(exc, litellm.BadRequestError):
-        return "bad_request"
+    for types, kind in _KINDS:
+        if isinstance(exc, types):
+            return kind
     return type(exc).__name__
 
 

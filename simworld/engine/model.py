@@ -546,20 +546,10 @@ class SocialSimulation(mesa.Model):
             record.events.append(message)
             if isinstance(outcome, CallOutcome) and speaker.speech_schema(topic) is not None:
                 record.events.append(stance_event(message, topic, outcome))
-            speaker.remember(
-                step=step,
-                kind="own_message",
-                speaker=speaker.name,
-                topic=topic.id,
-                text=text,
-            )
-            for listener in turn.listeners:
-                listener.remember(
-                    step=step,
-                    kind="observation",
-                    speaker=speaker.name,
-                    topic=topic.id,
-                    text=text,
+            heard = [(listener, "observation") for listener in turn.listeners]
+            for agent, kind in [(speaker, "own_message"), *heard]:
+                agent.remember(
+                    step=step, kind=kind, speaker=speaker.name, topic=topic.id, text=text
                 )
 
     def _follow(self, record: StepRecord) -> None:

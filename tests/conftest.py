@@ -69,6 +69,19 @@ def deep_update(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]
     return out
 
 
+def finished_run(
+    changes: dict[str, Any], scenario: Path, run_dir: Path, cache_path: Path | None = None
+) -> Path:
+    """Write the tiny base scenario with dotted-key ``changes`` to ``scenario``, run it into
+    ``run_dir`` (it must complete) and return ``run_dir``."""
+    from simworld.runs.run import run_scenario
+
+    data = deep_update(BASE_SCENARIO, changes)
+    scenario.write_text(yaml.safe_dump(data), encoding="utf-8")
+    assert run_scenario(scenario, out_dir=run_dir, cache_path=cache_path).status == "completed"
+    return run_dir
+
+
 @pytest.fixture
 def make_scenario(tmp_path: Path) -> Callable[..., Path]:
     """Write a scenario YAML (the tiny base with dotted-key changes) and return its path."""

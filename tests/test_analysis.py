@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
-from conftest import BASE_SCENARIO, deep_update
+from conftest import finished_run
 
 from simworld.analysis.tables import (
     Run,
@@ -36,16 +35,13 @@ def runs(tmp_path_factory) -> list[Path]:
     out = []
     for c, instruction in enumerate(CONDITIONS):
         for seed in (1, 2):
-            data = deep_update(
-                BASE_SCENARIO,
+            run = finished_run(
                 {"seed": seed, "protocol.mode": "group", "protocol.group_size": 4,
                  "protocol.rounds": 1, "protocol.steps": 2, "protocol.instruction": instruction,
                  "network": {"generator": "complete"}, "llm.cache": "off"},
+                root / f"c{c}s{seed}.yaml",
+                root / f"run-c{c}-s{seed}",
             )  # fmt: skip
-            path = root / f"c{c}s{seed}.yaml"
-            path.write_text(yaml.safe_dump(data), encoding="utf-8")
-            run = root / f"run-c{c}-s{seed}"
-            assert run_scenario(path, out_dir=run).status == "completed"
             out.append(run)
     return out
 

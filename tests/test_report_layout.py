@@ -14,6 +14,7 @@ import yaml
 from simworld.analysis.report import build_report, report_figures
 from simworld.analysis.tables import Run
 from simworld.runs.run import run_scenario
+from simworld.runs.tables import run_agents
 
 DESCRIPTION = """\
 description: >
@@ -79,7 +80,8 @@ def test_network_names_do_not_overlap(thirty: Path, tmp_path: Path) -> None:
 
 
 def test_names_fit_with_room_to_spare(make_scenario: Callable[..., Path], tmp_path: Path) -> None:
-    """Eight agents in two blocks: every one named (nothing left out)."""
+    """Eight agents in two blocks: the blocks outlined and named, every agent named (nothing
+    left out), node sizes by degree."""
     path = make_scenario(
         {"protocol.steps": 1,
          "network": {"generator": "stochastic_block", "p_in": 0.9, "p_out": 0.05,
@@ -90,8 +92,13 @@ def test_names_fit_with_room_to_spare(make_scenario: Callable[..., Path], tmp_pa
     figures = report_figures(Run(run))
     try:
         ax = figures["network_remote_work"].axes[0]
-        names = [t for t in ax.texts if not t.get_text().startswith("block")]
-        assert len(names) == 8 and "left out" not in ax.get_xlabel()
+        texts = [t.get_text() for t in ax.texts]
+        assert {"block 0", "block 1"} <= set(texts)
+        names = [t for t in texts if not t.startswith("block")]
+        agents = run_agents(run)
+        assert len(names) == len(agents) == 8 and "left out" not in ax.get_xlabel()
+        sizes = ax.collections[-1].get_sizes()
+        assert len(set(sizes)) > 1 or agents["degree"].nunique() == 1
     finally:
         for figure in figures.values():
             plt.close(figure)

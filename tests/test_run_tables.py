@@ -18,21 +18,16 @@ from simworld.runs.writer import OPINION_SCHEMA, option_probs, parquet_bytes
 @pytest.fixture(scope="module")
 def run(tmp_path_factory) -> Path:
     """A stochastic-block run (two nationality blocks) with a Likert and a choice topic."""
-    import yaml
-    from conftest import BASE_SCENARIO, deep_update
+    from conftest import finished_run
 
     root = tmp_path_factory.mktemp("tables")
-    data = deep_update(
-        BASE_SCENARIO,
+    return finished_run(
         {"network": {"generator": "stochastic_block", "p_in": 0.9, "p_out": 0.1,
                      "group_by": "nationality"},
          "protocol.steps": 2, "llm.cache": "off"},
+        root / "s.yaml",
+        root / "run",
     )  # fmt: skip
-    path = root / "s.yaml"
-    path.write_text(yaml.safe_dump(data), encoding="utf-8")
-    run_dir = root / "run"
-    assert run_scenario(path, out_dir=run_dir).status == "completed"
-    return run_dir
 
 
 def test_agents_and_edges_join_the_other_tables(run):

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import copy
+import importlib.util
 import os
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -67,6 +69,15 @@ def deep_update(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]
             node = node.setdefault(part, {})
         node[parts[-1]] = value
     return out
+
+
+def benchmark_module(name: str) -> ModuleType:
+    """The script ``benchmarks/NAME.py`` imported by its path (``benchmarks/`` is no package)."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def finished_run(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -10,20 +9,13 @@ from typing import Any
 
 import pytest
 import yaml
+from conftest import benchmark_module
 
 from simworld.config.scenario import load_scenario
 
 ROOT = Path(__file__).resolve().parents[1]
 
-
-def _harness():
-    spec = importlib.util.spec_from_file_location("harness", ROOT / "benchmarks" / "harness.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-harness = _harness()
+harness = benchmark_module("harness")
 
 
 def _run(monkeypatch, results: Path, measured: dict[str, Any], *argv: str) -> list[Any]:

@@ -2,23 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
+from conftest import benchmark_module
 
 ROOT = Path(__file__).resolve().parents[1]
 
-
-def _timings():
-    spec = importlib.util.spec_from_file_location("timings", ROOT / "benchmarks" / "timings.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-timings = _timings()
+timings = benchmark_module("timings")
 
 
 def test_the_readme_quotes_the_result_files():

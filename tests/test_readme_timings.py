@@ -78,3 +78,10 @@ def test_the_pages_are_written_from_the_result_files(result, page, render):
     if result.is_file():
         data = json.loads(result.read_text(encoding="utf-8"))
         assert page.read_text(encoding="utf-8") == render(data)
+
+
+def test_the_main_job_sides_are_labelled_as_the_script_labels_them():
+    # "default" is the default model string (the serial engine), "serial" its explicit batch=1
+    runs = json.loads(timings.MAIN_JOB.read_text(encoding="utf-8"))["runs"]
+    assert runs and set(runs) <= {"default", "serial"}
+    assert "default" not in runs or "?" not in runs["default"]["model"]

@@ -14,7 +14,10 @@ stance calls), fake provider at 100 ms, concurrency 64; the ideal step is
 ``ceil(agents / 64) × 0.1 s``. Paths: ``default`` (``auto``), ``in_process`` (``0``) and
 ``workers`` (``min(cores, 4)`` workers started from the plan whatever its size). Sizes and
 paths are run in turn, twice, so that every path sees the same machine load; the load average
-and a core-speed probe are recorded, because the host is shared.
+and a core-speed probe are recorded, because the host is shared. So is the CPU the steps
+took, in this process (``steps_cpu_s``) and in each LLM worker process (``workers_cpu_s``, read
+from ``/proc``): on a shared or small host the workers path is bound by its workers' CPU per
+call, which the parent's own CPU does not show.
 
 Run: ``.venv/bin/python benchmarks/bench_plan.py`` (writes ``benchmarks/results/plan.json``;
 ``benchmarks/summarize.py`` then writes its section of ``docs/benchmarks.md``).
@@ -46,6 +49,12 @@ TARGETS = {100: 1.3, 1000: 1.15}
 CHILD_TIMEOUT_S = 600
 
 
+def process_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) process ``pid`` has used so far (Linux ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def measure_one(agents: int) -> dict[str, Any]:
     """In this (fresh) process: build, prepare and step a simulation of ``agents`` agents."""
     sys.path.insert(0, str(Path(__file__).parent))
@@ -66,13 +75,17 @@ def measure_one(agents: int) -> dict[str, Any]:
     started = time.perf_counter()
     sim.prepare()
     prepare_s = time.perf_counter() - started
-    steps = []
+    pool = shared_pool(policy.workers) if policy.workers else None
+    pids = pool.pids if pool is not None and pool.started else []
+    workers_cpu0 = [process_cpu_s(pid) for pid in pids]
+    steps_cpu0, steps = time.process_time(), []
     for _ in range(STEPS):
         started = time.perf_counter()
         sim.step()
         steps.append(time.perf_counter() - started)
+    steps_cpu_s = time.process_time() - steps_cpu0
+    workers_cpu_s = [process_cpu_s(p) - c for p, c in zip(pids, workers_cpu0, strict=True)]
     sim.close()
-    pool = shared_pool(policy.workers) if policy.workers else None
     return {
         "agents": agents,
         "planned_calls_per_step": planned_calls_per_step(sc),
@@ -82,6 +95,8 @@ def measure_one(agents: int) -> dict[str, Any]:
         "prepare_s": prepare_s,
         "step_s": steps,
         "cpu_s": time.process_time() - cpu0,
+        "steps_cpu_s": steps_cpu_s,
+        "workers_cpu_s": workers_cpu_s,
         "core_speed_s": speed,
         "loadavg": os.getloadavg()[0],
     }

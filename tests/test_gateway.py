@@ -221,3 +221,48 @@ def test_cached_prompt_tokens_are_read_from_the_usage():
     assert cached_prompt_tokens({"prompt_tokens_details": {"cached_tokens": 3}}) == 3
     assert cached_prompt_tokens(litellm.Usage(prompt_tokens=10, completion_tokens=1)) == 0
     assert cached_prompt_tokens(None) == 0
+
+
+SECRET = "s3cr3t-value-of-a-credential"
+
+
+def test_masking_covers_every_recorded_string_as_a_deep_redaction_does() -> None:
+    """The gateway masks only values (field names are its own), with the same result as
+    masking the whole record: a secret in any recorded text, nested or not, is masked."""
+    from simworld.llm.gateway import CallOutcome
+    from simworld.support.redact import MASK, Redactor
+
+    redactor = Redactor([SECRET])
+    gw = Gateway(Scripted([]), config=LLMConfig(cache="off"), cache=None, redactor=redactor)
+    outcome = CallOutcome(
+        "ab" * 32,
+        CallIdentity(seed=1, agent=f"agent-{SECRET}", step=2, purpose="post", index=3),
+        f"test/{SECRET}",
+        "ok",
+        f"says {SECRET}",
+        {"answer": 1, "why": [f"because {SECRET}"], SECRET: 2},
+        2,
+        [{"attempt": 0, "kind": "invalid_output", "message": "m", "text": SECRET}],
+        10,
+        2,
+        0.5,
+        {"option_probs": {SECRET: 1.0}},
+    )
+    record = outcome.record()
+    masked = gw._mask(record)
+    assert masked == redactor.deep(record)
+    assert SECRET not in json.dumps(masked) and MASK in json.dumps(masked)
+    assert record["text"] == f"says {SECRET}"  # the outcome's own record is left as it was
+
+
+def test_an_answer_holding_a_secret_is_recorded_masked() -> None:
+    from simworld.support.redact import MASK, Redactor
+
+    gw = Gateway(
+        Scripted([f"here is {SECRET}"]),
+        config=LLMConfig(cache="off", backoff_base_s=0.0),
+        cache=None,
+        redactor=Redactor([SECRET]),
+    )
+    outcome = run(gw.call(request()))
+    assert outcome.ok and outcome.text == f"here is {MASK}"

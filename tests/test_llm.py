@@ -88,8 +88,42 @@ def test_settings_are_applied_on_import() -> None:
 
 def test_configure_is_idempotent() -> None:
     before = getattr(litellm.utils, llm.SUCCESS_LOGGING_DISPATCH)
+    diagnosis = getattr(litellm_logging.Logging, llm.ZERO_COST_DIAGNOSTIC)
     configure_litellm()
     assert getattr(litellm.utils, llm.SUCCESS_LOGGING_DISPATCH) is before
+    assert getattr(litellm_logging.Logging, llm.ZERO_COST_DIAGNOSTIC) is diagnosis
+    assert getattr(diagnosis, llm._SKIPS_UNOBSERVED, False)
+
+
+@pytest.fixture
+def zero_cost_findings(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts litellm's zero-cost diagnoses (the pricing look-up behind each)."""
+    calls: list[int] = []
+    original = litellm_logging.Logging._zero_cost_finding
+
+    def spy(self: Any, *args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(litellm_logging.Logging, "_zero_cost_finding", spy)
+    return calls
+
+
+def test_no_zero_cost_diagnosis_runs_per_call_unobserved(
+    zero_cost_findings: list[int], fresh_callback_lists: None
+) -> None:
+    model = LiteLLMModel(workers=0)
+    asyncio.run(complete_then_settle(model, request()))
+    assert zero_cost_findings == []
+
+
+def test_a_registered_callback_gets_the_zero_cost_diagnosis(
+    zero_cost_findings: list[int], fresh_callback_lists: None
+) -> None:
+    litellm.callbacks = [Recorder()]
+    model = LiteLLMModel(workers=0)
+    asyncio.run(complete_then_settle(model, request()))
+    assert zero_cost_findings  # the fake costs nothing: litellm diagnoses it, as unwrapped
 
 
 def test_no_success_logging_runs_per_call(

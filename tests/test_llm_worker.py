@@ -10,8 +10,10 @@ import subprocess
 import sys
 import threading
 from functools import partial
+from typing import Any
 
 import litellm
+import pytest
 from test_llm_workers import request
 
 from simworld.llm.gateway import error_kind, is_transient
@@ -100,6 +102,32 @@ def test_in_place_executor_recognises_litellms_call_set_up() -> None:
 
     asyncio.run(one_call())
     assert seen and all(seen)  # else litellm changed how it submits its set-up
+
+
+def test_a_simulation_sets_its_litellm_calls_up_in_place(
+    make_scenario: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A simulation's event loop runs litellm's call set-up in its own thread, as a worker
+    does (no hop to a thread per call), and other executor work in threads."""
+    import simworld.engine.model as engine_model
+    from simworld import SocialSimulation
+
+    submitted: list[bool] = []
+
+    class Spy(InPlaceExecutor):
+        def submit(self, fn, /, *args, **kwargs):  # type: ignore[no-untyped-def]
+            submitted.append(self.runs_in_place(fn, *args))
+            return super().submit(fn, *args, **kwargs)
+
+    monkeypatch.setenv("SIMWORLD_LLM_WORKERS", "0")
+    monkeypatch.setattr(
+        engine_model, "in_place_executor", lambda: Spy(in_place=(litellm.main.completion,))
+    )
+    with SocialSimulation.from_scenario(make_scenario(), {"protocol.steps": 1}) as sim:
+        sim.step()
+        pooled = sim._loop.run_until_complete(sim._loop.run_in_executor(None, threading.get_ident))
+    assert sum(submitted) >= 8  # one set-up per model call of the step, run in place
+    assert pooled != threading.get_ident()
 
 
 def test_arrival_queue_starts_calls_in_order_one_per_loop_turn() -> None:

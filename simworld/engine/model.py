@@ -27,7 +27,7 @@ from simworld.engine.record import Job, StepRecord
 from simworld.errors import ConfigError
 from simworld.llm.cache import ResponseCache
 from simworld.llm.gateway import CallOutcome, Gateway
-from simworld.llm.litellm_backend import LiteLLMModel
+from simworld.llm.litellm_backend import LiteLLMModel, in_place_executor
 from simworld.llm.logprobs import expected_value
 from simworld.llm.providers.registry import check_model
 from simworld.llm.types import LanguageModel
@@ -111,6 +111,8 @@ class SocialSimulation(mesa.Model):
         """Stance and judge calls :meth:`discuss` announced in the current step."""
         self.stopped_reason: RunStatus | None = None
         self._loop = asyncio.new_event_loop()
+        # litellm sets each call up in the loop's default executor: in place, not in a thread
+        self._loop.set_default_executor(in_place_executor())
         self._started = False
         self.recipients = Recipients()
         """The network as the transcript records it: who a message's ``to`` names."""

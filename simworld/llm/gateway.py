@@ -114,6 +114,8 @@ _RUNTIME = (
 )
 _RECORDED = tuple(f.name for f in fields(CallOutcome) if f.name not in _RUNTIME)
 _IDENTITY = tuple(f.name for f in fields(CallIdentity))
+_MASKED = ("model", "text", "parsed", "errors", "extra")
+"""The recorded fields besides ``identity`` that can hold text (:meth:`Gateway._mask`)."""
 
 
 @dataclass
@@ -317,7 +319,7 @@ class Gateway:
         latency = time.perf_counter() - started
         cached_tokens = outcome.cached_prompt_tokens
         record = outcome.record()
-        masked = self._redactor.deep(record)
+        masked = self._mask(record)
         if masked != record:  # the run goes on with what is recorded, so replay matches it
             outcome = CallOutcome.from_record(masked, cached=False)
         outcome.latency_s = latency
@@ -334,6 +336,21 @@ class Gateway:
         if self._cache is not None:
             self._cache.put(key, self._redactor.text(request.model), masked, replace=retrying)
         return outcome
+
+    def _mask(self, record: dict[str, Any]) -> dict[str, Any]:
+        """``record`` (:meth:`CallOutcome.record`) with every credential masked: in each string
+        value, nested ones included (:meth:`Redactor.deep`).
+
+        Only values are looked at, and only those that can hold text: the field names are
+        simworld's own, and the key (a hex digest), the status and the counts cannot.
+        """
+        out = dict(record)
+        deep = self._redactor.deep
+        for name in _MASKED:
+            out[name] = deep(record[name])
+        identity = record["identity"]
+        out["identity"] = {name: deep(value) for name, value in identity.items()}
+        return out
 
     def _count(self, outcome: CallOutcome) -> None:
         """Add a finished call to the run's totals and to the progress of its step."""

@@ -6,8 +6,12 @@ re-exported here for callers that reach them through the backend.
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextvars
+import functools
 import logging
 import time
+from collections.abc import Callable, Collection
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
@@ -46,6 +50,10 @@ FAILURE_INJECTING_PROVIDERS = ("fake/",)
 # logging payload and recomputes the cost for whatever callbacks are registered.
 SUCCESS_LOGGING_DISPATCH = "_dispatch_success_logging"
 _SKIPS_UNOBSERVED = "_simworld_skips_unobserved"
+# litellm's per-call diagnosis of a zero cost (``Logging._record_zero_cost_diagnostic``): it
+# looks the model's pricing up again for every call that cost nothing (every call to simworld's
+# own free providers) and stores its finding for the callbacks' logging payload.
+ZERO_COST_DIAGNOSTIC = "_record_zero_cost_diagnostic"
 # litellm's global callback lists (anything registered there observes every call).
 CALLBACK_LISTS = (
     "callbacks",
@@ -122,6 +130,37 @@ def _skip_unobserved_success_logging() -> bool:
     return True
 
 
+def _skip_unobserved_zero_cost_diagnostic() -> bool:
+    """Make litellm skip its zero-cost diagnosis for calls no callback listens to.
+
+    litellm 1.106 diagnoses every call that cost nothing: it looks the model's pricing up
+    again (about 0.3 ms of CPU per call of the fake or embedded model) to store a finding
+    that only the standard logging payload of its callbacks reads. The method is wrapped so
+    that it runs unchanged as soon as any success callback is registered (as
+    :func:`_skip_unobserved_success_logging`).
+
+    Returns:
+        Whether the fast path is in place (``False`` when this litellm lacks the method).
+    """
+    from litellm.litellm_core_utils.litellm_logging import Logging
+
+    record = getattr(Logging, ZERO_COST_DIAGNOSTIC, None)
+    if record is None:
+        log.warning("litellm %s: the zero-cost diagnosis cannot be skipped", litellm_version())
+        return False
+    if getattr(record, _SKIPS_UNOBSERVED, False):
+        return True
+
+    @functools.wraps(record)
+    def record_when_observed(self: Any, *args: Any, **kwargs: Any) -> None:
+        if success_callbacks_registered(self):
+            record(self, *args, **kwargs)
+
+    setattr(record_when_observed, _SKIPS_UNOBSERVED, True)
+    setattr(Logging, ZERO_COST_DIAGNOSTIC, record_when_observed)
+    return True
+
+
 def litellm_version() -> str:
     """The installed litellm's version."""
     from importlib.metadata import version
@@ -138,10 +177,13 @@ def configure_litellm() -> None:
 
     - ``telemetry`` off and ``suppress_debug_info`` on: no network, no debug banners.
     - success logging only when a callback listens (:func:`_skip_unobserved_success_logging`).
+    - the zero-cost diagnosis only when a callback listens
+      (:func:`_skip_unobserved_zero_cost_diagnostic`).
     """
     litellm.telemetry = False
     litellm.suppress_debug_info = True
     _skip_unobserved_success_logging()
+    _skip_unobserved_zero_cost_diagnostic()
 
 
 configure_litellm()
@@ -177,6 +219,60 @@ def call_cost(
         model=model, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens
     )
     return float(prompt_cost + completion_cost)
+
+
+class InPlaceExecutor(concurrent.futures.ThreadPoolExecutor):
+    """A thread pool that runs some functions at once, in the submitting thread, instead.
+
+    litellm runs the synchronous half of every call (``litellm.main.completion``) in the
+    event loop's default executor. That half only sets the call up (with ``acompletion`` it
+    returns the coroutine that makes the request), so the hop to a thread and back only adds
+    a wait for the GIL and a thread switch, and splits a call's set-up in two. Everything
+    else (name resolution, ``asyncio.to_thread``) still goes to a thread, so blocking I/O
+    does not hold up the loop. See :func:`in_place_executor`.
+
+    Args:
+        in_place: The functions to run in place, recognised through ``functools.partial``
+            and ``contextvars.Context.run`` (how litellm submits them).
+    """
+
+    def __init__(self, *, in_place: Collection[Callable[..., Any]]) -> None:
+        super().__init__()
+        self._in_place = tuple(in_place)
+
+    def runs_in_place(self, fn: Callable[..., Any], /, *args: Any) -> bool:
+        """Whether :meth:`submit` runs ``fn(*args)`` in place."""
+        while True:
+            if isinstance(fn, functools.partial):
+                partial = fn
+                fn, args = partial.func, partial.args + args
+            elif isinstance(getattr(fn, "__self__", None), contextvars.Context) and args:
+                fn, args = args[0], args[1:]  # Context.run(f, ...)
+            else:  # by identity: a callable object need not be hashable
+                return any(fn is chosen for chosen in self._in_place)
+
+    def submit(
+        self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any
+    ) -> concurrent.futures.Future[Any]:
+        """Run ``fn(*args, **kwargs)`` in place or in a thread; the future holds the result."""
+        if not self.runs_in_place(fn, *args):
+            return super().submit(fn, *args, **kwargs)
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except Exception as exc:  # the caller receives it from the future, as from a thread
+            future.set_exception(exc)
+        return future
+
+
+def in_place_executor() -> InPlaceExecutor:
+    """The default executor for an event loop that makes litellm calls: litellm's call set-up
+    (``litellm.main.completion``) runs in place, anything else in a thread.
+
+    Set by the loops simworld owns: an LLM worker's (:mod:`simworld.llm.worker`) and a
+    simulation's (:class:`~simworld.engine.model.SocialSimulation`).
+    """
+    return InPlaceExecutor(in_place=(litellm.main.completion,))
 
 
 # Before a run's first step, a process that makes its calls itself sends this many calls to
@@ -451,6 +547,7 @@ __all__ = [
     "TOP_LOGPROBS",
     "CallIdentity",
     "Completion",
+    "InPlaceExecutor",
     "LLMRequest",
     "LanguageModel",
     "LiteLLMModel",
@@ -460,6 +557,7 @@ __all__ = [
     "call_cost",
     "canonical_json",
     "configure_litellm",
+    "in_place_executor",
     "json_schema",
     "sha256_hex",
 ]

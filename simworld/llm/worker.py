@@ -13,21 +13,20 @@ parent ``(READY,)`` once, then ``(RESULT, id, completion, error)``.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
-import contextvars
-import functools
 import pickle
 import signal
 import socket
 import sys
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 from typing import Any
 
-import litellm
 import openai
 
 from simworld.llm.errors import error_kind, is_transient, retry_after_s
-from simworld.llm.litellm_backend import LiteLLMModel
+from simworld.llm.litellm_backend import (
+    InPlaceExecutor as InPlaceExecutor,  # moved; kept importable
+)
+from simworld.llm.litellm_backend import LiteLLMModel, in_place_executor
 from simworld.llm.types import CallIdentity, Completion, LLMRequest, RemoteModelError
 from simworld.llm.worker_protocol import (
     CALL,
@@ -81,49 +80,6 @@ async def warm_up(model: LiteLLMModel) -> None:
     )
 
 
-class InPlaceExecutor(concurrent.futures.ThreadPoolExecutor):
-    """A thread pool that runs some functions at once, in the submitting thread, instead.
-
-    litellm runs the synchronous half of every call (``litellm.main.completion``) in the
-    event loop's default executor. In a worker, whose loop runs nothing but litellm, that hop
-    to a thread and back only adds a wait for the GIL, and splits a call's set-up in two.
-    Everything else (name resolution, ``asyncio.to_thread``) still goes to a thread, so
-    blocking I/O does not hold up the loop.
-
-    Args:
-        in_place: The functions to run in place, recognised through ``functools.partial``
-            and ``contextvars.Context.run`` (how litellm submits them).
-    """
-
-    def __init__(self, *, in_place: Collection[Callable[..., Any]]) -> None:
-        super().__init__()
-        self._in_place = tuple(in_place)
-
-    def runs_in_place(self, fn: Callable[..., Any], /, *args: Any) -> bool:
-        """Whether :meth:`submit` runs ``fn(*args)`` in place."""
-        while True:
-            if isinstance(fn, functools.partial):
-                partial = fn
-                fn, args = partial.func, partial.args + args
-            elif isinstance(getattr(fn, "__self__", None), contextvars.Context) and args:
-                fn, args = args[0], args[1:]  # Context.run(f, ...)
-            else:  # by identity: a callable object need not be hashable
-                return any(fn is chosen for chosen in self._in_place)
-
-    def submit(
-        self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any
-    ) -> concurrent.futures.Future[Any]:
-        """Run ``fn(*args, **kwargs)`` in place or in a thread; the future holds the result."""
-        if not self.runs_in_place(fn, *args):
-            return super().submit(fn, *args, **kwargs)
-        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
-        try:
-            future.set_result(fn(*args, **kwargs))
-        except Exception as exc:  # the caller receives it from the future, as from a thread
-            future.set_exception(exc)
-        return future
-
-
 class ArrivalQueue:
     """Starts calls in arrival order, one per turn of the running event loop.
 
@@ -168,8 +124,7 @@ async def serve(sock: socket.socket) -> None:
     first call of the burst reaches its provider after its own set-up, rather than after a
     share of everyone's, as when every call starts at once and their steps interleave.
     """
-    executor = InPlaceExecutor(in_place=(litellm.main.completion,))
-    asyncio.get_running_loop().set_default_executor(executor)
+    asyncio.get_running_loop().set_default_executor(in_place_executor())
     model = LiteLLMModel(workers=0)
     await warm_up(model)
     tune_gc()

@@ -204,7 +204,8 @@ concurrency {lat["concurrency"]}. Ideal step: ceil(1000/64) × 100 ms = {lat["id
 
 litellm spends {cpu["in_process"]["cpu_ms"]:.2f} ms of CPU per call in the process that makes it
 (zero-latency fake calls through the gateway, simworld's own work included): parameter
-mapping, a hop to a thread and back, response and cost bookkeeping. All of it ran on the
+mapping, response and cost bookkeeping (and, before the change below, a hop to a thread and
+back). All of it ran on the
 simulation's one event loop, so {lat["agents"]} calls per step kept that loop busy for about
 {cpu["in_process"]["cpu_ms"] * lat["agents"] / 1000:.1f} s of every {lat["ideal_step_s"]:.1f} s step, and the calls queued behind it. Three changes:
 
@@ -212,8 +213,11 @@ simulation's one event loop, so {lat["agents"]} calls per step kept that loop bu
   `simworld/llm/litellm_backend.py`. Besides telemetry and debug output off, litellm's per-call success
   logging (a task per call that rebuilds a standard logging payload and recomputes the cost)
   runs only when a litellm callback is registered; simworld registers none and
-  records every call itself (tests lock this in). The rest of litellm's per-call work has no
-  switch.
+  records every call itself (tests lock this in). So does litellm's per-call "zero-cost
+  diagnosis" (a second pricing lookup for calls that cost nothing, as the fake and embedded
+  models' do), and a simulation's event loop runs litellm's synchronous set-up of a call in
+  place instead of hopping to a thread and back, as the workers do. The rest of litellm's
+  per-call work (parameter mapping, provider lookups, response metadata) has no switch.
 - A large, fast run hands its calls to LLM worker processes (`simworld/llm/workers.py`, their
   side in `simworld/llm/worker.py`): each runs the same litellm backend, so every call still
   goes through `litellm.acompletion`, on its own event loop. The simulation's process keeps

@@ -1,7 +1,7 @@
 """Worker processes that run litellm calls away from the simulation's event loop.
 
-litellm spends about a millisecond of CPU on every call (parameter mapping, cost and logging
-bookkeeping, a hop to a thread and back), all of it on the one event loop that also runs
+litellm spends milliseconds of CPU on every call (parameter mapping, provider lookups,
+response metadata, cost and logging bookkeeping), all of it on the one event loop that also runs
 the simulation. A large run therefore hands its calls to worker processes, each running
 :class:`~simworld.llm.litellm_backend.LiteLLMModel` (so every call still goes through
 ``litellm.acompletion``) on its own event loop (:mod:`simworld.llm.worker`). The parent keeps

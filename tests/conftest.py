@@ -80,6 +80,22 @@ def benchmark_module(name: str) -> ModuleType:
     return module
 
 
+def interrupted_run(
+    scenario: Path, run_dir: Path, *, at_step: int, cache_path: Path | None = None
+) -> Path:
+    """Run ``scenario`` into ``run_dir`` and interrupt it (Ctrl-C) before step ``at_step``;
+    return ``run_dir``, left ``interrupted`` for a resume."""
+    from simworld.runs.run import run_scenario
+
+    def stop(model: Any) -> None:
+        if model.steps == at_step:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_scenario(scenario, out_dir=run_dir, cache_path=cache_path, before_step=stop)
+    return run_dir
+
+
 def finished_run(
     changes: dict[str, Any], scenario: Path, run_dir: Path, cache_path: Path | None = None
 ) -> Path:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import build_model
+from conftest import build_model, interrupted_run
 
 from simworld.cli import main
 from simworld.config.scenario import load_scenario
@@ -123,17 +123,12 @@ def test_a_name_registered_in_another_process_says_what_to_do(
         def plan(self, model, step, topic):  # type: ignore[no-untyped-def]
             return []
 
-    def stop_at_two(model: SocialSimulation) -> None:
-        if model.steps == 2:
-            raise KeyboardInterrupt
-
     with monkeypatch.context() as registered:
         registered.setattr(protocols, "PROTOCOLS", dict(PROTOCOLS))
         register_protocol(Quiet())
         scenario = make_scenario({"protocol.mode": "quiet", "protocol.steps": 3})
         run_scenario(scenario, out_dir=tmp_path / "done", cache_path=tmp_path / "c.db")
-        with pytest.raises(KeyboardInterrupt):
-            run_scenario(scenario, out_dir=tmp_path / "cut", before_step=stop_at_two)
+        interrupted_run(scenario, tmp_path / "cut", at_step=2)
     # a later process (replay, resume) never ran register_protocol
     assert "quiet" not in protocols.PROTOCOLS
     for argv in (["replay", str(tmp_path / "done"), "--quiet"], ["resume", str(tmp_path / "cut")]):

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import interrupted_run
 
 from simworld.cli import main, parse_assignments
 from simworld.errors import ConfigError, ResumeError
@@ -78,15 +79,7 @@ def test_kill_9_then_resume_is_identical(make_scenario, tmp_path):
 def test_interrupted_in_process_resume_and_complete_run_refused(make_scenario, tmp_path):
     path = make_scenario({"protocol.steps": 5})
     run_scenario(path, out_dir=tmp_path / "ref", cache_path=tmp_path / "ref.db")
-
-    def stop_at_three(model):
-        if model.steps == 3:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        run_scenario(
-            path, out_dir=tmp_path / "run", cache_path=tmp_path / "c.db", before_step=stop_at_three
-        )
+    interrupted_run(path, tmp_path / "run", at_step=3, cache_path=tmp_path / "c.db")
     assert json.loads((tmp_path / "run" / "manifest.json").read_text())["status"] == "interrupted"
     assert resume_run(tmp_path / "run").status == "completed"
     assert_same_outputs(tmp_path / "ref", tmp_path / "run")
@@ -96,14 +89,7 @@ def test_interrupted_in_process_resume_and_complete_run_refused(make_scenario, t
 
 def test_resume_detects_a_transcript_it_cannot_reproduce(make_scenario, tmp_path):
     path = make_scenario({"protocol.steps": 4})
-
-    def stop_at_two(model):
-        if model.steps == 2:
-            raise KeyboardInterrupt
-
-    run_dir = tmp_path / "run"
-    with pytest.raises(KeyboardInterrupt):
-        run_scenario(path, out_dir=run_dir, cache_path=tmp_path / "c.db", before_step=stop_at_two)
+    run_dir = interrupted_run(path, tmp_path / "run", at_step=2, cache_path=tmp_path / "c.db")
     transcript = run_dir / "transcript.jsonl"
     transcript.write_text(transcript.read_text().replace("Agree", "Disagree", 1))
     with pytest.raises(ResumeError, match="does not reproduce"):

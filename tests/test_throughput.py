@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import interrupted_run
 
 from simworld.config.trackers import TrackersConfig
 from simworld.llm.prefix import (
@@ -230,16 +231,7 @@ def test_prefix_share_is_recorded_per_call_and_per_run_whatever_the_concurrency(
 def test_a_resumed_run_measures_what_an_uninterrupted_run_does(make_scenario, tmp_path):
     path = make_scenario({"protocol.steps": 3, "protocol.mode": "pairs"})
     run_scenario(path, out_dir=tmp_path / "ref", cache_path=tmp_path / "ref.db")
-
-    def stop_at_two(model):
-        if model.steps == 2:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        run_scenario(
-            path, out_dir=tmp_path / "run", cache_path=tmp_path / "c.db", before_step=stop_at_two
-        )
-    resume_run(tmp_path / "run")
+    resume_run(interrupted_run(path, tmp_path / "run", at_step=2, cache_path=tmp_path / "c.db"))
     cols = ["call", "prompt_tokens_est", "prefix_tokens", "cacheable_tokens"]
     ref, res = (pd.read_parquet(tmp_path / d / "llm_calls.parquet")[cols] for d in ("ref", "run"))
     assert res.cacheable_tokens.sum() > 0

@@ -19,7 +19,14 @@ from simworld.llm.litellm_backend import CallIdentity, LiteLLMModel, LLMRequest,
 from simworld.llm.providers import local
 from simworld.llm.providers.fake import _SAYINGS
 from simworld.llm.providers.local import LocalModelError, check_model, parse_model, to_prompt
-from simworld.llm.providers.local_batch import SEQ_CHUNK, BatchedEngine, load_engine
+from simworld.llm.providers.local_batch import (
+    SEQ_CHUNK,
+    SMALL_UBATCH,
+    BatchedEngine,
+    _Eval,
+    _groups,
+    load_engine,
+)
 from simworld.llm.providers.local_engine import (
     _JSON_STRING_CHAR,
     _LOOSE_STRING_CHAR,
@@ -439,6 +446,24 @@ def test_a_calls_answer_does_not_depend_on_its_batch(batched):
     assert _bytes(batched.generate(text, preamble=preamble, sampling=other_seed)) != ref
 
 
+def test_eight_calls_in_step_answer_as_each_does_alone():
+    """Eight calls on consecutive sequences, prefilling and generating in the same steps
+    (eight one-token pieces per step), answer as each does alone: llama.cpp's CPU
+    products give other numbers once a ubatch holds 8 tokens or more."""
+    text, preamble, sampling = _target()
+    config = dataclasses.replace(parse_model(MODEL), n_ctx=1024, batch=8, threads=1)
+    engine = BatchedEngine(config)  # fresh: the calls get sequences 0 to 7
+    try:
+        samplings = [dataclasses.replace(sampling, seed=seed) for seed in range(8)]
+        alone = [_bytes(engine.generate(text, preamble=preamble, sampling=s)) for s in samplings]
+        futures = [engine.submit(text, preamble=preamble, sampling=s) for s in samplings]
+        together = [_bytes(f.result()) for f in futures]
+    finally:
+        engine.close()
+    assert len(set(alone)) > 1
+    assert together == alone
+
+
 @pytest.mark.slow
 def test_a_calls_answer_does_not_depend_on_its_batch_at_all(batched):
     """The same call alone, reusing its own cached prefix, next to 1, 3 and 7 random other
@@ -508,6 +533,22 @@ def test_batched_engine_keeps_grammar_and_free_text_rules(batched):
 
 def test_pieces_never_exceed_the_flash_attention_tile():
     assert SEQ_CHUNK < 64  # GGML_FA_TILE_Q: 64 queries of one sequence take the tiled path
+
+
+@pytest.mark.parametrize("length", [1, 2, 3, 5, SMALL_UBATCH - 1, SMALL_UBATCH, SEQ_CHUNK])
+def test_short_pieces_share_decodes_of_fewer_than_eight_tokens(length):
+    seqs = [0, 1, 2, 3, 4, 5, 6, 7, 9, 10, 11]
+    pieces = [_Eval(seq, 40, [7] * length, [True] * length) for seq in seqs]
+    groups = _groups(pieces, length)
+    assert [p.seq for group in groups for p in group] == seqs
+    if length >= SMALL_UBATCH:
+        assert groups == [pieces]
+        return
+    for group in groups:
+        assert len(group) * length < SMALL_UBATCH
+        assert [p.seq for p in group] == list(range(group[0].seq, group[0].seq + len(group)))
+    if length == 1:  # the run 0..7 in two decodes of four, not seven and a padded one
+        assert [len(group) for group in groups] == [4, 4, 3]
 
 
 # -- end to end on the real model -------------------------------------------------------------

@@ -9,13 +9,20 @@ import random
 import subprocess
 import sys
 import time
+from concurrent.futures import Future
 
 import pandas as pd
 import pytest
 
 from simworld.cli import main
 from simworld.config.memory import DEFAULT_MEMORY_MAX_TOKENS
-from simworld.llm.litellm_backend import CallIdentity, LiteLLMModel, LLMRequest, json_schema
+from simworld.llm.litellm_backend import (
+    CallIdentity,
+    LiteLLMModel,
+    LLMRequest,
+    cached_prompt_tokens,
+    json_schema,
+)
 from simworld.llm.providers import local
 from simworld.llm.providers.fake import _SAYINGS
 from simworld.llm.providers.local import LocalModelError, check_model, parse_model, to_prompt
@@ -341,8 +348,31 @@ def test_prefix_states_are_kept_per_preamble(engine):
     assert lengths and all(n % PREFILL_CHUNK == 0 for n in lengths)
 
 
+def test_reused_prompt_tokens_are_reported(engine):
+    cold = LlamaEngine(engine.config)  # a new instance: nothing cached yet
+    prompts = [
+        to_prompt([{"role": "system", "content": SYSTEM * 3}, {"role": "user", "content": u}])
+        for u in ("Hello?", "Where do you live?")
+    ]
+    first, second = (
+        cold.generate(p.text, preamble=p.preamble, sampling=Sampling(2, 0.0, 0)) for p in prompts
+    )
+    assert first.cached_tokens == 0
+    assert 0 < second.cached_tokens < second.prompt_tokens
+    assert second.cached_tokens % PREFILL_CHUNK == 0
+
+
+def test_the_response_carries_the_reused_prompt_tokens():
+    future: Future[Generation] = Future()
+    future.set_result(Generation("Hi.", 100, 2, "stop", None, 64))
+    response = local._response("gemma3-270m", future)
+    assert cached_prompt_tokens(response.usage) == 64
+    assert response.usage.prompt_tokens == 100
+    assert Generation("Hi.", 100, 2, "stop") == Generation("Hi.", 100, 2, "stop", None, 64)
+
+
 def test_logprobs_score_every_option(engine):
-    async def call(seed: int) -> tuple[str, dict]:
+    async def call(seed: int) -> tuple[str, dict, int]:
         request = LLMRequest(
             model=MODEL,
             messages=({"role": "system", "content": SYSTEM}, {"role": "user", "content": PROBE}),
@@ -354,9 +384,9 @@ def test_logprobs_score_every_option(engine):
             logprobs=True,
         )
         done = await LiteLLMModel().complete(request, attempt=0, timeout_s=60)
-        return done.text, done.extra
+        return done.text, done.extra, done.cached_prompt_tokens
 
-    text, extra = asyncio.run(call(5))
+    text, extra, _ = asyncio.run(call(5))
     probs = extra["option_probs"]
     assert set(probs) == {"1", "2", "3", "4", "5"}
     assert sum(probs.values()) == pytest.approx(1.0)
@@ -364,7 +394,9 @@ def test_logprobs_score_every_option(engine):
     answer_entry = extra["logprobs"][-1]
     assert {alt["token"][:1] for alt in answer_entry["top_logprobs"]} == set("12345")
     assert str(json.loads(text)["answer"]) == answer_entry["token"][0]
-    assert asyncio.run(call(5)) == (text, extra)
+    again, extra_again, cached = asyncio.run(call(5))
+    assert (again, extra_again) == (text, extra)
+    assert cached > 0  # the same prompt again: its whole chunks were reused
 
 
 # -- the batched engine -----------------------------------------------------------------------
@@ -422,7 +454,11 @@ def _others(rng: random.Random, n: int) -> list[tuple[str, str, Sampling]]:
 
 
 def _bytes(gen: Generation) -> bytes:
-    return json.dumps(dataclasses.asdict(gen), sort_keys=True).encode()
+    """The answer's bytes (without the count of reused prompt tokens, which depends on
+    what ran before)."""
+    answer = dataclasses.asdict(gen)
+    del answer["cached_tokens"]
+    return json.dumps(answer, sort_keys=True).encode()
 
 
 def test_a_calls_answer_does_not_depend_on_its_batch(batched):
@@ -455,13 +491,18 @@ def test_eight_calls_in_step_answer_as_each_does_alone():
     engine = BatchedEngine(config)  # fresh: the calls get sequences 0 to 7
     try:
         samplings = [dataclasses.replace(sampling, seed=seed) for seed in range(8)]
-        alone = [_bytes(engine.generate(text, preamble=preamble, sampling=s)) for s in samplings]
+        gens = [engine.generate(text, preamble=preamble, sampling=s) for s in samplings]
         futures = [engine.submit(text, preamble=preamble, sampling=s) for s in samplings]
         together = [_bytes(f.result()) for f in futures]
     finally:
         engine.close()
+    alone = [_bytes(gen) for gen in gens]
     assert len(set(alone)) > 1
     assert together == alone
+    # a cold engine evaluates the whole first prompt; the others reuse its whole pieces
+    assert gens[0].cached_tokens == 0
+    for gen in gens[1:]:
+        assert 0 < gen.cached_tokens < gen.prompt_tokens and gen.cached_tokens % SEQ_CHUNK == 0
 
 
 @pytest.mark.slow

@@ -527,7 +527,7 @@ class BatchedEngine:
         import llama_cpp
 
         tokens, s = request.tokens, request.sampling
-        pos = len(self._cached[seq])
+        pos = cached = len(self._cached[seq])
         save_at = request.preamble_len // SEQ_CHUNK * SEQ_CHUNK if self.config.prefix_reuse else 0
         if not pos < save_at < len(tokens) or tuple(tokens[:save_at]) in self._states:
             save_at = 0
@@ -585,7 +585,7 @@ class BatchedEngine:
             logprobs = entries[: len(out)]
             if enum is not None:
                 logprobs = yield from self._score(seq, tokens, out, seen, logprobs, enum)
-        return Generation(text, len(tokens), generated, finish, logprobs)
+        return Generation(text, len(tokens), generated, finish, logprobs, cached)
 
     def _score(
         self,

@@ -178,7 +178,7 @@ probes with log-probabilities and option scoring, `max_tokens` {MAX_TOKENS}), an
 the serial engine (`local/gemma3-270m?batch=1`, one call after another) and by the batched
 engine (`batch={BATCH}`, all calls submitted at once), in one process, each from a cold
 cache. Host: {m["cpus"]} CPU cores shared with other work, {m["threads"]} llama.cpp threads,
-llama-cpp-python {m["llama_cpp_python"]}, {m["python"]}.
+llama-cpp-python {m["llama_cpp_python"]}, {m["python"]}{_load(m)}.
 
 {HEADER}
 {chr(10).join(rows)}
@@ -189,6 +189,14 @@ with `llama_memory_seq_cp`, "restored" from a saved per-preamble state.
 """
 
 
+def _load(machine: dict[str, Any]) -> str:
+    """The host's one-minute load average at the start and end of the run, when recorded."""
+    load = machine.get("load_avg_1m")
+    if not load:
+        return ""
+    return f"; load average (1 min) {load[0]:.2f} at the start, {load[1]:.2f} at the end"
+
+
 def main() -> None:
     """Run, write the result file, then the doc page from it."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
@@ -196,7 +204,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=ROUNDS)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args()
+    load_start = os.getloadavg()[0]
     result = run(args.personas, args.rounds, args.threads)
+    load_end = os.getloadavg()[0]
     result.update(
         {
             "personas": args.personas,
@@ -206,6 +216,7 @@ def main() -> None:
                 "threads": args.threads,
                 "llama_cpp_python": metadata.version("llama_cpp_python"),
                 "python": platform.python_version(),
+                "load_avg_1m": [round(load_start, 2), round(load_end, 2)],
             },
         }
     )

@@ -9,17 +9,31 @@ import random
 import subprocess
 import sys
 import time
+from concurrent.futures import Future
 
 import pandas as pd
 import pytest
 
 from simworld.cli import main
 from simworld.config.memory import DEFAULT_MEMORY_MAX_TOKENS
-from simworld.llm.litellm_backend import CallIdentity, LiteLLMModel, LLMRequest, json_schema
+from simworld.llm.litellm_backend import (
+    CallIdentity,
+    LiteLLMModel,
+    LLMRequest,
+    cached_prompt_tokens,
+    json_schema,
+)
 from simworld.llm.providers import local
 from simworld.llm.providers.fake import _SAYINGS
 from simworld.llm.providers.local import LocalModelError, check_model, parse_model, to_prompt
-from simworld.llm.providers.local_batch import SEQ_CHUNK, BatchedEngine, load_engine
+from simworld.llm.providers.local_batch import (
+    SEQ_CHUNK,
+    SMALL_UBATCH,
+    BatchedEngine,
+    _Eval,
+    _groups,
+    load_engine,
+)
 from simworld.llm.providers.local_engine import (
     _JSON_STRING_CHAR,
     _LOOSE_STRING_CHAR,
@@ -334,8 +348,31 @@ def test_prefix_states_are_kept_per_preamble(engine):
     assert lengths and all(n % PREFILL_CHUNK == 0 for n in lengths)
 
 
+def test_reused_prompt_tokens_are_reported(engine):
+    cold = LlamaEngine(engine.config)  # a new instance: nothing cached yet
+    prompts = [
+        to_prompt([{"role": "system", "content": SYSTEM * 3}, {"role": "user", "content": u}])
+        for u in ("Hello?", "Where do you live?")
+    ]
+    first, second = (
+        cold.generate(p.text, preamble=p.preamble, sampling=Sampling(2, 0.0, 0)) for p in prompts
+    )
+    assert first.cached_tokens == 0
+    assert 0 < second.cached_tokens < second.prompt_tokens
+    assert second.cached_tokens % PREFILL_CHUNK == 0
+
+
+def test_the_response_carries_the_reused_prompt_tokens():
+    future: Future[Generation] = Future()
+    future.set_result(Generation("Hi.", 100, 2, "stop", None, 64))
+    response = local._response("gemma3-270m", future)
+    assert cached_prompt_tokens(response.usage) == 64
+    assert response.usage.prompt_tokens == 100
+    assert Generation("Hi.", 100, 2, "stop") == Generation("Hi.", 100, 2, "stop", None, 64)
+
+
 def test_logprobs_score_every_option(engine):
-    async def call(seed: int) -> tuple[str, dict]:
+    async def call(seed: int) -> tuple[str, dict, int]:
         request = LLMRequest(
             model=MODEL,
             messages=({"role": "system", "content": SYSTEM}, {"role": "user", "content": PROBE}),
@@ -347,9 +384,9 @@ def test_logprobs_score_every_option(engine):
             logprobs=True,
         )
         done = await LiteLLMModel().complete(request, attempt=0, timeout_s=60)
-        return done.text, done.extra
+        return done.text, done.extra, done.cached_prompt_tokens
 
-    text, extra = asyncio.run(call(5))
+    text, extra, _ = asyncio.run(call(5))
     probs = extra["option_probs"]
     assert set(probs) == {"1", "2", "3", "4", "5"}
     assert sum(probs.values()) == pytest.approx(1.0)
@@ -357,7 +394,9 @@ def test_logprobs_score_every_option(engine):
     answer_entry = extra["logprobs"][-1]
     assert {alt["token"][:1] for alt in answer_entry["top_logprobs"]} == set("12345")
     assert str(json.loads(text)["answer"]) == answer_entry["token"][0]
-    assert asyncio.run(call(5)) == (text, extra)
+    again, extra_again, cached = asyncio.run(call(5))
+    assert (again, extra_again) == (text, extra)
+    assert cached > 0  # the same prompt again: its whole chunks were reused
 
 
 # -- the batched engine -----------------------------------------------------------------------
@@ -415,7 +454,11 @@ def _others(rng: random.Random, n: int) -> list[tuple[str, str, Sampling]]:
 
 
 def _bytes(gen: Generation) -> bytes:
-    return json.dumps(dataclasses.asdict(gen), sort_keys=True).encode()
+    """The answer's bytes (without the count of reused prompt tokens, which depends on
+    what ran before)."""
+    answer = dataclasses.asdict(gen)
+    del answer["cached_tokens"]
+    return json.dumps(answer, sort_keys=True).encode()
 
 
 def test_a_calls_answer_does_not_depend_on_its_batch(batched):
@@ -437,6 +480,29 @@ def test_a_calls_answer_does_not_depend_on_its_batch(batched):
     assert batched.stats["copied_tokens"] > copied
     other_seed = dataclasses.replace(sampling, seed=12)
     assert _bytes(batched.generate(text, preamble=preamble, sampling=other_seed)) != ref
+
+
+def test_eight_calls_in_step_answer_as_each_does_alone():
+    """Eight calls on consecutive sequences, prefilling and generating in the same steps
+    (eight one-token pieces per step), answer as each does alone: llama.cpp's CPU
+    products give other numbers once a ubatch holds 8 tokens or more."""
+    text, preamble, sampling = _target()
+    config = dataclasses.replace(parse_model(MODEL), n_ctx=1024, batch=8, threads=1)
+    engine = BatchedEngine(config)  # fresh: the calls get sequences 0 to 7
+    try:
+        samplings = [dataclasses.replace(sampling, seed=seed) for seed in range(8)]
+        gens = [engine.generate(text, preamble=preamble, sampling=s) for s in samplings]
+        futures = [engine.submit(text, preamble=preamble, sampling=s) for s in samplings]
+        together = [_bytes(f.result()) for f in futures]
+    finally:
+        engine.close()
+    alone = [_bytes(gen) for gen in gens]
+    assert len(set(alone)) > 1
+    assert together == alone
+    # a cold engine evaluates the whole first prompt; the others reuse its whole pieces
+    assert gens[0].cached_tokens == 0
+    for gen in gens[1:]:
+        assert 0 < gen.cached_tokens < gen.prompt_tokens and gen.cached_tokens % SEQ_CHUNK == 0
 
 
 @pytest.mark.slow
@@ -508,6 +574,22 @@ def test_batched_engine_keeps_grammar_and_free_text_rules(batched):
 
 def test_pieces_never_exceed_the_flash_attention_tile():
     assert SEQ_CHUNK < 64  # GGML_FA_TILE_Q: 64 queries of one sequence take the tiled path
+
+
+@pytest.mark.parametrize("length", [1, 2, 3, 5, SMALL_UBATCH - 1, SMALL_UBATCH, SEQ_CHUNK])
+def test_short_pieces_share_decodes_of_fewer_than_eight_tokens(length):
+    seqs = [0, 1, 2, 3, 4, 5, 6, 7, 9, 10, 11]
+    pieces = [_Eval(seq, 40, [7] * length, [True] * length) for seq in seqs]
+    groups = _groups(pieces, length)
+    assert [p.seq for group in groups for p in group] == seqs
+    if length >= SMALL_UBATCH:
+        assert groups == [pieces]
+        return
+    for group in groups:
+        assert len(group) * length < SMALL_UBATCH
+        assert [p.seq for p in group] == list(range(group[0].seq, group[0].seq + len(group)))
+    if length == 1:  # the run 0..7 in two decodes of four, not seven and a padded one
+        assert [len(group) for group in groups] == [4, 4, 3]
 
 
 # -- end to end on the real model -------------------------------------------------------------

@@ -344,6 +344,7 @@ def _response(model: str, future: Future[Generation]) -> ModelResponse:
             "prompt_tokens": gen.prompt_tokens,
             "completion_tokens": gen.completion_tokens,
             "total_tokens": gen.prompt_tokens + gen.completion_tokens,
+            "prompt_tokens_details": {"cached_tokens": gen.cached_tokens},
         },
     )
     # A free provider: telling litellm the cost spares it a slow cost-map search.

@@ -20,11 +20,20 @@ evaluated. That follows from the way each number is computed, found by experimen
 llama.cpp's CPU backend (llama-cpp-python 0.3.36) and checked by ``tests/test_local.py``:
 
 * Matrix products compute every output element as one dot product over the shared
-  dimension, in an order that does not depend on how many rows the batch has: rows of one
-  sequence never mix with rows of another. (The serial engine's regime, without flash
-  attention, does not have this: its attention products and softmax run over all KV cells
-  in view, whose count depends on what else is cached; its logits changed by up to 0.95
-  with another sequence in the batch.)
+  dimension, rows of one sequence never mixing with rows of another, in an order that
+  depends on the number of tokens in the ubatch only through one threshold: a ubatch of 2
+  to 7 tokens gives one set of numbers, one of :data:`SMALL_UBATCH` (8) or more another
+  (a token's logits changed by up to 0.65 between a ubatch of seven one-token pieces and
+  one of eight; that is what ``benchmarks/bench_batched.py``'s reverse-order check caught,
+  eight calls generating in one step on consecutive sequences). The number of output rows
+  does not matter (1, 2 or 8 outputs in a ubatch of 8 tokens gave the same numbers). So
+  pieces shorter than :data:`SMALL_UBATCH` go into ``llama_decode`` calls holding fewer
+  than :data:`SMALL_UBATCH` tokens in all (at most ``7 // length`` consecutive sequences),
+  and pieces of :data:`SMALL_UBATCH` or more tokens into calls with pieces of their length
+  only, whose every ubatch then holds :data:`SMALL_UBATCH` tokens or more. (The serial
+  engine's regime, without flash attention, has a worse problem: its attention products
+  and softmax run over all KV cells in view, whose count depends on what else is cached;
+  its logits changed by up to 0.95 with another sequence in the batch.)
 * Attention uses flash attention with one KV *stream* per sequence (``kv_unified=False``)
   and a full-size sliding-window cache (``swa_full=True``). A sequence's tokens then sit at
   cell index = position in its own stream, however its history went, and the CPU kernel
@@ -41,22 +50,23 @@ llama.cpp's CPU backend (llama-cpp-python 0.3.36) and checked by ``tests/test_lo
 * With a per-sequence cache llama.cpp splits a batch into ubatches of *consecutive*
   sequence ids holding *equal* token counts, cutting longer sequences' tokens where the
   shortest ends. So every ``llama_decode`` holds pieces of one length only, and a ubatch
-  is always a whole run of consecutive sequences with their whole pieces.
+  is always a whole run of consecutive sequences with their whole pieces; the calls of
+  short pieces (above) are runs of consecutive ids, so each is one ubatch.
 * A ubatch with outputs has at least two (one-token pieces are outputs; longer pieces
   that need logits mark their last two tokens), so the last layer and the output matrix
   always run on two or more rows.
 * What does change a token's numbers is how its *own* sequence's tokens are cut into
   pieces (a 22-token prompt evaluated whole, or cut after its 7th token, gives different
-  logits; other sequences' rows in the same ubatch change nothing). So, as in the serial
+  logits; other sequences' rows in the same ubatch, within the rules above, change
+  nothing). So, as in the serial
   engine, a prompt is evaluated in pieces aligned to multiples of :data:`SEQ_CHUNK`
   absolute positions, and only whole aligned pieces are reused (copied, kept in place, or
   saved as a per-preamble state): a prefix shared up to the middle of a piece, a partial
   last piece and generated tokens are evaluated again.
 
-Known gap: ``benchmarks/bench_batched.py`` (16 scenario prompts, all submitted at once)
-found answers that differed when the same calls were submitted in reverse order, so some
-case is not yet covered by the rules above; the tests here pass. Until that is found the
-batched engine is opt-in.
+The threshold of 8 tokens was measured on this build's AVX2 kernels (``extra_bufts`` off);
+other CPU kernels may cut elsewhere, which ``tests/test_local.py`` would show (eight calls
+generating together must answer as each does alone).
 
 Memory: ``n_ctx`` tokens of KV per sequence (full-size sliding-window cache included), for
 ``batch`` active sequences plus ``batch // 2`` (at least two) spare ones that keep recent
@@ -103,6 +113,7 @@ from simworld.llm.providers.local_engine import (
 from simworld.llm.providers.local_sampler import TokenSampler
 
 SEQ_CHUNK = 32
+SMALL_UBATCH = 8
 MIN_SPARE = 2
 _LOG = logging.getLogger("simworld.llm.providers.local")
 _BACKEND_LOCK = threading.Lock()
@@ -431,28 +442,27 @@ class BatchedEngine:
     def _evaluate(self, pending: dict[int, _Eval]) -> dict[int, list[np.ndarray] | BaseException]:
         """Evaluate every pending piece; the logits rows of each piece's outputs, by sequence.
 
-        Pieces go into one ``llama_decode`` per piece length. A one-token piece whose
-        neighbours (consecutive sequence ids) have no one-token piece gets a pad token, and
-        one-token pieces are all outputs (see the module docstring).
+        Pieces go into ``llama_decode`` calls of one piece length each (see
+        :func:`_groups`): pieces shorter than :data:`SMALL_UBATCH` tokens in calls of fewer
+        than :data:`SMALL_UBATCH` tokens in all, a lone one-token piece with a pad token
+        after it (see the module docstring).
         """
         by_len: dict[int, list[_Eval]] = {}
-        ones = sorted((e for e in pending.values() if len(e.tokens) == 1), key=lambda e: e.seq)
-        padded: set[int] = set()
-        for run in _runs([e.seq for e in ones]):
-            for seq in run:
-                piece = pending[seq]
-                if len(run) == 1:
-                    padded.add(seq)
-                    piece = _Eval(seq, piece.pos, [*piece.tokens, piece.tokens[-1]], [True, True])
-                else:
-                    piece = _Eval(seq, piece.pos, piece.tokens, [True])
-                by_len.setdefault(len(piece.tokens), []).append(piece)
         for piece in pending.values():
-            if len(piece.tokens) > 1:
-                by_len.setdefault(len(piece.tokens), []).append(piece)
-        results: dict[int, list[np.ndarray] | BaseException] = {}
+            by_len.setdefault(len(piece.tokens), []).append(piece)
+        padded: set[int] = set()
+        calls: list[list[_Eval]] = []
         for length in sorted(by_len):
-            pieces = sorted(by_len[length], key=lambda e: e.seq)
+            for group in _groups(sorted(by_len[length], key=lambda e: e.seq), length):
+                if len(group) == 1 and length == 1:
+                    piece = group[0]
+                    padded.add(piece.seq)
+                    group = [
+                        _Eval(piece.seq, piece.pos, [*piece.tokens, piece.tokens[-1]], [True, True])
+                    ]
+                calls.append(group)
+        results: dict[int, list[np.ndarray] | BaseException] = {}
+        for pieces in calls:
             try:
                 rows = self._decode(pieces)
             except Exception as exc:
@@ -517,7 +527,7 @@ class BatchedEngine:
         import llama_cpp
 
         tokens, s = request.tokens, request.sampling
-        pos = len(self._cached[seq])
+        pos = cached = len(self._cached[seq])
         save_at = request.preamble_len // SEQ_CHUNK * SEQ_CHUNK if self.config.prefix_reuse else 0
         if not pos < save_at < len(tokens) or tuple(tokens[:save_at]) in self._states:
             save_at = 0
@@ -575,7 +585,7 @@ class BatchedEngine:
             logprobs = entries[: len(out)]
             if enum is not None:
                 logprobs = yield from self._score(seq, tokens, out, seen, logprobs, enum)
-        return Generation(text, len(tokens), generated, finish, logprobs)
+        return Generation(text, len(tokens), generated, finish, logprobs, cached)
 
     def _score(
         self,
@@ -620,12 +630,35 @@ def load_engine(config: EngineConfig) -> LlamaEngine | BatchedEngine:
     return BatchedEngine.get(config)
 
 
-def _runs(seqs: list[int]) -> list[list[int]]:
-    """Sorted sequence ids cut into runs of consecutive ids."""
-    runs: list[list[int]] = []
-    for seq in seqs:
-        if runs and runs[-1][-1] == seq - 1:
-            runs[-1].append(seq)
+def _runs(pieces: list[_Eval]) -> list[list[_Eval]]:
+    """Pieces sorted by sequence id cut into runs of consecutive ids."""
+    runs: list[list[_Eval]] = []
+    for piece in pieces:
+        if runs and runs[-1][-1].seq == piece.seq - 1:
+            runs[-1].append(piece)
         else:
-            runs.append([seq])
+            runs.append([piece])
     return runs
+
+
+def _groups(pieces: list[_Eval], length: int) -> list[list[_Eval]]:
+    """Pieces of ``length`` tokens (sorted by sequence id) cut into ``llama_decode`` calls.
+
+    Pieces of :data:`SMALL_UBATCH` tokens or more all go into one call (llama.cpp cuts it
+    into ubatches of consecutive sequence ids, each of :data:`SMALL_UBATCH` tokens or more).
+    Shorter pieces go into calls of consecutive sequence ids holding fewer than
+    :data:`SMALL_UBATCH` tokens in all, a run cut into parts as equal as can be.
+    """
+    if length >= SMALL_UBATCH:
+        return [pieces]
+    cap = (SMALL_UBATCH - 1) // length
+    out: list[list[_Eval]] = []
+    for run in _runs(pieces):
+        parts = -(-len(run) // cap)
+        size, extra = divmod(len(run), parts)
+        start = 0
+        for i in range(parts):
+            end = start + size + (i < extra)
+            out.append(run[start:end])
+            start = end
+    return out

@@ -30,7 +30,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, ClassVar
@@ -115,6 +115,10 @@ class Generation:
         completion_tokens: Tokens generated.
         finish_reason: ``stop`` or ``length``.
         logprobs: OpenAI-format ``logprobs.content`` entries, when requested.
+        cached_tokens: Prompt tokens not evaluated for this call: their KV was still in
+            place, copied from another sequence or restored from a saved per-preamble
+            state. Not part of the answer: two generations with equal answers compare
+            equal whatever their cached counts.
     """
 
     text: str
@@ -122,6 +126,7 @@ class Generation:
     completion_tokens: int
     finish_reason: str
     logprobs: list[dict[str, Any]] | None = None
+    cached_tokens: int = field(default=0, compare=False)
 
 
 def cpu_flags(cpuinfo: Path = _CPUINFO) -> frozenset[str]:
@@ -331,7 +336,7 @@ class LlamaEngine:
         budget = prompt_budget(self.config, len(tokens), sampling.max_tokens)
         preamble_len = _common_prefix(self.tokenize(preamble, bos=True), tokens)
         with self._lock:
-            last_logits = self._prefill(tokens, preamble_len)
+            last_logits, cached = self._prefill(tokens, preamble_len)
             sampled, finish = self._sample(sampling, budget)
             out, text = sampled, self._detok(sampled)
             if sampling.schema is None:
@@ -339,11 +344,13 @@ class LlamaEngine:
             logprobs = None
             if sampling.top_logprobs is not None and out:
                 logprobs = self._logprobs(tokens, out, last_logits, sampling)
-        return Generation(text, len(tokens), len(sampled), finish, logprobs)
+        return Generation(text, len(tokens), len(sampled), finish, logprobs, cached)
 
     # -- prefill -------------------------------------------------------------------------------
-    def _prefill(self, tokens: list[int], preamble_len: int) -> np.ndarray:
-        """Evaluate ``tokens`` in aligned chunks; returns the logits after the last token."""
+    def _prefill(self, tokens: list[int], preamble_len: int) -> tuple[np.ndarray, int]:
+        """Evaluate ``tokens`` in aligned chunks, reusing whole chunks already in the KV
+        cache or saved; returns the logits after the last token and the number of leading
+        tokens reused (not evaluated)."""
         chunk, llm = PREFILL_CHUNK, self._llm
         limit = (len(tokens) - 1) // chunk * chunk
         start = 0
@@ -364,7 +371,7 @@ class LlamaEngine:
             if i + chunk == save_at and tuple(tokens[:save_at]) not in self._states:
                 self._save(tuple(tokens[:save_at]))
         self._canonical = tokens[: len(tokens) // chunk * chunk]
-        return self._logits(-1)
+        return self._logits(-1), start
 
     def _save(self, key: tuple[int, ...]) -> None:
         import llama_cpp

@@ -1,7 +1,8 @@
 """Engine benchmark: the batched embedded engine against the serial one, on the same prompts.
 
 Run: ``.venv/bin/python benchmarks/bench_batched.py`` (writes
-``benchmarks/results/batched.json`` and ``docs/benchmarks-batched.md`` from the same numbers).
+``benchmarks/results/batched.json`` and ``docs/benchmarks-batched.md`` from the same numbers;
+``--summary-only`` rewrites the page from the saved file).
 
 The prompts are what the main scenario (``scenarios/opinion_exchange.yaml``) sends in its
 first step, for its first personas: a post and a probe on each topic per persona (probes
@@ -168,6 +169,9 @@ def summary(result: dict[str, Any]) -> str:
             f"{'yes' if r['reversed_identical'] else '**no**'} |"
         )
     first = result["rounds"][0]
+    best = {
+        side: min(r[side]["wall_s"] for r in result["rounds"]) for side in ("serial", "batched")
+    }
     return f"""# Benchmark: batched embedded engine
 
 Written by `benchmarks/bench_batched.py` from `benchmarks/results/batched.json`.
@@ -182,6 +186,11 @@ llama-cpp-python {m["llama_cpp_python"]}, {m["python"]}{_load(m)}.
 
 {HEADER}
 {chr(10).join(rows)}
+
+Each side's fastest round (the least disturbed by other work on the host): serial
+{best["serial"]:.1f} s, batched {best["batched"]:.1f} s, a speed-up of
+{best["serial"] / best["batched"]:.2f}x. A single round's ratio is only as good as the
+host was quiet during both of its passes.
 
 Prompt tokens per second count every prompt token, including those whose KV was copied
 or restored instead of evaluated; "copied" are tokens whose KV came from another sequence
@@ -203,7 +212,13 @@ def main() -> None:
     parser.add_argument("--personas", type=int, default=PERSONAS)
     parser.add_argument("--rounds", type=int, default=ROUNDS)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument(
+        "--summary-only", action="store_true", help="rewrite the page from the saved result file"
+    )
     args = parser.parse_args()
+    if args.summary_only:
+        SUMMARY.write_text(summary(harness.read_result(RESULTS)), encoding="utf-8")
+        return
     load_start = os.getloadavg()[0]
     result = run(args.personas, args.rounds, args.threads)
     load_end = os.getloadavg()[0]

@@ -456,6 +456,10 @@ def throughput_section(a: dict[str, Any], profile: dict[str, Any] | None) -> str
             "cumulative share of each part (parts nest):",
             "",
             *(f"- {name}: {share:.1%}" for name, share in profile["shares"].items()),
+            "",
+            "cProfile sees the calling thread only. A part missing from the list ran on "
+            "another thread (the engine's own thread: prompt preparation, llama.cpp's decodes, "
+            "sampling), during which the calling thread waits; that wait is the rest of the time.",
         ]
     return "\n".join(lines) + "\n"
 

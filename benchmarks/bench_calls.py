@@ -180,10 +180,10 @@ timings. An agent-step is one agent in one interaction step ({base["agent_steps"
 step-0 probes are included in the totals. Provider tokens are what the provider reports (the
 fake counts whitespace-separated words); estimated tokens are characters / 4. The cacheable
 share is the share of estimated prompt tokens in leading 64-character blocks that an earlier
-prompt of the run, of any agent, also started with: what a provider's shared prefix cache
-(vLLM, SGLang, hosted APIs) can reuse. The per-agent prefix share beside it counts only the
-start each prompt shares with the same agent's previous prompt in the same role (see
-`docs/outputs.md`, `llm_calls.cacheable_tokens` and `llm_calls.prefix_tokens`).
+prompt of the run to the same model, of any agent, also started with: what a provider's
+shared prefix cache (vLLM, SGLang, hosted APIs) can reuse. The per-agent prefix share beside
+it counts only the start each prompt shares with the same agent's previous prompt in the same
+role (see `docs/outputs.md`, `llm_calls.cacheable_tokens` and `llm_calls.prefix_tokens`).
 
 {HEADER}
 {table}

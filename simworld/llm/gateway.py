@@ -65,9 +65,9 @@ class CallOutcome:
     """Of those, the ones repeating the agent's previous prompt (:mod:`simworld.llm.prefix`);
     set by the gateway for this run, not part of the cached record."""
     cacheable_tokens: int = 0
-    """Of those, the ones in leading blocks an earlier prompt of the run (any agent) also
-    started with (:class:`~simworld.llm.prefix.BlockCache`); set by the gateway for this run,
-    not part of the cached record."""
+    """Of those, the ones in leading blocks an earlier prompt of the run to the same model
+    (any agent) also started with (:class:`~simworld.llm.prefix.BlockCache`); set by the
+    gateway for this run, not part of the cached record."""
     cached_prompt_tokens: int = 0
     """Prompt tokens the provider took from its prefix cache in this execution, summed over
     the call's attempts (:attr:`~simworld.llm.types.Completion.cached_prompt_tokens`); 0 for
@@ -138,8 +138,9 @@ class Accounting:
         prefix_tokens_est: Of those, the estimated tokens that repeat the leading part of
             the same agent's previous prompt (what a provider prefix cache can reuse).
         cacheable_tokens_est: Of those, the estimated tokens in leading blocks that an
-            earlier prompt of the run, of any agent, also started with (what a provider's
-            shared block cache can reuse; :class:`~simworld.llm.prefix.BlockCache`).
+            earlier prompt of the run to the same model, of any agent, also started with
+            (what a provider's shared block cache can reuse;
+            :class:`~simworld.llm.prefix.BlockCache`).
         cached_prompt_tokens: Prompt tokens of the requests sent in this process that the
             provider reported as taken from its prefix cache, not evaluated again (the
             embedded model's prefix reuse; OpenAI's ``cached_tokens``). Depends on what ran

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterable
+import signal
+import threading
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 import mesa
 import networkx as nx
@@ -43,6 +45,13 @@ from simworld.support.rundir import RunStatus
 from simworld.trackers.tracker_set import TrackerSet
 
 BRANCH_FIXED_FIELDS = ("name", "seed", "population", "network", "baseline")
+
+_T = TypeVar("_T")
+
+
+def _interrupt() -> None:
+    """The event loop's SIGINT callback (:meth:`SocialSimulation._run`): a Ctrl-C."""
+    raise KeyboardInterrupt
 
 
 class SocialSimulation(mesa.Model):
@@ -294,7 +303,30 @@ class SocialSimulation(mesa.Model):
         async def gather() -> list[Any]:
             return list(await asyncio.gather(*aws, return_exceptions=return_exceptions))
 
-        return self._loop.run_until_complete(gather())
+        return self._run(gather())
+
+    def _run(self, coro: Coroutine[Any, Any, _T]) -> _T:
+        """Run ``coro`` on the model's event loop, with Ctrl-C raised by the loop itself.
+
+        Python raises ``KeyboardInterrupt`` wherever the main thread happens to be, and
+        litellm's call path catches ``BaseException`` around what it awaits (and makes it a
+        failed call, which is retried): a Ctrl-C landing there would be lost. So while the
+        loop runs, SIGINT goes to the loop (:meth:`asyncio.loop.add_signal_handler`), which
+        raises ``KeyboardInterrupt`` from a callback of its own, outside any call. Only in
+        the main thread and when SIGINT has Python's default handler (a program that
+        installed its own keeps it).
+        """
+        loop = self._loop
+        if (
+            threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+        ):
+            return loop.run_until_complete(coro)
+        loop.add_signal_handler(signal.SIGINT, _interrupt)
+        try:
+            return loop.run_until_complete(coro)
+        finally:
+            loop.remove_signal_handler(signal.SIGINT)  # back to Python's default handler
 
     def prepare(self) -> None:
         """Wait until the way of running model calls chosen from the run's plan can take
@@ -302,7 +334,7 @@ class SocialSimulation(mesa.Model):
         step runs as fast as the others; idempotent, and done by :meth:`start`."""
         if not self._prepared:
             self._prepared = True
-            self._loop.run_until_complete(self.gateway.ready())
+            self._run(self.gateway.ready())
 
     def start(self) -> None:
         """Probe the initial state (step 0) when configured; idempotent."""

@@ -77,12 +77,11 @@ sequence at ``n_ctx=4096``, 0.9 GB for ``batch=8``; the per-preamble state cache
 
 from __future__ import annotations
 
-import ctypes
 import json
 import logging
 import os
 import threading
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Generator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -91,13 +90,13 @@ from typing import Any, ClassVar
 import numpy as np
 
 from simworld.llm.providers.local_engine import (
-    PREFIX_CACHE_BYTES,
     TEXT_REPEAT_PENALTY,
     EngineConfig,
     Generation,
     LlamaEngine,
     OptionLayout,
     Sampling,
+    SeqStates,
     _answer_enum,
     _common_prefix,
     _gbnf,
@@ -205,8 +204,7 @@ class BatchedEngine:
         self._last_use = [0] * self.n_seqs
         self._clock = 0
         self._copy_sources: set[int] = set()
-        self._states: OrderedDict[tuple[int, ...], Any] = OrderedDict()
-        self._state_bytes = 0
+        self._states = SeqStates()
         self._queue: deque[_Request] = deque()
         self._cond = threading.Condition()
         self._closed = False
@@ -404,36 +402,11 @@ class BatchedEngine:
     def _longest_state(self, tokens: list[int], limit: int) -> tuple[int, ...]:
         if not self.config.prefix_reuse:
             return ()
-        return max(
-            (k for k in self._states if len(k) <= limit and tuple(tokens[: len(k)]) == k),
-            key=len,
-            default=(),
-        )
-
-    def _save(self, seq: int, key: tuple[int, ...]) -> None:
-        import llama_cpp
-
-        if key in self._states:
-            return
-        size = llama_cpp.llama_state_seq_get_size(self._ctx, seq)
-        buf = (ctypes.c_uint8 * size)()
-        written = llama_cpp.llama_state_seq_get_data(self._ctx, buf, size, seq)
-        if written == 0:
-            return
-        self._states[key] = (buf, written)
-        self._state_bytes += size
-        while self._state_bytes > PREFIX_CACHE_BYTES and len(self._states) > 1:
-            _, (old, _) = self._states.popitem(last=False)
-            self._state_bytes -= len(old)
+        return self._states.longest(tokens, limit)
 
     def _restore(self, seq: int, key: tuple[int, ...]) -> None:
-        import llama_cpp
-
-        buf, written = self._states[key]
-        self._states.move_to_end(key)
         self._truncate(seq, 0)
-        if not llama_cpp.llama_state_seq_set_data(self._ctx, buf, written, seq):
-            raise RuntimeError(f"could not restore a cached prefix state of {self.config.path}")
+        self._states.restore(self._ctx, seq, key, self.config.path)
         self._cached[seq] = list(key)
         self._canon[seq] = len(key)
         self.stats["restored_tokens"] += len(key)
@@ -540,7 +513,7 @@ class BatchedEngine:
             rows = yield _Eval(seq, pos, chunk, outputs)
             pos = end
             if pos == save_at:
-                self._save(seq, tuple(tokens[:save_at]))
+                self._states.save(self._ctx, seq, tuple(tokens[:save_at]))
         logits = rows[-1]
         grammar = None if s.schema is None else _gbnf(json.dumps(s.schema, sort_keys=True))
         want = s.top_logprobs is not None

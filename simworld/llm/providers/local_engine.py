@@ -271,6 +271,61 @@ def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     return n
 
 
+class SeqStates:
+    """Saved KV states of llama.cpp sequences, keyed by the prompt tokens they hold: the
+    per-preamble cache of both engines. The least recently used go first once they hold
+    more than :data:`PREFIX_CACHE_BYTES` (the newest is always kept)."""
+
+    def __init__(self) -> None:
+        self._states: OrderedDict[tuple[int, ...], tuple[Any, int]] = OrderedDict()
+        self._bytes = 0
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._states
+
+    def __iter__(self) -> Iterator[tuple[int, ...]]:
+        """The saved keys, least recently used first."""
+        return iter(self._states)
+
+    def longest(self, tokens: Sequence[int], limit: int) -> tuple[int, ...]:
+        """The longest saved key of at most ``limit`` tokens that ``tokens`` starts with."""
+        return max(
+            (k for k in self._states if len(k) <= limit and tuple(tokens[: len(k)]) == k),
+            key=len,
+            default=(),
+        )
+
+    def save(self, ctx: Any, seq: int, key: tuple[int, ...]) -> None:
+        """Save sequence ``seq`` of context ``ctx`` (holding ``key``), unless already saved."""
+        import llama_cpp
+
+        if key in self._states:
+            return
+        size = llama_cpp.llama_state_seq_get_size(ctx, seq)
+        buf = (ctypes.c_uint8 * size)()
+        written = llama_cpp.llama_state_seq_get_data(ctx, buf, size, seq)
+        if written == 0:
+            return
+        self._states[key] = (buf, written)
+        self._bytes += size
+        while self._bytes > PREFIX_CACHE_BYTES and len(self._states) > 1:
+            _, (old, _) = self._states.popitem(last=False)
+            self._bytes -= len(old)
+
+    def restore(self, ctx: Any, seq: int, key: tuple[int, ...], path: Path) -> None:
+        """Load the state saved for ``key`` into the (emptied) sequence ``seq`` of ``ctx``.
+
+        Raises:
+            RuntimeError: llama.cpp refused the state (of the model file ``path``).
+        """
+        import llama_cpp
+
+        buf, written = self._states[key]
+        self._states.move_to_end(key)
+        if not llama_cpp.llama_state_seq_set_data(ctx, buf, written, seq):
+            raise RuntimeError(f"could not restore a cached prefix state of {path}")
+
+
 class LlamaEngine:
     """A loaded GGUF model; all calls on it are serialised by a lock.
 
@@ -294,8 +349,7 @@ class LlamaEngine:
         self._lock = threading.Lock()
         self._worker: ThreadPoolExecutor | None = None
         self._canonical: list[int] = []
-        self._states: OrderedDict[tuple[int, ...], Any] = OrderedDict()
-        self._state_bytes = 0
+        self._states = SeqStates()
 
     @classmethod
     def get(cls, config: EngineConfig) -> LlamaEngine:
@@ -356,11 +410,7 @@ class LlamaEngine:
         start = 0
         if self.config.prefix_reuse:
             start = min(_common_prefix(self._canonical, tokens), limit) // chunk * chunk
-            saved = max(
-                (k for k in self._states if len(k) <= limit and tuple(tokens[: len(k)]) == k),
-                key=len,
-                default=(),
-            )
+            saved = self._states.longest(tokens, limit)
             if len(saved) > start:
                 self._restore(saved)
                 start = len(saved)
@@ -368,35 +418,17 @@ class LlamaEngine:
         llm.n_tokens = start
         for i in range(start, len(tokens), chunk):
             llm.eval(tokens[i : i + chunk])
-            if i + chunk == save_at and tuple(tokens[:save_at]) not in self._states:
-                self._save(tuple(tokens[:save_at]))
+            if i + chunk == save_at:
+                self._states.save(llm.ctx, _SEQ, tuple(tokens[:save_at]))
         self._canonical = tokens[: len(tokens) // chunk * chunk]
         return self._logits(-1), start
-
-    def _save(self, key: tuple[int, ...]) -> None:
-        import llama_cpp
-
-        ctx = self._llm.ctx
-        size = llama_cpp.llama_state_seq_get_size(ctx, _SEQ)
-        buf = (ctypes.c_uint8 * size)()
-        written = llama_cpp.llama_state_seq_get_data(ctx, buf, size, _SEQ)
-        if written == 0:
-            return
-        self._states[key] = (buf, written)
-        self._state_bytes += size
-        while self._state_bytes > PREFIX_CACHE_BYTES and len(self._states) > 1:
-            _, (old, _) = self._states.popitem(last=False)
-            self._state_bytes -= len(old)
 
     def _restore(self, key: tuple[int, ...]) -> None:
         import llama_cpp
 
-        buf, written = self._states[key]
-        self._states.move_to_end(key)
         ctx = self._llm.ctx
         llama_cpp.llama_memory_seq_rm(llama_cpp.llama_get_memory(ctx), _SEQ, -1, -1)
-        if not llama_cpp.llama_state_seq_set_data(ctx, buf, written, _SEQ):
-            raise RuntimeError(f"could not restore a cached prefix state of {self.config.path}")
+        self._states.restore(ctx, _SEQ, key, self.config.path)
         self._llm.n_tokens = len(key)
         self._llm.input_ids[: len(key)] = key
 

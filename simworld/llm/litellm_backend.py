@@ -114,20 +114,12 @@ def _skip_unobserved_success_logging() -> bool:
     Returns:
         Whether the fast path is in place (``False`` when this litellm lacks the hook).
     """
-    dispatch = getattr(litellm.utils, SUCCESS_LOGGING_DISPATCH, None)
-    if dispatch is None:
-        log.warning("litellm %s: success logging cannot be skipped", litellm_version())
-        return False
-    if getattr(dispatch, _SKIPS_UNOBSERVED, False):
-        return True
-
-    def dispatch_when_observed(*, logging_obj: Any, **kwargs: Any) -> None:
-        if success_callbacks_registered(logging_obj):
-            dispatch(logging_obj=logging_obj, **kwargs)
-
-    setattr(dispatch_when_observed, _SKIPS_UNOBSERVED, True)
-    setattr(litellm.utils, SUCCESS_LOGGING_DISPATCH, dispatch_when_observed)
-    return True
+    return _run_only_when_observed(
+        litellm.utils,
+        SUCCESS_LOGGING_DISPATCH,
+        lambda args, kwargs: kwargs["logging_obj"],
+        "success logging",
+    )
 
 
 def _skip_unobserved_zero_cost_diagnostic() -> bool:
@@ -144,20 +136,39 @@ def _skip_unobserved_zero_cost_diagnostic() -> bool:
     """
     from litellm.litellm_core_utils.litellm_logging import Logging
 
-    record = getattr(Logging, ZERO_COST_DIAGNOSTIC, None)
-    if record is None:
-        log.warning("litellm %s: the zero-cost diagnosis cannot be skipped", litellm_version())
+    return _run_only_when_observed(
+        Logging, ZERO_COST_DIAGNOSTIC, lambda args, kwargs: args[0], "the zero-cost diagnosis"
+    )
+
+
+def _run_only_when_observed(
+    owner: Any,
+    name: str,
+    logging_obj_of: Callable[[tuple[Any, ...], dict[str, Any]], Any],
+    what: str,
+) -> bool:
+    """Replace ``owner.name`` by a wrapper that calls it only while a success callback
+    listens (:func:`success_callbacks_registered` on the call's logging object, which
+    ``logging_obj_of(args, kwargs)`` picks out); idempotent.
+
+    Returns:
+        Whether the wrapper is in place (``False``, with a warning naming ``what``, when this
+        litellm lacks ``owner.name``).
+    """
+    original = getattr(owner, name, None)
+    if original is None:
+        log.warning("litellm %s: %s cannot be skipped", litellm_version(), what)
         return False
-    if getattr(record, _SKIPS_UNOBSERVED, False):
+    if getattr(original, _SKIPS_UNOBSERVED, False):
         return True
 
-    @functools.wraps(record)
-    def record_when_observed(self: Any, *args: Any, **kwargs: Any) -> None:
-        if success_callbacks_registered(self):
-            record(self, *args, **kwargs)
+    @functools.wraps(original)
+    def when_observed(*args: Any, **kwargs: Any) -> None:
+        if success_callbacks_registered(logging_obj_of(args, kwargs)):
+            original(*args, **kwargs)
 
-    setattr(record_when_observed, _SKIPS_UNOBSERVED, True)
-    setattr(Logging, ZERO_COST_DIAGNOSTIC, record_when_observed)
+    setattr(when_observed, _SKIPS_UNOBSERVED, True)
+    setattr(owner, name, when_observed)
     return True
 
 

@@ -85,7 +85,7 @@ from collections import deque
 from collections.abc import Generator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 
@@ -94,6 +94,7 @@ from simworld.llm.providers.local_engine import (
     EngineConfig,
     Generation,
     LlamaEngine,
+    OnePerConfig,
     OptionLayout,
     Sampling,
     SeqStates,
@@ -156,15 +157,12 @@ class _Job:
     rows: list[np.ndarray] = field(default_factory=list)
 
 
-class BatchedEngine:
+class BatchedEngine(OnePerConfig):
     """A loaded GGUF model answering up to ``config.batch`` calls at once.
 
     Args:
         config: The model file and its load options.
     """
-
-    _instances: ClassVar[dict[EngineConfig, BatchedEngine]] = {}
-    _instances_lock: ClassVar[threading.Lock] = threading.Lock()
 
     def __init__(self, config: EngineConfig) -> None:
         import llama_cpp
@@ -175,7 +173,7 @@ class BatchedEngine:
             if not _BACKEND_READY:
                 llama_cpp.llama_backend_init()
                 _BACKEND_READY.append(True)
-        self.config = config
+        super().__init__(config)
         self.batch = max(1, config.batch)
         self.n_seqs = self.batch + max(MIN_SPARE, self.batch // 2)
         threads = config.threads or os.cpu_count() or 1
@@ -213,15 +211,6 @@ class BatchedEngine:
             target=self._run, name=f"simworld-batch-{config.path.stem}", daemon=True
         )
         self._thread.start()
-
-    @classmethod
-    def get(cls, config: EngineConfig) -> BatchedEngine:
-        """The process's engine for ``config``, loaded on first use."""
-        with cls._instances_lock:
-            engine = cls._instances.get(config)
-            if engine is None:
-                engine = cls._instances[config] = cls(config)
-            return engine
 
     # -- public --------------------------------------------------------------------------------
     def tokenize(self, text: str, *, bos: bool) -> list[int]:

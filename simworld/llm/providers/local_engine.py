@@ -33,7 +33,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 import numpy as np
 
@@ -326,21 +326,37 @@ class SeqStates:
             raise RuntimeError(f"could not restore a cached prefix state of {path}")
 
 
-class LlamaEngine:
+class OnePerConfig:
+    """An engine class of which a process loads one instance per config, on first use."""
+
+    _instances: ClassVar[dict[tuple[type, EngineConfig], Any]] = {}
+    _instances_lock: ClassVar[threading.Lock] = threading.Lock()
+
+    def __init__(self, config: EngineConfig) -> None:
+        self.config = config
+
+    @classmethod
+    def get(cls, config: EngineConfig) -> Self:
+        """The process's engine of this class for ``config``, loaded on first use."""
+        with OnePerConfig._instances_lock:
+            engine = OnePerConfig._instances.get((cls, config))
+            if engine is None:
+                engine = OnePerConfig._instances[cls, config] = cls(config)
+            return engine  # stored under its own class
+
+
+class LlamaEngine(OnePerConfig):
     """A loaded GGUF model; all calls on it are serialised by a lock.
 
     Args:
         config: The model file and its load options.
     """
 
-    _instances: ClassVar[dict[EngineConfig, LlamaEngine]] = {}
-    _instances_lock: ClassVar[threading.Lock] = threading.Lock()
-
     def __init__(self, config: EngineConfig) -> None:
         import llama_cpp
 
         _quiet_llama_logs()
-        self.config = config
+        super().__init__(config)
         threads = config.threads or os.cpu_count() or 1
         self.extra_bufts = use_extra_bufts(config.extra_bufts, cpu_flags())
         self._llm = _load_llama(config, threads, extra_bufts=self.extra_bufts)
@@ -350,15 +366,6 @@ class LlamaEngine:
         self._worker: ThreadPoolExecutor | None = None
         self._canonical: list[int] = []
         self._states = SeqStates()
-
-    @classmethod
-    def get(cls, config: EngineConfig) -> LlamaEngine:
-        """The process's engine for ``config``, loaded on first use."""
-        with cls._instances_lock:
-            engine = cls._instances.get(config)
-            if engine is None:
-                engine = cls._instances[config] = cls(config)
-            return engine
 
     def tokenize(self, text: str, *, bos: bool) -> list[int]:
         """Token ids of ``text``."""

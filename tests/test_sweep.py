@@ -27,7 +27,13 @@ from simworld.cli import main
 from simworld.config.scenario import load_scenario
 from simworld.llm.cache import ResponseCache
 from simworld.runs.run import run_scenario
-from simworld.sweeps.driver import parse_grid, parse_int_list, plan_sweep, run_sweep
+from simworld.sweeps.driver import (
+    SweepResult,
+    parse_grid,
+    parse_int_list,
+    plan_sweep,
+    run_sweep,
+)
 from simworld.sweeps.plan import estimate_run
 from simworld.sweeps.store import COMBINED_FRAME, SWEEP_MANIFEST
 
@@ -226,6 +232,28 @@ def test_reference_frame_is_tidy(reference):
     assert list(agents.columns[:3]) == list(edges.columns[:3]) == ["run", "seed", "protocol.mode"]
     joined = frame.merge(agents, on=["run", "agent"], how="left", validate="many_to_one")
     assert joined["degree"].notna().all()
+
+
+def test_totals_sum_the_runs_prefix_estimates(reference):
+    manifest = read_sweep(reference)
+    keys = ("prompt_tokens_est", "prefix_tokens_est", "cacheable_tokens_est", "calls")
+    runs = [
+        json.loads((reference / run["run_dir"] / "manifest.json").read_text(encoding="utf-8"))
+        for run in manifest["runs"]
+    ]
+    for key in keys:
+        assert manifest["totals"][key] == sum(run["totals"][key] for run in runs) > 0, key
+    totals = manifest["totals"]
+    assert (
+        manifest["cacheable_share"] == totals["cacheable_tokens_est"] / totals["prompt_tokens_est"]
+    )
+    assert manifest["prefix_share"] == totals["prefix_tokens_est"] / totals["prompt_tokens_est"]
+    summary = SweepResult(reference, manifest["runs"], manifest["counts"], totals, 0, 0, 0.0)
+    lines = summary.summary().splitlines()
+    assert f"estimate {totals['cacheable_tokens_est']} of {totals['prompt_tokens_est']})" in next(
+        line for line in lines if line.startswith("cacheable")
+    )
+    assert any(line.startswith("prefix ") for line in lines)
 
 
 def test_two_workers_match_one(scenario, reference, tmp_path):

@@ -82,23 +82,30 @@ class RunResult:
             f"{acc.cache_hits} cache hits, {acc.failures} failed)",
             f"tokens     {acc.prompt_tokens + acc.completion_tokens} "
             f"({acc.prompt_tokens} in, {acc.completion_tokens} out)",
-            f"prefix     {_share_text(acc.prefix_share)} of prompt tokens repeat the agent's "
-            f"previous prompt (estimate {acc.prefix_tokens_est} of "
-            f"{acc.prompt_tokens_est})",
-            f"cacheable  {_share_text(acc.cacheable_share)} of prompt tokens in blocks an earlier "
-            f"prompt of the run began with (shared provider cache; estimate "
-            f"{acc.cacheable_tokens_est} of {acc.prompt_tokens_est})"
-            + (
-                f"; {acc.cached_prompt_tokens} prompt tokens taken from the model's prefix cache"
-                if acc.cached_prompt_tokens
-                else ""
-            ),
+            *prefix_lines(acc),
             f"cost       ${acc.cost_usd:.4f} recorded, ${acc.spent_usd:.4f} spent now"
             + (f", {acc.unpriced_calls} calls unpriced" if acc.unpriced_calls else ""),
             f"time       {self.wall_time_s:.1f} s",
         ]
         lines += [f"WARNING    {w}" for w in self.warnings]
         return "\n".join(lines)
+
+
+def prefix_lines(acc: Accounting) -> list[str]:
+    """The summary lines on prompt-prefix reuse: the per-agent and the shared-cache estimate,
+    and the prompt tokens the model reported taking from its own prefix cache."""
+    return [
+        f"prefix     {_share_text(acc.prefix_share)} of prompt tokens repeat the agent's "
+        f"previous prompt (estimate {acc.prefix_tokens_est} of {acc.prompt_tokens_est})",
+        f"cacheable  {_share_text(acc.cacheable_share)} of prompt tokens in blocks an earlier "
+        f"prompt of the run began with (shared provider cache; estimate "
+        f"{acc.cacheable_tokens_est} of {acc.prompt_tokens_est})"
+        + (
+            f"; {acc.cached_prompt_tokens} prompt tokens taken from the model's prefix cache"
+            if acc.cached_prompt_tokens
+            else ""
+        ),
+    ]
 
 
 def _share_text(share: float | None) -> str:

@@ -15,6 +15,7 @@ from tqdm import tqdm
 
 from simworld.errors import ConfigError
 from simworld.runs.estimate import check_feasible
+from simworld.runs.run import prefix_lines
 from simworld.support.process import safe_path
 from simworld.support.rundir import CACHE_FILE
 from simworld.sweeps.executors import (
@@ -42,6 +43,7 @@ from simworld.sweeps.store import (
     SweepLock,
     SweepStore,
     check_same_sweep,
+    totals_accounting,
 )
 
 EXECUTORS = ("local", "ray")
@@ -108,6 +110,7 @@ class SweepResult:
             f"{int(t['cache_hits'])} cache hits, {int(t['failures'])} failed)",
             f"tokens     {int(t['prompt_tokens'] + t['completion_tokens'])} "
             f"({int(t['prompt_tokens'])} in, {int(t['completion_tokens'])} out)",
+            *prefix_lines(totals_accounting(t)),
             f"cost       ${t['cost_usd']:.4f} recorded, ${t['spent_usd']:.4f} spent",
             f"frame      {self.frame_path} ({self.frame_rows} rows)",
             f"time       {self.wall_time_s:.1f} s",

@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from simworld.errors import ConfigError
+from simworld.llm.gateway import Accounting
 from simworld.runs.writer import (
     OPINION_SCHEMA,
     atomic_write_bytes,
@@ -37,7 +38,16 @@ FRAME_MIN_INTERVAL_S = 2.0
 # most this share of its time on it (big sweeps): it shares the CPUs with the workers.
 MAX_REWRITE_SHARE = 0.05
 TOTAL_KEYS = ("calls", "model_calls", "cache_hits", "failures", "prompt_tokens",
-              "completion_tokens", "cost_usd", "spent_usd", "unpriced_calls")  # fmt: skip
+              "completion_tokens", "cost_usd", "spent_usd", "unpriced_calls",
+              "prompt_tokens_est", "prefix_tokens_est", "cacheable_tokens_est",
+              "cached_prompt_tokens")  # fmt: skip
+
+
+def totals_accounting(totals: dict[str, float]) -> Accounting:
+    """Summed run totals (:meth:`SweepStore.totals`) as one :class:`Accounting`, for its
+    shares and summary lines."""
+    money = {"cost_usd", "spent_usd"}
+    return Accounting(**{k: v if k in money else int(v) for k, v in totals.items()})  # type: ignore[arg-type]
 
 
 def now_iso() -> str:
@@ -299,6 +309,8 @@ class SweepStore:
         if not (force or self._manifest_throttle.due()):
             return
         started = time.monotonic()
+        totals = self.totals()
+        accounting = totals_accounting(totals)
         data = {
             "version": MANIFEST_VERSION,
             "spec": self.spec,
@@ -306,7 +318,9 @@ class SweepStore:
             "created_at": self.created_at,
             "updated_at": now_iso(),
             "counts": self.counts(),
-            "totals": self.totals(),
+            "totals": totals,
+            "prefix_share": accounting.prefix_share,
+            "cacheable_share": accounting.cacheable_share,
             "frame": COMBINED_FRAME,
             "runs": [e.to_json() for e in self.entries],
         }

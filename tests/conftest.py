@@ -5,7 +5,8 @@ from __future__ import annotations
 import copy
 import importlib.util
 import os
-from collections.abc import Callable
+import signal
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -107,6 +108,20 @@ def finished_run(
     scenario.write_text(yaml.safe_dump(data), encoding="utf-8")
     assert run_scenario(scenario, out_dir=run_dir, cache_path=cache_path).status == "completed"
     return run_dir
+
+
+@pytest.fixture
+def ctrl_c_deliverable() -> Iterator[None]:
+    """Python's Ctrl-C handler for the test, also when pytest was started with SIGINT ignored
+    (``nohup``, or ``&`` in a script: such a process, and every process it starts, never
+    sees a Ctrl-C); the previous disposition is restored afterwards. Child processes started
+    meanwhile get SIGINT's default action, so Python installs its handler in them too."""
+    previous = signal.getsignal(signal.SIGINT)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ def test_console_tunes_the_collector_only_before_a_simulation(argv, tuned, monke
         assert "missing.yaml" in capsys.readouterr().err
 
 
-def test_ctrl_c_is_one_line_and_the_run_resumes(tmp_path):
+def test_ctrl_c_is_one_line_and_the_run_resumes(tmp_path, ctrl_c_deliverable):
     """Ctrl-C during a run: exit 130, one line and no traceback; the run directory is marked
     interrupted and ``simworld resume`` completes it."""
     import json

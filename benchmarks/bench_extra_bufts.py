@@ -1,7 +1,11 @@
 """What turning llama.cpp's extra CPU buffer types off costs, on builds where they work.
 
-Run: ``.venv/bin/python benchmarks/bench_extra_bufts.py [--python OTHER_PYTHON ...]``
+Run: ``.venv/bin/python benchmarks/bench_extra_bufts.py [--python OTHER_PYTHON CMAKE_ARGS ...]``
 (writes ``benchmarks/results/extra_bufts.json`` and ``docs/benchmarks-extra-bufts.md``).
+Each ``--python`` names another interpreter and the ``CMAKE_ARGS`` its llama-cpp-python was
+built with (``CMAKE_ARGS=... pip install --no-cache-dir llama-cpp-python==0.3.36`` in a
+separate venv; without ``--no-cache-dir`` pip reuses the wheel it built before, whatever the
+flags); both are recorded and shown on the page.
 
 The extra buffer types (AMX kernels and repacked weights) crash the first decode of the
 Gemma file on CPUs with AMX when llama-cpp-python is built for the host (``GGML_NATIVE``),
@@ -28,8 +32,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import harness  # benchmarks/, on the path when this script runs
-
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results" / "extra_bufts.json"
 SUMMARY = ROOT / "docs" / "benchmarks-extra-bufts.md"
@@ -44,14 +46,7 @@ PARAGRAPH = (
     "say in one or two sentences what you think and why, as you would to a neighbour. "
 )
 PROMPT_REPEATS = 8
-# How the second interpreter measured here was given llama-cpp-python 0.3.36 without AMX
-# kernels (pip install llama-cpp-python==0.3.36 with this CMAKE_ARGS, in a separate venv).
-NO_AMX_CMAKE_ARGS = (
-    "-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON "
-    "-DGGML_BMI2=ON -DGGML_AVX512=ON -DGGML_AVX512_VBMI=ON -DGGML_AVX512_VNNI=ON "
-    "-DGGML_AVX512_BF16=ON -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF "
-    "-DLLAVA_BUILD=OFF"
-)
+OWN_BUILD = "the project's install (pip's default: `GGML_NATIVE`, compiled for the host)"
 
 
 def worker(model: str, extra_bufts: bool, threads: int) -> dict[str, Any]:
@@ -117,17 +112,33 @@ def _flags() -> list[str]:
     return sorted(flags & wanted)
 
 
-def measure(pythons: list[str], model: str, rounds: int, threads: int) -> list[dict[str, Any]]:
-    """Every interpreter's on/off runs, alternating; medians and the off/on ratios."""
+def measure(
+    pythons: list[tuple[str, str]], model: str, rounds: int, threads: int
+) -> list[dict[str, Any]]:
+    """Every interpreter's on/off runs, alternating; medians and the off/on ratios.
+
+    Args:
+        pythons: Each interpreter with how its llama-cpp-python was built.
+        model: The GGUF file.
+        rounds: On/off pairs per interpreter.
+        threads: llama.cpp threads.
+
+    Returns:
+        One entry per interpreter: its runs, medians, build features and off/on ratios.
+    """
     builds = []
-    for python in pythons:
+    for python, built_with in pythons:
         runs: dict[str, list[dict[str, Any]]] = {"on": [], "off": []}
         for _ in range(rounds):
             for key in ("on", "off"):
                 if any("crashed" in r for r in runs[key]):
                     continue  # a setting that crashed once is not run again
                 runs[key].append(_run_worker(python, model, key == "on", threads))
-        build: dict[str, Any] = {"interpreter": len(builds), "runs": runs}
+        build: dict[str, Any] = {
+            "interpreter": len(builds),
+            "built_with": built_with,
+            "runs": runs,
+        }
         for key, items in runs.items():
             good = [r for r in items if "crashed" not in r]
             if not good:
@@ -183,12 +194,11 @@ def write_summary(result: dict[str, Any]) -> None:
                 lines.append(
                     f"| {info} | {key} | {cell['prefill_tok_s']:.1f} | {cell['decode_tok_s']:.1f} |"
                 )
-    lines += [
-        "",
-        "The project's own build is compiled for the host (`GGML_NATIVE`, AMX kernels in);",
-        "the other one without AMX kernels, with",
-        f'`CMAKE_ARGS="{NO_AMX_CMAKE_ARGS}"`.',
-    ]
+    lines += ["", "How each build was made:", ""]
+    for build in result["builds"]:
+        made = build.get("built_with", OWN_BUILD)
+        made = made if made == OWN_BUILD else f'`CMAKE_ARGS="{made}"`'
+        lines.append(f"- {features(build.get('system_info', ''))}: {made}.")
     lines += ["", "## Cost of turning them off", ""]
     for build in result["builds"]:
         info = features(build.get("system_info", ""))
@@ -206,7 +216,14 @@ def write_summary(result: dict[str, Any]) -> None:
 def main() -> None:
     """Measure every interpreter, write the result file and the docs page."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--python", action="append", default=[], help="another interpreter")
+    parser.add_argument(
+        "--python",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("PYTHON", "CMAKE_ARGS"),
+        help="another interpreter and the CMAKE_ARGS its llama-cpp-python was built with",
+    )
     parser.add_argument("--rounds", type=int, default=ROUNDS)
     parser.add_argument("--threads", type=int, default=THREADS)
     parser.add_argument("--worker", choices=["on", "off"], help=argparse.SUPPRESS)
@@ -215,11 +232,15 @@ def main() -> None:
     if args.worker:
         print(json.dumps(worker(args.model, args.worker == "on", args.threads)))
         return
+    # Here, not at the top: a worker runs in other builds' venvs, with llama-cpp-python and
+    # numpy only.
+    import harness  # benchmarks/, on the path when this script runs
+
     sys.path.insert(0, str(ROOT))
     from simworld.llm.providers.local import model_cache_dir, packaged_model_path
 
     model = str(packaged_model_path(model_cache_dir()))
-    pythons = [sys.executable, *args.python]
+    pythons = [(sys.executable, OWN_BUILD), *((p, how) for p, how in args.python)]
     result = {
         "host": {"cpus": os.cpu_count(), "flags": _flags(), "os": platform.platform()},
         "threads": args.threads,

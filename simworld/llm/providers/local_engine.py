@@ -154,10 +154,12 @@ def use_extra_bufts(choice: str, flags: frozenset[str]) -> bool:
 
     The extra buffer types (AMX tiles, weights repacked for AVX2/AVX-512): on CPUs with AMX
     the first decode of the Gemma file segfaults inside llama.cpp with them; where they work
-    (a build without AMX kernels) turning them off cost nothing measurable, prefill and
-    decode within a few percent (``benchmarks/bench_extra_bufts.py``). So ``auto`` turns
-    them off on every host and ``on`` forces them; ``flags`` no longer changes the answer
-    (it is kept so callers need not change if a CPU that gains from them turns up).
+    (builds without AMX kernels, AVX-512 or AVX2 only) turning them off cost nothing
+    measurable, prefill and decode within a few percent (``benchmarks/bench_extra_bufts.py``),
+    and with them on an AVX2-only build made the batched engine's answers depend on which
+    calls share a batch (the serial engine's stayed identical). So ``auto`` turns them off on
+    every host and ``on`` forces them; ``flags`` no longer changes the answer (it is kept so
+    callers need not change if a CPU that gains from them turns up).
 
     Args:
         choice: ``auto``, ``on`` or ``off``.

@@ -52,11 +52,18 @@ def _load(path: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
+def machine(host: dict[str, Any]) -> str:
+    """The machine a timing was measured on, as the README names it: cores and CPU model
+    (the same job takes several times longer on one 2-core CPU than on another)."""
+    model = host.get("cpu_model") or "CPU model not recorded"
+    return f"{host['cores']} cores ({model})"
+
+
 def main_job_sentence(result: dict[str, Any] | None) -> str:
     """What the README says about the main command's run time."""
     if result is None:
         return "the run itself has not been benchmarked yet (`benchmarks/bench_main_job.py`)"
-    runs, cores = result["runs"], result["host"]["cores"]
+    runs, cores = result["runs"], machine(result["host"])
     main = runs.get("default") or runs["serial"]
     part = (
         f"one of its {result['scenario_steps']} steps (a `--quick` benchmark run; the whole "
@@ -64,14 +71,14 @@ def main_job_sentence(result: dict[str, Any] | None) -> str:
         if result["quick"]
         else "the run itself takes"
     )
-    text = f"{part} {about(main['process_time_s'])} on {cores} cores (`{main['model']}`"
+    text = f"{part} {about(main['process_time_s'])} on {cores}, `{main['model']}`"
     if "default" in runs and "serial" in runs:
         serial = runs["serial"]
         text += (
             f"; the serial path, `{serial['model']}`, {about(serial['process_time_s'])}, "
             f"{result['speedup']}x the default run's wall time"
         )
-    return text + "; [docs/benchmarks-main-job.md](docs/benchmarks-main-job.md))"
+    return text + " ([docs/benchmarks-main-job.md](docs/benchmarks-main-job.md))"
 
 
 def tests_sentence(result: dict[str, Any] | None) -> str:
@@ -81,7 +88,7 @@ def tests_sentence(result: dict[str, Any] | None) -> str:
     phases = result["phases"]
     total = sum(p["seconds"] for p in phases.values())
     text = (
-        f"After the install it takes {about(total)} on {result['host']['cores']} cores: ruff "
+        f"After the install it takes {about(total)} on {machine(result['host'])}: ruff "
         f"{phases['ruff']['seconds']:.0f} s, "
         + (f"mypy {phases['mypy']['seconds']:.0f} s, " if "mypy" in phases else "")
         + '`pytest -m "not slow"` '

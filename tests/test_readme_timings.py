@@ -30,7 +30,7 @@ def test_both_commands_have_a_timing_marker():
 MAIN_JOB = {
     "scenario_steps": 3,
     "quick": False,
-    "host": {"cores": 2},
+    "host": {"cores": 2, "cpu_model": "Some CPU"},
     "speedup": 3.5,
     "runs": {
         "default": {"model": "local/gemma3-270m", "process_time_s": 200.0},
@@ -46,11 +46,13 @@ TESTS = {
 
 def test_the_sentences_follow_the_numbers():
     text = timings.main_job_sentence(MAIN_JOB)
-    assert "takes about 3 min on 2 cores (`local/gemma3-270m`" in text
+    assert "takes about 3 min on 2 cores (Some CPU), `local/gemma3-270m`" in text
     assert "`local/gemma3-270m?batch=1`, about 12 min, 3.5x" in text
     quick = timings.main_job_sentence({**MAIN_JOB, "quick": True})
     assert "one of its 3 steps" in quick and "has not been benchmarked yet" in quick
-    assert timings.tests_sentence(TESTS).startswith("After the install it takes about 18 min")
+    assert timings.tests_sentence(TESTS).startswith(
+        "After the install it takes about 18 min on 2 cores (CPU model not recorded)"
+    )
     assert "selection" in timings.tests_sentence({**TESTS, "selection": ["tests/test_x.py"]})
 
 

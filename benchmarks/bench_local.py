@@ -45,8 +45,9 @@ EXTRA_BUFTS_POLICY = (
     "answers stayed identical whatever ran before. So `extra_bufts=auto` (the default) keeps\n"
     "them off on every host; `?extra_bufts=on` turns them on, reproducible with the serial\n"
     "engine (the default `batch=1`) on a CPU without AMX. With the default, the whole test\n"
-    "suite and the main job have run on a 2-core AMD EPYC with AVX2 only and on a 2-core\n"
-    "Xeon with AVX-512 and AMX (each benchmark's result file records its host)."
+    "suite and the main job have run on a 2-core Xeon with AVX-512 and AMX (the hosts in\n"
+    "`benchmarks/results/tests.json` and `main_job.json`); the main job also on a 2-core AMD\n"
+    "EPYC with AVX2 only (the version of `main_job.json` in earlier commits)."
 )
 SUMMARY = ROOT / "docs" / "benchmarks-local.md"
 SCENARIO = ROOT / "scenarios" / "opinion_exchange.yaml"

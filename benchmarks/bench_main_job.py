@@ -7,9 +7,11 @@ Run: ``.venv/bin/python benchmarks/bench_main_job.py`` (writes
 ``scenarios/opinion_exchange.yaml`` as shipped (30 agents, 3 steps) runs once per model
 string, each by the CLI in a fresh process (the model is loaded anew), into a fresh run
 directory with the cache off, so nothing is reused between them: first the default model
-string (``local/gemma3-270m``, the serial engine, ``batch=1``; ``batch=8`` is the
-experimental batched engine), then the serial path named explicitly
-(``local/gemma3-270m?batch=1``); ``--default`` and ``--serial`` name other model strings.
+string (``local/gemma3-270m``: the serial engine, ``batch=1``, drawing each answer over a
+fixed set of options from the options' scores; ``batch=8`` is the experimental batched
+engine), then the serial path as it was before answers were drawn, sampling every answer
+token by token (``local/gemma3-270m?answers=sampled``); ``--default`` and ``--serial`` name
+other model strings.
 ``--rounds N`` alternates the order over N rounds and keeps each side's fastest run. The
 result file holds each run's wall time (the manifest's, from the run's start to its end,
 and the process's, model load included), CPU time, calls, tokens, calls/s, prompt and
@@ -43,7 +45,7 @@ RESULTS = Path(__file__).parent / "results" / "main_job.json"
 SUMMARY = ROOT / "docs" / "benchmarks-main-job.md"
 SCENARIO = ROOT / "scenarios" / "opinion_exchange.yaml"
 DEFAULT = "local/gemma3-270m"
-SERIAL = "local/gemma3-270m?batch=1"
+SERIAL = "local/gemma3-270m?answers=sampled"
 QUICK_STEPS = 1
 TARGET_WALL_S = 240.0
 TARGET_SPEEDUP = 3.0

@@ -75,7 +75,8 @@ def main_job_sentence(result: dict[str, Any] | None) -> str:
     if "default" in runs and "serial" in runs:
         serial = runs["serial"]
         text += (
-            f"; the serial path, `{serial['model']}`, {about(serial['process_time_s'])}, "
+            f"; the serial path as it was, sampling every answer token by token, "
+            f"`{serial['model']}`, {about(serial['process_time_s'])}, "
             f"{result['speedup']}x the default run's wall time"
         )
     return text + " ([docs/benchmarks-main-job.md](docs/benchmarks-main-job.md))"
@@ -178,6 +179,9 @@ settings: {sets}.
 
 {chr(10).join(checks)}
 
+- *serial*: the path the main job took before answers over a fixed set of options (probes,
+  stance extraction) were drawn from the options' scores: the same serial engine, sampling
+  every answer token by token (`?answers=sampled`).
 - *wall*: the manifest's `wall_time_s`, from the run's start to its end; *process*: the
   command from start to exit, loading the model included (what a user waits); *CPU*: user
   and system time of the command and of the child processes it waited for (the model's).

@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import json
 import random
+import re
 import subprocess
 import sys
 import time
@@ -47,6 +48,7 @@ from simworld.llm.providers.local_engine import (
     cpu_flags,
     use_extra_bufts,
 )
+from simworld.llm.providers.local_options import _answer_span, draw_option
 from simworld.memory.reflection import insights_model
 
 MODEL = "local/gemma3-270m"
@@ -64,6 +66,16 @@ CHOICE_SCHEMA = {
     "type": "object",
     "properties": {"answer": {"type": "string", "enum": ["A", "B", "C", "D"]}},
     "required": ["answer"],
+    "additionalProperties": False,
+}
+# An answer among other properties: sampled token by token, then every option scored.
+REASON_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "answer": {"type": "integer", "enum": [1, 2, 3, 4, 5]},
+        "why": {"type": "string"},
+    },
+    "required": ["answer", "why"],
     "additionalProperties": False,
 }
 PROBE = (
@@ -134,6 +146,10 @@ def test_non_gguf_file_and_bad_options_are_rejected(tmp_path):
         check_model("local/gemma3-270m?n_ctx=12")
     with pytest.raises(LocalModelError, match="name a model"):
         check_model("local/")
+    with pytest.raises(LocalModelError, match="answers must be one of"):
+        check_model("local/gemma3-270m?answers=guessed")
+    assert parse_model(MODEL).drawn_answers
+    assert not parse_model(MODEL + "?answers=sampled").drawn_answers
 
 
 def test_bad_extra_bufts_option_is_rejected():
@@ -399,6 +415,58 @@ def test_logprobs_score_every_option(engine):
     assert cached > 0  # the same prompt again: its whole chunks were reused
 
 
+def _option_scores(entry: dict) -> dict[int, float]:
+    """An answer entry's alternatives, ``"3}"`` (or ``"3, ..."``) read as option 3."""
+    return {
+        int(re.match(r"\s*(\d+)", alt["token"]).group(1)): alt["logprob"]
+        for alt in entry["top_logprobs"]
+    }
+
+
+def test_an_answer_alone_is_drawn_from_its_reported_options(engine):
+    """An ``answer`` enum alone is not sampled token by token: the answer is the option the
+    call's seed draws from the scores its log-probabilities report."""
+    prompt = to_prompt([{"role": "system", "content": SYSTEM}, {"role": "user", "content": PROBE}])
+    answers = set()
+    for seed in range(6):
+        sampling = Sampling(40, 0.8, seed, LIKERT_SCHEMA, 2)
+        gen = engine.generate(prompt.text, preamble=prompt.preamble, sampling=sampling)
+        scores = _option_scores(gen.logprobs[-1])
+        assert sorted(scores) == [1, 2, 3, 4, 5]
+        drawn = [1, 2, 3, 4, 5][draw_option([scores[v] for v in range(1, 6)], 0.8, seed)]
+        assert gen.text == f'{{"answer": {drawn}}}'
+        assert gen.completion_tokens == len(engine.tokenize(gen.text, bos=False))
+        answers.add(drawn)
+    assert len(answers) > 1
+    sampled = LlamaEngine.get(dataclasses.replace(engine.config, drawn_answers=False))
+    texts = {
+        seed: sampled.generate(
+            prompt.text, preamble=prompt.preamble, sampling=Sampling(40, 0.8, seed, LIKERT_SCHEMA)
+        ).text
+        for seed in range(6)
+    }
+    drawn_texts = {
+        seed: engine.generate(
+            prompt.text, preamble=prompt.preamble, sampling=Sampling(40, 0.8, seed, LIKERT_SCHEMA)
+        ).text
+        for seed in range(6)
+    }
+    assert texts != drawn_texts  # ?answers=sampled samples them token by token
+
+
+def test_an_answer_among_other_fields_is_sampled_then_scored(engine):
+    prompt = to_prompt([{"role": "system", "content": SYSTEM}, {"role": "user", "content": PROBE}])
+    for seed in range(2):
+        sampling = Sampling(40, 0.8, seed, REASON_SCHEMA, 2)
+        gen = engine.generate(prompt.text, preamble=prompt.preamble, sampling=sampling)
+        value = _answer_span(gen.text)
+        assert value is not None and value[2] in {1, 2, 3, 4, 5}
+        entry = gen.logprobs[-1]
+        assert sorted(_option_scores(entry)) == [1, 2, 3, 4, 5]
+        assert entry["logprob"] == _option_scores(entry)[value[2]]
+        assert gen.text.endswith(entry["token"])
+
+
 # -- the batched engine -----------------------------------------------------------------------
 # Long enough (over 512 tokens) that a lone sequence's one-token decode would take
 # llama.cpp's split-KV attention path, which the engine must avoid.
@@ -431,11 +499,11 @@ def batched() -> BatchedEngine:
     engine.close()
 
 
-def _target() -> tuple[str, str, Sampling]:
+def _target(schema: dict = LIKERT_SCHEMA) -> tuple[str, str, Sampling]:
     prompt = to_prompt(
         [{"role": "system", "content": LONG_SYSTEM}, {"role": "user", "content": PROBE}]
     )
-    return prompt.text, prompt.preamble, Sampling(24, 0.9, 11, LIKERT_SCHEMA, 3)
+    return prompt.text, prompt.preamble, Sampling(24, 0.9, 11, schema, 3)
 
 
 def _others(rng: random.Random, n: int) -> list[tuple[str, str, Sampling]]:
@@ -446,7 +514,7 @@ def _others(rng: random.Random, n: int) -> list[tuple[str, str, Sampling]]:
         prompt = to_prompt(
             [{"role": "system", "content": system}, {"role": "user", "content": user}]
         )
-        schema = rng.choice([None, LIKERT_SCHEMA, CHOICE_SCHEMA])
+        schema = rng.choice([None, LIKERT_SCHEMA, CHOICE_SCHEMA, REASON_SCHEMA])
         top = rng.choice([None, 2]) if schema is not None else None
         sampling = Sampling(rng.randint(4, 16), 0.8, rng.randint(0, 99) + i, schema, top)
         out.append((prompt.text, prompt.preamble, sampling))
@@ -478,15 +546,18 @@ def test_a_calls_answer_does_not_depend_on_its_batch(batched):
     twins = [batched.submit(text, preamble=preamble, sampling=sampling) for _ in range(2)]
     assert [_bytes(f.result()) for f in twins] == [ref, ref]
     assert batched.stats["copied_tokens"] > copied
-    other_seed = dataclasses.replace(sampling, seed=12)
-    assert _bytes(batched.generate(text, preamble=preamble, sampling=other_seed)) != ref
+    other_seeds = [dataclasses.replace(sampling, seed=seed) for seed in range(12, 16)]
+    assert {_bytes(batched.generate(text, preamble=preamble, sampling=s)) for s in other_seeds} - {
+        ref
+    }
 
 
 def test_eight_calls_in_step_answer_as_each_does_alone():
     """Eight calls on consecutive sequences, prefilling and generating in the same steps
     (eight one-token pieces per step), answer as each does alone: llama.cpp's CPU
-    products give other numbers once a ubatch holds 8 tokens or more."""
-    text, preamble, sampling = _target()
+    products give other numbers once a ubatch holds 8 tokens or more. The answers are
+    sampled token by token (an answer among other fields), then their options scored."""
+    text, preamble, sampling = _target(REASON_SCHEMA)
     config = dataclasses.replace(parse_model(MODEL), n_ctx=1024, batch=8, threads=1)
     engine = BatchedEngine(config)  # fresh: the calls get sequences 0 to 7
     try:

@@ -34,7 +34,7 @@ MAIN_JOB = {
     "speedup": 3.5,
     "runs": {
         "default": {"model": "local/gemma3-270m", "process_time_s": 200.0},
-        "serial": {"model": "local/gemma3-270m?batch=1", "process_time_s": 700.0},
+        "serial": {"model": "local/gemma3-270m?answers=sampled", "process_time_s": 700.0},
     },
 }
 TESTS = {
@@ -47,7 +47,7 @@ TESTS = {
 def test_the_sentences_follow_the_numbers():
     text = timings.main_job_sentence(MAIN_JOB)
     assert "takes about 3 min on 2 cores (Some CPU), `local/gemma3-270m`" in text
-    assert "`local/gemma3-270m?batch=1`, about 12 min, 3.5x" in text
+    assert "`local/gemma3-270m?answers=sampled`, about 12 min, 3.5x" in text
     quick = timings.main_job_sentence({**MAIN_JOB, "quick": True})
     assert "one of its 3 steps" in quick and "has not been benchmarked yet" in quick
     assert timings.tests_sentence(TESTS).startswith(
@@ -83,7 +83,7 @@ def test_the_pages_are_written_from_the_result_files(result, page, render):
 
 
 def test_the_main_job_sides_are_labelled_as_the_script_labels_them():
-    # "default" is the default model string (the serial engine), "serial" its explicit batch=1
+    # "default" is the default model string, "serial" the engine sampling every answer
     runs = json.loads(timings.MAIN_JOB.read_text(encoding="utf-8"))["runs"]
     assert runs and set(runs) <= {"default", "serial"}
     assert "default" not in runs or "?" not in runs["default"]["model"]

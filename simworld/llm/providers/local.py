@@ -9,20 +9,23 @@ Model strings:
   ``local/models/x.gguf`` for one relative to the working directory.
 
 Options follow ``?``:
-``local/gemma3-270m?n_ctx=8192&threads=2&prefix_cache=off&extra_bufts=auto&batch=8``
+``local/gemma3-270m?n_ctx=8192&threads=2&prefix_cache=off&extra_bufts=auto&batch=8&answers=drawn``
 (``extra_bufts``: llama.cpp's extra CPU buffer types; ``auto`` turns them off: they crash on
 CPUs with AMX and gain nothing measurable elsewhere, see
 :func:`simworld.llm.providers.local_engine.use_extra_bufts`; ``batch``: how many calls are
 decoded together, default 1: the serial engine, one call at a time; ``batch=8`` turns on
 the batched engine of :mod:`simworld.llm.providers.local_batch`, whose answers differ from
-the serial engine's).
+the serial engine's; ``answers``: ``drawn``, the default, draws an answer that is one of a
+fixed set of options (probes, stance extraction) from the options' scores, see
+:mod:`simworld.llm.providers.local_options`; ``sampled`` samples it token by token, as
+simworld did before).
 
 The model runs in a child process unless ``SIMWORLD_LOCAL_PROCESS=inline``, so a crash of
 llama.cpp stops the run with a clear error instead of killing it (see
 :mod:`simworld.llm.providers.local_child`). llama-cpp-python is imported only when a
 ``local/`` model is used, so simworld runs without the extra. Chat messages become a
-transcript a base model can continue (see :func:`to_prompt`); structured answers are
-grammar-constrained, so they always parse.
+transcript a base model can continue (see :func:`to_prompt`); sampled structured answers are
+grammar-constrained and drawn ones are one of their options, so they always parse.
 """
 
 from __future__ import annotations
@@ -71,7 +74,8 @@ DEFAULT_MAX_TOKENS = 256
 MIN_N_CTX = 256
 MAX_BATCH = 16
 _COPY_BLOCK = 1 << 20
-_OPTIONS = ("n_ctx", "threads", "prefix_cache", "extra_bufts", "batch")
+_OPTIONS = ("n_ctx", "threads", "prefix_cache", "extra_bufts", "batch", "answers")
+ANSWERS_CHOICES = ("drawn", "sampled")
 
 
 class LocalModelError(SimworldError):
@@ -208,6 +212,9 @@ def parse_model(model: str) -> EngineConfig:
     extra_bufts = opts.get("extra_bufts", "auto").lower()
     if extra_bufts not in EXTRA_BUFTS_CHOICES:
         raise LocalModelError(full, f"extra_bufts must be one of {list(EXTRA_BUFTS_CHOICES)}")
+    answers = opts.get("answers", "drawn").lower()
+    if answers not in ANSWERS_CHOICES:
+        raise LocalModelError(full, f"answers must be one of {list(ANSWERS_CHOICES)}")
     if not name:
         raise LocalModelError(full, f"name a model: {DEFAULT_LOCAL_MODEL} or local/<file.gguf>")
     if name == PACKAGED_MODEL:
@@ -219,7 +226,8 @@ def parse_model(model: str) -> EngineConfig:
         with open(path, "rb") as fh:
             if fh.read(len(GGUF_MAGIC)) != GGUF_MAGIC:
                 raise LocalModelError(full, f"{path} is not a GGUF file")
-    return EngineConfig(path, n_ctx, threads, reuse in {"on", "1", "true"}, extra_bufts, batch)
+    reuse_on = reuse in {"on", "1", "true"}
+    return EngineConfig(path, n_ctx, threads, reuse_on, extra_bufts, batch, answers == "drawn")
 
 
 def check_model(model: str) -> None:

@@ -10,9 +10,9 @@ flight, or a finished one kept in a spare sequence, least recently used first to
 that sequence's cache with ``llama_memory_seq_cp`` instead of evaluating the shared prefix
 again; per-preamble states (the persona card) are also saved and restored as in the serial
 engine. Sampling is the serial engine's (seeded chain, grammar for JSON), from logits read
-out of the batch; log-probabilities come from the logits each token was sampled from, and an
-``answer`` enum is scored option by option as in :meth:`LlamaEngine._score_options
-<simworld.llm.providers.local_engine.LlamaEngine._score_options>`.
+out of the batch; log-probabilities come from the logits each token was sampled from, and
+answers over a fixed set of options are scored and drawn by the same steps as in the serial
+engine (:mod:`simworld.llm.providers.local_options`).
 
 Determinism: a call's tokens and log-probabilities do not depend on what else shares its
 batches, on the order calls arrive, or on whether its prefix was copied, restored or
@@ -95,20 +95,24 @@ from simworld.llm.providers.local_engine import (
     Generation,
     LlamaEngine,
     OnePerConfig,
-    OptionLayout,
     Sampling,
     SeqStates,
-    _answer_enum,
     _common_prefix,
     _gbnf,
-    _log_softmax,
     _quiet_llama_logs,
     cpu_flags,
     first_line,
-    logprob_entry,
     prompt_budget,
-    top_count,
     use_extra_bufts,
+)
+from simworld.llm.providers.local_options import (
+    AnswerOptions,
+    Evaluations,
+    drawn_answer,
+    log_softmax,
+    logprob_entry,
+    score_options,
+    top_count,
 )
 from simworld.llm.providers.local_sampler import TokenSampler
 
@@ -504,10 +508,24 @@ class BatchedEngine(OnePerConfig):
             if pos == save_at:
                 self._states.save(self._ctx, seq, tuple(tokens[:save_at]))
         logits = rows[-1]
+        options = None
+        if self.config.drawn_answers:
+            options = AnswerOptions.of(s.schema, request.budget, self._tokens, self._detok)
+        if options is not None:
+            steps = drawn_answer(
+                options,
+                logits,
+                len(tokens),
+                temperature=s.temperature,
+                seed=s.seed,
+                top_logprobs=s.top_logprobs,
+                detok=self._detok,
+            )
+            drawn, text, logprobs = yield from self._evals(seq, steps)
+            return Generation(text, len(tokens), len(drawn), "stop", logprobs, cached)
         grammar = None if s.schema is None else _gbnf(json.dumps(s.schema, sort_keys=True))
         want = s.top_logprobs is not None
-        enum = _answer_enum(s.schema) if want else None
-        k = top_count(s)
+        k = top_count(s.top_logprobs)
         out: list[int] = []
         entries: list[dict[str, Any]] = []
         seen: list[np.ndarray] = []
@@ -526,10 +544,9 @@ class BatchedEngine(OnePerConfig):
                     break
                 out.append(token)
                 if want:
-                    row = _log_softmax(logits)
+                    row = log_softmax(logits)
                     entries.append(logprob_entry(row, token, k, self._detok))
-                    if enum is not None:
-                        seen.append(row)
+                    seen.append(row)
                 if grammar is None and "\n" in self._detok(out).lstrip():
                     finish = "stop"
                     break
@@ -544,40 +561,28 @@ class BatchedEngine(OnePerConfig):
             out, text = first_line(out, self._detok)
         logprobs = None
         if want and out:
-            logprobs = entries[: len(out)]
-            if enum is not None:
-                logprobs = yield from self._score(seq, tokens, out, seen, logprobs, enum)
+            steps = score_options(
+                out, len(tokens), seen, entries[: len(out)], s.schema, self._tokens, self._detok
+            )
+            logprobs = yield from self._evals(seq, steps)
         return Generation(text, len(tokens), generated, finish, logprobs, cached)
 
-    def _score(
-        self,
-        seq: int,
-        prompt: list[int],
-        out: list[int],
-        rows: list[np.ndarray],
-        entries: list[dict[str, Any]],
-        enum: list[Any],
-    ) -> Generator[_Eval, list[np.ndarray], list[dict[str, Any]]]:
-        """Every option of an ``answer`` enum scored as a continuation (see
-        :meth:`LlamaEngine._score_options
-        <simworld.llm.providers.local_engine.LlamaEngine._score_options>`)."""
-        layout = OptionLayout.of(out, self._detok)
-        if layout is None:
-            return entries
-        n_past = len(prompt) + layout.first
-        scored = []
-        for value in enum:
-            text = layout.continuation(value)
-            cont = self.tokenize(text, bos=False)
-            lp = float(rows[layout.first][cont[0]])
-            follow: list[np.ndarray] = []
-            for i in range(0, len(cont) - 1, SEQ_CHUNK):
-                piece = cont[: len(cont) - 1][i : i + SEQ_CHUNK]
-                follow += yield _Eval(seq, n_past + i, piece, [True] * len(piece))
-            for tok, logits in zip(cont[1:], follow, strict=True):
-                lp += float(_log_softmax(logits)[tok])
-            scored.append((text, lp, value == layout.generated))
-        return layout.entries(entries, scored)
+    def _evals(self, seq: int, steps: Evaluations) -> Generator[_Eval, list[np.ndarray], Any]:
+        """Run ``steps`` on sequence ``seq``: what it asks to evaluate goes out in pieces of at
+        most :data:`SEQ_CHUNK` tokens, every token an output; its result."""
+        try:
+            tokens, pos = next(steps)
+            while True:
+                rows: list[np.ndarray] = []
+                for i in range(0, len(tokens), SEQ_CHUNK):
+                    piece = tokens[i : i + SEQ_CHUNK]
+                    rows += yield _Eval(seq, pos + i, piece, [True] * len(piece))
+                tokens, pos = steps.send(rows)
+        except StopIteration as stop:
+            return stop.value
+
+    def _tokens(self, text: str) -> list[int]:
+        return self.tokenize(text, bos=False)
 
     def _detok(self, tokens: Sequence[int]) -> str:
         return self._model.detokenize(list(tokens), False).decode("utf-8", errors="replace")

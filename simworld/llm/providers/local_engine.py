@@ -10,13 +10,15 @@ the same way whatever the history, and the same seed gives the same output in an
 order, with prefix reuse on or off. Sampling (see
 :mod:`simworld.llm.providers.local_sampler`) is seeded and grammar-constrained for JSON answers.
 
-Log-probabilities are computed after sampling by re-evaluating the generated tokens in one
-batch (OpenAI-format entries with the top alternatives). For a JSON answer whose schema
-has an ``answer`` enum, the tokens of the value are replaced by a single entry whose
-alternatives are every allowed option, each scored as a whole continuation (see
-:meth:`LlamaEngine._score_options`): the model's top tokens at that position need not
-include every option, and an option may span several tokens, so scoring each option
-directly is what gives a complete distribution over them.
+An answer that is one of a fixed set of options (a schema whose only property is an
+``answer`` enum) is not sampled token by token: every option is scored as a continuation of
+the prompt and the answer drawn from those scores with the seed
+(:func:`~simworld.llm.providers.local_options.drawn_answer`). Other answers are sampled, and
+their log-probabilities computed afterwards by re-evaluating the generated tokens in one
+batch (OpenAI-format entries with the top alternatives); an ``answer`` enum among other
+properties has its value's tokens replaced by one entry whose alternatives are every option,
+each scored as a whole continuation
+(:func:`~simworld.llm.providers.local_options.score_options`).
 """
 
 from __future__ import annotations
@@ -37,7 +39,15 @@ from typing import Any, ClassVar, Self
 
 import numpy as np
 
-from simworld.llm.logprobs import token_entry
+from simworld.llm.providers.local_options import (
+    AnswerOptions,
+    drawn_answer,
+    drive,
+    log_softmax,
+    logprob_entry,
+    score_options,
+    top_count,
+)
 from simworld.llm.providers.local_sampler import TokenSampler
 
 DEFAULT_N_CTX = 4096
@@ -45,7 +55,6 @@ DEFAULT_BATCH = 1
 PREFILL_CHUNK = 64
 PREFIX_CACHE_BYTES = 512 * 1024 * 1024
 TEXT_REPEAT_PENALTY = 1.1
-MAX_TOP_LOGPROBS = 20
 _SEQ = 0
 _LOG = logging.getLogger("simworld.llm.providers.local")
 
@@ -76,6 +85,9 @@ class EngineConfig:
             elsewhere), ``on`` or ``off``. See :func:`use_extra_bufts`.
         batch: Calls decoded together (1: the serial :class:`LlamaEngine`; more: the
             batched engine of :mod:`simworld.llm.providers.local_batch`).
+        drawn_answers: Draw an answer that is one of a fixed set of options from the
+            options' scores (see :mod:`simworld.llm.providers.local_options`); off, it is
+            sampled token by token, as every other answer.
     """
 
     path: Path
@@ -84,6 +96,7 @@ class EngineConfig:
     prefix_reuse: bool = True
     extra_bufts: str = "auto"
     batch: int = DEFAULT_BATCH
+    drawn_answers: bool = True
 
 
 @dataclass(frozen=True)
@@ -259,11 +272,6 @@ def prompt_budget(config: EngineConfig, n_prompt: int, max_tokens: int) -> int:
     return budget
 
 
-def _log_softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = logits.astype(np.float64) - float(np.max(logits))
-    return shifted - np.log(np.sum(np.exp(shifted)))
-
-
 def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     n = 0
     for x, y in zip(a, b, strict=False):
@@ -398,8 +406,23 @@ class LlamaEngine(OnePerConfig):
         tokens = self.tokenize(prompt, bos=True)
         budget = prompt_budget(self.config, len(tokens), sampling.max_tokens)
         preamble_len = _common_prefix(self.tokenize(preamble, bos=True), tokens)
+        options = None
+        if self.config.drawn_answers:
+            options = AnswerOptions.of(sampling.schema, budget, self._tokens, self._detok)
         with self._lock:
             last_logits, cached = self._prefill(tokens, preamble_len)
+            if options is not None:
+                steps = drawn_answer(
+                    options,
+                    last_logits,
+                    len(tokens),
+                    temperature=sampling.temperature,
+                    seed=sampling.seed,
+                    top_logprobs=sampling.top_logprobs,
+                    detok=self._detok,
+                )
+                out, text, logprobs = drive(steps, self._decode_all)
+                return Generation(text, len(tokens), len(out), "stop", logprobs, cached)
             sampled, finish = self._sample(sampling, budget)
             out, text = sampled, self._detok(sampled)
             if sampling.schema is None:
@@ -509,94 +532,18 @@ class LlamaEngine(OnePerConfig):
         self, prompt: list[int], out: list[int], last: np.ndarray, s: Sampling
     ) -> list[dict[str, Any]]:
         """Per-token entries; an ``answer`` enum becomes one entry scoring every option."""
-        k = top_count(s)
-        rows = [_log_softmax(last)]
+        k = top_count(s.top_logprobs)
+        rows = [log_softmax(last)]
         if len(out) > 1:
-            rows += [_log_softmax(r) for r in self._decode_all(out[:-1], len(prompt))]
+            rows += [log_softmax(r) for r in self._decode_all(out[:-1], len(prompt))]
         entries = [
             logprob_entry(row, token, k, self._detok) for token, row in zip(out, rows, strict=True)
         ]
-        enum = _answer_enum(s.schema)
-        if enum is None:
-            return entries
-        return self._score_options(prompt, out, rows, entries, enum)
+        steps = score_options(out, len(prompt), rows, entries, s.schema, self._tokens, self._detok)
+        return drive(steps, self._decode_all)
 
-    def _score_options(
-        self,
-        prompt: list[int],
-        out: list[int],
-        rows: list[np.ndarray],
-        entries: list[dict[str, Any]],
-        enum: list[Any],
-    ) -> list[dict[str, Any]]:
-        """Replace the answer's tokens by one entry whose alternatives are all the options.
-
-        Each option's log-probability is that of the whole continuation ``lead + value +
-        tail`` (``lead``: text of the value's first token before the value, ``tail``: the
-        text after the value, e.g. ``}``) after the generated tokens that precede the value,
-        under the unconstrained model; the tail makes ``1`` and ``10`` distinguishable.
-        """
-        layout = OptionLayout.of(out, self._detok)
-        if layout is None:
-            return entries
-        n_past = len(prompt) + layout.first
-        scored = []
-        for value in enum:
-            text = layout.continuation(value)
-            cont = self.tokenize(text, bos=False)
-            lp = float(rows[layout.first][cont[0]])
-            if len(cont) > 1:
-                for tok, logits in zip(cont[1:], self._decode_all(cont[:-1], n_past), strict=True):
-                    lp += float(_log_softmax(logits)[tok])
-            scored.append((text, lp, value == layout.generated))
-        return layout.entries(entries, scored)
-
-
-def _answer_enum(schema: dict[str, Any] | None) -> list[Any] | None:
-    if not schema:
-        return None
-    enum = schema.get("properties", {}).get("answer", {}).get("enum")
-    return list(enum) if enum else None
-
-
-def _answer_span(text: str) -> tuple[int, int, Any] | None:
-    """Character span and value of the ``"answer"`` value in generated JSON text."""
-    key = text.find('"answer"')
-    if key < 0:
-        return None
-    colon = text.find(":", key + len('"answer"'))
-    if colon < 0:
-        return None
-    start = colon + 1
-    while start < len(text) and text[start] in " \t\r\n":
-        start += 1
-    try:
-        value, end = json.JSONDecoder().raw_decode(text, start)
-    except json.JSONDecodeError:
-        return None
-    return start, end, value
-
-
-def top_count(s: Sampling) -> int:
-    """How many alternatives to report per token (0 to :data:`MAX_TOP_LOGPROBS`)."""
-    return max(0, min(int(s.top_logprobs or 0), MAX_TOP_LOGPROBS))
-
-
-def logprob_entry(
-    row: np.ndarray, token: int, k: int, detok: Callable[[Sequence[int]], str]
-) -> dict[str, Any]:
-    """The OpenAI-format entry of ``token`` from a log-softmax ``row``, with ``k`` alternatives.
-
-    Args:
-        row: Log-probabilities over the vocabulary at the token's position.
-        token: The generated token.
-        k: Alternatives to list (most likely first, ties by token id).
-        detok: Token ids to text.
-    """
-    top = np.argpartition(-row, k)[:k] if k else np.array([], dtype=np.int64)
-    top = top[np.lexsort((top, -row[top]))]
-    alts = [(detok([t]), float(row[t])) for t in top]
-    return token_entry(detok([token]), float(row[token]), alts)
+    def _tokens(self, text: str) -> list[int]:
+        return self.tokenize(text, bos=False)
 
 
 def first_line(out: list[int], detok: Callable[[Sequence[int]], str]) -> tuple[list[int], str]:
@@ -609,55 +556,3 @@ def first_line(out: list[int], detok: Callable[[Sequence[int]], str]) -> tuple[l
     if len(out) > 1 and detok(out[:-1]).startswith(keep):
         out = out[:-1]
     return out, keep
-
-
-@dataclass(frozen=True)
-class OptionLayout:
-    """Where the ``answer`` value sits in generated JSON tokens, for scoring every option.
-
-    Attributes:
-        first: Index of the token holding the value's first character.
-        lead: Text of that token before the value.
-        tail: Text after the value (e.g. ``}``).
-        text: The whole generated text.
-        begin: Character offset of token ``first`` in ``text``.
-        generated: The value that was generated.
-    """
-
-    first: int
-    lead: str
-    tail: str
-    text: str
-    begin: int
-    generated: Any
-
-    @classmethod
-    def of(cls, out: list[int], detok: Callable[[Sequence[int]], str]) -> OptionLayout | None:
-        """The layout of generated tokens ``out``; ``None`` when no answer value is found."""
-        pieces = [detok([t]) for t in out]
-        text = "".join(pieces)
-        span = _answer_span(text)
-        if span is None:
-            return None
-        start, end, generated = span
-        offsets = np.cumsum([len(p) for p in pieces])
-        first = int(np.searchsorted(offsets, start, side="right"))
-        begin = int(offsets[first - 1]) if first else 0
-        return cls(first, text[begin:start], text[end:], text, begin, generated)
-
-    def continuation(self, value: Any) -> str:
-        """The text scored for option ``value``: ``lead + value + tail``."""
-        return self.lead + json.dumps(value) + self.tail
-
-    def entries(
-        self, entries: list[dict[str, Any]], scored: list[tuple[str, float, bool]]
-    ) -> list[dict[str, Any]]:
-        """``entries`` with the answer's tokens replaced by one entry over every option.
-
-        Args:
-            entries: Per-token entries of the generated tokens.
-            scored: ``(continuation, logprob, is_generated)`` for each option.
-        """
-        chosen = next((lp for _, lp, hit in scored if hit), max(lp for _, lp, _ in scored))
-        alts = sorted(((t, lp) for t, lp, _ in scored), key=lambda a: -a[1])
-        return [*entries[: self.first], token_entry(self.text[self.begin :], chosen, alts)]

@@ -12,7 +12,8 @@ side's default prefix reuse. Then a cProfile of the simworld calls run in-proces
 where simworld's time goes. ``--throughput-only`` runs just this part.
 (b) A 30-agent scenario (``scenarios/opinion_exchange.yaml``, one step: 30 posts and 120
 probes), run by the CLI in a fresh process with prefix reuse on and off, alternating.
-(c) Probe latency with and without log-probabilities (option scoring).
+(c) Probe latency with answers drawn from the options' scores (the default) and sampled token
+by token (``?answers=sampled``). ``--probes-only`` runs just this part.
 """
 
 from __future__ import annotations
@@ -77,10 +78,13 @@ SCENARIO_REPEATS = 2
 PROBES = 16
 TEMPERATURE = 0.7
 TARGET_RATIO = 0.9
+# (c): answers over a fixed set of options drawn from the options' scores (the default) or
+# sampled token by token (simworld.llm.providers.local_options)
+PROBE_SIDES = {"drawn": MODEL, "sampled": f"{MODEL}?answers=sampled"}
 CALL_TIMEOUT_S = 1800.0  # a loaded machine must not turn a slow call into a failed one
 
 
-def _requests(count: int, *, probe: bool, logprobs: bool = False) -> list[Any]:
+def _requests(count: int, *, probe: bool, logprobs: bool = False, model: str = MODEL) -> list[Any]:
     """Post (or probe) requests of ``count`` different personas on the scenario's first topic."""
     from simworld.config.persona import load_library
     from simworld.config.scenario import load_scenario
@@ -108,7 +112,7 @@ def _requests(count: int, *, probe: bool, logprobs: bool = False) -> list[Any]:
             user = prompts.render("post", instruction="", **fields)
         out.append(
             LLMRequest(
-                model=MODEL,
+                model=model,
                 messages=({"role": "system", "content": system}, {"role": "user", "content": user}),
                 identity=CallIdentity(7, persona.id, 1, "probe" if probe else "post"),
                 temperature=TEMPERATURE,
@@ -358,20 +362,23 @@ def prefix_reuse() -> dict[str, Any]:
 
 
 def probe_logprobs(loop: asyncio.AbstractEventLoop) -> dict[str, Any]:
-    """(c) Mean probe latency without and with log-probabilities."""
-    gateway = _gateway()
+    """(c) Mean probe latency, log-probabilities on, answers drawn (the default) and sampled."""
     out: dict[str, Any] = {"probes": PROBES}
-    for label, flag in (("plain", False), ("logprobs", True)):
-        requests = _requests(PROBES + 1, probe=True, logprobs=flag)
+    for label, model in PROBE_SIDES.items():
+        gateway = _gateway(model)
+        requests = _requests(PROBES + 1, probe=True, logprobs=True, model=model)
         loop.run_until_complete(gateway.call(requests[0]))
         started = time.perf_counter()
         outcomes = [loop.run_until_complete(gateway.call(r)) for r in requests[1:]]
         seconds = time.perf_counter() - started
         out[label] = {
+            "model": model,
             "mean_latency_s": round(seconds / PROBES, 3),
             "parsed": sum(o.ok for o in outcomes),
             "with_option_probs": sum("option_probs" in o.extra for o in outcomes),
+            "completion_tokens": sum(o.completion_tokens for o in outcomes),
         }
+    out["speedup"] = round(out["sampled"]["mean_latency_s"] / out["drawn"]["mean_latency_s"], 2)
     return out
 
 
@@ -511,11 +518,14 @@ is shown.
 Speedup from reuse: **{b["speedup"]}x**. Messages and probe answers identical in every run,
 reuse on or off: **{b["identical_outputs"]}**.
 
-## (c) Probe latency and log-probabilities
+## (c) Probe latency: answers drawn and sampled
 
-{c["probes"]} probes: {c["plain"]["mean_latency_s"]} s each without log-probabilities,
-{c["logprobs"]["mean_latency_s"]} s with them (every option scored);
-{c["logprobs"]["with_option_probs"]} of {c["probes"]} carried an option distribution.
+{c["probes"]} probes with log-probabilities, one after another: {c["drawn"]["mean_latency_s"]} s
+each with the answer drawn from every option's score (the default, `{c["drawn"]["model"]}`),
+{c["sampled"]["mean_latency_s"]} s each sampled token by token and then scored
+(`{c["sampled"]["model"]}`): **{c["speedup"]}x**. Option distributions:
+{c["drawn"]["with_option_probs"]} and {c["sampled"]["with_option_probs"]} of {c["probes"]};
+completion tokens {c["drawn"]["completion_tokens"]} and {c["sampled"]["completion_tokens"]}.
 
 ## Notes
 
@@ -548,6 +558,11 @@ def main() -> None:
         action="store_true",
         help="run (a) only, keeping (b) and (c) from the saved JSON",
     )
+    parser.add_argument(
+        "--probes-only",
+        action="store_true",
+        help="run (c) only, keeping (a) and (b) from the saved JSON",
+    )
     args = parser.parse_args()
     globals()["THROUGHPUT_PROMPTS"] = args.prompts
     if args.summary_only:
@@ -556,7 +571,7 @@ def main() -> None:
     import llama_cpp  # noqa: F401  # fail fast without the extra
 
     loop = asyncio.new_event_loop()
-    saved = harness.read_result(RESULTS) if args.throughput_only else {}
+    saved = harness.read_result(RESULTS) if args.throughput_only or args.probes_only else {}
     result = {
         "machine": {
             "python": platform.python_version(),
@@ -564,10 +579,13 @@ def main() -> None:
             "llama_cpp_python": metadata.version("llama-cpp-python"),
             "loadavg_start": list(os.getloadavg()),
         },
-        "throughput": throughput(loop),
-        "profile": profile_simworld(loop),
     }
-    result["probe_logprobs"] = saved.get("probe_logprobs") or probe_logprobs(loop)
+    if args.probes_only:
+        result["throughput"], result["profile"] = saved["throughput"], saved["profile"]
+    else:
+        result["throughput"], result["profile"] = throughput(loop), profile_simworld(loop)
+    keep_c = args.throughput_only and "drawn" in saved.get("probe_logprobs", {})
+    result["probe_logprobs"] = saved["probe_logprobs"] if keep_c else probe_logprobs(loop)
     loop.close()
     result["prefix_reuse"] = saved.get("prefix_reuse") or prefix_reuse()
     result["machine"]["loadavg_end"] = list(os.getloadavg())

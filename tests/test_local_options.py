@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from simworld.llm.logprobs import option_distribution
+from simworld.llm.providers.local_engine import Sampling
 from simworld.llm.providers.local_options import (
     ANSWER_LEAD,
     ANSWER_TAIL,
@@ -124,15 +125,8 @@ def test_a_drawn_answer_is_one_of_its_reported_options():
         return [rng.normal(size=size) for _ in tokens]
 
     for seed in range(5):
-        steps = drawn_answer(
-            options,
-            rng.normal(size=size),
-            30,
-            temperature=1.0,
-            seed=seed,
-            top_logprobs=2,
-            detok=detok,
-        )
+        settings = Sampling(8, 1.0, seed, None, 2)
+        steps = drawn_answer(options, rng.normal(size=size), 30, settings, detok)
         out, text, logprobs = drive(steps, evaluate)
         assert text == detok(out) and text.startswith(ANSWER_LEAD)
         value = int(text[len(ANSWER_LEAD) : -len(ANSWER_TAIL)])

@@ -512,15 +512,7 @@ class BatchedEngine(OnePerConfig):
         if self.config.drawn_answers:
             options = AnswerOptions.of(s.schema, request.budget, self._tokens, self._detok)
         if options is not None:
-            steps = drawn_answer(
-                options,
-                logits,
-                len(tokens),
-                temperature=s.temperature,
-                seed=s.seed,
-                top_logprobs=s.top_logprobs,
-                detok=self._detok,
-            )
+            steps = drawn_answer(options, logits, len(tokens), s, self._detok)
             drawn, text, logprobs = yield from self._evals(seq, steps)
             return Generation(text, len(tokens), len(drawn), "stop", logprobs, cached)
         grammar = None if s.schema is None else _gbnf(json.dumps(s.schema, sort_keys=True))

@@ -412,15 +412,7 @@ class LlamaEngine(OnePerConfig):
         with self._lock:
             last_logits, cached = self._prefill(tokens, preamble_len)
             if options is not None:
-                steps = drawn_answer(
-                    options,
-                    last_logits,
-                    len(tokens),
-                    temperature=sampling.temperature,
-                    seed=sampling.seed,
-                    top_logprobs=sampling.top_logprobs,
-                    detok=self._detok,
-                )
+                steps = drawn_answer(options, last_logits, len(tokens), sampling, self._detok)
                 out, text, logprobs = drive(steps, self._decode_all)
                 return Generation(text, len(tokens), len(out), "stop", logprobs, cached)
             sampled, finish = self._sample(sampling, budget)

@@ -27,7 +27,7 @@ import math
 import random
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -275,14 +275,28 @@ def draw_option(scores: Sequence[float], temperature: float, seed: int) -> int:
     return keep[-1]
 
 
+class DrawSettings(Protocol):
+    """What a draw takes from a call's decoding settings
+    (:class:`~simworld.llm.providers.local_engine.Sampling`)."""
+
+    @property
+    def temperature(self) -> float:
+        """Sampling temperature (0: the most likely)."""
+
+    @property
+    def seed(self) -> int:
+        """The call's seed."""
+
+    @property
+    def top_logprobs(self) -> int | None:
+        """Alternatives per token to report; ``None`` for no log-probabilities."""
+
+
 def drawn_answer(
     options: AnswerOptions,
     last: np.ndarray,
     n_prompt: int,
-    *,
-    temperature: float,
-    seed: int,
-    top_logprobs: int | None,
+    settings: DrawSettings,
     detok: Callable[[Sequence[int]], str],
 ) -> Evaluations:
     """Score every option after the prompt and draw the answer (see the module docstring).
@@ -291,9 +305,7 @@ def drawn_answer(
         options: The options' continuations.
         last: Logits after the prompt's last token.
         n_prompt: Tokens in the prompt.
-        temperature: Sampling temperature.
-        seed: The call's seed.
-        top_logprobs: Alternatives per token to report; ``None`` for no log-probabilities.
+        settings: Temperature, seed and log-probabilities wanted.
         detok: Tokens to text.
 
     Returns:
@@ -307,11 +319,11 @@ def drawn_answer(
     scores = []
     for own in options.own:
         scores.append((yield from continuation_logprob(own, rows[-1], n_prompt + len(shared))))
-    pick = draw_option(scores, temperature, seed)
+    pick = draw_option(scores, settings.temperature, settings.seed)
     out = shared + options.own[pick]
     logprobs = None
-    if top_logprobs is not None:
-        k = top_count(top_logprobs)
+    if settings.top_logprobs is not None:
+        k = top_count(settings.top_logprobs)
         logprobs = [logprob_entry(row, t, k, detok) for t, row in zip(shared, rows, strict=False)]
         alts = sorted(
             ((detok(o), lp) for o, lp in zip(options.own, scores, strict=True)),

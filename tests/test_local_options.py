@@ -86,6 +86,7 @@ def _tokenizer() -> tuple[dict[str, int], list[str]]:
 def test_shared_tokens_stop_before_the_value(enum, shared_text):
     tokenize, vocab = _tokenizer()
     options = AnswerOptions.of(
+        True,
         {"properties": {"answer": {"enum": enum}}},
         20,
         tokenize,
@@ -100,14 +101,16 @@ def test_only_an_answer_alone_that_fits_is_drawn():
     tokenize, vocab = _tokenizer()
     detok = lambda t: "".join(vocab[i] for i in t)  # noqa: E731
     answer = {"answer": {"enum": [1, 2]}}
-    assert AnswerOptions.of({"properties": answer}, 20, tokenize, detok) is not None
+    assert AnswerOptions.of(True, {"properties": answer}, 20, tokenize, detok) is not None
+    assert AnswerOptions.of(False, {"properties": answer}, 20, tokenize, detok) is None
     with_message = {"properties": {**answer, "message": {"type": "string"}}}
-    assert AnswerOptions.of(with_message, 20, tokenize, detok) is None
+    assert AnswerOptions.of(True, with_message, 20, tokenize, detok) is None
     assert (
-        AnswerOptions.of({"properties": {"answer": {"type": "integer"}}}, 20, tokenize, detok)
+        AnswerOptions.of(True, {"properties": {"answer": {"type": "integer"}}}, 20, tokenize, detok)
         is None
     )
-    assert AnswerOptions.of({"properties": answer}, 5, tokenize, detok) is None  # 6 tokens each
+    too_small = 5  # each continuation is 6 tokens
+    assert AnswerOptions.of(True, {"properties": answer}, too_small, tokenize, detok) is None
 
 
 def test_a_drawn_answer_is_one_of_its_reported_options():
@@ -116,7 +119,9 @@ def test_a_drawn_answer_is_one_of_its_reported_options():
     tokenize, vocab = _tokenizer()
     detok = lambda t: "".join(vocab[i] for i in t)  # noqa: E731
     enum = [1, 2, 3, 10]
-    options = AnswerOptions.of({"properties": {"answer": {"enum": enum}}}, 20, tokenize, detok)
+    options = AnswerOptions.of(
+        True, {"properties": {"answer": {"enum": enum}}}, 20, tokenize, detok
+    )
     assert options is not None
     rng = np.random.default_rng(0)
     size = len(vocab)

@@ -508,9 +508,9 @@ class BatchedEngine(OnePerConfig):
             if pos == save_at:
                 self._states.save(self._ctx, seq, tuple(tokens[:save_at]))
         logits = rows[-1]
-        options = None
-        if self.config.drawn_answers:
-            options = AnswerOptions.of(s.schema, request.budget, self._tokens, self._detok)
+        options = AnswerOptions.of(
+            self.config.drawn_answers, s.schema, request.budget, self._tokens, self._detok
+        )
         if options is not None:
             steps = drawn_answer(options, logits, len(tokens), s, self._detok)
             drawn, text, logprobs = yield from self._evals(seq, steps)

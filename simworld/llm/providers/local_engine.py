@@ -406,9 +406,9 @@ class LlamaEngine(OnePerConfig):
         tokens = self.tokenize(prompt, bos=True)
         budget = prompt_budget(self.config, len(tokens), sampling.max_tokens)
         preamble_len = _common_prefix(self.tokenize(preamble, bos=True), tokens)
-        options = None
-        if self.config.drawn_answers:
-            options = AnswerOptions.of(sampling.schema, budget, self._tokens, self._detok)
+        options = AnswerOptions.of(
+            self.config.drawn_answers, sampling.schema, budget, self._tokens, self._detok
+        )
         with self._lock:
             last_logits, cached = self._prefill(tokens, preamble_len)
             if options is not None:

@@ -219,14 +219,16 @@ class AnswerOptions:
     @classmethod
     def of(
         cls,
+        drawn: bool,
         schema: dict[str, Any] | None,
         budget: int,
         tokenize: Callable[[str], Tokens],
         detok: Callable[[Sequence[int]], str],
     ) -> AnswerOptions | None:
-        """The continuations of ``schema``'s options when its only property is an ``answer``
-        enum and the longest fits ``budget`` tokens; else ``None`` (the answer is sampled)."""
-        enum = answer_enum(schema)
+        """The continuations of ``schema``'s options when answers are ``drawn`` (the engine's
+        ``drawn_answers``), the schema's only property is an ``answer`` enum and the longest
+        continuation fits ``budget`` tokens; else ``None`` (the answer is sampled)."""
+        enum = answer_enum(schema) if drawn else None
         if enum is None or set((schema or {}).get("properties", {})) != {"answer"}:
             return None
         conts = [tokenize(ANSWER_LEAD + json.dumps(v) + ANSWER_TAIL) for v in enum]
@@ -313,18 +315,22 @@ def drawn_answer(
         then one for the option whose alternatives are every option, or ``None``.
     """
     shared = options.shared
-    rows = [log_softmax(last)]
+    rows = [last]  # raw logits; rows[i] predicts shared[i], the last one every option
     if shared:
-        rows += [log_softmax(r) for r in (yield shared, n_prompt)]
+        rows += yield shared, n_prompt
+    first = log_softmax(rows[-1])
     scores = []
     for own in options.own:
-        scores.append((yield from continuation_logprob(own, rows[-1], n_prompt + len(shared))))
+        scores.append((yield from continuation_logprob(own, first, n_prompt + len(shared))))
     pick = draw_option(scores, settings.temperature, settings.seed)
     out = shared + options.own[pick]
     logprobs = None
-    if settings.top_logprobs is not None:
+    if settings.top_logprobs is not None:  # only then the shared tokens' rows are normalised
         k = top_count(settings.top_logprobs)
-        logprobs = [logprob_entry(row, t, k, detok) for t, row in zip(shared, rows, strict=False)]
+        logprobs = [
+            logprob_entry(log_softmax(row), t, k, detok)
+            for t, row in zip(shared, rows, strict=False)
+        ]
         alts = sorted(
             ((detok(o), lp) for o, lp in zip(options.own, scores, strict=True)),
             key=lambda a: -a[1],

@@ -6,7 +6,7 @@ Run: ``.venv/bin/python benchmarks/bench_batched.py`` (writes
 
 The prompts are what the main scenario (``scenarios/opinion_exchange.yaml``) sends in its
 first step, for its first personas: a post and a probe on each topic per persona (probes
-grammar-constrained, with log-probabilities and option scoring). The serial engine
+with log-probabilities, their answers drawn from every option's score). The serial engine
 (``batch=1``) answers them one after another, as the gateway sent them before; the batched
 engine (``batch=8``) gets them all at once, as the gateway sends them now. Both engines
 run in this process, with prefix reuse on, each from a cold cache; rounds alternate which
@@ -178,7 +178,8 @@ Written by `benchmarks/bench_batched.py` from `benchmarks/results/batched.json`.
 
 {first["serial"]["prompt_tokens"]:,} prompt tokens in {result["calls"]} calls (a post and a probe
 on each topic for the first {result["personas"]} personas of `scenarios/opinion_exchange.yaml`,
-probes with log-probabilities and option scoring, `max_tokens` {MAX_TOKENS}), answered by
+probes with log-probabilities, answers drawn from the options' scores, `max_tokens`
+{MAX_TOKENS}), answered by
 the serial engine (`local/gemma3-270m?batch=1`, one call after another) and by the batched
 engine (`batch={BATCH}`, all calls submitted at once), in one process, each from a cold
 cache. Host: {m["cpus"]} CPU cores shared with other work, {m["threads"]} llama.cpp threads,

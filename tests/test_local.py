@@ -427,7 +427,7 @@ def test_an_answer_alone_is_drawn_from_its_reported_options(engine):
     """An ``answer`` enum alone is not sampled token by token: the answer is the option the
     call's seed draws from the scores its log-probabilities report."""
     prompt = to_prompt([{"role": "system", "content": SYSTEM}, {"role": "user", "content": PROBE}])
-    answers = set()
+    drawn_texts = {}
     for seed in range(6):
         sampling = Sampling(40, 0.8, seed, LIKERT_SCHEMA, 2)
         gen = engine.generate(prompt.text, preamble=prompt.preamble, sampling=sampling)
@@ -436,18 +436,14 @@ def test_an_answer_alone_is_drawn_from_its_reported_options(engine):
         drawn = [1, 2, 3, 4, 5][draw_option([scores[v] for v in range(1, 6)], 0.8, seed)]
         assert gen.text == f'{{"answer": {drawn}}}'
         assert gen.completion_tokens == len(engine.tokenize(gen.text, bos=False))
-        answers.add(drawn)
-    assert len(answers) > 1
+        drawn_texts[seed] = gen.text
+    assert len(set(drawn_texts.values())) > 1
     sampled = LlamaEngine.get(dataclasses.replace(engine.config, drawn_answers=False))
     texts = {
         seed: sampled.generate(
-            prompt.text, preamble=prompt.preamble, sampling=Sampling(40, 0.8, seed, LIKERT_SCHEMA)
-        ).text
-        for seed in range(6)
-    }
-    drawn_texts = {
-        seed: engine.generate(
-            prompt.text, preamble=prompt.preamble, sampling=Sampling(40, 0.8, seed, LIKERT_SCHEMA)
+            prompt.text,
+            preamble=prompt.preamble,
+            sampling=Sampling(40, 0.8, seed, LIKERT_SCHEMA, 2),
         ).text
         for seed in range(6)
     }

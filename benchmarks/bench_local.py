@@ -533,8 +533,12 @@ completion tokens {c["drawn"]["completion_tokens"]} and {c["sampled"]["completio
   positions, because llama.cpp's CPU kernels round differently for different batch sizes:
   with llama-cpp-python's automatic longest-prefix reuse a call's output depends on which
   call ran before it, so concurrent runs would not be reproducible. Reuse keeps whole
-  aligned chunks of the previous prompt and restores each persona's preamble (instructions
-  and persona card) from a KV state saved with llama.cpp's per-sequence state API.
+  aligned chunks of the previous prompt, or restores a KV state saved with llama.cpp's
+  per-sequence state API: each persona's preamble (instructions and persona card), or a
+  recent whole prompt cut back to the aligned chunks it shares with the new one, so an
+  agent's next call starts from its last one (persona, topic and earlier memories) even
+  when other agents' calls ran between. A saved prompt state a call starts from is replaced
+  by that call's own.
 - llama-cpp-python's `LlamaRAMCache` (`save_state`/`load_state`) was tried and not used: it
   copies the whole logits buffer (262k-token vocabulary times the batch size) on every save
   and load, which made it slower than evaluating the prompt again.

@@ -26,7 +26,13 @@ from simworld.llm.litellm_backend import (
 )
 from simworld.llm.providers import local
 from simworld.llm.providers.fake import _SAYINGS
-from simworld.llm.providers.local import LocalModelError, check_model, parse_model, to_prompt
+from simworld.llm.providers.local import (
+    BasePrompt,
+    LocalModelError,
+    check_model,
+    parse_model,
+    to_prompt,
+)
 from simworld.llm.providers.local_batch import (
     SEQ_CHUNK,
     SMALL_UBATCH,
@@ -360,8 +366,39 @@ def test_prefix_states_are_kept_per_preamble(engine):
     prompt = to_prompt(messages)
     _generate(engine, "warm up")
     engine.generate(prompt.text, preamble=prompt.preamble, sampling=Sampling(2, 0.0, 0))
-    lengths = {len(k) for k in engine._states}
+    lengths = {len(k) for k in engine._preambles}
     assert lengths and all(n % PREFILL_CHUNK == 0 for n in lengths)
+
+
+@pytest.mark.parametrize("heard", [10, 40], ids=["short", "longer-than-the-window"])
+def test_a_later_call_starts_from_an_earlier_prompt_state(engine, heard):
+    """An agent's next prompt (same card, topic and earlier memories, one more memory) reuses
+    the saved state of its last prompt beyond the preamble although other calls ran between,
+    replaces that state with its own, and answers as an engine without reuse does; also
+    when the earlier prompt is longer than the model's sliding window (Gemma 3: 512
+    tokens), whose states keep only the window's last positions."""
+    lines = [f"- Speaker {i}: I think remote work saves me {i} hours a week." for i in range(50)]
+
+    def prompt(memories: list[str]) -> BasePrompt:
+        user = "What you have heard recently:\n" + "\n".join(memories) + "\n" + PROBE
+        return to_prompt(
+            [{"role": "system", "content": SYSTEM * 3}, {"role": "user", "content": user}]
+        )
+
+    first, later = prompt(lines[:heard]), prompt([*lines[:12], "- Ana: I disagree."])
+    sampling = Sampling(8, 0.8, 5, LIKERT_SCHEMA, None)
+    warm = LlamaEngine(engine.config)  # a new instance: nothing saved yet
+    warm.generate(first.text, preamble=first.preamble, sampling=sampling)
+    for other in ("Something else entirely.", "And again something else."):
+        warm.generate(other, preamble="", sampling=Sampling(2, 0.0, 0))
+    gen = warm.generate(later.text, preamble=later.preamble, sampling=sampling)
+    preamble_chunks = len(warm.tokenize(later.preamble, bos=True)) // PREFILL_CHUNK * PREFILL_CHUNK
+    assert gen.cached_tokens > preamble_chunks + PREFILL_CHUNK
+    assert all(len(key) <= warm.state_tokens for key in warm._prompts)
+    assert tuple(warm.tokenize(later.text, bos=True)) in set(warm._prompts)
+    assert len(list(warm._prompts)) == 3  # first's state gave way to later's
+    cold = LlamaEngine(dataclasses.replace(engine.config, prefix_reuse=False))
+    assert gen == cold.generate(later.text, preamble=later.preamble, sampling=sampling)
 
 
 def test_reused_prompt_tokens_are_reported(engine):

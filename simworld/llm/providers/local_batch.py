@@ -103,6 +103,7 @@ from simworld.llm.providers.local_engine import (
     cpu_flags,
     first_line,
     prompt_budget,
+    state_tokens,
     use_extra_bufts,
 )
 from simworld.llm.providers.local_options import (
@@ -207,6 +208,7 @@ class BatchedEngine(OnePerConfig):
         self._clock = 0
         self._copy_sources: set[int] = set()
         self._states = SeqStates()
+        self._state_tokens = state_tokens(self._model.model, config.n_ctx)
         self._queue: deque[_Request] = deque()
         self._cond = threading.Condition()
         self._closed = False
@@ -348,7 +350,7 @@ class BatchedEngine(OnePerConfig):
         else:
             calm = [s for s in free if s not in self._copy_sources] or free
             seq = min(calm, key=lambda s: self._last_use[s])
-        saved = self._longest_state(tokens, limit)
+        saved = self._closest_state(tokens, limit)
         self._busy[seq] = True
         self._clock += 1
         self._last_use[seq] = self._clock
@@ -360,12 +362,13 @@ class BatchedEngine(OnePerConfig):
             raise
         return seq
 
-    def _fill(self, seq: int, source: int, shared: int, saved: tuple[int, ...]) -> None:
-        """Give ``seq`` the longest of: a saved state, ``shared`` tokens of ``source``."""
+    def _fill(self, seq: int, source: int, shared: int, saved: tuple[tuple[int, ...], int]) -> None:
+        """Give ``seq`` the longest of: the leading tokens of a saved state (its key and how
+        many), ``shared`` tokens of ``source``."""
         import llama_cpp
 
-        if len(saved) > shared and seq not in self._copy_sources:
-            self._restore(seq, saved)
+        if saved[1] > shared and seq not in self._copy_sources:
+            self._restore(seq, *saved)
         elif seq == source:
             self._truncate(seq, shared)
         elif shared > 0:
@@ -392,17 +395,17 @@ class BatchedEngine(OnePerConfig):
         """Empty ``seq`` (after a failure its cache may not match what was asked)."""
         self._truncate(seq, 0)
 
-    def _longest_state(self, tokens: list[int], limit: int) -> tuple[int, ...]:
+    def _closest_state(self, tokens: list[int], limit: int) -> tuple[tuple[int, ...], int]:
         if not self.config.prefix_reuse:
-            return ()
-        return self._states.longest(tokens, limit)
+            return (), 0
+        return self._states.closest(tokens, limit, SEQ_CHUNK)
 
-    def _restore(self, seq: int, key: tuple[int, ...]) -> None:
+    def _restore(self, seq: int, key: tuple[int, ...], keep: int) -> None:
         self._truncate(seq, 0)
-        self._states.restore(self._ctx, seq, key, self.config.path)
-        self._cached[seq] = list(key)
-        self._canon[seq] = len(key)
-        self.stats["restored_tokens"] += len(key)
+        self._states.restore(self._ctx, seq, key, keep, self.config.path)
+        self._cached[seq] = list(key[:keep])
+        self._canon[seq] = keep
+        self.stats["restored_tokens"] += keep
 
     # -- evaluation ----------------------------------------------------------------------------
     def _evaluate(self, pending: dict[int, _Eval]) -> dict[int, list[np.ndarray] | BaseException]:
@@ -494,7 +497,9 @@ class BatchedEngine(OnePerConfig):
 
         tokens, s = request.tokens, request.sampling
         pos = cached = len(self._cached[seq])
-        save_at = request.preamble_len // SEQ_CHUNK * SEQ_CHUNK if self.config.prefix_reuse else 0
+        save_at = min(request.preamble_len, self._state_tokens) // SEQ_CHUNK * SEQ_CHUNK
+        if not self.config.prefix_reuse:
+            save_at = 0
         if not pos < save_at < len(tokens) or tuple(tokens[:save_at]) in self._states:
             save_at = 0
         rows: list[np.ndarray] = []

@@ -5,7 +5,8 @@ depending on how many tokens share its batch, so a plain prefix-reusing ``Llama`
 call's output depend on which call ran before it. The engine therefore evaluates every
 prompt in batches aligned to multiples of :data:`PREFILL_CHUNK` absolute positions and
 reuses only whole aligned chunks, whether they are still in the KV cache from the previous
-call or restored from the per-preamble state cache. Every token's KV entry is thus computed
+call or restored from a saved state (a preamble's, or a recent prompt's cut back to the
+chunks it shares with the new one). Every token's KV entry is thus computed
 the same way whatever the history, and the same seed gives the same output in any call
 order, with prefix reuse on or off. Sampling (see
 :mod:`simworld.llm.providers.local_sampler`) is seeded and grammar-constrained for JSON answers.
@@ -54,6 +55,7 @@ DEFAULT_N_CTX = 4096
 DEFAULT_BATCH = 1
 PREFILL_CHUNK = 64
 PREFIX_CACHE_BYTES = 512 * 1024 * 1024
+PROMPT_CACHE_BYTES = 768 * 1024 * 1024
 TEXT_REPEAT_PENALTY = 1.1
 _SEQ = 0
 _LOG = logging.getLogger("simworld.llm.providers.local")
@@ -281,14 +283,37 @@ def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     return n
 
 
-class SeqStates:
-    """Saved KV states of llama.cpp sequences, keyed by the prompt tokens they hold: the
-    per-preamble cache of both engines. The least recently used go first once they hold
-    more than :data:`PREFIX_CACHE_BYTES` (the newest is always kept)."""
+def state_tokens(model: Any, n_ctx: int) -> int:
+    """Most tokens a saved sequence state holds whole.
 
-    def __init__(self) -> None:
-        self._states: OrderedDict[tuple[int, ...], tuple[Any, int]] = OrderedDict()
+    A model with sliding-window attention layers (Gemma 3: 512 positions) saves only the
+    last window of those layers' KV, so a state of a longer sequence cut back to fewer
+    tokens would miss their first positions; states are therefore saved of at most
+    ``n_swa`` tokens.
+
+    Args:
+        model: The ``llama_model`` pointer.
+        n_ctx: The context window (the limit of a model without sliding windows).
+    """
+    import llama_cpp
+
+    n_swa = int(llama_cpp.llama_model_n_swa(model))
+    return n_swa if 0 < n_swa < n_ctx else n_ctx
+
+
+class SeqStates:
+    """Saved KV states of llama.cpp sequences, keyed by the prompt tokens they hold. The
+    least recently used go first once they hold more than ``capacity`` bytes (the newest is
+    always kept).
+
+    Args:
+        capacity: Bytes of saved state to keep.
+    """
+
+    def __init__(self, capacity: int = PREFIX_CACHE_BYTES) -> None:
+        self._states: OrderedDict[tuple[int, ...], tuple[Any, int, np.ndarray]] = OrderedDict()
         self._bytes = 0
+        self._capacity = capacity
 
     def __contains__(self, key: object) -> bool:
         return key in self._states
@@ -297,13 +322,28 @@ class SeqStates:
         """The saved keys, least recently used first."""
         return iter(self._states)
 
-    def longest(self, tokens: Sequence[int], limit: int) -> tuple[int, ...]:
-        """The longest saved key of at most ``limit`` tokens that ``tokens`` starts with."""
-        return max(
-            (k for k in self._states if len(k) <= limit and tuple(tokens[: len(k)]) == k),
-            key=len,
-            default=(),
-        )
+    def closest(self, tokens: Sequence[int], limit: int, chunk: int) -> tuple[tuple[int, ...], int]:
+        """The saved state that shares the most whole chunks with ``tokens``.
+
+        Args:
+            tokens: The prompt.
+            limit: Most tokens to take from a state.
+            chunk: Alignment: only the first multiple of ``chunk`` tokens of the shared
+                prefix count (KV beyond it was not evaluated as a whole aligned chunk).
+
+        Returns:
+            The state's key and how many of its leading tokens to keep (``((), 0)`` when no
+            state shares a whole chunk); the first saved wins a tie.
+        """
+        want = np.asarray(tokens[:limit], dtype=np.int64)
+        best: tuple[tuple[int, ...], int] = ((), 0)
+        for key, (_, _, held) in self._states.items():
+            n = min(len(held), len(want))
+            differ = np.flatnonzero(held[:n] != want[:n])
+            shared = (int(differ[0]) if differ.size else n) // chunk * chunk
+            if shared > best[1]:
+                best = (key, shared)
+        return best
 
     def save(self, ctx: Any, seq: int, key: tuple[int, ...]) -> None:
         """Save sequence ``seq`` of context ``ctx`` (holding ``key``), unless already saved."""
@@ -316,24 +356,31 @@ class SeqStates:
         written = llama_cpp.llama_state_seq_get_data(ctx, buf, size, seq)
         if written == 0:
             return
-        self._states[key] = (buf, written)
+        self._states[key] = (buf, written, np.asarray(key, dtype=np.int64))
         self._bytes += size
-        while self._bytes > PREFIX_CACHE_BYTES and len(self._states) > 1:
-            _, (old, _) = self._states.popitem(last=False)
-            self._bytes -= len(old)
+        while self._bytes > self._capacity and len(self._states) > 1:
+            self.discard(next(iter(self._states)))
 
-    def restore(self, ctx: Any, seq: int, key: tuple[int, ...], path: Path) -> None:
-        """Load the state saved for ``key`` into the (emptied) sequence ``seq`` of ``ctx``.
+    def discard(self, key: tuple[int, ...]) -> None:
+        """Forget the state saved for ``key``."""
+        buf, _, _ = self._states.pop(key)
+        self._bytes -= len(buf)
+
+    def restore(self, ctx: Any, seq: int, key: tuple[int, ...], keep: int, path: Path) -> None:
+        """Load the first ``keep`` tokens of the state saved for ``key`` into the (emptied)
+        sequence ``seq`` of ``ctx``.
 
         Raises:
             RuntimeError: llama.cpp refused the state (of the model file ``path``).
         """
         import llama_cpp
 
-        buf, written = self._states[key]
+        buf, written, _ = self._states[key]
         self._states.move_to_end(key)
         if not llama_cpp.llama_state_seq_set_data(ctx, buf, written, seq):
             raise RuntimeError(f"could not restore a cached prefix state of {path}")
+        if keep < len(key):
+            llama_cpp.llama_memory_seq_rm(llama_cpp.llama_get_memory(ctx), seq, keep, -1)
 
 
 class OnePerConfig:
@@ -375,7 +422,9 @@ class LlamaEngine(OnePerConfig):
         self._lock = threading.Lock()
         self._worker: ThreadPoolExecutor | None = None
         self._canonical: list[int] = []
-        self._states = SeqStates()
+        self._preambles = SeqStates(PREFIX_CACHE_BYTES)
+        self._prompts = SeqStates(PROMPT_CACHE_BYTES)
+        self.state_tokens = state_tokens(self._llm.model, config.n_ctx)
 
     def tokenize(self, text: str, *, bos: bool) -> list[int]:
         """Token ids of ``text``."""
@@ -428,33 +477,54 @@ class LlamaEngine(OnePerConfig):
     def _prefill(self, tokens: list[int], preamble_len: int) -> tuple[np.ndarray, int]:
         """Evaluate ``tokens`` in aligned chunks, reusing whole chunks already in the KV
         cache or saved; returns the logits after the last token and the number of leading
-        tokens reused (not evaluated)."""
+        tokens reused (not evaluated).
+
+        Two stores of saved states: each preamble's (kept while it fits
+        :data:`PREFIX_CACHE_BYTES`) and recent prompts' (:data:`PROMPT_CACHE_BYTES`), so an
+        agent's next call (the same persona, topic and earlier memories) starts from its
+        last one even when other agents' calls ran between. A prompt state a call starts
+        from is replaced by that call's own, which holds the newer memories. States hold at
+        most :attr:`state_tokens` tokens (see :func:`state_tokens`).
+        """
         chunk, llm = PREFILL_CHUNK, self._llm
         limit = (len(tokens) - 1) // chunk * chunk
-        start = 0
+        start, preamble_at, prompt_at = 0, 0, 0
+        source: tuple[int, ...] = ()  # the prompt state this call starts from
         if self.config.prefix_reuse:
             start = min(_common_prefix(self._canonical, tokens), limit) // chunk * chunk
-            saved = self._states.longest(tokens, limit)
-            if len(saved) > start:
-                self._restore(saved)
-                start = len(saved)
-        save_at = preamble_len // chunk * chunk if self.config.prefix_reuse else 0
+            found = [
+                (store, *store.closest(tokens, limit, chunk))
+                for store in (self._preambles, self._prompts)
+            ]
+            store, key, shared = max(found, key=lambda f: f[2])
+            if shared > start:
+                self._restore(store, key, shared)
+                start = shared
+                source = key if store is self._prompts else ()
+            cap = self.state_tokens // chunk * chunk
+            preamble_at = min(preamble_len // chunk * chunk, cap)
+            prompt_at = len(tokens) if len(tokens) <= self.state_tokens else cap
         llm.n_tokens = start
         for i in range(start, len(tokens), chunk):
             llm.eval(tokens[i : i + chunk])
-            if i + chunk == save_at:
-                self._states.save(llm.ctx, _SEQ, tuple(tokens[:save_at]))
+            end = min(i + chunk, len(tokens))
+            if end == preamble_at:
+                self._preambles.save(llm.ctx, _SEQ, tuple(tokens[:end]))
+            if end == prompt_at:
+                self._prompts.save(llm.ctx, _SEQ, tuple(tokens[:end]))
+                if source and source != tuple(tokens[:end]) and source in self._prompts:
+                    self._prompts.discard(source)
         self._canonical = tokens[: len(tokens) // chunk * chunk]
         return self._logits(-1), start
 
-    def _restore(self, key: tuple[int, ...]) -> None:
+    def _restore(self, store: SeqStates, key: tuple[int, ...], keep: int) -> None:
         import llama_cpp
 
         ctx = self._llm.ctx
         llama_cpp.llama_memory_seq_rm(llama_cpp.llama_get_memory(ctx), _SEQ, -1, -1)
-        self._states.restore(ctx, _SEQ, key, self.config.path)
-        self._llm.n_tokens = len(key)
-        self._llm.input_ids[: len(key)] = key
+        store.restore(ctx, _SEQ, key, keep, self.config.path)
+        self._llm.n_tokens = keep
+        self._llm.input_ids[:keep] = key[:keep]
 
     # -- decoding ------------------------------------------------------------------------------
     def _sample(self, s: Sampling, budget: int) -> tuple[list[int], str]:

@@ -535,7 +535,9 @@ completion tokens {c["drawn"]["completion_tokens"]} and {c["sampled"]["completio
   call ran before it, so concurrent runs would not be reproducible. Reuse keeps whole
   aligned chunks of the previous prompt, or restores a KV state saved with llama.cpp's
   per-sequence state API: each persona's preamble (instructions and persona card), or a
-  recent whole prompt cut back to the aligned chunks it shares with the new one, so an
+  recent prompt (at most its first 512 tokens, Gemma 3's sliding window: a longer
+  sequence's state keeps only the window's last positions of those layers) cut back to
+  the aligned chunks it shares with the new one, so an
   agent's next call starts from its last one (persona, topic and earlier memories) even
   when other agents' calls ran between. A saved prompt state a call starts from is replaced
   by that call's own.

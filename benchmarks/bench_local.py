@@ -537,9 +537,9 @@ completion tokens {c["drawn"]["completion_tokens"]} and {c["sampled"]["completio
   per-sequence state API: each persona's preamble (instructions and persona card), or a
   recent prompt (at most its first 512 tokens, Gemma 3's sliding window: a longer
   sequence's state keeps only the window's last positions of those layers) cut back to
-  the aligned chunks it shares with the new one, so an
-  agent's next call starts from its last one (persona, topic and earlier memories) even
-  when other agents' calls ran between. A saved prompt state a call starts from is replaced
+  the aligned chunks it shares with the new one, so an agent's next call starts from its
+  last one (persona, topic and earlier memories) even when other agents' calls ran
+  between. A saved prompt state a call starts from is replaced
   by that call's own.
 - llama-cpp-python's `LlamaRAMCache` (`save_state`/`load_state`) was tried and not used: it
   copies the whole logits buffer (262k-token vocabulary times the batch size) on every save

@@ -9,6 +9,7 @@ import random
 import re
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import Future
 
@@ -401,6 +402,91 @@ def test_a_later_call_starts_from_an_earlier_prompt_state(engine, heard):
     assert gen == cold.generate(later.text, preamble=later.preamble, sampling=sampling)
 
 
+def _long_probe(lines: int) -> BasePrompt:
+    """A probe whose prompt is many prefill chunks long."""
+    heard = "\n".join(f"- Speaker {i}: remote work gave me {i} evenings." for i in range(lines))
+    user = "What you have heard recently:\n" + heard + "\n" + PROBE
+    return to_prompt([{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}])
+
+
+def _cancel_at(engine: LlamaEngine, when, monkeypatch) -> tuple[Future[Generation], list[int]]:
+    """Submit a call to ``engine`` whose future is cancelled inside the model's eval when
+    ``when(sizes)`` says so (``sizes``: the token counts evaluated so far, this one
+    included); returns the future and those sizes, once the call has ended."""
+    real, sizes, submitted, gate = engine._llm.eval, [], [], threading.Event()
+
+    def counted(tokens) -> None:
+        gate.wait()
+        sizes.append(len(tokens))
+        if when(sizes):
+            submitted[0].cancel()
+        real(tokens)
+
+    monkeypatch.setattr(engine._llm, "eval", counted)
+    prompt = _long_probe(30)
+    submitted.append(
+        engine.submit(prompt.text, preamble=prompt.preamble, sampling=_CANCELLED_SAMPLING)
+    )
+    gate.set()
+    engine._worker.submit(lambda: None).result(timeout=300)  # the call has ended
+    monkeypatch.setattr(engine._llm, "eval", real)
+    return submitted[0], sizes
+
+
+_CANCELLED_SAMPLING = Sampling(40, 0.8, 3, REASON_SCHEMA, None)
+
+
+def test_a_cancelled_call_stops_before_its_next_prefill_chunk(engine, monkeypatch):
+    """A call cancelled while its prompt is evaluated stops before the next chunk (a
+    timed-out call does not hold the engine); the next call reuses the chunk it evaluated
+    and answers as an engine without reuse does."""
+    fresh = LlamaEngine(engine.config)  # a new instance: nothing cached yet
+    prompt = _long_probe(30)
+    chunks = -(-len(fresh.tokenize(prompt.text, bos=True)) // PREFILL_CHUNK)
+    assert chunks > 4
+    future, sizes = _cancel_at(fresh, lambda sizes: len(sizes) == 1, monkeypatch)
+    assert future.cancelled()
+    assert sizes == [PREFILL_CHUNK]
+    gen = fresh.generate(prompt.text, preamble=prompt.preamble, sampling=_CANCELLED_SAMPLING)
+    assert gen.cached_tokens == PREFILL_CHUNK
+    cold = LlamaEngine(dataclasses.replace(engine.config, prefix_reuse=False))
+    assert gen == cold.generate(prompt.text, preamble=prompt.preamble, sampling=_CANCELLED_SAMPLING)
+
+
+def test_a_cancelled_call_stops_before_its_next_token(engine, monkeypatch):
+    """A call cancelled while it generates stops before its next token."""
+    prompt = _long_probe(30)
+    whole = engine.generate(prompt.text, preamble=prompt.preamble, sampling=_CANCELLED_SAMPLING)
+    assert whole.completion_tokens > 3  # uncancelled, it generates several tokens
+
+    def at_first_token(sizes: list[int]) -> bool:
+        return sizes[-1] == 1 and sizes.count(1) == 1
+
+    future, sizes = _cancel_at(engine, at_first_token, monkeypatch)
+    assert future.cancelled()
+    assert sizes.count(1) == 1
+    after = engine.generate(prompt.text, preamble=prompt.preamble, sampling=_CANCELLED_SAMPLING)
+    assert after == dataclasses.replace(whole, cached_tokens=after.cached_tokens)
+
+
+def test_a_timed_out_provider_call_cancels_its_engine_call(monkeypatch):
+    """``asyncio``'s timeout around the provider's call cancels the engine's future, which
+    is what stops the work (in the child process too)."""
+    pending: Future[Generation] = Future()
+
+    class Waiting:
+        def submit(self, prompt: str, *, preamble: str, sampling: Sampling) -> Future[Generation]:
+            return pending
+
+    monkeypatch.setattr(local, "engine_for", lambda model, config: Waiting())
+    call = local.LocalLLM().acompletion(
+        model="gemma3-270m", messages=[{"role": "user", "content": "Hi"}], optional_params={}
+    )
+    with pytest.raises(TimeoutError):
+        asyncio.run(asyncio.wait_for(call, 0.5))
+    assert pending.cancelled()
+
+
 def test_reused_prompt_tokens_are_reported(engine):
     cold = LlamaEngine(engine.config)  # a new instance: nothing cached yet
     prompts = [
@@ -653,6 +739,39 @@ def test_prefix_reuse_does_not_change_answers(batched):
     assert [batched.generate(p, preamble="", sampling=s) for p, s in pairs] == ref
     futures = [batched.submit(p, preamble="", sampling=s) for p, s in reversed(pairs)]
     assert [f.result() for f in reversed(futures)] == ref
+
+
+def test_batched_engine_drops_a_cancelled_call_at_its_next_step(batched, monkeypatch):
+    """A call cancelled during its first evaluation is not evaluated again, frees its
+    sequence, and the engine's next call answers as an engine without reuse does."""
+    real, evaluated, submitted, gate = batched._evaluate, [], [], threading.Event()
+
+    def counted(pending: dict) -> dict:
+        gate.wait()
+        if pending:
+            evaluated.append(sorted(pending))
+            submitted[0].cancel()
+        return real(pending)
+
+    monkeypatch.setattr(batched, "_evaluate", counted)
+    prompt = _long_probe(30)
+    submitted.append(
+        batched.submit(prompt.text, preamble=prompt.preamble, sampling=_CANCELLED_SAMPLING)
+    )
+    gate.set()
+    deadline = time.monotonic() + 300
+    while (not evaluated or any(batched._busy)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert submitted[0].cancelled()
+    assert len(evaluated) == 1 and not any(batched._busy)
+    monkeypatch.setattr(batched, "_evaluate", real)
+    text, preamble, sampling = _target()
+    cold = BatchedEngine(dataclasses.replace(batched.config, prefix_reuse=False, batch=2))
+    try:
+        ref = cold.generate(text, preamble=preamble, sampling=sampling)
+    finally:
+        cold.close()
+    assert batched.generate(text, preamble=preamble, sampling=sampling) == ref
 
 
 def test_batched_engine_keeps_grammar_and_free_text_rules(batched):

@@ -128,3 +128,18 @@ def test_calls_in_flight_in_the_child_answer_as_inline(fresh_children):
     here = [inline.generate(p, preamble="", sampling=s) for p, s in pairs]
     assert child == here
     assert len({g.text for g in child}) > 1
+
+
+def test_a_cancelled_call_is_stopped_in_the_child(fresh_children):
+    """Cancelling a call's future (as a timed-out call does) reaches the child; the calls
+    after it answer as inline, and nothing is left waiting."""
+    from simworld.llm.providers.local_batch import load_engine
+
+    engine = ChildEngine.get(MODEL, parse_model(MODEL))
+    heard = "\n".join(f"- Speaker {i}: remote work gave me {i} free evenings." for i in range(40))
+    first = engine.submit(heard + "\nQ: Sum it up.\nA:", preamble="", sampling=Sampling(60, 0.9, 1))
+    assert first.cancel()
+    prompt, sampling = "Q: Name a colour, Ana.\nA:", Sampling(8, 0.9, 2)
+    later = engine.submit(prompt, preamble="", sampling=sampling).result(timeout=300)
+    assert first.cancelled() and not engine._calls and engine.stopped == 1
+    assert later == load_engine(parse_model(MODEL)).generate(prompt, preamble="", sampling=sampling)

@@ -408,13 +408,11 @@ class Gateway:
         and ``errors``) but never its answer. The ``attempt`` of a recorded error counts
         every request sent for the call.
 
-        A timeout stops waiting; it cannot stop work that is not awaitable. The embedded
-        ``local/`` model answers in a worker thread (in-process or talking to its child):
-        after a timeout that thread goes on until the engine has finished the abandoned
-        answer, which is then dropped, and the engine stays busy until then. The retry (or
-        the next call) waits for it; its own timeout clock runs meanwhile, so on a machine
-        too slow for ``llm.timeout_s`` one slow call can make the next ones time out too.
-        Being seeded alike, the retry then gives the answer the abandoned request would have.
+        A timeout cancels the request. The embedded ``local/`` model then stops the
+        abandoned call before its next prefill chunk or generated token (in its child
+        process too), so the retry does not wait behind it, and starts from the chunks the
+        abandoned call evaluated. Being seeded alike, the retry gives the answer the
+        abandoned request would have.
         """
         cfg = self.config
         errors: list[dict[str, Any]] = []

@@ -103,6 +103,7 @@ from simworld.llm.providers.local_engine import (
     cpu_flags,
     first_line,
     prompt_budget,
+    settle,
     state_tokens,
     use_extra_bufts,
 )
@@ -280,7 +281,7 @@ class BatchedEngine(OnePerConfig):
                 admitted: list[_Request] = []
                 while self._queue and len(jobs) + len(admitted) < self.batch:
                     request = self._queue.popleft()
-                    if request.future.set_running_or_notify_cancel():
+                    if not request.future.cancelled():
                         admitted.append(request)
             try:
                 for request in admitted:
@@ -289,8 +290,7 @@ class BatchedEngine(OnePerConfig):
             except Exception as exc:  # a bug here must not leave callers waiting forever
                 _LOG.exception("the batched engine of %s failed", self.config.path)
                 for job in jobs.values():
-                    if not job.request.future.done():
-                        job.request.future.set_exception(exc)
+                    settle(job.request.future, error=exc)
                     self._forget(job.seq)
                     self._busy[job.seq] = False
                 jobs.clear()
@@ -299,7 +299,7 @@ class BatchedEngine(OnePerConfig):
         try:
             seq = self._admit(request.tokens)
         except Exception as exc:
-            request.future.set_exception(exc)
+            settle(request.future, error=exc)
             return
         job = _Job(request, seq, self._steps(seq, request))
         jobs[seq] = job
@@ -318,16 +318,24 @@ class BatchedEngine(OnePerConfig):
                 job.pending = job.steps.send(rows)
             return
         except StopIteration as stop:
-            job.request.future.set_result(stop.value)
+            settle(job.request.future, stop.value)
         except Exception as exc:
-            job.request.future.set_exception(exc)
+            settle(job.request.future, error=exc)
             self._forget(job.seq)
+        self._end(job, jobs)
+
+    def _end(self, job: _Job, jobs: dict[int, _Job]) -> None:
+        """Free ``job``'s sequence for the next call."""
         job.steps.close()
         del jobs[job.seq]
         self._busy[job.seq] = False
 
     def _step(self, jobs: dict[int, _Job]) -> None:
-        """Evaluate what every job waits for, then move every job on."""
+        """Drop the jobs whose callers cancelled them, evaluate what every other job waits
+        for, then move each on."""
+        for job in [job for job in jobs.values() if job.request.future.cancelled()]:
+            self._forget(job.seq)  # as after a failure
+            self._end(job, jobs)
         pending = {seq: job.pending for seq, job in jobs.items() if job.pending is not None}
         results = self._evaluate(pending)
         for seq in sorted(results):

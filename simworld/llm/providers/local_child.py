@@ -6,9 +6,11 @@ the whole process, with no Python exception and no word from simworld. By defaul
 :func:`~simworld.llm.providers.local_batch.load_engine`) in a child process (started
 with ``spawn``: litellm and llama.cpp do not survive a fork). Calls go over a pipe, each
 with an id, as many at once as the caller sends; a reader thread in the parent hands each
-answer to the future of its call. When the child dies, every call in flight, and every
-later call on that model, raises :class:`ModelCrashedError`, which names the model and how
-the child died; the run stops with status ``crashed`` and ``simworld resume`` continues it.
+answer to the future of its call. Cancelling a call's future (as a timed-out call does) sends
+its id to the child, whose engine stops the call before its next prefill chunk or token.
+When the child dies, every call in flight, and every later call on that model, raises
+:class:`ModelCrashedError`, which names the model and how the child died; the run stops
+with status ``crashed`` and ``simworld resume`` continues it.
 
 The child runs exactly the engine code the parent would run, on the same prompts, so the
 answers are the same whichever way the model runs. ``SIMWORLD_LOCAL_PROCESS=inline`` loads
@@ -43,7 +45,10 @@ PROCESS_ENV = "SIMWORLD_LOCAL_PROCESS"
 PROCESS_CHOICES = ("child", "inline")
 CRASH_AFTER_ENV = "SIMWORLD_LOCAL_CRASH_AFTER"
 _READY = "ready"
+_CALL = "call"
+_CANCEL = "cancel"
 _OK = "ok"
+_STOPPED = "stopped"
 _OVERFLOW = "overflow"
 _FAILED = "failed"
 
@@ -138,6 +143,8 @@ class ChildEngine:
         self._closing = False
         self._next_id = 0
         self._calls: dict[int, Future[Generation]] = {}
+        self.stopped = 0
+        """Calls the child has cancelled on the caller's word."""
         self._reader: threading.Thread | None = None
         ctx = multiprocessing.get_context("spawn")
         self._conn, child_end = ctx.Pipe()
@@ -190,7 +197,8 @@ class ChildEngine:
         return self._process.pid
 
     def submit(self, prompt: str, *, preamble: str, sampling: Sampling) -> Future[Generation]:
-        """Send one call to the child; its future holds the answer.
+        """Send one call to the child; its future holds the answer. Cancelling the future
+        stops the call in the child.
 
         The future fails with :class:`ModelCrashedError` when the child dies (during the
         call or before it), with ``ContextOverflowError`` when the prompt does not fit, and
@@ -204,12 +212,28 @@ class ChildEngine:
             call_id = self._next_id
             self._next_id += 1
             self._calls[call_id] = future
+        if self._send((_CALL, call_id, prompt, preamble, sampling)):
+            future.add_done_callback(functools.partial(self._cancelled, call_id))
+        return future
+
+    def _send(self, message: tuple[Any, ...]) -> bool:
+        """Send ``message`` to the child; whether it went (if not, the child has died)."""
         try:
             with self._send_lock:
-                self._conn.send((call_id, prompt, preamble, sampling))
+                self._conn.send(message)
         except (BrokenPipeError, ConnectionResetError, EOFError, OSError) as exc:
             self._fail_all(self._died(), exc)
-        return future
+            return False
+        return True
+
+    def _cancelled(self, call_id: int, future: Future[Generation]) -> None:
+        """Stop call ``call_id`` in the child once its caller has cancelled it."""
+        if not future.cancelled():
+            return
+        with self._lock:
+            live = self._calls.pop(call_id, None) is not None and self._crash is None
+        if live:
+            self._send((_CANCEL, call_id))
 
     def generate(self, prompt: str, *, preamble: str, sampling: Sampling) -> Generation:
         """Decode one continuation in the child (see :meth:`LlamaEngine.generate`).
@@ -244,6 +268,7 @@ class ChildEngine:
                 return
             with self._lock:
                 future = self._calls.pop(call_id, None)
+                self.stopped += kind == _STOPPED
             if future is None or future.done():
                 continue
             if kind == _OVERFLOW:
@@ -291,7 +316,8 @@ def _serve(conn: Connection, config: EngineConfig, crash_after: int) -> None:
     """The child: load the engine, then answer calls until the parent closes the pipe.
 
     Calls are handed to the engine as they arrive; each answer goes back with its call's id
-    when it is ready (in whatever order they finish).
+    when it is ready (in whatever order they finish). A cancelled call's future is cancelled
+    in the engine, which stops working on it, and ``stopped`` goes back.
     """
     from simworld.llm.providers.local_batch import load_engine
 
@@ -299,11 +325,14 @@ def _serve(conn: Connection, config: EngineConfig, crash_after: int) -> None:
     send_lock = threading.Lock()
     conn.send((_READY, None))
     served = 0
+    running: dict[int, Future[Generation]] = {}
 
     def reply(call_id: int, future: Future[Generation]) -> None:
-        exc = future.exception()
-        if exc is None:
-            message: tuple[str, Any] = (_OK, future.result())
+        running.pop(call_id, None)
+        if future.cancelled():
+            message: tuple[str, Any] = (_STOPPED, None)
+        elif (exc := future.exception()) is None:
+            message = (_OK, future.result())
         elif isinstance(exc, ContextOverflowError):
             message = (_OVERFLOW, _Failure(type(exc).__name__, str(exc)))
         else:  # sent to the parent, which raises it there
@@ -316,11 +345,17 @@ def _serve(conn: Connection, config: EngineConfig, crash_after: int) -> None:
 
     while True:
         try:
-            call_id, prompt, preamble, sampling = conn.recv()
+            kind, call_id, *call = conn.recv()
         except EOFError:
             return
+        if kind == _CANCEL:
+            cancelled = running.get(call_id)
+            if cancelled is not None:
+                cancelled.cancel()
+            continue
         if served == crash_after:
             os.abort()
         served += 1
-        future = engine.submit(prompt, preamble=preamble, sampling=sampling)
+        prompt, preamble, sampling = call
+        future = running[call_id] = engine.submit(prompt, preamble=preamble, sampling=sampling)
         future.add_done_callback(functools.partial(reply, call_id))

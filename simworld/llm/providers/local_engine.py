@@ -20,6 +20,10 @@ batch (OpenAI-format entries with the top alternatives); an ``answer`` enum amon
 properties has its value's tokens replaced by one entry whose alternatives are every option,
 each scored as a whole continuation
 (:func:`~simworld.llm.providers.local_options.score_options`).
+
+Cancelling. Cancelling the future :meth:`LlamaEngine.submit` returns (a timed-out call's
+``asyncio`` wrapper does) stops the call before its next prefill chunk or generated token,
+so an abandoned call does not hold the engine; the chunks it evaluated stay reusable.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ import os
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, InvalidStateError, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -71,6 +75,29 @@ _PARAMS_LOCK = threading.Lock()
 
 class ContextOverflowError(ValueError):
     """The prompt does not fit the model's context window."""
+
+
+class CallCancelledError(Exception):
+    """The caller cancelled the call: the engine stopped working on it."""
+
+
+Stop = Callable[[], bool]
+"""Asked between prefill chunks and generated tokens: true once the call is cancelled."""
+
+
+def _running() -> bool:
+    return False
+
+
+def settle(future: Future[Any], value: Any = None, *, error: BaseException | None = None) -> None:
+    """Give ``future`` its result (or ``error``) unless its caller has cancelled it."""
+    try:
+        if error is None:
+            future.set_result(value)
+        else:
+            future.set_exception(error)
+    except InvalidStateError:
+        pass  # cancelled meanwhile: nobody waits for it
 
 
 @dataclass(frozen=True)
@@ -431,13 +458,36 @@ class LlamaEngine(OnePerConfig):
         return self._llm.tokenize(text.encode("utf-8"), add_bos=bos, special=False)
 
     def submit(self, prompt: str, *, preamble: str, sampling: Sampling) -> Future[Generation]:
-        """:meth:`generate` in this engine's one worker thread; the future holds the result."""
+        """:meth:`generate` in this engine's one worker thread; the future holds the result.
+        Cancelling the future, even while the call runs, stops it before its next prefill
+        chunk or generated token."""
         with self._lock:
             if self._worker is None:
                 self._worker = ThreadPoolExecutor(1, thread_name_prefix="simworld-serial")
-        return self._worker.submit(self.generate, prompt, preamble=preamble, sampling=sampling)
+        future: Future[Generation] = Future()
+        self._worker.submit(self._answer, future, prompt, preamble, sampling)
+        return future
 
-    def generate(self, prompt: str, *, preamble: str, sampling: Sampling) -> Generation:
+    def _answer(
+        self, future: Future[Generation], prompt: str, preamble: str, sampling: Sampling
+    ) -> None:
+        """Settle ``future`` with the call's generation (the worker thread's job)."""
+        if future.cancelled():
+            return
+        try:
+            value = self.generate(
+                prompt, preamble=preamble, sampling=sampling, stop=future.cancelled
+            )
+        except CallCancelledError:
+            return
+        except Exception as exc:  # the caller sees it through the future
+            settle(future, error=exc)
+            return
+        settle(future, value)
+
+    def generate(
+        self, prompt: str, *, preamble: str, sampling: Sampling, stop: Stop = _running
+    ) -> Generation:
         """Decode one continuation of ``prompt``.
 
         Args:
@@ -445,12 +495,14 @@ class LlamaEngine(OnePerConfig):
             preamble: Leading part of ``prompt`` that repeats across calls (its KV state
                 is kept for reuse).
             sampling: Decoding settings.
+            stop: Asked before every prefill chunk and generated token.
 
         Returns:
             The continuation, token counts and (when asked) log-probabilities.
 
         Raises:
             ContextOverflowError: The prompt does not fit the context window.
+            CallCancelledError: ``stop`` said so.
         """
         tokens = self.tokenize(prompt, bos=True)
         budget = prompt_budget(self.config, len(tokens), sampling.max_tokens)
@@ -459,12 +511,12 @@ class LlamaEngine(OnePerConfig):
             self.config.drawn_answers, sampling.schema, budget, self._tokens, self._detok
         )
         with self._lock:
-            last_logits, cached = self._prefill(tokens, preamble_len)
+            last_logits, cached = self._prefill(tokens, preamble_len, stop)
             if options is not None:
                 steps = drawn_answer(options, last_logits, len(tokens), sampling, self._detok)
                 out, text, logprobs = drive(steps, self._decode_all)
                 return Generation(text, len(tokens), len(out), "stop", logprobs, cached)
-            sampled, finish = self._sample(sampling, budget)
+            sampled, finish = self._sample(sampling, budget, stop)
             out, text = sampled, self._detok(sampled)
             if sampling.schema is None:
                 out, text = self._first_line(sampled)
@@ -474,10 +526,11 @@ class LlamaEngine(OnePerConfig):
         return Generation(text, len(tokens), len(sampled), finish, logprobs, cached)
 
     # -- prefill -------------------------------------------------------------------------------
-    def _prefill(self, tokens: list[int], preamble_len: int) -> tuple[np.ndarray, int]:
+    def _prefill(self, tokens: list[int], preamble_len: int, stop: Stop) -> tuple[np.ndarray, int]:
         """Evaluate ``tokens`` in aligned chunks, reusing whole chunks already in the KV
         cache or saved; returns the logits after the last token and the number of leading
-        tokens reused (not evaluated).
+        tokens reused (not evaluated). Stopped by ``stop``, the KV cache keeps the whole
+        chunks evaluated so far, for the next call.
 
         Two stores of saved states: each preamble's (kept while it fits
         :data:`PREFIX_CACHE_BYTES`) and recent prompts' (:data:`PROMPT_CACHE_BYTES`), so an
@@ -506,6 +559,9 @@ class LlamaEngine(OnePerConfig):
             prompt_at = len(tokens) if len(tokens) <= self.state_tokens else cap
         llm.n_tokens = start
         for i in range(start, len(tokens), chunk):
+            if stop():
+                self._canonical = tokens[:i]
+                raise CallCancelledError
             llm.eval(tokens[i : i + chunk])
             end = min(i + chunk, len(tokens))
             if end == preamble_at:
@@ -527,8 +583,12 @@ class LlamaEngine(OnePerConfig):
         self._llm.input_ids[:keep] = key[:keep]
 
     # -- decoding ------------------------------------------------------------------------------
-    def _sample(self, s: Sampling, budget: int) -> tuple[list[int], str]:
-        """Sample up to ``budget`` tokens after the prefilled prompt; ``(ids, finish)``."""
+    def _sample(self, s: Sampling, budget: int, stop: Stop) -> tuple[list[int], str]:
+        """Sample up to ``budget`` tokens after the prefilled prompt; ``(ids, finish)``.
+
+        Raises:
+            CallCancelledError: ``stop`` said so before a token.
+        """
         import llama_cpp
 
         grammar = None
@@ -552,6 +612,8 @@ class LlamaEngine(OnePerConfig):
                     return out, "stop"
                 if len(out) >= budget:
                     return out, "length"
+                if stop():
+                    raise CallCancelledError
                 self._llm.eval([token])
 
     def _first_line(self, out: list[int]) -> tuple[list[int], str]:

@@ -12,6 +12,7 @@ side's default prefix reuse. Then a cProfile of the simworld calls run in-proces
 where simworld's time goes. ``--throughput-only`` runs just this part.
 (b) A 30-agent scenario (``scenarios/opinion_exchange.yaml``, one step: 30 posts and 120
 probes), run by the CLI in a fresh process with prefix reuse on and off, alternating.
+``--reuse-only`` runs just this part.
 (c) Probe latency with answers drawn from the options' scores (the default) and sampled token
 by token (``?answers=sampled``). ``--probes-only`` runs just this part.
 """
@@ -569,6 +570,11 @@ def main() -> None:
         action="store_true",
         help="run (c) only, keeping (a) and (b) from the saved JSON",
     )
+    parser.add_argument(
+        "--reuse-only",
+        action="store_true",
+        help="run (b) only, keeping (a) and (c) from the saved JSON",
+    )
     args = parser.parse_args()
     globals()["THROUGHPUT_PROMPTS"] = args.prompts
     if args.summary_only:
@@ -577,7 +583,8 @@ def main() -> None:
     import llama_cpp  # noqa: F401  # fail fast without the extra
 
     loop = asyncio.new_event_loop()
-    saved = harness.read_result(RESULTS) if args.throughput_only or args.probes_only else {}
+    partial = args.throughput_only or args.probes_only or args.reuse_only
+    saved = harness.read_result(RESULTS) if partial else {}
     result = {
         "machine": {
             "python": platform.python_version(),
@@ -586,14 +593,17 @@ def main() -> None:
             "loadavg_start": list(os.getloadavg()),
         },
     }
-    if args.probes_only:
+    if args.probes_only or args.reuse_only:
         result["throughput"], result["profile"] = saved["throughput"], saved["profile"]
     else:
         result["throughput"], result["profile"] = throughput(loop), profile_simworld(loop)
-    keep_c = args.throughput_only and "drawn" in saved.get("probe_logprobs", {})
+    keep_c = (args.throughput_only or args.reuse_only) and "drawn" in saved.get(
+        "probe_logprobs", {}
+    )
     result["probe_logprobs"] = saved["probe_logprobs"] if keep_c else probe_logprobs(loop)
     loop.close()
-    result["prefix_reuse"] = saved.get("prefix_reuse") or prefix_reuse()
+    keep_b = not args.reuse_only and saved.get("prefix_reuse")
+    result["prefix_reuse"] = keep_b or prefix_reuse()
     result["machine"]["loadavg_end"] = list(os.getloadavg())
     harness.write_result(RESULTS, result)
     SUMMARY.write_text(summary(result))

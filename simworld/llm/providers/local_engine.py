@@ -85,7 +85,7 @@ Stop = Callable[[], bool]
 """Asked between prefill chunks and generated tokens: true once the call is cancelled."""
 
 
-def _running() -> bool:
+def _never_stop() -> bool:
     return False
 
 
@@ -486,7 +486,7 @@ class LlamaEngine(OnePerConfig):
         settle(future, value)
 
     def generate(
-        self, prompt: str, *, preamble: str, sampling: Sampling, stop: Stop = _running
+        self, prompt: str, *, preamble: str, sampling: Sampling, stop: Stop = _never_stop
     ) -> Generation:
         """Decode one continuation of ``prompt``.
 

@@ -25,6 +25,7 @@ from simworld.config.scenario import (
     WattsStrogatzNetwork,
 )
 from simworld.errors import ConfigError
+from simworld.llm.providers.local_engine import PREFIX_CACHE_BYTES, PROMPT_CACHE_BYTES
 
 EDGE_BYTES = 500
 """Memory per edge: networkx adjacency both ways, built once by the generator, once copied."""
@@ -40,6 +41,9 @@ ROW_BYTES = 300
 """Memory per opinion row kept for the trackers."""
 MEMORY_SHARE = 0.8
 """Share of the machine's memory a run may plan to use."""
+LOCAL_MODEL_BYTES = 512 * 1024 * 1024
+"""Memory of an embedded ``local/`` model's process besides its saved states: the weights
+and the KV cache (the default Gemma 3 270M file and context window; ``batch`` adds to it)."""
 
 
 @dataclass(frozen=True)
@@ -49,7 +53,8 @@ class Estimate:
     Attributes:
         edges: Edges of the graph.
         turns_per_step: Speaking turns planned in one step.
-        memory_bytes: Peak memory (graph, one step's plan and events, opinion rows).
+        memory_bytes: Peak memory (graph, one step's plan and events, opinion rows, and the
+            embedded model's process when ``llm.model`` is a ``local/`` model).
         disk_bytes: Transcript and tables at the end.
         dominant: The scenario field that drives the largest term (named in errors).
     """
@@ -83,6 +88,14 @@ def _edges(scenario: Scenario) -> int:
     return pairs  # pragma: no cover - the union admits nothing else
 
 
+def model_bytes(scenario: Scenario) -> int:
+    """Memory of the model's process on this machine: an embedded ``local/`` model's weights,
+    KV cache and saved states at most (0 for a model served elsewhere)."""
+    if not scenario.llm.model.startswith("local/"):
+        return 0
+    return LOCAL_MODEL_BYTES + PREFIX_CACHE_BYTES + PROMPT_CACHE_BYTES
+
+
 def estimate(scenario: Scenario) -> Estimate:
     """Estimate the size of a run of ``scenario`` (arithmetic only: nothing is built)."""
     n, protocol = scenario.population.size, scenario.protocol
@@ -103,13 +116,16 @@ def estimate(scenario: Scenario) -> Estimate:
     probes = len(protocol.probe_steps()) * n * topics
     step_bytes = turns * (TURN_BYTES + EVENT_BYTES) + recipients * RECIPIENT_BYTES
     graph_bytes = edges * EDGE_BYTES
-    memory = graph_bytes + step_bytes + probes * ROW_BYTES
+    model = model_bytes(scenario)
+    memory = graph_bytes + step_bytes + probes * ROW_BYTES + model
     listed = 0 if protocol.mode == "broadcast" else recipients  # broadcast: compact ``to``
     disk = protocol.steps * (turns * EVENT_BYTES + listed * RECIPIENT_BYTES) + probes * (
         2 * EVENT_BYTES
     )
     if graph_bytes >= step_bytes and edges:
         driver = "network"
+    if model > max(graph_bytes, step_bytes):
+        driver = "llm.model"
     return Estimate(edges, turns, memory, disk, driver)
 
 

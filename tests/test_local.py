@@ -409,8 +409,13 @@ def _long_probe(lines: int) -> BasePrompt:
     return to_prompt([{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}])
 
 
-def _cancel_at(engine: LlamaEngine, when, monkeypatch) -> tuple[Future[Generation], list[int]]:
-    """Submit a call to ``engine`` whose future is cancelled inside the model's eval when
+_CANCELLED_SAMPLING = Sampling(40, 0.8, 3, REASON_SCHEMA, None)
+
+
+def _cancel_at(
+    engine: LlamaEngine, prompt: BasePrompt, when, monkeypatch
+) -> tuple[Future[Generation], list[int]]:
+    """Submit ``prompt`` to ``engine``, its future cancelled inside the model's eval when
     ``when(sizes)`` says so (``sizes``: the token counts evaluated so far, this one
     included); returns the future and those sizes, once the call has ended."""
     real, sizes, submitted, gate = engine._llm.eval, [], [], threading.Event()
@@ -423,7 +428,6 @@ def _cancel_at(engine: LlamaEngine, when, monkeypatch) -> tuple[Future[Generatio
         real(tokens)
 
     monkeypatch.setattr(engine._llm, "eval", counted)
-    prompt = _long_probe(30)
     submitted.append(
         engine.submit(prompt.text, preamble=prompt.preamble, sampling=_CANCELLED_SAMPLING)
     )
@@ -431,9 +435,6 @@ def _cancel_at(engine: LlamaEngine, when, monkeypatch) -> tuple[Future[Generatio
     engine._worker.submit(lambda: None).result(timeout=300)  # the call has ended
     monkeypatch.setattr(engine._llm, "eval", real)
     return submitted[0], sizes
-
-
-_CANCELLED_SAMPLING = Sampling(40, 0.8, 3, REASON_SCHEMA, None)
 
 
 def test_a_cancelled_call_stops_before_its_next_prefill_chunk(engine, monkeypatch):
@@ -444,7 +445,7 @@ def test_a_cancelled_call_stops_before_its_next_prefill_chunk(engine, monkeypatc
     prompt = _long_probe(30)
     chunks = -(-len(fresh.tokenize(prompt.text, bos=True)) // PREFILL_CHUNK)
     assert chunks > 4
-    future, sizes = _cancel_at(fresh, lambda sizes: len(sizes) == 1, monkeypatch)
+    future, sizes = _cancel_at(fresh, prompt, lambda sizes: len(sizes) == 1, monkeypatch)
     assert future.cancelled()
     assert sizes == [PREFILL_CHUNK]
     gen = fresh.generate(prompt.text, preamble=prompt.preamble, sampling=_CANCELLED_SAMPLING)
@@ -462,7 +463,7 @@ def test_a_cancelled_call_stops_before_its_next_token(engine, monkeypatch):
     def at_first_token(sizes: list[int]) -> bool:
         return sizes[-1] == 1 and sizes.count(1) == 1
 
-    future, sizes = _cancel_at(engine, at_first_token, monkeypatch)
+    future, sizes = _cancel_at(engine, prompt, at_first_token, monkeypatch)
     assert future.cancelled()
     assert sizes.count(1) == 1
     after = engine.generate(prompt.text, preamble=prompt.preamble, sampling=_CANCELLED_SAMPLING)

@@ -233,7 +233,8 @@ simulation's one event loop, so {lat["agents"]} calls per step kept that loop bu
   these measurements; each worker held {rss_range} MB resident at the end.
   Each worker warms litellm up with a few fake calls before it takes work, runs litellm's
   synchronous half of a call in place instead of hopping to a thread and back, and starts
-  the calls it receives in arrival order, one per turn of its event loop (below).
+  the calls it receives in arrival order, one per turn of its event loop, as the
+  simulation's own process does with the calls it makes itself (below).
 - The `simworld` command (for `run`, `resume` and `replay`), `scenarios/run_all.py` and
   the LLM workers tune Python's garbage collector once their imports are done
   (`tune_gc()` in `simworld/support/process.py`; this benchmark does the same before it measures).
@@ -246,12 +247,15 @@ simulation's one event loop, so {lat["agents"]} calls per step kept that loop bu
 
 Why arrival order matters: the 64 calls of a wave start together and end together (the fake
 latency has no jitter), so each wave brings 64 × {cpu["in_process"]["cpu_ms"]:.2f} ms of litellm CPU at once,
-spread over the workers on two cores. A worker that started every call it received at once
-interleaved their set-up at every `await`, so each call reached its 100 ms wait only when
-nearly the whole burst had been set up. Started in arrival order, one per turn of the loop,
-the first call waits for its own set-up and the last for everyone's: half as long on
-average. Side by side, alternating which went first, that lowered the ratio in every pair;
-with it, more workers than cores stopped paying. What is left of the gap is
+spread over the workers on two cores, or all on the simulation's loop in-process. A process
+that started every call at once interleaved their set-up at every `await`, so each call
+reached its 100 ms wait only when nearly the whole burst had been set up, and the whole
+burst's answers came back together. Started in arrival order, one per turn of the loop
+(`Turns` in `simworld/support/turns.py`, used by `LiteLLMModel` for the calls it makes in its
+own process, a worker's or the simulation's), the first call waits for its own set-up and the
+last for everyone's: half as long on average, and the answers come back spread out, so the
+next wave's calls start spread out too. Side by side, alternating which went first, that
+lowered the ratio in every pair; with it, more workers than cores stopped paying. What is left of the gap is
 that CPU, so the margin to 1.15 depends on how much of the two cores the run gets: while
 other work held part of them, earlier versions measured well above the target. Running each
 call in a worker thread through the blocking `litellm.completion` was tried earlier and was

@@ -18,7 +18,7 @@ from test_llm_workers import request
 
 from simworld.llm.gateway import error_kind, is_transient
 from simworld.llm.litellm_backend import LiteLLMModel, RemoteModelError
-from simworld.llm.worker import ArrivalQueue, InPlaceExecutor, remote_error
+from simworld.llm.worker import InPlaceExecutor, remote_error
 
 
 def test_a_worker_starts_without_the_scenario_schema() -> None:
@@ -128,25 +128,3 @@ def test_a_simulation_sets_its_litellm_calls_up_in_place(
         pooled = sim._loop.run_until_complete(sim._loop.run_in_executor(None, threading.get_ident))
     assert sum(submitted) >= 8  # one set-up per model call of the step, run in place
     assert pooled != threading.get_ident()
-
-
-def test_arrival_queue_starts_calls_in_order_one_per_loop_turn() -> None:
-    async def turns() -> list[list[tuple[int, str]]]:
-        started: list[tuple[int, str]] = []
-        queue = ArrivalQueue(lambda call_id, tag: started.append((call_id, tag)))
-        for i in range(4):
-            queue.add(i, f"c{i}")
-        queue.discard(2)  # cancelled before its turn: never starts
-        seen = [list(started)]
-        for _ in range(4):
-            await asyncio.sleep(0)  # one turn of the loop
-            seen.append(list(started))
-        queue.add(9, "late")  # after the queue ran dry
-        await asyncio.sleep(0)
-        seen.append(list(started))
-        assert len(queue) == 0
-        return seen
-
-    seen = asyncio.run(turns())
-    assert [len(s) for s in seen] == [0, 1, 2, 3, 3, 4]
-    assert seen[-1] == [(0, "c0"), (1, "c1"), (3, "c3"), (9, "late")]

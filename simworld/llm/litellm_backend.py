@@ -6,6 +6,7 @@ re-exported here for callers that reach them through the backend.
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import contextvars
 import functools
@@ -32,6 +33,7 @@ from simworld.llm.types import (
     json_schema,
 )
 from simworld.support.hashing import canonical_json, sha256_hex
+from simworld.support.turns import Turns
 
 if TYPE_CHECKING:  # a worker process answers calls without loading the scenario schema
     from simworld.config.scenario import PriceConfig
@@ -265,15 +267,26 @@ class InPlaceExecutor(concurrent.futures.ThreadPoolExecutor):
     def submit(
         self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any
     ) -> concurrent.futures.Future[Any]:
-        """Run ``fn(*args, **kwargs)`` in place or in a thread; the future holds the result."""
+        """Run ``fn(*args, **kwargs)`` in place or in a thread; the future holds the result.
+
+        Run in place from an event loop, the future is one of that loop's, already done:
+        ``loop.run_in_executor`` hands such a future back as it is, and awaiting it does not
+        yield to the loop. So litellm's call goes on from its set-up to its request without
+        a turn of the loop in between, in which a cancelled call would drop the request's
+        coroutine unawaited. Elsewhere it is a finished ``concurrent.futures.Future``.
+        """
         if not self.runs_in_place(fn, *args):
             return super().submit(fn, *args, **kwargs)
-        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        future: concurrent.futures.Future[Any] | asyncio.Future[Any]
+        try:
+            future = asyncio.get_running_loop().create_future()
+        except RuntimeError:  # no running loop
+            future = concurrent.futures.Future()
         try:
             future.set_result(fn(*args, **kwargs))
         except Exception as exc:  # the caller receives it from the future, as from a thread
             future.set_exception(exc)
-        return future
+        return future  # type: ignore[return-value]  # run_in_executor takes either
 
 
 def in_place_executor() -> InPlaceExecutor:
@@ -322,7 +335,10 @@ class LiteLLMModel(LanguageModel):
     """Every provider litellm knows, including simworld's registered ``fake/`` provider.
 
     Calls go through ``litellm.acompletion`` in this process or, for large runs, in LLM worker
-    processes (see :mod:`simworld.llm.workers`); the answer is the same either way.
+    processes (see :mod:`simworld.llm.workers`); the answer is the same either way. In this
+    process they start in the order they came, one per turn of the event loop
+    (:class:`~simworld.support.turns.Turns`): a burst of calls then reaches the provider one
+    after another, each after its own set-up rather than after a share of everyone's.
 
     Args:
         price: Price per million tokens that overrides litellm's cost map.
@@ -343,6 +359,8 @@ class LiteLLMModel(LanguageModel):
         self._first_call = 0.0
         self._due = False
         self._planned = False
+        self._turns = Turns()
+        """Lets this process's litellm calls start one per turn of the loop."""
         self._warm_up = False
         self._warned = False
 
@@ -445,6 +463,7 @@ class LiteLLMModel(LanguageModel):
             )
         else:
             try:
+                await self._turns.wait()
                 done = await self._acompletion(
                     request, attempt=attempt, timeout_s=timeout_s, transient=transient
                 )

@@ -3,7 +3,8 @@
 The parent's side (the pool, and when to use it) is :mod:`simworld.llm.workers`. A worker
 runs :class:`~simworld.llm.litellm_backend.LiteLLMModel` in-process on its own event loop,
 without litellm's hop to a thread (:class:`InPlaceExecutor`), and starts the calls it receives
-in arrival order (:class:`ArrivalQueue`).
+in arrival order, one per turn of its loop (as every in-process litellm call does,
+:class:`~simworld.support.turns.Turns`).
 
 Protocol: length-prefixed pickles over a socket pair between the two processes. Parent to
 worker ``(CALL, id, request, attempt, timeout_s, transient)`` and ``(CANCEL, id)``; worker to
@@ -17,8 +18,6 @@ import pickle
 import signal
 import socket
 import sys
-from collections.abc import Callable
-from typing import Any
 
 import openai
 
@@ -80,41 +79,6 @@ async def warm_up(model: LiteLLMModel) -> None:
     )
 
 
-class ArrivalQueue:
-    """Starts calls in arrival order, one per turn of the running event loop.
-
-    Args:
-        start: Called as ``start(call_id, *args)`` when a call's turn comes.
-    """
-
-    def __init__(self, start: Callable[..., None]) -> None:
-        self._start = start
-        self._waiting: dict[int, tuple[Any, ...]] = {}  # in arrival order
-        self._scheduled = False
-
-    def __len__(self) -> int:
-        return len(self._waiting)
-
-    def add(self, call_id: int, *args: Any) -> None:
-        """Queue a call; it starts after every call queued before it, each a turn apart."""
-        self._waiting[call_id] = args
-        if not self._scheduled:
-            self._scheduled = True
-            asyncio.get_running_loop().call_soon(self._start_next)
-
-    def discard(self, call_id: int) -> None:
-        """Drop a call that has not started (no effect once it has)."""
-        self._waiting.pop(call_id, None)
-
-    def _start_next(self) -> None:
-        if self._waiting:
-            call_id = next(iter(self._waiting))
-            self._start(call_id, *self._waiting.pop(call_id))
-        self._scheduled = bool(self._waiting)
-        if self._scheduled:
-            asyncio.get_running_loop().call_soon(self._start_next)
-
-
 async def serve(sock: socket.socket) -> None:
     """Warm up (:func:`warm_up`) and tune the collector (:func:`~simworld.support.process.tune_gc`),
     then answer calls arriving on ``sock`` until the parent closes it.
@@ -146,14 +110,6 @@ async def serve(sock: socket.socket) -> None:
             tasks.pop(call_id, None)
         writer.write(frame((RESULT, call_id, completion, error)))
 
-    def start(
-        call_id: int, request: LLMRequest, attempt: int, timeout_s: float, transient: int
-    ) -> None:
-        tasks[call_id] = asyncio.create_task(
-            answer(call_id, request, attempt, timeout_s, transient)
-        )
-
-    arrivals = ArrivalQueue(start)
     writer.write(frame((READY,)))
     while True:
         try:
@@ -162,11 +118,9 @@ async def serve(sock: socket.socket) -> None:
         except (asyncio.IncompleteReadError, ConnectionError):
             break
         if message[0] == CALL:
-            arrivals.add(message[1], *message[2:])
-        elif message[0] == CANCEL:
-            arrivals.discard(message[1])
-            if (task := tasks.pop(message[1], None)) is not None:
-                task.cancel()
+            tasks[message[1]] = asyncio.create_task(answer(*message[1:]))
+        elif message[0] == CANCEL and (task := tasks.pop(message[1], None)) is not None:
+            task.cancel()
     for task in tasks.values():
         task.cancel()
     writer.close()

@@ -55,7 +55,7 @@ from simworld.llm.worker_protocol import (
 WORKERS_ENV = "SIMWORLD_LLM_WORKERS"
 AUTO = "auto"
 MAX_AUTO_WORKERS = 4
-# One per core: a worker starts its calls in arrival order (worker.ArrivalQueue), so more
+# One per core: a worker starts its calls in arrival order (support.turns.Turns), so more
 # workers than cores only add processes competing for them. Measured side by side on two
 # cores, 2 workers beat 4 in every pair (and each holds its own litellm: docs/benchmarks.md).
 AUTO_WORKERS_PER_CORE = 1

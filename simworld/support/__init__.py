@@ -1,5 +1,6 @@
 """Leaf helpers with no simworld dependencies beyond errors.
 
 YAML input, secret masking, process tuning, hashing and seed derivation, the run-directory
-layout, transcript events and who a message reached (``recipients``).
+layout, transcript events, who a message reached (``recipients``) and calls let into an
+event loop one per turn (``turns``).
 """

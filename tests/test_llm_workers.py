@@ -127,6 +127,46 @@ def test_pool_serves_successive_event_loops() -> None:
     assert pool.pids == [w.process.pid for w in pool._workers] and len(pool.pids) == WORKERS
 
 
+class StartingWorker:
+    """A worker process as the pool sees it, coming up when the test says."""
+
+    def __init__(self) -> None:
+        self.ready = False
+        self.alive = True
+        self._waiters: list[asyncio.Future[None]] = []
+
+    def attach(self, loop: asyncio.AbstractEventLoop) -> None:
+        pass
+
+    def wait_ready(self) -> asyncio.Future[None]:
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        return waiter
+
+    def come_up(self, *, alive: bool = True) -> None:
+        self.ready, self.alive = alive, alive
+        for waiter in self._waiters:
+            waiter.set_result(None)
+
+
+def test_pool_waits_for_one_worker_or_for_every_one() -> None:
+    pool = WorkerPool(3)
+    first, second, third = workers = [StartingWorker() for _ in range(3)]
+    pool._workers = workers  # type: ignore[assignment]
+
+    async def waits() -> None:
+        loop = asyncio.get_running_loop()
+        loop.call_later(0.01, first.come_up)
+        loop.call_later(0.05, second.come_up)
+        loop.call_later(0.1, lambda: third.come_up(alive=False))  # died starting
+        assert await pool.wait_ready()
+        assert first.ready and not second.ready
+        assert await pool.wait_ready(every=True)
+        assert second.ready and not third.alive  # a worker gone counts as done waiting
+
+    asyncio.run(waits())
+
+
 def test_timed_out_call_is_cancelled_in_the_worker() -> None:
     gw = gateway(WORKERS, SLOW_MODEL, timeout_s=0.3, max_retries=0)
 

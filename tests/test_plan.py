@@ -52,13 +52,22 @@ def test_the_plan_decides_the_path_before_the_first_step(
 
     monkeypatch.setattr(litellm_backend, "warm_up_in_process", warm_up)
     pool = shared_pool(1)
+    waited: list[bool] = []
+    wait_ready = pool.wait_ready
+
+    async def wait_for_every(*, every: bool = False) -> bool:
+        waited.append(every)
+        return await wait_ready(every=every)
+
+    monkeypatch.setattr(pool, "wait_ready", wait_for_every)
     sent_before = pool.calls
     model = build_model(path)
     try:
         assert pool.started or not planned
         model.prepare()
         assert warmed == ([] if planned else [True])
-        assert any(w.ready for w in pool._workers) or not planned
+        assert waited == ([True] if planned else [])  # step 1 has every worker
+        assert all(w.ready for w in pool._workers) or not planned
         model.step()
         gateway: Gateway = model.gateway
         in_workers = pool.calls - sent_before

@@ -390,8 +390,8 @@ class LiteLLMModel(LanguageModel):
         self._due = self._planned = True
 
     async def ready(self) -> None:
-        """Wait for the workers :meth:`plan` started (until one is ready or none can be), or
-        warm litellm up in this process for calls planned here.
+        """Wait for the workers :meth:`plan` started (until each is ready or gone), or warm
+        litellm up in this process for calls planned here.
 
         litellm builds much of what a call needs (pydantic schemas, its logging objects) on
         its first calls; a few fake calls before the first step, once per process, spare
@@ -400,7 +400,7 @@ class LiteLLMModel(LanguageModel):
         if self._planned:
             from simworld.llm.workers import shared_pool
 
-            await shared_pool(self._policy.workers).wait_ready()
+            await shared_pool(self._policy.workers).wait_ready(every=True)
         elif self._warm_up:
             warm_up_in_process()
 

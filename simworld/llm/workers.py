@@ -340,18 +340,23 @@ class WorkerPool:
         """Whether any worker is still running (or starting)."""
         return any(w.alive for w in self._workers)
 
-    async def wait_ready(self, timeout_s: float = READY_TIMEOUT_S) -> bool:
-        """Start the workers and wait until one is ready; ``False`` if none comes up."""
+    async def wait_ready(self, timeout_s: float = READY_TIMEOUT_S, *, every: bool = False) -> bool:
+        """Start the workers and wait until one is ready, or with ``every`` until each one is
+        ready or gone (a run's first step then has them all: started together, the last
+        comes up a fraction of a second after the first); ``False`` if none comes up."""
         self.start()
-        if self.ready():
+        if self.ready() and not every:  # ready() also attaches the workers to this loop
             return True
         waiters = [w.wait_ready() for w in self._workers]
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout_s):
-                for next_done in asyncio.as_completed(waiters):
-                    await next_done
-                    if self.ready():
-                        break
+                if every:
+                    await asyncio.gather(*waiters)
+                else:
+                    for next_done in asyncio.as_completed(waiters):
+                        await next_done
+                        if self.ready():
+                            break
         return self.ready()
 
     async def complete(

@@ -41,15 +41,17 @@ class Turns:
         self._waiting.append(turn)
         if not self._scheduled:
             self._scheduled = True
-            loop.call_soon(self._let_one_go)
+            loop.call_soon(self._let_one_go, self._waiting)
         await turn
 
-    def _let_one_go(self) -> None:
-        while self._waiting:
-            turn = self._waiting.popleft()
+    def _let_one_go(self, waiting: deque[asyncio.Future[None]]) -> None:
+        if waiting is not self._waiting:  # the queue of a loop left for another
+            return
+        while waiting:
+            turn = waiting.popleft()
             if not turn.done():  # a cancelled waiter's turn goes to the next one
                 turn.set_result(None)
                 break
-        self._scheduled = bool(self._waiting)
-        if self._scheduled and self._loop is not None:
-            self._loop.call_soon(self._let_one_go)
+        self._scheduled = bool(waiting)
+        if self._scheduled:
+            asyncio.get_running_loop().call_soon(self._let_one_go, waiting)

@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-from browser import screenshot
+from browser import WIDTH, laid_out_width, screenshot
 from conftest import BASE_SCENARIO, finished_run
 
 from simworld.analysis.report import REPORT_DIR, REPORT_FILE, build_report, report_figures
@@ -70,6 +70,8 @@ def test_report_is_self_contained(run):
 def test_report_opens_in_headless_chromium(run, tmp_path):
     page = build_report(run, out_dir=tmp_path / "report")
     screenshot(page, tmp_path / "shot.png", tmp_path / "profile")
+    # wide tables (the signal checks have 20 columns) scroll in their box, not the page
+    assert laid_out_width(page, tmp_path / "profile") <= WIDTH
 
 
 def test_report_is_deterministic_and_marks_what_it_leaves_out(run, tmp_path):

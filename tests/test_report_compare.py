@@ -9,7 +9,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-from browser import screenshot
+from browser import WIDTH, laid_out_width, screenshot
 
 from simworld.analysis.compare import (
     SUMMARY_CSV,
@@ -94,6 +94,7 @@ def test_comparison_is_deterministic_self_contained_and_opens_in_chromium(sweep,
     assert "src='data:image/png;base64," in page and "http" not in page
     assert "protocol.mode=pairs" in page and "95% percentile-bootstrap" in page
     screenshot(a, tmp_path / "shot.png", tmp_path / "profile")
+    assert laid_out_width(a, tmp_path / "profile") <= WIDTH  # wide tables scroll in place
 
 
 def test_run_directories_and_a_branch_against_its_parent(make_scenario, tmp_path):

@@ -140,7 +140,10 @@ class StartingWorker:
 
     def wait_ready(self) -> asyncio.Future[None]:
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append(waiter)
+        if self.ready or not self.alive:
+            waiter.set_result(None)
+        else:
+            self._waiters.append(waiter)
         return waiter
 
     def come_up(self, *, alive: bool = True) -> None:
@@ -164,7 +167,7 @@ def test_pool_waits_for_one_worker_or_for_every_one() -> None:
         assert await pool.wait_ready(every=True)
         assert second.ready and not third.alive  # a worker gone counts as done waiting
 
-    asyncio.run(waits())
+    asyncio.run(asyncio.wait_for(waits(), timeout=10))  # not the pool's own 120 s timeout
 
 
 def test_timed_out_call_is_cancelled_in_the_worker() -> None:

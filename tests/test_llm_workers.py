@@ -14,7 +14,7 @@ from simworld.config.scenario import LLMConfig, PriceConfig
 from simworld.llm import workers as llm_workers
 from simworld.llm.gateway import Gateway
 from simworld.llm.litellm_backend import CallIdentity, LiteLLMModel, LLMRequest, RemoteModelError
-from simworld.llm.workers import WorkerPolicy, WorkerPool, shared_pool
+from simworld.llm.workers import WorkerPolicy, WorkerPool, _Worker, shared_pool
 from simworld.runs.run import run_scenario
 
 WORKERS = 1
@@ -128,28 +128,23 @@ def test_pool_serves_successive_event_loops() -> None:
 
 
 class StartingWorker:
-    """A worker process as the pool sees it, coming up when the test says."""
+    """A worker as the pool sees it, without a process: it comes up when the test says.
+    Waiting for it and waking its waiters are the real worker's own code."""
+
+    wait_ready = _Worker.wait_ready
+    _wake_ready_waiters = _Worker._wake_ready_waiters
 
     def __init__(self) -> None:
         self.ready = False
         self.alive = True
-        self._waiters: list[asyncio.Future[None]] = []
+        self._ready_waiters: list[asyncio.Future[None]] = []
 
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
         pass
 
-    def wait_ready(self) -> asyncio.Future[None]:
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        if self.ready or not self.alive:
-            waiter.set_result(None)
-        else:
-            self._waiters.append(waiter)
-        return waiter
-
     def come_up(self, *, alive: bool = True) -> None:
         self.ready, self.alive = alive, alive
-        for waiter in self._waiters:
-            waiter.set_result(None)
+        self._wake_ready_waiters()
 
 
 def test_pool_waits_for_one_worker_or_for_every_one() -> None:

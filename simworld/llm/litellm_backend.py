@@ -462,8 +462,8 @@ class LiteLLMModel(LanguageModel):
                 request, attempt=attempt, timeout_s=timeout_s, transient=transient
             )
         else:
+            await self._turns.wait()
             try:
-                await self._turns.wait()
                 done = await self._acompletion(
                     request, attempt=attempt, timeout_s=timeout_s, transient=transient
                 )

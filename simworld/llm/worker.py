@@ -83,10 +83,9 @@ async def serve(sock: socket.socket) -> None:
     """Warm up (:func:`warm_up`) and tune the collector (:func:`~simworld.support.process.tune_gc`),
     then answer calls arriving on ``sock`` until the parent closes it.
 
-    Calls start in arrival order, one per turn of the event loop. A burst of calls (the
-    parent sends up to its concurrency at once) is thus set up first come, first served: the
-    first call of the burst reaches its provider after its own set-up, rather than after a
-    share of everyone's, as when every call starts at once and their steps interleave.
+    A burst of calls (the parent sends up to its concurrency at once) starts in arrival
+    order, one per turn of the event loop: the model lets its calls in through
+    :class:`~simworld.support.turns.Turns`, which says why.
     """
     asyncio.get_running_loop().set_default_executor(in_place_executor())
     model = LiteLLMModel(workers=0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import math
 import random
 import re
 import subprocess
@@ -46,6 +47,7 @@ from simworld.llm.providers.local_engine import (
     _JSON_STRING_CHAR,
     _LOOSE_STRING_CHAR,
     AMX_FLAGS,
+    FORK_SEQS,
     PREFILL_CHUNK,
     EngineConfig,
     Generation,
@@ -55,7 +57,14 @@ from simworld.llm.providers.local_engine import (
     cpu_flags,
     use_extra_bufts,
 )
-from simworld.llm.providers.local_options import _answer_span, draw_option
+from simworld.llm.providers.local_options import (
+    AnswerOptions,
+    Fork,
+    _answer_span,
+    draw_option,
+    in_turn,
+    log_softmax,
+)
 from simworld.memory.reflection import insights_model
 
 MODEL = "local/gemma3-270m"
@@ -572,6 +581,75 @@ def test_an_answer_alone_is_drawn_from_its_reported_options(engine):
         for seed in range(6)
     }
     assert texts != drawn_texts  # ?answers=sampled samples them token by token
+
+
+def _prefilled(engine: LlamaEngine, user: str) -> int:
+    """Prefill ``user`` (after the test persona) into the serial engine; its token count."""
+    prompt = to_prompt([{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}])
+    tokens = engine.tokenize(prompt.text, bos=True)
+    engine._prefill(tokens, 0, lambda: False)
+    return len(tokens)
+
+
+def _option_probs(options: AnswerOptions, rows: list) -> list[float]:
+    """Each option's probability from a fork's rows (shared tokens' first, then branches)."""
+    first = log_softmax(rows[len(options.shared) - 1])
+    scores, at = [], len(options.shared)
+    for own in options.own:
+        follow = rows[at : at + len(own) - 1]
+        at += len(own) - 1
+        scores.append(
+            first[own[0]] + sum(log_softmax(r)[t] for t, r in zip(own[1:], follow, strict=True))
+        )
+    total = sum(math.exp(x) for x in scores)
+    return [math.exp(x) / total for x in scores]
+
+
+def test_options_are_scored_together_as_each_alone(engine, monkeypatch):
+    """The serial engine scores every option in one decode, each in its own sequence: the
+    options' probabilities match evaluating them one after another (to llama.cpp's batch
+    rounding), which also shows the rows come back in the fork's order; nothing of the
+    branches' sequences stays in the cache."""
+    import llama_cpp
+
+    schema = {"properties": {"answer": {"enum": [1, 2, 3, 4, 5, "none"]}}}
+    options = AnswerOptions.of(True, schema, 40, engine._tokens, engine._detok)
+    assert options is not None and options.shared
+    n = _prefilled(engine, PROBE)
+    fork = Fork(options.shared, [own[:-1] for own in options.own], n)
+    decodes = []
+    real_decode = llama_cpp.llama_decode
+
+    def counted(ctx, batch):
+        decodes.append(batch.n_tokens)
+        return real_decode(ctx, batch)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(llama_cpp, "llama_decode", counted)
+        together = engine._decode_fork(fork)
+    assert decodes == [len(options.shared) + sum(len(b) for b in fork.branches)]
+    memory = llama_cpp.llama_get_memory(engine._llm.ctx)
+    ends = [llama_cpp.llama_memory_seq_pos_max(memory, seq) for seq in range(FORK_SEQS)]
+    assert ends == [n - 1 + len(options.shared)] + [-1] * (FORK_SEQS - 1)
+    in_order = in_turn(fork, engine._decode_all)
+    assert len(together) == len(in_order)
+    probs, expected = (
+        _option_probs(options, together),
+        _option_probs(options, in_order),
+    )
+    assert sum(abs(a - b) for a, b in zip(probs, expected, strict=True)) / 2 < 0.1
+
+
+def test_a_drawn_answer_is_the_same_whatever_ran_before(engine):
+    """Options scored together depend on the prompt alone: the same drawn answer, with the
+    same log-probabilities, after other calls (a sampled answer, another probe) as before."""
+    prompt = to_prompt([{"role": "system", "content": SYSTEM}, {"role": "user", "content": PROBE}])
+    sampling = Sampling(40, 0.8, 3, LIKERT_SCHEMA, 5)
+    first = engine.generate(prompt.text, preamble=prompt.preamble, sampling=sampling)
+    _generate(engine, "Something else entirely, to disturb the KV cache.", seed=3)
+    _generate(engine, PROBE.replace("home", "the office"), schema=LIKERT_SCHEMA, top_logprobs=5)
+    again = engine.generate(prompt.text, preamble=prompt.preamble, sampling=sampling)
+    assert (again.text, again.logprobs) == (first.text, first.logprobs)
 
 
 def test_an_answer_among_other_fields_is_sampled_then_scored(engine):

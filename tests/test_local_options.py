@@ -15,6 +15,7 @@ from simworld.llm.providers.local_options import (
     ANSWER_LEAD,
     ANSWER_TAIL,
     AnswerOptions,
+    Fork,
     draw_option,
     drawn_answer,
     drive,
@@ -140,3 +141,43 @@ def test_a_drawn_answer_is_one_of_its_reported_options():
         assert set(dist.probs) == set(enum) and all(p > 0 for p in dist.probs.values())
         scores = {int(a["token"][:-1]): a["logprob"] for a in logprobs[-1]["top_logprobs"]}
         assert enum[draw_option([scores[v] for v in enum], 1.0, seed)] == value
+
+
+def test_options_are_asked_for_as_one_fork_answered_in_the_forks_order():
+    """A drawn answer asks once, for a fork of every option after the shared tokens; an
+    engine that answers it in one go (rows in the fork's order) draws what evaluating its
+    parts one after another draws. The toy model's logits depend on the token and position
+    only, as a model's would on what precedes them."""
+    tokenize, vocab = _tokenizer()
+    detok = lambda t: "".join(vocab[i] for i in t)  # noqa: E731
+    enum = [1, 2, 3, 10, "none"]
+    options = AnswerOptions.of(
+        True, {"properties": {"answer": {"enum": enum}}}, 20, tokenize, detok
+    )
+    assert options is not None
+    size = len(vocab)
+
+    def row(token: int, pos: int) -> np.ndarray:
+        return np.random.default_rng([token, pos]).normal(size=size) * 3
+
+    def evaluate(tokens: list[int], pos: int) -> list[np.ndarray]:
+        return [row(t, pos + i) for i, t in enumerate(tokens)]
+
+    forks: list[Fork] = []
+
+    def at_once(fork: Fork) -> list[np.ndarray]:
+        forks.append(fork)
+        after = fork.pos + len(fork.shared)
+        rows = evaluate(fork.shared, fork.pos)
+        return rows + [r for branch in fork.branches for r in evaluate(branch, after)]
+
+    last = row(0, 29)
+    for seed in range(8):
+        settings = Sampling(8, 1.0, seed, None, 3)
+        one_go = drive(drawn_answer(options, last, 30, settings, detok), evaluate, at_once)
+        assert one_go == drive(drawn_answer(options, last, 30, settings, detok), evaluate)
+    assert len(forks) == 8
+    assert forks[0] == Fork(options.shared, [own[:-1] for own in options.own], 30)
+    assert forks[0].asks() == [(options.shared, 30)] + [
+        (own[:-1], 30 + len(options.shared)) for own in options.own if own[:-1]
+    ]

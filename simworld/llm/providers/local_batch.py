@@ -110,6 +110,7 @@ from simworld.llm.providers.local_engine import (
 from simworld.llm.providers.local_options import (
     AnswerOptions,
     Evaluations,
+    Fork,
     drawn_answer,
     log_softmax,
     logprob_entry,
@@ -574,15 +575,17 @@ class BatchedEngine(OnePerConfig):
 
     def _evals(self, seq: int, steps: Evaluations) -> Generator[_Eval, list[np.ndarray], Any]:
         """Run ``steps`` on sequence ``seq``: what it asks to evaluate goes out in pieces of at
-        most :data:`SEQ_CHUNK` tokens, every token an output; its result."""
+        most :data:`SEQ_CHUNK` tokens, every token an output (a fork's parts one after
+        another, in the call's one sequence); its result."""
         try:
-            tokens, pos = next(steps)
+            ask = next(steps)
             while True:
                 rows: list[np.ndarray] = []
-                for i in range(0, len(tokens), SEQ_CHUNK):
-                    piece = tokens[i : i + SEQ_CHUNK]
-                    rows += yield _Eval(seq, pos + i, piece, [True] * len(piece))
-                tokens, pos = steps.send(rows)
+                for tokens, pos in ask.asks() if isinstance(ask, Fork) else [ask]:
+                    for i in range(0, len(tokens), SEQ_CHUNK):
+                        piece = tokens[i : i + SEQ_CHUNK]
+                        rows += yield _Eval(seq, pos + i, piece, [True] * len(piece))
+                ask = steps.send(rows)
         except StopIteration as stop:
             return stop.value
 

@@ -13,7 +13,8 @@ order, with prefix reuse on or off. Sampling (see
 
 An answer that is one of a fixed set of options (a schema whose only property is an
 ``answer`` enum) is not sampled token by token: every option is scored as a continuation of
-the prompt and the answer drawn from those scores with the seed
+the prompt, all in one decode with each option in its own sequence
+(:meth:`LlamaEngine._decode_fork`), and the answer drawn from those scores with the seed
 (:func:`~simworld.llm.providers.local_options.drawn_answer`). Other answers are sampled, and
 their log-probabilities computed afterwards by re-evaluating the generated tokens in one
 batch (OpenAI-format entries with the top alternatives); an ``answer`` enum among other
@@ -36,7 +37,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, InvalidStateError, ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -46,8 +47,10 @@ import numpy as np
 
 from simworld.llm.providers.local_options import (
     AnswerOptions,
+    Fork,
     drawn_answer,
     drive,
+    in_turn,
     log_softmax,
     logprob_entry,
     score_options,
@@ -61,6 +64,9 @@ PREFILL_CHUNK = 64
 PREFIX_CACHE_BYTES = 512 * 1024 * 1024
 PROMPT_CACHE_BYTES = 768 * 1024 * 1024
 TEXT_REPEAT_PENALTY = 1.1
+FORK_SEQS = 8
+"""Sequences of the serial engine's context: the prompt's, and one per option scored with it
+(:meth:`LlamaEngine._decode_fork`; a fork of more branches is evaluated in turn)."""
 _SEQ = 0
 _LOG = logging.getLogger("simworld.llm.providers.local")
 
@@ -214,39 +220,67 @@ def use_extra_bufts(choice: str, flags: frozenset[str]) -> bool:
 
 
 @contextmanager
-def extra_bufts_set(keep: bool) -> Iterator[None]:
-    """While inside, every model llama-cpp-python loads in this process keeps (or not)
-    llama.cpp's extra CPU buffer types.
+def defaults_set(
+    model: dict[str, Any] | None = None, context: dict[str, Any] | None = None
+) -> Iterator[None]:
+    """While inside, the models and contexts llama-cpp-python creates in this process get
+    these fields set in their parameters.
 
-    ``llama_cpp.Llama`` takes no argument for ``use_extra_bufts``; it builds its model
-    parameters from ``llama_model_default_params()``, so that function is wrapped for the
-    duration (under a lock, so concurrent loads cannot see each other's wrapper).
+    ``llama_cpp.Llama`` takes no arguments for some of llama.cpp's parameters (such as
+    ``use_extra_bufts``, ``n_seq_max``, ``kv_unified``); it builds them from
+    ``llama_model_default_params()`` and ``llama_context_default_params()``, so those
+    functions are wrapped for the duration (under a lock, so concurrent loads cannot see
+    each other's wrappers).
+
+    Args:
+        model: Fields of ``llama_model_params``.
+        context: Fields of ``llama_context_params``.
+    """
+    import llama_cpp.llama_cpp as native
+
+    changes = {
+        "llama_model_default_params": model or {},
+        "llama_context_default_params": context or {},
+    }
+    with _PARAMS_LOCK:
+        defaults = {name: getattr(native, name) for name in changes}
+
+        def wrapped(name: str) -> Callable[[], Any]:
+            def params() -> Any:
+                value = defaults[name]()
+                for field_name, field_value in changes[name].items():
+                    setattr(value, field_name, field_value)
+                return value
+
+            return params
+
+        for name in changes:
+            setattr(native, name, wrapped(name))
+        try:
+            yield
+        finally:
+            for name, function in defaults.items():
+                setattr(native, name, function)
+
+
+def extra_bufts_set(keep: bool) -> AbstractContextManager[None]:
+    """While inside, every model llama-cpp-python loads in this process keeps (or not)
+    llama.cpp's extra CPU buffer types (see :func:`defaults_set`).
 
     Args:
         keep: The ``use_extra_bufts`` value of the models loaded inside.
     """
-    import llama_cpp.llama_cpp as native
-
-    with _PARAMS_LOCK:
-        defaults = native.llama_model_default_params
-
-        def params() -> Any:
-            value = defaults()
-            value.use_extra_bufts = keep
-            return value
-
-        native.llama_model_default_params = params
-        try:
-            yield
-        finally:
-            native.llama_model_default_params = defaults
+    return defaults_set(model={"use_extra_bufts": keep})
 
 
 def _load_llama(config: EngineConfig, threads: int, *, extra_bufts: bool) -> Any:
-    """A ``llama_cpp.Llama`` for ``config``, with or without the extra buffer types."""
+    """A ``llama_cpp.Llama`` for ``config``, with or without the extra buffer types; its
+    context holds :data:`FORK_SEQS` sequences in one KV cache, for options scored together
+    (:meth:`LlamaEngine._decode_fork`)."""
     import llama_cpp
 
-    with extra_bufts_set(extra_bufts):
+    context = {"n_seq_max": FORK_SEQS, "kv_unified": True}
+    with defaults_set(model={"use_extra_bufts": extra_bufts}, context=context):
         return llama_cpp.Llama(
             model_path=str(config.path),
             n_ctx=config.n_ctx,
@@ -514,7 +548,7 @@ class LlamaEngine(OnePerConfig):
             last_logits, cached = self._prefill(tokens, preamble_len, stop)
             if options is not None:
                 steps = drawn_answer(options, last_logits, len(tokens), sampling, self._detok)
-                out, text, logprobs = drive(steps, self._decode_all)
+                out, text, logprobs = drive(steps, self._decode_all, self._decode_fork)
                 return Generation(text, len(tokens), len(out), "stop", logprobs, cached)
             sampled, finish = self._sample(sampling, budget, stop)
             out, text = sampled, self._detok(sampled)
@@ -631,25 +665,52 @@ class LlamaEngine(OnePerConfig):
 
     def _decode_all(self, tokens: Sequence[int], n_past: int) -> list[np.ndarray]:
         """Evaluate ``tokens`` at ``n_past`` in one batch; the logits after each token."""
+        return self._decode_fork(Fork(list(tokens), [], n_past))
+
+    def _decode_fork(self, fork: Fork) -> list[np.ndarray]:
+        """Answer ``fork`` with one ``llama_decode``: the shared tokens belong to the prompt's
+        sequence and to one sequence per non-empty branch (each a copy of the prompt's, which
+        costs no evaluation in the unified KV cache), each branch's tokens to its own. So
+        every branch sees the prompt and the shared tokens, and no other branch. The
+        branches' sequences are removed afterwards; the shared tokens stay in the prompt's
+        (a later evaluation at a position after them continues from them).
+
+        The numbers depend only on the fork (the cache then holds just the prompt), so the
+        same prompt and options score the same whatever ran before.
+        """
         import llama_cpp
 
+        branches = [branch for branch in fork.branches if branch]
+        if len(branches) >= FORK_SEQS:
+            return in_turn(fork, self._decode_all)
         ctx = self._llm.ctx
-        llama_cpp.llama_memory_seq_rm(llama_cpp.llama_get_memory(ctx), _SEQ, n_past, -1)
-        batch = llama_cpp.llama_batch_init(len(tokens), 0, 1)
+        memory = llama_cpp.llama_get_memory(ctx)
+        llama_cpp.llama_memory_seq_rm(memory, _SEQ, fork.pos, -1)
+        seqs = range(_SEQ + 1, _SEQ + 1 + len(branches))
+        for seq in seqs:
+            llama_cpp.llama_memory_seq_cp(memory, _SEQ, seq, -1, -1)
+        after = fork.pos + len(fork.shared)
+        entries = [(token, fork.pos + j, [_SEQ, *seqs]) for j, token in enumerate(fork.shared)]
+        for seq, branch in zip(seqs, branches, strict=True):
+            entries += [(token, after + j, [seq]) for j, token in enumerate(branch)]
+        batch = llama_cpp.llama_batch_init(max(1, len(entries)), 0, 1 + len(branches))
         try:
-            batch.n_tokens = len(tokens)
-            for j, token in enumerate(tokens):
+            batch.n_tokens = len(entries)
+            for j, (token, pos, ids) in enumerate(entries):
                 batch.token[j] = token
-                batch.pos[j] = n_past + j
-                batch.n_seq_id[j] = 1
-                batch.seq_id[j][0] = _SEQ
+                batch.pos[j] = pos
+                batch.n_seq_id[j] = len(ids)
+                for k, seq in enumerate(ids):
+                    batch.seq_id[j][k] = seq
                 batch.logits[j] = True
-            if llama_cpp.llama_decode(ctx, batch) != 0:
+            if entries and llama_cpp.llama_decode(ctx, batch) != 0:
                 raise RuntimeError(f"llama_decode failed on {self.config.path}")
-            return [self._logits(j) for j in range(len(tokens))]
+            return [self._logits(j) for j in range(len(entries))]
         finally:
             llama_cpp.llama_batch_free(batch)
-            self._llm.n_tokens = n_past
+            for seq in seqs:
+                llama_cpp.llama_memory_seq_rm(memory, seq, -1, -1)
+            self._llm.n_tokens = fork.pos
 
     # -- log-probabilities ---------------------------------------------------------------------
     def _logprobs(

@@ -1,8 +1,9 @@
 """Answers over a fixed set of options, for both embedded engines: scoring and drawing them.
 
 Two things happen here, each written once as a generator that asks its engine to evaluate
-tokens (it yields ``(tokens, position)`` and is sent the raw logits after each token), so the
-serial engine (:mod:`simworld.llm.providers.local_engine`) and the batched one
+tokens (it yields ``(tokens, position)``, or a :class:`Fork` of continuations that share a
+start, and is sent the raw logits after each token), so the serial engine
+(:mod:`simworld.llm.providers.local_engine`) and the batched one
 (:mod:`simworld.llm.providers.local_batch`) drive the same steps their own way:
 
 * :func:`score_options`: after a JSON answer with an ``answer`` enum was *sampled*, every
@@ -41,8 +42,36 @@ ANSWER_TAIL = "}"
 """What follows the value (it also tells ``1`` from ``10`` apart)."""
 
 Tokens = list[int]
-Evaluations = Generator[tuple[Tokens, int], list[np.ndarray], Any]
-"""Yields ``(tokens, position)`` to evaluate; is sent the logits after each of them."""
+
+
+@dataclass(frozen=True)
+class Fork:
+    """Continuations that share a start: ``shared`` at ``pos``, then each of ``branches``
+    after it, none of which sees another. Answered with the logits after every token of
+    ``shared``, then after every token of each branch in turn (empty branches have none).
+
+    Attributes:
+        shared: The tokens every branch follows.
+        branches: Each branch's own tokens.
+        pos: Position of the first shared token.
+    """
+
+    shared: Tokens
+    branches: list[Tokens]
+    pos: int
+
+    def asks(self) -> list[tuple[Tokens, int]]:
+        """The same work as plain evaluations, one after another: ``shared``, then each
+        non-empty branch from the position after it (each replacing the one before)."""
+        after = self.pos + len(self.shared)
+        head = [(self.shared, self.pos)] if self.shared else []
+        return head + [(branch, after) for branch in self.branches if branch]
+
+
+Evaluations = Generator[tuple[Tokens, int] | Fork, list[np.ndarray], Any]
+"""Yields ``(tokens, position)`` or a :class:`Fork` to evaluate; is sent the logits after
+each token."""
+Evaluate = Callable[[Tokens, int], list[np.ndarray]]
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:
@@ -73,24 +102,40 @@ def logprob_entry(
     return token_entry(detok([token]), float(row[token]), alts)
 
 
-def drive(steps: Evaluations, evaluate: Callable[[Tokens, int], list[np.ndarray]]) -> Any:
-    """Run ``steps`` to the end, evaluating what it asks with ``evaluate``; its result."""
+def in_turn(fork: Fork, evaluate: Evaluate) -> list[np.ndarray]:
+    """Answer ``fork`` by evaluating its parts one after another (:meth:`Fork.asks`)."""
+    return [row for ask in fork.asks() for row in evaluate(*ask)]
+
+
+def drive(
+    steps: Evaluations, evaluate: Evaluate, fork: Callable[[Fork], list[np.ndarray]] | None = None
+) -> Any:
+    """Run ``steps`` to the end, evaluating what it asks with ``evaluate`` (a :class:`Fork`
+    with ``fork``, else :func:`in_turn`); its result."""
     try:
         ask = next(steps)
         while True:
-            ask = steps.send(evaluate(*ask))
+            if isinstance(ask, Fork):
+                rows = fork(ask) if fork is not None else in_turn(ask, evaluate)
+            else:
+                rows = evaluate(*ask)
+            ask = steps.send(rows)
     except StopIteration as stop:
         return stop.value
+
+
+def _logprob(cont: Tokens, first: np.ndarray, follow: list[np.ndarray]) -> float:
+    """Log-probability of ``cont``: ``first`` (log-softmax) predicts its first token, the raw
+    logits ``follow`` the rest."""
+    lp = float(first[cont[0]])
+    return lp + sum(float(log_softmax(r)[t]) for t, r in zip(cont[1:], follow, strict=True))
 
 
 def continuation_logprob(cont: Tokens, first: np.ndarray, pos: int) -> Evaluations:
     """Log-probability of the tokens ``cont`` at ``pos``; ``first``: the log-softmax row
     that predicts ``cont[0]``."""
-    lp = float(first[cont[0]])
-    if len(cont) > 1:
-        follow = yield cont[:-1], pos
-        lp += sum(float(log_softmax(r)[t]) for t, r in zip(cont[1:], follow, strict=True))
-    return lp
+    follow = (yield cont[:-1], pos) if len(cont) > 1 else []
+    return _logprob(cont, first, follow)
 
 
 def _answer_span(text: str) -> tuple[int, int, Any] | None:
@@ -315,13 +360,14 @@ def drawn_answer(
         then one for the option whose alternatives are every option, or ``None``.
     """
     shared = options.shared
-    rows = [last]  # raw logits; rows[i] predicts shared[i], the last one every option
-    if shared:
-        rows += yield shared, n_prompt
+    evaluated = yield Fork(shared, [own[:-1] for own in options.own], n_prompt)
+    rows = [last, *evaluated[: len(shared)]]  # rows[i] predicts shared[i], the last: options
     first = log_softmax(rows[-1])
     scores = []
+    at = len(shared)
     for own in options.own:
-        scores.append((yield from continuation_logprob(own, first, n_prompt + len(shared))))
+        scores.append(_logprob(own, first, evaluated[at : at + len(own) - 1]))
+        at += len(own) - 1
     pick = draw_option(scores, settings.temperature, settings.seed)
     out = shared + options.own[pick]
     logprobs = None

@@ -640,6 +640,28 @@ def test_options_are_scored_together_as_each_alone(engine, monkeypatch):
     assert sum(abs(a - b) for a, b in zip(probs, expected, strict=True)) / 2 < 0.1
 
 
+def test_a_choice_of_26_letters_and_none_is_scored_in_one_decode(engine, monkeypatch):
+    """The largest scale a scenario allows (letters A to Z), plus stance extraction's
+    ``none``, fits the serial engine's sequences: one decode, every option scored."""
+    import llama_cpp
+
+    enum = [chr(c) for c in range(ord("A"), ord("Z") + 1)] + ["none"]
+    options = AnswerOptions.of(
+        True, {"properties": {"answer": {"enum": enum}}}, 40, engine._tokens, engine._detok
+    )
+    assert options is not None
+    n = _prefilled(engine, PROBE)
+    decodes = []
+    real_decode = llama_cpp.llama_decode
+    monkeypatch.setattr(
+        llama_cpp, "llama_decode", lambda ctx, b: decodes.append(1) or real_decode(ctx, b)
+    )
+    rows = engine._decode_fork(Fork(options.shared, [own[:-1] for own in options.own], n))
+    assert decodes == [1]
+    probs = _option_probs(options, rows)
+    assert len(probs) == 27 and sum(probs) == pytest.approx(1.0)
+
+
 def test_a_drawn_answer_is_the_same_whatever_ran_before(engine):
     """Options scored together depend on the prompt alone: the same drawn answer, with the
     same log-probabilities, after other calls (a sampled answer, another probe) as before."""

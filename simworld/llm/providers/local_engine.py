@@ -64,9 +64,11 @@ PREFILL_CHUNK = 64
 PREFIX_CACHE_BYTES = 512 * 1024 * 1024
 PROMPT_CACHE_BYTES = 768 * 1024 * 1024
 TEXT_REPEAT_PENALTY = 1.1
-FORK_SEQS = 8
+FORK_SEQS = 32
 """Sequences of the serial engine's context: the prompt's, and one per option scored with it
-(:meth:`LlamaEngine._decode_fork`; a fork of more branches is evaluated in turn)."""
+(:meth:`LlamaEngine._decode_fork`; a fork of more branches is evaluated in turn). 32 covers
+a choice scale of 26 letters plus stance extraction's "none"; a sequence costs no KV memory
+in the unified cache."""
 _SEQ = 0
 _LOG = logging.getLogger("simworld.llm.providers.local")
 

@@ -605,19 +605,20 @@ def _option_probs(options: AnswerOptions, rows: list) -> list[float]:
     return [math.exp(x) / total for x in scores]
 
 
-def test_options_are_scored_together_as_each_alone(engine, monkeypatch):
-    """The serial engine scores every option in one decode, each in its own sequence: the
-    options' probabilities match evaluating them one after another (to llama.cpp's batch
-    rounding), which also shows the rows come back in the fork's order; nothing of the
-    branches' sequences stays in the cache."""
+def _fork_decoded(
+    engine: LlamaEngine, monkeypatch: pytest.MonkeyPatch, enum: list
+) -> tuple[AnswerOptions, Fork, list, list[int]]:
+    """Prefill the test probe, then answer the fork of ``enum``'s options with the serial
+    engine: the options, the fork, its rows, and the token count of every ``llama_decode``
+    the fork made."""
     import llama_cpp
 
-    schema = {"properties": {"answer": {"enum": [1, 2, 3, 4, 5, "none"]}}}
-    options = AnswerOptions.of(True, schema, 40, engine._tokens, engine._detok)
+    options = AnswerOptions.of(
+        True, {"properties": {"answer": {"enum": enum}}}, 40, engine._tokens, engine._detok
+    )
     assert options is not None and options.shared
-    n = _prefilled(engine, PROBE)
-    fork = Fork(options.shared, [own[:-1] for own in options.own], n)
-    decodes = []
+    fork = Fork(options.shared, [own[:-1] for own in options.own], _prefilled(engine, PROBE))
+    decodes: list[int] = []
     real_decode = llama_cpp.llama_decode
 
     def counted(ctx, batch):
@@ -626,11 +627,22 @@ def test_options_are_scored_together_as_each_alone(engine, monkeypatch):
 
     with monkeypatch.context() as patched:
         patched.setattr(llama_cpp, "llama_decode", counted)
-        together = engine._decode_fork(fork)
+        rows = engine._decode_fork(fork)
+    return options, fork, rows, decodes
+
+
+def test_options_are_scored_together_as_each_alone(engine, monkeypatch):
+    """The serial engine scores every option in one decode, each in its own sequence: the
+    options' probabilities match evaluating them one after another (to llama.cpp's batch
+    rounding), which also shows the rows come back in the fork's order; nothing of the
+    branches' sequences stays in the cache."""
+    import llama_cpp
+
+    options, fork, together, decodes = _fork_decoded(engine, monkeypatch, [1, 2, 3, 4, 5, "none"])
     assert decodes == [len(options.shared) + sum(len(b) for b in fork.branches)]
     memory = llama_cpp.llama_get_memory(engine._llm.ctx)
     ends = [llama_cpp.llama_memory_seq_pos_max(memory, seq) for seq in range(FORK_SEQS)]
-    assert ends == [n - 1 + len(options.shared)] + [-1] * (FORK_SEQS - 1)
+    assert ends == [fork.pos - 1 + len(options.shared)] + [-1] * (FORK_SEQS - 1)
     in_order = in_turn(fork, engine._decode_all)
     assert len(together) == len(in_order)
     probs, expected = (
@@ -643,21 +655,9 @@ def test_options_are_scored_together_as_each_alone(engine, monkeypatch):
 def test_a_choice_of_26_letters_and_none_is_scored_in_one_decode(engine, monkeypatch):
     """The largest scale a scenario allows (letters A to Z), plus stance extraction's
     ``none``, fits the serial engine's sequences: one decode, every option scored."""
-    import llama_cpp
-
     enum = [chr(c) for c in range(ord("A"), ord("Z") + 1)] + ["none"]
-    options = AnswerOptions.of(
-        True, {"properties": {"answer": {"enum": enum}}}, 40, engine._tokens, engine._detok
-    )
-    assert options is not None
-    n = _prefilled(engine, PROBE)
-    decodes = []
-    real_decode = llama_cpp.llama_decode
-    monkeypatch.setattr(
-        llama_cpp, "llama_decode", lambda ctx, b: decodes.append(1) or real_decode(ctx, b)
-    )
-    rows = engine._decode_fork(Fork(options.shared, [own[:-1] for own in options.own], n))
-    assert decodes == [1]
+    options, fork, rows, decodes = _fork_decoded(engine, monkeypatch, enum)
+    assert decodes == [len(options.shared) + sum(len(b) for b in fork.branches)]
     probs = _option_probs(options, rows)
     assert len(probs) == 27 and sum(probs) == pytest.approx(1.0)
 

@@ -596,8 +596,8 @@ def _personality_table(run: Run) -> pd.DataFrame:
 STYLE = """
 body { font-family: sans-serif; margin: 2em auto; padding: 0 1em; max-width: 1200px; color: #222; }
 h1 { border-bottom: 2px solid #c33; } h2 { margin-top: 2em; color: #833; }
-table { border-collapse: collapse; margin: 0.5em 0; font-size: 0.9em; }
-table { display: block; max-width: 100%; overflow-x: auto; }  /* wide tables scroll */
+table { border-collapse: collapse; margin: 0.5em 0; font-size: 0.9em;
+        display: block; max-width: 100%; overflow-x: auto; }  /* wide tables scroll */
 th, td { padding: 0.25em 0.7em; border-bottom: 1px solid #ddd; text-align: right; }
 th { background: #f3eaea; } img { max-width: 100%; border: 1px solid #eee; }
 .none { color: #888; } .meta td { text-align: left; } .notes li { color: #666; }

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -143,3 +148,49 @@ def test_a_cancelled_call_is_stopped_in_the_child(fresh_children):
     later = engine.submit(prompt, preamble="", sampling=sampling).result(timeout=300)
     assert first.cancelled() and not engine._calls and engine.stopped == 1
     assert later == load_engine(parse_model(MODEL)).generate(prompt, preamble="", sampling=sampling)
+
+
+# A simworld process that hands its embedded model 16 calls of about 600 prompt tokens each
+# (each prompt different from its first token, so none reuses another's state: a minute or
+# more of work for the child on one thread), prints the child's pid, then is killed as
+# `kill -9` or the out-of-memory killer would kill it.
+_KILLED_WITH_CALLS_QUEUED = """
+import os, signal, sys
+from simworld.llm.providers.local import parse_model
+from simworld.llm.providers.local_child import ChildEngine
+from simworld.llm.providers.local_engine import Sampling
+model = sys.argv[1]
+engine = ChildEngine.get(model, parse_model(model))
+heard = "\\n".join(f"- Speaker {i}: remote work gave me {i} free evenings." for i in range(40))
+for call in range(16):
+    prompt = f"{call}\\n{heard}\\nQ: Sum it up.\\nA:"
+    engine.submit(prompt, preamble="", sampling=Sampling(60, 0.9, call))
+print(engine.pid, flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def _running(pid: int) -> bool:
+    """Whether process ``pid`` exists and has not exited (a zombie has)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_the_child_stops_when_the_simworld_process_is_killed():
+    """The child sees its pipe close and cancels the calls it was given: it exits within
+    seconds instead of answering, to nobody, a minute of queued calls."""
+    # the child inherits the script's stdout, so read its one line, not up to end-of-file
+    with subprocess.Popen(
+        [sys.executable, "-c", _KILLED_WITH_CALLS_QUEUED, MODEL],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    ) as script:  # fmt: skip
+        assert script.stdout is not None
+        pid = int(script.stdout.readline())
+        assert script.wait(timeout=60) == -signal.SIGKILL
+    deadline = time.monotonic() + 15
+    while _running(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _running(pid), "the child went on with calls nobody was waiting for"

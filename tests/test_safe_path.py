@@ -92,8 +92,8 @@ def test_sweep_workers_run_without_importing_the_cwd(shadowed_cwd: Path, tmp_pat
 def test_simworld_run_starts_nothing_that_imports_the_cwd(
     shadowed_cwd: Path, tmp_path: Path
 ) -> None:
-    """The command, as installed (its own path is its script's folder): the progress bar's
-    lock starts multiprocessing's resource tracker, a ``python -c`` child."""
+    """The command, as installed (its own path is its script's folder): no interpreter it
+    starts imports from the current directory."""
     data = deep_update(BASE_SCENARIO, {"population.size": 6, "protocol.steps": 1})
     scenario = tmp_path / "elsewhere" / "run.yaml"
     scenario.parent.mkdir()

@@ -12,6 +12,7 @@ Progress is display only: nothing here feeds back into a run.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,9 +20,20 @@ from typing import IO, Any
 
 from tqdm import tqdm
 
-from simworld.support.process import safe_path
-
 REDRAW_S = 0.1
+
+
+class Bar(tqdm):
+    """A tqdm bar whose writes are serialised by a thread lock of its own.
+
+    tqdm's default lock also holds a ``multiprocessing`` lock. Its semaphore is registered
+    with multiprocessing's resource tracker, a helper process that outlives a killed run
+    (``kill -9``, the out-of-memory killer) and then prints a "leaked semaphore" warning into
+    the user's terminal. simworld draws its bars from one process, so a thread lock is all
+    they need, and a run that does not start processes of its own starts no tracker.
+    """
+
+    _lock = threading.RLock()
 
 
 @dataclass
@@ -180,17 +192,16 @@ class ProgressBar:
         self._step = -1
         self._drawn = 0.0
         self._redraw_s = redraw_s
-        with safe_path():  # tqdm's first lock starts multiprocessing's resource tracker
-            self._bar: tqdm[Any] = tqdm(
-                desc=f"{name} starting",
-                total=0,
-                unit="call",
-                disable=disable,
-                leave=False,
-                file=file,
-                bar_format="{desc} |{bar}|",
-                dynamic_ncols=True,
-            )
+        self._bar: tqdm[Any] = Bar(
+            desc=f"{name} starting",
+            total=0,
+            unit="call",
+            disable=disable,
+            leave=False,
+            file=file,
+            bar_format="{desc} |{bar}|",
+            dynamic_ncols=True,
+        )
         if not disable:
             progress.subscribe(self.show)
 

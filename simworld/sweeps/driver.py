@@ -17,6 +17,7 @@ from simworld.errors import ConfigError
 from simworld.runs.estimate import check_feasible
 from simworld.runs.run import prefix_lines
 from simworld.support.process import safe_path
+from simworld.support.progress import Bar
 from simworld.support.rundir import CACHE_FILE
 from simworld.sweeps.executors import (
     FINISHED_STATUSES,
@@ -235,8 +236,8 @@ def run_sweep(
         ]
         store.dispatched([t.index for t in tasks])
         store.write_manifest()
-        # every interpreter the sweep starts (the workers, multiprocessing's resource tracker
-        # that the progress bar's lock starts) leaves the current directory off its sys.path
+        # every interpreter the sweep starts (the workers, and multiprocessing's resource
+        # tracker that a process pool starts) leaves the current directory off its sys.path
         with safe_path():
             _drive(store, tasks, executor, workers, ray_address, progress, on_result, len(selected))
         frame_rows = store.frame().num_rows
@@ -265,7 +266,7 @@ def _drive(
     selected: int,
 ) -> None:
     """Hand tasks to the executor; record each result; keep the files current."""
-    bar = tqdm(
+    bar = Bar(
         total=selected,
         initial=selected - len(tasks),
         desc="sweep",

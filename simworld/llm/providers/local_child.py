@@ -317,7 +317,10 @@ def _serve(conn: Connection, config: EngineConfig, crash_after: int) -> None:
 
     Calls are handed to the engine as they arrive; each answer goes back with its call's id
     when it is ready (in whatever order they finish). A cancelled call's future is cancelled
-    in the engine, which stops working on it, and ``stopped`` goes back.
+    in the engine, which stops working on it, and ``stopped`` goes back. When the pipe
+    closes (the parent is done, or was killed) the calls still running or queued are
+    cancelled the same way: nobody waits for their answers, so the child exits at once
+    instead of spending the cores on them.
     """
     from simworld.llm.providers.local_batch import load_engine
 
@@ -347,6 +350,8 @@ def _serve(conn: Connection, config: EngineConfig, crash_after: int) -> None:
         try:
             kind, call_id, *call = conn.recv()
         except EOFError:
+            for future in tuple(running.values()):
+                future.cancel()
             return
         if kind == _CANCEL:
             cancelled = running.get(call_id)

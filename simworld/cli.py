@@ -17,7 +17,6 @@ if TYPE_CHECKING:
 
 EXIT_BAD_INPUT = 2
 EXIT_RUN_FAILED = 1
-EXIT_INTERRUPTED = 130
 # Commands that run a simulation in this process; it tunes its collector first.
 SIMULATING = frozenset({"run", "resume", "replay"})
 
@@ -289,22 +288,29 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 
 def console() -> int:
     """The ``simworld`` console script: :func:`main` in a process of its own, so a command
-    that simulates tunes the collector first (:func:`~simworld.support.process.tune_gc`)."""
+    that simulates tunes the collector first (:func:`~simworld.support.process.tune_gc`),
+    and a SIGTERM stops the command as a Ctrl-C does
+    (:class:`~simworld.support.process.Terminated`)."""
+    import signal
+
+    from simworld.support.process import raise_terminated, stopped_by, tune_gc
+
+    signal.signal(signal.SIGTERM, raise_terminated)
     argv = sys.argv[1:]
     if argv and argv[0] in SIMULATING:
         import simworld.runs.run  # noqa: F401  (the engine's imports, which tune_gc freezes)
-        from simworld.support.process import tune_gc
 
         tune_gc()
     try:
         return main(argv)
-    except KeyboardInterrupt:  # the run has already recorded itself as interrupted
+    except KeyboardInterrupt as exc:  # the run has already recorded itself as interrupted
+        how, code = stopped_by(exc)
         print(
-            "simworld: interrupted; a run directory it was writing is marked interrupted "
-            "and continues with: simworld resume RUN_DIR",
+            f"simworld: {how}; a run directory it was writing is marked interrupted and "
+            "continues with: simworld resume RUN_DIR",
             file=sys.stderr,
         )
-        return EXIT_INTERRUPTED
+        return code
 
 
 if __name__ == "__main__":

@@ -22,9 +22,20 @@ def test_console_tunes_the_collector_only_before_a_simulation(argv, tuned, monke
         assert "missing.yaml" in capsys.readouterr().err
 
 
-def test_ctrl_c_is_one_line_and_the_run_resumes(tmp_path, ctrl_c_deliverable):
-    """Ctrl-C during a run: exit 130, one line and no traceback; the run directory is marked
-    interrupted and ``simworld resume`` completes it."""
+@pytest.mark.parametrize(
+    ("sent", "code", "said", "recorded"),
+    [
+        ("SIGINT", 130, "simworld: interrupted", "interrupted by the user"),
+        ("SIGTERM", 143, "simworld: terminated (SIGTERM)", "terminated (SIGTERM)"),
+    ],
+    ids=["ctrl_c", "sigterm"],
+)
+def test_ctrl_c_is_one_line_and_the_run_resumes(
+    tmp_path, ctrl_c_deliverable, sent, code, said, recorded
+):
+    """Ctrl-C (or SIGTERM, as a job scheduler or ``timeout`` sends) during a run: exit 130
+    (143), one line and no traceback; the run directory is marked interrupted and
+    ``simworld resume`` completes it."""
     import json
     import os
     import signal
@@ -48,13 +59,14 @@ def test_ctrl_c_is_one_line_and_the_run_resumes(tmp_path, ctrl_c_deliverable):
         assert time.monotonic() < deadline, "the run never started"
         time.sleep(0.2)
     time.sleep(1.0)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(getattr(signal, sent))
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err
+    assert proc.returncode == code, err
     assert "Traceback" not in err
-    assert err.strip().splitlines()[-1].startswith("simworld: interrupted")
+    assert err.strip().splitlines()[-1].startswith(said)
     manifest = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))
     assert manifest["status"] == "interrupted"
+    assert manifest["error"] == recorded
     done = subprocess.run(
         [*cmd, "resume", str(run_dir)], capture_output=True, text=True, env=env, timeout=300
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -194,3 +195,39 @@ def test_the_child_stops_when_the_simworld_process_is_killed():
     while _running(pid) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not _running(pid), "the child went on with calls nobody was waiting for"
+
+
+def test_ctrl_c_in_a_terminal_stops_a_run_on_the_embedded_model_in_one_line(
+    make_scenario, tmp_path, ctrl_c_deliverable
+):
+    """A terminal's Ctrl-C goes to the whole foreground process group, the model's child
+    included: the command still ends with its one line (exit 130), and the child prints no
+    traceback of its own."""
+    path = make_scenario(
+        {
+            "population.size": 3,
+            "network": {"generator": "complete"},
+            "topics": [TOPIC],
+            "protocol.steps": 2,
+            "llm.model": MODEL,
+        }
+    )
+    run_dir = tmp_path / "run"
+    command = [sys.executable, "-m", "simworld.cli", "run", str(path), "--out", str(run_dir)]
+    with subprocess.Popen(
+        [*command, "--cache", str(tmp_path / "c.db"), "--quiet"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    ) as proc:  # fmt: skip
+        transcript = run_dir / "transcript.jsonl"
+        deadline = time.monotonic() + 300
+        while b'"llm_call"' not in (transcript.read_bytes() if transcript.is_file() else b""):
+            assert proc.poll() is None and time.monotonic() < deadline, "no call was answered"
+            time.sleep(0.2)
+        os.killpg(proc.pid, signal.SIGINT)  # what the terminal does
+        _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err, err
+    assert err.strip().splitlines() == [
+        "simworld: interrupted; a run directory it was writing is marked interrupted and "
+        "continues with: simworld resume RUN_DIR"
+    ]

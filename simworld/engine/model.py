@@ -39,6 +39,7 @@ from simworld.society.network import build_graph, isolation_warning
 from simworld.society.population import build_population
 from simworld.support.events import Event, EventType
 from simworld.support.hashing import canonical_json
+from simworld.support.process import Terminated, raise_terminated
 from simworld.support.recipients import Recipients
 from simworld.support.redact import Redactor
 from simworld.support.rundir import RunStatus
@@ -52,6 +53,19 @@ _T = TypeVar("_T")
 def _interrupt() -> None:
     """The event loop's SIGINT callback (:meth:`SocialSimulation._run`): a Ctrl-C."""
     raise KeyboardInterrupt
+
+
+def _terminate() -> None:
+    """The event loop's SIGTERM callback (:meth:`SocialSimulation._run`)."""
+    raise Terminated
+
+
+# The signals the event loop raises itself while it runs: each with the handler the process
+# must have installed for it (else the signal is left alone) and the loop's callback.
+_LOOP_SIGNALS: dict[signal.Signals, tuple[Any, Callable[[], None]]] = {
+    signal.SIGINT: (signal.default_int_handler, _interrupt),
+    signal.SIGTERM: (raise_terminated, _terminate),
+}
 
 
 class SocialSimulation(mesa.Model):
@@ -306,27 +320,35 @@ class SocialSimulation(mesa.Model):
         return self._run(gather())
 
     def _run(self, coro: Coroutine[Any, Any, _T]) -> _T:
-        """Run ``coro`` on the model's event loop, with Ctrl-C raised by the loop itself.
+        """Run ``coro`` on the model's event loop, with Ctrl-C (and the ``simworld``
+        command's SIGTERM) raised by the loop itself.
 
         Python raises ``KeyboardInterrupt`` wherever the main thread happens to be, and
         litellm's call path catches ``BaseException`` around what it awaits (and makes it a
         failed call, which is retried): a Ctrl-C landing there would be lost. So while the
         loop runs, SIGINT goes to the loop (:meth:`asyncio.loop.add_signal_handler`), which
-        raises ``KeyboardInterrupt`` from a callback of its own, outside any call. Only in
-        the main thread and when SIGINT has Python's default handler (a program that
-        installed its own keeps it).
+        raises ``KeyboardInterrupt`` from a callback of its own, outside any call; so does
+        SIGTERM, as :class:`~simworld.support.process.Terminated`, when the process handles
+        it with :func:`~simworld.support.process.raise_terminated` (the command does). Only
+        in the main thread, and only for a signal whose handler is that one (Python's default
+        for SIGINT): a program that installed its own keeps it.
         """
         loop = self._loop
-        if (
-            threading.current_thread() is not threading.main_thread()
-            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
-        ):
-            return loop.run_until_complete(coro)
-        loop.add_signal_handler(signal.SIGINT, _interrupt)
+        routed = {}
+        if threading.current_thread() is threading.main_thread():
+            routed = {
+                sig: (handler, callback)
+                for sig, (handler, callback) in _LOOP_SIGNALS.items()
+                if signal.getsignal(sig) is handler
+            }
+        for sig, (_, callback) in routed.items():
+            loop.add_signal_handler(sig, callback)
         try:
             return loop.run_until_complete(coro)
         finally:
-            loop.remove_signal_handler(signal.SIGINT)  # back to Python's default handler
+            for sig, (handler, _) in routed.items():
+                loop.remove_signal_handler(sig)
+                signal.signal(sig, handler)  # asyncio leaves SIG_DFL (SIGINT: Python's default)
 
     def prepare(self) -> None:
         """Wait until the way of running model calls chosen from the run's plan can take

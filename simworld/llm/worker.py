@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import pickle
-import signal
 import socket
 import sys
 
@@ -36,7 +35,7 @@ from simworld.llm.worker_protocol import (
     RESULT,
     frame,
 )
-from simworld.support.process import tune_gc
+from simworld.support.process import leave_ctrl_c_to_the_parent, tune_gc
 
 # Before it reports ready, a worker sends this many calls to the fake provider through
 # litellm: its first calls import and cache what the rest of its call path needs.
@@ -127,7 +126,7 @@ async def serve(sock: socket.socket) -> None:
 
 def main(argv: list[str]) -> None:
     """Entry point of a worker process: ``python -m simworld.llm.worker FD``."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when workers stop
+    leave_ctrl_c_to_the_parent()
     sock = socket.socket(fileno=int(argv[0]))
     asyncio.run(serve(sock))
 

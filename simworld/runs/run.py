@@ -35,6 +35,7 @@ from simworld.runs.lock import claim, claim_new, is_unstarted, locked
 from simworld.runs.tables import write_run_tables
 from simworld.runs.writer import RunWriter, recorded_keys
 from simworld.support.events import EventType
+from simworld.support.process import Terminated
 from simworld.support.progress import ProgressBar
 from simworld.support.recipients import COMPACT, EXPLICIT, RecipientsFormat
 from simworld.support.rundir import CACHE_FILE, MEMORY_DIR, TRACKERS_DIR, RunStatus, read_manifest
@@ -388,7 +389,12 @@ def _execute(
     except BaseException as exc:
         interrupted = isinstance(exc, KeyboardInterrupt)
         status = RunStatus.INTERRUPTED if interrupted else RunStatus.FAILED
-        error = "interrupted by the user" if interrupted else redactor.text(repr(exc))
+        if isinstance(exc, Terminated):
+            error = "terminated (SIGTERM)"
+        elif interrupted:
+            error = "interrupted by the user"
+        else:
+            error = redactor.text(repr(exc))
         raise
     finally:
         bar.close()

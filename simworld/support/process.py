@@ -1,12 +1,15 @@
-"""The processes simworld owns: garbage-collector tuning (the CLI and the LLM workers) and
-a safe ``sys.path`` for the interpreters it starts."""
+"""The processes simworld owns: garbage-collector tuning (the CLI and the LLM workers), a
+SIGTERM that stops a run as Ctrl-C does (the CLI), and a safe ``sys.path`` for the
+interpreters it starts."""
 
 from __future__ import annotations
 
 import gc
 import os
+import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
+from types import FrameType
 
 SAFE_PATH_ENV = "PYTHONSAFEPATH"
 
@@ -33,6 +36,47 @@ def tune_gc() -> None:
     gc.freeze()
     _, gen1, gen2 = gc.get_threshold()
     gc.set_threshold(GC_GEN0_THRESHOLD, gen1, gen2)
+
+
+class Terminated(KeyboardInterrupt):
+    """A SIGTERM (what a job scheduler or ``timeout`` sends to stop a command), raised by
+    the ``simworld`` command's handler (:func:`raise_terminated`) as an interrupt: a run
+    stops as after a Ctrl-C, marked interrupted, and ``simworld resume`` continues it."""
+
+
+EXIT_INTERRUPTED = 130
+"""The ``simworld`` command's exit code after a Ctrl-C (128 + SIGINT, as shells report it)."""
+EXIT_TERMINATED = 143
+"""The ``simworld`` command's exit code after a SIGTERM (128 + SIGTERM)."""
+
+
+def stopped_by(exc: KeyboardInterrupt) -> tuple[str, int]:
+    """How the ``simworld`` command reports being stopped by ``exc``: the word for it and
+    the exit code (``interrupted``, 130; for :class:`Terminated`, ``terminated (SIGTERM)``,
+    143)."""
+    if isinstance(exc, Terminated):
+        return "terminated (SIGTERM)", EXIT_TERMINATED
+    return "interrupted", EXIT_INTERRUPTED
+
+
+def raise_terminated(signum: int, frame: FrameType | None) -> None:
+    """The ``simworld`` command's SIGTERM handler (``signal.signal``): raise
+    :class:`Terminated`. While a simulation's event loop runs, the loop raises it instead
+    (:meth:`~simworld.engine.model.SocialSimulation.gather`), outside any model call."""
+    raise Terminated
+
+
+def leave_ctrl_c_to_the_parent() -> None:
+    """In a helper process simworld starts (an LLM worker, the embedded model's child):
+    ignore SIGINT.
+
+    A terminal's Ctrl-C goes to every process of its foreground group, not only to the
+    ``simworld`` command. The command stops cleanly, then closes its helpers' pipes, on
+    which they end by themselves; interrupted on their own, they would print a traceback
+    into the user's terminal. (SIGTERM keeps its default: ``multiprocessing`` ends the
+    embedded model's child with it when the command exits.)
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 @contextmanager

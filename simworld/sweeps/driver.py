@@ -16,7 +16,7 @@ from tqdm import tqdm
 from simworld.errors import ConfigError
 from simworld.runs.estimate import check_feasible
 from simworld.runs.run import prefix_lines
-from simworld.support.process import safe_path
+from simworld.support.process import safe_path, stopped_by
 from simworld.support.progress import Bar
 from simworld.support.rundir import CACHE_FILE
 from simworld.sweeps.executors import (
@@ -49,7 +49,6 @@ from simworld.sweeps.store import (
 
 EXECUTORS = ("local", "ray")
 EXIT_RUNS_FAILED = 1
-EXIT_INTERRUPTED = 130
 
 __all__ = [
     "Estimate",
@@ -369,9 +368,10 @@ def sweep_command(args: argparse.Namespace) -> int:
             progress=not args.quiet,
             force=args.force,
         )
-    except KeyboardInterrupt:
-        print("simworld: sweep interrupted; re-run the same command to resume", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    except KeyboardInterrupt as exc:
+        how, code = stopped_by(exc)
+        print(f"simworld: sweep {how}; re-run the same command to resume", file=sys.stderr)
+        return code
     print(result.summary())
     failed = [r for r in result.failed if only is None or r["index"] in only]
     return EXIT_RUNS_FAILED if failed else 0

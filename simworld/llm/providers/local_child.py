@@ -39,7 +39,7 @@ from simworld.llm.providers.local_engine import (
     Generation,
     Sampling,
 )
-from simworld.support.process import safe_path
+from simworld.support.process import leave_ctrl_c_to_the_parent, safe_path
 
 PROCESS_ENV = "SIMWORLD_LOCAL_PROCESS"
 PROCESS_CHOICES = ("child", "inline")
@@ -324,6 +324,7 @@ def _serve(conn: Connection, config: EngineConfig, crash_after: int) -> None:
     """
     from simworld.llm.providers.local_batch import load_engine
 
+    leave_ctrl_c_to_the_parent()
     engine = load_engine(config)
     send_lock = threading.Lock()
     conn.send((_READY, None))

@@ -1,4 +1,5 @@
-"""The embedded model in its child process: a real native crash, injected aborts, resume."""
+"""The embedded model in its child process: a real native crash, injected aborts, resume, and
+the child stopping with the command (Ctrl-C, kill -9)."""
 
 from __future__ import annotations
 
@@ -29,6 +30,14 @@ TOPIC = {
     },
 }
 
+THREE_AGENTS = {
+    "population.size": 3,
+    "network": {"generator": "complete"},
+    "topics": [TOPIC],
+    "llm.model": MODEL,
+}
+"""A run of three agents on :data:`TOPIC` with the embedded model."""
+
 
 @pytest.fixture
 def fresh_children():
@@ -57,15 +66,7 @@ def test_abort_in_the_child_then_resume_matches_an_inline_run(
     make_scenario, tmp_path, monkeypatch, fresh_children, capsys
 ):
     path = make_scenario(
-        {
-            "population.size": 3,
-            "network": {"generator": "complete"},
-            "topics": [TOPIC],
-            "protocol.steps": 1,
-            "llm.model": MODEL,
-            "llm.max_tokens": 24,
-            "llm.timeout_s": 900,
-        }
+        {**THREE_AGENTS, "protocol.steps": 1, "llm.max_tokens": 24, "llm.timeout_s": 900}
     )
     ref = tmp_path / "inline"
     monkeypatch.setenv("SIMWORLD_LOCAL_PROCESS", "inline")
@@ -203,15 +204,7 @@ def test_ctrl_c_in_a_terminal_stops_a_run_on_the_embedded_model_in_one_line(
     """A terminal's Ctrl-C goes to the whole foreground process group, the model's child
     included: the command still ends with its one line (exit 130), and the child prints no
     traceback of its own."""
-    path = make_scenario(
-        {
-            "population.size": 3,
-            "network": {"generator": "complete"},
-            "topics": [TOPIC],
-            "protocol.steps": 2,
-            "llm.model": MODEL,
-        }
-    )
+    path = make_scenario({**THREE_AGENTS, "protocol.steps": 2})
     run_dir = tmp_path / "run"
     command = [sys.executable, "-m", "simworld.cli", "run", str(path), "--out", str(run_dir)]
     with subprocess.Popen(

@@ -368,6 +368,32 @@ def test_killed_sweep_resumes_each_run_exactly_once(scenario, reference, tmp_pat
     assert again.done_now == 0 and again.skipped == RUNS
 
 
+def test_sigterm_stops_a_sweep_in_one_line_and_a_rerun_finishes_it(scenario, tmp_path):
+    """SIGTERM (a job scheduler's stop) to the sweep command: exit 143, one line naming it,
+    and the same command run again completes the sweep."""
+    out = tmp_path / "sweep"
+    cmd = [sys.executable, "-m", "simworld.cli", "sweep", str(scenario),
+           "--grid", "protocol.mode=broadcast,pairs", "--seeds", SEEDS,
+           "--out", str(out), "--workers", "2", "--quiet"]  # fmt: skip
+    with subprocess.Popen(
+        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    ) as proc:
+        deadline = time.monotonic() + KILL_WAIT_S
+        while not (out.exists() and _statuses(out)):
+            assert proc.poll() is None, "the sweep finished before it could be stopped"
+            assert time.monotonic() < deadline, "no run started"
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err
+    assert "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert last == "simworld: sweep terminated (SIGTERM); re-run the same command to resume"
+    assert main(cmd[3:]) == 0
+    again = run_sweep(scenario, grid=GRID, seeds=SEEDS, out_dir=out)
+    assert again.done_now == 0 and again.skipped == RUNS
+
+
 # -- the shared cache ------------------------------------------------------------------------
 def test_concurrent_cache_writers_lose_nothing(tmp_path):
     """Several spawned processes open one fresh cache file at once and write into it."""

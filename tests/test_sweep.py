@@ -324,11 +324,17 @@ def _statuses(sweep_dir: Path) -> dict[str, tuple[str, bool]]:
     return out
 
 
+def _sweep_command(scenario: Path, out: Path) -> list[str]:
+    """The ``simworld sweep`` command of :data:`GRID` and :data:`SEEDS` into ``out``, with 2
+    workers and no bar, as a new process runs it."""
+    return [sys.executable, "-m", "simworld.cli", "sweep", str(scenario),
+            "--grid", "protocol.mode=broadcast,pairs", "--seeds", SEEDS,
+            "--out", str(out), "--workers", "2", "--quiet"]  # fmt: skip
+
+
 def test_killed_sweep_resumes_each_run_exactly_once(scenario, reference, tmp_path):
     out = tmp_path / "sweep"
-    cmd = [sys.executable, "-m", "simworld.cli", "sweep", str(scenario),
-           "--grid", "protocol.mode=broadcast,pairs", "--seeds", SEEDS,
-           "--out", str(out), "--workers", "2", "--quiet"]  # fmt: skip
+    cmd = _sweep_command(scenario, out)
     proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL)
     deadline = time.monotonic() + KILL_WAIT_S
     try:
@@ -372,9 +378,7 @@ def test_sigterm_stops_a_sweep_in_one_line_and_a_rerun_finishes_it(scenario, tmp
     """SIGTERM (a job scheduler's stop) to the sweep command: exit 143, one line naming it,
     and the same command run again completes the sweep."""
     out = tmp_path / "sweep"
-    cmd = [sys.executable, "-m", "simworld.cli", "sweep", str(scenario),
-           "--grid", "protocol.mode=broadcast,pairs", "--seeds", SEEDS,
-           "--out", str(out), "--workers", "2", "--quiet"]  # fmt: skip
+    cmd = _sweep_command(scenario, out)
     with subprocess.Popen(
         cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
     ) as proc:

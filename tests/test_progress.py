@@ -73,6 +73,29 @@ def test_bar_draws_step_calls_tokens_failures_and_eta():
     assert "step ETA 1:32" in last and "run ETA 4:04" in last
 
 
+def test_bar_shows_a_new_steps_plan_at_once_and_never_an_empty_one():
+    """Between a step's start and its first finished call the bar says what is planned: the
+    first call of a step on the embedded model can take seconds, longer than any redraw."""
+    clock = FakeClock()
+    progress = CallProgress(clock)
+    out = io.StringIO()
+    bar = ProgressBar(progress, name="demo", steps=3, file=out, redraw_s=3600.0)
+    progress.begin_step(1)
+    progress.expect(4)
+    progress.call_started()
+    clock.now += 5.0
+    progress.call_finished(ok=True, prompt_tokens=10, completion_tokens=2)
+    progress.begin_step(2)
+    planning = out.getvalue().split("\r")[-1]
+    progress.expect(6)
+    bar.close()
+    drawn = [line for line in out.getvalue().split("\r") if line.strip()]
+    assert planning.startswith("demo step 2/3: planning calls")
+    assert "ETA" not in planning
+    assert not [line for line in drawn if "0/0 calls" in line]
+    assert drawn[-1].startswith("demo step 2/3: 0/6 calls, tokens=0 fails=0 step ETA 0:30")
+
+
 def test_clock_text():
     assert clock_text(None) == "?"
     assert clock_text(59.6) == "1:00"

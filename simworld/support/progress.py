@@ -190,6 +190,7 @@ class ProgressBar:
         self._name = name
         self._steps = steps
         self._step = -1
+        self._planned = 0
         self._drawn = 0.0
         self._redraw_s = redraw_s
         self._bar: tqdm[Any] = Bar(
@@ -212,18 +213,28 @@ class ProgressBar:
         if cur.step != self._step:
             self._step = cur.step
             bar.reset(total=cur.planned)
-        elif now - self._drawn < self._redraw_s and cur.done < cur.planned:
+        elif (
+            now - self._drawn < self._redraw_s
+            and cur.planned == self._planned
+            and cur.done < cur.planned
+        ):
             return
         self._drawn = now
+        self._planned = cur.planned
         bar.total = cur.planned
         bar.n = cur.done
-        bar.set_description_str(
-            f"{self._name} step {cur.step}/{self._steps}: {cur.done}/{cur.planned} calls, "
-            f"tokens={cur.tokens} fails={cur.failures} "
-            f"step ETA {clock_text(progress.step_eta())} "
-            f"run ETA {clock_text(progress.run_eta(self._steps))}",
-            refresh=False,
-        )
+        where = f"{self._name} step {cur.step}/{self._steps}: "
+        if cur.planned == 0:
+            # the step has begun but its calls are not announced yet: no counts, no estimates
+            bar.set_description_str(f"{where}planning calls", refresh=False)
+        else:
+            bar.set_description_str(
+                f"{where}{cur.done}/{cur.planned} calls, "
+                f"tokens={cur.tokens} fails={cur.failures} "
+                f"step ETA {clock_text(progress.step_eta())} "
+                f"run ETA {clock_text(progress.run_eta(self._steps))}",
+                refresh=False,
+            )
         bar.refresh()
 
     def close(self) -> None:

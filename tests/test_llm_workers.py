@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import random
+import signal
 from collections.abc import Iterator
 
 import pytest
@@ -190,6 +192,18 @@ def test_worker_exit_fails_its_calls_as_transient(own_pool: WorkerPool) -> None:
         assert not own_pool.ready() and not own_pool.alive()
 
     asyncio.run(lost_call())
+
+
+def test_ctrl_c_while_a_worker_starts_is_left_to_the_parent(
+    own_pool: WorkerPool, ctrl_c_deliverable: None, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """A Ctrl-C in a worker's first seconds, while it imports litellm and has not yet chosen
+    to ignore Ctrl-C, neither kills it nor prints its traceback."""
+    own_pool.start()
+    os.kill(own_pool._workers[0].process.pid, signal.SIGINT)
+    assert asyncio.run(own_pool.wait_ready())
+    assert own_pool.alive()
+    assert "Traceback" not in capfd.readouterr().err
 
 
 def test_without_live_workers_calls_stay_in_process(

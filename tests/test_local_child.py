@@ -198,12 +198,24 @@ def test_the_child_stops_when_the_simworld_process_is_killed():
     assert not _running(pid), "the child went on with calls nobody was waiting for"
 
 
+@pytest.mark.parametrize(
+    ("sent", "code", "said"),
+    [
+        pytest.param(signal.SIGINT, 130, "simworld: interrupted", id="ctrl_c"),
+        pytest.param(
+            signal.SIGTERM, 143, "simworld: terminated (SIGTERM)", id="sigterm",
+            marks=pytest.mark.slow,
+        ),
+    ],
+)  # fmt: skip
 def test_ctrl_c_in_a_terminal_stops_a_run_on_the_embedded_model_in_one_line(
-    make_scenario, tmp_path, ctrl_c_deliverable
+    make_scenario, tmp_path, ctrl_c_deliverable, sent, code, said
 ):
     """A terminal's Ctrl-C goes to the whole foreground process group, the model's child
     included: the command still ends with its one line (exit 130), and the child prints no
-    traceback of its own."""
+    traceback of its own. So does a job scheduler's SIGTERM to the group (exit 143), which
+    ends the child too: whichever the command notices first, the run is interrupted, not
+    crashed."""
     path = make_scenario({**THREE_AGENTS, "protocol.steps": 2})
     run_dir = tmp_path / "run"
     command = [sys.executable, "-m", "simworld.cli", "run", str(path), "--out", str(run_dir)]
@@ -216,11 +228,52 @@ def test_ctrl_c_in_a_terminal_stops_a_run_on_the_embedded_model_in_one_line(
         while b'"llm_call"' not in (transcript.read_bytes() if transcript.is_file() else b""):
             assert proc.poll() is None and time.monotonic() < deadline, "no call was answered"
             time.sleep(0.2)
-        os.killpg(proc.pid, signal.SIGINT)  # what the terminal does
+        os.killpg(proc.pid, sent)  # what the terminal (or the scheduler) does
         _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err
+    assert proc.returncode == code, err
     assert "Traceback" not in err, err
     assert err.strip().splitlines() == [
-        "simworld: interrupted; a run directory it was writing is marked interrupted and "
+        f"{said}; a run directory it was writing is marked interrupted and "
         "continues with: simworld resume RUN_DIR"
     ]
+    assert json.loads((run_dir / "manifest.json").read_text("utf-8"))["status"] == "interrupted"
+
+
+def test_ctrl_c_while_the_child_starts_is_left_to_the_parent(
+    fresh_children, ctrl_c_deliverable, capfd
+):
+    """A Ctrl-C in the child's first seconds, while it still imports and has not yet chosen
+    to ignore Ctrl-C, neither kills it nor prints its traceback: the signal waits until the
+    child ignores it."""
+    engine = ChildEngine(MODEL, parse_model(MODEL))  # started, still importing
+    try:
+        assert engine.pid is not None
+        os.kill(engine.pid, signal.SIGINT)
+        engine._wait_ready()
+        assert not engine.crashed, engine._crash
+        out = engine.generate("Q: Say yes.\nA:", preamble="", sampling=Sampling(4, 0.0, 1))
+        assert out.completion_tokens > 0
+    finally:
+        engine.close()
+    assert "Traceback" not in capfd.readouterr().err
+
+
+def test_sigterm_to_the_child_stops_the_run_as_a_sigterm(make_scenario, tmp_path, fresh_children):
+    """The model's child ended by SIGTERM (asked to stop, not crashed): the run stops as on
+    the command's own SIGTERM, marked interrupted with that error, and can be resumed."""
+    from simworld.runs.run import run_scenario
+    from simworld.support.process import Terminated
+
+    def stop_the_child(model) -> None:
+        for engine in ChildEngine._instances.values():
+            os.kill(engine.pid, signal.SIGTERM)
+
+    run_dir = tmp_path / "run"
+    with pytest.raises(Terminated):
+        run_scenario(
+            make_scenario({**THREE_AGENTS, "protocol.steps": 1}),
+            out_dir=run_dir, cache_path=tmp_path / "c.db", before_step=stop_the_child,
+        )  # fmt: skip
+    manifest = json.loads((run_dir / "manifest.json").read_text("utf-8"))
+    assert (manifest["status"], manifest["error"]) == ("interrupted", "terminated (SIGTERM)")
+    assert manifest["last_completed_step"] == 0

@@ -51,6 +51,7 @@ from simworld.llm.worker_protocol import (
     WORKER_MODULE,
     frame,
 )
+from simworld.support.process import ctrl_c_held
 
 WORKERS_ENV = "SIMWORLD_LLM_WORKERS"
 AUTO = "auto"
@@ -144,14 +145,15 @@ class _Worker:
         package_root = str(Path(__file__).resolve().parents[2])
         env["PYTHONPATH"] = os.pathsep.join(filter(None, (package_root, env.get("PYTHONPATH"))))
         self.index = index
-        self.process = subprocess.Popen(
-            # -P: the current directory is not put on sys.path (its random.py is not ours)
-            [sys.executable, "-P", "-m", WORKER_MODULE, str(child.fileno())],
-            pass_fds=(child.fileno(),),
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-        )
+        with ctrl_c_held():  # a Ctrl-C while the worker imports is not the worker's
+            self.process = subprocess.Popen(
+                # -P: the current directory is not put on sys.path (its random.py is not ours)
+                [sys.executable, "-P", "-m", WORKER_MODULE, str(child.fileno())],
+                pass_fds=(child.fileno(),),
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+            )
         child.close()
         parent.setblocking(False)
         self.sock = parent

@@ -35,7 +35,7 @@ from simworld.runs.lock import claim, claim_new, is_unstarted, locked
 from simworld.runs.tables import write_run_tables
 from simworld.runs.writer import RunWriter, recorded_keys
 from simworld.support.events import EventType
-from simworld.support.process import Terminated
+from simworld.support.process import TERMINATED, Terminated
 from simworld.support.progress import ProgressBar
 from simworld.support.recipients import COMPACT, EXPLICIT, RecipientsFormat
 from simworld.support.rundir import CACHE_FILE, MEMORY_DIR, TRACKERS_DIR, RunStatus, read_manifest
@@ -384,13 +384,16 @@ def _execute(
     except (ReplayMissError, ModelFailureError) as exc:
         status, error = RunStatus.FAILED, redactor.text(str(exc))
     except ModelCrashedError as exc:
+        if exc.terminated:  # sent SIGTERM with the command, as a scheduler stops a job
+            status, error = RunStatus.INTERRUPTED, TERMINATED
+            raise Terminated from exc
         # the model's process died; what the finished steps wrote stands, resume goes on
         status, error = RunStatus.CRASHED, redactor.text(str(exc))
     except BaseException as exc:
         interrupted = isinstance(exc, KeyboardInterrupt)
         status = RunStatus.INTERRUPTED if interrupted else RunStatus.FAILED
         if isinstance(exc, Terminated):
-            error = "terminated (SIGTERM)"
+            error = TERMINATED
         elif interrupted:
             error = "interrupted by the user"
         else:

@@ -48,6 +48,8 @@ EXIT_INTERRUPTED = 130
 """The ``simworld`` command's exit code after a Ctrl-C (128 + SIGINT, as shells report it)."""
 EXIT_TERMINATED = 143
 """The ``simworld`` command's exit code after a SIGTERM (128 + SIGTERM)."""
+TERMINATED = "terminated (SIGTERM)"
+"""How a SIGTERM's stop is reported, on stderr and as a stopped run's error."""
 
 
 def stopped_by(exc: KeyboardInterrupt) -> tuple[str, int]:
@@ -55,7 +57,7 @@ def stopped_by(exc: KeyboardInterrupt) -> tuple[str, int]:
     the exit code (``interrupted``, 130; for :class:`Terminated`, ``terminated (SIGTERM)``,
     143)."""
     if isinstance(exc, Terminated):
-        return "terminated (SIGTERM)", EXIT_TERMINATED
+        return TERMINATED, EXIT_TERMINATED
     return "interrupted", EXIT_INTERRUPTED
 
 
@@ -68,7 +70,8 @@ def raise_terminated(signum: int, frame: FrameType | None) -> None:
 
 def leave_ctrl_c_to_the_parent() -> None:
     """In a helper process simworld starts (an LLM worker, the embedded model's child):
-    ignore SIGINT.
+    ignore SIGINT, then let it through again (:func:`ctrl_c_held` kept it pending while the
+    helper started).
 
     A terminal's Ctrl-C goes to every process of its foreground group, not only to the
     ``simworld`` command. The command stops cleanly, then closes its helpers' pipes, on
@@ -77,6 +80,25 @@ def leave_ctrl_c_to_the_parent() -> None:
     embedded model's child with it when the command exits.)
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # one pending is discarded
+
+
+@contextmanager
+def ctrl_c_held() -> Iterator[None]:
+    """Start helper processes with SIGINT blocked: a Ctrl-C while one is still importing
+    (seconds, before :func:`leave_ctrl_c_to_the_parent` runs in it) stays pending there
+    instead of raising ``KeyboardInterrupt`` mid-import, and is discarded once the helper
+    ignores it.
+
+    A child inherits the signal mask of the thread that starts it, across ``exec``. The mask
+    is this thread's alone, and only while the block runs: a Ctrl-C meanwhile still reaches
+    the ``simworld`` command (in another thread, or just after the block).
+    """
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 @contextmanager

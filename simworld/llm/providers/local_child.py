@@ -29,6 +29,7 @@ import signal
 import threading
 from concurrent.futures import Future
 from dataclasses import dataclass
+from multiprocessing import resource_tracker
 from multiprocessing.connection import Connection
 from typing import Any, ClassVar, Protocol
 
@@ -39,7 +40,7 @@ from simworld.llm.providers.local_engine import (
     Generation,
     Sampling,
 )
-from simworld.support.process import leave_ctrl_c_to_the_parent, safe_path
+from simworld.support.process import ctrl_c_held, leave_ctrl_c_to_the_parent, safe_path
 
 PROCESS_ENV = "SIMWORLD_LOCAL_PROCESS"
 PROCESS_CHOICES = ("child", "inline")
@@ -59,12 +60,21 @@ class ModelCrashedError(SimworldError):
     Args:
         model: The model string.
         what: How the process ended, in words.
+        exitcode: Its exit code as :mod:`multiprocessing` gives it (minus the signal that
+            ended it), if known.
     """
 
-    def __init__(self, model: str, what: str) -> None:
+    def __init__(self, model: str, what: str, exitcode: int | None = None) -> None:
         self.model = model
         self.what = what
+        self.exitcode = exitcode
         super().__init__(f"llm.model {model!r}: the embedded model crashed: {what}")
+
+    @property
+    def terminated(self) -> bool:
+        """Whether a SIGTERM ended the process: a stop someone asked for (a job scheduler
+        stopping the command's whole process group reaches the child too), not a crash."""
+        return self.exitcode == -signal.SIGTERM
 
 
 class Engine(Protocol):
@@ -155,7 +165,11 @@ class ChildEngine:
             daemon=True,
         )
         with safe_path():  # the child's `python -c` would put the cwd first on sys.path
-            self._process.start()
+            # spawning starts multiprocessing's resource tracker if it is not running, and
+            # unblocks SIGINT after: start it first, so the child starts with SIGINT blocked
+            resource_tracker.ensure_running()
+            with ctrl_c_held():  # a Ctrl-C while the child imports is the parent's alone
+                self._process.start()
         child_end.close()
 
     @classmethod
@@ -292,7 +306,8 @@ class ChildEngine:
             if self._crash is not None:
                 return self._crash
         self._process.join(timeout=5.0)
-        crash = ModelCrashedError(self.model, death_cause(self._process.exitcode))
+        exitcode = self._process.exitcode
+        crash = ModelCrashedError(self.model, death_cause(exitcode), exitcode)
         with self._lock:
             if self._crash is None:
                 self._crash = crash

@@ -52,6 +52,49 @@ def test_counts_and_estimates_follow_calls():
     assert progress.current == StepCalls(step=2)
 
 
+def test_run_eta_counts_the_forecast_steps_until_one_has_finished():
+    """The initial probe (step 0) is smaller than the steps after it: until step 1 has
+    finished, the steps to come count at the scenario's forecast, not at step 0's calls."""
+    clock = FakeClock()
+    progress = CallProgress(clock)
+    progress.forecast(10)
+    progress.begin_step(0)
+    progress.expect(4)
+    progress.call_started()
+    clock.now += 2.0
+    progress.call_finished(ok=True, prompt_tokens=1, completion_tokens=1)
+    # 2 s per call: 3 calls left in step 0, then 2 steps of 10
+    assert progress.run_eta(steps_total=2) == 2.0 * (3 + 2 * 10)
+    for _ in range(3):
+        progress.call_started()
+        progress.call_finished(ok=True, prompt_tokens=1, completion_tokens=1)
+    progress.begin_step(1)
+    progress.expect(6)
+    for _ in range(6):
+        progress.call_started()
+        progress.call_finished(ok=True, prompt_tokens=1, completion_tokens=1)
+    progress.begin_step(2)
+    progress.expect(6)
+    # 2 s for 10 calls; step 1 made 6 calls: the step after this one counts at that, no
+    # longer at the forecast
+    assert progress.run_eta(steps_total=3) == pytest.approx(2.0 / 10 * (6 + 1 * 6))
+
+
+def test_run_forecasts_its_steps_calls_for_the_bar(make_scenario, tmp_path):
+    """A run tells the bar its steps' calls before step 0, so the first estimate of the
+    whole run already counts steps larger than the initial probe."""
+    forecasts = []
+    run_scenario(
+        make_scenario({"protocol.steps": 1}),
+        out_dir=tmp_path / "run",
+        cache_path=tmp_path / "c.db",
+        before_step=lambda model: forecasts.append(model.gateway.progress.forecast_per_step),
+    )
+    calls = step_ends(tmp_path / "run")
+    assert calls[1] > calls[0]
+    assert forecasts == [calls[1]]
+
+
 def test_bar_draws_step_calls_tokens_failures_and_eta():
     clock = FakeClock()
     progress = CallProgress(clock)

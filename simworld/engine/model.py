@@ -102,7 +102,9 @@ class SocialSimulation(mesa.Model):
         self.scenario = scenario
         self.gateway = gateway
         # before anything is built: the LLM worker processes a large run needs start meanwhile
-        gateway.plan(planned_calls_per_step(scenario))
+        calls_per_step = planned_calls_per_step(scenario)
+        gateway.plan(calls_per_step)
+        gateway.progress.forecast(calls_per_step)  # the bar's run estimate from the start
         self._prepared = False
         self.on_step = on_step
         personas = build_population(scenario, self.rng, source=source)

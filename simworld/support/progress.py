@@ -85,7 +85,14 @@ class CallProgress:
         self.finished_steps: list[StepCalls] = []
         self.run_started = clock()
         self.step_started = self.run_started
+        self.forecast_per_step: int | None = None
+        """Calls a step is expected to make, from the scenario (:meth:`forecast`)."""
         self._listeners: list[Listener] = []
+
+    def forecast(self, calls_per_step: int) -> None:
+        """Expect ``calls_per_step`` calls of each step to come, until one has finished (the
+        run's estimate before then: a run's first step, the initial probe, is smaller)."""
+        self.forecast_per_step = calls_per_step
 
     def subscribe(self, listener: Listener) -> None:
         """Call ``listener(self)`` after every change."""
@@ -142,12 +149,18 @@ class CallProgress:
 
     def run_eta(self, steps_total: int) -> float | None:
         """Estimated seconds until the run ends: the current step's remaining calls, plus each
-        step still to come at the mean calls of the steps finished so far (or of this one)."""
+        step still to come at the mean calls of the steps finished so far (before one has:
+        the :meth:`forecast`, or this step's calls)."""
         rate = self.seconds_per_call()
         if rate is None:
             return None
         past = [s.started for s in self.finished_steps if s.step > 0]
-        per_step = sum(past) / len(past) if past else self.current.planned
+        if past:
+            per_step: float = sum(past) / len(past)
+        elif self.forecast_per_step is not None:
+            per_step = self.forecast_per_step
+        else:
+            per_step = self.current.planned
         steps_left = max(0, steps_total - self.current.step)
         return rate * (self.current.planned - self.current.done + steps_left * per_step)
 

@@ -297,11 +297,11 @@ def console() -> int:
 
     signal.signal(signal.SIGTERM, raise_terminated)
     argv = sys.argv[1:]
-    if argv and argv[0] in SIMULATING:
-        import simworld.runs.run  # noqa: F401  (the engine's imports, which tune_gc freezes)
+    try:  # from the imports on, which take seconds: a Ctrl-C then is no traceback either
+        if argv and argv[0] in SIMULATING:
+            import simworld.runs.run  # noqa: F401  (the engine's imports, which tune_gc freezes)
 
-        tune_gc()
-    try:
+            tune_gc()
         return main(argv)
     except KeyboardInterrupt as exc:  # the run has already recorded itself as interrupted
         how, code = stopped_by(exc)

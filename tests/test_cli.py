@@ -23,6 +23,44 @@ def test_console_tunes_the_collector_only_before_a_simulation(argv, tuned, monke
 
 
 @pytest.mark.parametrize(
+    ("sent", "code", "said"),
+    [("SIGINT", 130, "simworld: interrupted"), ("SIGTERM", 143, "simworld: terminated (SIGTERM)")],
+    ids=["ctrl_c", "sigterm"],
+)
+def test_ctrl_c_while_the_command_imports_is_one_line(
+    tmp_path, ctrl_c_deliverable, sent, code, said
+):
+    """Ctrl-C (or SIGTERM) in the seconds a run's command spends importing its engine
+    (litellm among it) ends it with its one line too, not a traceback, and writes nothing."""
+    import os
+    import signal
+    import subprocess
+    import time
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    scenario = str(root / "scenarios/opinion_exchange.yaml")
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "simworld.cli", "run", scenario, "--model", "fake/default",
+         "--out", str(run_dir)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    maps = Path(f"/proc/{proc.pid}/maps")
+    deadline = time.monotonic() + 120
+    # tiktoken's native module loads with litellm: the engine's imports are under way
+    while "tiktoken" not in maps.read_text():
+        assert proc.poll() is None and time.monotonic() < deadline, "litellm never loaded"
+        time.sleep(0.01)
+    proc.send_signal(getattr(signal, sent))
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == code, err
+    assert "Traceback" not in err, err
+    assert err.strip().splitlines()[-1].startswith(said), err
+    assert not os.path.exists(run_dir)
+
+
+@pytest.mark.parametrize(
     ("sent", "code", "said", "recorded"),
     [
         ("SIGINT", 130, "simworld: interrupted", "interrupted by the user"),

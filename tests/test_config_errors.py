@@ -394,6 +394,20 @@ CASES: list[Case] = [
     Case("negative-seed", S, "seed", (_set("seed", -1),)),
     Case("bad-cache-mode", S, "llm.cache", (_set("llm.cache", "sometimes"),)),
     Case(
+        "model-of-no-known-provider",
+        S,
+        "llm.model",
+        (_set("llm.model", "nosuchprovider/some-model"),),
+        mentions=("'nosuchprovider/some-model'", "PROVIDER/MODEL"),
+    ),
+    Case(
+        "cli-model-of-no-known-provider",
+        S,
+        "llm.model",
+        args=("--model", "some-model-name"),
+        mentions=("'some-model-name'",),
+    ),
+    Case(
         "probe-at-after-last-step",
         S,
         "protocol.probe_at",

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+
 import litellm
 
 from simworld.llm.providers import local
@@ -20,15 +23,29 @@ def register_providers() -> None:
 
 
 def check_model(model: str) -> None:
-    """Fail early, with one line, when simworld's own provider cannot run ``model``.
+    """Fail early, with one line, when no provider can run ``model``; nothing is sent.
 
     ``local/`` models: extra installed, GGUF file present, packaged model assembled;
-    ``fake/`` models: options parse. Other model strings pass.
+    ``fake/`` models: options parse; other model strings: litellm knows their provider
+    (``openai/...``, ``anthropic/...``, a bare name only where litellm infers the provider),
+    as it must before it can send them anywhere.
 
     Raises:
         simworld.llm.providers.local.LocalModelError: The local model cannot be used.
-        ValueError: The fake model's options are malformed.
+        ValueError: The fake model's options are malformed, or no provider is known for
+            the model string.
     """
     if model.startswith("fake/"):
         FakeOptions.parse(model)
+    elif not model.startswith(local.PROVIDER_PREFIX):
+        register_providers()  # so that a provider a user registered counts as known
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):  # litellm prints a banner
+                litellm.get_llm_provider(model)
+        except litellm.BadRequestError:
+            raise ValueError(
+                f"{model!r}: no provider is known for this model string; name one as "
+                "PROVIDER/MODEL (openai/gpt-4o-mini, anthropic/claude-sonnet-4-5, "
+                "hosted_vllm/NAME for a vLLM server, fake/default, local/gemma3-270m)"
+            ) from None
     local.check_model(model)

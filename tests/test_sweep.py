@@ -197,6 +197,8 @@ def test_estimate_counts_every_call_of_a_run(make_scenario, tmp_path, mode):
         (["--only", "99"], "--only"),
         (["--workers", "0"], "--workers"),
         (["--ray-address", "auto"], "--executor ray"),
+        (["--grid", "llm.model=fake/default,nosuchprovider/x"], "llm.model: 'nosuchprovider/x'"),
+        (["--grid", "llm.model=fake/default,local/missing.gguf"], "no GGUF file"),
     ],
 )
 def test_bad_input_one_line_exit_2_nothing_written(scenario, tmp_path, capsys, args, needle):

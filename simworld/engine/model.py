@@ -31,7 +31,7 @@ from simworld.llm.cache import ResponseCache
 from simworld.llm.gateway import CallOutcome, Gateway
 from simworld.llm.litellm_backend import LiteLLMModel, in_place_executor
 from simworld.llm.logprobs import expected_value
-from simworld.llm.providers.registry import check_model
+from simworld.llm.providers.registry import check_scenario_model
 from simworld.llm.types import LanguageModel
 from simworld.memory.system import MemorySystem
 from simworld.prompts import render as prompts
@@ -185,10 +185,7 @@ class SocialSimulation(mesa.Model):
                 provider can run.
         """
         resolved, source = resolve_scenario(scenario, overrides)
-        try:
-            check_model(resolved.llm.model)
-        except ValueError as exc:
-            raise ConfigError(source, "llm.model", str(exc)) from exc
+        check_scenario_model(resolved.llm.model, source)
         if cache_path is None:
             llm = resolved.llm.model_copy(update={"cache": "off"})
             resolved = resolved.model_copy(update={"llm": llm})

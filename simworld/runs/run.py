@@ -29,7 +29,7 @@ from simworld.llm.credentials import redactor_for
 from simworld.llm.gateway import Accounting, Gateway
 from simworld.llm.litellm_backend import LiteLLMModel, dropped_params
 from simworld.llm.providers.local_child import ModelCrashedError
-from simworld.llm.providers.registry import check_model
+from simworld.llm.providers.registry import check_scenario_model
 from simworld.runs.estimate import check_feasible
 from simworld.runs.lock import claim, claim_new, is_unstarted, locked
 from simworld.runs.tables import write_run_tables
@@ -470,10 +470,7 @@ def run_scenario(
             written.
     """
     scenario, source = resolve_scenario(scenario, overrides)
-    try:
-        check_model(scenario.llm.model)
-    except ValueError as exc:
-        raise ConfigError(source, "llm.model", str(exc)) from exc
+    check_scenario_model(scenario.llm.model, source)
     route = scenario.llm.route()
     missing = [] if route is None else route.missing_keys()
     if missing and route is not None:

@@ -201,7 +201,9 @@ def plan_sweep(
         The plan.
 
     Raises:
-        ConfigError: A bad grid or seeds, or a run's scenario does not validate.
+        ConfigError: A bad grid or seeds, or a run's scenario does not validate (its model
+            string included).
+        simworld.llm.providers.local.LocalModelError: A run's local model cannot be used.
     """
     path = Path(scenario_path).resolve()
     base = load_scenario(path)
@@ -224,6 +226,10 @@ def plan_sweep(
             scenario = load_scenario(path, {**params, "seed": seed})
             digest = _digest({"params": params, "seed": seed})[:HASH_CHARS]
             runs.append(PlannedRun(index, f"{index:0{width}d}-{digest}", params, seed, scenario))
+    from simworld.llm.providers.registry import check_scenario_model  # imports litellm
+
+    for model in dict.fromkeys(run.scenario.llm.model for run in runs):
+        check_scenario_model(model, path)
     sha = hashlib.sha256(path.read_bytes()).hexdigest()
     return SweepPlan(path, base.name, checked, seed_list, runs, sha)
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import io
+from pathlib import Path
 
 import litellm
 
+from simworld.errors import ConfigError
 from simworld.llm.providers import local
 from simworld.llm.providers.fake import FakeLLM, FakeOptions
 
@@ -49,3 +51,17 @@ def check_model(model: str) -> None:
                 "hosted_vllm/NAME for a vLLM server, fake/default, local/gemma3-270m)"
             ) from None
     local.check_model(model)
+
+
+def check_scenario_model(model: str, source: str | Path) -> None:
+    """:func:`check_model` for the ``llm.model`` of the scenario read from ``source``.
+
+    Raises:
+        ConfigError: The model string is malformed or no provider is known for it (naming
+            ``source`` and ``llm.model``).
+        simworld.llm.providers.local.LocalModelError: The local model cannot be used.
+    """
+    try:
+        check_model(model)
+    except ValueError as exc:
+        raise ConfigError(source, "llm.model", str(exc)) from exc

@@ -102,6 +102,37 @@ def test_from_scenario_takes_a_path_and_overrides(make_scenario: Callable[..., P
         sw.SocialSimulation.from_scenario(make_scenario(), {"protocol.steps": -1})
 
 
+def test_a_backend_of_ones_own_takes_any_model_string(make_scenario: Callable[..., Path]) -> None:
+    """The model string is checked against litellm's providers only for the default backend: a
+    lab's own backend may name its model as it likes (here it answers through the fake
+    provider)."""
+    import dataclasses
+
+    from simworld.llm.types import Completion, LanguageModel, LLMRequest
+
+    class LabModel(LanguageModel):
+        def __init__(self) -> None:
+            self.inner = sw.LiteLLMModel(workers=0)
+            self.models: set[str] = set()
+
+        async def complete(
+            self, request: LLMRequest, *, attempt: int, timeout_s: float, transient: int = 0
+        ) -> Completion:
+            self.models.add(request.model)
+            faked = dataclasses.replace(request, model="fake/default")
+            return await self.inner.complete(
+                faked, attempt=attempt, timeout_s=timeout_s, transient=transient
+            )
+
+    changes = {"protocol.steps": 1, "llm.model": "our-lab/model-v1"}
+    with pytest.raises(sw.ConfigError, match=r"llm\.model: 'our-lab/model-v1'"):
+        sw.SocialSimulation.from_scenario(make_scenario(), changes)
+    backend = LabModel()
+    with sw.SocialSimulation.from_scenario(make_scenario(), changes, backend=backend) as model:
+        model.step()
+    assert backend.models == {"our-lab/model-v1"}
+
+
 def test_run_scenario_takes_a_scenario_object(
     make_scenario: Callable[..., Path], tmp_path: Path
 ) -> None:

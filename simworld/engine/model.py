@@ -181,11 +181,12 @@ class SocialSimulation(mesa.Model):
                 double or an instrumented backend goes here.
 
         Raises:
-            SimworldError: Bad scenario (a :class:`ConfigError`) or a model string no
-                provider can run.
+            SimworldError: Bad scenario (a :class:`ConfigError`) or, without ``backend``, a
+                model string no provider can run (a backend of one's own takes any).
         """
         resolved, source = resolve_scenario(scenario, overrides)
-        check_scenario_model(resolved.llm.model, source)
+        if backend is None:
+            check_scenario_model(resolved.llm.model, source)
         if cache_path is None:
             llm = resolved.llm.model_copy(update={"cache": "off"})
             resolved = resolved.model_copy(update={"llm": llm})

@@ -2,6 +2,8 @@
 
 Run: ``.venv/bin/python benchmarks/bench_extra_bufts.py [--python OTHER_PYTHON CMAKE_ARGS ...]``
 (writes ``benchmarks/results/extra_bufts.json`` and ``docs/benchmarks-extra-bufts.md``).
+The result file keeps one entry per host (CPU model and flags): a run replaces its own host's
+entry and keeps the others', so the page lists every kind of host it was run on.
 Each ``--python`` names another interpreter and the ``CMAKE_ARGS`` its llama-cpp-python was
 built with (``CMAKE_ARGS=... pip install --no-cache-dir llama-cpp-python==0.3.36`` in a
 separate venv; without ``--no-cache-dir`` pip reuses the wheel it built before, whatever the
@@ -159,6 +161,18 @@ def measure(
     return builds
 
 
+def _same_host(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    return (a.get("cpu"), a["flags"]) == (b.get("cpu"), b["flags"])
+
+
+def with_host(previous: dict[str, Any] | None, entry: dict[str, Any]) -> dict[str, Any]:
+    """The result file's content with ``entry`` (one host's measurement) in place of that
+    host's earlier one, other hosts' entries kept in order."""
+    hosts = [] if previous is None else previous["hosts"]
+    kept = [h for h in hosts if not _same_host(h["host"], entry["host"])]
+    return {"hosts": [*kept, entry]}
+
+
 def features(system_info: str) -> str:
     """The CPU features a llama.cpp build reports as on (``AVX2 AVX512 AMX_INT8 REPACK``)."""
     names = []
@@ -169,15 +183,31 @@ def features(system_info: str) -> str:
     return " ".join(names) or "?"
 
 
+def host_name(host: dict[str, Any]) -> str:
+    """``AMD EPYC, 2 cores, flags avx2, avx512f`` for a result entry's host."""
+    cpu = host.get("cpu") or "CPU model not recorded"
+    return f"{cpu}, {host['cpus']} cores, flags {', '.join(host['flags'])}"
+
+
 def write_summary(result: dict[str, Any]) -> None:
-    """``docs/benchmarks-extra-bufts.md`` from the result file's numbers."""
+    """``docs/benchmarks-extra-bufts.md`` from the result file's numbers, host by host."""
     lines = [
         "# Benchmark: llama.cpp's extra CPU buffer types on and off",
         "",
-        "Written by `benchmarks/bench_extra_bufts.py` from `benchmarks/results/extra_bufts.json`.",
+        "Written by `benchmarks/bench_extra_bufts.py` from `benchmarks/results/extra_bufts.json`,"
+        " one section per host it was run on.",
+    ]
+    for entry in result["hosts"]:
+        lines += _host_summary(entry)
+    SUMMARY.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def _host_summary(result: dict[str, Any]) -> list[str]:
+    lines = [
         "",
-        f"Host: {result['host']['cpus']} CPU cores, flags {', '.join(result['host']['flags'])};"
-        f" threads: {result['threads']}, {result['rounds']} rounds alternating on/off, "
+        f"## {host_name(result['host'])}",
+        "",
+        f"Threads: {result['threads']}, {result['rounds']} rounds alternating on/off, "
         "each in a fresh process; medians. Builds ran one after the other on a shared host:"
         " compare on with off within a build, not one build with another.",
         "",
@@ -199,7 +229,7 @@ def write_summary(result: dict[str, Any]) -> None:
         made = build.get("built_with", OWN_BUILD)
         made = made if made == OWN_BUILD else f'`CMAKE_ARGS="{made}"`'
         lines.append(f"- {features(build.get('system_info', ''))}: {made}.")
-    lines += ["", "## Cost of turning them off", ""]
+    lines += ["", "### Cost of turning them off", ""]
     for build in result["builds"]:
         info = features(build.get("system_info", ""))
         ratio = build.get("off_over_on")
@@ -210,7 +240,7 @@ def write_summary(result: dict[str, Any]) -> None:
                 f"- {info}: off runs prefill at **{ratio['prefill_tok_s']:.2f}x** and decode "
                 f"at **{ratio['decode_tok_s']:.2f}x** the speed with them on."
             )
-    SUMMARY.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return lines
 
 
 def main() -> None:
@@ -235,18 +265,26 @@ def main() -> None:
     # Here, not at the top: a worker runs in other builds' venvs, with llama-cpp-python and
     # numpy only.
     import harness  # benchmarks/, on the path when this script runs
+    from bench_main_job import host
 
     sys.path.insert(0, str(ROOT))
     from simworld.llm.providers.local import model_cache_dir, packaged_model_path
 
     model = str(packaged_model_path(model_cache_dir()))
     pythons = [(sys.executable, OWN_BUILD), *((p, how) for p, how in args.python)]
-    result = {
-        "host": {"cpus": os.cpu_count(), "flags": _flags(), "os": platform.platform()},
+    entry = {
+        "host": {
+            "cpu": host()["cpu_model"],
+            "cpus": os.cpu_count(),
+            "flags": _flags(),
+            "os": platform.platform(),
+        },
         "threads": args.threads,
         "rounds": args.rounds,
         "builds": measure(pythons, model, args.rounds, args.threads),
     }
+    previous = harness.read_result(RESULTS) if RESULTS.is_file() else None
+    result = with_host(previous, entry)
     harness.write_result(RESULTS, result)
     write_summary(result)
     # docs/benchmarks-local.md carries a section written from the same result file

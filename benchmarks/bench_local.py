@@ -389,39 +389,44 @@ def extra_bufts_section() -> str:
     if not EXTRA_BUFTS_RESULTS.is_file():
         return ""
     sys.path.insert(0, str(Path(__file__).parent))
-    from bench_extra_bufts import features
+    from bench_extra_bufts import features, host_name
 
     result = json.loads(EXTRA_BUFTS_RESULTS.read_text(encoding="utf-8"))
-    host = result["host"]
     lines = [
         "",
         "## Extra CPU buffer types: hosts tried and what turning them off costs",
         "",
         f"From `benchmarks/bench_extra_bufts.py` (`benchmarks/results/extra_bufts.json`, "
-        f"details in [benchmarks-extra-bufts.md](benchmarks-extra-bufts.md)): one host, "
-        f"{host['cpus']} cores with {', '.join(host['flags'])}, {len(result['builds'])} "
-        f"llama-cpp-python {result['builds'][0].get('llama_cpp_python', '')} builds, "
-        f"{result['threads']} thread, medians of {result['rounds']} alternating rounds.",
-        "",
+        f"details in [benchmarks-extra-bufts.md](benchmarks-extra-bufts.md)), "
+        f"{len(result['hosts'])} host(s), medians of alternating rounds:",
     ]
     ratios = []
-    for build in result["builds"]:
-        info = features(build.get("system_info", ""))
-        ratio = build.get("off_over_on")
-        if ratio is None:
-            crashed = [k for k in ("on", "off") if "crashed" in build[k]]
-            lines.append(
-                f"- build with {info}: extra buffer types "
-                + ", ".join(f"{k}: crashed ({build[k]['crashed']})" for k in crashed)
-                + "; no comparison."
-            )
-        else:
-            ratios += [ratio["prefill_tok_s"], ratio["decode_tok_s"]]
-            lines.append(
-                f"- build with {info}: with them off, prefill runs at "
-                f"{ratio['prefill_tok_s']:.2f}x and decode at {ratio['decode_tok_s']:.2f}x "
-                "the speed with them on."
-            )
+    for entry in result["hosts"]:
+        builds = entry["builds"]
+        lines += [
+            "",
+            f"{host_name(entry['host'])}: {len(builds)} llama-cpp-python "
+            f"{builds[0].get('llama_cpp_python', '')} build(s), {entry['threads']} thread, "
+            f"{entry['rounds']} rounds.",
+            "",
+        ]
+        for build in builds:
+            info = features(build.get("system_info", ""))
+            ratio = build.get("off_over_on")
+            if ratio is None:
+                crashed = [k for k in ("on", "off") if "crashed" in build[k]]
+                lines.append(
+                    f"- build with {info}: extra buffer types "
+                    + ", ".join(f"{k}: crashed ({build[k]['crashed']})" for k in crashed)
+                    + "; no comparison."
+                )
+            else:
+                ratios += [ratio["prefill_tok_s"], ratio["decode_tok_s"]]
+                lines.append(
+                    f"- build with {info}: with them off, prefill runs at "
+                    f"{ratio['prefill_tok_s']:.2f}x and decode at {ratio['decode_tok_s']:.2f}x "
+                    "the speed with them on."
+                )
     if ratios:
         lines += [
             "",

@@ -122,7 +122,7 @@ def main_job_line() -> str:
         f"{label} `{r['model']}` {r['wall_time_s']:.0f} s wall ({r['steps']} step(s))"
         for label, r in runs.items()
     ]
-    text = ", ".join(parts)
+    text = ", ".join(parts) + f" on {result['host']['cpu_model']}"
     if "speedup" in result:
         text += f"; serial / default {result['speedup']}x"
     return text + (" (a `--quick` run)." if result["quick"] else ".")

@@ -95,11 +95,21 @@ def test_run_forecasts_its_steps_calls_for_the_bar(make_scenario, tmp_path):
     assert forecasts == [calls[1]]
 
 
-def test_bar_draws_step_calls_tokens_failures_and_eta():
+def _drawing(redraw_s: float) -> tuple[FakeClock, CallProgress, io.StringIO, ProgressBar]:
+    """A bar of a 3-step run named ``demo`` drawing into a string, on a fake clock."""
     clock = FakeClock()
     progress = CallProgress(clock)
     out = io.StringIO()
-    bar = ProgressBar(progress, name="demo", steps=3, file=out, redraw_s=0.0)
+    return (
+        clock,
+        progress,
+        out,
+        ProgressBar(progress, name="demo", steps=3, file=out, redraw_s=redraw_s),
+    )
+
+
+def test_bar_draws_step_calls_tokens_failures_and_eta():
+    clock, progress, out, bar = _drawing(redraw_s=0.0)
     progress.begin_step(2)
     progress.expect(5)
     progress.call_started()
@@ -119,10 +129,7 @@ def test_bar_draws_step_calls_tokens_failures_and_eta():
 def test_bar_shows_a_new_steps_plan_at_once_and_never_an_empty_one():
     """Between a step's start and its first finished call the bar says what is planned: the
     first call of a step on the embedded model can take seconds, longer than any redraw."""
-    clock = FakeClock()
-    progress = CallProgress(clock)
-    out = io.StringIO()
-    bar = ProgressBar(progress, name="demo", steps=3, file=out, redraw_s=3600.0)
+    clock, progress, out, bar = _drawing(redraw_s=3600.0)
     progress.begin_step(1)
     progress.expect(4)
     progress.call_started()

@@ -52,3 +52,36 @@ def test_ctrl_c_inside_a_provider_call_still_interrupts_the_step(
     assert backend.signalled
     assert backend.swallowed == 0  # the loop took the signal, not the provider's code
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+
+
+def test_a_stop_just_before_the_loop_runs_leaves_no_coroutine_unawaited(
+    make_scenario: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A SIGTERM (or Ctrl-C) raised by its process-wide handler just before the model's loop
+    takes a step's coroutines: the stop propagates, and none of them is later reported as
+    "never awaited" (a warning that would follow the command's one line on stderr)."""
+    import gc
+    import warnings
+
+    from simworld.support.process import Terminated
+
+    async def call() -> int:
+        return 1
+
+    def stopped(coro: object) -> None:
+        raise Terminated
+
+    model = SocialSimulation.from_scenario(make_scenario({}))
+    try:
+        monkeypatch.setattr(model._loop, "run_until_complete", stopped)
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            with pytest.raises(Terminated):
+                model.gather([call(), call()])
+            gc.collect()
+        monkeypatch.undo()
+        assert model.gather([call()]) == [1]  # the model still runs
+    finally:
+        monkeypatch.undo()
+        model.close()
+    assert [str(w.message) for w in seen if "never awaited" in str(w.message)] == []

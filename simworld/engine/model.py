@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import signal
 import threading
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
@@ -312,12 +313,26 @@ class SocialSimulation(mesa.Model):
     def gather(
         self, aws: Iterable[Awaitable[Any]], *, return_exceptions: bool = False
     ) -> list[Any]:
-        """Run awaitables concurrently on the model's event loop; results in input order."""
+        """Run awaitables concurrently on the model's event loop; results in input order.
+
+        Stopped (Ctrl-C, SIGTERM) before the loop has started them, the coroutines among
+        ``aws`` are closed, so none is reported as "never awaited" after the stop's one line.
+        """
+        pending = list(aws)
+        started = False
 
         async def gather() -> list[Any]:
-            return list(await asyncio.gather(*aws, return_exceptions=return_exceptions))
+            nonlocal started
+            started = True
+            return list(await asyncio.gather(*pending, return_exceptions=return_exceptions))
 
-        return self._run(gather())
+        try:
+            return self._run(gather())
+        finally:
+            if not started:
+                for aw in pending:
+                    if inspect.iscoroutine(aw):
+                        aw.close()
 
     def _run(self, coro: Coroutine[Any, Any, _T]) -> _T:
         """Run ``coro`` on the model's event loop, with Ctrl-C (and the ``simworld``
@@ -341,11 +356,15 @@ class SocialSimulation(mesa.Model):
                 for sig, (handler, callback) in _LOOP_SIGNALS.items()
                 if signal.getsignal(sig) is handler
             }
-        for sig, (_, callback) in routed.items():
-            loop.add_signal_handler(sig, callback)
         try:
+            for sig, (_, callback) in routed.items():
+                loop.add_signal_handler(sig, callback)
             return loop.run_until_complete(coro)
         finally:
+            if inspect.getcoroutinestate(coro) == inspect.CORO_CREATED and not any(
+                task.get_coro() is coro for task in asyncio.all_tasks(loop)
+            ):  # stopped before the loop took it (a task of it :meth:`close` cancels)
+                coro.close()
             for sig, (handler, _) in routed.items():
                 loop.remove_signal_handler(sig)
                 signal.signal(sig, handler)  # asyncio leaves SIG_DFL (SIGINT: Python's default)

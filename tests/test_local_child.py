@@ -260,7 +260,8 @@ def test_ctrl_c_while_the_child_starts_is_left_to_the_parent(
 
 def test_sigterm_to_the_child_stops_the_run_as_a_sigterm(make_scenario, tmp_path, fresh_children):
     """The model's child ended by SIGTERM (asked to stop, not crashed): the run stops as on
-    the command's own SIGTERM, marked interrupted with that error, and can be resumed."""
+    the command's own SIGTERM, marked interrupted with that error, after the last step
+    it completed."""
     from simworld.runs.run import run_scenario
     from simworld.support.process import Terminated
 

@@ -42,10 +42,15 @@ HEADER = "| " + " | ".join(COLUMNS) + " |\n|" + " --- |" * len(COLUMNS)
 
 
 def about(seconds: float) -> str:
-    """``about N min`` (whole minutes, at least 1), or ``under a minute``."""
+    """``about N min``: to the half minute under 10 minutes (``about 4.5 min``), whole
+    minutes from there; ``under a minute`` below 45 s."""
     if seconds < 45:
         return "under a minute"
-    return f"about {max(1, round(seconds / 60))} min"
+    minutes = seconds / 60
+    if minutes < 10:
+        halves = max(2, round(minutes * 2))
+        return f"about {halves // 2}{'.5' if halves % 2 else ''} min"
+    return f"about {round(minutes)} min"
 
 
 def _load(path: Path) -> dict[str, Any] | None:

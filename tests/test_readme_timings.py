@@ -46,7 +46,7 @@ TESTS = {
 
 def test_the_sentences_follow_the_numbers():
     text = timings.main_job_sentence(MAIN_JOB)
-    assert "takes about 3 min on 2 cores (Some CPU), `local/gemma3-270m`" in text
+    assert "takes about 3.5 min on 2 cores (Some CPU), `local/gemma3-270m`" in text
     assert "`local/gemma3-270m?answers=sampled`, about 12 min, 3.5x" in text
     quick = timings.main_job_sentence({**MAIN_JOB, "quick": True})
     assert "one of its 3 steps" in quick and "has not been benchmarked yet" in quick
@@ -57,7 +57,15 @@ def test_the_sentences_follow_the_numbers():
 
 
 @pytest.mark.parametrize(
-    ("seconds", "text"), [(10, "under a minute"), (50, "about 1 min"), (200, "about 3 min")]
+    ("seconds", "text"),
+    [
+        (10, "under a minute"),
+        (50, "about 1 min"),
+        (200, "about 3.5 min"),
+        (170, "about 3 min"),
+        (599, "about 10 min"),
+        (1400, "about 23 min"),
+    ],
 )
 def test_minutes_are_rounded(seconds, text):
     assert timings.about(seconds) == text

@@ -203,7 +203,6 @@ class ProgressBar:
         self._name = name
         self._steps = steps
         self._step = -1
-        self._planned = 0
         self._drawn = 0.0
         self._redraw_s = redraw_s
         self._bar: tqdm[Any] = Bar(
@@ -228,12 +227,11 @@ class ProgressBar:
             bar.reset(total=cur.planned)
         elif (
             now - self._drawn < self._redraw_s
-            and cur.planned == self._planned
+            and cur.planned == bar.total  # the plan last drawn
             and cur.done < cur.planned
         ):
             return
         self._drawn = now
-        self._planned = cur.planned
         bar.total = cur.planned
         bar.n = cur.done
         where = f"{self._name} step {cur.step}/{self._steps}: "

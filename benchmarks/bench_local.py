@@ -207,7 +207,7 @@ def throughput(loop: asyncio.AbstractEventLoop) -> dict[str, Any]:
 
     Two pairings: ``same_work``, both evaluating every prompt token (simworld with
     ``?prefix_cache=off``, the plain ``Llama`` reset before each call), and ``default``, each
-    as it comes (simworld's aligned-chunk prefix reuse, llama-cpp-python's own longest-prefix
+    as it comes (simworld's piece-wise prefix reuse, llama-cpp-python's own longest-prefix
     reuse). Blocks of all the prompts alternate between the sides (the order flips every
     round), rather than single calls: the side that just ran leaves OpenMP threads spinning
     for a moment, which would slow whichever call came next in another process.
@@ -499,7 +499,7 @@ def throughput_section(a: dict[str, Any], profile: dict[str, Any] | None) -> str
 
 def summary(result: dict[str, Any]) -> str:
     """The markdown summary of one result file."""
-    from simworld.llm.providers.local_engine import PREFILL_CHUNK
+    from simworld.llm.providers.local_engine import LINE_PIECE, PREFILL_CHUNK
 
     a, b, c = result["throughput"], result["prefix_reuse"], result["probe_logprobs"]
     on, off = b["with_reuse"], b["without_reuse"]
@@ -537,18 +537,20 @@ completion tokens {c["drawn"]["completion_tokens"]} and {c["sampled"]["completio
 
 ## Notes
 
-- Prompts are always evaluated in the same {PREFILL_CHUNK}-token batches aligned to absolute
-  positions, because llama.cpp's CPU kernels round differently for different batch sizes:
-  with llama-cpp-python's automatic longest-prefix reuse a call's output depends on which
-  call ran before it, so concurrent runs would not be reproducible. Reuse keeps whole
-  aligned chunks of the previous prompt, or restores a KV state saved with llama.cpp's
-  per-sequence state API: each persona's preamble (instructions and persona card), or a
-  recent prompt (at most its first 512 tokens, Gemma 3's sliding window: a longer
-  sequence's state keeps only the window's last positions of those layers) cut back to
-  the aligned chunks it shares with the new one, so an agent's next call starts from its
-  last one (persona, topic and earlier memories) even when other agents' calls ran
-  between. A saved prompt state a call starts from is replaced
-  by that call's own.
+- Prompts are cut into pieces by their content alone, each evaluated in one batch: a piece
+  ends at the end of the preamble (instructions and persona card), at a line end after it
+  once it holds {LINE_PIECE} tokens, and after at most {PREFILL_CHUNK} tokens. llama.cpp's CPU
+  kernels round differently for different batch sizes: with llama-cpp-python's automatic
+  longest-prefix reuse a call's output depends on which call ran before it, so concurrent
+  runs would not be reproducible. Reuse keeps the pieces a prompt shares with the previous
+  prompt (cut at the same places), or restores a KV state saved with llama.cpp's
+  per-sequence state API: each persona's preamble, or a recent prompt (at most its first
+  512 tokens, Gemma 3's sliding window: a longer sequence's state keeps only the window's
+  last positions of those layers) cut back to the pieces it shares with the new one, so an
+  agent's next call starts from its last one (persona, topic line and earlier memories)
+  even when other agents' calls ran between. A saved prompt state a call starts from is
+  replaced by that call's own. Only a prompt's last piece asks for logits: the earlier ones
+  skip the output matrix.
 - llama-cpp-python's `LlamaRAMCache` (`save_state`/`load_state`) was tried and not used: it
   copies the whole logits buffer (262k-token vocabulary times the batch size) on every save
   and load, which made it slower than evaluating the prompt again.

@@ -48,6 +48,7 @@ from simworld.llm.providers.local_engine import (
     _LOOSE_STRING_CHAR,
     AMX_FLAGS,
     FORK_SEQS,
+    LINE_PIECE,
     PREFILL_CHUNK,
     EngineConfig,
     Generation,
@@ -55,6 +56,9 @@ from simworld.llm.providers.local_engine import (
     Sampling,
     _gbnf,
     cpu_flags,
+    grid_ends,
+    piece_ends,
+    reusable,
     use_extra_bufts,
 )
 from simworld.llm.providers.local_options import (
@@ -376,8 +380,8 @@ def test_prefix_states_are_kept_per_preamble(engine):
     prompt = to_prompt(messages)
     _generate(engine, "warm up")
     engine.generate(prompt.text, preamble=prompt.preamble, sampling=Sampling(2, 0.0, 0))
-    lengths = {len(k) for k in engine._preambles}
-    assert lengths and all(n % PREFILL_CHUNK == 0 for n in lengths)
+    preamble = tuple(engine.tokenize(prompt.preamble, bos=True))
+    assert preamble in set(engine._preambles)  # saved whole: a piece ends where it does
 
 
 @pytest.mark.parametrize("heard", [10, 40], ids=["short", "longer-than-the-window"])
@@ -402,8 +406,8 @@ def test_a_later_call_starts_from_an_earlier_prompt_state(engine, heard):
     for other in ("Something else entirely.", "And again something else."):
         warm.generate(other, preamble="", sampling=Sampling(2, 0.0, 0))
     gen = warm.generate(later.text, preamble=later.preamble, sampling=sampling)
-    preamble_chunks = len(warm.tokenize(later.preamble, bos=True)) // PREFILL_CHUNK * PREFILL_CHUNK
-    assert gen.cached_tokens > preamble_chunks + PREFILL_CHUNK
+    preamble = len(warm.tokenize(later.preamble, bos=True))
+    assert gen.cached_tokens > preamble + PREFILL_CHUNK
     assert all(len(key) <= warm.state_tokens for key in warm._prompts)
     assert tuple(warm.tokenize(later.text, bos=True)) in set(warm._prompts)
     assert len(list(warm._prompts)) == 3  # first's state gave way to later's
@@ -427,22 +431,22 @@ def _cancel_at(
     """Submit ``prompt`` to ``engine``, its future cancelled inside the model's eval when
     ``when(sizes)`` says so (``sizes``: the token counts evaluated so far, this one
     included); returns the future and those sizes, once the call has ended."""
-    real, sizes, submitted, gate = engine._llm.eval, [], [], threading.Event()
+    real, sizes, submitted, gate = engine._eval, [], [], threading.Event()
 
-    def counted(tokens) -> None:
+    def counted(tokens, *, logits) -> None:
         gate.wait()
         sizes.append(len(tokens))
         if when(sizes):
             submitted[0].cancel()
-        real(tokens)
+        real(tokens, logits=logits)
 
-    monkeypatch.setattr(engine._llm, "eval", counted)
+    monkeypatch.setattr(engine, "_eval", counted)
     submitted.append(
         engine.submit(prompt.text, preamble=prompt.preamble, sampling=_CANCELLED_SAMPLING)
     )
     gate.set()
     engine._worker.submit(lambda: None).result(timeout=300)  # the call has ended
-    monkeypatch.setattr(engine._llm, "eval", real)
+    monkeypatch.setattr(engine, "_eval", real)
     return submitted[0], sizes
 
 
@@ -507,8 +511,100 @@ def test_reused_prompt_tokens_are_reported(engine):
         cold.generate(p.text, preamble=p.preamble, sampling=Sampling(2, 0.0, 0)) for p in prompts
     )
     assert first.cached_tokens == 0
-    assert 0 < second.cached_tokens < second.prompt_tokens
-    assert second.cached_tokens % PREFILL_CHUNK == 0
+    assert second.cached_tokens == len(cold.tokenize(prompts[1].preamble, bos=True))
+
+
+def _newline_is(token: int) -> bool:
+    return token == 0
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_a_prompt_is_cut_by_its_content_alone(seed):
+    """Pieces end at the preamble's end, at the state length, at most PREFILL_CHUNK tokens
+    apart, and after the preamble at a line end once LINE_PIECE tokens long; two prompts
+    sharing a prefix are cut alike within it (what makes reuse exact)."""
+    rng = random.Random(seed)
+    tokens = [0 if rng.random() < 0.08 else rng.randint(1, 9) for _ in range(rng.randint(1, 700))]
+    preamble, state = rng.randint(0, len(tokens)), rng.choice([512, 10_000])
+    ends = piece_ends(tokens, preamble, state, _newline_is)
+    assert ends[-1] == len(tokens) and ends == sorted(set(ends))
+    assert all(b - a <= PREFILL_CHUNK for a, b in zip([0, *ends], ends, strict=False))
+    assert {preamble, state} & set(range(1, len(tokens))) <= set(ends)
+    for start, end in zip([0, *ends], ends[:-1], strict=False):
+        at_line = tokens[end - 1] == 0 and end > preamble and end - start >= LINE_PIECE
+        assert at_line or end - start == PREFILL_CHUNK or end in (preamble, state)
+    for at, token in enumerate(tokens[:-1], start=1):
+        if (
+            token == 0
+            and at > preamble
+            and at - max([0, *(e for e in ends if e < at)]) >= LINE_PIECE
+        ):
+            assert at in ends
+    cut = rng.randint(1, len(tokens))
+    other = tokens[:cut] + [rng.randint(0, 9) for _ in range(rng.randint(0, 300))]
+    other_ends = piece_ends(other, preamble, state, _newline_is)
+    assert [e for e in ends if e <= cut] == [e for e in other_ends if e <= cut]
+
+
+def test_reuse_stops_where_the_cuts_differ():
+    assert reusable([64, 100, 164, 200], [64, 100, 130], 150) == 100
+    assert reusable([64, 100], [64, 90, 100], 100) == 64
+    assert reusable([64, 128, 150], [64, 128], 127) == 64
+    assert reusable([20, 84], [20, 84], 10) == 0
+    assert grid_ends(130, 64) == [64, 128, 130] and grid_ends(128, 64) == [64, 128]
+    assert grid_ends(0, 64) == []
+
+
+def test_a_prompt_reuses_the_line_it_shares_beyond_the_preamble(engine):
+    """Two prompts with one card and one topic line, then different questions: the second
+    takes the preamble and the topic line from the first (a piece ends at that line's end,
+    not at a multiple of PREFILL_CHUNK) and answers as an engine without reuse does."""
+    topic = PROBE.split("\n", 1)[0]
+    prompts = [
+        to_prompt([{"role": "system", "content": SYSTEM}, {"role": "user", "content": u}])
+        for u in (f"{topic}\nWhy?", f"{topic}\nWhat would change your mind?")
+    ]
+    fresh = LlamaEngine(engine.config)  # a new instance: nothing cached yet
+    sampling = Sampling(6, 0.8, 2)
+    fresh.generate(prompts[0].text, preamble=prompts[0].preamble, sampling=sampling)
+    second = fresh.generate(prompts[1].text, preamble=prompts[1].preamble, sampling=sampling)
+    tokens = fresh.tokenize(prompts[1].text, bos=True)
+    preamble = len(fresh.tokenize(prompts[1].preamble, bos=True))
+    line_end = next(
+        at for at in range(preamble + LINE_PIECE, len(tokens)) if fresh._ends_line(tokens[at - 1])
+    )
+    assert fresh._detok(tokens[preamble:line_end]).rstrip().endswith(topic)
+    assert second.cached_tokens == line_end
+    cold = LlamaEngine(dataclasses.replace(engine.config, prefix_reuse=False))
+    assert second == dataclasses.replace(
+        cold.generate(prompts[1].text, preamble=prompts[1].preamble, sampling=sampling),
+        cached_tokens=line_end,
+    )
+
+
+def test_only_a_prompts_last_piece_asks_for_logits(engine, monkeypatch):
+    """The earlier pieces skip the output matrix (their logits are never read)."""
+    asked: list[tuple[int, bool]] = []
+    fresh = LlamaEngine(dataclasses.replace(engine.config, prefix_reuse=False))
+    real = fresh._eval
+
+    def spy(tokens, *, logits):
+        asked.append((len(tokens), logits))
+        real(tokens, logits=logits)
+
+    monkeypatch.setattr(fresh, "_eval", spy)
+    prompt = _long_probe(20)
+    fresh.generate(prompt.text, preamble=prompt.preamble, sampling=Sampling(3, 0.0, 0))
+    n = len(fresh.tokenize(prompt.text, bos=True))
+    pieces, total = [], 0
+    for size, logits in asked:
+        if total >= n:
+            break
+        pieces.append(logits)
+        total += size
+    assert total == n and len(pieces) > 3
+    assert pieces == [False] * (len(pieces) - 1) + [True]
+    assert all(logits for _, logits in asked[len(pieces) :])  # generated tokens: sampled
 
 
 def test_the_response_carries_the_reused_prompt_tokens():

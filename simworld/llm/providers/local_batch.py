@@ -102,6 +102,7 @@ from simworld.llm.providers.local_engine import (
     _quiet_llama_logs,
     cpu_flags,
     first_line,
+    grid_ends,
     prompt_budget,
     settle,
     state_tokens,
@@ -407,7 +408,7 @@ class BatchedEngine(OnePerConfig):
     def _closest_state(self, tokens: list[int], limit: int) -> tuple[tuple[int, ...], int]:
         if not self.config.prefix_reuse:
             return (), 0
-        return self._states.closest(tokens, limit, SEQ_CHUNK)
+        return self._states.closest(tokens, grid_ends(len(tokens), SEQ_CHUNK), limit)
 
     def _restore(self, seq: int, key: tuple[int, ...], keep: int) -> None:
         self._truncate(seq, 0)
@@ -520,7 +521,8 @@ class BatchedEngine(OnePerConfig):
             rows = yield _Eval(seq, pos, chunk, outputs)
             pos = end
             if pos == save_at:
-                self._states.save(self._ctx, seq, tuple(tokens[:save_at]))
+                key = tuple(tokens[:save_at])
+                self._states.save(self._ctx, seq, key, grid_ends(save_at, SEQ_CHUNK))
         logits = rows[-1]
         options = AnswerOptions.of(
             self.config.drawn_answers, s.schema, request.budget, self._tokens, self._detok

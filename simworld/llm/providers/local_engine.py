@@ -2,13 +2,17 @@
 
 Determinism. llama.cpp's CPU kernels give slightly different numbers for the same token
 depending on how many tokens share its batch, so a plain prefix-reusing ``Llama`` makes a
-call's output depend on which call ran before it. The engine therefore evaluates every
-prompt in batches aligned to multiples of :data:`PREFILL_CHUNK` absolute positions and
-reuses only whole aligned chunks, whether they are still in the KV cache from the previous
-call or restored from a saved state (a preamble's, or a recent prompt's cut back to the
-chunks it shares with the new one). Every token's KV entry is thus computed
-the same way whatever the history, and the same seed gives the same output in any call
-order, with prefix reuse on or off. Sampling (see
+call's output depend on which call ran before it. The engine therefore cuts every prompt
+into pieces by its content alone (:func:`piece_ends`: at the end of the preamble, at line
+ends after it, at most :data:`PREFILL_CHUNK` tokens apart) and evaluates each piece in one
+batch. It reuses a prefix of an earlier evaluation only where that evaluation cut its
+tokens at the same places (:func:`reusable`), whether it is still in the KV cache from the
+previous call or restored from a saved state (a preamble's, or a recent prompt's cut back
+to the pieces it shares with the new one). Every token's KV entry is thus computed the same
+way whatever the history, and the same seed gives the same output in any call order, with
+prefix reuse on or off. Cutting at line ends is what lets a prompt reuse the lines it
+shares with an agent's earlier one (the topic line, earlier memories) rather than only the
+whole pieces before them. Sampling (see
 :mod:`simworld.llm.providers.local_sampler`) is seeded and grammar-constrained for JSON answers.
 
 An answer that is one of a fixed set of options (a schema whose only property is an
@@ -61,6 +65,11 @@ from simworld.llm.providers.local_sampler import TokenSampler
 DEFAULT_N_CTX = 4096
 DEFAULT_BATCH = 1
 PREFILL_CHUNK = 64
+"""Most tokens the serial engine evaluates in one batch (:func:`piece_ends`)."""
+LINE_PIECE = 16
+"""Fewest tokens of a piece that ends at a line end (:func:`piece_ends`): shorter pieces
+cost more per token than they save in reuse (16 was the fastest of 12 to 32 on the main
+job's prompts; past 24 whole lines it should reuse go unmatched)."""
 PREFIX_CACHE_BYTES = 512 * 1024 * 1024
 PROMPT_CACHE_BYTES = 768 * 1024 * 1024
 TEXT_REPEAT_PENALTY = 1.1
@@ -346,6 +355,54 @@ def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     return n
 
 
+def piece_ends(
+    tokens: Sequence[int], preamble_len: int, state_len: int, ends_line: Callable[[int], bool]
+) -> list[int]:
+    """Where the serial engine cuts ``tokens`` into the pieces it evaluates one batch each:
+    the end of every piece, the last being ``len(tokens)``.
+
+    A piece ends at the end of the preamble, at ``state_len`` (states are saved there), after
+    :data:`PREFILL_CHUNK` tokens, and, after the preamble, at the end of a line once it holds
+    :data:`LINE_PIECE` tokens. Each cut depends only on the tokens before it, so two prompts
+    that share a prefix (and a preamble) are cut alike within it.
+
+    Args:
+        tokens: The prompt.
+        preamble_len: Tokens of the preamble (0: none).
+        state_len: Most tokens a saved state holds (:func:`state_tokens`).
+        ends_line: Whether a token's text ends with a newline.
+    """
+    ends, last = [], 0
+    for at in range(1, len(tokens)):
+        if (
+            at - last >= PREFILL_CHUNK
+            or at in (preamble_len, state_len)
+            or (at > preamble_len and at - last >= LINE_PIECE and ends_line(tokens[at - 1]))
+        ):
+            ends.append(at)
+            last = at
+    ends.append(len(tokens))
+    return ends
+
+
+def grid_ends(n: int, chunk: int) -> list[int]:
+    """The ends of the pieces of ``n`` tokens cut at multiples of ``chunk`` (the batched
+    engine's cuts), the last being ``n``."""
+    return [*range(chunk, n, chunk), n] if n else []
+
+
+def reusable(ends: Sequence[int], held_ends: Sequence[int], shared: int) -> int:
+    """How many leading tokens of a prompt cut at ``ends`` can be taken from an evaluation
+    cut at ``held_ends`` that shares its first ``shared`` tokens: up to the last piece end
+    both have, with the same ends before it, within ``shared`` (0: none)."""
+    n = 0
+    for mine, held in zip(ends, held_ends, strict=False):
+        if mine != held or mine > shared:
+            break
+        n = mine
+    return n
+
+
 def state_tokens(model: Any, n_ctx: int) -> int:
     """Most tokens a saved sequence state holds whole.
 
@@ -374,7 +431,9 @@ class SeqStates:
     """
 
     def __init__(self, capacity: int = PREFIX_CACHE_BYTES) -> None:
-        self._states: OrderedDict[tuple[int, ...], tuple[Any, int, np.ndarray]] = OrderedDict()
+        self._states: OrderedDict[tuple[int, ...], tuple[Any, int, np.ndarray, list[int]]] = (
+            OrderedDict()
+        )
         self._bytes = 0
         self._capacity = capacity
 
@@ -385,31 +444,33 @@ class SeqStates:
         """The saved keys, least recently used first."""
         return iter(self._states)
 
-    def closest(self, tokens: Sequence[int], limit: int, chunk: int) -> tuple[tuple[int, ...], int]:
-        """The saved state that shares the most whole chunks with ``tokens``.
+    def closest(
+        self, tokens: Sequence[int], ends: Sequence[int], limit: int
+    ) -> tuple[tuple[int, ...], int]:
+        """The saved state that gives ``tokens`` the most reusable leading tokens.
 
         Args:
             tokens: The prompt.
+            ends: Where the prompt is cut into pieces (:func:`reusable`).
             limit: Most tokens to take from a state.
-            chunk: Alignment: only the first multiple of ``chunk`` tokens of the shared
-                prefix count (KV beyond it was not evaluated as a whole aligned chunk).
 
         Returns:
             The state's key and how many of its leading tokens to keep (``((), 0)`` when no
-            state shares a whole chunk); the first saved wins a tie.
+            state shares a whole piece); the first saved wins a tie.
         """
         want = np.asarray(tokens[:limit], dtype=np.int64)
         best: tuple[tuple[int, ...], int] = ((), 0)
-        for key, (_, _, held) in self._states.items():
+        for key, (_, _, held, held_ends) in self._states.items():
             n = min(len(held), len(want))
             differ = np.flatnonzero(held[:n] != want[:n])
-            shared = (int(differ[0]) if differ.size else n) // chunk * chunk
+            shared = reusable(ends, held_ends, int(differ[0]) if differ.size else n)
             if shared > best[1]:
                 best = (key, shared)
         return best
 
-    def save(self, ctx: Any, seq: int, key: tuple[int, ...]) -> None:
-        """Save sequence ``seq`` of context ``ctx`` (holding ``key``), unless already saved."""
+    def save(self, ctx: Any, seq: int, key: tuple[int, ...], ends: Sequence[int]) -> None:
+        """Save sequence ``seq`` of context ``ctx`` (holding ``key``, evaluated in pieces
+        ending at ``ends``), unless already saved."""
         import llama_cpp
 
         if key in self._states:
@@ -419,14 +480,15 @@ class SeqStates:
         written = llama_cpp.llama_state_seq_get_data(ctx, buf, size, seq)
         if written == 0:
             return
-        self._states[key] = (buf, written, np.asarray(key, dtype=np.int64))
+        held_ends = [end for end in ends if end <= len(key)]
+        self._states[key] = (buf, written, np.asarray(key, dtype=np.int64), held_ends)
         self._bytes += size
         while self._bytes > self._capacity and len(self._states) > 1:
             self.discard(next(iter(self._states)))
 
     def discard(self, key: tuple[int, ...]) -> None:
         """Forget the state saved for ``key``."""
-        buf, _, _ = self._states.pop(key)
+        buf, *_ = self._states.pop(key)
         self._bytes -= len(buf)
 
     def restore(self, ctx: Any, seq: int, key: tuple[int, ...], keep: int, path: Path) -> None:
@@ -438,7 +500,7 @@ class SeqStates:
         """
         import llama_cpp
 
-        buf, written, _ = self._states[key]
+        buf, written, *_ = self._states[key]
         self._states.move_to_end(key)
         if not llama_cpp.llama_state_seq_set_data(ctx, buf, written, seq):
             raise RuntimeError(f"could not restore a cached prefix state of {path}")
@@ -484,10 +546,13 @@ class LlamaEngine(OnePerConfig):
         self._n_vocab = self._llm.n_vocab()
         self._lock = threading.Lock()
         self._worker: ThreadPoolExecutor | None = None
-        self._canonical: list[int] = []
+        self._canonical: list[int] = []  # the prompt whose KV the cache holds
+        self._canonical_ends: list[int] = []  # and where it was cut (piece_ends)
         self._preambles = SeqStates(PREFIX_CACHE_BYTES)
         self._prompts = SeqStates(PROMPT_CACHE_BYTES)
         self.state_tokens = state_tokens(self._llm.model, config.n_ctx)
+        self._batch = llama_cpp.llama_batch_init(PREFILL_CHUNK, 0, 1)  # lives as the engine
+        self._line_ends: dict[int, bool] = {}
 
     def tokenize(self, text: str, *, bos: bool) -> list[int]:
         """Token ids of ``text``."""
@@ -542,7 +607,7 @@ class LlamaEngine(OnePerConfig):
         """
         tokens = self.tokenize(prompt, bos=True)
         budget = prompt_budget(self.config, len(tokens), sampling.max_tokens)
-        preamble_len = _common_prefix(self.tokenize(preamble, bos=True), tokens)
+        preamble_len = _common_prefix(self.tokenize(preamble, bos=True), tokens) if preamble else 0
         options = AnswerOptions.of(
             self.config.drawn_answers, sampling.schema, budget, self._tokens, self._detok
         )
@@ -563,10 +628,10 @@ class LlamaEngine(OnePerConfig):
 
     # -- prefill -------------------------------------------------------------------------------
     def _prefill(self, tokens: list[int], preamble_len: int, stop: Stop) -> tuple[np.ndarray, int]:
-        """Evaluate ``tokens`` in aligned chunks, reusing whole chunks already in the KV
-        cache or saved; returns the logits after the last token and the number of leading
-        tokens reused (not evaluated). Stopped by ``stop``, the KV cache keeps the whole
-        chunks evaluated so far, for the next call.
+        """Evaluate ``tokens`` piece by piece (:func:`piece_ends`), reusing the pieces already
+        in the KV cache or saved; returns the logits after the last token and the number of
+        leading tokens reused (not evaluated). Stopped by ``stop``, the KV cache keeps the
+        pieces evaluated so far, for the next call.
 
         Two stores of saved states: each preamble's (kept while it fits
         :data:`PREFIX_CACHE_BYTES`) and recent prompts' (:data:`PROMPT_CACHE_BYTES`), so an
@@ -575,14 +640,15 @@ class LlamaEngine(OnePerConfig):
         from is replaced by that call's own, which holds the newer memories. States hold at
         most :attr:`state_tokens` tokens (see :func:`state_tokens`).
         """
-        chunk, llm = PREFILL_CHUNK, self._llm
-        limit = (len(tokens) - 1) // chunk * chunk
+        ends = piece_ends(tokens, preamble_len, self.state_tokens, self._ends_line)
         start, preamble_at, prompt_at = 0, 0, 0
         source: tuple[int, ...] = ()  # the prompt state this call starts from
         if self.config.prefix_reuse:
-            start = min(_common_prefix(self._canonical, tokens), limit) // chunk * chunk
+            limit = len(tokens) - 1  # the last piece is evaluated: its logits are needed
+            shared = min(_common_prefix(self._canonical, tokens), limit)
+            start = reusable(ends, self._canonical_ends, shared)
             found = [
-                (store, *store.closest(tokens, limit, chunk))
+                (store, *store.closest(tokens, ends, limit))
                 for store in (self._preambles, self._prompts)
             ]
             store, key, shared = max(found, key=lambda f: f[2])
@@ -590,24 +656,58 @@ class LlamaEngine(OnePerConfig):
                 self._restore(store, key, shared)
                 start = shared
                 source = key if store is self._prompts else ()
-            cap = self.state_tokens // chunk * chunk
-            preamble_at = min(preamble_len // chunk * chunk, cap)
-            prompt_at = len(tokens) if len(tokens) <= self.state_tokens else cap
-        llm.n_tokens = start
-        for i in range(start, len(tokens), chunk):
+            preamble_at = min(preamble_len, self.state_tokens)
+            prompt_at = min(len(tokens), self.state_tokens)
+        self._llm.n_tokens = begin = start
+        for end in ends:
+            if end <= begin:
+                continue
             if stop():
-                self._canonical = tokens[:i]
+                self._canonical = tokens[:begin]
+                self._canonical_ends = [e for e in ends if e <= begin]
                 raise CallCancelledError
-            llm.eval(tokens[i : i + chunk])
-            end = min(i + chunk, len(tokens))
+            self._eval(tokens[begin:end], logits=end == len(tokens))
+            begin = end
             if end == preamble_at:
-                self._preambles.save(llm.ctx, _SEQ, tuple(tokens[:end]))
+                self._preambles.save(self._llm.ctx, _SEQ, tuple(tokens[:end]), ends)
             if end == prompt_at:
-                self._prompts.save(llm.ctx, _SEQ, tuple(tokens[:end]))
+                self._prompts.save(self._llm.ctx, _SEQ, tuple(tokens[:end]), ends)
                 if source and source != tuple(tokens[:end]) and source in self._prompts:
                     self._prompts.discard(source)
-        self._canonical = tokens[: len(tokens) // chunk * chunk]
+        self._canonical, self._canonical_ends = tokens, ends
         return self._logits(-1), start
+
+    def _ends_line(self, token: int) -> bool:
+        """Whether the text of ``token`` ends with a newline (remembered per token)."""
+        ends = self._line_ends.get(token)
+        if ends is None:
+            ends = self._line_ends[token] = self._detok([token]).endswith("\n")
+        return ends
+
+    def _eval(self, tokens: list[int], *, logits: bool) -> None:
+        """Evaluate ``tokens`` after the ``n_tokens`` in the cache, in one ``llama_decode``
+        of at most :data:`PREFILL_CHUNK` tokens, as ``Llama.eval`` does, except that only
+        ``logits`` asks for the logits after the last one. A prompt's earlier chunks thus skip
+        the output matrix (Gemma's 262k-token vocabulary: about as much work as the rest of
+        the model for one token); the cache holds the same numbers either way, since the
+        keys and values of every layer are computed before the output rows are picked.
+        """
+        import llama_cpp
+
+        llm, batch = self._llm, self._batch
+        llama_cpp.llama_memory_seq_rm(llama_cpp.llama_get_memory(llm.ctx), -1, llm.n_tokens, -1)
+        batch.n_tokens = len(tokens)
+        for j, token in enumerate(tokens):
+            batch.token[j] = token
+            batch.pos[j] = llm.n_tokens + j
+            batch.n_seq_id[j] = 1
+            batch.seq_id[j][0] = _SEQ
+            batch.logits[j] = False
+        batch.logits[len(tokens) - 1] = logits
+        if llama_cpp.llama_decode(llm.ctx, batch) != 0:
+            raise RuntimeError(f"llama_decode failed on {self.config.path}")
+        llm.input_ids[llm.n_tokens : llm.n_tokens + len(tokens)] = tokens
+        llm.n_tokens += len(tokens)
 
     def _restore(self, store: SeqStates, key: tuple[int, ...], keep: int) -> None:
         import llama_cpp
@@ -650,7 +750,7 @@ class LlamaEngine(OnePerConfig):
                     return out, "length"
                 if stop():
                     raise CallCancelledError
-                self._llm.eval([token])
+                self._eval([token], logits=True)
 
     def _first_line(self, out: list[int]) -> tuple[list[int], str]:
         """Tokens and text up to the first newline after non-blank text."""

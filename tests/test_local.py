@@ -576,10 +576,31 @@ def test_a_prompt_reuses_the_line_it_shares_beyond_the_preamble(engine):
     assert fresh._detok(tokens[preamble:line_end]).rstrip().endswith(topic)
     assert second.cached_tokens == line_end
     cold = LlamaEngine(dataclasses.replace(engine.config, prefix_reuse=False))
-    assert second == dataclasses.replace(
-        cold.generate(prompts[1].text, preamble=prompts[1].preamble, sampling=sampling),
-        cached_tokens=line_end,
-    )
+    assert second == cold.generate(prompts[1].text, preamble=prompts[1].preamble, sampling=sampling)
+
+
+def test_a_failed_evaluation_leaves_no_stale_reuse(engine, monkeypatch):
+    """A call that fails after evaluating part of its prompt leaves the cache holding that
+    part, and the next call reuses only what the cache holds: the same prompt as before the
+    failure answers as an engine without reuse does (logits included)."""
+    fresh = LlamaEngine(engine.config)  # a new instance: nothing cached yet
+    first, other = _long_probe(30), _long_probe(31)  # the same lines, then other text
+    sampling = Sampling(4, 0.8, 9, None, 3)
+    fresh.generate(first.text, preamble=first.preamble, sampling=sampling)
+    real = fresh._eval
+
+    def fails_after_evaluating(tokens, *, logits):
+        real(tokens, logits=logits)
+        raise RuntimeError("llama_decode failed")
+
+    monkeypatch.setattr(fresh, "_eval", fails_after_evaluating)
+    with pytest.raises(RuntimeError):
+        fresh.generate(other.text, preamble=other.preamble, sampling=sampling)
+    monkeypatch.setattr(fresh, "_eval", real)
+    again = fresh.generate(first.text, preamble=first.preamble, sampling=sampling)
+    cold = LlamaEngine(dataclasses.replace(engine.config, prefix_reuse=False))
+    expected = cold.generate(first.text, preamble=first.preamble, sampling=sampling)
+    assert again == expected and again.logprobs
 
 
 def test_only_a_prompts_last_piece_asks_for_logits(engine, monkeypatch):

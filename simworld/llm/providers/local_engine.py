@@ -643,6 +643,7 @@ class LlamaEngine(OnePerConfig):
         ends = piece_ends(tokens, preamble_len, self.state_tokens, self._ends_line)
         start, preamble_at, prompt_at = 0, 0, 0
         source: tuple[int, ...] = ()  # the prompt state this call starts from
+        restore: tuple[SeqStates, tuple[int, ...], int] | None = None
         if self.config.prefix_reuse:
             limit = len(tokens) - 1  # the last piece is evaluated: its logits are needed
             shared = min(_common_prefix(self._canonical, tokens), limit)
@@ -651,30 +652,33 @@ class LlamaEngine(OnePerConfig):
                 (store, *store.closest(tokens, ends, limit))
                 for store in (self._preambles, self._prompts)
             ]
-            store, key, shared = max(found, key=lambda f: f[2])
-            if shared > start:
-                self._restore(store, key, shared)
-                start = shared
-                source = key if store is self._prompts else ()
+            if max(f[2] for f in found) > start:
+                restore = max(found, key=lambda f: f[2])
             preamble_at = min(preamble_len, self.state_tokens)
             prompt_at = min(len(tokens), self.state_tokens)
-        self._llm.n_tokens = begin = start
-        for end in ends:
-            if end <= begin:
-                continue
-            if stop():
-                self._canonical = tokens[:begin]
-                self._canonical_ends = [e for e in ends if e <= begin]
-                raise CallCancelledError
-            self._eval(tokens[begin:end], logits=end == len(tokens))
-            begin = end
-            if end == preamble_at:
-                self._preambles.save(self._llm.ctx, _SEQ, tuple(tokens[:end]), ends)
-            if end == prompt_at:
-                self._prompts.save(self._llm.ctx, _SEQ, tuple(tokens[:end]), ends)
-                if source and source != tuple(tokens[:end]) and source in self._prompts:
-                    self._prompts.discard(source)
-        self._canonical, self._canonical_ends = tokens, ends
+        begin = 0  # what the cache holds of ``tokens``, whatever happens next
+        try:
+            if restore is not None:
+                store, key, start = restore
+                self._restore(store, key, start)
+                source = key if store is self._prompts else ()
+            self._llm.n_tokens = begin = start
+            for end in ends:
+                if end <= begin:
+                    continue
+                if stop():
+                    raise CallCancelledError
+                self._eval(tokens[begin:end], logits=end == len(tokens))
+                begin = end
+                if end == preamble_at:
+                    self._preambles.save(self._llm.ctx, _SEQ, tuple(tokens[:end]), ends)
+                if end == prompt_at:
+                    self._prompts.save(self._llm.ctx, _SEQ, tuple(tokens[:end]), ends)
+                    if source and source != tuple(tokens[:end]) and source in self._prompts:
+                        self._prompts.discard(source)
+        finally:
+            self._canonical = tokens[:begin]
+            self._canonical_ends = [end for end in ends if end <= begin]
         return self._logits(-1), start
 
     def _ends_line(self, token: int) -> bool:
@@ -687,7 +691,7 @@ class LlamaEngine(OnePerConfig):
     def _eval(self, tokens: list[int], *, logits: bool) -> None:
         """Evaluate ``tokens`` after the ``n_tokens`` in the cache, in one ``llama_decode``
         of at most :data:`PREFILL_CHUNK` tokens, as ``Llama.eval`` does, except that only
-        ``logits`` asks for the logits after the last one. A prompt's earlier chunks thus skip
+        ``logits`` asks for the logits after the last one. A prompt's earlier pieces thus skip
         the output matrix (Gemma's 262k-token vocabulary: about as much work as the rest of
         the model for one token); the cache holds the same numbers either way, since the
         keys and values of every layer are computed before the output rows are picked.

@@ -293,7 +293,7 @@ def console() -> int:
     (:class:`~simworld.support.process.Terminated`)."""
     import signal
 
-    from simworld.support.process import raise_terminated, stopped_by, tune_gc
+    from simworld.support.process import ctrl_c_handled, raise_terminated, stopped_by, tune_gc
 
     signal.signal(signal.SIGTERM, raise_terminated)
     argv = sys.argv[1:]
@@ -304,6 +304,7 @@ def console() -> int:
             tune_gc()
         return main(argv)
     except KeyboardInterrupt as exc:  # the run has already recorded itself as interrupted
+        ctrl_c_handled()
         how, code = stopped_by(exc)
         print(
             f"simworld: {how}; a run directory it was writing is marked interrupted and "

@@ -514,7 +514,7 @@ def test_reused_prompt_tokens_are_reported(engine):
     assert second.cached_tokens == len(cold.tokenize(prompts[1].preamble, bos=True))
 
 
-def _newline_is(token: int) -> bool:
+def _is_newline(token: int) -> bool:
     return token == 0
 
 
@@ -526,7 +526,7 @@ def test_a_prompt_is_cut_by_its_content_alone(seed):
     rng = random.Random(seed)
     tokens = [0 if rng.random() < 0.08 else rng.randint(1, 9) for _ in range(rng.randint(1, 700))]
     preamble, state = rng.randint(0, len(tokens)), rng.choice([512, 10_000])
-    ends = piece_ends(tokens, preamble, state, _newline_is)
+    ends = piece_ends(tokens, preamble, state, _is_newline)
     assert ends[-1] == len(tokens) and ends == sorted(set(ends))
     assert all(b - a <= PREFILL_CHUNK for a, b in zip([0, *ends], ends, strict=False))
     assert {preamble, state} & set(range(1, len(tokens))) <= set(ends)
@@ -542,7 +542,7 @@ def test_a_prompt_is_cut_by_its_content_alone(seed):
             assert at in ends
     cut = rng.randint(1, len(tokens))
     other = tokens[:cut] + [rng.randint(0, 9) for _ in range(rng.randint(0, 300))]
-    other_ends = piece_ends(other, preamble, state, _newline_is)
+    other_ends = piece_ends(other, preamble, state, _is_newline)
     assert [e for e in ends if e <= cut] == [e for e in other_ends if e <= cut]
 
 

@@ -61,6 +61,23 @@ def stopped_by(exc: KeyboardInterrupt) -> tuple[str, int]:
     return "interrupted", EXIT_INTERRUPTED
 
 
+def ctrl_c_handled() -> None:
+    """Tell CPython that a ``KeyboardInterrupt`` the command caught was handled.
+
+    CPython records that a ``KeyboardInterrupt`` escaped any evaluation of its C API's
+    ``PyRun_*`` functions, which some native modules call while they are imported, and
+    keeps that record even when Python code catches the exception further up. Run as
+    ``python -m simworld.cli``, the interpreter then ends itself with SIGINT after the
+    command returned its exit code (a Ctrl-C landing in such an import: about one in 15
+    during the engine's imports on a busy host). Every such evaluation starts by clearing
+    the record, so an empty one clears it. (The ``simworld`` script exits through
+    ``sys.exit`` at once, without consulting the record.)
+    """
+    import ctypes
+
+    ctypes.pythonapi.PyRun_SimpleString(b"")
+
+
 def raise_terminated(signum: int, frame: FrameType | None) -> None:
     """The ``simworld`` command's SIGTERM handler (``signal.signal``): raise
     :class:`Terminated`. While a simulation's event loop runs, the loop raises it instead

@@ -58,11 +58,13 @@ llama.cpp's CPU backend (llama-cpp-python 0.3.36) and checked by ``tests/test_lo
 * What does change a token's numbers is how its *own* sequence's tokens are cut into
   pieces (a 22-token prompt evaluated whole, or cut after its 7th token, gives different
   logits; other sequences' rows in the same ubatch, within the rules above, change
-  nothing). So, as in the serial
-  engine, a prompt is evaluated in pieces aligned to multiples of :data:`SEQ_CHUNK`
+  nothing). So a prompt is evaluated in pieces aligned to multiples of :data:`SEQ_CHUNK`
   absolute positions, and only whole aligned pieces are reused (copied, kept in place, or
   saved as a per-preamble state): a prefix shared up to the middle of a piece, a partial
-  last piece and generated tokens are evaluated again.
+  last piece and generated tokens are evaluated again. (The serial engine cuts prompts by
+  their content instead, at the preamble's end and at line ends:
+  :func:`~simworld.llm.providers.local_engine.piece_ends`; the grid keeps this engine's
+  pieces of one length per decode.)
 
 The threshold of 8 tokens was measured on this build's AVX2 kernels (``extra_bufts`` off);
 other CPU kernels may cut elsewhere, which ``tests/test_local.py`` would show (eight calls

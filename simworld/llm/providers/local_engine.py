@@ -653,8 +653,9 @@ class LlamaEngine(OnePerConfig):
                 (store, *store.closest(tokens, ends, limit))
                 for store in (self._preambles, self._prompts)
             ]
-            if max(f[2] for f in found) > start:
-                restore = max(found, key=lambda f: f[2])
+            best = max(found, key=lambda f: f[2])
+            if best[2] > start:
+                restore = best
             preamble_at = min(preamble_len, self.state_tokens)
             prompt_at = min(len(tokens), self.state_tokens)
         begin = 0  # what the cache holds of ``tokens``, whatever happens next
@@ -671,11 +672,14 @@ class LlamaEngine(OnePerConfig):
                     raise CallCancelledError
                 self._eval(tokens[begin:end], logits=end == len(tokens))
                 begin = end
+                if end not in (preamble_at, prompt_at):
+                    continue
+                held = tuple(tokens[:end])
                 if end == preamble_at:
-                    self._preambles.save(self._llm.ctx, _SEQ, tuple(tokens[:end]), ends)
+                    self._preambles.save(self._llm.ctx, _SEQ, held, ends)
                 if end == prompt_at:
-                    self._prompts.save(self._llm.ctx, _SEQ, tuple(tokens[:end]), ends)
-                    if source and source != tuple(tokens[:end]) and source in self._prompts:
+                    self._prompts.save(self._llm.ctx, _SEQ, held, ends)
+                    if source and source != held and source in self._prompts:
                         self._prompts.discard(source)
         finally:
             self._canonical = tokens[:begin]

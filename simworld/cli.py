@@ -293,7 +293,7 @@ def console() -> int:
     (:class:`~simworld.support.process.Terminated`)."""
     import signal
 
-    from simworld.support.process import ctrl_c_handled, raise_terminated, stopped_by, tune_gc
+    from simworld.support.process import ctrl_c_handled, raise_terminated, stopped_line, tune_gc
 
     signal.signal(signal.SIGTERM, raise_terminated)
     argv = sys.argv[1:]
@@ -305,12 +305,8 @@ def console() -> int:
         return main(argv)
     except KeyboardInterrupt as exc:  # the run has already recorded itself as interrupted
         ctrl_c_handled()
-        how, code = stopped_by(exc)
-        print(
-            f"simworld: {how}; a run directory it was writing is marked interrupted and "
-            "continues with: simworld resume RUN_DIR",
-            file=sys.stderr,
-        )
+        line, code = stopped_line(exc)
+        print(line, file=sys.stderr)
         return code
 
 

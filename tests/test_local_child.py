@@ -233,8 +233,7 @@ def test_ctrl_c_in_a_terminal_stops_a_run_on_the_embedded_model_in_one_line(
     assert proc.returncode == code, err
     assert "Traceback" not in err, err
     assert err.strip().splitlines() == [
-        f"{said}; a run directory it was writing is marked interrupted and "
-        "continues with: simworld resume RUN_DIR"
+        f"{said}; {run_dir} is marked interrupted: simworld resume {run_dir}"
     ]
     assert json.loads((run_dir / "manifest.json").read_text("utf-8"))["status"] == "interrupted"
 

@@ -7,7 +7,13 @@ from collections.abc import Iterator
 
 import pytest
 
-from simworld.support.process import GC_GEN0_THRESHOLD, tune_gc
+from simworld.support.process import (
+    GC_GEN0_THRESHOLD,
+    Terminated,
+    note_stopped_run,
+    stopped_line,
+    tune_gc,
+)
 
 
 @pytest.fixture
@@ -33,3 +39,20 @@ def test_tune_gc_freezes_what_is_alive_and_collects_the_young_less_often(restore
     assert gc.get_threshold()[0] == GC_GEN0_THRESHOLD
     later: list[object] = [object()]
     assert _in_generations(later), "an object created after is collected as usual"
+
+
+def test_the_stopped_line_names_the_run_to_resume_only_when_there_is_one(tmp_path):
+    assert stopped_line(KeyboardInterrupt()) == ("simworld: interrupted", 130)
+    gone = KeyboardInterrupt()
+    note_stopped_run(gone, tmp_path / "removed")  # as a replay's temporary run directory
+    assert stopped_line(gone) == ("simworld: interrupted", 130)
+    exc = Terminated()
+    exc.add_note("another note")
+    (tmp_path / "my run").mkdir()
+    note_stopped_run(exc, tmp_path / "my run")
+    line, code = stopped_line(exc)
+    assert code == 143
+    assert line == (
+        f"simworld: terminated (SIGTERM); {tmp_path}/my run is marked interrupted: "
+        f"simworld resume '{tmp_path}/my run'"
+    )

@@ -35,7 +35,7 @@ from simworld.runs.lock import claim, claim_new, is_unstarted, locked
 from simworld.runs.tables import write_run_tables
 from simworld.runs.writer import RunWriter, recorded_keys
 from simworld.support.events import EventType
-from simworld.support.process import TERMINATED, Terminated
+from simworld.support.process import TERMINATED, Terminated, note_stopped_run
 from simworld.support.progress import ProgressBar
 from simworld.support.recipients import COMPACT, EXPLICIT, RecipientsFormat
 from simworld.support.rundir import CACHE_FILE, MEMORY_DIR, TRACKERS_DIR, RunStatus, read_manifest
@@ -386,7 +386,9 @@ def _execute(
     except ModelCrashedError as exc:
         if exc.terminated:  # sent SIGTERM with the command, as a scheduler stops a job
             status, error = RunStatus.INTERRUPTED, TERMINATED
-            raise Terminated from exc
+            stop = Terminated()
+            note_stopped_run(stop, run_dir)
+            raise stop from exc
         # the model's process died; what the finished steps wrote stands, resume goes on
         status, error = RunStatus.CRASHED, redactor.text(str(exc))
     except BaseException as exc:
@@ -398,6 +400,8 @@ def _execute(
             error = "interrupted by the user"
         else:
             error = redactor.text(repr(exc))
+        if interrupted:
+            note_stopped_run(exc, run_dir)
         raise
     finally:
         bar.close()

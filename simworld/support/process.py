@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import gc
 import os
+import shlex
 import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from types import FrameType
 
 SAFE_PATH_ENV = "PYTHONSAFEPATH"
@@ -59,6 +61,28 @@ def stopped_by(exc: KeyboardInterrupt) -> tuple[str, int]:
     if isinstance(exc, Terminated):
         return TERMINATED, EXIT_TERMINATED
     return "interrupted", EXIT_INTERRUPTED
+
+
+STOPPED_RUN_NOTE = "simworld run directory: "
+"""How a stopped run names its directory on the interrupt that stopped it (a note)."""
+
+
+def note_stopped_run(exc: BaseException, run_dir: Path) -> None:
+    """Name, on the interrupt ``exc``, the run directory it stopped (marked interrupted)."""
+    exc.add_note(f"{STOPPED_RUN_NOTE}{run_dir}")
+
+
+def stopped_line(exc: KeyboardInterrupt) -> tuple[str, int]:
+    """The ``simworld`` command's one line after ``exc`` stopped it, and its exit code: how
+    it was stopped, and the run directory it left to resume, if it was writing one that is
+    still there (a replay's temporary one is not)."""
+    how, code = stopped_by(exc)
+    notes = getattr(exc, "__notes__", [])
+    runs = [n.removeprefix(STOPPED_RUN_NOTE) for n in notes if n.startswith(STOPPED_RUN_NOTE)]
+    if not runs or not Path(runs[-1]).is_dir():
+        return f"simworld: {how}", code
+    where = shlex.quote(runs[-1])
+    return f"simworld: {how}; {runs[-1]} is marked interrupted: simworld resume {where}", code
 
 
 def ctrl_c_handled() -> None:

@@ -19,6 +19,19 @@ completion tokens/s, the prompt tokens the engine took from its prefix cache
 (``totals.cached_prompt_tokens``, reported by the provider; ``null`` when it reports none)
 and the host (CPU model, flags, load average before and after).
 
+``--as-filed DIR`` adds a third side: the code as it was when the main job's speed was
+first measured against these targets (commit ``1373cef``, which crashes on AMX hosts). It
+evaluated prompts in chunks aligned to multiples of 64 positions, each computing logits, and
+reused only whole aligned chunks (from the previous call or a saved preamble state); it
+sampled every answer token by token, then evaluated the answer again for its
+log-probabilities. It runs from a checkout of that commit with its own venv, on the same
+scenario file, in the same rounds. Set it up once (the llama-cpp-python wheel comes from
+pip's cache)::
+
+    git worktree add --detach /tmp/asfiled 1373cef
+    (cd /tmp/asfiled && python3 -m venv .venv && .venv/bin/pip install -e '.[local]')
+    .venv/bin/python benchmarks/bench_main_job.py --rounds 2 --as-filed /tmp/asfiled
+
 ``--quick`` runs one step (``--steps 1``) to check the script; the page then says so.
 ``--set KEY=VALUE`` is passed to every run (recorded in the result file).
 """
@@ -34,6 +47,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -46,6 +60,8 @@ SUMMARY = ROOT / "docs" / "benchmarks-main-job.md"
 SCENARIO = ROOT / "scenarios" / "opinion_exchange.yaml"
 DEFAULT = "local/gemma3-270m"
 SERIAL = "local/gemma3-270m?answers=sampled"
+AS_FILED_COMMIT = "1373cef"
+"""The commit whose main job the speed targets were set against (``--as-filed``)."""
 QUICK_STEPS = 1
 TARGET_WALL_S = 240.0
 TARGET_SPEEDUP = 3.0
@@ -104,10 +120,10 @@ def _version(package: str) -> str | None:
         return None
 
 
-def _commit() -> str | None:
+def _commit(checkout: Path = ROOT) -> str | None:
     try:
         done = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+            ["git", "rev-parse", "--short", "HEAD"], cwd=checkout, capture_output=True, text=True
         )
     except OSError:
         return None
@@ -123,13 +139,32 @@ def _sha256(path: Path) -> str | None:
     return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
 
 
+@dataclass(frozen=True)
+class Side:
+    """What one side of the comparison runs.
+
+    Attributes:
+        model: The model string.
+        checkout: The source tree whose ``simworld`` runs it (its own ``.venv`` unless it is
+            this one).
+    """
+
+    model: str
+    checkout: Path = ROOT
+
+    @property
+    def python(self) -> str:
+        """The interpreter that runs this side."""
+        return sys.executable if self.checkout == ROOT else str(self.checkout / ".venv/bin/python")
+
+
 def run_once(
-    label: str, model: str, folder: Path, *, steps: int | None, sets: list[str]
+    label: str, side: Side, folder: Path, *, steps: int | None, sets: list[str]
 ) -> dict[str, Any]:
-    """One CLI run of the scenario with ``model`` in a fresh process and run directory."""
-    run_dir = folder / label
+    """One CLI run of the scenario on ``side`` in a fresh process and run directory."""
+    run_dir, model = folder / label, side.model
     command = [
-        *(sys.executable, "-m", "simworld.cli", "run", str(SCENARIO), "--model", model),
+        *(side.python, "-m", "simworld.cli", "run", str(SCENARIO), "--model", model),
         *("--cache-mode", "off", "--quiet", "--out", str(run_dir)),
         *(("--steps", str(steps)) if steps is not None else ()),
         *(arg for item in sets for arg in ("--set", item)),
@@ -139,7 +174,7 @@ def run_once(
     folder.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     with open(log, "w", encoding="utf-8") as out:
-        process = subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(command, cwd=side.checkout, stdout=out, stderr=subprocess.STDOUT)
         # wait4: the CPU time of the run's process and of the children it waited for (the
         # embedded model's process among them)
         _, status, usage = os.wait4(process.pid, 0)
@@ -155,6 +190,7 @@ def run_once(
     cached = int(totals.get("cached_prompt_tokens") or 0)
     return {
         "model": model,
+        "commit": _commit(side.checkout),
         "status": manifest["status"],
         "agents": manifest["agents"],
         "steps": manifest["steps_completed"],
@@ -180,16 +216,16 @@ def run_once(
 
 
 def measure(
-    models: dict[str, str], *, rounds: int, steps: int | None, sets: list[str]
+    sides: dict[str, Side], *, rounds: int, steps: int | None, sets: list[str]
 ) -> dict[str, Any]:
-    """Run every model ``rounds`` times, alternating the order; the fastest run of each."""
-    runs: dict[str, list[dict[str, Any]]] = {label: [] for label in models}
-    order = list(models)
+    """Run every side ``rounds`` times, alternating the order; the fastest run of each."""
+    runs: dict[str, list[dict[str, Any]]] = {label: [] for label in sides}
+    order = list(sides)
     with tempfile.TemporaryDirectory(prefix="simworld-main-job-") as tmp:
         for i in range(rounds):
             for label in order if i % 2 == 0 else order[::-1]:
-                print(f"round {i + 1}/{rounds}: {label} ({models[label]})", flush=True)
-                run = run_once(label, models[label], Path(tmp) / f"r{i}", steps=steps, sets=sets)
+                print(f"round {i + 1}/{rounds}: {label} ({sides[label].model})", flush=True)
+                run = run_once(label, sides[label], Path(tmp) / f"r{i}", steps=steps, sets=sets)
                 runs[label].append(run)
                 print(
                     f"  {run['wall_time_s']} s wall, {run['model_calls']} calls, "
@@ -216,6 +252,12 @@ def main() -> None:
     parser.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="passed to every run"
     )
+    parser.add_argument(
+        "--as-filed",
+        type=Path,
+        metavar="DIR",
+        help=f"also run a checkout of commit {AS_FILED_COMMIT} with its own .venv (see above)",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS, help="result file")
     parser.add_argument(
         "--summary-only", action="store_true", help="rewrite the page from the saved result"
@@ -224,9 +266,16 @@ def main() -> None:
     if args.summary_only:
         write_summary(harness.read_result(args.out))
         return
-    models = {"default": args.default, "serial": args.serial}
+    sides = {"default": Side(args.default), "serial": Side(args.serial)}
     if args.only:
-        models = {args.only: models[args.only]}
+        sides = {args.only: sides[args.only]}
+    if args.as_filed is not None:
+        as_filed = Side(DEFAULT, args.as_filed.resolve())
+        if _commit(as_filed.checkout) != AS_FILED_COMMIT or not Path(as_filed.python).is_file():
+            raise SystemExit(
+                f"--as-filed {args.as_filed}: not a checkout of {AS_FILED_COMMIT} with a .venv"
+            )
+        sides["as_filed"] = as_filed
     import yaml
 
     shipped = yaml.safe_load(SCENARIO.read_text(encoding="utf-8"))
@@ -241,13 +290,17 @@ def main() -> None:
     }
     started = time.perf_counter()
     result["runs"] = measure(
-        models, rounds=args.rounds, steps=QUICK_STEPS if args.quick else None, sets=args.set
+        sides, rounds=args.rounds, steps=QUICK_STEPS if args.quick else None, sets=args.set
     )
     result["benchmark_s"] = round(time.perf_counter() - started, 1)
     result["loadavg_end"] = loadavg()
     runs = result["runs"]
     if "default" in runs and "serial" in runs:
         result["speedup"] = round(runs["serial"]["wall_time_s"] / runs["default"]["wall_time_s"], 2)
+    if "default" in runs and "as_filed" in runs:
+        result["speedup_as_filed"] = round(
+            runs["as_filed"]["wall_time_s"] / runs["default"]["wall_time_s"], 2
+        )
     result["targets"] = {"wall_time_s": TARGET_WALL_S, "speedup": TARGET_SPEEDUP}
     harness.write_result(args.out, result)
     if args.out == RESULTS:

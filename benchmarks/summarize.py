@@ -119,12 +119,16 @@ def main_job_line() -> str:
     result = json.loads(path.read_text())
     runs = result["runs"]
     parts = [
-        f"{label} `{r['model']}` {r['wall_time_s']:.0f} s wall ({r['steps']} step(s))"
+        f"{label.replace('_', ' ')} `{r['model']}`"
+        + (f" at commit {r['commit']}" if label == "as_filed" else "")
+        + f" {r['wall_time_s']:.0f} s wall ({r['steps']} step(s))"
         for label, r in runs.items()
     ]
     text = ", ".join(parts) + f" on {result['host']['cpu_model']}"
     if "speedup" in result:
         text += f"; serial / default {result['speedup']}x"
+    if "speedup_as_filed" in result:
+        text += f", as filed / default {result['speedup_as_filed']}x (target 3x)"
     return text + (" (a `--quick` run)." if result["quick"] else ".")
 
 

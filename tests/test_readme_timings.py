@@ -48,6 +48,14 @@ def test_the_sentences_follow_the_numbers():
     text = timings.main_job_sentence(MAIN_JOB)
     assert "takes about 3.5 min on 2 cores (Some CPU), `local/gemma3-270m`" in text
     assert "`local/gemma3-270m?answers=sampled`, about 12 min, 3.5x" in text
+    assert "commit" not in text
+    as_filed = {"model": "local/gemma3-270m", "process_time_s": 900.0, "commit": "1373cef"}
+    with_old = {
+        **MAIN_JOB,
+        "speedup_as_filed": 4.5,
+        "runs": {**MAIN_JOB["runs"], "as_filed": as_filed},
+    }
+    assert "set against (commit 1373cef), about 15 min, 4.5x" in timings.main_job_sentence(with_old)
     quick = timings.main_job_sentence({**MAIN_JOB, "quick": True})
     assert "one of its 3 steps" in quick and "has not been benchmarked yet" in quick
     assert timings.tests_sentence(TESTS).startswith(
@@ -91,7 +99,9 @@ def test_the_pages_are_written_from_the_result_files(result, page, render):
 
 
 def test_the_main_job_sides_are_labelled_as_the_script_labels_them():
-    # "default" is the default model string, "serial" the engine sampling every answer
+    # "default" is the default model string, "serial" the engine sampling every answer,
+    # "as_filed" the default model string on the commit the targets were set against
     runs = json.loads(timings.MAIN_JOB.read_text(encoding="utf-8"))["runs"]
-    assert runs and set(runs) <= {"default", "serial"}
+    assert runs and set(runs) <= {"default", "serial", "as_filed"}
+    assert "as_filed" not in runs or runs["as_filed"]["model"] == runs["default"]["model"]
     assert "default" not in runs or "?" not in runs["default"]["model"]

@@ -6,6 +6,7 @@ import json
 import time
 from pathlib import Path
 
+import litellm
 import pytest
 from server_fixtures import KEY, KEY_ENV, all_bytes, server, server_key, servers
 
@@ -13,11 +14,13 @@ from simworld.cli import main
 from simworld.config.scenario import LLMConfig
 from simworld.errors import ConfigError
 from simworld.llm.cache import ResponseCache
+from simworld.llm.credentials import KEY_VARIABLES, missing_key
 from simworld.llm.fake_server import FakeServer, chat_completion, free_port
 from simworld.llm.gateway import Gateway, retry_after_s
 from simworld.llm.litellm_backend import CallIdentity, LiteLLMModel, LLMRequest
 from simworld.runs.replay import verify_replay
 from simworld.runs.run import run_scenario
+from simworld.sweeps.driver import run_sweep
 
 __all__ = ["server", "server_key", "servers"]  # fixtures, used by name
 
@@ -114,6 +117,46 @@ def test_a_key_variable_that_is_not_set_stops_the_run_before_anything_is_written
     with pytest.raises(ConfigError, match=f"{KEY_ENV} is not set"):
         run_scenario(path, out_dir=tmp_path / "run", cache_path=tmp_path / "c.db")
     assert not (tmp_path / "run").exists()
+
+
+def test_a_provider_key_that_is_not_set_stops_a_run_or_sweep_before_anything_is_written(
+    make_scenario, tmp_path, monkeypatch, capsys
+):
+    """Without ``OPENAI_API_KEY`` an ``openai/...`` model (no endpoint of its own) cannot be
+    called at all: one line, exit 2, no run directory; a sweep of it is refused too."""
+    for name in KEY_VARIABLES["openai"]:
+        monkeypatch.delenv(name, raising=False)
+    path = make_scenario({"llm.model": "openai/gpt-4o-mini"})
+    assert main(["run", str(path), "--out", str(tmp_path / "run")]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"simworld: error: {path}: llm.model: environment variable OPENAI_API_KEY is not set"
+    ]
+    assert not (tmp_path / "run").exists()
+    with pytest.raises(ConfigError, match="OPENAI_API_KEY is not set"):
+        run_sweep(path, seeds=[1, 2], out_dir=tmp_path / "sweep")
+    assert not (tmp_path / "sweep").exists()
+
+
+@pytest.mark.parametrize(
+    ("model", "environ", "needed"),
+    [
+        ("openai/gpt-4o-mini", {}, "OPENAI_API_KEY"),
+        ("gpt-4o-mini", {"HOME": "/home/x"}, "OPENAI_API_KEY"),
+        ("openai/gpt-4o-mini", {"OPENAI_API_KEY": "k"}, None),
+        ("openai/gpt-4o-mini", {"OPENAI_ADMIN_KEY": "k"}, None),
+        ("openai/gpt-4o-mini", {"OPENAI_API_KEY": ""}, "OPENAI_API_KEY"),
+        ("anthropic/claude-3-5-haiku-20241022", {}, None),  # not known to need one variable
+        ("fake/default", {}, None),
+        ("local/gemma3-270m", {}, None),
+    ],
+)
+def test_the_key_a_provider_cannot_do_without(model, environ, needed):
+    assert missing_key(model, environ) == needed
+
+
+def test_a_key_given_to_litellm_in_the_program_is_enough(monkeypatch):
+    monkeypatch.setattr(litellm, "api_key", "sk-given-in-code")
+    assert missing_key("openai/gpt-4o-mini", {}) is None
 
 
 # --- the server itself ---------------------------------------------------------------------

@@ -1,8 +1,9 @@
 """Which credentials a run's models read: the redactor of a run (see
-:mod:`simworld.support.redact` for what is masked)."""
+:mod:`simworld.support.redact` for what is masked), and the key a run cannot start without."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Mapping
 
 import litellm
@@ -22,6 +23,22 @@ def provider_of(model: str) -> str:
         return str(litellm.get_llm_provider(model)[1])
     except (litellm.BadRequestError, ValueError):
         return head if sep else ""
+
+
+KEY_VARIABLES: dict[str, tuple[str, ...]] = {"openai": ("OPENAI_API_KEY", "OPENAI_ADMIN_KEY")}
+"""Providers whose client refuses to send any request unless one of these variables is set
+(or the program gave litellm a key: ``litellm.api_key``, ``litellm.openai_key``)."""
+
+
+def missing_key(model: str, environ: Mapping[str, str] | None = None) -> str | None:
+    """The key variable the provider of ``model`` cannot send a request without and
+    ``environ`` (default: the process's) lacks; ``None`` when one is set, litellm was given a
+    key, or the provider is not in :data:`KEY_VARIABLES`."""
+    names = KEY_VARIABLES.get(provider_of(model))
+    env = os.environ if environ is None else environ
+    if not names or any(env.get(name) for name in names) or litellm.api_key or litellm.openai_key:
+        return None
+    return names[0]
 
 
 def redactor_for(

@@ -25,7 +25,7 @@ from simworld.errors import (
     config_error_from_validation,
 )
 from simworld.llm.cache import ResponseCache, check_cache_file
-from simworld.llm.credentials import redactor_for
+from simworld.llm.credentials import missing_key, redactor_for
 from simworld.llm.gateway import Accounting, Gateway
 from simworld.llm.litellm_backend import LiteLLMModel, dropped_params
 from simworld.llm.providers.local_child import ModelCrashedError
@@ -440,6 +440,27 @@ def _execute(
     )
 
 
+def check_keys(scenario: Scenario, source: str | Path) -> None:
+    """Refuse a run whose model cannot be reached for want of a key, before anything is
+    written (else every call fails at once, after the run directory is): a variable that
+    ``llm.api_key_env`` or ``llm.deployments`` names and the environment lacks, or, with
+    neither set, the key the model's provider needs (:func:`missing_key`).
+
+    Raises:
+        ConfigError: Naming the scenario field and the variable.
+    """
+    route = scenario.llm.route()
+    if route is None:
+        need = missing_key(scenario.llm.model)
+        if need is not None:
+            raise ConfigError(source, "llm.model", f"environment variable {need} is not set")
+        return
+    missing = route.missing_keys()
+    if missing:
+        field = "llm.api_key_env" if missing[0] == route.api_key_env else "llm.deployments"
+        raise ConfigError(source, field, f"environment variable {missing[0]} is not set")
+
+
 def run_scenario(
     scenario: Scenario | str | Path,
     *,
@@ -470,16 +491,14 @@ def run_scenario(
         The run's result; its ``status`` is ``completed``, ``budget_exhausted`` or ``failed``.
 
     Raises:
-        ConfigError: Bad input, or a run too large for this machine; nothing has been
+        ConfigError: Bad input (a key the model needs not set among it, see
+            :func:`check_keys`), or a run too large for this machine; nothing has been
             written.
     """
     scenario, source = resolve_scenario(scenario, overrides)
     check_scenario_model(scenario.llm.model, source)
+    check_keys(scenario, source)
     route = scenario.llm.route()
-    missing = [] if route is None else route.missing_keys()
-    if missing and route is not None:
-        field = "llm.api_key_env" if missing[0] == route.api_key_env else "llm.deployments"
-        raise ConfigError(source, field, f"environment variable {missing[0]} is not set")
     check_no_credentials(
         scenario,
         source,

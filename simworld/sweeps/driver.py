@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from simworld.errors import ConfigError
 from simworld.runs.estimate import check_feasible
-from simworld.runs.run import prefix_lines
+from simworld.runs.run import check_keys, prefix_lines
 from simworld.support.process import safe_path, stopped_by
 from simworld.support.progress import Bar
 from simworld.support.rundir import CACHE_FILE
@@ -198,7 +198,8 @@ def run_sweep(
         The sweep's state when this invocation ends.
 
     Raises:
-        ConfigError: Bad input (nothing is written), a run too large for this machine, or
+        ConfigError: Bad input (nothing is written; a key a run's model needs not set
+            among it), a run too large for this machine, or
             a directory holding another sweep.
     """
     started = time.perf_counter()
@@ -207,6 +208,8 @@ def run_sweep(
     sweep_dir = Path(out_dir) if out_dir is not None else plan.default_dir(out_root)
     sweep_dir = sweep_dir.resolve()
     _check_only(only, len(plan.runs))
+    for run in plan.runs:  # a missing key would fail every run at its first call
+        check_keys(run.scenario, plan.scenario_path)
     if not force:
         chosen_runs = [r for r in plan.runs if only is None or r.index in only]
         _check_sizes(chosen_runs, plan.scenario_path, sweep_dir)

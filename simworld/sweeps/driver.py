@@ -198,8 +198,9 @@ def run_sweep(
         The sweep's state when this invocation ends.
 
     Raises:
-        ConfigError: Bad input (nothing is written; a key a run's model needs not set
-            among it), a run too large for this machine, or
+        ConfigError: Bad input (nothing is written; a key a run's model needs not set in
+            this environment among it, unless the runs go to a Ray cluster), a run too
+            large for this machine, or
             a directory holding another sweep.
     """
     started = time.perf_counter()
@@ -208,8 +209,9 @@ def run_sweep(
     sweep_dir = Path(out_dir) if out_dir is not None else plan.default_dir(out_root)
     sweep_dir = sweep_dir.resolve()
     _check_only(only, len(plan.runs))
-    for run in plan.runs:  # a missing key would fail every run at its first call
-        check_keys(run.scenario, plan.scenario_path)
+    if ray_address is None:  # runs see this environment (a cluster's may hold other keys)
+        for run in plan.runs:  # a key not set would fail every run at its first call
+            check_keys(run.scenario, plan.scenario_path)
     if not force:
         chosen_runs = [r for r in plan.runs if only is None or r.index in only]
         _check_sizes(chosen_runs, plan.scenario_path, sweep_dir)

@@ -200,8 +200,7 @@ def run_sweep(
     Raises:
         ConfigError: Bad input (nothing is written; a key a run's model needs not set in
             this environment among it, unless the runs go to a Ray cluster), a run too
-            large for this machine, or
-            a directory holding another sweep.
+            large for this machine, or a directory holding another sweep.
     """
     started = time.perf_counter()
     _check_executor(executor, ray_address, workers)

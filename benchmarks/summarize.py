@@ -119,9 +119,8 @@ def main_job_line() -> str:
     result = json.loads(path.read_text())
     runs = result["runs"]
     parts = [
-        f"{label.replace('_', ' ')} `{r['model']}`"
-        + (f" at commit {r['commit']}" if label == "as_filed" else "")
-        + f" {r['wall_time_s']:.0f} s wall ({r['steps']} step(s))"
+        f"{timings.side_name(label)} {timings.side_model(label, r)} "
+        f"{r['wall_time_s']:.0f} s wall ({r['steps']} step(s))"
         for label, r in runs.items()
     ]
     text = ", ".join(parts) + f" on {result['host']['cpu_model']}"

@@ -146,6 +146,20 @@ AS_FILED = """
   log-probabilities. It reports no prefix-cache figures."""
 
 
+def side_name(label: str) -> str:
+    """How the pages name a side of a main-job result (``as_filed``: ``as filed``)."""
+    return label.replace("_", " ")
+
+
+def side_model(label: str, run: dict[str, Any]) -> str:
+    """A side's model string, and for ``as_filed`` the commit it ran at."""
+    return f"`{run['model']}`" + (f" at {run['commit']}" if label == "as_filed" else "")
+
+
+RATIOS = (("Serial", "speedup"), ("As filed", "speedup_as_filed"))
+"""The main-job result's ratios to the default side: the other side's page name, the key."""
+
+
 def main_job_page(result: dict[str, Any]) -> str:
     """The markdown page of a ``bench_main_job.py`` result."""
     h, runs = result["host"], result["runs"]
@@ -153,10 +167,8 @@ def main_job_page(result: dict[str, Any]) -> str:
     for label, r in runs.items():
         saved = r["prompt_tokens_saved"]
         saved_text = "not reported" if saved is None else f"{saved:,}"
-        name = label.replace("_", " ")
-        at = f" at {r['commit']}" if label == "as_filed" else ""
         rows.append(
-            f"| {name} | `{r['model']}`{at} | {r['steps']} | {r['wall_time_s']} | "
+            f"| {side_name(label)} | {side_model(label, r)} | {r['steps']} | {r['wall_time_s']} | "
             f"{r['process_time_s']} | {r['cpu_time_s']} | {r['model_calls']} | {r['failures']} | "
             f"{r['calls_per_s']} | {r['prompt_tokens_per_s']} | {r['completion_tokens_per_s']} | "
             f"{r['prompt_tokens']:,} | {saved_text} |"
@@ -169,19 +181,14 @@ def main_job_page(result: dict[str, Any]) -> str:
             f"- Default wall time {main['wall_time_s']} s, target <= "
             f"{result['targets']['wall_time_s']:.0f} s: {'met' if ok else '**missed**'}."
         )
-    if "speedup" in result:
-        ok = result["speedup"] >= result["targets"]["speedup"]
-        checks.append(
-            f"- Serial / default wall time, side by side in this run: **{result['speedup']}x** "
-            f"(target >= {result['targets']['speedup']:.0f}x: {'met' if ok else '**missed**'})."
-        )
-    if "speedup_as_filed" in result:
-        ok = result["speedup_as_filed"] >= result["targets"]["speedup"]
-        checks.append(
-            f"- As filed / default wall time, side by side in this run: "
-            f"**{result['speedup_as_filed']}x** (target >= {result['targets']['speedup']:.0f}x: "
-            f"{'met' if ok else '**missed**'})."
-        )
+    for name, key in RATIOS:
+        if key in result:
+            ok = result[key] >= result["targets"]["speedup"]
+            checks.append(
+                f"- {name} / default wall time, side by side in this run: **{result[key]}x** "
+                f"(target >= {result['targets']['speedup']:.0f}x: "
+                f"{'met' if ok else '**missed**'})."
+            )
     if result["quick"]:
         checks.append(
             f"- This is a `--quick` run ({runs[next(iter(runs))]['steps']} of "
@@ -190,7 +197,7 @@ def main_job_page(result: dict[str, Any]) -> str:
         )
     sets = ", ".join(f"`{s}`" for s in result["sets"]) or "none"
     loads = "; ".join(
-        f"{label.replace('_', ' ')} {r['loadavg_before'][0]} before, {r['loadavg_after'][0]} after"
+        f"{side_name(label)} {r['loadavg_before'][0]} before, {r['loadavg_after'][0]} after"
         for label, r in runs.items()
     )
     return f"""# Benchmark: the main job on the embedded model

@@ -6,6 +6,7 @@ Run: ``.venv/bin/python benchmarks/summarize.py`` after the benchmarks.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from pathlib import Path
 from statistics import median
@@ -25,16 +26,45 @@ def verdict(ok: bool) -> str:
     return "met" if ok else "**missed**"
 
 
-def plan_section(plan: dict[str, Any]) -> str:
-    """The section on the path chosen from the plan, from ``plan.json`` (bench_plan.py)."""
+def _rows(plan: dict[str, Any], agents: int, path: str) -> list[dict[str, Any]]:
+    return [r for r in plan["runs"] if r["agents"] == agents and r["path"] == path]
+
+
+def _med(
+    plan: dict[str, Any], agents: int, path: str, value: Callable[[dict[str, Any]], float]
+) -> float:
+    return median(value(r) for r in _rows(plan, agents, path))
+
+
+def repay_steps(plan: dict[str, Any], agents: int) -> int | None:
+    """The steps after which a run of ``agents`` agents has made up, with the workers'
+    faster steps, their longer wait before step 1 (medians over the runs of each path), or
+    ``None`` when their steps were not faster."""
+
+    def step(r: dict[str, Any]) -> float:
+        return sum(r["step_s"]) / len(r["step_s"])
+
+    def wait(r: dict[str, Any]) -> float:
+        return float(r["prepare_s"])
+
+    saved = _med(plan, agents, "in_process", step) - _med(plan, agents, "workers", step)
+    if saved <= 0:
+        return None
+    extra = _med(plan, agents, "workers", wait) - _med(plan, agents, "in_process", wait)
+    return max(math.ceil(extra / saved), 0)
+
+
+def plan_section(plan: dict[str, Any], scaling: list[dict[str, Any]]) -> str:
+    """The section on the path chosen from the plan, from ``plan.json`` (bench_plan.py) and
+    the engine benchmark's zero-latency ``scaling`` rows."""
     runs = plan["runs"]
     sizes = sorted({r["agents"] for r in runs})
 
     def rows(agents: int, path: str) -> list[dict[str, Any]]:
-        return [r for r in runs if r["agents"] == agents and r["path"] == path]
+        return _rows(plan, agents, path)
 
     def med(agents: int, path: str, value: Callable[[dict[str, Any]], float]) -> float:
-        return median(value(r) for r in rows(agents, path))
+        return _med(plan, agents, path, value)
 
     def total(r: dict[str, Any]) -> float:
         return r["prepare_s"] + sum(r["step_s"])
@@ -52,6 +82,8 @@ def plan_section(plan: dict[str, Any]) -> str:
                 + " s",
                 f"{med(n, path, lambda r: r['ratio_max']):.2f}",
             ]
+        repay = repay_steps(plan, n)
+        cells.append("never" if repay is None else f"{repay:,} steps")
         table.append("| " + " | ".join(cells) + " |")
     step_win = [n for n in sizes if med(n, "workers", _ratio) < med(n, "in_process", _ratio)]
     run_win = [n for n in sizes if med(n, "workers", total) < med(n, "in_process", total)]
@@ -71,9 +103,16 @@ def plan_section(plan: dict[str, Any]) -> str:
         )
     load = plan["machine"]["loadavg"]
     speeds = [r["core_speed_s"] for r in runs]
+    saved = ", ".join(
+        f"{1 - x['default']['ms_per_agent_step'] / x['in_process']['ms_per_agent_step']:.0%} "
+        f"at {x['agents']:,} agents"
+        for x in scaling
+        if x["agents"] >= plan["plan_min_calls_per_step"]
+    )
     header = " | ".join(
         ["agents", "calls / step"]
         + [f"{p} {c}" for p in ("in-process", "workers") for c in ("wait", "steps", "worst ratio")]
+        + ["workers repay their wait after"]
     )
     return f"""## The path chosen from the plan
 
@@ -90,15 +129,24 @@ waits are reported here as "wait" and are not part of any step.
 runs per path, paths run in turn.
 
 | {header} |
-| {" | ".join(["---"] * 8)} |
+| {" | ".join(["---"] * 9)} |
 {chr(10).join(table)}
 
 - Per step (worst step ratio), the workers were faster {_sizes(step_win)}; counting their
   start-up, a whole {plan["steps"]}-step run was faster with them {_sizes(run_win)}.
 {chr(10).join(defaults)}
-- The host was shared while this ran: load average {load["start"][0]:.1f} at the start,
-  {load["end"][0]:.1f} at the end; the core-speed probe (`core_speed_s`, 0.12 s on an idle
-  core) took {min(speeds):.2f} to {max(speeds):.2f} s in the measured processes.
+- The host: load average {load["start"][0]:.1f} at the start, {load["end"][0]:.1f} at the
+  end (the benchmark's own processes count in it); the core-speed probe (`core_speed_s`,
+  0.12 s on an idle core) took {min(speeds):.2f} to {max(speeds):.2f} s in the measured
+  processes. The host is shared: on other days the same probe took twice as long, and every
+  ratio here rose with it (litellm's CPU per call is most of what lies above the ideal).
+- Why {plan["plan_min_calls_per_step"]} calls per step start the workers although, on an idle
+  host and {plan["latency_ms"]} ms answers, a short run is over sooner without them: their
+  gain per step grows with the CPU litellm needs per second of the run (more calls per
+  step, faster answers, a slower or busier host), while their wait is paid once. At zero
+  latency (the engine table above) they cut the time per agent-step by {saved}. The
+  threshold keeps every step of a large run on the faster path from step 1;
+  `SIMWORLD_LLM_WORKERS=0` keeps a short run in-process.
 """
 
 
@@ -264,9 +312,8 @@ other work held part of them, earlier versions measured well above the target. R
 call in a worker thread through the blocking `litellm.completion` was tried earlier and was
 no better beyond run-to-run noise.
 
-The two cores were shared with other work (load average {load_start:.1f} at the start,
-{load_end:.1f} at the end; the benchmark's own processes count in it); the worker path needs
-its second core. A fixed pure-Python loop (`core_speed_s` in the result file) took
+The host: load average {load_start:.1f} at the start, {load_end:.1f} at the end (the
+benchmark's own processes count in it); the worker path needs its second core. A fixed pure-Python loop (`core_speed_s` in the result file) took
 {speed["start"]:.3f} s at the start and {speed["end"]:.3f} s at the end: it shows how much of a core the host
 gave, which the load average does not.
 
@@ -316,7 +363,7 @@ with Ray running (target ≤ 1.2×: {verdict(s["ray_overhead_with_init"] <= 1.2)
 """
     plan_file = RESULTS / "plan.json"
     if plan_file.exists():
-        doc += "\n" + plan_section(json.loads(plan_file.read_text()))
+        doc += "\n" + plan_section(json.loads(plan_file.read_text()), e["scaling"])
     DOC.write_text(doc)
     print(f"wrote {DOC}")
     timings.main()

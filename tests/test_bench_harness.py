@@ -69,3 +69,22 @@ def test_the_scenario_is_one_topic_on_a_complete_graph(tmp_path):
     assert [t["id"] for t in data["topics"]] == ["remote_work"]
     assert data["protocol"] == {"steps": 2, "mode": "broadcast"}
     assert load_scenario(path).population.size == 4  # a valid scenario
+
+
+def _plan_run(path: str, prepare_s: float, step_s: list[float]) -> dict[str, Any]:
+    return {"agents": 100, "path": path, "prepare_s": prepare_s, "step_s": step_s}
+
+
+def test_the_workers_repay_their_wait_after_the_steps_their_faster_steps_take(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    summarize = benchmark_module("summarize")
+    runs = [
+        _plan_run("in_process", 0.2, [0.30, 0.30]),
+        _plan_run("in_process", 0.2, [0.30, 0.40]),  # median step of the path: 0.325 s
+        _plan_run("workers", 2.7, [0.25, 0.25]),
+        _plan_run("workers", 2.7, [0.25, 0.25]),
+    ]
+    # 2.5 s more wait, 0.075 s less per step: repaid after 34 steps (33.3 rounded up)
+    assert summarize.repay_steps({"runs": runs}, 100) == 34
+    slower = [*runs[:2], _plan_run("workers", 2.7, [0.35, 0.35])]
+    assert summarize.repay_steps({"runs": slower}, 100) is None

@@ -200,6 +200,18 @@ def test_window_memory_stays_the_default(make_scenario):
     assert isinstance(system.create("a", "A"), RecentMemory)
 
 
+def test_window_memory_recalls_the_last_k_on_its_topic_oldest_first():
+    memory = RecentMemory()
+    for step in range(6):
+        for topic in ("t", "u"):
+            memory.add(MemoryItem(step, "observation", "Bo", topic, f"{topic}{step}"))
+    assert [m.text for m in memory.recall("t", 3)] == ["t3", "t4", "t5"]
+    assert [m.text for m in memory.recall("u", 10)] == [f"u{s}" for s in range(6)]
+    assert memory.recall("t", 0) == [] and memory.recall("v", 3) == []
+    memory.recall("t", 2).clear()  # a recall is a copy: the memory keeps its items
+    assert len(memory.recall("t", 10)) == 6
+
+
 def test_unknown_memory_field_is_rejected_before_anything_is_written(make_scenario, tmp_path):
     path = make_scenario({"memory": {"store": "chroma", "retreival": {"k": 3}}})
     with pytest.raises(ConfigError, match="retreival"):

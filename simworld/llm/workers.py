@@ -67,7 +67,10 @@ AUTO_WORKERS_PER_CORE = 1
 AUTO_START_CALLS = 500
 AUTO_MIN_CALLS_PER_S = 200.0
 # ``auto`` starts the workers before the first step of a run whose steps make this many calls
-# or more: the crossover measured by benchmarks/bench_engine.py (docs/benchmarks.md).
+# or more. benchmarks/bench_plan.py measures both paths at each size (docs/benchmarks.md, "The
+# path chosen from the plan"): per step the workers were faster at every size, and their wait
+# before step 1 (a few seconds) is repaid sooner the more CPU litellm needs per second: more
+# calls per step, faster answers, a slower or busier host.
 PLAN_MIN_CALLS_PER_STEP = 200
 EXIT_TIMEOUT_S = 5.0
 RECV_BYTES = 1 << 16

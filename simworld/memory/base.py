@@ -45,17 +45,19 @@ class RecentMemory:
     """A window memory: recalls the ``k`` most recent memories on a topic."""
 
     def __init__(self) -> None:
-        self.items: list[MemoryItem] = []
+        # Memories by topic, each list oldest first: a recall reads its last ``k`` items
+        # whatever the number of memories held.
+        self.by_topic: dict[str, list[MemoryItem]] = {}
 
     def add(self, item: MemoryItem) -> None:
         """Store one memory."""
-        self.items.append(item)
+        self.by_topic.setdefault(item.topic, []).append(item)
 
     def recall(self, topic: str, k: int) -> list[MemoryItem]:
         """Up to ``k`` most recent memories on ``topic``, oldest first."""
         if k <= 0:
             return []
-        return [m for m in self.items if m.topic == topic][-k:]
+        return self.by_topic.get(topic, [])[-k:]
 
 
 def memory_ref(memory_id: int) -> str:

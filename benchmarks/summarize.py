@@ -312,6 +312,15 @@ other work held part of them, earlier versions measured well above the target. R
 call in a worker thread through the blocking `litellm.completion` was tried earlier and was
 no better beyond run-to-run noise.
 
+When a call takes its slot: a call made in the simulation's process takes its slot of
+`llm.concurrency` when its request leaves, after litellm has set the call up, and gives it back
+as the answer arrives, before litellm's bookkeeping on it (`simworld/llm/slots.py`); a call to
+the LLM workers takes it before it is sent. Calls that took their slot before their set-up
+made, at the end of every wave, each call waiting for a slot wait also for the set-up of the
+calls before it, done one after another while the requests out sat waiting; now those
+set-ups are done during that wait. The in-process rows here and at 100 agents in "The path
+chosen from the plan" are measured with it.
+
 The host: load average {load_start:.1f} at the start, {load_end:.1f} at the end (the
 benchmark's own processes count in it); the worker path needs its second core. A fixed pure-Python loop (`core_speed_s` in the result file) took
 {speed["start"]:.3f} s at the start and {speed["end"]:.3f} s at the end: it shows how much of a core the host

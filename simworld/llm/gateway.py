@@ -18,6 +18,7 @@ from simworld.llm.cache import ResponseCache
 from simworld.llm.errors import FATAL_KINDS, error_kind, is_transient, retry_after_s
 from simworld.llm.errors import TRANSIENT_ERRORS as TRANSIENT_ERRORS  # moved; kept importable
 from simworld.llm.prefix import PrefixCount, PrefixMeter, prefix_share
+from simworld.llm.slots import Slot, calling_with
 from simworld.llm.types import (
     CallIdentity,
     Completion,
@@ -32,6 +33,9 @@ MAX_ERROR_CHARS = 300
 RETRY_AFTER_MAX_S = 300.0
 # Provider extras kept in call records; raw token log-probabilities would swell transcripts.
 RECORDED_EXTRAS = ("option_probs",)
+# Attempts under way per slot of the cap: with a backend that takes its slot when the request
+# leaves, one call set up and waiting for every call out.
+AHEAD_PER_SLOT = 2
 
 
 @dataclass
@@ -241,7 +245,11 @@ class Gateway:
         if config.cache != "off" and self._store is None:
             raise ValueError(f"cache mode {config.cache!r} needs a cache")
         self.config = config
-        self._slots = asyncio.Semaphore(self._cap(config))
+        cap = self._cap(config)
+        self._slots = asyncio.Semaphore(cap)
+        # Attempts under way, set up or out: a backend that takes its slot late
+        # (LanguageModel.takes_slots) sets up at most this many calls ahead of their slots.
+        self._ahead = asyncio.Semaphore(AHEAD_PER_SLOT * cap)
 
     def plan(self, calls_per_step: int) -> None:
         """Tell the backend, before the first step, how many calls a step of the run makes
@@ -396,6 +404,23 @@ class Gateway:
                 f"({acc.failures / acc.calls:.0%}), more than llm.max_failure_rate {limit:g}"
             )
 
+    async def _attempt(self, request: LLMRequest, attempt: int, transient: int) -> Completion:
+        """Send ``request`` once, holding a slot of the cap while it is out
+        (:mod:`simworld.llm.slots`), timed out ``llm.timeout_s`` after the slot was taken."""
+        timeout_s = self.config.timeout_s
+        loop = asyncio.get_running_loop()
+        async with asyncio.timeout(None) as clock:
+            slot = Slot(self._slots, on_taken=lambda: clock.reschedule(loop.time() + timeout_s))
+            try:
+                if not self._model.takes_slots:
+                    await slot.take()
+                with calling_with(slot):
+                    return await self._model.complete(
+                        request, attempt=attempt, timeout_s=timeout_s, transient=transient
+                    )
+            finally:
+                slot.give_back()
+
     async def _live(
         self, request: LLMRequest, key: str, output_type: type[BaseModel] | None
     ) -> CallOutcome:
@@ -424,13 +449,10 @@ class Gateway:
             completion: Completion | None = None
             retry = False
             asked: float | None = None
-            async with self._slots:
+            async with self._ahead:
                 self.accounting.model_calls += 1
                 try:
-                    async with asyncio.timeout(cfg.timeout_s):
-                        completion = await self._model.complete(
-                            request, attempt=invalid, timeout_s=cfg.timeout_s, transient=transient
-                        )
+                    completion = await self._attempt(request, invalid, transient)
                 except (TimeoutError, openai.OpenAIError) as exc:
                     kind = error_kind(exc)
                     errors.append(self._error(sent, kind, exc))

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import contextvars
 import functools
 import logging
 import time
+import weakref
 from collections.abc import Callable, Collection
 from functools import cache
 from typing import TYPE_CHECKING, Any
@@ -21,6 +23,7 @@ import openai
 
 from simworld.llm.endpoints import endpoint_kwargs
 from simworld.llm.logprobs import answer_enum, logprob_content, option_distribution
+from simworld.llm.slots import current_slot, take_current_slot
 from simworld.llm.types import (
     TOP_LOGPROBS,
     TRANSIENT_OPTION,
@@ -283,10 +286,30 @@ class InPlaceExecutor(concurrent.futures.ThreadPoolExecutor):
         except RuntimeError:  # no running loop
             future = concurrent.futures.Future()
         try:
-            future.set_result(fn(*args, **kwargs))
+            future.set_result(_out_under_slot(fn(*args, **kwargs)))
         except Exception as exc:  # the caller receives it from the future, as from a thread
             future.set_exception(exc)
         return future  # type: ignore[return-value]  # run_in_executor takes either
+
+
+_LOOPS_TAKING_SLOTS_LATE: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
+"""Event loops on which litellm's set-up of a call has been seen to hand its request over
+through :func:`_out_under_slot`: their calls can leave taking their slot to it."""
+
+
+def _out_under_slot(result: Any) -> Any:
+    """The result of litellm's set-up of a call, holding the call's slot while out.
+
+    The set-up returns the coroutine that sends the request. When the call has a slot of the
+    gateway's cap (:func:`~simworld.llm.slots.current_slot`), the request goes out only once
+    the slot is taken, and gives it back as the answer arrives.
+    """
+    slot = current_slot()
+    if slot is None or not asyncio.iscoroutine(result):
+        return result
+    with contextlib.suppress(RuntimeError):  # no running loop: nothing to remember
+        _LOOPS_TAKING_SLOTS_LATE.add(asyncio.get_running_loop())
+    return slot.around(result)
 
 
 def in_place_executor() -> InPlaceExecutor:
@@ -345,6 +368,11 @@ class LiteLLMModel(LanguageModel):
         workers: LLM worker processes (0: always in-process); ``None`` follows
             ``SIMWORLD_LLM_WORKERS`` (default ``auto``).
     """
+
+    takes_slots = True
+    """A call in this process takes its slot when litellm's set-up of it is done and the
+    request leaves, and gives it back before litellm's bookkeeping on the answer (see
+    :func:`_out_under_slot`); a call to the LLM workers takes it before it is sent."""
 
     def __init__(self, *, price: PriceConfig | None = None, workers: int | None = None) -> None:
         from simworld.llm.providers.registry import register_providers
@@ -458,11 +486,14 @@ class LiteLLMModel(LanguageModel):
         if await self._use_workers(request.model, routed=routed):
             from simworld.llm.workers import shared_pool
 
+            await take_current_slot()
             done = await shared_pool(self._policy.workers).complete(
                 request, attempt=attempt, timeout_s=timeout_s, transient=transient
             )
         else:
             await self._turns.wait()
+            if routed or asyncio.get_running_loop() not in _LOOPS_TAKING_SLOTS_LATE:
+                await take_current_slot()  # a Router may send more than once; an unseen loop
             try:
                 done = await self._acompletion(
                     request, attempt=attempt, timeout_s=timeout_s, transient=transient

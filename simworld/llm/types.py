@@ -9,7 +9,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from functools import cache
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import openai
 from pydantic import BaseModel
@@ -153,6 +153,11 @@ class Completion:
 
 class LanguageModel(ABC):
     """A model that answers one request; wrappers add retry, caching and accounting."""
+
+    takes_slots: ClassVar[bool] = False
+    """Whether :meth:`complete` takes the call's slot of the gateway's concurrency cap
+    itself, when its request leaves (:mod:`simworld.llm.slots`); otherwise the gateway takes
+    it before calling :meth:`complete`."""
 
     @abstractmethod
     async def complete(

@@ -83,7 +83,9 @@ def plan_section(plan: dict[str, Any], scaling: list[dict[str, Any]]) -> str:
                 f"{med(n, path, lambda r: r['ratio_max']):.2f}",
             ]
         repay = repay_steps(plan, n)
-        cells.append("never" if repay is None else f"{repay:,} steps")
+        cells.append(
+            "never" if repay is None else f"{repay:,} steps" if repay <= 1000 else "> 1,000 steps"
+        )
         table.append("| " + " | ".join(cells) + " |")
     step_win = [n for n in sizes if med(n, "workers", _ratio) < med(n, "in_process", _ratio)]
     run_win = [n for n in sizes if med(n, "workers", total) < med(n, "in_process", total)]

@@ -5,6 +5,7 @@ Run: ``.venv/bin/python benchmarks/summarize.py`` after the benchmarks.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections.abc import Callable
@@ -60,11 +61,7 @@ def plan_section(plan: dict[str, Any], scaling: list[dict[str, Any]]) -> str:
     runs = plan["runs"]
     sizes = sorted({r["agents"] for r in runs})
 
-    def rows(agents: int, path: str) -> list[dict[str, Any]]:
-        return _rows(plan, agents, path)
-
-    def med(agents: int, path: str, value: Callable[[dict[str, Any]], float]) -> float:
-        return _med(plan, agents, path, value)
+    rows, med = functools.partial(_rows, plan), functools.partial(_med, plan)
 
     def total(r: dict[str, Any]) -> float:
         return r["prepare_s"] + sum(r["step_s"])

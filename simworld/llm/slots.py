@@ -40,7 +40,9 @@ class Slot:
             timeout then).
     """
 
-    def __init__(self, cap: asyncio.Semaphore, *, on_taken: Callable[[], None] | None = None):
+    def __init__(
+        self, cap: asyncio.Semaphore, *, on_taken: Callable[[], None] | None = None
+    ) -> None:
         self._cap = cap
         self._on_taken = on_taken
         self.held = False

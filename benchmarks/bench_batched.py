@@ -50,6 +50,7 @@ def _calls(personas: int) -> list[tuple[str, str, Any]]:
     from simworld.prompts import render as prompts
 
     scenario = load_scenario(SCENARIO)
+    assert scenario.population.library is not None  # the shipped scenario names one
     library = load_library((SCENARIO.parent / scenario.population.library).resolve())
     out = []
     for n, persona in enumerate(library.personas[:personas]):

@@ -128,7 +128,7 @@ def measure(
     Returns:
         One entry per interpreter: its runs, medians, build features and off/on ratios.
     """
-    builds = []
+    builds: list[dict[str, Any]] = []
     for python, built_with in pythons:
         runs: dict[str, list[dict[str, Any]]] = {"on": [], "off": []}
         for _ in range(rounds):

@@ -97,6 +97,7 @@ def _requests(count: int, *, probe: bool, logprobs: bool = False, model: str = M
 
     scenario = load_scenario(SCENARIO)
     topic = scenario.topics[0]
+    assert scenario.population.library is not None  # the shipped scenario names one
     library = load_library((SCENARIO.parent / scenario.population.library).resolve())
     out = []
     for persona in library.personas[:count]:

@@ -84,7 +84,7 @@ KERNEL_FLAGS = (
 
 def host() -> dict[str, Any]:
     """The machine: CPU model, cores, the kernel-relevant CPU flags, memory, versions."""
-    model, flags = "", set()
+    model, flags = "", set[str]()
     try:
         for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
             name, _, value = line.partition(":")

@@ -16,6 +16,7 @@ import shutil
 import statistics
 import tempfile
 import time
+from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ import numpy as np
 
 from simworld.config.memory import ForgettingConfig, MemoryConfig
 from simworld.llm.embedding import MINILM_DIMENSION, MiniLMEmbedder
-from simworld.memory.base import MemoryItem
+from simworld.memory.base import MemoryItem, MemoryKind
 from simworld.memory.chroma_store import ChromaRow, ChromaSink
 from simworld.memory.stream import MemoryStream
 
@@ -53,14 +54,14 @@ QUERY_TEXTS = (
 class Precomputed:
     """Embeds ``memory <i>`` as row i of a fixed matrix and queries as fixed random vectors."""
 
-    name = "precomputed-random-unit"
+    name: str = "precomputed-random-unit"
 
     def __init__(self, n: int, seed: int) -> None:
         rng = np.random.default_rng(seed)
         self.rows = _unit(rng.standard_normal((n, MINILM_DIMENSION)))
         self.queries = _unit(rng.standard_normal((QUERIES, MINILM_DIMENSION)))
 
-    def embed(self, texts: list[str]) -> np.ndarray:
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
         """One unit vector per text, derived from the text alone."""
         out = np.empty((len(texts), MINILM_DIMENSION), dtype=np.float32)
         for i, text in enumerate(texts):
@@ -88,7 +89,7 @@ def build_stream(n: int, *, forgetting: ForgettingConfig | None = None) -> Memor
     stream = MemoryStream(
         agent="bench", owner="Bench Agent", config=config, embedder=Precomputed(n, seed=n)
     )
-    kinds = ("observation", "own_message")
+    kinds: tuple[MemoryKind, ...] = ("observation", "own_message")
     for i in range(n):
         step = i // MEMORIES_PER_STEP
         stream.add(

@@ -37,6 +37,10 @@ def _med(
     return median(value(r) for r in _rows(plan, agents, path))
 
 
+def _step_s(r: dict[str, Any], i: int) -> float:
+    return float(r["step_s"][i])
+
+
 def repay_steps(plan: dict[str, Any], agents: int) -> int | None:
     """The steps after which a run of ``agents`` agents has made up, with the workers'
     faster steps, their longer wait before step 1 (medians over the runs of each path), or
@@ -73,7 +77,7 @@ def plan_section(plan: dict[str, Any], scaling: list[dict[str, Any]]) -> str:
             cells += [
                 f"{med(n, path, lambda r: r['prepare_s']):.2f} s",
                 " / ".join(
-                    f"{med(n, path, lambda r, i=i: r['step_s'][i]):.2f}"
+                    f"{med(n, path, functools.partial(_step_s, i=i)):.2f}"
                     for i in range(plan["steps"])
                 )
                 + " s",

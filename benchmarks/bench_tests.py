@@ -5,12 +5,13 @@ then ``docs/benchmarks-tests.md`` and the README's timing sentence through
 ``benchmarks/timings.py``).
 
 It runs, in this checkout and with this venv, what ``bash tests/run.sh`` runs once the venv
-exists: ``ruff check .`` and ``ruff format --check .``, ``mypy`` (the package, as
-``pyproject.toml`` configures it), then pytest with ``--durations=0``,
-split in two sessions, ``-m "not slow"`` (what a developer runs often) and ``-m slow``. Each
-phase's wall time, its test counts and the slowest tests (from pytest's JUnit XML) go to the
-result file. Arguments after ``--`` select tests (``-- tests/test_gateway.py``) to check the
-script cheaply; the selection is recorded and the README then says so.
+exists: ``ruff check .`` and ``ruff format --check .``, ``mypy`` (the package and the
+benchmark scripts, as ``pyproject.toml`` configures it), then pytest with
+``--durations=0``, split in two sessions, ``-m "not slow"`` (what a developer runs often)
+and ``-m slow``. Each phase's wall time, its test counts and the slowest tests (from
+pytest's JUnit XML) go to the result file. Arguments after ``--`` select tests
+(``-- tests/test_gateway.py``) to check the script cheaply; the selection is recorded and
+the README then says so.
 """
 
 from __future__ import annotations

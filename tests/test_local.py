@@ -889,6 +889,7 @@ def test_a_calls_answer_does_not_depend_on_its_batch(batched):
     }
 
 
+@pytest.mark.slow  # about 30 s: eight calls, then each alone
 def test_eight_calls_in_step_answer_as_each_does_alone():
     """Eight calls on consecutive sequences, prefilling and generating in the same steps
     (eight one-token pieces per step), answer as each does alone: llama.cpp's CPU

@@ -117,6 +117,7 @@ def _check_library_run(out_root: Path, capsys, names: list[str] = SHIPPED) -> No
     assert "completed" in capsys.readouterr().out
 
 
+@pytest.mark.slow  # about 50 s: every scenario of the library, whole
 def test_whole_library_runs_with_the_fake_provider_and_reports(tmp_path, capsys):
     run_all = _load_script("run_all.py")
     code = run_all.main(["--model", "fake/default", "--out-root", str(tmp_path)])

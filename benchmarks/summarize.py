@@ -318,10 +318,10 @@ no better beyond run-to-run noise.
 When a call takes its slot: a call made in the simulation's process takes its slot of
 `llm.concurrency` when its request leaves, after litellm has set the call up, and gives it back
 as the answer arrives, before litellm's bookkeeping on it (`simworld/llm/slots.py`); a call to
-the LLM workers takes it before it is sent. Calls that took their slot before their set-up
-made, at the end of every wave, each call waiting for a slot wait also for the set-up of the
-calls before it, done one after another while the requests out sat waiting; now those
-set-ups are done during that wait. The in-process rows here and at 100 agents in "The path
+the LLM workers takes it before it is sent. While calls took their slot before their set-up,
+at the end of every wave each call waiting for a slot also waited for the set-ups of the calls
+before it, done one after another once a slot came free; now they are done while the
+requests out are waiting for their answers. The in-process rows here and at 100 agents in "The path
 chosen from the plan" are measured with it.
 
 The host: load average {load_start:.1f} at the start, {load_end:.1f} at the end (the

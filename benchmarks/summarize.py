@@ -321,11 +321,12 @@ as the answer arrives, before litellm's bookkeeping on it (`simworld/llm/slots.p
 the LLM workers takes it before it is sent. While calls took their slot before their set-up,
 at the end of every wave each call waiting for a slot also waited for the set-ups of the calls
 before it, done one after another once a slot came free; now they are done while the
-requests out are waiting for their answers. The in-process rows here and at 100 agents in "The path
-chosen from the plan" are measured with it.
+requests out are waiting for their answers. The in-process rows here and at 100 agents in
+"The path chosen from the plan" are measured with it.
 
 The host: load average {load_start:.1f} at the start, {load_end:.1f} at the end (the
-benchmark's own processes count in it); the worker path needs its second core. A fixed pure-Python loop (`core_speed_s` in the result file) took
+benchmark's own processes count in it); the worker path needs its second core. A fixed
+pure-Python loop (`core_speed_s` in the result file) took
 {speed["start"]:.3f} s at the start and {speed["end"]:.3f} s at the end: it shows how much of a core the host
 gave, which the load average does not.
 

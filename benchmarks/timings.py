@@ -260,9 +260,9 @@ Numbers from one run of `benchmarks/bench_tests.py` {selection}, copied from
 `benchmarks/results/tests.json` by `benchmarks/timings.py`. It times what `bash tests/run.sh`
 (the README's test command, what `.ci/run` runs) does after creating the venv and installing
 the package: {checks}, then pytest, split into the tests a developer runs often
-(`-m "not slow"`) and the slow ones (`-m slow`: the embedded model, whole runs). The
-install itself is not timed: the first one compiles llama.cpp (about ten minutes on two
-cores), later ones take seconds.
+(`-m "not slow"`) and the slow ones (`-m slow`: tests of about 3 s or more, such as the
+embedded model, signals, sweeps and whole runs). The install itself is not timed: the first
+one compiles llama.cpp (about ten minutes on two cores), later ones take seconds.
 
 | phase | command | seconds | tests |
 | --- | --- | --- | --- |

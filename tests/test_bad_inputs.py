@@ -62,6 +62,7 @@ def _limits() -> None:  # in the child, before exec
     resource.setrlimit(resource.RLIMIT_CPU, (CPU_LIMIT_S, CPU_LIMIT_S))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", IN_SUBPROCESS)
 def test_resource_hungry_input_is_refused_under_limits(name, tmp_path):
     out = tmp_path / "out"

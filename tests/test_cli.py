@@ -100,6 +100,7 @@ def test_ctrl_c_while_the_command_imports_is_one_line(
     assert not os.path.exists(run_dir)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("sent", "code", "said", "recorded"),
     [

@@ -102,6 +102,7 @@ def signal(out: Path) -> dict[str, dict]:
     return {r["topic"]: r for r in frame.to_dict("records")}
 
 
+@pytest.mark.slow
 def test_signal_checks_find_a_biased_fake_and_pass_an_unbiased_one(make_scenario, tmp_path, capsys):
     fair, fair_result = run(make_scenario, tmp_path, "fair", 0.0)
     biased, biased_result = run(make_scenario, tmp_path, "biased", 0.8)

@@ -31,6 +31,7 @@ def test_examples_are_short(name: str) -> None:
     assert len((ROOT / "examples" / name).read_text(encoding="utf-8").splitlines()) < 100
 
 
+@pytest.mark.slow
 def test_step_scenario(tmp_path: Path) -> None:
     out = run_example("step_scenario.py", tmp_path)
     assert "opinions of 30 agents, steps [0, 1, 2]" in out
@@ -38,6 +39,7 @@ def test_step_scenario(tmp_path: Path) -> None:
     assert len(list((tmp_path / "opinion_exchange").iterdir())) == 1
 
 
+@pytest.mark.slow
 def test_custom_tracker(tmp_path: Path) -> None:
     out = run_example("custom_tracker.py", tmp_path)
     assert "'message_length': 'identical'" in out and "'different'" not in out
@@ -46,6 +48,7 @@ def test_custom_tracker(tmp_path: Path) -> None:
     assert (run_dir / "trackers" / "message_length.parquet").is_file()
 
 
+@pytest.mark.slow
 def test_new_protocol(tmp_path: Path) -> None:
     out = run_example("new_protocol.py", tmp_path)
     assert ": completed" in out

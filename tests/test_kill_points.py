@@ -46,15 +46,10 @@ def _outputs(run_dir: Path) -> dict[str, bytes]:
 # temporary file, not renamed (an unstarted directory); 3 = step 0 in the transcript, its
 # tables not yet renamed; 12 = mid-run, between a table's temporary file and its rename;
 # 30 = among the final tracker frames; 43 = everything written but the final manifest.
-POINTS = [
-    1,
-    12,
-    pytest.param(3, marks=pytest.mark.slow),
-    pytest.param(30, marks=pytest.mark.slow),
-    pytest.param(43, marks=pytest.mark.slow),
-]
+POINTS = [1, 3, 12, 30, 43]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("point", POINTS)
 def test_kill_at_a_write_point_then_resume_is_identical(reference, tmp_path, point):
     scenario, ref = reference

@@ -195,6 +195,7 @@ def test_extra_buffer_types_are_off_unless_forced(flag):
     assert use_extra_bufts("off", avx512) is False
 
 
+@pytest.mark.slow
 def test_first_decode_does_not_crash_on_this_host():
     """Loads the shipped model as simworld does on this CPU and decodes, in a child process.
 
@@ -384,6 +385,7 @@ def test_prefix_states_are_kept_per_preamble(engine):
     assert preamble in set(engine._preambles)  # saved whole: a piece ends where it does
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("heard", [10, 40], ids=["short", "longer-than-the-window"])
 def test_a_later_call_starts_from_an_earlier_prompt_state(engine, heard):
     """An agent's next prompt (same card, topic and earlier memories, one more memory) reuses
@@ -450,6 +452,7 @@ def _cancel_at(
     return submitted[0], sizes
 
 
+@pytest.mark.slow
 def test_a_cancelled_call_stops_before_its_next_prefill_chunk(engine, monkeypatch):
     """A call cancelled while its prompt is evaluated stops before the next chunk (a
     timed-out call does not hold the engine); the next call reuses the chunk it evaluated
@@ -579,6 +582,7 @@ def test_a_prompt_reuses_the_line_it_shares_beyond_the_preamble(engine):
     assert second == cold.generate(prompts[1].text, preamble=prompts[1].preamble, sampling=sampling)
 
 
+@pytest.mark.slow
 def test_a_failed_evaluation_leaves_no_stale_reuse(engine, monkeypatch):
     """A call that fails after evaluating part of its prompt leaves the cache holding that
     part, and the next call reuses only what the cache holds: the same prompt as before the
@@ -673,6 +677,7 @@ def _option_scores(entry: dict) -> dict[int, float]:
     }
 
 
+@pytest.mark.slow
 def test_an_answer_alone_is_drawn_from_its_reported_options(engine):
     """An ``answer`` enum alone is not sampled token by token: the answer is the option the
     call's seed draws from the scores its log-probabilities report."""
@@ -866,6 +871,7 @@ def _bytes(gen: Generation) -> bytes:
     return json.dumps(answer, sort_keys=True).encode()
 
 
+@pytest.mark.slow
 def test_a_calls_answer_does_not_depend_on_its_batch(batched):
     """Tokens and log-probability bytes of one call (with option scoring) are the same
     prefilled alone, next to three other calls in any arrival order, and copying its
@@ -940,6 +946,7 @@ def test_a_calls_answer_does_not_depend_on_its_batch_at_all(batched):
         future.result()
 
 
+@pytest.mark.slow
 def test_prefix_reuse_does_not_change_answers(batched):
     """Prompts sharing a prefix that ends inside a piece, in any order, with reuse on,
     answer as an engine without prefix reuse does."""
@@ -960,6 +967,7 @@ def test_prefix_reuse_does_not_change_answers(batched):
     assert [f.result() for f in reversed(futures)] == ref
 
 
+@pytest.mark.slow
 def test_batched_engine_drops_a_cancelled_call_at_its_next_step(batched, monkeypatch):
     """A call cancelled during its first evaluation is not evaluated again, frees its
     sequence, and the engine's next call answers as an engine without reuse does."""

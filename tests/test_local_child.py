@@ -92,6 +92,7 @@ def test_abort_in_the_child_then_resume_matches_an_inline_run(
         assert (run / name).read_bytes() == (ref / name).read_bytes(), name
 
 
+@pytest.mark.slow
 def test_a_child_killed_mid_call_is_reported_as_likely_out_of_memory(fresh_children):
     """What the kernel's out-of-memory killer does: SIGKILL while calls are running; every
     call in flight fails with the crash."""
@@ -118,6 +119,7 @@ def test_a_child_killed_mid_call_is_reported_as_likely_out_of_memory(fresh_child
     assert out.completion_tokens > 0
 
 
+@pytest.mark.slow
 def test_calls_in_flight_in_the_child_answer_as_inline(fresh_children):
     """Several calls at once over the pipe come back to their own callers, byte-identical
     to the same calls answered by the engine in this process."""
@@ -137,6 +139,7 @@ def test_calls_in_flight_in_the_child_answer_as_inline(fresh_children):
     assert len({g.text for g in child}) > 1
 
 
+@pytest.mark.slow
 def test_a_cancelled_call_is_stopped_in_the_child(fresh_children):
     """Cancelling a call's future (as a timed-out call does) reaches the child; the calls
     after it answer as inline, and nothing is left waiting."""
@@ -181,6 +184,7 @@ def _running(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
+@pytest.mark.slow
 def test_the_child_stops_when_the_simworld_process_is_killed():
     """The child sees its pipe close and cancels the calls it was given: it exits within
     seconds instead of answering, to nobody, a minute of queued calls."""
@@ -198,14 +202,12 @@ def test_the_child_stops_when_the_simworld_process_is_killed():
     assert not _running(pid), "the child went on with calls nobody was waiting for"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("sent", "code", "said"),
     [
         pytest.param(signal.SIGINT, 130, "simworld: interrupted", id="ctrl_c"),
-        pytest.param(
-            signal.SIGTERM, 143, "simworld: terminated (SIGTERM)", id="sigterm",
-            marks=pytest.mark.slow,
-        ),
+        pytest.param(signal.SIGTERM, 143, "simworld: terminated (SIGTERM)", id="sigterm"),
     ],
 )  # fmt: skip
 def test_ctrl_c_in_a_terminal_stops_a_run_on_the_embedded_model_in_one_line(
@@ -238,6 +240,7 @@ def test_ctrl_c_in_a_terminal_stops_a_run_on_the_embedded_model_in_one_line(
     assert json.loads((run_dir / "manifest.json").read_text("utf-8"))["status"] == "interrupted"
 
 
+@pytest.mark.slow
 def test_ctrl_c_while_the_child_starts_is_left_to_the_parent(
     fresh_children, ctrl_c_deliverable, capfd
 ):
@@ -257,6 +260,7 @@ def test_ctrl_c_while_the_child_starts_is_left_to_the_parent(
     assert "Traceback" not in capfd.readouterr().err
 
 
+@pytest.mark.slow
 def test_sigterm_to_the_child_stops_the_run_as_a_sigterm(make_scenario, tmp_path, fresh_children):
     """The model's child ended by SIGTERM (asked to stop, not crashed): the run stops as on
     the command's own SIGTERM, marked interrupted with that error, after the last step

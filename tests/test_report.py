@@ -51,6 +51,7 @@ def test_every_figure_axis_is_labelled(run):
             plt.close(fig)
 
 
+@pytest.mark.slow
 def test_report_is_self_contained(run):
     path = build_report(run)
     assert path == run / REPORT_DIR / REPORT_FILE
@@ -67,6 +68,7 @@ def test_report_is_self_contained(run):
     assert (run / "other" / REPORT_FILE).is_file()
 
 
+@pytest.mark.slow
 def test_report_opens_in_headless_chromium(run, tmp_path):
     page = build_report(run, out_dir=tmp_path / "report")
     screenshot(page, tmp_path / "shot.png", tmp_path / "profile")
@@ -74,6 +76,7 @@ def test_report_opens_in_headless_chromium(run, tmp_path):
     assert laid_out_width(page, tmp_path / "profile") <= WIDTH
 
 
+@pytest.mark.slow
 def test_report_is_deterministic_and_marks_what_it_leaves_out(run, tmp_path):
     a = build_report(run, out_dir=tmp_path / "a")
     b = build_report(run, out_dir=tmp_path / "b")

@@ -48,6 +48,7 @@ def sweep(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_summary_is_the_mean_and_bootstrap_ci_over_seeds(sweep):
     path = build_comparison([sweep])
     assert path == sweep / "report" / "report.html"
@@ -85,6 +86,7 @@ def test_summary_is_the_mean_and_bootstrap_ci_over_seeds(sweep):
     assert (bounded.estimate <= bounded.ci_high + 1e-12).all()
 
 
+@pytest.mark.slow
 def test_comparison_is_deterministic_self_contained_and_opens_in_chromium(sweep, tmp_path):
     a = build_comparison([sweep], out_dir=tmp_path / "a")
     b = build_comparison([sweep], out_dir=tmp_path / "b")

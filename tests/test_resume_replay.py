@@ -35,6 +35,7 @@ def assert_same_outputs(a: Path, b: Path) -> None:
         assert (a / name).read_bytes() == (b / name).read_bytes(), name
 
 
+@pytest.mark.slow
 def test_kill_9_then_resume_is_identical(make_scenario, tmp_path):
     path = make_scenario(
         {"protocol.steps": 8, "llm.model": "fake/default?latency_ms=40", "llm.concurrency": 4}

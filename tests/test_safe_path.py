@@ -79,6 +79,7 @@ def test_the_embedded_model_child_starts_without_importing_the_cwd(
     assert SAFE_PATH_ENV not in os.environ  # set only while the child starts
 
 
+@pytest.mark.slow
 def test_sweep_workers_run_without_importing_the_cwd(shadowed_cwd: Path, tmp_path: Path) -> None:
     data = deep_update(BASE_SCENARIO, {"population.size": 6, "protocol.steps": 1})
     scenario = tmp_path / "elsewhere" / "sweep.yaml"
@@ -89,6 +90,7 @@ def test_sweep_workers_run_without_importing_the_cwd(shadowed_cwd: Path, tmp_pat
     assert marks(shadowed_cwd) == []
 
 
+@pytest.mark.slow
 def test_simworld_run_starts_nothing_that_imports_the_cwd(
     shadowed_cwd: Path, tmp_path: Path
 ) -> None:

@@ -22,9 +22,11 @@ SHIPPED_SCENARIO = ROOT / "scenarios" / "opinion_exchange.yaml"
 PANEL = ROOT / "agents" / "global_panel.yaml"
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture
 def _collect_garbage() -> Iterator[None]:
-    """Let asyncio leftovers of earlier runs warn before, not during, a test."""
+    """Let asyncio leftovers of earlier runs warn before, not during, a test that reads its
+    stderr (for the tests that run ``simworld run``; a collection takes a fraction of a
+    second, too long to pay for every test of this module)."""
     gc.collect()
     yield
     gc.collect()
@@ -65,6 +67,7 @@ def _short_scenario(tmp_path: Path) -> Path:
     return path
 
 
+@pytest.mark.usefixtures("_collect_garbage")
 def test_run_with_failures_writes_no_secret(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], secrets: dict[str, str]
 ) -> None:
@@ -108,6 +111,7 @@ def test_run_with_failures_writes_no_secret(
                 assert fragment.encode() not in data, f"{name} leaked into {where}"
 
 
+@pytest.mark.usefixtures("_collect_garbage")
 def test_secret_pasted_into_the_scenario_is_refused(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], secrets: dict[str, str]
 ) -> None:

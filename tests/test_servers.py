@@ -481,6 +481,7 @@ def test_deployment_rpm_is_kept_and_the_excess_is_a_rate_limit(servers, server_k
     assert 0 < wait_of(no_deployment(RouterRateLimitErrorBasic("m"), MODEL)) <= 60
 
 
+@pytest.mark.slow
 def test_calls_through_llm_worker_processes_match_and_honour_retry_after(server, server_key):
     import asyncio
 

@@ -71,7 +71,11 @@ def _calls(
 
     try:
         return loop.run_until_complete(run())
-    finally:
+    finally:  # litellm's logging worker is left waiting on the loop: cancel it, as a run does
+        pending = asyncio.all_tasks(loop)
+        for task in pending:
+            task.cancel()
+        loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
         loop.close()
 
 

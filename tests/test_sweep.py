@@ -212,6 +212,7 @@ def test_bad_input_one_line_exit_2_nothing_written(scenario, tmp_path, capsys, a
 
 
 # -- executors agree -------------------------------------------------------------------------
+@pytest.mark.slow
 def test_reference_frame_is_tidy(reference):
     frame = pd.read_parquet(reference / COMBINED_FRAME)
     assert len(frame) == RUNS * AGENTS * TOPICS * PROBES
@@ -258,6 +259,7 @@ def test_totals_sum_the_runs_prefix_estimates(reference):
     assert any(line.startswith("prefix ") for line in lines)
 
 
+@pytest.mark.slow
 def test_two_workers_match_one(scenario, reference, tmp_path):
     out = tmp_path / "sweep"
     result = run_sweep(scenario, grid=GRID, seeds=SEEDS, out_dir=out, workers=2)
@@ -265,6 +267,7 @@ def test_two_workers_match_one(scenario, reference, tmp_path):
     assert (out / COMBINED_FRAME).read_bytes() == (reference / COMBINED_FRAME).read_bytes()
 
 
+@pytest.mark.slow
 def test_ray_matches_local(scenario, reference, tmp_path):
     ray = pytest.importorskip("ray")
     out = tmp_path / "sweep"
@@ -277,6 +280,7 @@ def test_ray_matches_local(scenario, reference, tmp_path):
 
 
 # -- failures --------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_failing_run_is_reported_and_retried(tmp_path, capsys):
     """Replay with only seed 0 recorded: seed 1 fails, the sweep goes on; later it is retried."""
     from simworld.runs.run import run_scenario
@@ -334,6 +338,7 @@ def _sweep_command(scenario: Path, out: Path) -> list[str]:
             "--out", str(out), "--workers", "2", "--quiet"]  # fmt: skip
 
 
+@pytest.mark.slow
 def test_killed_sweep_resumes_each_run_exactly_once(scenario, reference, tmp_path):
     out = tmp_path / "sweep"
     cmd = _sweep_command(scenario, out)
@@ -376,6 +381,7 @@ def test_killed_sweep_resumes_each_run_exactly_once(scenario, reference, tmp_pat
     assert again.done_now == 0 and again.skipped == RUNS
 
 
+@pytest.mark.slow
 def test_sigterm_stops_a_sweep_in_one_line_and_a_rerun_finishes_it(scenario, tmp_path):
     """SIGTERM (a job scheduler's stop) to the sweep command: exit 143, one line naming it,
     and the same command run again completes the sweep."""

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The test command of the README: installs everything the tests need on a fresh machine, then
-# runs ruff, mypy (the types of the package and the benchmarks) and every test, slow ones included, printing the
-# slowest. Debian's chromium is needed by tests/test_report.py (the report in a real browser).
-# Extra arguments go to pytest; for a quick run during development: .venv/bin/pytest -m "not slow".
+# runs ruff, mypy (the types of the package and the benchmarks) and every test, slow ones
+# included, printing the slowest. Debian's chromium is needed by tests/test_report.py (the
+# report in a real browser). Extra arguments go to pytest; for a quick run during
+# development: .venv/bin/pytest -m "not slow".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ ! -x /usr/bin/chromium ]; then

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ from simworld.cli import main
 from simworld.config.scenario import LLMConfig
 from simworld.errors import ModelFailureError
 from simworld.llm.cache import ResponseCache
-from simworld.llm.gateway import Gateway, error_kind, is_transient
+from simworld.llm.gateway import Gateway, commonest_cause, error_kind, is_transient
 from simworld.llm.litellm_backend import (
     CallIdentity,
     Completion,
@@ -69,8 +70,11 @@ def test_failures_past_the_threshold_stop_the_run(make_scenario, tmp_path, capsy
     assert code == 1
     assert manifest["status"] == "failed"
     assert "llm.max_failure_rate 0.5" in manifest["error"]
+    # and says why: every call's last error was a rate limit
+    calls = manifest["totals"]["calls"]
+    assert f"; {calls} of them ended in a rate_limit error, such as: " in manifest["error"]
     assert manifest["steps_completed"] == 0
-    assert manifest["totals"]["model_calls"] == 2 * manifest["totals"]["calls"]
+    assert manifest["totals"]["model_calls"] == 2 * calls
 
 
 def test_threshold_is_settable(make_scenario, tmp_path, capsys):
@@ -85,6 +89,60 @@ def test_threshold_is_settable(make_scenario, tmp_path, capsys):
     code, manifest = _run(path, tmp_path, capsys)
     assert code == 0 and manifest["status"] == "completed"
     assert manifest["totals"]["failures"] == manifest["totals"]["calls"] > 0
+
+
+def test_the_commonest_cause_does_not_depend_on_the_order_of_failures():
+    """Most calls' kind wins, then its most frequent message; ties go alphabetically."""
+    failures = [("timeout", "slow b")] * 2 + [("server", "down")] * 3 + [("timeout", "slow a")] * 2
+    for order in (failures, failures[::-1], sorted(failures)):
+        assert commonest_cause(Counter(order)) == ("timeout", 4, "slow a")
+    assert commonest_cause(Counter([("server", "down")] * 5 + [("timeout", "t")] * 4)) == (
+        "server",
+        5,
+        "down",
+    )
+    assert commonest_cause(Counter()) is None
+
+
+def test_recorded_messages_drop_tracebacks_and_addresses(tmp_path):
+    """What litellm appends to some messages (a traceback of this machine's files, an
+    object's address) would make the same failure differ between runs: it is dropped."""
+
+    class Unreachable(LanguageModel):
+        async def complete(self, request, *, attempt, timeout_s, transient=0):  # type: ignore[no-untyped-def]
+            raise litellm.APIConnectionError(
+                "Cannot connect ssl:<ssl.SSLContext object at 0x7f27f98f5370> [refused]\n"
+                'Traceback (most recent call last):\n  File "/x/litellm/main.py", line 1',
+                "hosted_vllm",
+                request.model,
+            )
+
+    gateway = _gateway(Unreachable(), ResponseCache(tmp_path / "c.db"), "record")
+    outcome = asyncio.run(gateway.call(_request()))
+    message = outcome.errors[0]["message"]
+    assert message.endswith("Cannot connect ssl:<ssl.SSLContext object> [refused]")
+    assert "0x7f" not in message and "Traceback" not in message
+    with pytest.raises(ModelFailureError, match=r"1 of them ended in a connection error"):
+        gateway.check_failures()
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        "Missing Gemini API key. Set the GEMINI_API_KEY or GOOGLE_API_KEY environment variable.",
+        "Missing API key for DashScope. Set DASHSCOPE_API_KEY environment variable",
+        "Missing Azure AI credentials - set an API key",
+    ],
+)
+def test_a_provider_without_its_key_stops_the_run(message):
+    """Some providers' clients say they have no key by a connection error (Gemini's): that is
+    an auth error, not retried, and the run stops at once."""
+    exc = litellm.APIConnectionError(message, "gemini", "gemini/gemini-2.0-flash")
+    assert error_kind(exc) == "auth" and not is_transient(exc)
+    unrelated = litellm.APIConnectionError(
+        "missing field answer in the reply; the api key was accepted", "fake", "fake/default"
+    )
+    assert error_kind(unrelated) == "connection" and is_transient(unrelated)
 
 
 def test_missing_credentials_is_an_auth_error():

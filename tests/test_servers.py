@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import litellm
+import openai
 import pytest
 from server_fixtures import KEY, KEY_ENV, all_bytes, server, server_key, servers
 
@@ -16,7 +17,7 @@ from simworld.errors import ConfigError
 from simworld.llm.cache import ResponseCache
 from simworld.llm.credentials import KEY_VARIABLES, missing_key
 from simworld.llm.fake_server import FakeServer, chat_completion, free_port
-from simworld.llm.gateway import Gateway, retry_after_s
+from simworld.llm.gateway import Gateway, error_kind, retry_after_s
 from simworld.llm.litellm_backend import CallIdentity, LiteLLMModel, LLMRequest
 from simworld.runs.replay import verify_replay
 from simworld.runs.run import run_scenario
@@ -145,6 +146,9 @@ def test_a_provider_key_that_is_not_set_stops_a_run_or_sweep_before_anything_is_
         ("openai/gpt-4o-mini", {"OPENAI_API_KEY": "k"}, None),
         ("openai/gpt-4o-mini", {"OPENAI_ADMIN_KEY": "k"}, None),
         ("openai/gpt-4o-mini", {"OPENAI_API_KEY": ""}, "OPENAI_API_KEY"),
+        ("gemini/gemini-2.0-flash", {}, "GEMINI_API_KEY"),
+        ("gemini/gemini-2.0-flash", {"GOOGLE_API_KEY": "k"}, None),
+        ("gemini/gemini-2.0-flash", {"GEMINI_API_KEY": "k"}, None),
         ("anthropic/claude-3-5-haiku-20241022", {}, None),  # not known to need one variable
         ("fake/default", {}, None),
         ("local/gemma3-270m", {}, None),
@@ -152,6 +156,20 @@ def test_a_provider_key_that_is_not_set_stops_a_run_or_sweep_before_anything_is_
 )
 def test_the_key_a_provider_cannot_do_without(model, environ, needed):
     assert missing_key(model, environ) == needed
+
+
+@pytest.mark.parametrize("provider", sorted(KEY_VARIABLES))
+def test_litellm_refuses_these_providers_without_their_variables(provider, monkeypatch):
+    """The pre-check's table agrees with litellm: with none of a provider's variables set,
+    its first call fails for want of a key (before any request is sent)."""
+    for name in KEY_VARIABLES[provider]:
+        monkeypatch.delenv(name, raising=False)
+    model = {"openai": "openai/gpt-4o-mini", "gemini": "gemini/gemini-2.0-flash"}[provider]
+    with pytest.raises(openai.OpenAIError) as caught:
+        litellm.completion(
+            model=model, messages=[{"role": "user", "content": "hi"}], num_retries=0, timeout=5
+        )
+    assert error_kind(caught.value) == "auth"
 
 
 def test_a_key_given_to_litellm_in_the_program_is_enough(monkeypatch):

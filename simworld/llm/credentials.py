@@ -25,9 +25,15 @@ def provider_of(model: str) -> str:
         return head if sep else ""
 
 
-KEY_VARIABLES: dict[str, tuple[str, ...]] = {"openai": ("OPENAI_API_KEY", "OPENAI_ADMIN_KEY")}
+KEY_VARIABLES: dict[str, tuple[str, ...]] = {
+    "openai": ("OPENAI_API_KEY", "OPENAI_ADMIN_KEY"),
+    "gemini": ("GEMINI_API_KEY", "GOOGLE_API_KEY"),
+}
 """Providers whose client refuses to send any request unless one of these variables is set
-(or the program gave litellm a key: ``litellm.api_key``, ``litellm.openai_key``)."""
+(or the program gave litellm a key: ``litellm.api_key``, ``litellm.openai_key``). Other
+providers' clients take keys in more ways (Anthropic's: a token, a federated identity; cloud
+providers': credential files); a run on one whose key is missing stops at its first call
+(an ``auth`` error, :mod:`simworld.llm.errors`)."""
 
 
 def missing_key(model: str, environ: Mapping[str, str] | None = None) -> str | None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import re
 from datetime import UTC, datetime
 
 import litellm
@@ -26,8 +27,12 @@ FATAL_KINDS = frozenset({"auth", "permission", "not_found", "unsupported_params"
 """Error kinds that no retry can fix and that every later call would meet as well: the run
 stops at once (``failed``) instead of recording them call after call."""
 # How a provider client says that it has no credentials at all (raised before any request,
-# and wrapped by litellm as a server or connection error).
-_MISSING_CREDENTIALS = ("missing credentials", "api_key client option must be set")
+# and wrapped by litellm as a server or connection error): "Missing credentials", "Missing
+# Gemini API key", "Missing API key for DashScope", "Missing Azure AI credentials", ...
+_MISSING_CREDENTIALS = re.compile(
+    r"\bmissing(?: [\w-]+){0,3}[ _](?:api[ _]?key|credentials)\b|api_key client option must be set",
+    re.IGNORECASE,
+)
 
 
 _KINDS: tuple[tuple[type[BaseException] | tuple[type[BaseException], ...], str], ...] = (
@@ -87,8 +92,7 @@ def retry_after_s(exc: BaseException) -> float | None:
 
 def _missing_credentials(exc: BaseException) -> bool:
     """Whether the provider client refused to start for want of an API key."""
-    text = str(exc).casefold()
-    return any(marker in text for marker in _MISSING_CREDENTIALS)
+    return _MISSING_CREDENTIALS.search(str(exc)) is not None
 
 
 def is_transient(exc: BaseException) -> bool:

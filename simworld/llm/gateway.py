@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import re
 import time
+from collections import Counter
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
@@ -29,6 +31,12 @@ from simworld.support.progress import CallProgress
 from simworld.support.redact import Redactor
 
 MAX_ERROR_CHARS = 300
+TRACEBACK = "Traceback (most recent call last)"
+"""Where a recorded error message is cut: the traceback (of this machine's files) that
+litellm appends to some messages tells nothing about the call."""
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+\b")
+"""An object's memory address in a message (``<ssl.SSLContext object at 0x7f...>``):
+dropped, so that the same failure is recorded alike in every run."""
 # The longest ``Retry-After`` honoured: a server asking for more gets this (then the retry).
 RETRY_AFTER_MAX_S = 300.0
 # Provider extras kept in call records; raw token log-probabilities would swell transcripts.
@@ -226,6 +234,9 @@ class Gateway:
         self.progress = CallProgress()
         self.fatal: str | None = None
         """Set by the first error no retry can fix; later calls are not sent."""
+        self.failure_causes: Counter[tuple[str, str]] = Counter()
+        """Failed calls counted in this process by the kind and message of their last error
+        (:meth:`check_failures` names the commonest)."""
         self.keep_failures_through = -1
         """Recorded failures of steps up to this one are reused in record mode (a resumed
         run sets it to its last completed step)."""
@@ -364,6 +375,9 @@ class Gateway:
     def _count(self, outcome: CallOutcome) -> None:
         """Add a finished call to the run's totals and to the progress of its step."""
         self.accounting.add(outcome)
+        if not outcome.ok and outcome.errors:
+            last = outcome.errors[-1]
+            self.failure_causes[str(last.get("kind")), str(last.get("message", ""))] += 1
         self.progress.call_finished(
             ok=outcome.ok,
             prompt_tokens=outcome.prompt_tokens,
@@ -393,16 +407,22 @@ class Gateway:
 
         Raises:
             ModelFailureError: A call failed with an error kind in :data:`FATAL_KINDS`, or
-                the share of failed logical calls so far is above the limit.
+                the share of failed logical calls so far is above the limit (the message
+                then names the commonest cause, :func:`commonest_cause`).
         """
         if self.fatal is not None:
             raise ModelFailureError(self.fatal)
         acc, limit = self.accounting, self.config.max_failure_rate
         if acc.calls and acc.failures / acc.calls > limit:
-            raise ModelFailureError(
+            message = (
                 f"{acc.failures} of {acc.calls} model calls failed "
                 f"({acc.failures / acc.calls:.0%}), more than llm.max_failure_rate {limit:g}"
             )
+            cause = commonest_cause(self.failure_causes)
+            if cause is not None:
+                kind, count, example = cause
+                message += f"; {count} of them ended in a {kind} error, such as: {example}"
+            raise ModelFailureError(message)
 
     async def _attempt(self, request: LLMRequest, attempt: int, transient: int) -> Completion:
         """Send ``request`` once, holding a slot of the cap while it is out
@@ -519,7 +539,8 @@ class Gateway:
         return outcome
 
     def _error(self, attempt: int, kind: str, exc: BaseException) -> dict[str, Any]:
-        message = self._redactor.text(" ".join(str(exc).split()))[:MAX_ERROR_CHARS]
+        text = _ADDRESS.sub("", str(exc).split(TRACEBACK, 1)[0])
+        message = self._redactor.text(" ".join(text.split()))[:MAX_ERROR_CHARS]
         return {"attempt": attempt, "kind": kind, "message": message}
 
     def _backoff(self, attempt: int, asked: float | None = None) -> float:
@@ -528,6 +549,28 @@ class Gateway:
         cap = min(self.config.backoff_max_s, self.config.backoff_base_s * 2 ** (attempt - 1))
         wait = self._jitter.uniform(0.0, cap)
         return wait if asked is None else max(wait, min(asked, RETRY_AFTER_MAX_S))
+
+
+def commonest_cause(causes: Counter[tuple[str, str]]) -> tuple[str, int, str] | None:
+    """The error kind most failed calls ended in, how many did, and its commonest message.
+
+    Ties go to the alphabetically first kind and message, so the answer depends only on the
+    counts, never on the order in which calls failed.
+
+    Args:
+        causes: Failed calls counted by the ``(kind, message)`` of their last error.
+
+    Returns:
+        ``(kind, calls, message)``, or ``None`` when no failure is counted.
+    """
+    kinds: Counter[str] = Counter()
+    for (kind, _), count in causes.items():
+        kinds[kind] += count
+    if not kinds:
+        return None
+    kind = min(kinds, key=lambda k: (-kinds[k], k))
+    messages = [(-count, message) for (k, message), count in causes.items() if k == kind]
+    return kind, kinds[kind], min(messages)[1]
 
 
 def _stamp(outcome: CallOutcome, count: PrefixCount) -> None:

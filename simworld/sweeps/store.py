@@ -5,7 +5,7 @@ from __future__ import annotations
 import fcntl
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
@@ -37,17 +37,18 @@ FRAME_MIN_INTERVAL_S = 2.0
 # The driver rewrites sweep.json and the combined frame as results come in, but spends at
 # most this share of its time on it (big sweeps): it shares the CPUs with the workers.
 MAX_REWRITE_SHARE = 0.05
-TOTAL_KEYS = ("calls", "model_calls", "cache_hits", "failures", "prompt_tokens",
-              "completion_tokens", "cost_usd", "spent_usd", "unpriced_calls",
-              "prompt_tokens_est", "prefix_tokens_est", "cacheable_tokens_est",
-              "cached_prompt_tokens")  # fmt: skip
+TOTAL_KEYS = tuple(f.name for f in fields(Accounting))
+"""The totals a run reports (its manifest's ``totals``), summed over a sweep's runs."""
 
 
 def totals_accounting(totals: dict[str, float]) -> Accounting:
     """Summed run totals (:meth:`SweepStore.totals`) as one :class:`Accounting`, for its
     shares and summary lines."""
-    money = {"cost_usd", "spent_usd"}
-    return Accounting(**{k: v if k in money else int(v) for k, v in totals.items()})  # type: ignore[arg-type]
+    accounting = Accounting()
+    for key in TOTAL_KEYS:
+        kind = float if isinstance(getattr(accounting, key), float) else int
+        setattr(accounting, key, kind(totals.get(key, 0)))
+    return accounting
 
 
 def now_iso() -> str:

@@ -27,6 +27,9 @@ def test_death_cause_names_the_signal():
         "the model process died of SIGSEGV (Segmentation fault)"
     )
     assert death_cause(-signal.SIGKILL).endswith("(likely out of memory)")
+    illegal = death_cause(-signal.SIGILL)
+    assert illegal.startswith("the model process died of SIGILL (Illegal instruction)")
+    assert "another CPU" in illegal and "--no-cache-dir" in illegal
     assert death_cause(3) == "the model process exited with code 3"
     assert death_cause(None) == "the model process stopped answering"
 

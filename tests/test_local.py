@@ -14,6 +14,7 @@ import threading
 import time
 from concurrent.futures import Future
 
+import llama_cpp
 import pandas as pd
 import pytest
 
@@ -47,16 +48,20 @@ from simworld.llm.providers.local_engine import (
     _JSON_STRING_CHAR,
     _LOOSE_STRING_CHAR,
     AMX_FLAGS,
+    BUILD_FEATURES,
     FORK_SEQS,
     LINE_PIECE,
     PREFILL_CHUNK,
+    BuildMismatchError,
     EngineConfig,
     Generation,
     LlamaEngine,
     Sampling,
     _gbnf,
+    check_build,
     cpu_flags,
     grid_ends,
+    missing_features,
     piece_ends,
     reusable,
     use_extra_bufts,
@@ -184,6 +189,26 @@ def test_cpu_flags_are_read_from_cpuinfo(tmp_path):
     info.write_text("processor\t: 0\nflags\t\t: fpu avx2 amx_int8 amx_tile\n\nflags : other\n")
     assert cpu_flags(info) == frozenset({"fpu", "avx2", "amx_int8", "amx_tile"})
     assert cpu_flags(tmp_path / "missing") == frozenset()
+
+
+def test_a_build_for_instructions_the_cpu_lacks_is_named(monkeypatch):
+    info = "CPU : SSE3 = 1 | AVX2 = 1 | AVX512 = 1 | AVX512_VNNI = 1 | AMX_INT8 = 0 | REPACK = 1 |"
+    avx2 = frozenset({"pni", "avx2"})
+    assert missing_features(info, avx2) == ["AVX512", "AVX512_VNNI"]
+    assert missing_features(info, avx2 | {"avx512f", "avx512_vnni"}) == []
+    assert missing_features(info, frozenset()) == []  # flags unknown: nothing claimed
+    monkeypatch.setattr(llama_cpp, "llama_print_system_info", lambda: info.encode())
+    every = frozenset(BUILD_FEATURES.values())
+    check_build(every)
+    with pytest.raises(BuildMismatchError, match=r"lacks \(AVX2, AVX512\).*--no-cache-dir"):
+        check_build(every - {"avx2", "avx512f"})
+
+
+def test_the_installed_build_fits_this_cpu():
+    """What a run checks before loading the model: fails where llama-cpp-python came from a
+    machine with other instructions (a wheel from a shared pip cache)."""
+    check_build()
+    assert not missing_features(llama_cpp.llama_print_system_info().decode(), cpu_flags())
 
 
 @pytest.mark.parametrize("flag", sorted(AMX_FLAGS))

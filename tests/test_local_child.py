@@ -92,6 +92,28 @@ def test_abort_in_the_child_then_resume_matches_an_inline_run(
         assert (run / name).read_bytes() == (ref / name).read_bytes(), name
 
 
+def test_a_model_the_child_cannot_load_fails_the_run_in_one_line(
+    make_scenario, tmp_path, capfd, fresh_children
+):
+    """A GGUF file llama.cpp cannot read: the child reports the error instead of printing
+    a traceback and dying; the run is ``failed`` (resuming would fail alike), not
+    ``crashed``, and says why in one line."""
+    broken = tmp_path / "broken.gguf"
+    broken.write_bytes(b"GGUF" + bytes(range(256)) * 16)
+    path = make_scenario({**THREE_AGENTS, "llm.model": f"local/{broken}", "protocol.steps": 1})
+    run_dir = tmp_path / "run"
+    assert main(["run", str(path), "--out", str(run_dir), "--quiet", "--cache-mode", "off"]) == 1
+    err = capfd.readouterr().err
+    assert "Traceback" not in err
+    line = f"simworld: error: run failed: llm.model 'local/{broken}': the embedded model could "
+    assert [x for x in err.splitlines() if x.startswith("simworld:")] == [
+        x for x in err.splitlines() if x.strip()
+    ]
+    assert err.startswith(line + "not be loaded: ValueError: "), err
+    state = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))
+    assert state["status"] == "failed" and "could not be loaded" in state["error"]
+
+
 @pytest.mark.slow
 def test_a_child_killed_mid_call_is_reported_as_likely_out_of_memory(fresh_children):
     """What the kernel's out-of-memory killer does: SIGKILL while calls are running; every

@@ -28,7 +28,7 @@ from simworld.llm.cache import ResponseCache, check_cache_file
 from simworld.llm.credentials import missing_key, redactor_for
 from simworld.llm.gateway import Accounting, Gateway
 from simworld.llm.litellm_backend import LiteLLMModel, dropped_params
-from simworld.llm.providers.local_child import ModelCrashedError
+from simworld.llm.providers.local_child import ModelCrashedError, ModelLoadError
 from simworld.llm.providers.registry import check_scenario_model
 from simworld.runs.estimate import check_feasible
 from simworld.runs.lock import claim, claim_new, is_unstarted, locked
@@ -381,7 +381,7 @@ def _execute(
                 {"type": EventType.RUN_STOPPED.value, "step": model.steps, "reason": status}
             )
             writer.flush()
-    except (ReplayMissError, ModelFailureError) as exc:
+    except (ReplayMissError, ModelFailureError, ModelLoadError) as exc:
         status, error = RunStatus.FAILED, redactor.text(str(exc))
     except ModelCrashedError as exc:
         if exc.terminated:  # sent SIGTERM with the command, as a scheduler stops a job

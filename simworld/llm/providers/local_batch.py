@@ -102,6 +102,7 @@ from simworld.llm.providers.local_engine import (
     _common_prefix,
     _gbnf,
     _quiet_llama_logs,
+    check_build,
     cpu_flags,
     first_line,
     grid_ends,
@@ -603,7 +604,12 @@ class BatchedEngine(OnePerConfig):
 def load_engine(config: EngineConfig) -> LlamaEngine | BatchedEngine:
     """The process's engine for ``config``: the serial
     :class:`~simworld.llm.providers.local_engine.LlamaEngine` for ``batch=1``, else a
-    :class:`BatchedEngine`."""
+    :class:`BatchedEngine`.
+
+    Raises:
+        BuildMismatchError: llama.cpp was compiled for another CPU (:func:`check_build`).
+    """
+    check_build()
     if config.batch <= 1:
         return LlamaEngine.get(config)
     return BatchedEngine.get(config)

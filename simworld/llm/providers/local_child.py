@@ -10,7 +10,8 @@ answer to the future of its call. Cancelling a call's future (as a timed-out cal
 its id to the child, whose engine stops the call before its next prefill chunk or token.
 When the child dies, every call in flight, and every later call on that model, raises
 :class:`ModelCrashedError`, which names the model and how the child died; the run stops
-with status ``crashed`` and ``simworld resume`` continues it.
+with status ``crashed`` and ``simworld resume`` continues it. A child that cannot load the
+model sends the error instead (:class:`ModelLoadError`): the run fails, as a resume would.
 
 The child runs exactly the engine code the parent would run, on the same prompts, so the
 answers are the same whichever way the model runs. ``SIMWORLD_LOCAL_PROCESS=inline`` loads
@@ -39,6 +40,7 @@ from simworld.llm.providers.local_engine import (
     EngineConfig,
     Generation,
     Sampling,
+    reinstall_command,
 )
 from simworld.support.process import ctrl_c_held, leave_ctrl_c_to_the_parent, safe_path
 
@@ -52,6 +54,7 @@ _OK = "ok"
 _STOPPED = "stopped"
 _OVERFLOW = "overflow"
 _FAILED = "failed"
+_LOAD_FAILED = "load_failed"
 
 
 class ModelCrashedError(SimworldError):
@@ -64,17 +67,32 @@ class ModelCrashedError(SimworldError):
             ended it), if known.
     """
 
+    happened = "crashed"
+
     def __init__(self, model: str, what: str, exitcode: int | None = None) -> None:
         self.model = model
         self.what = what
         self.exitcode = exitcode
-        super().__init__(f"llm.model {model!r}: the embedded model crashed: {what}")
+        super().__init__(f"llm.model {model!r}: the embedded model {self.happened}: {what}")
 
     @property
     def terminated(self) -> bool:
         """Whether a SIGTERM ended the process: a stop someone asked for (a job scheduler
         stopping the command's whole process group reaches the child too), not a crash."""
         return self.exitcode == -signal.SIGTERM
+
+
+class ModelLoadError(ModelCrashedError):
+    """The child could not load a ``local/`` model (a context too large for the memory, a
+    llama.cpp build for another CPU): the run fails; resuming it would fail alike.
+
+    Args:
+        model: The model string.
+        what: The engine's error, as ``Kind: message``.
+        exitcode: The child's exit code, if known.
+    """
+
+    happened = "could not be loaded"
 
 
 class Engine(Protocol):
@@ -120,9 +138,16 @@ def death_cause(exitcode: int | None) -> str:
         except ValueError:
             return f"the model process was killed by signal {-exitcode}"
         described = signal.strsignal(sig) or sig.name
-        hint = " (likely out of memory)" if sig == signal.SIGKILL else ""
+        hint = _HINTS.get(sig, "").format(reinstall_command())
         return f"the model process died of {sig.name} ({described}){hint}"
     return f"the model process exited with code {exitcode}"
+
+
+_HINTS = {
+    signal.SIGKILL: " (likely out of memory)",
+    signal.SIGILL: " (llama.cpp compiled for another CPU? rebuild it on this machine: {})",
+}
+"""What a death by each signal most likely means, added to its description."""
 
 
 @dataclass
@@ -262,9 +287,15 @@ class ChildEngine:
     def _wait_ready(self) -> None:
         """Wait for the child's ready message, then start the reader thread."""
         try:
-            self._conn.recv()
+            kind, failure = self._conn.recv()
         except (EOFError, ConnectionResetError, OSError):
             self._died()
+            return
+        if kind == _LOAD_FAILED:
+            self._process.join(timeout=5.0)
+            with self._lock:
+                self._crash = ModelLoadError(self.model, f"{failure.kind}: {failure.message}")
+            self._conn.close()
             return
         self._reader = threading.Thread(
             target=self._read, name=f"simworld-local-reader-{self.pid}", daemon=True
@@ -340,7 +371,11 @@ def _serve(conn: Connection, config: EngineConfig, crash_after: int) -> None:
     from simworld.llm.providers.local_batch import load_engine
 
     leave_ctrl_c_to_the_parent()
-    engine = load_engine(config)
+    try:
+        engine = load_engine(config)
+    except Exception as exc:  # the parent stops the run with it (ModelLoadError)
+        conn.send((_LOAD_FAILED, _Failure(type(exc).__name__, str(exc))))
+        return
     send_lock = threading.Lock()
     conn.send((_READY, None))
     served = 0

@@ -209,6 +209,87 @@ def cpu_flags(cpuinfo: Path = _CPUINFO) -> frozenset[str]:
     return frozenset()
 
 
+BUILD_FEATURES = {
+    "SSE3": "pni",
+    "SSSE3": "ssse3",
+    "AVX": "avx",
+    "AVX_VNNI": "avx_vnni",
+    "AVX2": "avx2",
+    "F16C": "f16c",
+    "FMA": "fma",
+    "BMI2": "bmi2",
+    "AVX512": "avx512f",
+    "AVX512_VBMI": "avx512vbmi",
+    "AVX512_VNNI": "avx512_vnni",
+    "AVX512_BF16": "avx512_bf16",
+    "AMX_INT8": "amx_int8",
+}
+"""The instruction sets llama.cpp's ``llama_print_system_info()`` says its CPU code was
+compiled for (``AVX512 = 1``), and the ``/proc/cpuinfo`` flag of each."""
+
+
+def reinstall_command() -> str:
+    """The command that compiles the installed llama-cpp-python again, for this machine."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        pin = f"=={version('llama-cpp-python')}"
+    except PackageNotFoundError:
+        pin = ""
+    return f"pip install --force-reinstall --no-cache-dir --no-deps llama-cpp-python{pin}"
+
+
+class BuildMismatchError(RuntimeError):
+    """llama.cpp was compiled for instructions this CPU does not have."""
+
+
+def missing_features(system_info: str, flags: frozenset[str]) -> list[str]:
+    """The instruction sets a llama.cpp build uses that a CPU lacks.
+
+    pip compiles llama-cpp-python for the CPU it builds on (``GGML_NATIVE``) and caches the
+    wheel; a wheel built on one machine and installed on another (a shared home directory, a
+    copied venv or pip cache) stops with an illegal instruction on a CPU without them.
+
+    Args:
+        system_info: What ``llama_print_system_info()`` prints (``AVX2 = 1 | ...``).
+        flags: The CPU's feature flags (:func:`cpu_flags`); empty when unknown, and then
+            nothing is reported.
+
+    Returns:
+        The build's names of the missing instruction sets, in the order printed.
+    """
+    if not flags:
+        return []
+    missing = []
+    for item in system_info.replace(":", "|").split("|"):
+        name, sep, value = item.partition("=")
+        flag = BUILD_FEATURES.get(name.strip())
+        if sep and value.strip() == "1" and flag is not None and flag not in flags:
+            missing.append(name.strip())
+    return missing
+
+
+def check_build(flags: frozenset[str] | None = None) -> None:
+    """Refuse to load a model with a llama.cpp build compiled for another CPU.
+
+    Args:
+        flags: The CPU's feature flags (default: this machine's, :func:`cpu_flags`).
+
+    Raises:
+        BuildMismatchError: Naming what the CPU lacks and the command that rebuilds it here.
+    """
+    import llama_cpp
+
+    info = llama_cpp.llama_print_system_info().decode()
+    missing = missing_features(info, cpu_flags() if flags is None else flags)
+    if missing:
+        raise BuildMismatchError(
+            f"llama-cpp-python was compiled for instructions this CPU lacks "
+            f"({', '.join(missing)}), on another machine; rebuild it on this one: "
+            + reinstall_command()
+        )
+
+
 def use_extra_bufts(choice: str, flags: frozenset[str]) -> bool:
     """Whether to load a model with llama.cpp's extra CPU buffer types.
 

@@ -285,8 +285,8 @@ def check_build(flags: frozenset[str] | None = None) -> None:
     if missing:
         raise BuildMismatchError(
             f"llama-cpp-python was compiled for instructions this CPU lacks "
-            f"({', '.join(missing)}), on another machine; rebuild it on this one: "
-            + reinstall_command()
+            f"({', '.join(missing)}): built on another machine or with other flags; rebuild "
+            "it on this one: " + reinstall_command()
         )
 
 

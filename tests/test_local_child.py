@@ -92,12 +92,15 @@ def test_abort_in_the_child_then_resume_matches_an_inline_run(
         assert (run / name).read_bytes() == (ref / name).read_bytes(), name
 
 
-def test_a_model_the_child_cannot_load_fails_the_run_in_one_line(
-    make_scenario, tmp_path, capfd, fresh_children
+@pytest.mark.parametrize("mode", ["child", "inline"])
+def test_a_model_that_cannot_be_loaded_fails_the_run_in_one_line(
+    make_scenario, tmp_path, capfd, fresh_children, monkeypatch, mode
 ):
     """A GGUF file llama.cpp cannot read: the child reports the error instead of printing
     a traceback and dying; the run is ``failed`` (resuming would fail alike), not
-    ``crashed``, and says why in one line."""
+    ``crashed``, and says why in one line at its first call, in the simworld process too
+    (where litellm would have it retried as a connection error)."""
+    monkeypatch.setenv("SIMWORLD_LOCAL_PROCESS", mode)
     broken = tmp_path / "broken.gguf"
     broken.write_bytes(b"GGUF" + bytes(range(256)) * 16)
     path = make_scenario({**THREE_AGENTS, "llm.model": f"local/{broken}", "protocol.steps": 1})
@@ -108,6 +111,7 @@ def test_a_model_the_child_cannot_load_fails_the_run_in_one_line(
     assert len(lines) == 1 and lines[0].startswith(start + "not be loaded: ValueError: "), lines
     state = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))
     assert state["status"] == "failed" and "could not be loaded" in state["error"]
+    assert state["totals"]["model_calls"] <= 16  # stopped in the first calls, not retried
 
 
 @pytest.mark.slow

@@ -47,7 +47,8 @@ from litellm import CustomLLM
 from litellm.types.utils import ModelResponse
 
 from simworld.errors import SimworldError
-from simworld.llm.providers.local_child import ChildEngine, ModelCrashedError, engine_for
+from simworld.llm.providers.local_child import ModelCrashedError, engine_for
+from simworld.llm.providers.local_child import crash_of as model_crash
 from simworld.llm.providers.local_engine import (
     DEFAULT_BATCH,
     DEFAULT_N_CTX,
@@ -262,7 +263,8 @@ def parallelism(model: str) -> int:
 
 
 def crash_of(model: str) -> ModelCrashedError | None:
-    """The crash of the process that ran ``model`` in its last call, if it died.
+    """The crash of the process that ran ``model`` in its last call, if it died, or why it
+    could not load the model (:func:`~simworld.llm.providers.local_child.crash_of`).
 
     Errors raised inside a litellm handler reach the caller wrapped as retryable connection
     errors; a crash must instead stop the run, so the backend asks here after a failure.
@@ -273,7 +275,7 @@ def crash_of(model: str) -> ModelCrashedError | None:
         config = parse_model(model)
     except LocalModelError:
         return None
-    return ChildEngine.crash_of(config)
+    return model_crash(config)
 
 
 def _schema(params: dict[str, Any]) -> dict[str, Any] | None:

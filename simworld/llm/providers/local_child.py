@@ -11,7 +11,8 @@ its id to the child, whose engine stops the call before its next prefill chunk o
 When the child dies, every call in flight, and every later call on that model, raises
 :class:`ModelCrashedError`, which names the model and how the child died; the run stops
 with status ``crashed`` and ``simworld resume`` continues it. A child that cannot load the
-model sends the error instead (:class:`ModelLoadError`): the run fails, as a resume would.
+model sends the error instead (:class:`ModelLoadError`): the run fails, as a resume would;
+so does a load that fails in the simworld process (``inline``, below).
 
 The child runs exactly the engine code the parent would run, on the same prompts, so the
 answers are the same whichever way the model runs. ``SIMWORLD_LOCAL_PROCESS=inline`` loads
@@ -119,13 +120,35 @@ def process_mode() -> str:
     return raw
 
 
+_INLINE_LOAD_ERRORS: dict[EngineConfig, ModelLoadError] = {}
+"""The last failed load of each config in this process (``inline`` mode), until one loads."""
+
+
 def engine_for(model: str, config: EngineConfig) -> Engine:
-    """The engine that answers ``model``: a child process's, or this process's."""
+    """The engine that answers ``model``: a child process's, or this process's.
+
+    Raises:
+        ModelLoadError: This process could not load the model (``inline`` mode; a child's
+            load error is raised by its calls).
+    """
     if process_mode() == "inline":
         from simworld.llm.providers.local_batch import load_engine
 
-        return load_engine(config)
+        try:
+            engine = load_engine(config)
+        except Exception as exc:
+            error = ModelLoadError(model, f"{type(exc).__name__}: {exc}")
+            _INLINE_LOAD_ERRORS[config] = error
+            raise error from exc
+        _INLINE_LOAD_ERRORS.pop(config, None)
+        return engine
     return ChildEngine.get(model, config)
+
+
+def crash_of(config: EngineConfig) -> ModelCrashedError | None:
+    """Why ``config``'s model cannot answer: its child died or could not load it, or this
+    process could not (``inline`` mode); ``None`` when neither happened."""
+    return _INLINE_LOAD_ERRORS.get(config) or ChildEngine.crash_of(config)
 
 
 def death_cause(exitcode: int | None) -> str:

@@ -137,7 +137,7 @@ def engine_for(model: str, config: EngineConfig) -> Engine:
         try:
             engine = load_engine(config)
         except Exception as exc:
-            error = ModelLoadError(model, f"{type(exc).__name__}: {exc}")
+            error = ModelLoadError(model, str(_Failure.of(exc)))
             _INLINE_LOAD_ERRORS[config] = error
             raise error from exc
         _INLINE_LOAD_ERRORS.pop(config, None)
@@ -179,6 +179,14 @@ class _Failure:
 
     kind: str
     message: str
+
+    @classmethod
+    def of(cls, exc: BaseException) -> _Failure:
+        """The failure of ``exc``: its type's name and its text."""
+        return cls(type(exc).__name__, str(exc))
+
+    def __str__(self) -> str:
+        return f"{self.kind}: {self.message}"
 
 
 class ChildEngine:
@@ -315,10 +323,7 @@ class ChildEngine:
             self._died()
             return
         if kind == _LOAD_FAILED:
-            self._process.join(timeout=5.0)
-            with self._lock:
-                self._crash = ModelLoadError(self.model, f"{failure.kind}: {failure.message}")
-            self._conn.close()
+            self._died(ModelLoadError(self.model, str(failure)))
             return
         self._reader = threading.Thread(
             target=self._read, name=f"simworld-local-reader-{self.pid}", daemon=True
@@ -342,7 +347,7 @@ class ChildEngine:
             if kind == _OVERFLOW:
                 future.set_exception(ContextOverflowError(value.message))
             elif kind == _FAILED:
-                future.set_exception(RuntimeError(f"{value.kind}: {value.message}"))
+                future.set_exception(RuntimeError(str(value)))
             else:
                 future.set_result(value)
 
@@ -354,14 +359,15 @@ class ChildEngine:
                 crash.__cause__ = cause
                 future.set_exception(crash)
 
-    def _died(self) -> ModelCrashedError:
-        """Record the child's death (waiting briefly for its exit code) and describe it."""
+    def _died(self, cause: ModelCrashedError | None = None) -> ModelCrashedError:
+        """Record the child's death (waiting briefly for its exit code) and describe it:
+        as ``cause`` when given (the child said why it stopped), else by its exit code."""
         with self._lock:
             if self._crash is not None:
                 return self._crash
         self._process.join(timeout=5.0)
         exitcode = self._process.exitcode
-        crash = ModelCrashedError(self.model, death_cause(exitcode), exitcode)
+        crash = cause or ModelCrashedError(self.model, death_cause(exitcode), exitcode)
         with self._lock:
             if self._crash is None:
                 self._crash = crash
@@ -397,7 +403,7 @@ def _serve(conn: Connection, config: EngineConfig, crash_after: int) -> None:
     try:
         engine = load_engine(config)
     except Exception as exc:  # the parent stops the run with it (ModelLoadError)
-        conn.send((_LOAD_FAILED, _Failure(type(exc).__name__, str(exc))))
+        conn.send((_LOAD_FAILED, _Failure.of(exc)))
         return
     send_lock = threading.Lock()
     conn.send((_READY, None))
@@ -411,9 +417,9 @@ def _serve(conn: Connection, config: EngineConfig, crash_after: int) -> None:
         elif (exc := future.exception()) is None:
             message = (_OK, future.result())
         elif isinstance(exc, ContextOverflowError):
-            message = (_OVERFLOW, _Failure(type(exc).__name__, str(exc)))
+            message = (_OVERFLOW, _Failure.of(exc))
         else:  # sent to the parent, which raises it there
-            message = (_FAILED, _Failure(type(exc).__name__, str(exc)))
+            message = (_FAILED, _Failure.of(exc))
         try:
             with send_lock:
                 conn.send((call_id, *message))

@@ -23,7 +23,7 @@ Analysis:
 The LLM layer:
     :class:`Gateway`, :class:`LiteLLMModel`.
 Errors:
-    :class:`SimworldError`, :class:`ConfigError`.
+    :class:`SimworldError`, :class:`ConfigError`, :class:`PluginError`.
 
 Example::
 
@@ -72,6 +72,7 @@ _EXPORTS: dict[str, str] = {
     "LiteLLMModel": "simworld.llm.litellm_backend",
     "SimworldError": "simworld.errors",
     "ConfigError": "simworld.errors",
+    "PluginError": "simworld.errors",
 }
 _SUBPACKAGES = ("measures", "analysis")
 
@@ -80,6 +81,7 @@ __all__ = [
     "Gateway",
     "LiteLLMModel",
     "PersonaAgent",
+    "PluginError",
     "Run",
     "RunResult",
     "RunStatus",
@@ -109,7 +111,7 @@ if TYPE_CHECKING:
     from simworld.engine.agent import PersonaAgent
     from simworld.engine.model import SocialSimulation
     from simworld.engine.record import StepRecord
-    from simworld.errors import ConfigError, SimworldError
+    from simworld.errors import ConfigError, PluginError, SimworldError
     from simworld.llm.gateway import Gateway
     from simworld.llm.litellm_backend import LiteLLMModel
     from simworld.runs.replay import branch_run, verify_replay

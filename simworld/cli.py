@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from simworld.errors import ConfigError, SimworldError
+from simworld.support.plugins import plugin_fault
 from simworld.support.rundir import FINISHED, RunStatus
 from simworld.support.yamlio import parse_scalar
 
@@ -122,6 +123,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SimworldError as exc:
         print(f"simworld: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except Exception as exc:
+        fault = plugin_fault(exc)
+        if fault is None:
+            raise  # simworld's own bug: its traceback is what a report needs
+        print(f"simworld: error: {fault}", file=sys.stderr)
+        return EXIT_RUN_FAILED
 
 
 def _finish(result: RunResult) -> int:

@@ -140,6 +140,12 @@ def config_error_from_validation(
     return ConfigError(path, field, msg)
 
 
+class PluginError(SimworldError):
+    """A plug-in (an extra tracker, a protocol, an agent class, an intervention type) broke
+    its contract while a run went: it returned something simworld cannot use. The run stops
+    with status ``failed``, naming the plug-in."""
+
+
 class ModelFailureError(SimworldError):
     """The run's model calls fail in a way that continuing cannot fix.
 

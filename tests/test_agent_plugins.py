@@ -13,7 +13,7 @@ from simworld.cli import main
 from simworld.config.scenario import Topic, load_scenario
 from simworld.engine.agent import PersonaAgent
 from simworld.engine.model import SocialSimulation
-from simworld.errors import ConfigError
+from simworld.errors import ConfigError, PluginError
 from simworld.runs.replay import verify_replay
 from simworld.runs.run import run_scenario
 
@@ -87,7 +87,7 @@ def test_addressing_a_stranger_is_an_error(make_scenario: Callable[..., Path]) -
             return [self]
 
     model = SocialSimulation.from_scenario(make_scenario(), agent_class=Rude)
-    with model, pytest.raises(ValueError, match="not a listener"):
+    with model, pytest.raises(PluginError, match=r"Rude\.addressees: .* not a listener"):
         model.step()
 
 

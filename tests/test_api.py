@@ -19,6 +19,7 @@ PUBLIC = [
     "Gateway",
     "LiteLLMModel",
     "PersonaAgent",
+    "PluginError",
     "Run",
     "RunResult",
     "RunStatus",
@@ -187,3 +188,36 @@ def test_the_python_page_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     assert list(scope["population"]["step"]) == [0, 1, 2]
     assert len(scope["speakers"]) == 30 and not scope["drift"].empty
     assert (tmp_path / "outputs" / "opinion_exchange").is_dir()
+
+
+def test_readers_take_a_str_and_refuse_what_is_not_a_run(
+    make_scenario: Callable[..., Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "run"
+    assert sw.run_scenario(make_scenario(), out_dir=out).status == "completed"
+    assert len(sw.Run(str(out)).frame("drift")) > 0  # type: ignore[arg-type]
+    assert sw.read_transcript(str(out))[0]["type"] == "run_start"
+    with pytest.raises(sw.ConfigError, match=r"not a run directory \(give the run directory"):
+        sw.read_transcript(out / "transcript.jsonl")
+    with pytest.raises(sw.ConfigError, match=r"not a run directory \(no transcript\)"):
+        sw.read_transcript(tmp_path)
+
+
+def test_stepping_a_finished_or_closed_model_says_so(make_scenario: Callable[..., Path]) -> None:
+    model = sw.SocialSimulation.from_scenario(make_scenario({"protocol.steps": 1}))
+    with model:
+        model.step()
+        assert not model.running
+        with pytest.raises(RuntimeError, match=r"the run is over \(its steps are done"):
+            model.step()
+    with pytest.raises(RuntimeError, match="the model is closed"):
+        model.step()
+
+
+def test_an_unknown_frame_names_the_frames(
+    make_scenario: Callable[..., Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "run"
+    assert sw.run_scenario(make_scenario(), out_dir=out).status == "completed"
+    with pytest.raises(KeyError, match="no frame 'nosuch'; the frames: drift, population, "):
+        sw.Run(out).frame("nosuch")

@@ -14,7 +14,10 @@ def test_options_are_parsed_once_per_model_string() -> None:
     assert FakeOptions.parse("fake/default").failures == FAILURE_KINDS
 
 
-@pytest.mark.parametrize("model", ["fake/default?speed=3", "fake/default?failures=crash"])
+@pytest.mark.parametrize(
+    "model",
+    ["fake/default?speed=3", "fake/default?failures=crash", "fake/default?failure_rate=2"],
+)
 def test_bad_options_raise_every_time(model: str) -> None:
     for _ in range(2):
         with pytest.raises(ValueError, match="fake provider"):

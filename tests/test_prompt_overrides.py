@@ -64,6 +64,11 @@ def test_overrides_change_the_call_identities_and_replay(
         ({"local_preamble": "x"}, "prompts.local_preamble: rendered by the local provider"),
         ({"post": "{statement} {colour}"}, "prompts.post: unknown field {colour}"),
         ({"post": "{statement"}, "prompts.post: malformed template"),
+        ({"no_memories": "hi {}"}, "prompts.no_memories: malformed template: {}: write"),
+        ({"post": "{statement.__class__}"}, "malformed template: {statement.__class__}: write"),
+        ({"post": "{statement:d}"}, "prompts.post: malformed template: {statement:d}: write"),
+        ({"post": "{statement!r}"}, "prompts.post: malformed template: {statement!r}: write"),
+        ({"post": "{memories[0]}"}, "prompts.post: malformed template: {memories[0]}: write"),
     ],
 )
 def test_a_bad_override_is_one_line_and_exit_2(
@@ -80,3 +85,10 @@ def test_a_bad_override_is_one_line_and_exit_2(
     assert main(["run", str(path), "--out", str(out), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert not out.exists() and err.count("\n") == 1 and message in err
+
+
+def test_a_field_written_as_the_packaged_template_writes_it_is_allowed(
+    make_scenario: Callable[..., Path],
+) -> None:
+    path = make_scenario({"prompts": {"baseline_message": "{label}, that is {value:.2f}"}})
+    SocialSimulation.from_scenario(path).close()  # no ConfigError

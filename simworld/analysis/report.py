@@ -48,7 +48,7 @@ from simworld.runs.tables import run_agents, run_edges
 from simworld.runs.writer import atomic_write_bytes
 from simworld.support.events import EventType
 from simworld.support.recipients import Recipients
-from simworld.support.rundir import REPORT_DIR, TRANSCRIPT
+from simworld.support.rundir import REPORT_DIR, TRACKERS_DIR, TRANSCRIPT
 from simworld.trackers.tracker_set import BUILTIN_TRACKERS, TrackerSet, tracker_scenario
 
 REPORT_FILE = "report.html"
@@ -788,7 +788,13 @@ def section_scripted(page: Page) -> list[str]:
 
 
 def extra_frame_names(run: Run) -> list[str]:
-    """The frames of the run's own trackers (``trackers.extra``), in scenario order."""
+    """The frames of the run's own trackers (``trackers.extra``): those written in its
+    ``trackers/`` folder, by name, so a report needs no plug-in code; of a run without the
+    folder, those its scenario's trackers give, in scenario order."""
+    written = run.path / TRACKERS_DIR
+    if written.is_dir():
+        builtin = {cls.name for cls in BUILTIN_TRACKERS}
+        return sorted(p.stem for p in written.glob("*.parquet") if p.stem not in builtin)
     trackers = TrackerSet(tracker_scenario(run.manifest))
     return trackers.names[len(BUILTIN_TRACKERS) :]
 

@@ -53,6 +53,9 @@ class Run:
 
     path: Path
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", Path(self.path))  # a str works too
+
     @cached_property
     def manifest(self) -> dict[str, Any]:
         """The run's ``manifest.json``."""

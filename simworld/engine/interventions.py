@@ -20,10 +20,10 @@ from simworld.config.interventions import (
     Selection,
 )
 from simworld.engine.context import AgentView, Society
-from simworld.errors import ConfigError
+from simworld.errors import ConfigError, PluginError
 from simworld.measures import believes
 from simworld.support.events import Event, EventType
-from simworld.support.plugins import import_object, snake_case
+from simworld.support.plugins import check_call, import_object, plugin_fault, snake_case
 
 Edge = list[int]
 RESERVED = ("type", "step", "index", "kind")
@@ -58,6 +58,11 @@ def load_custom(
             built[i] = cls(**item.params)
         except TypeError as exc:
             raise ConfigError(source, f"interventions[{i}].params", str(exc)) from exc
+        except Exception as exc:
+            why = plugin_fault(exc) or f"{type(exc).__name__}: {exc}"
+            raise ConfigError(source, field, f"{item.type}: could not be built: {why}") from exc
+        call = "apply(model, step)"
+        check_call(built[i].apply, 2, source=source, field=field, spec=item.type, call=call)
     return built
 
 
@@ -90,8 +95,8 @@ def apply_intervention(
       type's name (:func:`custom_name`).
 
     Raises:
-        ValueError: A custom intervention without its built ``custom`` object, or whose
-            ``apply`` returned no dict or set a reserved key.
+        ValueError: A custom intervention without its built ``custom`` object.
+        PluginError: Its ``apply`` returned no dict or set a reserved key.
     """
     event: Event = {
         "type": EventType.INTERVENTION.value,
@@ -108,8 +113,10 @@ def apply_intervention(
             raise ValueError(f"interventions[{index}]: custom intervention not built")
         fields = custom.apply(model, item.step)
         if not isinstance(fields, dict) or any(k in RESERVED for k in fields):
-            msg = f"{item.type}: apply() must return a dict without the keys {RESERVED}"
-            raise ValueError(msg)
+            raise PluginError(
+                f"interventions[{index}].type: {item.type}: apply() must return a dict without "
+                f"the keys {RESERVED}"
+            )
         event["kind"] = custom_name(custom)
         event.update(fields)
     else:

@@ -27,7 +27,7 @@ from simworld.engine.policy import BaselinePolicy, Statement
 from simworld.engine.probe_batch import batch_request, item_field
 from simworld.engine.protocols import Protocol, Turn, protocol_name, resolve_protocol
 from simworld.engine.record import Job, StepRecord
-from simworld.errors import ConfigError
+from simworld.errors import ConfigError, PluginError
 from simworld.llm.cache import ResponseCache
 from simworld.llm.gateway import CallOutcome, Gateway
 from simworld.llm.litellm_backend import LiteLLMModel, in_place_executor
@@ -40,6 +40,7 @@ from simworld.society.network import build_graph, isolation_warning
 from simworld.society.population import build_population
 from simworld.support.events import Event, EventType
 from simworld.support.hashing import canonical_json
+from simworld.support.plugins import plugin_fault
 from simworld.support.process import Terminated, raise_terminated
 from simworld.support.recipients import Recipients
 from simworld.support.redact import Redactor
@@ -117,7 +118,13 @@ class SocialSimulation(mesa.Model):
             agent_class = PersonaAgent if spec is None else agent_class_from(spec, source=source)
         prompts.check_overrides(scenario.prompts, source=source)
         with prompts.overridden(scenario.prompts):
-            self._by_node = [agent_class(self, p, node) for node, p in enumerate(personas)]
+            try:
+                self._by_node = [agent_class(self, p, node) for node, p in enumerate(personas)]
+            except Exception as exc:
+                fault = plugin_fault(exc)
+                if fault is None:
+                    raise
+                raise ConfigError(source, "population.agent_class", fault) from exc
         self.policy: BaselinePolicy | None = None
         if scenario.baseline is not None:
             self.policy = BaselinePolicy(
@@ -145,7 +152,7 @@ class SocialSimulation(mesa.Model):
         self._followed: tuple[StepRecord | None, int] = (None, 0)
         start = self.start_event()
         self.recipients.observe(start)
-        self.trackers = TrackerSet(scenario)
+        self.trackers = TrackerSet(scenario, source=source)
         self.trackers.observe(start)
         self.datacollector = self.trackers.datacollector()
         self._owned_cache: ResponseCache | None = None
@@ -402,7 +409,17 @@ class SocialSimulation(mesa.Model):
         interaction (the protocol's: conversations, or Asch trials in ``asch`` mode), stances
         and memory upkeep, then the probe if this step is a probe step.
 
-        The scenario's ``prompts`` overrides are in effect throughout."""
+        The scenario's ``prompts`` overrides are in effect throughout.
+
+        Raises:
+            RuntimeError: The model is closed, or its run is over (``running`` is false:
+                ``protocol.steps`` steps are done, or the budget ran out).
+        """
+        if self._loop.is_closed():
+            raise RuntimeError("the model is closed: build a new one to run again")
+        if not self.running:
+            why = f"stopped: {self.stopped_reason}" if self.stopped_reason else "its steps are done"
+            raise RuntimeError(f"the run is over ({why}; model.running is False)")
         with prompts.overridden(self.scenario.prompts):
             self._step()
 
@@ -464,11 +481,24 @@ class SocialSimulation(mesa.Model):
         """The turns whose speaker speaks, each to the listeners its speaker addresses.
 
         Raises:
-            ValueError: An agent addressed someone who would not have heard the turn.
+            PluginError: The protocol gave a turn a prompt template that does not exist or a
+                listener that is not the speaker's neighbour, or an agent addressed someone
+                who would not have heard the turn.
         """
         shaped = []
         for turn in turns:
             speaker = turn.speaker
+            if turn.template not in prompts.templates():
+                raise PluginError(
+                    f"protocol {protocol_name(self.protocol)!r}: a turn of agent {speaker.key} "
+                    f"uses prompt template {turn.template!r}, which prompts.yaml does not have"
+                )
+            far = [a.key for a in turn.listeners if not self.graph.has_edge(speaker.node, a.node)]
+            if far:
+                raise PluginError(
+                    f"protocol {protocol_name(self.protocol)!r}: agent {speaker.key} speaks to "
+                    f"{far[0]}, who is not its neighbour (messages travel only along edges)"
+                )
             if speaker.baseline:
                 shaped.append(turn)
                 continue
@@ -477,8 +507,10 @@ class SocialSimulation(mesa.Model):
             chosen = speaker.addressees(list(turn.listeners), topic, step)
             strangers = [a.key for a in chosen if a not in turn.listeners]
             if strangers:
-                msg = f"agent {speaker.key} addressed {strangers[0]}, who is not a listener"
-                raise ValueError(msg)
+                raise PluginError(
+                    f"{type(speaker).__qualname__}.addressees: agent {speaker.key} addressed "
+                    f"{strangers[0]}, who is not a listener"
+                )
             shaped.append(replace(turn, listeners=list(chosen)))
         return shaped
 
@@ -571,8 +603,23 @@ class SocialSimulation(mesa.Model):
             outcome = await self.gateway.call(request, schema)
             outcomes.append(outcome)
             raw = _said(outcome) if outcome.ok else None
-            texts.append(None if raw is None else turn.speaker.postprocess(raw, topic, step))
+            texts.append(None if raw is None else self._postprocess(turn.speaker, raw, topic, step))
         return outcomes, texts
+
+    @staticmethod
+    def _postprocess(speaker: PersonaAgent, raw: str, topic: Topic, step: int) -> str:
+        """The message ``speaker`` says (:meth:`PersonaAgent.postprocess` of the model's text).
+
+        Raises:
+            PluginError: ``postprocess`` returned something other than text.
+        """
+        text = speaker.postprocess(raw, topic, step)
+        if not isinstance(text, str):
+            raise PluginError(
+                f"{type(speaker).__qualname__}.postprocess returned {type(text).__name__}, "
+                "not the message text (str)"
+            )
+        return text
 
     def _log_conversation(
         self, record: StepRecord, turns: list[Turn], topic: Topic, step: int, index: int

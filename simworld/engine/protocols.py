@@ -29,7 +29,13 @@ from simworld.engine.context import Society
 from simworld.engine.grouping import balanced_groups, random_groups
 from simworld.engine.record import StepRecord
 from simworld.errors import ConfigError
-from simworld.support.plugins import import_object, is_plugin_spec, snake_case
+from simworld.support.plugins import (
+    check_call,
+    import_object,
+    is_plugin_spec,
+    plugin_fault,
+    snake_case,
+)
 
 
 @dataclass
@@ -210,8 +216,12 @@ def register_protocol(protocol: Protocol) -> Protocol:
     ``simworld replay``/``resume`` rebuild a run, select the class by ``path.py:Class`` instead.
 
     Raises:
+        TypeError: ``protocol`` is not a :class:`Protocol` instance (a class, say).
         ValueError: The name is a shipped protocol's, or taken by another protocol.
     """
+    if not isinstance(protocol, Protocol):
+        what = "a class" if isinstance(protocol, type) else type(protocol).__name__
+        raise TypeError(f"register_protocol takes a Protocol instance, not {what}")
     name = protocol_name(protocol)
     current = PROTOCOLS.get(name)
     if name in SHIPPED or (current is not None and current is not protocol):
@@ -239,12 +249,22 @@ def resolve_protocol(mode: str, *, source: str | Path = "<scenario>") -> Protoco
             "class as path.py:Class or module:Class"
         )
         raise ConfigError(source, "protocol.mode", msg)
-    found = import_object(mode, source=source, field="protocol.mode")
+    field = "protocol.mode"
+    found = import_object(mode, source=source, field=field)
     if isinstance(found, type) and issubclass(found, Protocol):
-        found = found()
+        try:
+            found = found()
+        except Exception as exc:
+            why = plugin_fault(exc) or f"{type(exc).__name__}: {exc}"
+            raise ConfigError(source, field, f"{mode}: could not be built: {why}") from exc
     if not isinstance(found, Protocol):
         msg = f"{mode}: not a simworld.engine.protocols.Protocol subclass"
-        raise ConfigError(source, "protocol.mode", msg)
+        raise ConfigError(source, field, msg)
+    calls = {"run": ("run(model, record, step, topic)", 4), "plan": ("plan(model, step, topic)", 3)}
+    for method, (call, n_args) in calls.items():
+        if getattr(type(found), method) is not getattr(Protocol, method):
+            function = getattr(found, method)
+            check_call(function, n_args, source=source, field=field, spec=mode, call=call)
     return found
 
 

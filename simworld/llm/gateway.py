@@ -421,7 +421,8 @@ class Gateway:
             cause = commonest_cause(self.failure_causes)
             if cause is not None:
                 kind, count, example = cause
-                message += f"; {count} of them ended in a {kind} error, such as: {example}"
+                article = "an" if kind[:1] in "aeiou" else "a"
+                message += f"; {count} of them ended in {article} {kind} error, such as: {example}"
             raise ModelFailureError(message)
 
     async def _attempt(self, request: LLMRequest, attempt: int, transient: int) -> Completion:

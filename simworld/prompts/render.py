@@ -50,6 +50,33 @@ def fields_of(template: str) -> set[str]:
     return {f.split(".")[0].split("[")[0] for _, f, _, _ in string.Formatter().parse(template) if f}
 
 
+def _written(template: str) -> set[str]:
+    """How ``template`` writes each field (``name``, ``name:spec``, ``name!conversion``)."""
+    return {
+        name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "")
+        for _, name, spec, conversion in string.Formatter().parse(template)
+        if name is not None
+    }
+
+
+def _check_fields(template: str, packaged: str) -> None:
+    """Every field of ``template`` is a plain ``{name}`` or written as ``packaged`` writes
+    it: no positional ``{}``, attribute or index (``{a.b}``, ``{a[0]}``), and no conversion
+    or format spec of its own, which would fail, or reach into objects, only when the
+    template is rendered.
+
+    Raises:
+        ValueError: Naming the first field that is neither.
+    """
+    allowed = _written(packaged)
+    for field in sorted(_written(template)):
+        if not (field.isidentifier() or field in allowed):
+            raise ValueError(
+                f"{{{field}}}: write a field as a plain {{name}} (or as prompts.yaml writes "
+                "it), and a brace as {{ or }}"
+            )
+
+
 def check_overrides(overrides: Mapping[str, str], *, source: str | Path = "<scenario>") -> None:
     """A scenario's ``prompts`` overrides name packaged templates and use only their fields.
 
@@ -65,6 +92,7 @@ def check_overrides(overrides: Mapping[str, str], *, source: str | Path = "<scen
         if name.startswith(PROVIDER_TEMPLATES):
             raise ConfigError(source, field, "rendered by the local provider; not overridable")
         try:
+            _check_fields(text, packaged[name])
             extra = sorted(fields_of(text) - fields_of(packaged[name]))
         except ValueError as exc:
             raise ConfigError(source, field, f"malformed template: {exc}") from exc

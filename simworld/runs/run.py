@@ -35,6 +35,7 @@ from simworld.runs.lock import claim, claim_new, is_unstarted, locked
 from simworld.runs.tables import write_run_tables
 from simworld.runs.writer import RunWriter, recorded_keys
 from simworld.support.events import EventType
+from simworld.support.plugins import plugin_fault
 from simworld.support.process import TERMINATED, Terminated, note_stopped_run
 from simworld.support.progress import ProgressBar
 from simworld.support.recipients import COMPACT, EXPLICIT, RecipientsFormat
@@ -391,6 +392,11 @@ def _execute(
             raise stop from exc
         # the model's process died; what the finished steps wrote stands, resume goes on
         status, error = RunStatus.CRASHED, redactor.text(str(exc))
+    except Exception as exc:
+        fault = plugin_fault(exc)
+        status, error = RunStatus.FAILED, redactor.text(fault or repr(exc))
+        if fault is None:
+            raise  # simworld's own bug: its traceback is what a report needs
     except BaseException as exc:
         interrupted = isinstance(exc, KeyboardInterrupt)
         status = RunStatus.INTERRUPTED if interrupted else RunStatus.FAILED
@@ -409,6 +415,14 @@ def _execute(
         wall = time.perf_counter() - started
         signal = signal_summary(model.trackers.trackers["signal"].rows())
         warnings = tuple(str(t["warning"]) for t in signal.values() if t["warning"])
+        late: Exception | None = None  # a tracker that fails to give its frame
+        try:
+            model.trackers.write(trackers_dir, redactor=redactor)
+        except Exception as exc:
+            late = exc
+            if error is None:
+                fault = plugin_fault(exc)
+                status, error = RunStatus.FAILED, redactor.text(fault or repr(exc))
         manifest.update(
             signal=signal,
             status=status,
@@ -422,11 +436,12 @@ def _execute(
             wall_time_s=round(wall, 3),
             finished_at=datetime.now(UTC).isoformat(timespec="seconds"),
         )
-        model.trackers.write(trackers_dir, redactor=redactor)
         writer.close()
         writer.manifest(manifest)  # last: a run is complete only once everything else is
         if cache is not None:
             cache.close()
+    if late is not None and plugin_fault(late) is None:
+        raise late
     return RunResult(
         run_dir,
         status,

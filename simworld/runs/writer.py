@@ -192,10 +192,13 @@ def read_transcript(run_dir: str | Path, *, explicit: bool = True) -> list[dict[
             ``False``: as written.
 
     Raises:
-        ConfigError: The transcript is damaged (see :func:`transcript_lines`), or a
-            message's ``to`` does not resolve.
+        ConfigError: ``run_dir`` holds no transcript, the transcript is damaged (see
+            :func:`transcript_lines`), or a message's ``to`` does not resolve.
     """
     path = Path(run_dir) / rundir.TRANSCRIPT
+    if not path.is_file():
+        why = "give the run directory, not a file" if Path(run_dir).is_file() else "no transcript"
+        raise ConfigError(run_dir, "", f"not a run directory ({why})")
     events = [event for _, event in transcript_lines(path, partial_tail=True)]
     if not explicit:
         return events

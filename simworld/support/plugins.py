@@ -9,14 +9,21 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import inspect
 import re
 import sys
+import traceback
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from simworld.errors import ConfigError
+from simworld.errors import ConfigError, PluginError
 from simworld.support.hashing import sha256_hex
+
+_PACKAGE_DIR = Path(__file__).resolve().parent.parent
+_LOADED: dict[str, str] = {}
+"""The source file of every plug-in module loaded in this process -> the scenario field that
+named it first (:func:`plugin_fault`)."""
 
 
 def import_file(path: str) -> ModuleType:
@@ -68,7 +75,60 @@ def import_object(spec: str, *, source: str | Path, field: str) -> Any:
         raise ConfigError(source, field, f"{spec}: cannot import {module_name}: {exc}") from exc
     if not hasattr(module, name):
         raise ConfigError(source, field, f"{spec}: no {name} in {module_name}")
+    path = getattr(module, "__file__", None)
+    if path is not None and not Path(path).resolve().is_relative_to(_PACKAGE_DIR):
+        _LOADED.setdefault(str(Path(path).resolve()), field)
     return getattr(module, name)
+
+
+def check_call(
+    function: Any, n_args: int, *, source: str | Path, field: str, spec: str, call: str
+) -> None:
+    """Check, before a run starts, that simworld can call a plug-in's method as it will:
+    with ``n_args`` positional arguments.
+
+    Args:
+        function: The bound method (or function) to check.
+        n_args: Positional arguments simworld passes.
+        source: The scenario file, named in errors.
+        field: The scenario field that named the plug-in.
+        spec: The plug-in's name.
+        call: How simworld calls it, for the message (``observe(event)``).
+
+    Raises:
+        ConfigError: It cannot be called so.
+    """
+    try:
+        signature = inspect.signature(function)
+    except (TypeError, ValueError):  # no signature to read (a builtin): it fails when called
+        return
+    try:
+        signature.bind(*([None] * n_args))
+    except TypeError as exc:
+        raise ConfigError(source, field, f"{spec}: simworld calls {call}, but {exc}") from exc
+
+
+def plugin_fault(exc: BaseException) -> str | None:
+    """One line on an error raised inside a plug-in's code, or ``None`` when no plug-in
+    loaded in this process is among the frames it passed through.
+
+    The line names the innermost plug-in frame (file, line, function), the scenario field
+    that loaded the file, and the error. A :class:`~simworld.errors.PluginError` (a
+    plug-in's result that simworld cannot use) is its own line.
+    """
+    if isinstance(exc, PluginError):
+        return str(exc)
+    frames = [
+        frame
+        for frame in traceback.extract_tb(exc.__traceback__)
+        if str(Path(frame.filename).resolve()) in _LOADED
+    ]
+    if not frames:
+        return None
+    last = frames[-1]
+    field = _LOADED[str(Path(last.filename).resolve())]
+    error = " ".join(f"{type(exc).__name__}: {exc}".split())
+    return f"plug-in error ({field}): {last.filename}, line {last.lineno}, in {last.name}: {error}"
 
 
 def snake_case(name: str) -> str:
@@ -76,4 +136,11 @@ def snake_case(name: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
 
 
-__all__ = ["import_file", "import_object", "is_plugin_spec", "snake_case"]
+__all__ = [
+    "check_call",
+    "import_file",
+    "import_object",
+    "is_plugin_spec",
+    "plugin_fault",
+    "snake_case",
+]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import json
 import re
+import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import partial
@@ -16,9 +17,9 @@ import pandas as pd
 import pyarrow as pa
 
 from simworld.config.scenario import Scenario
-from simworld.errors import ConfigError
+from simworld.errors import ConfigError, PluginError
 from simworld.runs.writer import atomic_write_bytes, mask_table, parquet_bytes
-from simworld.support.plugins import import_object, snake_case
+from simworld.support.plugins import check_call, import_object, plugin_fault, snake_case
 from simworld.support.recipients import Recipients, UnresolvedRecipients
 from simworld.support.rundir import TRACKERS_DIR, TRANSCRIPT, read_manifest
 from simworld.trackers.base import (
@@ -81,7 +82,9 @@ AGENT_REPORTERS = ("abs_drift", "path_length", "flips", "anchored_distance")
 """Agent reporters per topic (``<measure>:<topic>``), from the drift frame (§2)."""
 
 
-def load_tracker(spec: str, context: RunContext) -> Tracker:
+def load_tracker(
+    spec: str, context: RunContext, *, source: str | Path = "<scenario>", field: str = ""
+) -> Tracker:
     """Build an extra tracker from ``package.module:ClassName`` or ``/abs/file.py:ClassName``
     (importlib; never eval; a scenario's relative file paths are made absolute when it is
     loaded).
@@ -89,31 +92,44 @@ def load_tracker(spec: str, context: RunContext) -> Tracker:
     The class is called with ``context=`` when its constructor has that parameter, with no
     arguments otherwise.
 
+    Args:
+        spec: The tracker's name.
+        context: The run's context.
+        source: The scenario file, named in errors.
+        field: The scenario field that named it (default ``trackers.extra``).
+
     Raises:
-        ConfigError: The module or class cannot be found, or it is not a tracker.
+        ConfigError: The module or class cannot be found, cannot be built, or is not a
+            tracker (``observe(event)`` and ``rows()``).
     """
     module_name, _, class_name = spec.rpartition(":")
-    field = "trackers.extra"
-    cls: Any = import_object(spec, source="<scenario>", field=field)
+    field = field or "trackers.extra"
+    cls: Any = import_object(spec, source=source, field=field)
     if not inspect.isclass(cls):
-        raise ConfigError("<scenario>", field, f"{spec}: no class {class_name} in {module_name}")
+        raise ConfigError(source, field, f"{spec}: no class {class_name} in {module_name}")
     params: Mapping[str, inspect.Parameter]
     try:
         params = inspect.signature(cls).parameters
     except (TypeError, ValueError):
         params = {}
     make: Callable[..., object] = cls
-    tracker = make(context=context) if "context" in params else make()
+    try:
+        tracker = make(context=context) if "context" in params else make()
+    except Exception as exc:
+        why = plugin_fault(exc) or f"{type(exc).__name__}: {exc}"
+        raise ConfigError(source, field, f"{spec}: could not be built: {why}") from exc
     if not isinstance(tracker, Tracker):
-        raise ConfigError("<scenario>", field, f"{spec}: needs observe(event) and rows() methods")
+        raise ConfigError(source, field, f"{spec}: needs observe(event) and rows() methods")
+    check_call(tracker.observe, 1, source=source, field=field, spec=spec, call="observe(event)")
+    check_call(tracker.rows, 0, source=source, field=field, spec=spec, call="rows()")
     return tracker
 
 
-def frame_name(tracker: Tracker) -> str:
+def frame_name(tracker: Tracker, *, source: str | Path = "<scenario>", field: str = "") -> str:
     """The tracker's frame name: its ``name`` attribute, else its class name in snake case."""
     name = getattr(tracker, "name", "") or snake_case(type(tracker).__name__)
     if not FRAME_NAME.match(name):
-        raise ConfigError("<scenario>", "trackers.extra", f"bad tracker name {name!r}")
+        raise ConfigError(source, field or "trackers.extra", f"bad tracker name {name!r}")
     return name
 
 
@@ -139,26 +155,35 @@ class TrackerSet:
         extra: More tracker instances, beside those the scenario names.
     """
 
-    def __init__(self, scenario: Scenario, *, extra: Sequence[Tracker] = ()) -> None:
+    def __init__(
+        self,
+        scenario: Scenario,
+        *,
+        extra: Sequence[Tracker] = (),
+        source: str | Path = "<scenario>",
+    ) -> None:
         self.context = RunContext.from_scenario(scenario)
         self.store = Observations()
         self.recipients = Recipients()
         """The network as the events record it (resolves a message's compact ``to``)."""
         self.trackers: dict[str, Tracker] = {}
+        self._builtin: set[str] = set()
         for cls in BUILTIN_TRACKERS:
-            self._add(cls(self.context, self.store))
-        for spec in scenario.trackers.extra:
-            self._add(load_tracker(spec, self.context))
+            self._add(cls(self.context, self.store), source)
+        self._builtin = set(self.trackers)
+        for i, spec in enumerate(scenario.trackers.extra):
+            field = f"trackers.extra[{i}]"
+            self._add(load_tracker(spec, self.context, source=source, field=field), source, field)
         for tracker in extra:
-            self._add(tracker)
+            self._add(tracker, source)
         self._written: dict[str, tuple[list[Row], bytes]] = {}
         self._written_at = time.monotonic()
         self._latest: tuple[Any, dict[Any, Row], dict[str, Row]] | None = None
 
-    def _add(self, tracker: Tracker) -> None:
-        name = frame_name(tracker)
+    def _add(self, tracker: Tracker, source: str | Path, field: str = "trackers.extra") -> None:
+        name = frame_name(tracker, source=source, field=field)
         if name in self.trackers:
-            raise ConfigError("<scenario>", "trackers.extra", f"two trackers named {name!r}")
+            raise ConfigError(source, field, f"two trackers named {name!r}")
         self.trackers[name] = tracker
 
     # -- feeding -----------------------------------------------------------------------------
@@ -194,7 +219,13 @@ class TrackerSet:
         return list(self.trackers)
 
     def table(self, name: str, *, redactor: Redactor | None = None) -> pa.Table:
-        """One tracker's frame as an arrow table (secrets masked when given a redactor)."""
+        """One tracker's frame as an arrow table (secrets masked when given a redactor).
+
+        Raises:
+            KeyError: No tracker gives a frame of that name (the message lists those that do).
+        """
+        if name not in self.trackers:
+            raise KeyError(f"no frame {name!r}; the frames: {', '.join(self.trackers)}")
         tracker = self.trackers[name]
         schema = getattr(tracker, "schema", None)
         if schema is not None and getattr(tracker, "tidied", False):
@@ -202,7 +233,17 @@ class TrackerSet:
             table = table_of(tracker.rows(), schema, tidied=True)
             return table if redactor is None else mask_table(table, redactor)
         rows = tracker.rows() if redactor is None else redactor.deep(tracker.rows())
-        return table_of(rows, schema)
+        if name in self._builtin:
+            return table_of(rows, schema)
+        try:
+            return table_of(rows, schema)
+        except (pa.ArrowException, TypeError, ValueError) as exc:
+            module = sys.modules.get(type(tracker).__module__)
+            where = getattr(module, "__file__", None) or type(tracker).__module__
+            raise PluginError(
+                f"tracker {name!r} ({type(tracker).__qualname__} in {where}): its rows() do "
+                f"not make a table: {type(exc).__name__}: {exc}"
+            ) from exc
 
     def frame(self, name: str) -> pd.DataFrame:
         """One tracker's frame as pandas (nullable booleans and integers kept)."""

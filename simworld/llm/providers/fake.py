@@ -95,7 +95,7 @@ class FakeOptions:
         return cls(
             latency_ms=float(q.get("latency_ms", 0)),
             latency_jitter_ms=float(q.get("latency_jitter_ms", 0)),
-            failure_rate=float(q.get("failure_rate", 0)),
+            failure_rate=_share(q.get("failure_rate", "0"), "failure_rate"),
             failures=kinds,
             position_bias=_share(q.get("position_bias", "0"), "position_bias"),
         )

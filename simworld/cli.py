@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -120,6 +121,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
+    except BrokenPipeError:  # whoever read stdout left (`simworld run ... | head -3`)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit
+        return EXIT_RUN_FAILED
     except SimworldError as exc:
         print(f"simworld: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -275,10 +279,7 @@ def _report(args: argparse.Namespace) -> int:
 def _schema(args: argparse.Namespace) -> int:
     from simworld.config.scenario import scenario_json_schema
 
-    try:
-        print(json.dumps(scenario_json_schema(), indent=2))
-    except BrokenPipeError:  # `simworld schema | head`
-        sys.stderr.close()
+    print(json.dumps(scenario_json_schema(), indent=2))
     return 0
 
 

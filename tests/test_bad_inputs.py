@@ -106,3 +106,44 @@ def test_bad_cache_path_is_refused_before_anything_is_written(
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and needle in err and str(cache) in err
     assert not out.exists()
+
+
+def test_a_cache_that_cannot_be_written_is_refused_before_anything_is_written(
+    tmp_path, make_scenario, capsys, monkeypatch
+):
+    import simworld.llm.cache as cache_module
+
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    real = os.access
+    monkeypatch.setattr(
+        cache_module.os, "access", lambda p, mode: Path(p) != folder and real(p, mode)
+    )  # as on a read-only file system (root ignores a folder's mode bits)
+    cache, out = folder / "cache.sqlite", tmp_path / "out"
+    code = main(["run", str(make_scenario()), "--out", str(out), "--cache", str(cache)])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert (
+        err == f"simworld: error: {cache}: cannot record into the cache: {folder} is not writable\n"
+    )
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("bad", ["cache", "library"])
+def test_bad_input_found_late_leaves_no_scenario_folder_in_the_out_root(
+    bad, tmp_path, make_scenario, capsys
+):
+    root = tmp_path / "outputs"
+    root.mkdir()
+    path = make_scenario()
+    args = ["run", str(path), "--out-root", str(root), "--quiet"]
+    if bad == "cache":
+        (tmp_path / "c").mkdir()
+        args += ["--cache", str(tmp_path / "c")]
+    else:  # a persona library that fails when the population is built, in the run directory
+        library = tmp_path / "lib.yaml"
+        library.write_text("personas: []\n", encoding="utf-8")
+        args += ["--set", f"population.library={library}"]
+    assert main(args) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+    assert list(root.iterdir()) == []

@@ -154,3 +154,31 @@ def test_ctrl_c_is_one_line_and_the_run_resumes(
     assert done.returncode == 0, done.stderr
     manifest = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))
     assert manifest["status"] == "completed"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", ["schema", "run"])
+def test_a_reader_that_leaves_stdout_ends_the_command_without_a_traceback(tmp_path, command):
+    """``simworld ... | head -3``: the output's reader leaves early; the command exits 1 with
+    nothing on stderr (a run is complete on disk all the same)."""
+    import os
+    import subprocess
+    from pathlib import Path
+
+    scenario = str(Path(__file__).resolve().parents[1] / "scenarios/opinion_exchange.yaml")
+    argv = ["schema"]
+    if command == "run":
+        argv = ["run", scenario, "--model", "fake/default", "--steps", "1", "--quiet"]
+        argv += ["--cache-mode", "off", "--out", str(tmp_path / "run")]
+    read, write = os.pipe()
+    os.close(read)  # nobody reads: the first write fails with EPIPE
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "simworld.cli", *argv],
+            stdout=write, stderr=subprocess.PIPE, text=True, timeout=300, check=False,
+        )  # fmt: skip
+    finally:
+        os.close(write)
+    assert (proc.returncode, proc.stderr) == (1, "")
+    if command == "run":
+        assert '"status": "completed"' in (tmp_path / "run" / "manifest.json").read_text()

@@ -225,3 +225,18 @@ def test_register_protocol_takes_an_instance() -> None:
 
     with pytest.raises(TypeError, match="a Protocol instance, not a class"):
         register_protocol(Mine)  # type: ignore[arg-type]
+
+
+def test_a_plugin_that_fails_as_it_is_imported_is_bad_input(
+    make_scenario: Callable[..., Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = make_scenario({"llm.cache": "off", "trackers.extra": ["broken.py:Anything"]})
+    (path.parent / "broken.py").write_text("x = 1\nraise RuntimeError('at import')\n")
+    code, err = run_cli(path, tmp_path / "run", capsys)
+    assert code == 2
+    assert err == [
+        f"simworld: error: {path}: trackers.extra[0]: {path.parent / 'broken.py'}:Anything: "
+        f"importing {path.parent / 'broken.py'} failed at {path.parent / 'broken.py'}, line 2: "
+        "RuntimeError: at import"
+    ]
+    assert not (tmp_path / "run").exists()

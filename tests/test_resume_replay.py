@@ -170,3 +170,28 @@ def test_set_values_are_yaml_scalars_but_off_stays_a_string():
     }
     with pytest.raises(ConfigError, match="expected KEY=VALUE"):
         parse_assignments(["no-equals-sign"])
+
+
+def test_set_text_is_kept_as_typed_where_yaml_would_change_it():
+    parsed = parse_assignments(
+        [
+            "protocol.instruction=Be kind to user #1 and say hi",
+            "a=Remember: be brief",
+            "b=2024-01-01",
+            "c=3 # three",
+            "d=[x.py:A, y.py:B]",
+            'e="quoted #x"',
+            "f=null",
+        ]
+    )
+    assert parsed == {
+        "protocol.instruction": "Be kind to user #1 and say hi",
+        "a": "Remember: be brief",
+        "b": "2024-01-01",
+        "c": "3 # three",
+        "d": ["x.py:A", "y.py:B"],
+        "e": "quoted #x",
+        "f": None,
+    }
+    with pytest.raises(ConfigError, match=r"--set: g=\[x: bad value"):
+        parse_assignments(["g=[x"])

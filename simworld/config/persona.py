@@ -6,10 +6,17 @@ from pathlib import Path
 from typing import Annotated
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
-from simworld.errors import config_error_from_validation
-from simworld.support.yamlio import read_yaml_mapping
+from simworld.errors import ConfigError, config_error_from_validation
+from simworld.support.yamlio import read_yaml_mapping, strict_mismatch
 
 TraitLevel = Annotated[float, Field(ge=1.0, le=5.0)]
 OpinionValue = int | str
@@ -60,6 +67,14 @@ class Persona(_Strict):
     backstory: str = ""
     speaking_style: str = ""
 
+    @field_validator("name")
+    @classmethod
+    def _one_line(cls, name: str) -> str:
+        """A name heads the agent's lines in others' prompts: one line, not blank."""
+        if not name.strip() or any(ord(c) < 32 or ord(c) == 127 for c in name):
+            raise ValueError("a name is one line of text: not blank, no control characters")
+        return name
+
 
 class PersonaLibrary(_Strict):
     """A named collection of personas stored as one YAML file under ``agents/``."""
@@ -70,11 +85,15 @@ class PersonaLibrary(_Strict):
 
     @model_validator(mode="after")
     def _unique_ids(self) -> PersonaLibrary:
-        seen: set[str] = set()
+        ids: set[str] = set()
+        names: set[str] = set()
         for i, p in enumerate(self.personas):
-            if p.id in seen:
+            if p.id in ids:
                 raise ValueError(f"personas[{i}].id: duplicate persona id {p.id!r}")
-            seen.add(p.id)
+            if p.name in names:  # others hear an agent by its name: two would be one voice
+                raise ValueError(f"personas[{i}].name: duplicate persona name {p.name!r}")
+            ids.add(p.id)
+            names.add(p.name)
         return self
 
 
@@ -92,9 +111,13 @@ def load_library(path: str | Path) -> PersonaLibrary:
     """
     data = read_yaml_mapping(path)
     try:
-        return PersonaLibrary.model_validate(data)
+        library = PersonaLibrary.model_validate(data)
     except ValidationError as exc:
         raise config_error_from_validation(path, exc, data=data) from exc
+    mismatch = strict_mismatch(data, library.model_dump())
+    if mismatch is not None:
+        raise ConfigError(path, *mismatch)
+    return library
 
 
 class PopulationDistributions(_Strict):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import math
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -39,9 +38,9 @@ from simworld.config.servers import (
     make_route,
 )
 from simworld.config.trackers import TrackersConfig
-from simworld.errors import ConfigError, config_error_from_validation, short_repr
+from simworld.errors import ConfigError, config_error_from_validation
 from simworld.support.redact import Redactor, find_credential
-from simworld.support.yamlio import read_yaml_mapping
+from simworld.support.yamlio import read_yaml_mapping, strict_mismatch
 
 DEFAULT_MODEL = "local/gemma3-270m"
 DEFAULT_TEMPERATURE = 0.7
@@ -602,47 +601,6 @@ def load_scenario(path: str | Path, overrides: dict[str, Any] | None = None) -> 
         if not Path(scenario.network.path).is_file():
             raise ConfigError(path, "network.path", f"file not found: {scenario.network.path}")
     return scenario
-
-
-def strict_mismatch(data: Any, validated: Any, field: str = "") -> tuple[str, str] | None:
-    """Where validation converted a scalar of another kind: a boolean taken as a number
-    (``size: true``), a number as a boolean, or text as a number or boolean (``"3"``).
-
-    Args:
-        data: The input (as read from YAML, overrides applied).
-        validated: The validated scenario's ``model_dump()``.
-        field: Dotted path of ``data`` (for the message).
-
-    Returns:
-        ``(field, problem)`` for the first such value, or ``None``.
-    """
-    if isinstance(data, dict) and isinstance(validated, dict):
-        for key, value in data.items():
-            if key in validated:
-                sub = f"{field}.{key}" if field else str(key)
-                found = strict_mismatch(value, validated[key], sub)
-                if found is not None:
-                    return found
-        return None
-    if isinstance(data, list) and isinstance(validated, list | tuple):
-        if len(data) != len(validated):
-            return None
-        for i, (value, out) in enumerate(zip(data, validated, strict=True)):
-            found = strict_mismatch(value, out, f"{field}[{i}]")
-            if found is not None:
-                return found
-        return None
-    if isinstance(data, float) and not math.isfinite(data):
-        return field, "must be a finite number"
-    if isinstance(validated, bool):
-        if not isinstance(data, bool):
-            return field, f"expected true or false, got {short_repr(data)}"
-    elif isinstance(validated, int | float):
-        if isinstance(data, bool):
-            return field, f"expected a number, got {str(data).lower()}"
-        if isinstance(data, str):
-            return field, f"expected a number, got text {short_repr(data)}"
-    return None
 
 
 def check_no_credentials(scenario: Scenario, source: str | Path, redactor: Redactor) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
 from pathlib import Path
@@ -40,17 +41,19 @@ def _enable_wal(conn: sqlite3.Connection) -> None:
             time.sleep(WAL_SWITCH_WAIT_S)
 
 
-def check_cache_file(path: str | Path, *, deep: bool = False) -> None:
+def check_cache_file(path: str | Path, *, deep: bool = False, writable: bool = False) -> None:
     """Check, before anything is written, that ``path`` can be the record/replay cache.
 
     Args:
         path: The SQLite file (it may not exist yet).
         deep: Also read the whole database (``PRAGMA quick_check``): for a cache a run is
             about to be resumed or replayed from.
+        writable: The run records into it: the file, or the folder it is to be made in, must
+            be writable.
 
     Raises:
-        ConfigError: ``path`` is a directory, sits under a file, is not a SQLite database,
-            or is damaged.
+        ConfigError: ``path`` is a directory, sits under a file, cannot be written (with
+            ``writable``), is not a SQLite database, or is damaged.
     """
     p = Path(path)
     if str(path) == ":memory:":
@@ -60,6 +63,9 @@ def check_cache_file(path: str | Path, *, deep: bool = False) -> None:
     parent = next((a for a in p.parents if a.exists()), None)
     if parent is not None and not parent.is_dir():
         raise ConfigError(p, "", f"{parent} is a file, not a directory")
+    target = p if p.exists() else parent
+    if writable and target is not None and not os.access(target, os.W_OK):
+        raise ConfigError(p, "", f"cannot record into the cache: {target} is not writable")
     if not p.exists():
         return
     try:

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from pydantic import ValidationError
 
-from simworld.config.scenario import Scenario, check_no_credentials, set_dotted, strict_mismatch
+from simworld.config.scenario import Scenario, check_no_credentials, set_dotted
 from simworld.engine.model import BRANCH_FIXED_FIELDS
 from simworld.errors import ConfigError, ResumeError, config_error_from_validation
 from simworld.llm.credentials import redactor_for
@@ -30,6 +30,7 @@ from simworld.runs.run import (
     recorded_recipients,
 )
 from simworld.runs.writer import RunWriter, option_probs, transcript_lines
+from simworld.support.yamlio import strict_mismatch
 
 BRANCH_FIXED_MEMORY = tuple(f"memory.{name}" for name in BRANCH_FIXED_MEMORY_FIELDS)
 VERIFIED_FILES = (RunWriter.TRANSCRIPT, RunWriter.OPINIONS)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import platform
 import shutil
 import time
@@ -524,22 +525,27 @@ def run_scenario(
     if not force:
         target = Path(out_dir) if out_dir is not None else Path(out_root)
         check_feasible(scenario, source=source, out_root=target)
-    run_dir = (
-        Path(out_dir)
-        if out_dir is not None
-        else claim_new(Path(out_root), scenario.name, scenario.seed)
-    )
     cache = Path(cache_path) if cache_path is not None else default_cache_path(out_dir, out_root)
     if scenario.llm.cache != "off":
-        check_cache_file(cache)
-    return execute(
-        scenario,
-        source=source,
-        run_dir=run_dir,
-        cache_path=cache,
-        progress=progress,
-        before_step=before_step,
-    )
+        check_cache_file(cache, writable=scenario.llm.cache == "record")
+    if out_dir is not None:
+        run_dir = Path(out_dir)
+    else:
+        run_dir = claim_new(Path(out_root), scenario.name, scenario.seed)
+    try:
+        return execute(
+            scenario,
+            source=source,
+            run_dir=run_dir,
+            cache_path=cache,
+            progress=progress,
+            before_step=before_step,
+        )
+    except ConfigError:
+        if out_dir is None and not run_dir.exists():  # bad input: no empty scenario folder
+            with contextlib.suppress(OSError):
+                run_dir.parent.rmdir()
+        raise
 
 
 def resume_run(

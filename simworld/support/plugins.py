@@ -73,6 +73,14 @@ def import_object(spec: str, *, source: str | Path, field: str) -> Any:
             module = importlib.import_module(module_name)
     except (ImportError, OSError, SyntaxError) as exc:
         raise ConfigError(source, field, f"{spec}: cannot import {module_name}: {exc}") from exc
+    except Exception as exc:  # the module's own code failed as it was imported
+        where = traceback.extract_tb(exc.__traceback__)[-1]
+        raise ConfigError(
+            source,
+            field,
+            f"{spec}: importing {module_name} failed at {where.filename}, line {where.lineno}: "
+            f"{type(exc).__name__}: {exc}",
+        ) from exc
     if not hasattr(module, name):
         raise ConfigError(source, field, f"{spec}: no {name} in {module_name}")
     path = getattr(module, "__file__", None)

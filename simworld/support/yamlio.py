@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from simworld.errors import ConfigError
+from simworld.errors import ConfigError, short_repr
 
 YAML_BOOLS = ("true", "false")
 MAX_YAML_BYTES = 16 * 1024**2
@@ -23,10 +23,13 @@ FAST_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def parse_scalar(text: str, *, source: str, field: str) -> Any:
-    """A command-line value read as a YAML scalar (``0.5``, ``3``, ``true``, ``text``).
+    """A command-line value: a number, ``true``/``false``, ``null``, a YAML list or mapping,
+    quoted text, or else the text as typed.
 
     Only ``true``/``false`` become booleans: YAML 1.1 would also read ``off``, ``on``,
-    ``yes`` and ``no`` as booleans, which breaks settings such as ``llm.cache=off``.
+    ``yes`` and ``no`` as booleans, which breaks settings such as ``llm.cache=off``. Text
+    that YAML would change is kept as typed: a ``#`` would start a comment (``user #1``),
+    a ``: `` a mapping (``Remember: be brief``), digits and dashes a date.
 
     Args:
         text: The value as typed.
@@ -34,16 +37,24 @@ def parse_scalar(text: str, *, source: str, field: str) -> Any:
         field: The item named in errors.
 
     Raises:
-        ConfigError: The text is not valid YAML.
+        ConfigError: A list, mapping or quoted text that is not valid YAML.
     """
+    plain = text.strip()
+    structured = plain[:1] in ("[", "{", '"', "'")
     try:
         value = yaml.safe_load(text)
     except yaml.YAMLError as exc:
+        if not structured:
+            return plain
         problem = getattr(exc, "problem", None) or exc  # a reader error has no ``problem``
         raise ConfigError(source, field, f"bad value {text!r}: {problem}") from None
-    if isinstance(value, bool) and text.strip().casefold() not in YAML_BOOLS:
-        return text
-    return value
+    if structured:
+        return value
+    if isinstance(value, bool) and plain.casefold() not in YAML_BOOLS:
+        return plain
+    if isinstance(value, int | float) or value is None:
+        return plain if "#" in plain else value
+    return plain
 
 
 def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
@@ -218,3 +229,44 @@ def _check_keys(node: yaml.MappingNode, field: str, path: Path) -> None:
                 "duplicate key (each key may appear once in a mapping)",
             )
         seen.add(ident)
+
+
+def strict_mismatch(data: Any, validated: Any, field: str = "") -> tuple[str, str] | None:
+    """Where validation converted a scalar of another kind: a boolean taken as a number
+    (``size: true``), a number as a boolean, or text as a number or boolean (``"3"``).
+
+    Args:
+        data: The input (as read from YAML, overrides applied).
+        validated: The validated scenario's ``model_dump()``.
+        field: Dotted path of ``data`` (for the message).
+
+    Returns:
+        ``(field, problem)`` for the first such value, or ``None``.
+    """
+    if isinstance(data, dict) and isinstance(validated, dict):
+        for key, value in data.items():
+            if key in validated:
+                sub = f"{field}.{key}" if field else str(key)
+                found = strict_mismatch(value, validated[key], sub)
+                if found is not None:
+                    return found
+        return None
+    if isinstance(data, list) and isinstance(validated, list | tuple):
+        if len(data) != len(validated):
+            return None
+        for i, (value, out) in enumerate(zip(data, validated, strict=True)):
+            found = strict_mismatch(value, out, f"{field}[{i}]")
+            if found is not None:
+                return found
+        return None
+    if isinstance(data, float) and not math.isfinite(data):
+        return field, "must be a finite number"
+    if isinstance(validated, bool):
+        if not isinstance(data, bool):
+            return field, f"expected true or false, got {short_repr(data)}"
+    elif isinstance(validated, int | float):
+        if isinstance(data, bool):
+            return field, f"expected a number, got {str(data).lower()}"
+        if isinstance(data, str):
+            return field, f"expected a number, got text {short_repr(data)}"
+    return None

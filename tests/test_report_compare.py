@@ -17,6 +17,7 @@ from simworld.analysis.compare import (
     SUMMARY_SCHEMA,
     _interventions,
     build_comparison,
+    collect,
     compare,
     figure_over_time,
 )
@@ -188,10 +189,32 @@ def test_unfinished_runs_of_a_sweep_are_left_out_and_named(sweep, tmp_path):
     copy = tmp_path / "sweep"
     shutil.copytree(sweep, copy, ignore=shutil.ignore_patterns("report", ".locks"))
     manifest = json.loads((copy / "sweep.json").read_text(encoding="utf-8"))
-    manifest["runs"][0]["status"] = "failed"
+    first = copy / manifest["runs"][0]["run_dir"] / "manifest.json"
+    run = json.loads(first.read_text(encoding="utf-8"))
+    first.write_text(json.dumps({**run, "status": "failed"}), encoding="utf-8")
+    manifest["runs"][1]["status"] = "running"  # a driver killed after that run ended
     (copy / "sweep.json").write_text(json.dumps(manifest), encoding="utf-8")
     comparison = compare([copy])
-    assert len(comparison.members) == 2 * SEEDS - 1
+    assert len(comparison.members) == 2 * SEEDS - 1  # the run's own manifest has the last word
     page = build_comparison([copy]).read_text(encoding="utf-8")
-    assert "1 run(s) of the sweep left out, not finished" in page
-    assert manifest["runs"][0]["run_dir"] in page
+    assert "1 run(s) left out, not finished" in page
+    assert f"{manifest['runs'][0]['run_dir']} (failed)" in page
+
+
+def test_run_directories_unfinished_are_left_out_and_execution_settings_are_one_condition(
+    make_scenario, tmp_path
+):
+    path = make_scenario({"protocol.steps": 2})
+    for name, concurrency in (("a", 1), ("b", 16)):
+        result = run_scenario(
+            path, out_dir=tmp_path / name, overrides={"llm.concurrency": concurrency}
+        )
+        assert result.status == "completed"
+    run = json.loads((tmp_path / "b" / "manifest.json").read_text(encoding="utf-8"))
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "manifest.json").write_text(json.dumps({**run, "status": "interrupted"}))
+    skipped: list[str] = []
+    members = collect([tmp_path / "a", tmp_path / "b", tmp_path / "c"], skipped=skipped)
+    assert [m.run.path.name for m in members] == ["a", "b"]
+    assert len({m.condition for m in members}) == 1  # concurrency changes no output
+    assert skipped == [f"{tmp_path / 'c'} (interrupted)"]

@@ -195,3 +195,44 @@ def test_set_text_is_kept_as_typed_where_yaml_would_change_it():
     }
     with pytest.raises(ConfigError, match=r"--set: g=\[x: bad value"):
         parse_assignments(["g=[x"])
+
+
+def test_an_unfinished_run_is_not_replayed(make_scenario, tmp_path, capsys):
+    run_dir = interrupted_run(make_scenario({"protocol.steps": 3}), tmp_path / "run", at_step=2)
+    assert main(["replay", str(run_dir), "--quiet"]) == 2
+    assert capsys.readouterr().err == (
+        f"simworld: error: {run_dir}: only a finished run can be replayed (status interrupted); "
+        f"if it stopped, continue it first: simworld resume {run_dir}\n"
+    )
+
+
+@pytest.mark.parametrize("recorded", ["absolute", "relative (older runs)"])
+def test_resume_finds_the_cache_from_any_directory(make_scenario, tmp_path, monkeypatch, recorded):
+    path = make_scenario({"protocol.steps": 3})
+    started = tmp_path / "started_here"
+    started.mkdir()
+    monkeypatch.chdir(started)
+    interrupted_run(path, Path("outputs/run"), at_step=2, cache_path=Path("outputs/c.sqlite"))
+    run_dir = started / "outputs" / "run"
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["cache"]["path"] == str(started / "outputs" / "c.sqlite")
+    if recorded != "absolute":  # as runs recorded it before: relative to where they started
+        manifest["cache"]["path"] = "outputs/c.sqlite"
+        (run_dir / "manifest.json").write_text(json.dumps(manifest))
+    monkeypatch.chdir(tmp_path)
+    assert resume_run(run_dir).status == "completed"
+
+
+def test_set_names_a_list_item_by_its_index(make_scenario, tmp_path, capsys):
+    from simworld.config.scenario import load_scenario
+
+    path = make_scenario()
+    scenario = load_scenario(path, {"topics.0.statement": "Cats are better than dogs."})
+    assert scenario.topics[0].statement == "Cats are better than dogs."
+    assert len(scenario.topics) == len(load_scenario(path).topics)
+    assert main(["run", str(path), "--set", "topics.9.id=x", "--out", str(tmp_path / "r")]) == 2
+    n = len(scenario.topics)
+    assert capsys.readouterr().err == (
+        f"simworld: error: {path}: topics.9.id: topics is a list of {n}: name an item by its "
+        f"index, 0 to {n - 1}\n"
+    )

@@ -27,6 +27,7 @@ from simworld.cli import main
 from simworld.config.scenario import load_scenario
 from simworld.llm.cache import ResponseCache
 from simworld.runs.run import run_scenario
+from simworld.support.rundir import SWEEP_MANIFEST
 from simworld.sweeps.driver import (
     SweepResult,
     parse_grid,
@@ -35,7 +36,7 @@ from simworld.sweeps.driver import (
     run_sweep,
 )
 from simworld.sweeps.plan import estimate_run
-from simworld.sweeps.store import COMBINED_FRAME, SWEEP_MANIFEST
+from simworld.sweeps.store import COMBINED_FRAME
 
 GRID = {"protocol.mode": ["broadcast", "pairs"]}
 SEEDS = "0-2"
@@ -429,3 +430,48 @@ def test_concurrent_cache_writers_lose_nothing(tmp_path):
     cache.close()
     with sqlite3.connect(path) as db:
         assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+
+@pytest.mark.parametrize(
+    ("existing", "needle"),
+    [
+        (
+            {"manifest.json": "{}", "opinions.parquet": "x"},
+            "is a run directory (it holds manifest.json)",
+        ),
+        ({"notes.txt": "mine"}, "holds other files (notes.txt, ...); choose a new or empty --out"),
+        ({"sweep.json": "[]"}, "sweep.json: damaged: expected a JSON object"),
+        (None, "is a file; a sweep directory is a folder"),
+    ],
+    ids=["run-directory", "other-files", "sweep-json-a-list", "a-file"],
+)
+def test_a_sweep_never_writes_into_what_is_not_its_directory(
+    scenario, tmp_path, capsys, existing, needle
+):
+    out = tmp_path / "target"
+    if existing is None:
+        out.write_text("a file")
+    else:
+        out.mkdir()
+        for name, text in existing.items():
+            (out / name).write_text(text)
+    before = sorted((p.name, p.read_bytes()) for p in out.iterdir()) if out.is_dir() else None
+    rc = main(["sweep", str(scenario), "--out", str(out), "--quiet", "--seeds", "0"])
+    err = capsys.readouterr().err
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and needle in err, err
+    after = sorted((p.name, p.read_bytes()) for p in out.iterdir()) if out.is_dir() else None
+    assert after == before
+
+
+@pytest.mark.slow
+def test_the_sweep_bar_moves_between_results(scenario, tmp_path, capsys, monkeypatch):
+    """Before the first run ends, the bar is redrawn with the clock and the runs in flight."""
+    import simworld.sweeps.driver as driver
+
+    monkeypatch.setattr(driver, "TICK_S", 0.2)
+    out = tmp_path / "sweep"
+    assert main(["sweep", str(scenario), "--seeds", "0", "--workers", "1", "--out", str(out)]) == 0
+    frames = capsys.readouterr().err.replace("\r", "\n").splitlines()
+    before_first = [f for f in frames if "0/1" in f]
+    assert any("running=1" in f for f in before_first), before_first
+    assert len({f.split("[")[1].split("<")[0] for f in before_first if "[" in f}) >= 2  # clock

@@ -45,13 +45,12 @@ from simworld.analysis.figures import (
 from simworld.analysis.human_reference import ASCH_1951
 from simworld.analysis.report import REPORT_DIR, Page, Section, _table, section_notes, write_page
 from simworld.analysis.tables import DEFAULT_CI, Run, confidence_interval, run_rates
+from simworld.config.scenario import EXECUTION_ONLY_LLM_FIELDS
 from simworld.errors import ConfigError
 from simworld.measures import asch_table, belief_curve
 from simworld.runs.writer import atomic_write_bytes, parquet_bytes
+from simworld.support.rundir import FINISHED, MANIFEST, SWEEP_MANIFEST, read_sweep_manifest
 
-SWEEP_MANIFEST = "sweep.json"
-RUN_MANIFEST = "manifest.json"
-FINISHED = ("completed", "budget_exhausted")
 SUMMARY_CSV = "summary.csv"
 SUMMARY_PARQUET = "summary.parquet"
 METHOD: Final[Literal["t", "bootstrap"]] = "bootstrap"
@@ -118,40 +117,45 @@ def _label(settings: dict[str, Any]) -> str:
 
 
 def _sweep_members(sweep_dir: Path, skipped: list[str] | None = None) -> list[Member]:
-    try:
-        manifest = json.loads((sweep_dir / SWEEP_MANIFEST).read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ConfigError(sweep_dir / SWEEP_MANIFEST, "", f"unreadable: {exc.msg}") from exc
+    manifest = read_sweep_manifest(sweep_dir) or {}
     entries = manifest.get("runs", [])
     grid = manifest.get("spec", {}).get("grid") or {}
     varied = [k for k, values in grid.items() if k != "seed" and len(values) > 1]
     members = []
     for entry in entries:
         path = sweep_dir / entry["run_dir"]
-        if entry.get("status") in FINISHED and (path / RUN_MANIFEST).is_file():
+        # the run's own manifest has the last word (a driver killed after the run ended
+        # left sweep.json behind it)
+        status = Run(path).manifest.get("status") if (path / MANIFEST).is_file() else None
+        if status in FINISHED:
             params = entry.get("params") or {}
             members.append(Member(Run(path), _label({k: params.get(k) for k in varied})))
         elif skipped is not None:
-            skipped.append(f"{entry['run_dir']} ({entry.get('status')})")
+            skipped.append(f"{entry['run_dir']} ({status or entry.get('status')})")
     return members
 
 
-def _run_members(run_dirs: Sequence[Path]) -> list[Member]:
-    """Run directories grouped by the settings that differ between them (seed aside)."""
-    runs = [Run(p) for p in run_dirs]
+def _run_members(run_dirs: Sequence[Path], skipped: list[str] | None = None) -> list[Member]:
+    """Finished run directories grouped by the settings that differ between them (seed and
+    :data:`~simworld.config.scenario.EXECUTION_ONLY_LLM_FIELDS` aside); the unfinished are
+    left out, named in ``skipped``."""
+    runs = []
+    for path in run_dirs:
+        run = Run(path)
+        if run.manifest.get("status") in FINISHED:
+            runs.append(run)
+        elif skipped is not None:
+            skipped.append(f"{path} ({run.manifest.get('status')})")
     for run in list(runs):  # a branch is compared with its parent: add the parent if absent
         parent = (run.manifest.get("branch") or {}).get("parent_run")
         known = {r.path.resolve() for r in runs}
-        if (
-            parent
-            and Path(parent).resolve() not in known
-            and (Path(parent) / RUN_MANIFEST).is_file()
-        ):
+        if parent and Path(parent).resolve() not in known and (Path(parent) / MANIFEST).is_file():
             runs.insert(runs.index(run), Run(Path(parent)))
     flat = []
     for run in runs:
         settings = _flatten(run.manifest.get("scenario", {}))
-        settings.pop("seed", None)
+        for key in ("seed", *(f"llm.{f}" for f in EXECUTION_ONLY_LLM_FIELDS)):
+            settings.pop(key, None)
         flat.append(settings)
     keys = sorted({k for s in flat for k in s})
     differing = [k for k in keys if len({json.dumps(s.get(k), sort_keys=True) for s in flat}) > 1]
@@ -181,11 +185,11 @@ def collect(paths: Sequence[str | Path], *, skipped: list[str] | None = None) ->
         path = Path(raw)
         if (path / SWEEP_MANIFEST).is_file():
             sweeps.append(path)
-        elif (path / RUN_MANIFEST).is_file():
+        elif (path / MANIFEST).is_file():
             runs.append(path)
         else:
             raise ConfigError(path, "", "neither a run directory (manifest.json) nor a sweep")
-    members = [m for s in sweeps for m in _sweep_members(s, skipped)] + _run_members(runs)
+    members = [m for s in sweeps for m in _sweep_members(s, skipped)] + _run_members(runs, skipped)
     if not members:
         raise ConfigError(paths[0], "", "no finished run to report on")
     return members
@@ -525,7 +529,7 @@ def section_compare_header(page: Page) -> list[str]:
     comparison: Comparison = page.extra["comparison"]
     if comparison.skipped:
         page.notes.append(
-            f"{len(comparison.skipped)} run(s) of the sweep left out, not finished: "
+            f"{len(comparison.skipped)} run(s) left out, not finished: "
             + ", ".join(comparison.skipped)
         )
     rows = []

@@ -310,6 +310,12 @@ class PriceConfig(_Strict):
     output_per_million: float = Field(ge=0.0)
 
 
+EXECUTION_ONLY_LLM_FIELDS = ("concurrency", "cache", "timeout_s", "backoff_base_s", "backoff_max_s")
+"""``llm`` settings of how calls are sent that do not change what a run writes (the same
+scenario and seed give the same outputs whatever they are): runs that differ only in them
+are one condition in a comparison."""
+
+
 class LLMConfig(_Strict):
     """Model, endpoint and gateway settings (endpoints: :mod:`simworld.config.servers`)."""
 
@@ -487,17 +493,35 @@ class Scenario(_Strict):
         return next(t for t in self.topics if t.id == topic_id)
 
 
-def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
-    """Set ``data[a][b][c] = value`` for the dotted key ``a.b.c``, creating mappings."""
+def set_dotted(
+    data: dict[str, Any], key: str, value: Any, *, source: str | Path = "<scenario>"
+) -> None:
+    """Set ``data[a][b][c] = value`` for the dotted key ``a.b.c``, creating mappings; a
+    number indexes a list (``topics.0.statement``).
+
+    Raises:
+        ConfigError: A part meets a list and is not one of its indices (named with
+            ``source``).
+    """
     parts = key.split(".")
-    node = data
-    for part in parts[:-1]:
-        nxt = node.get(part)
-        if not isinstance(nxt, dict):
+    node: Any = data
+    for depth, part in enumerate(parts):
+        if isinstance(node, list):
+            if not (part.isdecimal() and int(part) < len(node)):
+                where, n = ".".join(parts[:depth]), len(node)
+                msg = f"{where} is a list of {n}: name an item by its index, 0 to {n - 1}"
+                raise ConfigError(source, key, msg)
+            slot: Any = int(part)
+        else:
+            slot = part
+        if depth == len(parts) - 1:
+            node[slot] = value
+            return
+        nxt = node[slot] if isinstance(node, list) else node.get(slot)
+        if not isinstance(nxt, dict | list):
             nxt = {}
-            node[part] = nxt
+            node[slot] = nxt
         node = nxt
-    node[parts[-1]] = value
 
 
 def with_overrides(
@@ -512,7 +536,7 @@ def with_overrides(
         return scenario
     data = scenario.model_dump(mode="json")
     for key, value in overrides.items():
-        set_dotted(data, key, value)
+        set_dotted(data, key, value, source=source)
     try:
         return Scenario.model_validate(data)
     except ValidationError as exc:
@@ -553,7 +577,7 @@ def load_scenario(path: str | Path, overrides: dict[str, Any] | None = None) -> 
     path = Path(path)
     data = copy.deepcopy(read_yaml_mapping(path))
     for key, value in (overrides or {}).items():
-        set_dotted(data, key, value)
+        set_dotted(data, key, value, source=path)
     try:
         scenario = Scenario.model_validate(data)
     except ValidationError as exc:
@@ -640,6 +664,7 @@ def scenario_json_schema() -> dict[str, Any]:
 
 
 __all__ = [
+    "EXECUTION_ONLY_LLM_FIELDS",
     "ConfigError",
     "LLMConfig",
     "Scenario",

@@ -30,6 +30,7 @@ from simworld.runs.run import (
     recorded_recipients,
 )
 from simworld.runs.writer import RunWriter, option_probs, transcript_lines
+from simworld.support.rundir import FINISHED
 from simworld.support.yamlio import strict_mismatch
 
 BRANCH_FIXED_MEMORY = tuple(f"memory.{name}" for name in BRANCH_FIXED_MEMORY_FIELDS)
@@ -145,11 +146,21 @@ def verify_replay(
 
     Returns:
         The replay's result and the first difference in each verified file.
+
+    Raises:
+        ResumeError: The run is a branch, or has not finished (still running, or stopped
+            before its end: resume it first).
     """
     run_dir = Path(run_dir)
     manifest = read_manifest(run_dir)
     if "branch" in manifest:
         raise ResumeError(f"{run_dir}: replay the branch's parent, then branch it again")
+    status = manifest.get("status")
+    if status not in FINISHED:
+        raise ResumeError(
+            f"{run_dir}: only a finished run can be replayed (status {status}); "
+            f"if it stopped, continue it first: simworld resume {run_dir}"
+        )
     scenario = manifest_scenario(run_dir, manifest)
     scenario = scenario.model_copy(
         update={"llm": scenario.llm.model_copy(update={"cache": "replay"})}
@@ -197,7 +208,7 @@ def branch_scenario(parent: Scenario, overrides: dict[str, Any], *, source: str 
             raise ConfigError(
                 source, key, "cannot change in a branch (it changes who is simulated)"
             )
-        set_dotted(data, key, value)
+        set_dotted(data, key, value, source=source)
     try:
         child = Scenario.model_validate(data)
     except ValidationError as exc:

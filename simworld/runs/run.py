@@ -147,7 +147,15 @@ def recorded_cache(run_dir: Path, manifest: dict[str, Any], cache_path: str | Pa
     recorded = (manifest.get("cache") or {}).get("path")
     if not recorded:
         raise ResumeError(f"{run_dir}: the run recorded no cache (llm.cache was 'off')")
-    return Path(recorded)
+    path = Path(recorded)
+    if path.is_absolute() or path.exists():
+        return path
+    # a run recorded before cache paths were absolute: relative to where it was started,
+    # which by default is the folder above the run directory or above its scenario folder
+    for root in (run_dir.parent, run_dir.parent.parent):
+        if (root / path.name).is_file():
+            return root / path.name
+    return path
 
 
 def recorded_scenario(data: Any) -> Scenario:
@@ -179,7 +187,9 @@ def check_recorded_cache(
     if not keys:
         return
     if not cache_path.exists():
-        raise ConfigError(cache_path, "", "the cache the run recorded into does not exist")
+        raise ConfigError(
+            cache_path, "", "the cache the run recorded into does not exist (name it: --cache FILE)"
+        )
     cache = ResponseCache(cache_path)
     try:
         missing = cache.missing(keys)
@@ -349,7 +359,10 @@ def _execute(
         "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "status": RunStatus.RUNNING,
         "warnings": model.warnings,
-        "cache": {"mode": final.llm.cache, "path": None if cache is None else str(cache_path)},
+        "cache": {
+            "mode": final.llm.cache,
+            "path": None if cache is None else str(Path(cache_path).resolve()),
+        },
         "dropped_params": {
             m: list(dropped_params(m)) for m in sorted({first.llm.model, final.llm.model})
         },
@@ -525,14 +538,14 @@ def run_scenario(
     if not force:
         target = Path(out_dir) if out_dir is not None else Path(out_root)
         check_feasible(scenario, source=source, out_root=target)
-    cache = Path(cache_path) if cache_path is not None else default_cache_path(out_dir, out_root)
-    if scenario.llm.cache != "off":
-        check_cache_file(cache, writable=scenario.llm.cache == "record")
     if out_dir is not None:
         run_dir = Path(out_dir)
     else:
         run_dir = claim_new(Path(out_root), scenario.name, scenario.seed)
+    cache = Path(cache_path) if cache_path is not None else default_cache_path(out_dir, out_root)
     try:
+        if scenario.llm.cache != "off":
+            check_cache_file(cache, writable=scenario.llm.cache == "record")
         return execute(
             scenario,
             source=source,
@@ -542,9 +555,10 @@ def run_scenario(
             before_step=before_step,
         )
     except ConfigError:
-        if out_dir is None and not run_dir.exists():  # bad input: no empty scenario folder
+        if out_dir is None and (is_unstarted(run_dir) or not run_dir.exists()):  # bad input
+            shutil.rmtree(run_dir, ignore_errors=True)
             with contextlib.suppress(OSError):
-                run_dir.parent.rmdir()
+                run_dir.parent.rmdir()  # the scenario folder, unless it holds other runs
         raise
 
 

@@ -34,6 +34,8 @@ TRACKERS_DIR = "trackers"
 MEMORY_DIR = "memory"
 REPORT_DIR = "report"
 CACHE_FILE = "llm_cache.sqlite"
+SWEEP_MANIFEST = "sweep.json"
+"""A sweep directory's manifest (its runs sit in ``runs/``, see :mod:`simworld.sweeps`)."""
 
 
 class RunStatus(StrEnum):
@@ -76,6 +78,26 @@ def read_manifest(run_dir: str | Path) -> dict[str, Any]:
         raise ConfigError(path, "", f"damaged: not UTF-8 text (byte {exc.start})") from None
     except OSError as exc:
         raise ConfigError(path, "", f"cannot read: {exc.strerror or exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(path, "", "damaged: expected a JSON object")
+    return data
+
+
+def read_sweep_manifest(sweep_dir: str | Path) -> dict[str, Any] | None:
+    """A sweep directory's ``sweep.json``, or ``None`` when there is none yet.
+
+    Raises:
+        ConfigError: The file is not a readable JSON object.
+    """
+    path = Path(sweep_dir) / SWEEP_MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ConfigError(path, "", f"unreadable sweep manifest: {exc.msg}") from exc
+    except (UnicodeDecodeError, OSError) as exc:
+        raise ConfigError(path, "", f"unreadable sweep manifest: {exc}") from None
     if not isinstance(data, dict):
         raise ConfigError(path, "", "damaged: expected a JSON object")
     return data

@@ -37,9 +37,12 @@ def parse_scalar(text: str, *, source: str, field: str) -> Any:
         field: The item named in errors.
 
     Raises:
-        ConfigError: A list, mapping or quoted text that is not valid YAML.
+        ConfigError: A control character, or a list, mapping or quoted text that is not
+            valid YAML.
     """
     plain = text.strip()
+    if any((ord(c) < 32 and c != "\t") or ord(c) == 127 for c in plain):
+        raise ConfigError(source, field, f"bad value {text!r}: special characters are not allowed")
     structured = plain[:1] in ("[", "{", '"', "'")
     try:
         value = yaml.safe_load(text)

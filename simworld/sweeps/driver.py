@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import sys
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -49,6 +50,8 @@ from simworld.sweeps.store import (
 
 EXECUTORS = ("local", "ray")
 EXIT_RUNS_FAILED = 1
+TICK_S = 1.0
+"""How often the sweep's bar is redrawn between results (seconds)."""
 
 __all__ = [
     "Estimate",
@@ -207,6 +210,7 @@ def run_sweep(
     plan = plan_sweep(scenario_path, grid=grid, seeds=seeds)
     sweep_dir = Path(out_dir) if out_dir is not None else plan.default_dir(out_root)
     sweep_dir = sweep_dir.resolve()
+    check_same_sweep(sweep_dir, plan.spec())
     _check_only(only, len(plan.runs))
     if ray_address is None:  # runs see this environment (a cluster's may hold other keys)
         for run in plan.runs:  # a key not set would fail every run at its first call
@@ -214,7 +218,6 @@ def run_sweep(
     if not force:
         chosen_runs = [r for r in plan.runs if only is None or r.index in only]
         _check_sizes(chosen_runs, plan.scenario_path, sweep_dir)
-    check_same_sweep(sweep_dir, plan.spec())
     cache = Path(cache_path).resolve() if cache_path is not None else sweep_dir / CACHE_FILE
     settings = {"executor": executor, "workers": workers, "cache": str(cache)}
     entries = [RunEntry(r.index, r.name, r.params, r.seed) for r in plan.runs]
@@ -283,17 +286,32 @@ def _drive(
         if tasks
         else None
     )
+    lock, stop = threading.Lock(), threading.Event()
+
+    def tick() -> None:  # between results too: the clock and the runs in flight move
+        while not stop.wait(TICK_S):
+            with lock:
+                _postfix(bar, store, runner)
+                bar.refresh()
+
+    ticker = threading.Thread(target=tick, name="simworld-sweep-bar", daemon=True)
     try:
         _postfix(bar, store, runner)
+        if progress and runner is not None:
+            ticker.start()
         for result in runner.run(tasks) if runner is not None else ():
-            store.record(result)
-            store.write_manifest(force=False)
-            store.write_frame()
-            _postfix(bar, store, runner)
-            bar.update(1)
+            with lock:
+                store.record(result)
+                store.write_manifest(force=False)
+                store.write_frame()
+                _postfix(bar, store, runner)
+                bar.update(1)
             if on_result is not None:
                 on_result(result)
     finally:
+        stop.set()
+        if ticker.is_alive():
+            ticker.join()
         if runner is not None:
             runner.close()
         bar.close()

@@ -21,10 +21,9 @@ from simworld.runs.writer import (
     option_probs,
     parquet_bytes,
 )
-from simworld.support.rundir import AGENTS, EDGES
+from simworld.support.rundir import AGENTS, EDGES, MANIFEST, SWEEP_MANIFEST, read_sweep_manifest
 from simworld.sweeps.executors import FINISHED_STATUSES, TaskResult, read_run_status
 
-SWEEP_MANIFEST = "sweep.json"
 COMBINED_FRAME = "opinions.parquet"
 RUN_OPINIONS = "opinions.parquet"
 COMBINED_TABLES = (RUN_OPINIONS, AGENTS, EDGES)
@@ -56,25 +55,27 @@ def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def read_sweep_manifest(sweep_dir: Path) -> dict[str, Any] | None:
-    """The ``sweep.json`` of a sweep directory, or ``None`` when there is none yet."""
-    path = sweep_dir / SWEEP_MANIFEST
-    if not path.is_file():
-        return None
-    try:
-        return dict(json.loads(path.read_text(encoding="utf-8")))
-    except json.JSONDecodeError as exc:
-        raise ConfigError(path, "", f"unreadable sweep manifest: {exc.msg}") from exc
-
-
 def check_same_sweep(sweep_dir: Path, spec: dict[str, Any]) -> None:
     """Refuse to continue a sweep directory that holds a different sweep.
 
     Raises:
-        ConfigError: The scenario file, grid or seeds differ from the recorded ones.
+        ConfigError: ``sweep_dir`` is a file, a run directory or a folder of other files, or
+            the scenario file, grid or seeds differ from the recorded ones.
     """
+    if sweep_dir.exists() and not sweep_dir.is_dir():
+        raise ConfigError(sweep_dir, "", "is a file; a sweep directory is a folder")
+    if (sweep_dir / MANIFEST).exists():
+        raise ConfigError(
+            sweep_dir, "", f"is a run directory (it holds {MANIFEST}); choose another --out"
+        )
     old = read_sweep_manifest(sweep_dir)
     if old is None:
+        others = sorted(p.name for p in sweep_dir.iterdir()) if sweep_dir.is_dir() else []
+        others = [name for name in others if name not in (LOCKS_DIR, RUNS_DIR)]
+        if others:
+            raise ConfigError(
+                sweep_dir, "", f"holds other files ({others[0]}, ...); choose a new or empty --out"
+            )
         return
     recorded = old.get("spec", {})
     for key in ("scenario_file", "scenario_sha256", "grid", "seeds"):

@@ -383,6 +383,36 @@ def test_killed_sweep_resumes_each_run_exactly_once(scenario, reference, tmp_pat
 
 
 @pytest.mark.slow
+def test_a_worker_that_dies_costs_its_run_a_restart_not_the_sweep(scenario, reference, tmp_path):
+    """A kill -9 of one pool worker mid-run (the out-of-memory killer): the pool is made again,
+    the runs it held go on (a partial one resumed), and the sweep ends as an undisturbed one."""
+    import threading
+
+    out = tmp_path / "sweep"
+    killed: list[int] = []
+
+    def kill_a_worker() -> None:
+        deadline = time.monotonic() + KILL_WAIT_S
+        while time.monotonic() < deadline:
+            seen = _statuses(out) if out.exists() else {}
+            workers = multiprocessing.active_children()
+            if workers and any(s == "running" and stepped for s, stepped in seen.values()):
+                os.kill(workers[0].pid, signal.SIGKILL)
+                killed.append(workers[0].pid)
+                return
+            time.sleep(0.02)
+
+    killer = threading.Thread(target=kill_a_worker)
+    killer.start()
+    result = run_sweep(scenario, grid=GRID, seeds=SEEDS, out_dir=out, workers=2)
+    killer.join()
+    assert killed, "no worker was killed"
+    assert result.ok, result.summary()
+    assert any(r["action"] in {"resumed", "reran"} for r in read_sweep(out)["runs"])
+    assert (out / COMBINED_FRAME).read_bytes() == (reference / COMBINED_FRAME).read_bytes()
+
+
+@pytest.mark.slow
 def test_sigterm_stops_a_sweep_in_one_line_and_a_rerun_finishes_it(scenario, tmp_path):
     """SIGTERM (a job scheduler's stop) to the sweep command: exit 143, one line naming it,
     and the same command run again completes the sweep."""

@@ -23,7 +23,7 @@ from simworld.engine.context import AgentView, Society
 from simworld.errors import ConfigError, PluginError
 from simworld.measures import believes
 from simworld.support.events import Event, EventType
-from simworld.support.plugins import check_call, import_object, plugin_fault, snake_case
+from simworld.support.plugins import build_error, check_call, import_object, snake_case
 
 Edge = list[int]
 RESERVED = ("type", "step", "index", "kind")
@@ -59,8 +59,7 @@ def load_custom(
         except TypeError as exc:
             raise ConfigError(source, f"interventions[{i}].params", str(exc)) from exc
         except Exception as exc:
-            why = plugin_fault(exc) or f"{type(exc).__name__}: {exc}"
-            raise ConfigError(source, field, f"{item.type}: could not be built: {why}") from exc
+            raise build_error(exc, source=source, field=field, spec=item.type) from exc
         call = "apply(model, step)"
         check_call(built[i].apply, 2, source=source, field=field, spec=item.type, call=call)
     return built

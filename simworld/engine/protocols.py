@@ -30,10 +30,10 @@ from simworld.engine.grouping import balanced_groups, random_groups
 from simworld.engine.record import StepRecord
 from simworld.errors import ConfigError
 from simworld.support.plugins import (
+    build_error,
     check_call,
     import_object,
     is_plugin_spec,
-    plugin_fault,
     snake_case,
 )
 
@@ -255,8 +255,7 @@ def resolve_protocol(mode: str, *, source: str | Path = "<scenario>") -> Protoco
         try:
             found = found()
         except Exception as exc:
-            why = plugin_fault(exc) or f"{type(exc).__name__}: {exc}"
-            raise ConfigError(source, field, f"{mode}: could not be built: {why}") from exc
+            raise build_error(exc, source=source, field=field, spec=mode) from exc
     if not isinstance(found, Protocol):
         msg = f"{mode}: not a simworld.engine.protocols.Protocol subclass"
         raise ConfigError(source, field, msg)

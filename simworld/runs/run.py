@@ -435,8 +435,7 @@ def _execute(
         except Exception as exc:
             late = exc
             if error is None:
-                fault = plugin_fault(exc)
-                status, error = RunStatus.FAILED, redactor.text(fault or repr(exc))
+                status, error = RunStatus.FAILED, redactor.text(plugin_fault(exc) or repr(exc))
         manifest.update(
             signal=signal,
             status=status,

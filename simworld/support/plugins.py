@@ -116,6 +116,12 @@ def check_call(
         raise ConfigError(source, field, f"{spec}: simworld calls {call}, but {exc}") from exc
 
 
+def build_error(exc: Exception, *, source: str | Path, field: str, spec: str) -> ConfigError:
+    """The one-line error for a plug-in whose constructor raised ``exc``."""
+    why = plugin_fault(exc) or f"{type(exc).__name__}: {exc}"
+    return ConfigError(source, field, f"{spec}: could not be built: {why}")
+
+
 def plugin_fault(exc: BaseException) -> str | None:
     """One line on an error raised inside a plug-in's code, or ``None`` when no plug-in
     loaded in this process is among the frames it passed through.
@@ -145,6 +151,7 @@ def snake_case(name: str) -> str:
 
 
 __all__ = [
+    "build_error",
     "check_call",
     "import_file",
     "import_object",

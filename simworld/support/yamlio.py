@@ -240,7 +240,7 @@ def strict_mismatch(data: Any, validated: Any, field: str = "") -> tuple[str, st
 
     Args:
         data: The input (as read from YAML, overrides applied).
-        validated: The validated scenario's ``model_dump()``.
+        validated: The validated document's ``model_dump()`` (a scenario, a persona library).
         field: Dotted path of ``data`` (for the message).
 
     Returns:

@@ -32,6 +32,9 @@ RAY_POLL_TIMEOUT_S = 1.0
 MAX_ERROR_CHARS = 500
 PARENT_POLL_S = 0.5
 EXIT_PARENT_GONE = 70
+MAX_WORKER_DEATHS = 2
+"""A local sweep task whose worker process died this many times is reported failed (once,
+it is run again in a new pool: a worker killed by the out-of-memory killer, say)."""
 
 
 @dataclass(frozen=True)
@@ -254,9 +257,36 @@ class LocalExecutor:
         return min(self.workers or 0, len(self._pending))
 
     def run(self, tasks: Sequence[RunTask]) -> Iterator[TaskResult]:
-        """Submit all tasks to the pool; yield results in completion order."""
-        if not tasks:
-            return
+        """Submit all tasks to the pool; yield results in completion order.
+
+        A worker that dies (``kill -9``, the out-of-memory killer) breaks the pool, and with
+        it every task in its hands. The pool is then made again and those tasks submitted
+        again (a partial run resumes, :func:`execute_task`); a task whose worker died
+        :data:`MAX_WORKER_DEATHS` times is reported failed.
+        """
+        deaths: dict[int, int] = {}
+        queue = list(tasks)
+        while queue:
+            by_future = self._submit(queue)
+            queue = []
+            while self._pending:
+                done, self._pending = wait(self._pending, return_when=FIRST_COMPLETED)
+                for fut in sorted(done, key=lambda f: by_future[f].index):
+                    task = by_future[fut]
+                    try:
+                        result = fut.result()
+                    except BrokenProcessPool as exc:
+                        deaths[task.index] = deaths.get(task.index, 0) + 1
+                        if deaths[task.index] < MAX_WORKER_DEATHS:
+                            queue.append(task)
+                            continue
+                        why = f"its worker died {deaths[task.index]} times: {exc}"
+                        result = TaskResult(task.index, "failed", why)
+                    yield result
+            self.close()
+
+    def _submit(self, tasks: Sequence[RunTask]) -> dict[Future[TaskResult], RunTask]:
+        """Make a pool for ``tasks`` and hand them all to it."""
         context = multiprocessing.get_context("spawn")
         # the pool starts multiprocessing's resource tracker when it is made (its queues'
         # locks) and its workers as tasks are submitted: every one a `python -c` child
@@ -268,15 +298,7 @@ class LocalExecutor:
             )
             by_future = {self._pool.submit(execute_task, t): t for t in tasks}
         self._pending = set(by_future)
-        while self._pending:
-            done, self._pending = wait(self._pending, return_when=FIRST_COMPLETED)
-            for fut in sorted(done, key=lambda f: by_future[f].index):
-                try:
-                    result = fut.result()
-                except BrokenProcessPool as exc:
-                    result = TaskResult(by_future[fut].index, "failed", f"worker died: {exc}")
-                yield result
-        self.close()
+        return by_future
 
     def close(self) -> None:
         """Cancel queued tasks and stop the workers at once (a killed run resumes later)."""

@@ -19,7 +19,7 @@ import pyarrow as pa
 from simworld.config.scenario import Scenario
 from simworld.errors import ConfigError, PluginError
 from simworld.runs.writer import atomic_write_bytes, mask_table, parquet_bytes
-from simworld.support.plugins import check_call, import_object, plugin_fault, snake_case
+from simworld.support.plugins import build_error, check_call, import_object, snake_case
 from simworld.support.recipients import Recipients, UnresolvedRecipients
 from simworld.support.rundir import TRACKERS_DIR, TRANSCRIPT, read_manifest
 from simworld.trackers.base import (
@@ -116,8 +116,7 @@ def load_tracker(
     try:
         tracker = make(context=context) if "context" in params else make()
     except Exception as exc:
-        why = plugin_fault(exc) or f"{type(exc).__name__}: {exc}"
-        raise ConfigError(source, field, f"{spec}: could not be built: {why}") from exc
+        raise build_error(exc, source=source, field=field, spec=spec) from exc
     if not isinstance(tracker, Tracker):
         raise ConfigError(source, field, f"{spec}: needs observe(event) and rows() methods")
     check_call(tracker.observe, 1, source=source, field=field, spec=spec, call="observe(event)")

@@ -51,10 +51,13 @@ def quick_overrides(scenario: Scenario) -> dict[str, Any]:
     """Settings that shrink a scenario to a few minutes on the embedded model.
 
     At most :data:`QUICK_AGENTS` agents and :data:`QUICK_STEPS` steps, but never fewer steps
-    than the last scheduled intervention needs, nor fewer than the Asch design's peer counts.
+    than the last scheduled intervention or personality inventory needs, nor fewer than the
+    Asch design's peer counts.
     """
+    bfi = scenario.trackers.bfi
     steps = QUICK_STEPS
     steps = max([steps, *(item.step for item in scenario.interventions)])
+    steps = max([steps, *(bfi.steps if bfi is not None else [])])
     if scenario.protocol.asch is not None:
         steps = max(steps, len(scenario.protocol.asch.peers))
     return {

@@ -16,7 +16,14 @@ def test_options_are_parsed_once_per_model_string() -> None:
 
 @pytest.mark.parametrize(
     "model",
-    ["fake/default?speed=3", "fake/default?failures=crash", "fake/default?failure_rate=2"],
+    [
+        "fake/default?speed=3",
+        "fake/default?failures=crash",
+        "fake/default?failure_rate=2",
+        "fake/default?latency_ms=abc",
+        "fake/default?latency_jitter_ms=-5",
+        "fake/default?latency_ms=inf",
+    ],
 )
 def test_bad_options_raise_every_time(model: str) -> None:
     for _ in range(2):

@@ -230,3 +230,18 @@ def test_out_root_that_is_a_file_is_refused_in_one_line(make_scenario, tmp_path,
     assert err.count("\n") == 1 and f"{root}: cannot hold run directories: is a file" in err
     assert main(["run", str(make_scenario()), "--out", str(root / "run")]) == 2
     assert "is a file" in capsys.readouterr().err
+
+
+def test_a_directory_as_the_scenario_and_a_file_as_the_run_directory_say_so(
+    make_scenario, tmp_path, capsys
+):
+    assert main(["run", str(tmp_path), "--out", str(tmp_path / "r")]) == 2
+    assert (
+        capsys.readouterr().err == f"simworld: error: {tmp_path}: is a directory, not a YAML file\n"
+    )
+    taken = tmp_path / "taken.txt"
+    taken.write_text("mine")
+    assert main(["run", str(make_scenario()), "--out", str(taken)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"simworld: error: {taken}: is a file, not a run directory; choose a new --out\n"
+    assert taken.read_text() == "mine"

@@ -14,6 +14,7 @@ from pydantic import (
     JsonValue,
     SerializerFunctionWrapHandler,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_serializer,
     model_validator,
@@ -105,6 +106,13 @@ class Topic(_Strict):
     truth: OpinionValue | None = None
     """The correct answer, when the question has one (Asch trials, ground-truth analyses)."""
 
+    @field_validator("statement")
+    @classmethod
+    def _not_blank(cls, statement: str) -> str:
+        if not statement.strip():
+            raise ValueError("a statement must not be blank")
+        return statement
+
     @model_validator(mode="after")
     def _truth_on_scale(self) -> Topic:
         if self.truth is not None and not self.allows(self.truth):
@@ -165,7 +173,9 @@ class WattsStrogatzNetwork(_Strict):
     """Small world: ring of ``k`` nearest neighbours, each edge rewired with probability ``p``."""
 
     generator: Literal["watts_strogatz"]
-    k: int = Field(ge=2)
+    k: int = Field(ge=2, multiple_of=2)
+    """Each node joins its ``k / 2`` nearest neighbours on either side (an odd ``k`` would
+    silently act as ``k - 1``)."""
     p: float = Field(ge=0.0, le=1.0)
 
 
@@ -310,6 +320,8 @@ class PriceConfig(_Strict):
     output_per_million: float = Field(ge=0.0)
 
 
+FIELDS_ONLY = "fields_only"
+"""Validation context key: check every field, but not the checks across them."""
 EXECUTION_ONLY_LLM_FIELDS = ("concurrency", "cache", "timeout_s", "backoff_base_s", "backoff_max_s")
 """``llm`` settings of how calls are sent that do not change what a run writes (the same
 scenario and seed give the same outputs whatever they are): runs that differ only in them
@@ -396,7 +408,9 @@ class Scenario(_Strict):
         return data
 
     @model_validator(mode="after")
-    def _check(self) -> Scenario:
+    def _check(self, info: ValidationInfo) -> Scenario:
+        if info.context and info.context.get(FIELDS_ONLY):
+            return self
         ids = [t.id for t in self.topics]
         for i, t in enumerate(ids):
             if t in ids[:i]:
@@ -413,6 +427,10 @@ class Scenario(_Strict):
             late = [s for s in self.protocol.probe_at if s > self.protocol.steps]
             if late:
                 raise ValueError(f"protocol.probe_at: step {late[0]} is after the last step")
+        bfi = self.trackers.bfi
+        late = [] if bfi is None else [s for s in bfi.steps if s > self.protocol.steps]
+        if late:
+            raise ValueError(f"trackers.bfi.steps: step {late[0]} is after the last step")
         n, net = self.population.size, self.network
         if isinstance(net, WattsStrogatzNetwork) and net.k >= n:
             raise ValueError(f"network.k: k={net.k} must be smaller than population.size {n}")
@@ -581,10 +599,9 @@ def load_scenario(path: str | Path, overrides: dict[str, Any] | None = None) -> 
     try:
         scenario = Scenario.model_validate(data)
     except ValidationError as exc:
+        _refuse_converted(path, data)  # a cross-field check may have met a converted value
         raise config_error_from_validation(path, exc, data=data) from exc
-    mismatch = strict_mismatch(data, scenario.model_dump())
-    if mismatch is not None:
-        raise ConfigError(path, *mismatch)
+    _refuse_converted(path, data, scenario)
     base = path.resolve().parent
     if scenario.population.library is not None:
         scenario.population.library = _resolve_path(base, scenario.population.library)
@@ -625,6 +642,29 @@ def load_scenario(path: str | Path, overrides: dict[str, Any] | None = None) -> 
         if not Path(scenario.network.path).is_file():
             raise ConfigError(path, "network.path", f"file not found: {scenario.network.path}")
     return scenario
+
+
+def _refuse_converted(path: Path, data: Any, scenario: Scenario | None = None) -> None:
+    """Refuse a value validation took from another kind (:func:`strict_mismatch`), named
+    before any error it caused in a check across fields (``size: true`` read as 1 is not
+    "``network.k`` must be smaller than ``population.size`` 1").
+
+    Args:
+        path: The scenario file, named in errors.
+        data: The input.
+        scenario: The validated scenario; ``None``: validate the fields alone.
+
+    Raises:
+        ConfigError: Naming the field and what it held.
+    """
+    if scenario is None:
+        try:
+            scenario = Scenario.model_validate(data, context={FIELDS_ONLY: True})
+        except ValidationError:
+            return  # a field is wrong in itself: its own error says so
+    mismatch = strict_mismatch(data, scenario.model_dump())
+    if mismatch is not None:
+        raise ConfigError(path, *mismatch)
 
 
 def check_no_credentials(scenario: Scenario, source: str | Path, redactor: Redactor) -> None:

@@ -533,7 +533,8 @@ def run_scenario(
         redactor_for([scenario.llm.model], names=() if route is None else route.key_envs()),
     )
     if out_dir is not None and Path(out_dir).exists() and not is_unstarted(Path(out_dir)):
-        raise ConfigError(out_dir, "", "run directory already exists")
+        what = "is a file, not a run directory" if Path(out_dir).is_file() else "already exists"
+        raise ConfigError(out_dir, "", f"{what}; choose a new --out")
     if not force:
         target = Path(out_dir) if out_dir is not None else Path(out_root)
         check_feasible(scenario, source=source, out_root=target)

@@ -74,7 +74,9 @@ def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
     """
     p = Path(path)
     if not p.is_file():
-        raise ConfigError(p, "", "file not found")
+        raise ConfigError(
+            p, "", "is a directory, not a YAML file" if p.is_dir() else "file not found"
+        )
     try:
         size = p.stat().st_size
         if size > MAX_YAML_BYTES:

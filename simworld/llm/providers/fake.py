@@ -93,21 +93,29 @@ class FakeOptions:
         if unknown:
             raise ValueError(f"fake provider: unknown failure kind(s) {sorted(unknown)}")
         return cls(
-            latency_ms=float(q.get("latency_ms", 0)),
-            latency_jitter_ms=float(q.get("latency_jitter_ms", 0)),
+            latency_ms=_number(q.get("latency_ms", "0"), "latency_ms"),
+            latency_jitter_ms=_number(q.get("latency_jitter_ms", "0"), "latency_jitter_ms"),
             failure_rate=_share(q.get("failure_rate", "0"), "failure_rate"),
             failures=kinds,
             position_bias=_share(q.get("position_bias", "0"), "position_bias"),
         )
 
 
-def _share(text: str, name: str) -> float:
-    """A probability option, checked to lie in [0, 1]."""
+def _number(text: str, name: str) -> float:
+    """A finite, non-negative option (a latency in milliseconds)."""
     try:
         value = float(text)
     except ValueError:
         raise ValueError(f"fake provider: {name} must be a number, got {text!r}") from None
-    if not 0.0 <= value <= 1.0:
+    if not 0.0 <= value < math.inf:
+        raise ValueError(f"fake provider: {name} must be a number from 0 up, got {text}")
+    return value
+
+
+def _share(text: str, name: str) -> float:
+    """A probability option, checked to lie in [0, 1]."""
+    value = _number(text, name)
+    if value > 1.0:
         raise ValueError(f"fake provider: {name} must be between 0 and 1, got {text}")
     return value
 

@@ -272,7 +272,11 @@ def _report(args: argparse.Namespace) -> int:
         return 0
     from simworld.analysis.compare import build_comparison
 
-    print(build_comparison(paths, out_dir=args.out, level=args.level))
+    skipped: list[str] = []
+    page = build_comparison(paths, out_dir=args.out, level=args.level, skipped=skipped)
+    if skipped:
+        print(f"note       {len(skipped)} run(s) left out, not finished: {', '.join(skipped)}")
+    print(page)
     return 0
 
 

@@ -68,6 +68,13 @@ def test_report_is_self_contained(run):
     assert (run / "other" / REPORT_FILE).is_file()
 
 
+def test_a_report_made_from_inside_the_run_directory_names_the_run(run, tmp_path, monkeypatch):
+    monkeypatch.chdir(run)
+    assert main(["report", ".", "--out", str(tmp_path / "page")]) == 0
+    page = (tmp_path / "page" / REPORT_FILE).read_text(encoding="utf-8")
+    assert re.search(r"<td>run</td>\s*<td>run</td>", page)  # the fixture's folder is "run"
+
+
 @pytest.mark.slow
 def test_report_opens_in_headless_chromium(run, tmp_path):
     page = build_report(run, out_dir=tmp_path / "report")

@@ -183,7 +183,7 @@ def test_asch_levels_by_p_are_compared_beside_asch_1951(make_scenario, tmp_path)
     assert "compare_asch" in page and "Groups, leadership and men" in page
 
 
-def test_unfinished_runs_of_a_sweep_are_left_out_and_named(sweep, tmp_path):
+def test_unfinished_runs_of_a_sweep_are_left_out_and_named(sweep, tmp_path, capsys):
     import shutil
 
     copy = tmp_path / "sweep"
@@ -199,6 +199,13 @@ def test_unfinished_runs_of_a_sweep_are_left_out_and_named(sweep, tmp_path):
     page = build_comparison([copy]).read_text(encoding="utf-8")
     assert "1 run(s) left out, not finished" in page
     assert f"{manifest['runs'][0]['run_dir']} (failed)" in page
+    assert main(["report", str(copy), "--out", str(tmp_path / "page")]) == 0
+    said = capsys.readouterr().out.splitlines()
+    assert (
+        said[0]
+        == f"note       1 run(s) left out, not finished: {manifest['runs'][0]['run_dir']} (failed)"
+    )
+    assert said[1] == str(tmp_path / "page" / "report.html")
 
 
 def test_run_directories_unfinished_are_left_out_and_execution_settings_are_one_condition(

@@ -146,6 +146,14 @@ def test_branch_reuses_everything_before_the_step(make_scenario, tmp_path):
     assert manifest["scenario"]["protocol"]["instruction"].startswith("Be stubborn")
 
 
+def test_a_branch_of_the_current_directory_sits_beside_it(make_scenario, tmp_path, monkeypatch):
+    run_scenario(make_scenario(), out_dir=tmp_path / "p", cache_path=tmp_path / "c.db")
+    monkeypatch.chdir(tmp_path / "p")
+    overrides = {"protocol.instruction": "Be brief."}
+    branch = branch_run(".", from_step=2, overrides=overrides, progress=False)
+    assert branch.status == "completed" and branch.run_dir == tmp_path / "p-branch2"
+
+
 def test_branch_refuses_changing_who_is_simulated(make_scenario, tmp_path):
     run_scenario(make_scenario(), out_dir=tmp_path / "p", cache_path=tmp_path / "c.db")
     with pytest.raises(ConfigError, match="cannot change in a branch"):

@@ -625,7 +625,11 @@ def default_out(paths: Sequence[str | Path]) -> Path:
 
 
 def build_comparison(
-    paths: Sequence[str | Path], *, out_dir: str | Path | None = None, level: float = DEFAULT_CI
+    paths: Sequence[str | Path],
+    *,
+    out_dir: str | Path | None = None,
+    level: float = DEFAULT_CI,
+    skipped: list[str] | None = None,
 ) -> Path:
     """Write a comparison report of a sweep or several runs, and its summary files.
 
@@ -633,11 +637,15 @@ def build_comparison(
         paths: One sweep directory, or run directories (or several sweeps).
         out_dir: Where to write (default :func:`default_out`).
         level: Confidence level of the intervals.
+        skipped: When given, receives the runs left out as not finished (run directory and
+            status), as the report's notes name them.
 
     Returns:
         The HTML file (``summary.csv`` and ``summary.parquet`` beside it).
     """
     comparison = compare(paths, level=level)
+    if skipped is not None:
+        skipped.extend(comparison.skipped)
     out = Path(out_dir) if out_dir is not None else default_out(paths)
     out.mkdir(parents=True, exist_ok=True)
     table = summary_table(comparison)

@@ -64,7 +64,7 @@ class Run:
     @property
     def id(self) -> str:
         """The run's name (its directory name)."""
-        return self.path.name
+        return self.path.resolve().name  # `simworld report .` names the folder too
 
     @property
     def seed(self) -> int:

@@ -252,7 +252,8 @@ def branch_run(
     recipients = recorded_recipients(run_dir, manifest)
     check_recorded_cache(run_dir, cache, before_step=from_step)
     if out_dir is None:
-        target = free_path(run_dir.with_name(f"{run_dir.name}-branch{from_step}"))
+        parent_dir = run_dir.resolve()  # `simworld replay .` has a name too
+        target = free_path(parent_dir.with_name(f"{parent_dir.name}-branch{from_step}"))
     else:
         target = Path(out_dir)
         if target.exists():

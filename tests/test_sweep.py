@@ -413,25 +413,38 @@ def test_a_worker_that_dies_costs_its_run_a_restart_not_the_sweep(scenario, refe
 
 
 @pytest.mark.slow
-def test_sigterm_stops_a_sweep_in_one_line_and_a_rerun_finishes_it(scenario, tmp_path):
-    """SIGTERM (a job scheduler's stop) to the sweep command: exit 143, one line naming it,
-    and the same command run again completes the sweep."""
+@pytest.mark.parametrize(
+    ("ctrl_c", "code", "said"),
+    [(False, 143, "terminated (SIGTERM)"), (True, 130, "interrupted")],
+    ids=["sigterm", "ctrl_c"],
+)
+def test_a_stopped_sweep_says_so_in_one_line_marks_its_runs_and_a_rerun_finishes_it(
+    scenario, tmp_path, ctrl_c_deliverable, ctrl_c, code, said
+):
+    """SIGTERM (a job scheduler's stop) to the sweep command, or a terminal's Ctrl-C (to its
+    whole process group, workers too): one line naming it, no traceback; the runs in flight
+    are marked interrupted, and the same command run again completes the sweep."""
     out = tmp_path / "sweep"
     cmd = _sweep_command(scenario, out)
     with subprocess.Popen(
-        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True
     ) as proc:
         deadline = time.monotonic() + KILL_WAIT_S
         while not (out.exists() and _statuses(out)):
             assert proc.poll() is None, "the sweep finished before it could be stopped"
             assert time.monotonic() < deadline, "no run started"
             time.sleep(0.02)
-        proc.send_signal(signal.SIGTERM)
+        if ctrl_c:
+            os.killpg(proc.pid, signal.SIGINT)
+        else:
+            proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 143, err
+    assert proc.returncode == code, err
     assert "Traceback" not in err
     last = err.strip().splitlines()[-1]
-    assert last == "simworld: sweep terminated (SIGTERM); re-run the same command to resume"
+    assert last == f"simworld: sweep {said}; re-run the same command to resume"
+    statuses = [status for status, _ in _statuses(out).values()]
+    assert "interrupted" in statuses and set(statuses) <= {"interrupted", "completed"}, statuses
     assert main(cmd[3:]) == 0
     again = run_sweep(scenario, grid=GRID, seeds=SEEDS, out_dir=out)
     assert again.done_now == 0 and again.skipped == RUNS

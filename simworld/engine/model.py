@@ -62,6 +62,12 @@ def _terminate() -> None:
     raise Terminated
 
 
+async def _settled() -> None:
+    """Two turns of the event loop: a signal it has read but not yet acted on is handled."""
+    for _ in range(2):
+        await asyncio.sleep(0)
+
+
 # The signals the event loop raises itself while it runs: each with the handler the process
 # must have installed for it (else the signal is left alone) and the loop's callback.
 _LOOP_SIGNALS: dict[signal.Signals, tuple[Any, Callable[[], None]]] = {
@@ -353,7 +359,9 @@ class SocialSimulation(mesa.Model):
         SIGTERM, as :class:`~simworld.support.process.Terminated`, when the process handles
         it with :func:`~simworld.support.process.raise_terminated` (the command does). Only
         in the main thread, and only for a signal whose handler is that one (Python's default
-        for SIGINT): a program that installed its own keeps it.
+        for SIGINT): a program that installed its own keeps it. A signal the loop has read
+        but not yet acted on when the work ends raises before this returns; a callback still
+        queued once it has returned (a second signal right behind the first) does nothing.
         """
         loop = self._loop
         routed = {}
@@ -363,11 +371,24 @@ class SocialSimulation(mesa.Model):
                 for sig, (handler, callback) in _LOOP_SIGNALS.items()
                 if signal.getsignal(sig) is handler
             }
+        live = True  # a signal's callback still queued after this call ends does nothing
+
+        def on(callback: Callable[[], None]) -> Callable[[], None]:
+            def on_signal() -> None:
+                if live:
+                    callback()
+
+            return on_signal
+
         try:
             for sig, (_, callback) in routed.items():
-                loop.add_signal_handler(sig, callback)
-            return loop.run_until_complete(coro)
+                loop.add_signal_handler(sig, on(callback))
+            result = loop.run_until_complete(coro)
+            if routed:  # a signal the loop took as the work ended raises now, not later
+                loop.run_until_complete(_settled())
+            return result
         finally:
+            live = False
             if inspect.getcoroutinestate(coro) == inspect.CORO_CREATED and not any(
                 task.get_coro() is coro for task in asyncio.all_tasks(loop)
             ):  # stopped before the loop took it (a task of it :meth:`close` cancels)

@@ -37,7 +37,7 @@ from simworld.runs.tables import write_run_tables
 from simworld.runs.writer import RunWriter, recorded_keys
 from simworld.support.events import EventType
 from simworld.support.plugins import plugin_fault
-from simworld.support.process import TERMINATED, Terminated, note_stopped_run
+from simworld.support.process import TERMINATED, Terminated, note_stopped_run, stops_held
 from simworld.support.progress import ProgressBar
 from simworld.support.recipients import COMPACT, EXPLICIT, RecipientsFormat
 from simworld.support.rundir import CACHE_FILE, MEMORY_DIR, TRACKERS_DIR, RunStatus, read_manifest
@@ -372,15 +372,15 @@ def _execute(
     if resume:
         resumed = read_manifest(run_dir).get("resumed", 0)
         manifest["resumed"] = (resumed if isinstance(resumed, int) else 0) + 1
-    writer.manifest(manifest)
-    writer.event(model.start_event())
-    writer.flush()  # a crash before the first step ends still leaves the run's start
-    write_run_tables(run_dir, model, redactor)
     status, error = RunStatus.COMPLETED, None
     bar = ProgressBar(
         gateway.progress, name=final.name, steps=final.protocol.steps, disable=not progress
     )
-    try:
+    try:  # from the first manifest on, a stop (Ctrl-C, SIGTERM) is marked in the last one
+        writer.manifest(manifest)
+        writer.event(model.start_event())
+        writer.flush()  # a crash before the first step ends still leaves the run's start
+        write_run_tables(run_dir, model, redactor)
         if branch is not None and branch.step == 0:
             model.rebase(branch.scenario)
         model.start()
@@ -424,37 +424,40 @@ def _execute(
             note_stopped_run(exc, run_dir)
         raise
     finally:
-        bar.close()
-        model.close()
-        wall = time.perf_counter() - started
-        signal = signal_summary(model.trackers.trackers["signal"].rows())
-        warnings = tuple(str(t["warning"]) for t in signal.values() if t["warning"])
-        late: Exception | None = None  # a tracker that fails to give its frame
-        try:
-            model.trackers.write(trackers_dir, redactor=redactor)
-        except Exception as exc:
-            late = exc
-            if error is None:
-                status, error = RunStatus.FAILED, redactor.text(plugin_fault(exc) or repr(exc))
-        manifest.update(
-            signal=signal,
-            status=status,
-            error=error,
-            steps_completed=model.steps,
-            last_completed_step=completed[-1] if completed else None,
-            agents=len(model.population),
-            totals=asdict(gateway.accounting),
-            prefix_share=gateway.accounting.prefix_share,
-            cacheable_share=gateway.accounting.cacheable_share,
-            wall_time_s=round(wall, 3),
-            finished_at=datetime.now(UTC).isoformat(timespec="seconds"),
-        )
-        writer.close()
-        writer.manifest(manifest)  # last: a run is complete only once everything else is
-        if cache is not None:
-            cache.close()
+        with stops_held() as held:  # a stop now is recorded, then raised
+            bar.close()
+            model.close()
+            wall = time.perf_counter() - started
+            signal = signal_summary(model.trackers.trackers["signal"].rows())
+            warnings = tuple(str(t["warning"]) for t in signal.values() if t["warning"])
+            late: Exception | None = None  # a tracker that fails to give its frame
+            try:
+                model.trackers.write(trackers_dir, redactor=redactor)
+            except Exception as exc:
+                late = exc
+                if error is None:
+                    status, error = RunStatus.FAILED, redactor.text(plugin_fault(exc) or repr(exc))
+            manifest.update(
+                signal=signal,
+                status=status,
+                error=error,
+                steps_completed=model.steps,
+                last_completed_step=completed[-1] if completed else None,
+                agents=len(model.population),
+                totals=asdict(gateway.accounting),
+                prefix_share=gateway.accounting.prefix_share,
+                cacheable_share=gateway.accounting.cacheable_share,
+                wall_time_s=round(wall, 3),
+                finished_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            )
+            writer.close()
+            writer.manifest(manifest)  # last: a run is complete only once everything else is
+            if cache is not None:
+                cache.close()
     if late is not None and plugin_fault(late) is None:
         raise late
+    if held:
+        raise held[0]  # came as the run ended: the run is recorded as it stands
     return RunResult(
         run_dir,
         status,

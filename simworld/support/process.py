@@ -8,6 +8,7 @@ import gc
 import os
 import shlex
 import signal
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -107,6 +108,40 @@ def raise_terminated(signum: int, frame: FrameType | None) -> None:
     :class:`Terminated`. While a simulation's event loop runs, the loop raises it instead
     (:meth:`~simworld.engine.model.SocialSimulation.gather`), outside any model call."""
     raise Terminated
+
+
+@contextmanager
+def stops_held() -> Iterator[list[KeyboardInterrupt]]:
+    """Hold a Ctrl-C or a SIGTERM (as the ``simworld`` command raises them) while a run
+    closes and writes its last manifest, so a stop that lands then cannot leave the run
+    marked ``running``; the stop held is yielded, for the caller to raise once done.
+
+    A sweep meets this: the driver stops a worker's run with one SIGTERM, and the pool may
+    send a second as the run closes. Only the first stop is held: a second one raises at
+    once (a close that hangs can still be stopped). In the main thread only (elsewhere
+    signals cannot be handled), and only for signals handled as the command handles them.
+    """
+    held: list[KeyboardInterrupt] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield held
+        return
+
+    def hold(signum: int, frame: FrameType | None) -> None:
+        stop = Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+        if held:
+            raise stop
+        held.append(stop)
+
+    raising = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: raise_terminated}
+    previous = {sig: signal.getsignal(sig) for sig in raising}
+    for sig, handler in raising.items():
+        if previous[sig] is handler:
+            signal.signal(sig, hold)
+    try:
+        yield held
+    finally:
+        for sig, before in previous.items():
+            signal.signal(sig, before)
 
 
 def leave_ctrl_c_to_the_parent() -> None:

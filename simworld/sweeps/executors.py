@@ -9,6 +9,7 @@ import logging
 import multiprocessing
 import os
 import shutil
+import signal
 import sys
 import threading
 import time
@@ -17,11 +18,17 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from types import FrameType
 from typing import Any, Protocol
 
 from simworld.errors import ConfigError
 from simworld.support.process import SAFE_PATH_ENV as SAFE_PATH_ENV
-from simworld.support.process import safe_path
+from simworld.support.process import (
+    ctrl_c_held,
+    leave_ctrl_c_to_the_parent,
+    raise_terminated,
+    safe_path,
+)
 from simworld.support.rundir import FINISHED as FINISHED_STATUSES
 from simworld.support.rundir import MANIFEST as MANIFEST_FILE
 from simworld.support.rundir import RunStatus
@@ -32,6 +39,9 @@ RAY_POLL_TIMEOUT_S = 1.0
 MAX_ERROR_CHARS = 500
 PARENT_POLL_S = 0.5
 EXIT_PARENT_GONE = 70
+STOP_GRACE_S = 10.0
+"""How long a stopped local sweep waits for the runs in its workers to mark themselves
+interrupted before it kills the workers."""
 MAX_WORKER_DEATHS = 2
 """A local sweep task whose worker process died this many times is reported failed (once,
 it is run again in a new pool: a worker killed by the out-of-memory killer, say)."""
@@ -190,7 +200,14 @@ class Executor(Protocol):
 
 def _worker_init() -> None:
     """Warm a worker: import the engine (litellm, mesa) before the first task arrives; and
-    watch the parent, so the worker ends when the sweep driver dies (:func:`watch_parent`)."""
+    watch the parent, so the worker ends when the sweep driver dies (:func:`watch_parent`).
+
+    A terminal's Ctrl-C is the driver's alone: it stops its workers with SIGTERM
+    (:meth:`LocalExecutor.close`), which ends a run as the ``simworld`` command's SIGTERM
+    does (:func:`_pool_task`) and an idle worker at once.
+    """
+    leave_ctrl_c_to_the_parent()
+    signal.signal(signal.SIGTERM, _leave_idle)
     watch_parent()
     import simworld.runs.run  # noqa: F401
 
@@ -220,6 +237,21 @@ def watch_parent(interval_s: float = PARENT_POLL_S) -> threading.Thread:
     thread = threading.Thread(target=watch, name="simworld-watch-parent", daemon=True)
     thread.start()
     return thread
+
+
+def _leave_idle(signum: int, frame: FrameType | None) -> None:
+    """A pool worker's SIGTERM between runs: nothing to mark, leave at once."""
+    _fast_exit()
+
+
+def _pool_task(task: RunTask) -> TaskResult:
+    """:func:`execute_task` in a local pool's worker: a SIGTERM meanwhile stops the run
+    marked interrupted (:class:`~simworld.support.process.Terminated`), to be resumed."""
+    signal.signal(signal.SIGTERM, raise_terminated)
+    try:
+        return execute_task(task)
+    finally:
+        signal.signal(signal.SIGTERM, _leave_idle)
 
 
 def _fast_exit() -> None:
@@ -290,18 +322,20 @@ class LocalExecutor:
         context = multiprocessing.get_context("spawn")
         # the pool starts multiprocessing's resource tracker when it is made (its queues'
         # locks) and its workers as tasks are submitted: every one a `python -c` child
-        with safe_path():
+        with safe_path(), ctrl_c_held():  # the workers start as tasks are submitted
             self._pool = ProcessPoolExecutor(
                 max_workers=min(self.workers or 1, len(tasks)),
                 mp_context=context,
                 initializer=_worker_init,
             )
-            by_future = {self._pool.submit(execute_task, t): t for t in tasks}
+            by_future = {self._pool.submit(_pool_task, t): t for t in tasks}
         self._pending = set(by_future)
         return by_future
 
     def close(self) -> None:
-        """Cancel queued tasks and stop the workers at once (a killed run resumes later)."""
+        """Cancel queued tasks and stop the workers: each run in progress is marked
+        interrupted (a worker still there after :data:`STOP_GRACE_S` is killed); the next
+        sweep resumes them."""
         pool, self._pool = self._pool, None
         unfinished, self._pending = self._pending, set()
         if pool is None:
@@ -314,8 +348,12 @@ class LocalExecutor:
         for proc in processes:
             if proc.is_alive():
                 proc.terminate()
+        deadline = time.monotonic() + STOP_GRACE_S
         for proc in processes:
-            proc.join(timeout=5)
+            proc.join(timeout=max(0.0, deadline - time.monotonic()))
+            if proc.is_alive():
+                proc.kill()
+                proc.join()
         pool.shutdown(wait=True)  # let the pool's manager thread see the workers gone
 
 

@@ -55,9 +55,13 @@ def quick_overrides(scenario: Scenario) -> dict[str, Any]:
     Asch design's peer counts.
     """
     bfi = scenario.trackers.bfi
-    steps = QUICK_STEPS
-    steps = max([steps, *(item.step for item in scenario.interventions)])
-    steps = max([steps, *(bfi.steps if bfi is not None else [])])
+    steps = max(
+        [
+            QUICK_STEPS,
+            *(item.step for item in scenario.interventions),
+            *(bfi.steps if bfi is not None else []),
+        ]
+    )
     if scenario.protocol.asch is not None:
         steps = max(steps, len(scenario.protocol.asch.peers))
     return {

@@ -423,14 +423,15 @@ class Scenario(_Strict):
                 f"baseline.model: {self.baseline.model} needs Likert topics; "
                 f"{choice[0]!r} is a choice topic"
             )
-        if self.protocol.probe_at is not None:
-            late = [s for s in self.protocol.probe_at if s > self.protocol.steps]
-            if late:
-                raise ValueError(f"protocol.probe_at: step {late[0]} is after the last step")
         bfi = self.trackers.bfi
-        late = [] if bfi is None else [s for s in bfi.steps if s > self.protocol.steps]
-        if late:
-            raise ValueError(f"trackers.bfi.steps: step {late[0]} is after the last step")
+        scheduled = {
+            "protocol.probe_at": self.protocol.probe_at or [],
+            "trackers.bfi.steps": [] if bfi is None else bfi.steps,
+        }
+        for field, steps in scheduled.items():
+            late = [s for s in steps if s > self.protocol.steps]
+            if late:
+                raise ValueError(f"{field}: step {late[0]} is after the last step")
         n, net = self.population.size, self.network
         if isinstance(net, WattsStrogatzNetwork) and net.k >= n:
             raise ValueError(f"network.k: k={net.k} must be smaller than population.size {n}")

@@ -41,7 +41,7 @@ from simworld.society.population import build_population
 from simworld.support.events import Event, EventType
 from simworld.support.hashing import canonical_json
 from simworld.support.plugins import plugin_fault
-from simworld.support.process import Terminated, raise_terminated
+from simworld.support.process import STOP_HANDLERS, stop_for
 from simworld.support.recipients import Recipients
 from simworld.support.redact import Redactor
 from simworld.support.rundir import RunStatus
@@ -52,28 +52,10 @@ BRANCH_FIXED_FIELDS = ("name", "seed", "population", "network", "baseline")
 _T = TypeVar("_T")
 
 
-def _interrupt() -> None:
-    """The event loop's SIGINT callback (:meth:`SocialSimulation._run`): a Ctrl-C."""
-    raise KeyboardInterrupt
-
-
-def _terminate() -> None:
-    """The event loop's SIGTERM callback (:meth:`SocialSimulation._run`)."""
-    raise Terminated
-
-
 async def _settled() -> None:
     """Two turns of the event loop: a signal it has read but not yet acted on is handled."""
     for _ in range(2):
         await asyncio.sleep(0)
-
-
-# The signals the event loop raises itself while it runs: each with the handler the process
-# must have installed for it (else the signal is left alone) and the loop's callback.
-_LOOP_SIGNALS: dict[signal.Signals, tuple[Any, Callable[[], None]]] = {
-    signal.SIGINT: (signal.default_int_handler, _interrupt),
-    signal.SIGTERM: (raise_terminated, _terminate),
-}
 
 
 class SocialSimulation(mesa.Model):
@@ -364,25 +346,18 @@ class SocialSimulation(mesa.Model):
         queued once it has returned (a second signal right behind the first) does nothing.
         """
         loop = self._loop
-        routed = {}
+        routed = []
         if threading.current_thread() is threading.main_thread():
-            routed = {
-                sig: (handler, callback)
-                for sig, (handler, callback) in _LOOP_SIGNALS.items()
-                if signal.getsignal(sig) is handler
-            }
-        live = True  # a signal's callback still queued after this call ends does nothing
+            routed = [sig for sig, h in STOP_HANDLERS.items() if signal.getsignal(sig) is h]
+        live = True
 
-        def on(callback: Callable[[], None]) -> Callable[[], None]:
-            def on_signal() -> None:
-                if live:
-                    callback()
-
-            return on_signal
+        def on_signal(sig: signal.Signals) -> None:
+            if live:  # a callback still queued after this call ends does nothing
+                raise stop_for(sig)
 
         try:
-            for sig, (_, callback) in routed.items():
-                loop.add_signal_handler(sig, on(callback))
+            for sig in routed:
+                loop.add_signal_handler(sig, on_signal, sig)
             result = loop.run_until_complete(coro)
             if routed:  # a signal the loop took as the work ended raises now, not later
                 loop.run_until_complete(_settled())
@@ -393,9 +368,11 @@ class SocialSimulation(mesa.Model):
                 task.get_coro() is coro for task in asyncio.all_tasks(loop)
             ):  # stopped before the loop took it (a task of it :meth:`close` cancels)
                 coro.close()
-            for sig, (handler, _) in routed.items():
+            for sig in routed:
                 loop.remove_signal_handler(sig)
-                signal.signal(sig, handler)  # asyncio leaves SIG_DFL (SIGINT: Python's default)
+                signal.signal(
+                    sig, STOP_HANDLERS[sig]
+                )  # asyncio leaves SIG_DFL (SIGINT: Python's default)
 
     def prepare(self) -> None:
         """Wait until the way of running model calls chosen from the run's plan can take

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 SAFE_PATH_ENV = "PYTHONSAFEPATH"
 
@@ -110,6 +111,21 @@ def raise_terminated(signum: int, frame: FrameType | None) -> None:
     raise Terminated
 
 
+STOP_HANDLERS: dict[signal.Signals, Any] = {
+    signal.SIGINT: signal.default_int_handler,
+    signal.SIGTERM: raise_terminated,
+}
+"""The handlers with which a process stops on Ctrl-C (Python's default) and SIGTERM (the
+``simworld`` command's): simworld takes a signal over for a while (routes it through an
+event loop, holds it) only where its handler is this one; a program's own stays its own."""
+
+
+def stop_for(signum: int) -> KeyboardInterrupt:
+    """The interrupt a stop signal raises: :class:`Terminated` for SIGTERM, else
+    ``KeyboardInterrupt``."""
+    return Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+
 @contextmanager
 def stops_held() -> Iterator[list[KeyboardInterrupt]]:
     """Hold a Ctrl-C or a SIGTERM (as the ``simworld`` command raises them) while a run
@@ -119,7 +135,7 @@ def stops_held() -> Iterator[list[KeyboardInterrupt]]:
     A sweep meets this: the driver stops a worker's run with one SIGTERM, and the pool may
     send a second as the run closes. Only the first stop is held: a second one raises at
     once (a close that hangs can still be stopped). In the main thread only (elsewhere
-    signals cannot be handled), and only for signals handled as the command handles them.
+    signals cannot be handled), and only for signals handled by :data:`STOP_HANDLERS`.
     """
     held: list[KeyboardInterrupt] = []
     if threading.current_thread() is not threading.main_thread():
@@ -127,14 +143,13 @@ def stops_held() -> Iterator[list[KeyboardInterrupt]]:
         return
 
     def hold(signum: int, frame: FrameType | None) -> None:
-        stop = Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+        stop = stop_for(signum)
         if held:
             raise stop
         held.append(stop)
 
-    raising = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: raise_terminated}
-    previous = {sig: signal.getsignal(sig) for sig in raising}
-    for sig, handler in raising.items():
+    previous = {sig: signal.getsignal(sig) for sig in STOP_HANDLERS}
+    for sig, handler in STOP_HANDLERS.items():
         if previous[sig] is handler:
             signal.signal(sig, hold)
     try:

@@ -156,7 +156,11 @@ def side_model(label: str, run: dict[str, Any]) -> str:
     return f"`{run['model']}`" + (f" at {run['commit']}" if label == "as_filed" else "")
 
 
-RATIOS = (("Serial", "speedup"), ("As filed", "speedup_as_filed"))
+RATIOS = (
+    ("One engine", "speedup_one_engine"),
+    ("Serial", "speedup"),
+    ("As filed", "speedup_as_filed"),
+)
 """The main-job result's ratios to the default side: the other side's page name, the key."""
 
 
@@ -214,9 +218,15 @@ settings: {sets}.
 
 {chr(10).join(checks)}
 
+- *default*: the serial engine (`batch=1`), one per core up to two answering calls at once
+  and sharing the cores and saved prefix states (`engines=auto`: two here, one thread each
+  while both work).
+- *one engine*: the default before the engines were pooled, one serial engine on every core
+  (`?engines=1`). Its outputs are the same bytes as the default's (the sha256 columns of the
+  result file).
 - *serial*: the path the main job took before answers over a fixed set of options (probes,
-  stance extraction) were drawn from the options' scores: the same serial engine, sampling
-  every answer token by token (`?answers=sampled`).{AS_FILED if "as_filed" in runs else ""}
+  stance extraction) were drawn from the options' scores: one serial engine, sampling every
+  answer token by token (`?engines=1&answers=sampled`).{AS_FILED if "as_filed" in runs else ""}
 - *wall*: the manifest's `wall_time_s`, from the run's start to its end; *process*: the
   command from start to exit, loading the model included (what a user waits); *CPU*: user
   and system time of the command and of the child processes it waited for (the model's).

@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import json
 import math
+import os
 import random
 import re
 import subprocess
@@ -54,9 +55,11 @@ from simworld.llm.providers.local_engine import (
     PREFILL_CHUNK,
     BuildMismatchError,
     EngineConfig,
+    EnginePool,
     Generation,
     LlamaEngine,
     Sampling,
+    SeqStates,
     _gbnf,
     check_build,
     cpu_flags,
@@ -112,7 +115,7 @@ PROBE = (
 
 @pytest.fixture(scope="module")
 def engine() -> LlamaEngine:
-    return LlamaEngine.get(dataclasses.replace(parse_model(MODEL), batch=1))
+    return LlamaEngine.get(dataclasses.replace(parse_model(MODEL), batch=1, engines=1))
 
 
 def _generate(engine: LlamaEngine, user: str, **kwargs) -> str:
@@ -268,19 +271,35 @@ def test_other_providers_pass_unchecked():
 def test_batch_option_picks_the_engine_and_the_parallelism():
     assert parse_model(MODEL).batch == 1
     assert parse_model(MODEL + "?batch=8").batch == 8
-    assert local.parallelism(MODEL) == 1
+    assert local.parallelism(MODEL + "?engines=1") == 1
     assert local.parallelism(MODEL + "?batch=8") == 8
     assert local.parallelism(MODEL + "?threads=1&batch=3") == 3
     assert local.parallelism(MODEL + "?batch=nope") == 1
-    assert LiteLLMModel().parallelism(MODEL + "?batch=1") == 1
+    assert LiteLLMModel().parallelism(MODEL + "?batch=1&threads=1") == 1
     assert LiteLLMModel().parallelism("fake/default") is None
     for bad in ("0", "17", "two"):
         with pytest.raises(LocalModelError, match="batch"):
             check_model(f"{MODEL}?batch={bad}")
 
 
+def test_engines_option_defaults_to_one_serial_engine_per_core_up_to_two():
+    cores = os.cpu_count() or 1
+    assert parse_model(MODEL).engines == local.parallelism(MODEL) == min(2, cores)
+    assert parse_model(MODEL + "?engines=auto&threads=1").engines == 1
+    assert parse_model(MODEL + "?threads=4").engines == 2
+    assert parse_model(MODEL + "?batch=8").engines == 1  # the batched engine is one
+    assert parse_model(MODEL + "?engines=3").engines == local.parallelism(MODEL + "?engines=3") == 3
+    for bad in ("0", "9", "two", ""):
+        with pytest.raises(LocalModelError, match="engines must be auto or between 1 and 8"):
+            check_model(f"{MODEL}?engines={bad}")
+    with pytest.raises(LocalModelError, match="engines above 1 needs batch=1"):
+        check_model(f"{MODEL}?engines=2&batch=4")
+
+
 def test_batch_one_is_the_serial_engine(engine):
-    assert load_engine(dataclasses.replace(parse_model(MODEL), batch=1)) is engine
+    assert load_engine(dataclasses.replace(parse_model(MODEL), batch=1, engines=1)) is engine
+    config = dataclasses.replace(parse_model(MODEL), batch=1, engines=2)
+    assert isinstance(load_engine(config), EnginePool)
 
 
 def test_relative_and_absolute_paths_resolve(monkeypatch):
@@ -832,6 +851,91 @@ def test_an_answer_among_other_fields_is_sampled_then_scored(engine):
         assert sorted(_option_scores(entry)) == [1, 2, 3, 4, 5]
         assert entry["logprob"] == _option_scores(entry)[value[2]]
         assert gen.text.endswith(entry["token"])
+
+
+# -- a pool of serial engines ---------------------------------------------------------------
+@pytest.fixture(scope="module")
+def pool() -> EnginePool:
+    return EnginePool(dataclasses.replace(parse_model(MODEL), batch=1, engines=2, threads=2))
+
+
+def _persona_calls() -> list[tuple[BasePrompt, Sampling]]:
+    """Calls of three personas: a drawn probe with log-probabilities, a free-text answer and
+    an answer among other fields (sampled, then scored)."""
+    calls = []
+    for i, name in enumerate(("Ana Lima", "Bo Chen", "Cy Okafor")):
+        system = SYSTEM.replace("Ana Lima", name)
+        for user, sampling in (
+            (PROBE, Sampling(8, 0.7, 11 + i, LIKERT_SCHEMA, 3)),
+            ("What do you think about remote work?", Sampling(24, 0.7, 21 + i)),
+            (PROBE, Sampling(30, 0.8, 31 + i, REASON_SCHEMA, 2)),
+        ):
+            prompt = to_prompt(
+                [{"role": "system", "content": system}, {"role": "user", "content": user}]
+            )
+            calls.append((prompt, sampling))
+    return calls
+
+
+def test_a_pool_answers_as_one_engine_does(pool, engine, monkeypatch):
+    """Calls sent at once run on both engines, one thread each while both work, and answer
+    as an engine alone on every core, without reuse, does: texts and log-probabilities."""
+    threads: list[int] = []
+    for member in pool.engines:
+        real = member._decode
+
+        def spy(batch, real=real, member=member):
+            threads.append(member._threads())
+            real(batch)
+
+        monkeypatch.setattr(member, "_decode", spy)
+    calls = _persona_calls()
+    futures = [pool.submit(p.text, preamble=p.preamble, sampling=s) for p, s in calls]
+    answers = [future.result() for future in futures]
+    cold = LlamaEngine(dataclasses.replace(engine.config, prefix_reuse=False, threads=2))
+    expected = [cold.generate(p.text, preamble=p.preamble, sampling=s) for p, s in calls]
+    assert answers == expected
+    assert all(a.logprobs for a, (_, s) in zip(answers, calls, strict=True) if s.top_logprobs)
+    assert all(member.preamble for member in pool.engines)  # both took calls
+    assert 1 in threads  # two engines at work split the two cores
+    threads.clear()
+    prompt, sampling = calls[1]
+    alone = pool.generate(prompt.text, preamble=prompt.preamble, sampling=sampling)
+    assert alone == expected[1] and set(threads) == {2}  # a call alone gets both
+
+
+def test_the_engines_of_a_pool_share_saved_states(pool):
+    """A persona's preamble evaluated by one engine is restored by the other."""
+    system = SYSTEM.replace("Ana Lima", "Dee Novak") + "\nShe grows tomatoes."
+    first, second = (
+        to_prompt([{"role": "system", "content": system}, {"role": "user", "content": user}])
+        for user in ("What do you think?", PROBE)
+    )
+    sampling = Sampling(4, 0.0, 0)
+    pool.engines[0].generate(first.text, preamble=first.preamble, sampling=sampling)
+    gen = pool.engines[1].generate(second.text, preamble=second.preamble, sampling=sampling)
+    assert gen.cached_tokens >= len(pool.tokenize(second.preamble, bos=True)) - 1 > 0
+
+
+def test_a_state_let_go_meanwhile_is_evaluated_instead(engine, monkeypatch):
+    """When another engine sharing the store lets a state go between finding and restoring
+    it, the call evaluates those tokens and answers the same."""
+    stores = (SeqStates(), SeqStates())
+    first, other = LlamaEngine(engine.config, stores), LlamaEngine(engine.config, stores)
+    prompt = _long_probe(12)
+    sampling = Sampling(6, 0.8, 5, None, 2)
+    expected = first.generate(prompt.text, preamble=prompt.preamble, sampling=sampling)
+    for store in stores:
+        found = store.closest
+
+        def closest_then_gone(tokens, ends, limit, store=store, found=found):
+            key, keep = found(tokens, ends, limit)
+            store.discard(key)
+            return key, keep
+
+        monkeypatch.setattr(store, "closest", closest_then_gone)
+    gen = other.generate(prompt.text, preamble=prompt.preamble, sampling=sampling)
+    assert gen == expected and gen.cached_tokens == 0
 
 
 # -- the batched engine -----------------------------------------------------------------------

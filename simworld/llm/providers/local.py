@@ -9,13 +9,16 @@ Model strings:
   ``local/models/x.gguf`` for one relative to the working directory.
 
 Options follow ``?``:
-``local/gemma3-270m?n_ctx=8192&threads=2&prefix_cache=off&extra_bufts=auto&batch=8&answers=drawn``
+``local/gemma3-270m?n_ctx=8192&threads=2&prefix_cache=off&extra_bufts=auto&batch=8&answers=drawn&engines=2``
 (``extra_bufts``: llama.cpp's extra CPU buffer types; ``auto`` turns them off: they crash on
 CPUs with AMX and gain nothing measurable elsewhere, see
 :func:`simworld.llm.providers.local_engine.use_extra_bufts`; ``batch``: how many calls are
 decoded together, default 1: the serial engine, one call at a time; ``batch=8`` turns on
 the batched engine of :mod:`simworld.llm.providers.local_batch`, whose answers differ from
-the serial engine's; ``answers``: ``drawn``, the default, draws an answer that is one of a
+the serial engine's; ``engines``: how many serial engines answer at once, sharing the cores
+and the saved prefix states, default ``auto``: one per core, at most 2 (see
+:class:`~simworld.llm.providers.local_engine.EnginePool`; the answers are the same for any
+number); ``answers``: ``drawn``, the default, draws an answer that is one of a
 fixed set of options (probes, stance extraction) from the options' scores, see
 :mod:`simworld.llm.providers.local_options`; ``sampled`` samples it token by token, as
 simworld did before).
@@ -75,7 +78,9 @@ DEFAULT_MAX_TOKENS = 256
 MIN_N_CTX = 256
 MAX_BATCH = 16
 _COPY_BLOCK = 1 << 20
-_OPTIONS = ("n_ctx", "threads", "prefix_cache", "extra_bufts", "batch", "answers")
+MAX_ENGINES = 8
+AUTO_ENGINES = 2
+_OPTIONS = ("n_ctx", "threads", "prefix_cache", "extra_bufts", "batch", "answers", "engines")
 ANSWERS_CHOICES = ("drawn", "sampled")
 
 
@@ -207,6 +212,11 @@ def parse_model(model: str) -> EngineConfig:
         raise LocalModelError(full, f"n_ctx must be >= {MIN_N_CTX} and threads >= 0")
     if not 1 <= batch <= MAX_BATCH:
         raise LocalModelError(full, f"batch must be between 1 and {MAX_BATCH}")
+    engines = _engines(opts, threads, batch)
+    if engines is None:
+        raise LocalModelError(full, f"engines must be auto or between 1 and {MAX_ENGINES}")
+    if engines > 1 and batch > 1:
+        raise LocalModelError(full, "engines above 1 needs batch=1 (the serial engine)")
     reuse = opts.get("prefix_cache", "on").lower()
     if reuse not in {"on", "off", "1", "0", "true", "false"}:
         raise LocalModelError(full, "prefix_cache must be on or off")
@@ -228,7 +238,23 @@ def parse_model(model: str) -> EngineConfig:
             if fh.read(len(GGUF_MAGIC)) != GGUF_MAGIC:
                 raise LocalModelError(full, f"{path} is not a GGUF file")
     reuse_on = reuse in {"on", "1", "true"}
-    return EngineConfig(path, n_ctx, threads, reuse_on, extra_bufts, batch, answers == "drawn")
+    return EngineConfig(
+        path, n_ctx, threads, reuse_on, extra_bufts, batch, answers == "drawn", engines
+    )
+
+
+def _engines(opts: dict[str, str], threads: int, batch: int) -> int | None:
+    """The ``engines`` option of a model string's options, ``auto`` resolved: for the serial
+    engine (``batch=1``), one engine per core up to :data:`AUTO_ENGINES` (of the ``threads``
+    given, else of this machine's cores); 1 for the batched one. ``None`` when invalid."""
+    raw = opts.get("engines", "auto").strip().lower()
+    if raw == "auto":
+        return 1 if batch > 1 else max(1, min(AUTO_ENGINES, threads or os.cpu_count() or 1))
+    try:
+        engines = int(raw)
+    except ValueError:
+        return None
+    return engines if 1 <= engines <= MAX_ENGINES else None
 
 
 def check_model(model: str) -> None:
@@ -250,16 +276,19 @@ def check_model(model: str) -> None:
 
 
 def parallelism(model: str) -> int:
-    """How many calls a ``local/`` model answers at once: its ``batch`` option (1 for the
-    serial engine; 1 too for a model string that does not parse, which fails on its own)."""
+    """How many calls a ``local/`` model answers at once: its ``batch`` option for the
+    batched engine, its ``engines`` for the serial one (1 for a model string that does not
+    parse, which fails on its own)."""
     full = model if model.startswith(PROVIDER_PREFIX) else PROVIDER_PREFIX + model
     _, _, query = full.partition("?")
-    raw = parse_qs(query).get("batch", [str(DEFAULT_BATCH)])[-1]
+    opts = {k: v[-1] for k, v in parse_qs(query, keep_blank_values=True).items()}
     try:
-        batch = int(raw)
+        batch, threads = int(opts.get("batch", DEFAULT_BATCH)), int(opts.get("threads", 0))
     except ValueError:
         return 1
-    return batch if 1 <= batch <= MAX_BATCH else 1
+    if not 1 <= batch <= MAX_BATCH or threads < 0:
+        return 1
+    return batch if batch > 1 else _engines(opts, threads, batch) or 1
 
 
 def crash_of(model: str) -> ModelCrashedError | None:

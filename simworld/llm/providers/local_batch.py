@@ -94,6 +94,7 @@ import numpy as np
 from simworld.llm.providers.local_engine import (
     TEXT_REPEAT_PENALTY,
     EngineConfig,
+    EnginePool,
     Generation,
     LlamaEngine,
     OnePerConfig,
@@ -601,18 +602,20 @@ class BatchedEngine(OnePerConfig):
         return self._model.detokenize(list(tokens), False).decode("utf-8", errors="replace")
 
 
-def load_engine(config: EngineConfig) -> LlamaEngine | BatchedEngine:
-    """The process's engine for ``config``: the serial
-    :class:`~simworld.llm.providers.local_engine.LlamaEngine` for ``batch=1``, else a
-    :class:`BatchedEngine`.
+def load_engine(config: EngineConfig) -> LlamaEngine | EnginePool | BatchedEngine:
+    """The process's engine for ``config``: a :class:`BatchedEngine` for ``batch`` > 1, else
+    the serial :class:`~simworld.llm.providers.local_engine.LlamaEngine`, or an
+    :class:`~simworld.llm.providers.local_engine.EnginePool` of them for ``engines`` > 1.
 
     Raises:
         BuildMismatchError: llama.cpp was compiled for another CPU (:func:`check_build`).
     """
     check_build()
-    if config.batch <= 1:
-        return LlamaEngine.get(config)
-    return BatchedEngine.get(config)
+    if config.batch > 1:
+        return BatchedEngine.get(config)
+    if config.engines > 1:
+        return EnginePool.get(config)
+    return LlamaEngine.get(config)
 
 
 def _runs(pieces: list[_Eval]) -> list[list[_Eval]]:

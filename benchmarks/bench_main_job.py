@@ -22,7 +22,9 @@ completion tokens/s, the prompt tokens the engine took from its prefix cache
 and the host (CPU model, flags, load average before and after).
 
 ``--as-filed DIR`` adds a third side: the code as it was when the main job's speed was
-first measured against these targets (commit ``1373cef``, which crashes on AMX hosts). It
+first measured against these targets (commit ``1373cef``, which crashes on AMX hosts: there,
+load its model with the extra buffer types off, as today's code does, a local change the
+result file lists under ``local_changes``). It
 evaluated prompts in chunks aligned to multiples of 64 positions, each computing logits, and
 reused only whole aligned chunks (from the previous call or a saved preamble state); it
 sampled every answer token by token, then evaluated the answer again for its
@@ -133,6 +135,20 @@ def _commit(checkout: Path = ROOT) -> str | None:
     return done.stdout.strip() or None
 
 
+def _changes(checkout: Path) -> list[str]:
+    """The files a checkout has changed since its commit (``git status --porcelain``)."""
+    try:
+        done = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=checkout,
+            capture_output=True,
+            text=True,
+        )
+    except OSError:
+        return []
+    return [line[3:] for line in done.stdout.splitlines() if line.strip()]
+
+
 def loadavg() -> list[float]:
     """The 1, 5 and 15 minute load averages."""
     return [round(x, 2) for x in os.getloadavg()]
@@ -194,6 +210,7 @@ def run_once(
     return {
         "model": model,
         "commit": _commit(side.checkout),
+        "local_changes": _changes(side.checkout),
         "status": manifest["status"],
         "agents": manifest["agents"],
         "steps": manifest["steps_completed"],

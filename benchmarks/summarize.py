@@ -175,10 +175,11 @@ def main_job_line() -> str:
         for label, r in runs.items()
     ]
     text = ", ".join(parts) + f" on {result['host']['cpu_model']}"
-    if "speedup" in result:
-        text += f"; serial / default {result['speedup']}x"
-    if "speedup_as_filed" in result:
-        text += f", as filed / default {result['speedup_as_filed']}x (target 3x)"
+    ratios = [
+        f"{name.lower()} / default {result[key]}x" for name, key in timings.RATIOS if key in result
+    ]
+    if ratios:
+        text += "; " + ", ".join(ratios) + f" (target {result['targets']['speedup']:.0f}x)"
     return text + (" (a `--quick` run)." if result["quick"] else ".")
 
 

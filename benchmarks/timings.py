@@ -77,12 +77,17 @@ def main_job_sentence(result: dict[str, Any] | None) -> str:
         else "the run itself takes"
     )
     text = f"{part} {about(main['process_time_s'])} on {cores}, `{main['model']}`"
-    if "default" in runs and "serial" in runs:
+    if "speedup_one_engine" in result:
+        one = runs["one_engine"]
+        text += (
+            f"; one engine on every core, `{one['model']}`, {about(one['process_time_s'])}, "
+            f"{result['speedup_one_engine']}x the default run's wall time"
+        )
+    if "speedup" in result:
         serial = runs["serial"]
         text += (
             f"; the serial path as it was, sampling every answer token by token, "
-            f"`{serial['model']}`, {about(serial['process_time_s'])}, "
-            f"{result['speedup']}x the default run's wall time"
+            f"`{serial['model']}`, {about(serial['process_time_s'])}, {result['speedup']}x"
         )
     if "speedup_as_filed" in result:
         text += (
@@ -164,6 +169,19 @@ RATIOS = (
 """The main-job result's ratios to the default side: the other side's page name, the key."""
 
 
+def _local_changes(runs: dict[str, Any]) -> str:
+    """A note on the sides run from a checkout with local changes (none: empty)."""
+    notes = [
+        f"\n- *{side_name(label)}* ran with local changes to "
+        + ", ".join(f"`{path}`" for path in r["local_changes"])
+        + ": this commit crashes on CPUs with AMX, so it loaded its model with llama.cpp's "
+        "extra buffer types off, as today's code does."
+        for label, r in runs.items()
+        if label == "as_filed" and r.get("local_changes")
+    ]
+    return "".join(notes)
+
+
 def main_job_page(result: dict[str, Any]) -> str:
     """The markdown page of a ``bench_main_job.py`` result."""
     h, runs = result["host"], result["runs"]
@@ -226,7 +244,9 @@ settings: {sets}.
   result file).
 - *serial*: the path the main job took before answers over a fixed set of options (probes,
   stance extraction) were drawn from the options' scores: one serial engine, sampling every
-  answer token by token (`?engines=1&answers=sampled`).{AS_FILED if "as_filed" in runs else ""}
+  answer token by token (`?engines=1&answers=sampled`).{AS_FILED if "as_filed" in runs else ""}{
+        _local_changes(runs)
+    }
 - *wall*: the manifest's `wall_time_s`, from the run's start to its end; *process*: the
   command from start to exit, loading the model included (what a user waits); *CPU*: user
   and system time of the command and of the child processes it waited for (the model's).

@@ -158,6 +158,28 @@ def _sha256(path: Path) -> str | None:
     return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
 
 
+MODEL_FIELDS = ("model", "key", "call")
+"""Fields of a run's records that name its model string or derive from it (call ids)."""
+
+
+def answers_sha256(run_dir: Path) -> str | None:
+    """SHA-256 of what a run's model said (transcript records and opinion rows) without the
+    fields that name the model string, so two model strings that answer alike hash alike."""
+    import pandas as pd
+
+    transcript, opinions = run_dir / "transcript.jsonl", run_dir / "opinions.parquet"
+    if not transcript.is_file() or not opinions.is_file():
+        return None
+    digest = hashlib.sha256()
+    for line in transcript.read_text(encoding="utf-8").splitlines():
+        record = {k: v for k, v in json.loads(line).items() if k not in MODEL_FIELDS}
+        digest.update(json.dumps(record, sort_keys=True).encode())
+    frame = pd.read_parquet(opinions)
+    frame = frame.drop(columns=[c for c in MODEL_FIELDS if c in frame.columns])
+    digest.update(frame.to_json(orient="records").encode())
+    return digest.hexdigest()
+
+
 @dataclass(frozen=True)
 class Side:
     """What one side of the comparison runs.
@@ -232,6 +254,7 @@ def run_once(
         "loadavg_after": loadavg(),
         "transcript_sha256": _sha256(run_dir / "transcript.jsonl"),
         "opinions_sha256": _sha256(run_dir / "opinions.parquet"),
+        "answers_sha256": answers_sha256(run_dir),
     }
 
 

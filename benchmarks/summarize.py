@@ -176,10 +176,13 @@ def main_job_line() -> str:
     ]
     text = ", ".join(parts) + f" on {result['host']['cpu_model']}"
     ratios = [
-        f"{name.lower()} / default {result[key]}x" for name, key in timings.RATIOS if key in result
+        f"{name.lower()} / default {result[key]}x"
+        + (f" (target {result['targets']['speedup']:.0f}x)" if key in timings.TARGETED else "")
+        for name, key in timings.RATIOS
+        if key in result
     ]
     if ratios:
-        text += "; " + ", ".join(ratios) + f" (target {result['targets']['speedup']:.0f}x)"
+        text += "; " + ", ".join(ratios)
     return text + (" (a `--quick` run)." if result["quick"] else ".")
 
 

@@ -167,6 +167,8 @@ RATIOS = (
     ("As filed", "speedup_as_filed"),
 )
 """The main-job result's ratios to the default side: the other side's page name, the key."""
+TARGETED = ("speedup", "speedup_as_filed")
+"""The ratios the speed target is set for (against the serial path as it was)."""
 
 
 def _local_changes(runs: dict[str, Any]) -> str:
@@ -206,11 +208,23 @@ def main_job_page(result: dict[str, Any]) -> str:
     for name, key in RATIOS:
         if key in result:
             ok = result[key] >= result["targets"]["speedup"]
-            checks.append(
-                f"- {name} / default wall time, side by side in this run: **{result[key]}x** "
-                f"(target >= {result['targets']['speedup']:.0f}x: "
-                f"{'met' if ok else '**missed**'})."
+            target = (
+                f" (target >= {result['targets']['speedup']:.0f}x: {'met' if ok else '**missed**'})"
+                if key in TARGETED
+                else ""
             )
+            checks.append(
+                f"- {name} / default wall time, side by side in this run: **{result[key]}x**"
+                f"{target}."
+            )
+    answers = {label: r.get("answers_sha256") for label, r in runs.items()}
+    if answers.get("default") and answers.get("one_engine"):
+        same = answers["default"] == answers["one_engine"]
+        checks.append(
+            "- What the model said in the default and one-engine runs (`transcript.jsonl` and "
+            "`opinions.parquet` without the fields naming the model string): "
+            + ("the same." if same else "**it differs**.")
+        )
     if result["quick"]:
         checks.append(
             f"- This is a `--quick` run ({runs[next(iter(runs))]['steps']} of "
@@ -240,8 +254,7 @@ settings: {sets}.
   and sharing the cores and saved prefix states (`engines=auto`: two here, one thread each
   while both work).
 - *one engine*: the default before the engines were pooled, one serial engine on every core
-  (`?engines=1`). Its outputs are the same bytes as the default's (the sha256 columns of the
-  result file).
+  (`?engines=1`).
 - *serial*: the path the main job took before answers over a fixed set of options (probes,
   stance extraction) were drawn from the options' scores: one serial engine, sampling every
   answer token by token (`?engines=1&answers=sampled`).{AS_FILED if "as_filed" in runs else ""}{

@@ -99,9 +99,11 @@ def test_the_pages_are_written_from_the_result_files(result, page, render):
 
 
 def test_the_main_job_sides_are_labelled_as_the_script_labels_them():
-    # "default" is the default model string, "serial" the engine sampling every answer,
-    # "as_filed" the default model string on the commit the targets were set against
+    # "default" is the default model string, "one_engine" it on one engine, "serial" one
+    # engine sampling every answer, "as_filed" the default model string on the commit the
+    # targets were set against
     runs = json.loads(timings.MAIN_JOB.read_text(encoding="utf-8"))["runs"]
-    assert runs and set(runs) <= {"default", "serial", "as_filed"}
+    assert runs and set(runs) <= {"default", "one_engine", "serial", "as_filed"}
     assert "as_filed" not in runs or runs["as_filed"]["model"] == runs["default"]["model"]
     assert "default" not in runs or "?" not in runs["default"]["model"]
+    assert "one_engine" not in runs or runs["one_engine"]["model"].endswith("?engines=1")

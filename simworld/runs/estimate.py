@@ -44,6 +44,9 @@ MEMORY_SHARE = 0.8
 LOCAL_MODEL_BYTES = 512 * 1024 * 1024
 """Memory of an embedded ``local/`` model's process besides its saved states: the weights
 and the KV cache (the default Gemma 3 270M file and context window; ``batch`` adds to it)."""
+ENGINE_BYTES = 400 * 1024 * 1024
+"""Memory each serial engine beyond the first adds (``engines``: its own llama.cpp context
+and buffers; the weights are shared): about 0.4 GB on the main job with the default file."""
 
 
 @dataclass(frozen=True)
@@ -93,7 +96,10 @@ def model_bytes(scenario: Scenario) -> int:
     KV cache and saved states at most (0 for a model served elsewhere)."""
     if not scenario.llm.model.startswith("local/"):
         return 0
-    return LOCAL_MODEL_BYTES + PREFIX_CACHE_BYTES + PROMPT_CACHE_BYTES
+    from simworld.llm.providers.local import engines_and_batch
+
+    extra = engines_and_batch(scenario.llm.model)[0] - 1
+    return LOCAL_MODEL_BYTES + extra * ENGINE_BYTES + PREFIX_CACHE_BYTES + PROMPT_CACHE_BYTES
 
 
 def estimate(scenario: Scenario) -> Estimate:
@@ -167,12 +173,13 @@ def check_feasible(scenario: Scenario, *, source: str | Path, out_root: Path) ->
             "here; make it smaller, or pass --force to run it anyway",
         )
     root = next((p for p in (out_root, *out_root.parents) if p.exists()), Path("."))
-    free = shutil.disk_usage(root).free
-    if est.disk_bytes > free:
+    disk = shutil.disk_usage(root)
+    # a file system of size 0 (/proc, /sys) holds no files: creating the run says why
+    if disk.total > 0 and est.disk_bytes > disk.free:
         raise ConfigError(
             source,
             "protocol.steps",
             f"the run would write about {_size(est.disk_bytes)}, more than the "
-            f"{_size(free)} free under {root}; make it smaller, or pass --force",
+            f"{_size(disk.free)} free under {root}; make it smaller, or pass --force",
         )
     return est

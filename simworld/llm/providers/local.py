@@ -275,20 +275,26 @@ def check_model(model: str) -> None:
     parse_model(model)
 
 
-def parallelism(model: str) -> int:
-    """How many calls a ``local/`` model answers at once: its ``batch`` option for the
-    batched engine, its ``engines`` for the serial one (1 for a model string that does not
-    parse, which fails on its own)."""
+def engines_and_batch(model: str) -> tuple[int, int]:
+    """A ``local/`` model string's ``engines`` (``auto`` resolved) and ``batch``, read from
+    its options alone (``(1, 1)`` for options that do not parse, which fail on their own)."""
     full = model if model.startswith(PROVIDER_PREFIX) else PROVIDER_PREFIX + model
     _, _, query = full.partition("?")
     opts = {k: v[-1] for k, v in parse_qs(query, keep_blank_values=True).items()}
     try:
         batch, threads = int(opts.get("batch", DEFAULT_BATCH)), int(opts.get("threads", 0))
     except ValueError:
-        return 1
+        return 1, 1
     if not 1 <= batch <= MAX_BATCH or threads < 0:
-        return 1
-    return batch if batch > 1 else _engines(opts, threads, batch) or 1
+        return 1, 1
+    return _engines(opts, threads, batch) or 1, batch
+
+
+def parallelism(model: str) -> int:
+    """How many calls a ``local/`` model answers at once: its ``batch`` option for the
+    batched engine, its ``engines`` for the serial one."""
+    engines, batch = engines_and_batch(model)
+    return engines * batch
 
 
 def crash_of(model: str) -> ModelCrashedError | None:

@@ -984,16 +984,18 @@ class LlamaEngine(OnePerConfig):
 class EnginePool(OnePerConfig):
     """``config.engines`` serial engines of one model answering calls at once.
 
-    Each engine is a :class:`LlamaEngine` with its own llama.cpp context (the weights are
-    mapped from the file once, whatever the number of engines). The engines share the saved
-    preamble and prompt states, so a call reuses what any engine evaluated, and they share
-    the cores: before every decode an engine takes ``threads // busy`` of them, ``busy``
-    being the engines working on a call. On two cores, two one-thread engines prefill and
-    generate about 15-25 % more tokens per second together than one two-thread engine
-    (which waits at a barrier after each of the model's many small operations), and a call
-    alone gets both cores. A call's answer does not depend on the engine that runs it, on
-    its thread count or on what ran before (see :class:`LlamaEngine`), so outputs are the
-    same bytes for any number of engines.
+    Each engine is a :class:`LlamaEngine` with its own llama.cpp context (each maps the
+    weights from the file, and the mappings share their pages in memory; an engine adds
+    about 0.4 GB with the default file). The engines share the saved preamble and prompt
+    states, so a call reuses what any engine evaluated, and they share the cores: before
+    every decode an engine takes ``threads // busy`` of them, ``busy`` being the engines
+    working on a call, so a call alone gets every core. On two cores, two one-thread engines
+    together prefilled 13 % and generated 24 % more tokens per second than one two-thread
+    engine (which waits at a barrier after each of the model's many small operations), and
+    the main job ran 1.1x as fast (``docs/benchmarks-main-job.md``). A call's answer does not
+    depend on the engine that runs it, on its thread count or on what ran before (see
+    :class:`LlamaEngine`), so what the model says is the same for any number of engines (a
+    run's files differ only where they record the model string).
 
     Args:
         config: The model and its options (``config.engines`` > 1, ``config.batch`` 1).

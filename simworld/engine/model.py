@@ -370,9 +370,8 @@ class SocialSimulation(mesa.Model):
                 coro.close()
             for sig in routed:
                 loop.remove_signal_handler(sig)
-                signal.signal(
-                    sig, STOP_HANDLERS[sig]
-                )  # asyncio leaves SIG_DFL (SIGINT: Python's default)
+                # asyncio leaves SIG_DFL (SIGINT: Python's default)
+                signal.signal(sig, STOP_HANDLERS[sig])
 
     def prepare(self) -> None:
         """Wait until the way of running model calls chosen from the run's plan can take

@@ -45,8 +45,8 @@ LOCAL_MODEL_BYTES = 512 * 1024 * 1024
 """Memory of an embedded ``local/`` model's process besides its saved states: the weights
 and the KV cache (the default Gemma 3 270M file and context window; ``batch`` adds to it)."""
 ENGINE_BYTES = 400 * 1024 * 1024
-"""Memory each serial engine beyond the first adds (``engines``: its own llama.cpp context
-and buffers; the weights are shared): about 0.4 GB on the main job with the default file."""
+"""Memory allowed for each serial engine beyond the first (``engines``: its own llama.cpp
+context and buffers; the weights' pages are shared)."""
 
 
 @dataclass(frozen=True)

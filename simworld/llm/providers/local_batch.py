@@ -81,7 +81,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 from collections import deque
 from collections.abc import Generator, Sequence
@@ -188,7 +187,7 @@ class BatchedEngine(OnePerConfig):
         super().__init__(config)
         self.batch = max(1, config.batch)
         self.n_seqs = self.batch + max(MIN_SPARE, self.batch // 2)
-        threads = config.threads or os.cpu_count() or 1
+        threads = config.thread_count
         self.extra_bufts = use_extra_bufts(config.extra_bufts, cpu_flags())
         model_params = llama_cpp.llama_model_default_params()
         model_params.use_extra_bufts = self.extra_bufts

@@ -148,6 +148,11 @@ class EngineConfig:
     drawn_answers: bool = True
     engines: int = 1
 
+    @property
+    def thread_count(self) -> int:
+        """The threads to run on: ``threads``, or this machine's cores for 0."""
+        return self.threads or os.cpu_count() or 1
+
 
 @dataclass(frozen=True)
 class Sampling:
@@ -657,7 +662,7 @@ class LlamaEngine(OnePerConfig):
 
         _quiet_llama_logs()
         super().__init__(config)
-        fixed = config.threads or os.cpu_count() or 1
+        fixed = config.thread_count
         self._threads = threads or (lambda: fixed)
         self._threads_set = self._threads()
         self.extra_bufts = use_extra_bufts(config.extra_bufts, cpu_flags())
@@ -985,17 +990,17 @@ class EnginePool(OnePerConfig):
     """``config.engines`` serial engines of one model answering calls at once.
 
     Each engine is a :class:`LlamaEngine` with its own llama.cpp context (each maps the
-    weights from the file, and the mappings share their pages in memory; an engine adds
-    about 0.4 GB with the default file). The engines share the saved preamble and prompt
-    states, so a call reuses what any engine evaluated, and they share the cores: before
-    every decode an engine takes ``threads // busy`` of them, ``busy`` being the engines
-    working on a call, so a call alone gets every core. On two cores, two one-thread engines
-    together prefilled 13 % and generated 24 % more tokens per second than one two-thread
-    engine (which waits at a barrier after each of the model's many small operations), and
-    the main job ran 1.1x as fast (``docs/benchmarks-main-job.md``). A call's answer does not
-    depend on the engine that runs it, on its thread count or on what ran before (see
-    :class:`LlamaEngine`), so what the model says is the same for any number of engines (a
-    run's files differ only where they record the model string).
+    weights from the file, and the mappings share their pages in memory; the run-size
+    estimate allows :data:`~simworld.runs.estimate.ENGINE_BYTES` for each engine after the
+    first). The engines share the saved preamble and prompt states, so a call reuses what
+    any engine evaluated, and they share the cores: before every decode an engine takes
+    ``threads // busy`` of them, ``busy`` being the engines working on a call, so a call
+    alone gets every core. Two one-thread engines on two cores spare the barrier a
+    two-thread engine waits at after each of the model's many small operations: the main
+    job ran faster with two than with one (``docs/benchmarks-main-job.md``). A call's
+    answer does not depend on the engine that runs it, on its thread count or on what ran
+    before (see :class:`LlamaEngine`), so what the model says is the same for any number of
+    engines (a run's files differ only where they record the model string).
 
     Args:
         config: The model and its options (``config.engines`` > 1, ``config.batch`` 1).
@@ -1003,7 +1008,7 @@ class EnginePool(OnePerConfig):
 
     def __init__(self, config: EngineConfig) -> None:
         super().__init__(config)
-        self._cores = config.threads or os.cpu_count() or 1
+        self._cores = config.thread_count
         self._busy = 0
         self._cond = threading.Condition()
         stores = (SeqStates(PREFIX_CACHE_BYTES), SeqStates(PROMPT_CACHE_BYTES))

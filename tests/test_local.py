@@ -9,6 +9,7 @@ import math
 import os
 import random
 import re
+import struct
 import subprocess
 import sys
 import threading
@@ -30,6 +31,7 @@ from simworld.llm.litellm_backend import (
 )
 from simworld.llm.providers import local
 from simworld.llm.providers.fake import _SAYINGS
+from simworld.llm.providers.gguf import GGUFError, trained_context
 from simworld.llm.providers.local import (
     BasePrompt,
     LocalModelError,
@@ -56,6 +58,7 @@ from simworld.llm.providers.local_engine import (
     BuildMismatchError,
     EngineConfig,
     EnginePool,
+    Evaluating,
     Generation,
     LlamaEngine,
     Sampling,
@@ -178,6 +181,50 @@ def test_non_gguf_file_and_bad_options_are_rejected(tmp_path):
         check_model("local/gemma3-270m?answers=guessed")
     assert parse_model(MODEL).drawn_answers
     assert not parse_model(MODEL + "?answers=sampled").drawn_answers
+
+
+def _gguf(path, pairs):
+    """Write a GGUF header holding ``pairs`` of (key, value type, packed value bytes)."""
+    body = b"".join(
+        struct.pack("<Q", len(key)) + key.encode() + struct.pack("<I", kind) + value
+        for key, kind, value in pairs
+    )
+    path.write_bytes(b"GGUF" + struct.pack("<IQQ", 3, 0, len(pairs)) + body)
+    return path
+
+
+def _gguf_str(text):
+    return struct.pack("<Q", len(text)) + text.encode()
+
+
+def test_the_trained_context_is_read_from_the_gguf_header(tmp_path):
+    tokens = struct.pack("<IQ", 8, 3) + b"".join(_gguf_str(t) for t in ("a", "bb", "ccc"))
+    scores = struct.pack("<IQ", 6, 2) + struct.pack("<2f", 0.5, 1.5)
+    pairs = [
+        ("general.architecture", 8, _gguf_str("llama")),
+        ("tokenizer.ggml.tokens", 9, tokens),  # arrays before the length are skipped
+        ("tokenizer.ggml.scores", 9, scores),
+        ("other.context_length", 4, struct.pack("<I", 99)),  # another architecture's
+        ("llama.context_length", 4, struct.pack("<I", 2048)),
+    ]
+    assert trained_context(_gguf(tmp_path / "a.gguf", pairs)) == 2048
+    assert trained_context(_gguf(tmp_path / "b.gguf", pairs[:4])) is None
+    cut = _gguf(tmp_path / "c.gguf", pairs)
+    cut.write_bytes(cut.read_bytes()[:-3])
+    with pytest.raises(GGUFError, match="ends early"):
+        trained_context(cut)
+    assert trained_context(parse_model(MODEL).path) == 32768
+
+
+def test_n_ctx_above_the_trained_context_is_refused_before_a_run(tmp_path, capsys):
+    check_model(f"{MODEL}?n_ctx=32768")
+    with pytest.raises(LocalModelError, match="n_ctx 40000 is above the 32768 tokens"):
+        check_model(f"{MODEL}?n_ctx=40000")
+    scenario = "scenarios/opinion_exchange.yaml"
+    out = tmp_path / "run"
+    code = main(["run", scenario, "--model", f"{MODEL}?n_ctx=40000", "--out", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "n_ctx 40000" in err and "\n" not in err and not out.exists()
 
 
 def test_bad_extra_bufts_option_is_rejected():
@@ -917,25 +964,91 @@ def test_the_engines_of_a_pool_share_saved_states(pool):
     assert gen.cached_tokens >= len(pool.tokenize(second.preamble, bos=True)) - 1 > 0
 
 
-def test_a_state_let_go_meanwhile_is_evaluated_instead(engine, monkeypatch):
+def test_a_preamble_another_engine_is_evaluating_is_waited_for(pool, monkeypatch):
+    """Two calls of one new persona sent at once: the second engine waits (lending its
+    core) until the first has saved the preamble, then restores it instead of evaluating
+    it too."""
+    system = SYSTEM.replace("Ana Lima", "Eve Moreau") + "\nShe keeps bees."
+    first, second = (
+        to_prompt([{"role": "system", "content": system}, {"role": "user", "content": user}])
+        for user in ("What do you think?", PROBE)
+    )
+    preamble = len(pool.tokenize(first.preamble, bos=True)) - 1
+    slow = pool.engines[0]
+    real = slow._eval
+
+    def slow_eval(tokens, *, logits):
+        time.sleep(0.3)
+        real(tokens, logits=logits)
+
+    monkeypatch.setattr(slow, "_eval", slow_eval)
+    lent: list[int] = []
+    lend = pool._lend
+    monkeypatch.setattr(pool, "_lend", lambda change: (lent.append(change), lend(change)))
+    monkeypatch.setattr(slow._evaluating, "_lend", pool._lend)
+    sampling = Sampling(4, 0.0, 0)
+    one = pool.submit(first.text, preamble=first.preamble, sampling=sampling)
+    time.sleep(0.1)  # the slow engine has taken the first call
+    two = pool.submit(second.text, preamble=second.preamble, sampling=sampling)
+    assert one.result().cached_tokens == 0
+    assert two.result().cached_tokens >= preamble > 0 and lent == [-1, 1]
+    alone = LlamaEngine(dataclasses.replace(pool.config, engines=1, prefix_reuse=False))
+    assert two.result() == alone.generate(second.text, preamble=second.preamble, sampling=sampling)
+
+
+def test_a_call_waiting_for_a_preamble_whose_evaluation_failed_evaluates_it(engine):
+    """The engine evaluating a preamble fails and releases it unsaved: the call waiting for
+    it claims it, evaluates it and answers as an engine without reuse does."""
+    lent: list[int] = []
+    evaluating = Evaluating(lent.append)
+    waiter = LlamaEngine(engine.config, (SeqStates(), SeqStates()), evaluating=evaluating)
+    held, claims = threading.Event(), []
+    claim = evaluating.claim
+
+    def claimed_elsewhere(key):
+        claims.append(key)
+        return held if len(claims) == 1 else claim(key)
+
+    evaluating.claim = claimed_elsewhere  # type: ignore[method-assign]
+    prompt, sampling = _long_probe(3), Sampling(4, 0.0, 0)
+    future = waiter.submit(prompt.text, preamble=prompt.preamble, sampling=sampling)
+    time.sleep(0.3)
+    assert not future.done() and lent == [-1]
+    held.set()  # released unsaved
+    gen = future.result()
+    assert gen.cached_tokens == 0 and lent == [-1, 1] and len(claims) == 2
+    assert not evaluating._events  # the waiter released what it claimed
+    cold = LlamaEngine(dataclasses.replace(engine.config, prefix_reuse=False))
+    assert gen == cold.generate(prompt.text, preamble=prompt.preamble, sampling=sampling)
+
+
+def test_a_state_let_go_meanwhile_gives_way_to_the_next_best(engine, monkeypatch):
     """When another engine sharing the store lets a state go between finding and restoring
-    it, the call evaluates those tokens and answers the same."""
+    it, the call starts from the next best saved state (here the persona's preamble), and
+    from none when every state goes; it answers the same either way."""
     stores = (SeqStates(), SeqStates())
     first, other = LlamaEngine(engine.config, stores), LlamaEngine(engine.config, stores)
     prompt = _long_probe(12)
     sampling = Sampling(6, 0.8, 5, None, 2)
     expected = first.generate(prompt.text, preamble=prompt.preamble, sampling=sampling)
+    preamble = len(first.tokenize(prompt.preamble, bos=True))
+    taken: list[tuple[int, ...]] = []
     for store in stores:
         found = store.closest
 
         def closest_then_gone(tokens, ends, limit, store=store, found=found):
             key, keep = found(tokens, ends, limit)
-            store.discard(key)
+            if keep > preamble or len(taken) > 1:  # the prompt's state, or every state
+                store.discard(key)
+                taken.append(key)
             return key, keep
 
         monkeypatch.setattr(store, "closest", closest_then_gone)
     gen = other.generate(prompt.text, preamble=prompt.preamble, sampling=sampling)
-    assert gen == expected and gen.cached_tokens == 0
+    assert gen == expected and gen.cached_tokens == preamble
+    fresh = LlamaEngine(engine.config, stores)
+    gen = fresh.generate(prompt.text, preamble=prompt.preamble, sampling=sampling)
+    assert gen == expected and gen.cached_tokens == 0 and len(taken) >= 3
 
 
 # -- the batched engine -----------------------------------------------------------------------

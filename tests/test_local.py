@@ -214,6 +214,10 @@ def test_the_trained_context_is_read_from_the_gguf_header(tmp_path):
     cut.write_bytes(cut.read_bytes()[:-3])
     with pytest.raises(GGUFError, match="ends early"):
         trained_context(cut)
+    huge = tmp_path / "huge.gguf"  # a key 2**62 bytes long: refused, not read
+    huge.write_bytes(b"GGUF" + struct.pack("<IQQQ", 3, 0, 1, 1 << 62) + b"x" * 64)
+    with pytest.raises(GGUFError, match="ends early"):
+        trained_context(huge)
     assert trained_context(parse_model(MODEL).path) == 32768
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import struct
 import subprocess
 import sys
 import time
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from simworld.cli import main
-from simworld.llm.providers.local import parse_model
+from simworld.llm.providers.local import LocalModelError, check_model, parse_model
 from simworld.llm.providers.local_child import ChildEngine, ModelCrashedError
 from simworld.llm.providers.local_engine import AMX_FLAGS, Sampling, cpu_flags
 
@@ -96,13 +97,25 @@ def test_abort_in_the_child_then_resume_matches_an_inline_run(
 def test_a_model_that_cannot_be_loaded_fails_the_run_in_one_line(
     make_scenario, tmp_path, capfd, fresh_children, monkeypatch, mode
 ):
-    """A GGUF file llama.cpp cannot read: the child reports the error instead of printing
-    a traceback and dying; the run is ``failed`` (resuming would fail alike), not
-    ``crashed``, and says why in one line at its first call, in the simworld process too
-    (where litellm would have it retried as a connection error)."""
+    """A GGUF file llama.cpp cannot load (its header reads, it holds no model): the child
+    reports the error instead of printing a traceback and dying; the run is ``failed``
+    (resuming would fail alike), not ``crashed``, and says why in one line at its first
+    call, in the simworld process too (where litellm would have it retried as a connection
+    error). A header that does not read is refused before the run."""
     monkeypatch.setenv("SIMWORLD_LOCAL_PROCESS", mode)
+    garbled = tmp_path / "garbled.gguf"
+    garbled.write_bytes(b"GGUF" + bytes(range(256)) * 16)
+    with pytest.raises(LocalModelError, match=r"cannot read .*garbled\.gguf"):
+        check_model(f"local/{garbled}")
     broken = tmp_path / "broken.gguf"
-    broken.write_bytes(b"GGUF" + bytes(range(256)) * 16)
+    key = b"general.architecture"
+    broken.write_bytes(
+        b"GGUF"
+        + struct.pack("<IQQQ", 3, 0, 1, len(key))
+        + key
+        + struct.pack("<IQ", 8, 5)  # a string of 5 bytes
+        + b"llama"
+    )
     path = make_scenario({**THREE_AGENTS, "llm.model": f"local/{broken}", "protocol.steps": 1})
     run_dir = tmp_path / "run"
     assert main(["run", str(path), "--out", str(run_dir), "--quiet", "--cache-mode", "off"]) == 1

@@ -8,6 +8,7 @@ key-value count (u64), then each pair as key (u64 length and UTF-8 bytes), value
 
 from __future__ import annotations
 
+import os
 import struct
 from pathlib import Path
 from typing import BinaryIO
@@ -34,38 +35,45 @@ class GGUFError(ValueError):
     """The file is not a GGUF file, or its header is cut short or malformed."""
 
 
-def _read(fh: BinaryIO, fmt: str) -> int | float | bool:
-    size = struct.calcsize(fmt)
-    data = fh.read(size)
-    if len(data) != size:
-        raise GGUFError("the header ends early")
-    value: int | float | bool = struct.unpack(fmt, data)[0]
-    return value
+class _Header:
+    """Reads a GGUF header's values from ``fh``, never past its ``size`` bytes (a garbled
+    length fails as a short header instead of asking for gigabytes)."""
 
+    def __init__(self, fh: BinaryIO, size: int) -> None:
+        self._fh, self._size = fh, size
 
-def _string(fh: BinaryIO) -> str:
-    size = int(_read(fh, "<Q"))
-    data = fh.read(size)
-    if len(data) != size:
-        raise GGUFError("the header ends early")
-    return data.decode("utf-8", errors="replace")
+    def _within(self, n: int) -> None:
+        if n > self._size - self._fh.tell():
+            raise GGUFError("the header ends early")
 
+    def bytes(self, n: int) -> bytes:
+        self._within(n)
+        return self._fh.read(n)
 
-def _value(fh: BinaryIO, kind: int) -> object:
-    """One value of type ``kind``; an array's elements are skipped (``None``)."""
-    if kind in _SCALARS:
-        return _read(fh, _SCALARS[kind])
-    if kind == _STRING:
-        return _string(fh)
-    if kind == _ARRAY:
-        element, count = int(_read(fh, "<I")), int(_read(fh, "<Q"))
-        if element in _SCALARS:
-            fh.seek(struct.calcsize(_SCALARS[element]) * count, 1)
-        else:
-            for _ in range(count):
-                _value(fh, element)
-        return None
-    raise GGUFError(f"unknown value type {kind}")
+    def number(self, fmt: str) -> int | float | bool:
+        value: int | float | bool = struct.unpack(fmt, self.bytes(struct.calcsize(fmt)))[0]
+        return value
+
+    def string(self) -> str:
+        return self.bytes(int(self.number("<Q"))).decode("utf-8", errors="replace")
+
+    def value(self, kind: int) -> object:
+        """One value of type ``kind``; an array's elements are skipped (``None``)."""
+        if kind in _SCALARS:
+            return self.number(_SCALARS[kind])
+        if kind == _STRING:
+            return self.string()
+        if kind == _ARRAY:
+            element, count = int(self.number("<I")), int(self.number("<Q"))
+            if element in _SCALARS:
+                skip = struct.calcsize(_SCALARS[element]) * count
+                self._within(skip)
+                self._fh.seek(skip, os.SEEK_CUR)
+            else:
+                for _ in range(count):
+                    self.value(element)
+            return None
+        raise GGUFError(f"unknown value type {kind}")
 
 
 def trained_context(path: Path) -> int | None:
@@ -77,15 +85,16 @@ def trained_context(path: Path) -> int | None:
         OSError: The file cannot be read.
     """
     with open(path, "rb") as fh:
-        if fh.read(len(MAGIC)) != MAGIC:
+        header = _Header(fh, os.fstat(fh.fileno()).st_size)
+        if header.bytes(len(MAGIC)) != MAGIC:
             raise GGUFError(f"{path} is not a GGUF file")
-        _read(fh, "<I")  # version
-        _read(fh, "<Q")  # tensor count
-        pairs = int(_read(fh, "<Q"))
+        header.number("<I")  # version
+        header.number("<Q")  # tensor count
+        pairs = int(header.number("<Q"))
         arch, lengths = "", dict[str, int]()
         for _ in range(pairs):
-            key, kind = _string(fh), int(_read(fh, "<I"))
-            value = _value(fh, kind)
+            key, kind = header.string(), int(header.number("<I"))
+            value = header.value(kind)
             if key == "general.architecture" and isinstance(value, str):
                 arch = value
             elif key.endswith(".context_length") and isinstance(value, int):

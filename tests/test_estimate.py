@@ -41,3 +41,13 @@ def test_an_out_root_on_a_file_system_of_no_size_is_not_blamed_on_the_disk(
     monkeypatch.setattr(estimate.shutil, "disk_usage", lambda _path: full)
     with pytest.raises(ConfigError, match=r"protocol\.steps.*0 B free"):
         estimate.check_feasible(fake, source="s.yaml", out_root=tmp_path)
+
+
+def test_a_machine_too_small_for_the_embedded_model_is_told_so(monkeypatch, tmp_path) -> None:
+    """On a 2 GiB machine the fake-model run fits and the embedded-model run does not; the
+    refusal names ``llm.model``."""
+    monkeypatch.setattr(estimate, "machine_memory", lambda: 2 * 1024**3)
+    estimate.check_feasible(_scenario("fake/default"), source="s.yaml", out_root=tmp_path)
+    with pytest.raises(ConfigError, match=r"llm\.model") as refused:
+        estimate.check_feasible(_scenario("local/gemma3-270m"), source="s.yaml", out_root=tmp_path)
+    assert "--force" in str(refused.value) and "s.yaml" in str(refused.value)

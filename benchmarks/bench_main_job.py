@@ -362,13 +362,15 @@ def main() -> None:
 
 
 def write_summary(result: dict[str, Any]) -> None:
-    """Write ``docs/benchmarks-main-job.md`` from a result, and the README's timings."""
+    """Write ``docs/benchmarks-main-job.md`` from a result, then ``docs/benchmarks.md`` and
+    the README's timings from the result files (``summarize.py``)."""
     sys.path.insert(0, str(Path(__file__).parent))
+    import summarize
     import timings
 
     SUMMARY.write_text(timings.main_job_page(result), encoding="utf-8")
     print(f"wrote {SUMMARY}")
-    timings.main()
+    summarize.main()
 
 
 if __name__ == "__main__":

@@ -98,6 +98,14 @@ def test_the_pages_are_written_from_the_result_files(result, page, render):
         assert page.read_text(encoding="utf-8") == render(data)
 
 
+def test_the_benchmarks_summary_quotes_the_main_job_result(monkeypatch):
+    """``docs/benchmarks.md`` (``benchmarks/summarize.py``) says what the result file says."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))  # summarize imports timings
+    summarize = benchmark_module("summarize")
+    text = (ROOT / "docs" / "benchmarks.md").read_text(encoding="utf-8")
+    assert f"- Main job: {summarize.main_job_line()}\n" in text
+
+
 def test_the_main_job_sides_are_labelled_as_the_script_labels_them():
     # "default" is the default model string, "one_engine" it on one engine, "serial" one
     # engine sampling every answer, "as_filed" the default model string on the commit the

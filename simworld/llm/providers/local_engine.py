@@ -839,9 +839,10 @@ class LlamaEngine(OnePerConfig):
         while self._evaluating is not None:
             if preamble_at <= max(start, restore[2] if restore else 0):
                 break
-            event = self._evaluating.claim(tuple(tokens[:preamble_at]))
+            preamble = tuple(tokens[:preamble_at])
+            event = self._evaluating.claim(preamble)
             if event is None:
-                claimed = tuple(tokens[:preamble_at])
+                claimed = preamble
                 break
             self._evaluating.wait(event, stop)
             restore = self._closest_state(tokens, ends, limit, start)

@@ -1027,6 +1027,29 @@ def test_a_call_waiting_for_a_preamble_whose_evaluation_failed_evaluates_it(engi
     assert gen == cold.generate(prompt.text, preamble=prompt.preamble, sampling=sampling)
 
 
+def test_a_preamble_claimed_again_after_its_save_stays_claimed(engine, monkeypatch):
+    """Once a call has saved and released the preamble it claimed, its end does not release
+    it again: a claim another call made meanwhile stands until that call releases it."""
+    evaluating = Evaluating(lambda _change: None)
+    prompts = SeqStates()
+    caller = LlamaEngine(engine.config, (SeqStates(), prompts), evaluating=evaluating)
+    prompt = _long_probe(12)
+    preamble = tuple(caller.tokenize(prompt.preamble, bos=True))
+    others: list[object] = []
+    save = prompts.save
+
+    def claimed_meanwhile(*args, **kwargs):  # saved after the preamble, before the call ends
+        if not others:
+            others.append(evaluating.claim(preamble))
+        save(*args, **kwargs)
+
+    monkeypatch.setattr(prompts, "save", claimed_meanwhile)
+    caller.generate(prompt.text, preamble=prompt.preamble, sampling=Sampling(4, 0.0, 0))
+    assert others == [None]  # released by the caller at its save, then claimed anew
+    assert preamble in evaluating._events
+    evaluating.release(preamble)
+
+
 def test_a_state_let_go_meanwhile_gives_way_to_the_next_best(engine, monkeypatch):
     """When another engine sharing the store lets a state go between finding and restoring
     it, the call starts from the next best saved state (here the persona's preamble), and

@@ -870,6 +870,7 @@ class LlamaEngine(OnePerConfig):
                 if end == preamble_at:
                     self._preambles.save(self._llm.ctx, _SEQ, held, ends)
                     self._release(claimed)
+                    claimed = ()  # released: a later claim of it is another call's
                 if end == prompt_at:
                     self._prompts.save(self._llm.ctx, _SEQ, held, ends)
                     if source and source != held and source in self._prompts:
@@ -881,7 +882,7 @@ class LlamaEngine(OnePerConfig):
         return self._logits(-1), start
 
     def _release(self, claimed: tuple[int, ...]) -> None:
-        """Release the preamble this call claimed, if any (a second release does nothing)."""
+        """Release the preamble this call claimed, if any."""
         if claimed and self._evaluating is not None:
             self._evaluating.release(claimed)
 

@@ -6,6 +6,7 @@ import copy
 import importlib.util
 import os
 import signal
+import struct
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
@@ -58,6 +59,22 @@ BASE_SCENARIO: dict[str, Any] = {
     "protocol": {"steps": 3, "mode": "broadcast"},
     "llm": {"model": "fake/default", "concurrency": 8, "cache": "record", "backoff_base_s": 0.0},
 }
+
+
+def gguf_header(path: Path, pairs: list[tuple[str, int, bytes]]) -> Path:
+    """Write at ``path`` a GGUF header with no tensors, holding ``pairs`` of (key, value
+    type, packed value bytes)."""
+    body = b"".join(
+        struct.pack("<Q", len(key)) + key.encode() + struct.pack("<I", kind) + value
+        for key, kind, value in pairs
+    )
+    path.write_bytes(b"GGUF" + struct.pack("<IQQ", 3, 0, len(pairs)) + body)
+    return path
+
+
+def gguf_string(text: str) -> bytes:
+    """A GGUF string value: its length (u64), then its bytes."""
+    return struct.pack("<Q", len(text)) + text.encode()
 
 
 def deep_update(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from pathlib import Path
 import llama_cpp
 import pandas as pd
 import pytest
+from conftest import gguf_header, gguf_string
 
 from simworld.cli import main
 from simworld.config.memory import DEFAULT_MEMORY_MAX_TOKENS
@@ -184,33 +185,19 @@ def test_non_gguf_file_and_bad_options_are_rejected(tmp_path):
     assert not parse_model(MODEL + "?answers=sampled").drawn_answers
 
 
-def _gguf(path, pairs):
-    """Write a GGUF header holding ``pairs`` of (key, value type, packed value bytes)."""
-    body = b"".join(
-        struct.pack("<Q", len(key)) + key.encode() + struct.pack("<I", kind) + value
-        for key, kind, value in pairs
-    )
-    path.write_bytes(b"GGUF" + struct.pack("<IQQ", 3, 0, len(pairs)) + body)
-    return path
-
-
-def _gguf_str(text):
-    return struct.pack("<Q", len(text)) + text.encode()
-
-
 def test_the_trained_context_is_read_from_the_gguf_header(tmp_path):
-    tokens = struct.pack("<IQ", 8, 3) + b"".join(_gguf_str(t) for t in ("a", "bb", "ccc"))
+    tokens = struct.pack("<IQ", 8, 3) + b"".join(gguf_string(t) for t in ("a", "bb", "ccc"))
     scores = struct.pack("<IQ", 6, 2) + struct.pack("<2f", 0.5, 1.5)
     pairs = [
-        ("general.architecture", 8, _gguf_str("llama")),
+        ("general.architecture", 8, gguf_string("llama")),
         ("tokenizer.ggml.tokens", 9, tokens),  # arrays before the length are skipped
         ("tokenizer.ggml.scores", 9, scores),
         ("other.context_length", 4, struct.pack("<I", 99)),  # another architecture's
         ("llama.context_length", 4, struct.pack("<I", 2048)),
     ]
-    assert trained_context(_gguf(tmp_path / "a.gguf", pairs)) == 2048
-    assert trained_context(_gguf(tmp_path / "b.gguf", pairs[:4])) is None
-    cut = _gguf(tmp_path / "c.gguf", pairs)
+    assert trained_context(gguf_header(tmp_path / "a.gguf", pairs)) == 2048
+    assert trained_context(gguf_header(tmp_path / "b.gguf", pairs[:4])) is None
+    cut = gguf_header(tmp_path / "c.gguf", pairs)
     cut.write_bytes(cut.read_bytes()[:-3])
     with pytest.raises(GGUFError, match="ends early"):
         trained_context(cut)

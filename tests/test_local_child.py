@@ -6,13 +6,13 @@ from __future__ import annotations
 import json
 import os
 import signal
-import struct
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+from conftest import gguf_header, gguf_string
 
 from simworld.cli import main
 from simworld.llm.providers.local import LocalModelError, check_model, parse_model
@@ -108,14 +108,7 @@ def test_a_model_that_cannot_be_loaded_fails_the_run_in_one_line(
     with pytest.raises(LocalModelError, match=r"cannot read .*garbled\.gguf"):
         check_model(f"local/{garbled}")
     broken = tmp_path / "broken.gguf"
-    key = b"general.architecture"
-    broken.write_bytes(
-        b"GGUF"
-        + struct.pack("<IQQQ", 3, 0, 1, len(key))
-        + key
-        + struct.pack("<IQ", 8, 5)  # a string of 5 bytes
-        + b"llama"
-    )
+    gguf_header(broken, [("general.architecture", 8, gguf_string("llama"))])
     path = make_scenario({**THREE_AGENTS, "llm.model": f"local/{broken}", "protocol.steps": 1})
     run_dir = tmp_path / "run"
     assert main(["run", str(path), "--out", str(run_dir), "--quiet", "--cache-mode", "off"]) == 1

@@ -9,10 +9,12 @@ string, each by the CLI in a fresh process (the model is loaded anew), into a fr
 directory with the cache off, so nothing is reused between them: first the default model
 string (``local/gemma3-270m``: the serial engine, ``batch=1``, one per core up to two
 answering at once, ``engines=auto``, drawing each answer over a fixed set of options from
-the options' scores; ``batch=8`` is the experimental batched engine), then one serial
-engine on every core (``local/gemma3-270m?engines=1``: the default before the engines were
-pooled), then the serial path as it was before answers were drawn, one engine sampling every
-answer token by token (``local/gemma3-270m?engines=1&answers=sampled``); ``--default``,
+the options' scores, up to four sampled calls per engine generating together, ``slots=4``;
+``batch=8`` is the experimental batched engine), then one serial engine on every core, one
+call at a time (``local/gemma3-270m?engines=1&slots=1``: the default before the engines
+were pooled), then the serial path as it was before answers were drawn, one engine sampling
+every answer token by token (``local/gemma3-270m?engines=1&answers=sampled&slots=1``);
+``--default``,
 ``--one-engine`` and ``--serial`` name other model strings.
 ``--rounds N`` alternates the order over N rounds and keeps each side's fastest run. The
 result file holds each run's wall time (the manifest's, from the run's start to its end,
@@ -63,8 +65,8 @@ RESULTS = Path(__file__).parent / "results" / "main_job.json"
 SUMMARY = ROOT / "docs" / "benchmarks-main-job.md"
 SCENARIO = ROOT / "scenarios" / "opinion_exchange.yaml"
 DEFAULT = "local/gemma3-270m"
-ONE_ENGINE = "local/gemma3-270m?engines=1"
-SERIAL = "local/gemma3-270m?engines=1&answers=sampled"
+ONE_ENGINE = "local/gemma3-270m?engines=1&slots=1"
+SERIAL = "local/gemma3-270m?engines=1&answers=sampled&slots=1"
 AS_FILED_COMMIT = "1373cef"
 """The commit whose main job the speed targets were set against (``--as-filed``)."""
 QUICK_STEPS = 1

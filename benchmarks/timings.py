@@ -252,12 +252,13 @@ settings: {sets}.
 
 - *default*: the serial engine (`batch=1`), one per core up to two answering calls at once
   and sharing the cores and saved prefix states (`engines=auto`: two here, one thread each
-  while both work).
-- *one engine*: the default before the engines were pooled, one serial engine on every core
-  (`?engines=1`).
+  while both work), each generating up to four sampled calls together (`slots=4`).
+- *one engine*: the default before the engines were pooled, one serial engine on every core,
+  one call at a time (`?engines=1&slots=1`).
 - *serial*: the path the main job took before answers over a fixed set of options (probes,
-  stance extraction) were drawn from the options' scores: one serial engine, sampling every
-  answer token by token (`?engines=1&answers=sampled`).{AS_FILED if "as_filed" in runs else ""}{
+  stance extraction) were drawn from the options' scores: one serial engine, one call at a
+  time, sampling every answer token by token
+  (`?engines=1&answers=sampled&slots=1`).{AS_FILED if "as_filed" in runs else ""}{
         _local_changes(runs)
     }
 - *wall*: the manifest's `wall_time_s`, from the run's start to its end; *process*: the

@@ -20,13 +20,15 @@ def _scenario(model: str) -> Scenario:
 
 
 def test_an_embedded_model_adds_its_weights_cache_and_saved_states() -> None:
-    local, fake = _scenario("local/gemma3-270m?engines=1"), _scenario("fake/default")
+    local, fake = _scenario("local/gemma3-270m?engines=1&slots=1"), _scenario("fake/default")
     added = estimate.estimate(local).memory_bytes - estimate.estimate(fake).memory_bytes
     assert added == estimate.LOCAL_MODEL_BYTES + PREFIX_CACHE_BYTES + PROMPT_CACHE_BYTES
     assert estimate.estimate(local).dominant == "llm.model"
     assert estimate.model_bytes(_scenario("openai/gpt-4o-mini")) == 0
-    three = estimate.model_bytes(_scenario("local/gemma3-270m?engines=3"))
+    three = estimate.model_bytes(_scenario("local/gemma3-270m?engines=3&slots=1"))
     assert three == estimate.model_bytes(local) + 2 * estimate.ENGINE_BYTES
+    slotted = estimate.model_bytes(_scenario("local/gemma3-270m?engines=3&slots=4"))
+    assert slotted == three + 12 * estimate.SLOT_BYTES
 
 
 def test_an_out_root_on_a_file_system_of_no_size_is_not_blamed_on_the_disk(

@@ -82,6 +82,7 @@ from simworld.llm.providers.local_options import (
     in_turn,
     log_softmax,
 )
+from simworld.llm.providers.local_slots import DECODE_SLOTS
 from simworld.memory.reflection import insights_model
 
 MODEL = "local/gemma3-270m"
@@ -121,6 +122,12 @@ PROBE = (
 @pytest.fixture(scope="module")
 def engine() -> LlamaEngine:
     return LlamaEngine.get(dataclasses.replace(parse_model(MODEL), batch=1, engines=1))
+
+
+@pytest.fixture(scope="module")
+def serial() -> LlamaEngine:
+    """An engine without decode slots: its calls generate one token at a time, in turn."""
+    return LlamaEngine(dataclasses.replace(parse_model(MODEL), batch=1, engines=1, slots=1))
 
 
 def _generate(engine: LlamaEngine, user: str, **kwargs) -> str:
@@ -310,11 +317,12 @@ def test_other_providers_pass_unchecked():
 def test_batch_option_picks_the_engine_and_the_parallelism():
     assert parse_model(MODEL).batch == 1
     assert parse_model(MODEL + "?batch=8").batch == 8
-    assert local.parallelism(MODEL + "?engines=1") == 1
+    assert local.parallelism(MODEL + "?engines=1&slots=1") == 1
+    assert local.parallelism(MODEL + "?engines=1") == DECODE_SLOTS
     assert local.parallelism(MODEL + "?batch=8") == 8
     assert local.parallelism(MODEL + "?threads=1&batch=3") == 3
     assert local.parallelism(MODEL + "?batch=nope") == 1
-    assert LiteLLMModel().parallelism(MODEL + "?batch=1&threads=1") == 1
+    assert LiteLLMModel().parallelism(MODEL + "?batch=1&threads=1&slots=2") == 2
     assert LiteLLMModel().parallelism("fake/default") is None
     for bad in ("0", "17", "two"):
         with pytest.raises(LocalModelError, match="batch"):
@@ -323,11 +331,12 @@ def test_batch_option_picks_the_engine_and_the_parallelism():
 
 def test_engines_option_defaults_to_one_serial_engine_per_core_up_to_two():
     cores = os.cpu_count() or 1
-    assert parse_model(MODEL).engines == local.parallelism(MODEL) == min(2, cores)
+    assert parse_model(MODEL).engines == local.parallelism(MODEL + "?slots=1") == min(2, cores)
     assert parse_model(MODEL + "?engines=auto&threads=1").engines == 1
     assert parse_model(MODEL + "?threads=4").engines == 2
     assert parse_model(MODEL + "?batch=8").engines == 1  # the batched engine is one
-    assert parse_model(MODEL + "?engines=3").engines == local.parallelism(MODEL + "?engines=3") == 3
+    assert parse_model(MODEL + "?engines=3").engines == 3
+    assert local.parallelism(MODEL + "?engines=3&slots=2") == 6
     for bad in ("0", "9", "two", ""):
         with pytest.raises(LocalModelError, match="engines must be auto or between 1 and 8"):
             check_model(f"{MODEL}?engines={bad}")
@@ -536,11 +545,11 @@ def _cancel_at(
 
 
 @pytest.mark.slow
-def test_a_cancelled_call_stops_before_its_next_prefill_chunk(engine, monkeypatch):
+def test_a_cancelled_call_stops_before_its_next_prefill_chunk(serial, monkeypatch):
     """A call cancelled while its prompt is evaluated stops before the next chunk (a
     timed-out call does not hold the engine); the next call reuses the chunk it evaluated
     and answers as an engine without reuse does."""
-    fresh = LlamaEngine(engine.config)  # a new instance: nothing cached yet
+    fresh = LlamaEngine(serial.config)  # a new instance: nothing cached yet
     prompt = _long_probe(30)
     chunks = -(-len(fresh.tokenize(prompt.text, bos=True)) // PREFILL_CHUNK)
     assert chunks > 4
@@ -549,23 +558,23 @@ def test_a_cancelled_call_stops_before_its_next_prefill_chunk(engine, monkeypatc
     assert sizes == [PREFILL_CHUNK]
     gen = fresh.generate(prompt.text, preamble=prompt.preamble, sampling=_CANCELLED_SAMPLING)
     assert gen.cached_tokens == PREFILL_CHUNK
-    cold = LlamaEngine(dataclasses.replace(engine.config, prefix_reuse=False))
+    cold = LlamaEngine(dataclasses.replace(serial.config, prefix_reuse=False))
     assert gen == cold.generate(prompt.text, preamble=prompt.preamble, sampling=_CANCELLED_SAMPLING)
 
 
-def test_a_cancelled_call_stops_before_its_next_token(engine, monkeypatch):
+def test_a_cancelled_call_stops_before_its_next_token(serial, monkeypatch):
     """A call cancelled while it generates stops before its next token."""
     prompt = _long_probe(30)
-    whole = engine.generate(prompt.text, preamble=prompt.preamble, sampling=_CANCELLED_SAMPLING)
+    whole = serial.generate(prompt.text, preamble=prompt.preamble, sampling=_CANCELLED_SAMPLING)
     assert whole.completion_tokens > 3  # uncancelled, it generates several tokens
 
     def at_first_token(sizes: list[int]) -> bool:
         return sizes[-1] == 1 and sizes.count(1) == 1
 
-    future, sizes = _cancel_at(engine, prompt, at_first_token, monkeypatch)
+    future, sizes = _cancel_at(serial, prompt, at_first_token, monkeypatch)
     assert future.cancelled()
     assert sizes.count(1) == 1
-    after = engine.generate(prompt.text, preamble=prompt.preamble, sampling=_CANCELLED_SAMPLING)
+    after = serial.generate(prompt.text, preamble=prompt.preamble, sampling=_CANCELLED_SAMPLING)
     assert after == dataclasses.replace(whole, cached_tokens=after.cached_tokens)
 
 

@@ -47,6 +47,9 @@ and the KV cache (the default Gemma 3 270M file and context window; ``batch`` ad
 ENGINE_BYTES = 400 * 1024 * 1024
 """Memory allowed for each serial engine beyond the first (``engines``: its own llama.cpp
 context and buffers; the weights' pages are shared)."""
+SLOT_BYTES = 80 * 1024 * 1024
+"""Memory of one decode slot of a serial engine (``slots``): the key/value stream of a
+context window of the default size (Gemma 3 270M: 18 layers, 1 KiB a token, 4096 tokens)."""
 
 
 @dataclass(frozen=True)
@@ -96,10 +99,13 @@ def model_bytes(scenario: Scenario) -> int:
     KV cache and saved states at most (0 for a model served elsewhere)."""
     if not scenario.llm.model.startswith("local/"):
         return 0
-    from simworld.llm.providers.local import engines_and_batch
+    from simworld.llm.providers.local import decode_slots, engines_and_batch
 
     extra = engines_and_batch(scenario.llm.model)[0] - 1
-    return LOCAL_MODEL_BYTES + extra * ENGINE_BYTES + PREFIX_CACHE_BYTES + PROMPT_CACHE_BYTES
+    slots = decode_slots(scenario.llm.model) * SLOT_BYTES
+    return (
+        LOCAL_MODEL_BYTES + extra * ENGINE_BYTES + slots + PREFIX_CACHE_BYTES + PROMPT_CACHE_BYTES
+    )
 
 
 def estimate(scenario: Scenario) -> Estimate:

@@ -9,7 +9,7 @@ Model strings:
   ``local/models/x.gguf`` for one relative to the working directory.
 
 Options follow ``?``:
-``local/gemma3-270m?n_ctx=8192&threads=2&prefix_cache=off&extra_bufts=auto&batch=8&answers=drawn&engines=2``
+``local/gemma3-270m?n_ctx=8192&threads=2&prefix_cache=off&extra_bufts=auto&batch=8&answers=drawn&engines=2&slots=4``
 (``n_ctx``: the context window, at most what the model was trained on, read from the GGUF
 header by :mod:`simworld.llm.providers.gguf`; ``extra_bufts``: llama.cpp's extra CPU buffer
 types; ``auto`` turns them off: they crash on CPUs with AMX and gain nothing measurable
@@ -22,7 +22,9 @@ once, sharing the cores and the saved prefix states, default ``auto``: one per c
 for any number); ``answers``: ``drawn``, the default, draws an answer that is one of a fixed
 set of options (probes, stance extraction) from the options' scores, see
 :mod:`simworld.llm.providers.local_options`; ``sampled`` samples it token by token, as
-simworld did before).
+simworld did before); ``slots``: how many sampled calls (posts, replies) one serial engine
+generates together, default 4, 1 for one after another, see
+:mod:`simworld.llm.providers.local_slots`; the answers are the same for any number).
 
 The model runs in a child process unless ``SIMWORLD_LOCAL_PROCESS=inline``, so a crash of
 llama.cpp stops the run with a clear error instead of killing it (see
@@ -63,6 +65,7 @@ from simworld.llm.providers.local_engine import (
     Generation,
     Sampling,
 )
+from simworld.llm.providers.local_slots import DECODE_SLOTS, MAX_SLOTS
 from simworld.llm.providers.prompt_format import SPEAKER as _SPEAKER
 from simworld.prompts import render as prompts
 
@@ -81,7 +84,16 @@ MAX_BATCH = 16
 _COPY_BLOCK = 1 << 20
 MAX_ENGINES = 8
 AUTO_ENGINES = 2
-_OPTIONS = ("n_ctx", "threads", "prefix_cache", "extra_bufts", "batch", "answers", "engines")
+_OPTIONS = (
+    "n_ctx",
+    "threads",
+    "prefix_cache",
+    "extra_bufts",
+    "batch",
+    "answers",
+    "engines",
+    "slots",
+)
 ANSWERS_CHOICES = ("drawn", "sampled")
 
 
@@ -235,8 +247,9 @@ def _parse_options(full: str) -> EngineConfig:
         n_ctx = int(opts.get("n_ctx", DEFAULT_N_CTX))
         threads = int(opts.get("threads", 0))
         batch = int(opts.get("batch", DEFAULT_BATCH))
+        slots = int(opts.get("slots", DECODE_SLOTS if batch == 1 else 1))
     except ValueError as exc:
-        raise LocalModelError(full, "n_ctx, threads and batch must be integers") from exc
+        raise LocalModelError(full, "n_ctx, threads, batch and slots must be integers") from exc
     if n_ctx < MIN_N_CTX or threads < 0:
         raise LocalModelError(full, f"n_ctx must be >= {MIN_N_CTX} and threads >= 0")
     if not 1 <= batch <= MAX_BATCH:
@@ -246,6 +259,10 @@ def _parse_options(full: str) -> EngineConfig:
         raise LocalModelError(full, f"engines must be auto or between 1 and {MAX_ENGINES}")
     if engines > 1 and batch > 1:
         raise LocalModelError(full, "engines above 1 needs batch=1 (the serial engine)")
+    if not 1 <= slots <= MAX_SLOTS:
+        raise LocalModelError(full, f"slots must be between 1 and {MAX_SLOTS}")
+    if slots > 1 and batch > 1:
+        raise LocalModelError(full, "slots above 1 needs batch=1 (the serial engine)")
     reuse = opts.get("prefix_cache", "on").lower()
     if reuse not in {"on", "off", "1", "0", "true", "false"}:
         raise LocalModelError(full, "prefix_cache must be on or off")
@@ -257,7 +274,15 @@ def _parse_options(full: str) -> EngineConfig:
         raise LocalModelError(full, f"answers must be one of {list(ANSWERS_CHOICES)}")
     reuse_on = reuse in {"on", "1", "true"}
     return EngineConfig(
-        Path(name), n_ctx, threads, reuse_on, extra_bufts, batch, answers == "drawn", engines
+        Path(name),
+        n_ctx,
+        threads,
+        reuse_on,
+        extra_bufts,
+        batch,
+        answers == "drawn",
+        engines,
+        slots,
     )
 
 
@@ -312,11 +337,24 @@ def engines_and_batch(model: str) -> tuple[int, int]:
     return config.engines, config.batch
 
 
+def decode_slots(model: str) -> int:
+    """How many decode slots a ``local/`` model string's serial engines hold in all (0
+    without slots, and for options that do not parse, which fail on their own)."""
+    try:
+        config = _parse_options(_full(model))
+    except LocalModelError:
+        return 0
+    return config.engines * config.slots if config.slots > 1 else 0
+
+
 def parallelism(model: str) -> int:
     """How many calls a ``local/`` model answers at once: its ``batch`` option for the
-    batched engine, its ``engines`` for the serial one."""
-    engines, batch = engines_and_batch(model)
-    return engines * batch
+    batched engine, ``engines`` times ``slots`` for the serial one."""
+    try:
+        config = _parse_options(_full(model))
+    except LocalModelError:
+        return 1
+    return config.engines * config.batch * config.slots
 
 
 def crash_of(model: str) -> ModelCrashedError | None:

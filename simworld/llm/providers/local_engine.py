@@ -26,6 +26,16 @@ properties has its value's tokens replaced by one entry whose alternatives are e
 each scored as a whole continuation
 (:func:`~simworld.llm.providers.local_options.score_options`).
 
+Generating together. A sampled answer (free text, or JSON other than a drawn option) is
+generated in one of the engine's decode slots (:mod:`simworld.llm.providers.local_slots`,
+``slots`` per engine): after its prompt is prefilled here, its KV state moves to a second
+context where every decode gives each call in a slot its next token, while the engine
+prefills the next call. Both contexts use flash attention, so a moved state is the same
+numbers the slot would compute; within the rules that module states, a call's tokens do not
+depend on which calls share its decodes. With ``slots=1``, or when log-probabilities are
+asked for (they re-evaluate the answer after the prompt), the call generates here, one
+token per decode.
+
 Cancelling. Cancelling the future :meth:`LlamaEngine.submit` returns (a timed-out call's
 ``asyncio`` wrapper does) stops the call before its next prefill chunk or generated token,
 so an abandoned call does not hold the engine; the chunks it evaluated stay reusable.
@@ -43,7 +53,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, InvalidStateError, ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
@@ -61,6 +71,7 @@ from simworld.llm.providers.local_options import (
     top_count,
 )
 from simworld.llm.providers.local_sampler import TokenSampler
+from simworld.llm.providers.local_slots import DecodeSlots, SlotAccept, SlotCall, take
 
 DEFAULT_N_CTX = 4096
 DEFAULT_BATCH = 1
@@ -137,6 +148,8 @@ class EngineConfig:
             sampled token by token, as every other answer.
         engines: Serial engines answering calls at once (``batch=1`` only), sharing the
             ``threads`` and the saved states: an :class:`EnginePool` for more than one.
+        slots: Sampled calls of one serial engine generating together (1: one after
+            another); see :mod:`simworld.llm.providers.local_slots`.
     """
 
     path: Path
@@ -147,6 +160,7 @@ class EngineConfig:
     batch: int = DEFAULT_BATCH
     drawn_answers: bool = True
     engines: int = 1
+    slots: int = 1
 
     @property
     def thread_count(self) -> int:
@@ -387,6 +401,8 @@ def _load_llama(config: EngineConfig, threads: int, *, extra_bufts: bool) -> Any
             n_ctx=config.n_ctx,
             n_threads=threads,
             n_threads_batch=threads,
+            flash_attn=True,
+            swa_full=True,
             verbose=False,
         )
 
@@ -689,7 +705,8 @@ class Evaluating:
 
 
 class LlamaEngine(OnePerConfig):
-    """A loaded GGUF model; all calls on it are serialised by a lock.
+    """A loaded GGUF model; its prefills and decodes run one at a time, under a lock, and up
+    to ``config.slots`` sampled calls generate together in its decode slots.
 
     Args:
         config: The model file and its load options.
@@ -721,6 +738,14 @@ class LlamaEngine(OnePerConfig):
         self._vocab = llama_cpp.llama_model_get_vocab(self._llm.model)
         self._n_vocab = self._llm.n_vocab()
         self._lock = threading.Lock()
+        self._turn = threading.Condition(self._lock)
+        self._count = threading.Lock()
+        self._prefills = 0  # calls waiting for the lock to prefill
+        self._slots = (
+            DecodeSlots(self._llm._model, config.n_ctx, config.slots, self._threads_set)
+            if config.slots > 1
+            else None
+        )
         self._worker: ThreadPoolExecutor | None = None
         self._canonical: list[int] = []  # the prompt whose KV the cache holds
         self._canonical_ends: list[int] = []  # and where it was cut (piece_ends)
@@ -740,12 +765,14 @@ class LlamaEngine(OnePerConfig):
         return self._llm.tokenize(text.encode("utf-8"), add_bos=bos, special=False)
 
     def submit(self, prompt: str, *, preamble: str, sampling: Sampling) -> Future[Generation]:
-        """:meth:`generate` in this engine's one worker thread; the future holds the result.
-        Cancelling the future, even while the call runs, stops it before its next prefill
-        chunk or generated token."""
-        with self._lock:
+        """:meth:`generate` in one of this engine's worker threads (one per decode slot);
+        the future holds the result. Cancelling the future, even while the call runs, stops
+        it before its next prefill chunk or generated token."""
+        with self._count:
             if self._worker is None:
-                self._worker = ThreadPoolExecutor(1, thread_name_prefix="simworld-serial")
+                self._worker = ThreadPoolExecutor(
+                    self.config.slots, thread_name_prefix="simworld-serial"
+                )
         future: Future[Generation] = Future()
         self._worker.submit(self._answer, future, prompt, preamble, sampling)
         return future
@@ -792,21 +819,41 @@ class LlamaEngine(OnePerConfig):
         options = AnswerOptions.of(
             self.config.drawn_answers, sampling.schema, budget, self._tokens, self._detok
         )
-        with self._lock:
+        with self._prefill_turn():
             self.preamble = preamble
             last_logits, cached = self._prefill(tokens, preamble_len, stop)
             if options is not None:
                 steps = drawn_answer(options, last_logits, len(tokens), sampling, self._detok)
                 out, text, logprobs = drive(steps, self._decode_all, self._decode_fork)
                 return Generation(text, len(tokens), len(out), "stop", logprobs, cached)
-            sampled, finish = self._sample(sampling, budget, stop)
-            out, text = sampled, self._detok(sampled)
-            if sampling.schema is None:
-                out, text = self._first_line(sampled)
-            logprobs = None
-            if sampling.top_logprobs is not None and out:
-                logprobs = self._logprobs(tokens, out, last_logits, sampling)
-        return Generation(text, len(tokens), len(sampled), finish, logprobs, cached)
+            if self._slots is None or sampling.top_logprobs is not None:
+                sampled, finish = self._sample(sampling, budget, stop)
+                out, text = self._answer_text(sampled, sampling)
+                logprobs = None
+                if sampling.top_logprobs is not None and out:
+                    logprobs = self._logprobs(tokens, out, last_logits, sampling)
+                return Generation(text, len(tokens), len(sampled), finish, logprobs, cached)
+            started = self._start_in_slot(sampling, budget, len(tokens), stop)
+        sampled, finish = started if isinstance(started, tuple) else self._finish_in_slot(started)
+        text = self._answer_text(sampled, sampling)[1]
+        return Generation(text, len(tokens), len(sampled), finish, None, cached)
+
+    @contextmanager
+    def _prefill_turn(self) -> Iterator[None]:
+        """Hold the engine's lock for a call's prefill; calls generating in slots let a call
+        waiting for it have it before their next step, so it joins them sooner."""
+        with self._count:
+            self._prefills += 1
+        try:
+            self._turn.acquire()
+        finally:
+            with self._count:
+                self._prefills -= 1
+        try:
+            yield
+        finally:
+            self._turn.notify_all()
+            self._turn.release()
 
     # -- prefill -------------------------------------------------------------------------------
     def _prefill(self, tokens: list[int], preamble_len: int, stop: Stop) -> tuple[np.ndarray, int]:
@@ -930,15 +977,18 @@ class LlamaEngine(OnePerConfig):
         llm.n_tokens += len(tokens)
 
     def _decode(self, batch: Any) -> None:
-        """``llama_decode`` of ``batch``, on as many threads as the engine has now.
+        """``llama_decode`` of ``batch``, on as many threads as the engine has now, or on one
+        for a single token.
 
         The thread count changes no number: every output element of llama.cpp's CPU
-        operations is computed whole by one thread (the serial engine's graph has no
-        operation that splits a sum across threads), which ``tests/test_local.py`` checks.
+        operations is computed whole by one thread, which ``tests/test_local.py`` checks,
+        except in flash attention's split-KV path, which sums the cache in one chunk per
+        thread and runs for a batch of exactly one query over 512 cells or more: a single
+        token is therefore always decoded on one thread.
         """
         import llama_cpp
 
-        threads = self._threads()
+        threads = self._threads() if batch.n_tokens > 1 else 1
         if threads != self._threads_set:
             llama_cpp.llama_set_n_threads(self._llm.ctx, threads, threads)
             self._threads_set = threads
@@ -954,42 +1004,114 @@ class LlamaEngine(OnePerConfig):
         return True
 
     # -- decoding ------------------------------------------------------------------------------
-    def _sample(self, s: Sampling, budget: int, stop: Stop) -> tuple[list[int], str]:
-        """Sample up to ``budget`` tokens after the prefilled prompt; ``(ids, finish)``.
-
-        Raises:
-            CallCancelledError: ``stop`` said so before a token.
-        """
-        import llama_cpp
-
+    def _sampler(self, s: Sampling, budget: int) -> tuple[TokenSampler, SlotAccept]:
+        """A sampler for ``s`` and the rule that adds a sampled token to the answer."""
         grammar = None
         if s.schema is not None:
             grammar = _gbnf(json.dumps(s.schema, sort_keys=True))
-        out: list[int] = []
-        with TokenSampler(
+        sampler = TokenSampler(
             self._vocab,
             self._n_vocab,
             temperature=s.temperature,
             seed=s.seed,
             repeat_penalty=1.0 if grammar is not None else TEXT_REPEAT_PENALTY,
             grammar=grammar,
-        ) as sampler:
+        )
+        accept = partial(
+            take, end=self._is_eog, text=grammar is None, budget=budget, detok=self._detok
+        )
+        return sampler, accept
+
+    def _is_eog(self, token: int) -> bool:
+        import llama_cpp
+
+        return bool(llama_cpp.llama_vocab_is_eog(self._vocab, token))
+
+    def _sample(self, s: Sampling, budget: int, stop: Stop) -> tuple[list[int], str]:
+        """Sample up to ``budget`` tokens after the prefilled prompt; ``(ids, finish)``.
+
+        Raises:
+            CallCancelledError: ``stop`` said so before a token.
+        """
+        out: list[int] = []
+        sampler, accept = self._sampler(s, budget)
+        with sampler:
             while True:
-                token = sampler.pick(self._llm.ctx)
-                if llama_cpp.llama_vocab_is_eog(self._vocab, token):
-                    return out, "stop"
-                out.append(token)
-                if grammar is None and "\n" in self._detok(out).lstrip():
-                    return out, "stop"
-                if len(out) >= budget:
-                    return out, "length"
+                finish = accept(out, sampler.pick(self._llm.ctx))
+                if finish is not None:
+                    return out, finish
                 if stop():
                     raise CallCancelledError
-                self._eval([token], logits=True)
+                self._eval([out[-1]], logits=True)
 
-    def _first_line(self, out: list[int]) -> tuple[list[int], str]:
-        """Tokens and text up to the first newline after non-blank text."""
-        return first_line(out, self._detok)
+    def _start_in_slot(
+        self, s: Sampling, budget: int, n_prompt: int, stop: Stop
+    ) -> tuple[list[int], str] | SlotCall:
+        """Sample the first token after the prefilled prompt, then move the call to a decode
+        slot (waiting for one to be free): the call in its slot (:meth:`_finish_in_slot`
+        ends it), or ``(ids, finish)`` when the first token completes the answer. Holds the
+        engine's lock.
+
+        Raises:
+            CallCancelledError: ``stop`` said so before the second token.
+        """
+        assert self._slots is not None
+        out: list[int] = []
+        sampler, accept = self._sampler(s, budget)
+        try:
+            finish = accept(out, sampler.pick(self._llm.ctx))
+            if finish is None and stop():
+                raise CallCancelledError
+            if finish is not None:
+                sampler.close()
+                return out, finish
+            state = self._seq_state()  # before waiting: another call may prefill meanwhile
+            while not self._slots.free():
+                self._turn.wait()
+            call = SlotCall(sampler, out[-1], n_prompt, out, stop, accept)
+            self._slots.admit(state, call)
+        except BaseException:
+            sampler.close()
+            raise
+        return call
+
+    def _finish_in_slot(self, call: SlotCall) -> tuple[list[int], str]:
+        """Run slot steps until ``call`` is complete; ``(ids, finish)``.
+
+        Raises:
+            CallCancelledError: The call's ``stop`` said so.
+            RuntimeError: A decode of its slot failed.
+        """
+        assert self._slots is not None
+        while call.finish is None:
+            with self._turn:
+                while call.finish is None and self._prefills and self._slots.free():
+                    self._turn.wait(0.05)
+                if call.finish is None:
+                    self._slots.step(self._threads())
+                self._turn.notify_all()
+        if call.error is not None:
+            raise call.error
+        if call.finish == "cancelled":
+            raise CallCancelledError
+        return call.out, call.finish
+
+    def _seq_state(self) -> bytes:
+        """The state of the engine's sequence (the prompt's KV), as llama.cpp writes it."""
+        import llama_cpp
+
+        ctx = self._llm.ctx
+        size = llama_cpp.llama_state_seq_get_size(ctx, _SEQ)
+        buf = (ctypes.c_uint8 * size)()
+        written = llama_cpp.llama_state_seq_get_data(ctx, buf, size, _SEQ)
+        return bytes(buf[:written])
+
+    def _answer_text(self, sampled: list[int], s: Sampling) -> tuple[list[int], str]:
+        """The answer's tokens and text: free text up to its first newline after non-blank
+        text (:func:`first_line`), JSON whole."""
+        if s.schema is None:
+            return first_line(sampled, self._detok)
+        return sampled, self._detok(sampled)
 
     def _detok(self, tokens: Sequence[int]) -> str:
         return self._llm.detokenize(list(tokens)).decode("utf-8", errors="replace")
@@ -1083,7 +1205,9 @@ class EnginePool(OnePerConfig):
     job ran faster with two than with one (``docs/benchmarks-main-job.md``). A call's
     answer does not depend on the engine that runs it, on its thread count or on what ran
     before (see :class:`LlamaEngine`), so what the model says is the same for any number of
-    engines (a run's files differ only where they record the model string).
+    engines (a run's files differ only where they record the model string). Each engine
+    takes up to ``config.slots`` calls at once, the least busy engine the next call: one
+    prefills while the others generate in its decode slots.
 
     Args:
         config: The model and its options (``config.engines`` > 1, ``config.batch`` 1).
@@ -1100,8 +1224,10 @@ class EnginePool(OnePerConfig):
             LlamaEngine(config, stores, self._threads_now, evaluating)
             for _ in range(config.engines)
         ]
-        self._idle = list(self.engines)
-        self._workers = ThreadPoolExecutor(len(self.engines), thread_name_prefix="simworld-pool")
+        self._load = {id(engine): 0 for engine in self.engines}  # calls on each engine
+        self._workers = ThreadPoolExecutor(
+            len(self.engines) * config.slots, thread_name_prefix="simworld-pool"
+        )
 
     def _threads_now(self) -> int:
         return max(1, self._cores // max(1, self._busy))
@@ -1128,18 +1254,23 @@ class EnginePool(OnePerConfig):
     def _answer(
         self, future: Future[Generation], prompt: str, preamble: str, sampling: Sampling
     ) -> None:
-        """Run one call on an idle engine, the first holding its preamble if one does (a
-        worker thread's job: there are as many as engines, so one is always idle)."""
+        """Run one call on the least busy engine, the first holding its preamble among
+        those (a worker thread's job: there are ``slots`` per engine, so one always has
+        room)."""
         with self._cond:
-            engine = next((e for e in self._idle if e.preamble == preamble), self._idle[0])
-            self._idle.remove(engine)
-            self._busy += 1
+            least = min(self._load.values())
+            ready = [e for e in self.engines if self._load[id(e)] == least]
+            engine = next((e for e in ready if e.preamble == preamble), ready[0])
+            self._load[id(engine)] += 1
+            if self._load[id(engine)] == 1:
+                self._busy += 1
         try:
             engine._answer(future, prompt, preamble, sampling)
         finally:
             with self._cond:
-                self._busy -= 1
-                self._idle.append(engine)
+                self._load[id(engine)] -= 1
+                if self._load[id(engine)] == 0:
+                    self._busy -= 1
 
 
 def first_line(out: list[int], detok: Callable[[Sequence[int]], str]) -> tuple[list[int], str]:

@@ -57,14 +57,17 @@ def slotted() -> LlamaEngine:
 
 def test_calls_generating_together_answer_as_each_alone(slotted):
     """Five calls sent at once (four slots: they join and leave as others end, the last
-    busy slot moving into a freed one) answer as each does alone, on one thread or two."""
+    busy slot moving into a freed one) answer as each does alone, on one thread or two, and
+    as an engine without slots does (one token per decode in its own context)."""
     calls = _calls()
     futures = [slotted.submit(t, preamble=p, sampling=s) for t, p, s in calls]
     together = [future.result(timeout=300) for future in futures]
     alone = [slotted.generate(t, preamble=p, sampling=s) for t, p, s in calls]
     one_thread = LlamaEngine(dataclasses.replace(slotted.config, threads=1, prefix_reuse=False))
     single = [one_thread.generate(t, preamble=p, sampling=s) for t, p, s in calls]
-    assert together == alone == single
+    no_slots = LlamaEngine(dataclasses.replace(slotted.config, slots=1))
+    in_turn = [no_slots.generate(t, preamble=p, sampling=s) for t, p, s in calls]
+    assert together == alone == single == in_turn
     assert all(g.completion_tokens > 1 for g in together)  # they did generate in slots
     assert len({g.text for g in together}) == len(calls)
 

@@ -107,11 +107,13 @@ def test_the_benchmarks_summary_quotes_the_main_job_result(monkeypatch):
 
 
 def test_the_main_job_sides_are_labelled_as_the_script_labels_them():
-    # "default" is the default model string, "one_engine" it on one engine, "serial" one
-    # engine sampling every answer, "as_filed" the default model string on the commit the
-    # targets were set against
+    # "default" is the default model string, "one_engine" it on one engine, one call at a
+    # time, "serial" that sampling every answer, "as_filed" the default model string on the
+    # commit the targets were set against
     runs = json.loads(timings.MAIN_JOB.read_text(encoding="utf-8"))["runs"]
     assert runs and set(runs) <= {"default", "one_engine", "serial", "as_filed"}
     assert "as_filed" not in runs or runs["as_filed"]["model"] == runs["default"]["model"]
     assert "default" not in runs or "?" not in runs["default"]["model"]
-    assert "one_engine" not in runs or runs["one_engine"]["model"].endswith("?engines=1")
+    one_engine, serial = "?engines=1&slots=1", "?engines=1&answers=sampled&slots=1"
+    assert "one_engine" not in runs or runs["one_engine"]["model"].endswith(one_engine)
+    assert "serial" not in runs or runs["serial"]["model"].endswith(serial)

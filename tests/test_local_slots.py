@@ -216,3 +216,35 @@ def test_a_long_prompts_answer_does_not_depend_on_the_thread_count(slots):
         sampling = [Sampling(24, 0.8, seed) for seed in range(2)]
         answers.append([engine.generate(prompt.text, preamble="", sampling=s) for s in sampling])
     assert answers[0] == answers[1]
+
+
+def test_a_call_whose_sampling_fails_gets_its_error_and_the_others_go_on(slotted, monkeypatch):
+    """A sampler that raises in a slot step fails its own call, whichever call's thread ran
+    the step; the calls sharing its decodes answer as they do alone."""
+    from simworld.llm.providers.local_sampler import TokenSampler
+
+    calls = _calls()[:3]
+    expected = [slotted.generate(t, preamble=p, sampling=s) for t, p, s in calls[1:]]
+    real = TokenSampler.pick_logits
+    broken: list[TokenSampler] = []
+
+    def pick_logits(self, logits):
+        if broken and self is broken[0]:
+            raise ValueError("sampler broke")
+        return real(self, logits)
+
+    real_start = LlamaEngine._start_in_slot
+
+    def start(self, s, budget, n_prompt, stop):
+        started = real_start(self, s, budget, n_prompt, stop)
+        if s.seed == calls[0][2].seed and not isinstance(started, tuple):
+            broken.append(started.sampler)
+        return started
+
+    monkeypatch.setattr(TokenSampler, "pick_logits", pick_logits)
+    monkeypatch.setattr(LlamaEngine, "_start_in_slot", start)
+    futures = [slotted.submit(t, preamble=p, sampling=s) for t, p, s in calls]
+    with pytest.raises(ValueError, match="sampler broke"):
+        futures[0].result(timeout=300)
+    assert [f.result(timeout=300) for f in futures[1:]] == expected
+    assert broken

@@ -1081,6 +1081,7 @@ class LlamaEngine(OnePerConfig):
         Raises:
             CallCancelledError: The call's ``stop`` said so.
             RuntimeError: A decode of its slot failed.
+            Exception: What its sampler raised (the other calls in slots go on).
         """
         assert self._slots is not None
         while call.finish is None:

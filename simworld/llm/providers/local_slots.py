@@ -162,7 +162,7 @@ class SlotCall:
         stop: Asked before every step; true drops the call (``cancelled``).
         accept: Adds a sampled token to ``out`` (:func:`take`).
         finish: ``stop``, ``length`` or ``cancelled`` once the call left its slot.
-        error: Why its decode failed, if it did.
+        error: Why its decode or its sampling failed, if one did.
     """
 
     sampler: TokenSampler
@@ -232,7 +232,8 @@ class DecodeSlots:
     def step(self, threads: int) -> None:
         """Drop cancelled calls, then evaluate every call's last token in one decode and
         sample each call's next; calls that are complete leave their slots. A failed decode
-        fails every call in a slot."""
+        fails every call in a slot; a call whose sampling fails leaves its slot with that
+        error (``error``), the others going on."""
         import llama_cpp
 
         for call in [c for c in self.calls if c.stop()]:
@@ -266,9 +267,14 @@ class DecodeSlots:
             logits = np.ctypeslib.as_array(
                 llama_cpp.llama_get_logits_ith(self._ctx, slot), shape=(self._n_vocab,)
             )
-            token = call.sampler.pick_logits(logits.copy())
+            try:
+                token = call.sampler.pick_logits(logits.copy())
+                finish = call.accept(call.out, token)
+            except Exception as exc:  # handed to the call it belongs to, raised there
+                call.error = exc
+                done.append((call, "error"))
+                continue
             call.pos += 1
-            finish = call.accept(call.out, token)
             if finish is None:
                 call.token = token
             else:

@@ -18,6 +18,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 MAIN_JOB = RESULTS / "main_job.json"
+OTHER_HOSTS = "main_job.*.json"
+"""Main-job results of other kinds of host (``bench_main_job.py --out``), beside the main one."""
 TESTS = RESULTS / "tests.json"
 README = ROOT / "README.md"
 TESTS_PAGE = ROOT / "docs" / "benchmarks-tests.md"
@@ -57,6 +59,34 @@ def _load(path: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
+def other_main_jobs() -> list[dict[str, Any]]:
+    """The main-job results of other hosts (:data:`OTHER_HOSTS`), by file name."""
+    return [
+        json.loads(path.read_text(encoding="utf-8")) for path in sorted(RESULTS.glob(OTHER_HOSTS))
+    ]
+
+
+def host_name(host: dict[str, Any]) -> str:
+    """A host as the pages name it: cores, CPU model and the vector extensions of note."""
+    wide = [flag for flag in host["flags"] if flag.startswith(("avx512", "amx"))]
+    return f"{machine(host)} with {', '.join(wide) or 'AVX2 at most'}"
+
+
+def other_hosts_sentence(others: list[dict[str, Any]]) -> str:
+    """What the README adds for other hosts' main-job runs (empty without any)."""
+    parts = []
+    for result in others:
+        default = result["runs"]["default"]
+        ratios = ", ".join(
+            f"{name.lower()} {result[key]}x" for name, key in RATIOS if key in result
+        )
+        parts.append(
+            f"on {host_name(result['host'])} the default run takes "
+            f"{about(default['process_time_s'])}" + (f" ({ratios})" if ratios else "")
+        )
+    return "; " + "; ".join(parts) if parts else ""
+
+
 def machine(host: dict[str, Any]) -> str:
     """The machine a timing was measured on, as the README names it: cores and CPU model
     (the same job takes several times longer on one 2-core CPU than on another)."""
@@ -64,8 +94,11 @@ def machine(host: dict[str, Any]) -> str:
     return f"{host['cores']} cores ({model})"
 
 
-def main_job_sentence(result: dict[str, Any] | None) -> str:
-    """What the README says about the main command's run time."""
+def main_job_sentence(
+    result: dict[str, Any] | None, others: list[dict[str, Any]] | None = None
+) -> str:
+    """What the README says about the main command's run time (``others``: other hosts'
+    results, :func:`other_main_jobs`)."""
     if result is None:
         return "the run itself has not been benchmarked yet (`benchmarks/bench_main_job.py`)"
     runs, cores = result["runs"], machine(result["host"])
@@ -95,6 +128,7 @@ def main_job_sentence(result: dict[str, Any] | None) -> str:
             f"{runs['as_filed']['commit']}), {about(runs['as_filed']['process_time_s'])}, "
             f"{result['speedup_as_filed']}x"
         )
+    text += other_hosts_sentence(others or [])
     return text + " ([docs/benchmarks-main-job.md](docs/benchmarks-main-job.md))"
 
 
@@ -119,7 +153,7 @@ def tests_sentence(result: dict[str, Any] | None) -> str:
 def readme_sentences() -> dict[str, str]:
     """Marker name → the sentence the result files give."""
     return {
-        "main-job": main_job_sentence(_load(MAIN_JOB)),
+        "main-job": main_job_sentence(_load(MAIN_JOB), other_main_jobs()),
         "tests": tests_sentence(_load(TESTS)),
     }
 
@@ -184,8 +218,43 @@ def _local_changes(runs: dict[str, Any]) -> str:
     )
 
 
-def main_job_page(result: dict[str, Any]) -> str:
-    """The markdown page of a ``bench_main_job.py`` result."""
+def other_hosts_section(others: list[dict[str, Any]]) -> str:
+    """The page's section on other hosts' main-job runs (empty without any)."""
+    if not others:
+        return ""
+    sides = ("default", "one_engine", "serial", "as_filed")
+    rows = []
+    for result in others:
+        runs, h = result["runs"], result["host"]
+        walls = [f"{runs[label]['wall_time_s']}" if label in runs else "-" for label in sides]
+        ratios = [f"{result[key]}x" if key in result else "-" for _, key in RATIOS]
+        met = runs["default"]["wall_time_s"] <= result["targets"]["wall_time_s"]
+        rows.append(
+            f"| {host_name(h)}; flags {', '.join(h['flags'])} | {h['commit']} | "
+            + " | ".join(walls + ratios)
+            + f" | {'met' if met else '**missed**'} |"
+        )
+    head = (
+        "| host | commit | default wall (s) | one engine (s) | serial (s) | as filed (s) "
+        "| one engine / default | serial / default | as filed / default | default <= "
+        f"{others[0]['targets']['wall_time_s']:.0f} s |"
+    )
+    return f"""
+## Other hosts
+
+The same benchmark on other kinds of 2-core host, one run each
+(`bench_main_job.py --as-filed DIR --out benchmarks/results/main_job.NAME.json`; the ratios
+are side by side within each host's run):
+
+{head}
+|{" --- |" * 10}
+{chr(10).join(rows)}
+"""
+
+
+def main_job_page(result: dict[str, Any], others: list[dict[str, Any]] | None = None) -> str:
+    """The markdown page of a ``bench_main_job.py`` result (``others``: other hosts' results,
+    :func:`other_main_jobs`, in a section of their own)."""
     h, runs = result["host"], result["runs"]
     rows = []
     for label, r in runs.items():
@@ -274,7 +343,7 @@ Host: {h["cpu_model"]}, {h["cores"]} cores, {h["mem_gib"]} GiB, CPU flags
 {h["llama_cpp_python"]}, litellm {h["litellm"]}, commit {h["commit"]}. Load average (1 min):
 {result["loadavg_start"][0]} at the start, {result["loadavg_end"][0]} at the end; {loads}. The
 machine may have been shared with other work: only ratios measured side by side mean much.
-"""
+{other_hosts_section(others or [])}"""
 
 
 def tests_page(result: dict[str, Any]) -> str:

@@ -56,6 +56,20 @@ def test_the_sentences_follow_the_numbers():
         "runs": {**MAIN_JOB["runs"], "as_filed": as_filed},
     }
     assert "set against (commit 1373cef), about 15 min, 4.5x" in timings.main_job_sentence(with_old)
+    other = {
+        "host": {"cores": 2, "cpu_model": "Other CPU", "flags": ["avx2"], "commit": "abc1234"},
+        "runs": {"default": {"process_time_s": 330.0, "wall_time_s": 325.0}},
+        "speedup_as_filed": 1.6,
+        "targets": {"wall_time_s": 240.0},
+    }
+    assert (
+        "; on 2 cores (Other CPU) with AVX2 at most the default run takes about 5.5 min "
+        "(as filed 1.6x) ("
+    ) in timings.main_job_sentence(with_old, [other])
+    section = timings.other_hosts_section([other])
+    assert "| 2 cores (Other CPU) with AVX2 at most; flags avx2 | abc1234 | 325.0 |" in section
+    assert section.rstrip().endswith("| - | - | 1.6x | **missed** |")
+    assert timings.other_hosts_section([]) == ""
     quick = timings.main_job_sentence({**MAIN_JOB, "quick": True})
     assert "one of its 3 steps" in quick and "has not been benchmarked yet" in quick
     assert timings.tests_sentence(TESTS).startswith(
@@ -87,7 +101,11 @@ def test_a_missing_marker_is_an_error():
 @pytest.mark.parametrize(
     ("result", "page", "render"),
     [
-        (timings.MAIN_JOB, ROOT / "docs" / "benchmarks-main-job.md", timings.main_job_page),
+        (
+            timings.MAIN_JOB,
+            ROOT / "docs" / "benchmarks-main-job.md",
+            lambda data: timings.main_job_page(data, timings.other_main_jobs()),
+        ),
         (timings.TESTS, timings.TESTS_PAGE, timings.tests_page),
     ],
 )
@@ -110,10 +128,13 @@ def test_the_main_job_sides_are_labelled_as_the_script_labels_them():
     # "default" is the default model string, "one_engine" it on one engine, one call at a
     # time, "serial" that sampling every answer, "as_filed" the default model string on the
     # commit the targets were set against
-    runs = json.loads(timings.MAIN_JOB.read_text(encoding="utf-8"))["runs"]
-    assert runs and set(runs) <= {"default", "one_engine", "serial", "as_filed"}
-    assert "as_filed" not in runs or runs["as_filed"]["model"] == runs["default"]["model"]
-    assert "default" not in runs or "?" not in runs["default"]["model"]
     one_engine, serial = "?engines=1&slots=1", "?engines=1&answers=sampled&slots=1"
-    assert "one_engine" not in runs or runs["one_engine"]["model"].endswith(one_engine)
-    assert "serial" not in runs or runs["serial"]["model"].endswith(serial)
+    main = json.loads(timings.MAIN_JOB.read_text(encoding="utf-8"))
+    for result in [main, *timings.other_main_jobs()]:  # another host's run: a full one
+        runs = result["runs"]
+        assert runs and set(runs) <= {"default", "one_engine", "serial", "as_filed"}
+        assert "as_filed" not in runs or runs["as_filed"]["model"] == runs["default"]["model"]
+        assert "default" not in runs or "?" not in runs["default"]["model"]
+        assert "one_engine" not in runs or runs["one_engine"]["model"].endswith(one_engine)
+        assert "serial" not in runs or runs["serial"]["model"].endswith(serial)
+    assert all("default" in r["runs"] and not r["quick"] for r in timings.other_main_jobs())

@@ -99,12 +99,17 @@ def model_bytes(scenario: Scenario) -> int:
     KV cache and saved states at most (0 for a model served elsewhere)."""
     if not scenario.llm.model.startswith("local/"):
         return 0
-    from simworld.llm.providers.local import decode_slots, engines_and_batch
+    from simworld.llm.providers.local import engine_options
 
-    extra = engines_and_batch(scenario.llm.model)[0] - 1
-    slots = decode_slots(scenario.llm.model) * SLOT_BYTES
+    config = engine_options(scenario.llm.model)
+    engines, slots = (1, 1) if config is None else (config.engines, config.slots)
+    slot_bytes = engines * slots * SLOT_BYTES if slots > 1 else 0
     return (
-        LOCAL_MODEL_BYTES + extra * ENGINE_BYTES + slots + PREFIX_CACHE_BYTES + PROMPT_CACHE_BYTES
+        LOCAL_MODEL_BYTES
+        + (engines - 1) * ENGINE_BYTES
+        + slot_bytes
+        + PREFIX_CACHE_BYTES
+        + PROMPT_CACHE_BYTES
     )
 
 

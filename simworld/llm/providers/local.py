@@ -327,34 +327,20 @@ def check_model(model: str) -> None:
         )
 
 
-def engines_and_batch(model: str) -> tuple[int, int]:
-    """A ``local/`` model string's ``engines`` (``auto`` resolved) and ``batch``, read from
-    its options alone (``(1, 1)`` for options that do not parse, which fail on their own)."""
+def engine_options(model: str) -> EngineConfig | None:
+    """A ``local/`` model string's engine options (``engines=auto`` resolved), read from its
+    options alone; ``None`` for options that do not parse, which fail on their own."""
     try:
-        config = _parse_options(_full(model))
+        return _parse_options(_full(model))
     except LocalModelError:
-        return 1, 1
-    return config.engines, config.batch
-
-
-def decode_slots(model: str) -> int:
-    """How many decode slots a ``local/`` model string's serial engines hold in all (0
-    without slots, and for options that do not parse, which fail on their own)."""
-    try:
-        config = _parse_options(_full(model))
-    except LocalModelError:
-        return 0
-    return config.engines * config.slots if config.slots > 1 else 0
+        return None
 
 
 def parallelism(model: str) -> int:
     """How many calls a ``local/`` model answers at once: its ``batch`` option for the
     batched engine, ``engines`` times ``slots`` for the serial one."""
-    try:
-        config = _parse_options(_full(model))
-    except LocalModelError:
-        return 1
-    return config.engines * config.batch * config.slots
+    config = engine_options(model)
+    return 1 if config is None else config.engines * config.batch * config.slots
 
 
 def crash_of(model: str) -> ModelCrashedError | None:

@@ -71,7 +71,13 @@ from simworld.llm.providers.local_options import (
     top_count,
 )
 from simworld.llm.providers.local_sampler import TokenSampler
-from simworld.llm.providers.local_slots import DecodeSlots, SlotAccept, SlotCall, take
+from simworld.llm.providers.local_slots import (
+    DecodeSlots,
+    SlotAccept,
+    SlotCall,
+    seq_state,
+    take,
+)
 
 DEFAULT_N_CTX = 4096
 DEFAULT_BATCH = 1
@@ -1099,13 +1105,7 @@ class LlamaEngine(OnePerConfig):
 
     def _seq_state(self) -> bytes:
         """The state of the engine's sequence (the prompt's KV), as llama.cpp writes it."""
-        import llama_cpp
-
-        ctx = self._llm.ctx
-        size = llama_cpp.llama_state_seq_get_size(ctx, _SEQ)
-        buf = (ctypes.c_uint8 * size)()
-        written = llama_cpp.llama_state_seq_get_data(ctx, buf, size, _SEQ)
-        return bytes(buf[:written])
+        return seq_state(self._llm.ctx, _SEQ)
 
     def _answer_text(self, sampled: list[int], s: Sampling) -> tuple[list[int], str]:
         """The answer's tokens and text: free text up to its first newline after non-blank

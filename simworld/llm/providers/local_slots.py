@@ -117,6 +117,15 @@ def as_stream(state: bytes, stream: int, streams: int) -> bytes:
     return bytes(out)
 
 
+def seq_state(ctx: Any, seq: int) -> bytes:
+    """Sequence ``seq``'s state in the llama.cpp context ``ctx``, as llama.cpp writes it."""
+    import llama_cpp
+
+    size = llama_cpp.llama_state_seq_get_size(ctx, seq)
+    buf = (ctypes.c_uint8 * size)()
+    return bytes(buf[: llama_cpp.llama_state_seq_get_data(ctx, buf, size, seq)])
+
+
 def take(
     out: list[int],
     token: int,
@@ -289,20 +298,12 @@ class DecodeSlots:
         slot, last = self.calls.index(call), len(self.calls) - 1
         llama_cpp.llama_memory_seq_rm(self._mem, slot, -1, -1)
         if slot != last:
-            self._load(slot, self._state(last))
+            self._load(slot, seq_state(self._ctx, last))
             llama_cpp.llama_memory_seq_rm(self._mem, last, -1, -1)
             self.calls[slot] = self.calls[last]
         self.calls.pop()
         call.finish = finish
         call.sampler.close()
-
-    def _state(self, seq: int) -> bytes:
-        """Sequence ``seq``'s state, as llama.cpp writes it."""
-        import llama_cpp
-
-        size = llama_cpp.llama_state_seq_get_size(self._ctx, seq)
-        buf = (ctypes.c_uint8 * size)()
-        return bytes(buf[: llama_cpp.llama_state_seq_get_data(self._ctx, buf, size, seq)])
 
     def _load(self, slot: int, state: bytes) -> None:
         """Replace slot ``slot``'s sequence with ``state`` (of any context of this model with

@@ -8,8 +8,8 @@ litellm, the ``local/`` provider) and straight to a ``llama_cpp.Llama`` of the s
 loaded the same way, in alternating blocks, with simworld's sampling settings and as many
 tokens asked for as simworld generated; the ratio compares total (prompt + completion) tokens
 per second with every prompt token evaluated on both sides, and is also given with each
-side's default prefix reuse. Then a cProfile of the simworld calls run in-process shows
-where simworld's time goes. ``--throughput-only`` runs just this part.
+side's default prefix reuse. Then the simworld calls run in-process with their parts timed
+show where simworld's time goes. ``--throughput-only`` runs just this part.
 (b) A 30-agent scenario (``scenarios/opinion_exchange.yaml``, one step: 30 posts and 120
 probes), run by the CLI in a fresh process with prefix reuse on and off, alternating.
 ``--reuse-only`` runs just this part.
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import json
 import os
@@ -29,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -61,20 +63,37 @@ THROUGHPUT_MAX_TOKENS = 64
 THROUGHPUT_ROUNDS = 2
 # pairing -> (simworld model suffix, reset the direct Llama before each call)
 THROUGHPUT_PAIRS = {"same_work": ("?prefix_cache=off", True), "default": ("", False)}
-# profile label -> (file suffix, function): the parts of a simworld call worth a share
-PROFILED = {
-    "gateway call (all of it)": ("simworld/llm/gateway.py", "call"),
-    "litellm acompletion": ("litellm/utils.py", "wrapper_async"),
-    "engine generate": ("simworld/llm/providers/local_engine.py", "generate"),
-    "engine prefill (llama_decode of prompt chunks)": (
-        "simworld/llm/providers/local_engine.py",
+# timed label -> (module, class or "", function): the parts of a simworld call worth a share,
+# timed in whichever thread runs them (the engine works in its own threads)
+TIMED = {
+    "engine generate (all of the engine's work)": (
+        "simworld.llm.providers.local_engine",
+        "LlamaEngine",
+        "generate",
+    ),
+    "prefill (the prompt's pieces)": (
+        "simworld.llm.providers.local_engine",
+        "LlamaEngine",
         "_prefill",
     ),
-    "engine sampling loop": ("simworld/llm/providers/local_engine.py", "_sample"),
-    "Llama.eval (all llama_decode)": ("llama_cpp/llama.py", "eval"),
-    "tokenize": ("simworld/llm/providers/local_engine.py", "tokenize"),
-    "detokenize": ("simworld/llm/providers/local_engine.py", "_detok"),
-    "prompt building (to_prompt)": ("simworld/llm/providers/local.py", "to_prompt"),
+    "slot steps (a sampled token each)": (
+        "simworld.llm.providers.local_slots",
+        "DecodeSlots",
+        "step",
+    ),
+    "first token, then the move into a slot": (
+        "simworld.llm.providers.local_engine",
+        "LlamaEngine",
+        "_start_in_slot",
+    ),
+    "sampling (llama.cpp's chain on the logits)": (
+        "simworld.llm.providers.local_sampler",
+        "TokenSampler",
+        "pick_logits",
+    ),
+    "llama_decode (all of llama.cpp's evaluation)": ("llama_cpp", "", "llama_decode"),
+    "tokenize": ("simworld.llm.providers.local_engine", "LlamaEngine", "tokenize"),
+    "prompt building (to_prompt)": ("simworld.llm.providers.local", "", "to_prompt"),
 }
 SCENARIO_STEPS = 1
 SCENARIO_REPEATS = 2
@@ -268,14 +287,40 @@ def throughput(loop: asyncio.AbstractEventLoop) -> dict[str, Any]:
     return out
 
 
-def profile_simworld(loop: asyncio.AbstractEventLoop) -> dict[str, Any]:
-    """Where simworld's time goes on the throughput prompts: cProfile of the calls run inline
-    (``SIMWORLD_LOCAL_PROCESS=inline``, so the engine's work is in this process's profile),
-    as shares of the calls' total, by the functions that matter."""
-    import cProfile
-    import pstats
+@contextlib.contextmanager
+def timed(spent: dict[str, float]) -> Iterator[None]:
+    """Add the seconds spent in each of :data:`TIMED`'s functions, in any thread, to
+    ``spent`` while the block runs (each function wrapped by a timer, then restored)."""
+    import importlib
 
+    originals = []
+    for label, (module_name, class_name, name) in TIMED.items():
+        module = importlib.import_module(module_name)
+        owner = getattr(module, class_name) if class_name else module
+        original = getattr(owner, name)
+
+        def timer(*args: Any, _f: Any = original, _label: str = label, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return _f(*args, **kwargs)
+            finally:
+                spent[_label] = spent.get(_label, 0.0) + time.perf_counter() - started
+
+        originals.append((owner, name, original))
+        setattr(owner, name, timer)
+    try:
+        yield
+    finally:
+        for owner, name, original in originals:
+            setattr(owner, name, original)
+
+
+def profile_simworld(loop: asyncio.AbstractEventLoop) -> dict[str, Any]:
+    """Where simworld's time goes on the throughput prompts: the calls run inline
+    (``SIMWORLD_LOCAL_PROCESS=inline``, so the engine works in this process) one after
+    another, with the parts in :data:`TIMED` timed, as shares of the calls' total."""
     os.environ["SIMWORLD_LOCAL_PROCESS"] = "inline"
+    spent: dict[str, float] = {}
     try:
         gateway = _gateway(MODEL + "?prefix_cache=off")
         requests = [
@@ -283,25 +328,17 @@ def profile_simworld(loop: asyncio.AbstractEventLoop) -> dict[str, Any]:
             for r in _requests(THROUGHPUT_PROMPTS + 1, probe=False)
         ]
         loop.run_until_complete(gateway.call(requests[0]))
-        profiler = cProfile.Profile()
-        started = time.perf_counter()
-        profiler.enable()
-        for request in requests[1:]:
-            loop.run_until_complete(gateway.call(request))
-        profiler.disable()
-        total = time.perf_counter() - started
+        with timed(spent):
+            started = time.perf_counter()
+            for request in requests[1:]:
+                loop.run_until_complete(gateway.call(request))
+            total = time.perf_counter() - started
     finally:
         os.environ.pop("SIMWORLD_LOCAL_PROCESS", None)
-    stats = pstats.Stats(profiler).stats  # type: ignore[attr-defined]
-    cumulative: dict[str, float] = {}
-    for (path, _line, name), (_cc, _nc, _tt, ct, _callers) in stats.items():
-        for label, (suffix, func) in PROFILED.items():
-            if path.endswith(suffix) and name == func:
-                cumulative[label] = cumulative.get(label, 0.0) + ct
     return {
         "calls": THROUGHPUT_PROMPTS,
         "seconds": round(total, 3),
-        "shares": {k: round(v / total, 4) for k, v in sorted(cumulative.items())},
+        "shares": {label: round(spent.get(label, 0.0) / total, 4) for label in TIMED},
     }
 
 
@@ -485,15 +522,16 @@ def throughput_section(a: dict[str, Any], profile: dict[str, Any] | None) -> str
     if profile:
         lines += [
             "",
-            f"Where simworld's time goes: cProfile of the {profile['calls']} same-work calls run "
-            f"in-process (`SIMWORLD_LOCAL_PROCESS=inline`), {profile['seconds']} s in all; "
-            "cumulative share of each part (parts nest):",
+            f"Where simworld's time goes: the {profile['calls']} same-work calls run in-process "
+            f"(`SIMWORLD_LOCAL_PROCESS=inline`) one after another, {profile['seconds']} s in "
+            "all, with these parts timed in whichever thread ran them; share of the total "
+            "(parts nest: prefill, slot steps and the move into a slot are within engine generate, "
+            "llama_decode within prefill and slot steps):",
             "",
             *(f"- {name}: {share:.1%}" for name, share in profile["shares"].items()),
             "",
-            "cProfile sees the calling thread only. A part missing from the list ran on "
-            "another thread (the engine's own thread: prompt preparation, llama.cpp's decodes, "
-            "sampling), during which the calling thread waits; that wait is the rest of the time.",
+            "What engine generate leaves of the total is simworld's own path around the model "
+            "(gateway, litellm, the provider's request and response).",
         ]
     return "\n".join(lines) + "\n"
 

@@ -15,6 +15,9 @@ probes), run by the CLI in a fresh process with prefix reuse on and off, alterna
 ``--reuse-only`` runs just this part.
 (c) Probe latency with answers drawn from the options' scores (the default) and sampled token
 by token (``?answers=sampled``). ``--probes-only`` runs just this part.
+(d) What determinism costs: a prompt's prefill whole and in the engine's pieces, and a
+generated token's decode alone on every thread, alone on one thread and with a pad token,
+with one plain ``llama_cpp.Llama``. ``--costs-only`` runs just this part.
 """
 
 from __future__ import annotations
@@ -95,6 +98,8 @@ TIMED = {
     "tokenize": ("simworld.llm.providers.local_engine", "LlamaEngine", "tokenize"),
     "prompt building (to_prompt)": ("simworld.llm.providers.local", "", "to_prompt"),
 }
+COST_ROUNDS = 3
+COST_TOKENS = 32
 SCENARIO_STEPS = 1
 SCENARIO_REPEATS = 2
 PROBES = 16
@@ -342,6 +347,105 @@ def profile_simworld(loop: asyncio.AbstractEventLoop) -> dict[str, Any]:
     }
 
 
+def determinism_costs() -> dict[str, Any]:
+    """(d) What simworld's determinism costs, with one plain ``Llama`` loaded as the engine
+    loads its model, on the throughput prompts, the ways alternating within every round.
+
+    Prefill: every prompt whole (llama-cpp-python's batches of ``n_batch``) and in the
+    pieces the serial engine cuts it into (:func:`piece_ends`). A generated token's decode,
+    :data:`COST_TOKENS` after each prompt: alone on every thread (llama-cpp-python), alone on
+    one thread (the serial engine's rule for a single token) and with a pad token on every
+    thread (a lone call in a decode slot).
+    """
+    import llama_cpp
+
+    from simworld.llm.providers.local import to_prompt
+    from simworld.llm.providers.local_engine import (
+        _common_prefix,
+        grid_ends,
+        piece_ends,
+        state_tokens,
+    )
+
+    direct, setup = _direct_llama()
+    ctx, threads = direct.ctx, setup["threads"]
+    memory = llama_cpp.llama_get_memory(ctx)
+    batch = llama_cpp.llama_batch_init(direct.n_batch, 0, 1)
+    line_ends: dict[int, bool] = {}
+
+    def ends_line(token: int) -> bool:
+        if token not in line_ends:
+            line_ends[token] = direct.detokenize([token]).endswith(b"\n")
+        return line_ends[token]
+
+    def decode(entries: list[tuple[int, int, bool]], n_threads: int) -> None:
+        llama_cpp.llama_set_n_threads(ctx, n_threads, n_threads)
+        batch.n_tokens = len(entries)
+        for j, (token, pos, logits) in enumerate(entries):
+            batch.token[j], batch.pos[j], batch.logits[j] = token, pos, logits
+            batch.n_seq_id[j] = 1
+            batch.seq_id[j][0] = 0
+        if llama_cpp.llama_decode(ctx, batch) != 0:
+            raise RuntimeError("llama_decode failed")
+
+    def prefill(tokens: list[int], ends: list[int]) -> float:
+        llama_cpp.llama_memory_seq_rm(memory, 0, -1, -1)
+        started, begin = time.perf_counter(), 0
+        for end in ends:
+            last = len(tokens) - 1
+            decode([(t, p, p == last) for p, t in enumerate(tokens[begin:end], begin)], threads)
+            begin = end
+        return time.perf_counter() - started
+
+    def tokens_after(tokens: list[int], pad: bool, n_threads: int) -> float:
+        started = time.perf_counter()
+        for k in range(COST_TOKENS):
+            pos = len(tokens) + k
+            entries = [(tokens[k], pos, True)] + ([(tokens[k], pos + 1, False)] if pad else [])
+            decode(entries, n_threads)
+            llama_cpp.llama_memory_seq_rm(memory, 0, pos + 1, -1)
+        llama_cpp.llama_memory_seq_rm(memory, 0, len(tokens), -1)
+        return time.perf_counter() - started
+
+    state_len = state_tokens(direct.model, direct.n_ctx())
+    prompts = []
+    for request in _requests(THROUGHPUT_PROMPTS, probe=False):
+        prompt = to_prompt(list(request.messages))
+        tokens = direct.tokenize(prompt.text.encode(), add_bos=True)
+        preamble = _common_prefix(direct.tokenize(prompt.preamble.encode(), add_bos=True), tokens)
+        prompts.append((tokens, piece_ends(tokens, preamble, state_len, ends_line)))
+    token_ways = {"plain": (False, threads), "one_thread": (False, 1), "padded": (True, threads)}
+    spent = dict.fromkeys(["whole", "pieces", *token_ways], 0.0)
+    try:
+        for rnd in range(COST_ROUNDS):
+            for tokens, ends in prompts:
+                ways = ["whole", "pieces"][:: 1 if rnd % 2 == 0 else -1]
+                for way in ways:
+                    cuts = ends if way == "pieces" else grid_ends(len(tokens), direct.n_batch)
+                    spent[way] += prefill(tokens, cuts)
+                names = list(token_ways)
+                for name in names[rnd % 3 :] + names[: rnd % 3]:
+                    spent[name] += tokens_after(tokens, *token_ways[name])
+    finally:
+        llama_cpp.llama_batch_free(batch)
+    n_prompts = COST_ROUNDS * len(prompts)
+    n_tokens = n_prompts * COST_TOKENS
+    ms = {name: round(1000 * spent[name] / n_tokens, 2) for name in token_ways}
+    return {
+        "prompts": len(prompts),
+        "rounds": COST_ROUNDS,
+        "threads": threads,
+        "prompt_tokens": round(sum(len(t) for t, _ in prompts) / len(prompts)),
+        "pieces": round(sum(len(e) for _, e in prompts) / len(prompts), 1),
+        "prefill_whole_s": round(spent["whole"] / n_prompts, 3),
+        "prefill_pieces_s": round(spent["pieces"] / n_prompts, 3),
+        "prefill_pieces_vs_whole": round(spent["pieces"] / spent["whole"], 3),
+        "token_ms": ms,
+        "one_thread_vs_plain": round(ms["one_thread"] / ms["plain"], 3),
+        "padded_vs_plain": round(ms["padded"] / ms["plain"], 3),
+    }
+
+
 def scenario_run(model: str, folder: Path) -> dict[str, Any]:
     """(b) One CLI run of the 30-agent scenario in a fresh process."""
     run_dir = folder / "run"
@@ -536,6 +640,42 @@ def throughput_section(a: dict[str, Any], profile: dict[str, Any] | None) -> str
     return "\n".join(lines) + "\n"
 
 
+def costs_section(d: dict[str, Any] | None, a: dict[str, Any]) -> str:
+    """Section (d): what simworld's determinism costs, and the ratio those costs alone give."""
+    if not d:
+        return ""
+    ms = d["token_ms"]
+    same = a["pairs"]["same_work"]["simworld"] if "pairs" in a else a["simworld"]
+    per_call = same["completion_tokens"] / (a["calls"] * a["rounds"])
+    direct = d["prefill_whole_s"] + per_call * ms["plain"] / 1000
+    simworld = d["prefill_pieces_s"] + per_call * ms["padded"] / 1000
+    return f"""## (d) What determinism costs
+
+The same {d["prompts"]} post prompts (about {d["prompt_tokens"]} tokens each) with one plain
+`llama_cpp.Llama` loaded as the engine loads its model ({d["threads"]} threads), the ways
+alternating within each of {d["rounds"]} rounds:
+
+| | time | vs llama-cpp-python's way |
+| --- | --- | --- |
+| a prompt's prefill, whole (llama-cpp-python) | {d["prefill_whole_s"]} s | 1 |
+| a prompt's prefill, in simworld's pieces ({d["pieces"]} a prompt) | {d["prefill_pieces_s"]} s \
+| {d["prefill_pieces_vs_whole"]} |
+| a generated token alone, every thread (llama-cpp-python) | {ms["plain"]} ms | 1 |
+| a generated token alone, one thread (the serial engine's rule; `slots=1`) | \
+{ms["one_thread"]} ms | {d["one_thread_vs_plain"]} |
+| a generated token with a pad, every thread (a lone call in a decode slot) | \
+{ms["padded"]} ms | {d["padded_vs_plain"]} |
+
+Why simworld pays them: the pieces make every prompt token's KV entry the same whatever
+was reused before it (see Notes); and a single token's decode on more than one thread takes
+flash attention's split-KV path, whose sums depend on the thread count, which changes as a
+pool's engines lend each other threads, so a lone token runs either on one thread or with a
+pad token that keeps it off that path. At (a)'s {per_call:.1f} completion tokens a call,
+these costs alone give simworld / direct = {direct / simworld:.3f} (sampling and simworld's
+own path left out, on both sides).
+"""
+
+
 def summary(result: dict[str, Any]) -> str:
     """The markdown summary of one result file."""
     from simworld.llm.providers.local_engine import LINE_PIECE, PREFILL_CHUNK
@@ -574,6 +714,7 @@ each with the answer drawn from every option's score (the default, `{c["drawn"][
 {c["drawn"]["with_option_probs"]} and {c["sampled"]["with_option_probs"]} of {c["probes"]};
 completion tokens {c["drawn"]["completion_tokens"]} and {c["sampled"]["completion_tokens"]}.
 
+{costs_section(result.get("costs"), a)}
 ## Notes
 
 - Prompts are cut into pieces by their content alone, each evaluated in one batch: a piece
@@ -614,6 +755,11 @@ def main() -> None:
         help="run (a) only, keeping (b) and (c) from the saved JSON",
     )
     parser.add_argument(
+        "--costs-only",
+        action="store_true",
+        help="run (d) only, keeping (a), (b) and (c) from the saved JSON",
+    )
+    parser.add_argument(
         "--probes-only",
         action="store_true",
         help="run (c) only, keeping (a) and (b) from the saved JSON",
@@ -631,7 +777,7 @@ def main() -> None:
     import llama_cpp  # noqa: F401  # fail fast without the extra
 
     loop = asyncio.new_event_loop()
-    partial = args.throughput_only or args.probes_only or args.reuse_only
+    partial = args.throughput_only or args.probes_only or args.reuse_only or args.costs_only
     saved = harness.read_result(RESULTS) if partial else {}
     result = {
         "machine": {
@@ -641,16 +787,18 @@ def main() -> None:
             "loadavg_start": list(os.getloadavg()),
         },
     }
-    if args.probes_only or args.reuse_only:
+    if args.probes_only or args.reuse_only or args.costs_only:
         result["throughput"], result["profile"] = saved["throughput"], saved["profile"]
     else:
         result["throughput"], result["profile"] = throughput(loop), profile_simworld(loop)
-    keep_c = (args.throughput_only or args.reuse_only) and "drawn" in saved.get(
+    keep_c = (args.throughput_only or args.reuse_only or args.costs_only) and "drawn" in saved.get(
         "probe_logprobs", {}
     )
     result["probe_logprobs"] = saved["probe_logprobs"] if keep_c else probe_logprobs(loop)
     loop.close()
     keep_b = not args.reuse_only and saved.get("prefix_reuse")
+    keep_d = partial and not args.costs_only and saved.get("costs")
+    result["costs"] = keep_d or determinism_costs()
     result["prefix_reuse"] = keep_b or prefix_reuse()
     result["machine"]["loadavg_end"] = list(os.getloadavg())
     harness.write_result(RESULTS, result)

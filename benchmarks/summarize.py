@@ -162,6 +162,19 @@ def _ratio(r: dict[str, Any]) -> float:
     return float(r["ratio_max"])
 
 
+def costs_line(costs: dict[str, Any] | None) -> str:
+    """What simworld's determinism costs the embedded model (``bench_local.py`` (d)), or
+    nothing for a result file without it."""
+    if not costs:
+        return ""
+    return (
+        "\n  What determinism costs, against llama-cpp-python's way: a prompt's prefill in "
+        f"simworld's pieces {costs['prefill_pieces_vs_whole']:.2f}×,\n  a lone generated "
+        f"token with its pad {costs['padded_vs_plain']:.2f}× (on one thread "
+        f"{costs['one_thread_vs_plain']:.2f}×)."
+    )
+
+
 def main_job_line() -> str:
     """The main job's figures (``main_job.json``), or that it has not been measured."""
     path = RESULTS / "main_job.json"
@@ -357,7 +370,7 @@ the rows a step's events touch, and write their frames when the run ends (and ev
 ## Embedded model
 
 - {"Total tokens per second, same work," if "pairs" in lo["throughput"] else "Completion tokens per second"} through simworld vs. llama-cpp-python directly on the same
-  prompts: {lo["throughput"]["ratio"]:.3f} (target ≥ 0.9: {verdict(lo["throughput"]["ratio"] >= 0.9)}).
+  prompts: {lo["throughput"]["ratio"]:.3f} (target ≥ 0.9: {verdict(lo["throughput"]["ratio"] >= 0.9)}).{costs_line(lo.get("costs"))}
 - Main job: {main_job_line()}
 - 30-agent scenario, one step: {on:.2f} calls/s with prefix (key/value) reuse, {off:.2f}
   without: {on / off:.2f}× faster, identical outputs either way.

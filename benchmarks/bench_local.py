@@ -390,9 +390,8 @@ def determinism_costs() -> dict[str, Any]:
 
     def prefill(tokens: list[int], ends: list[int]) -> float:
         llama_cpp.llama_memory_seq_rm(memory, 0, -1, -1)
-        started, begin = time.perf_counter(), 0
+        started, begin, last = time.perf_counter(), 0, len(tokens) - 1
         for end in ends:
-            last = len(tokens) - 1
             decode([(t, p, p == last) for p, t in enumerate(tokens[begin:end], begin)], threads)
             begin = end
         return time.perf_counter() - started
@@ -416,15 +415,16 @@ def determinism_costs() -> dict[str, Any]:
         prompts.append((tokens, piece_ends(tokens, preamble, state_len, ends_line)))
     token_ways = {"plain": (False, threads), "one_thread": (False, 1), "padded": (True, threads)}
     spent = dict.fromkeys(["whole", "pieces", *token_ways], 0.0)
+    names = list(token_ways)
     try:
         for rnd in range(COST_ROUNDS):
+            ways = ["whole", "pieces"][:: 1 if rnd % 2 == 0 else -1]
+            turn = names[rnd % len(names) :] + names[: rnd % len(names)]
             for tokens, ends in prompts:
-                ways = ["whole", "pieces"][:: 1 if rnd % 2 == 0 else -1]
                 for way in ways:
                     cuts = ends if way == "pieces" else grid_ends(len(tokens), direct.n_batch)
                     spent[way] += prefill(tokens, cuts)
-                names = list(token_ways)
-                for name in names[rnd % 3 :] + names[: rnd % 3]:
+                for name in turn:
                     spent[name] += tokens_after(tokens, *token_ways[name])
     finally:
         llama_cpp.llama_batch_free(batch)

@@ -354,8 +354,9 @@ def determinism_costs() -> dict[str, Any]:
     Prefill: every prompt whole (llama-cpp-python's batches of ``n_batch``) and in the
     pieces the serial engine cuts it into (:func:`piece_ends`). A generated token's decode,
     :data:`COST_TOKENS` after each prompt: alone on every thread (llama-cpp-python), alone on
-    one thread (the serial engine's rule for a single token) and with a pad token on every
-    thread (a lone call in a decode slot).
+    one thread (the other way to keep a single token's numbers independent of the thread
+    count) and with a pad token on every thread (simworld's way, for a lone call in a decode
+    slot and the serial engine's single tokens).
     """
     import llama_cpp
 
@@ -661,16 +662,18 @@ alternating within each of {d["rounds"]} rounds:
 | a prompt's prefill, in simworld's pieces ({d["pieces"]} a prompt) | {d["prefill_pieces_s"]} s \
 | {d["prefill_pieces_vs_whole"]} |
 | a generated token alone, every thread (llama-cpp-python) | {ms["plain"]} ms | 1 |
-| a generated token alone, one thread (the serial engine's rule; `slots=1`) | \
+| a generated token alone, one thread (the other way off the split-KV path) | \
 {ms["one_thread"]} ms | {d["one_thread_vs_plain"]} |
-| a generated token with a pad, every thread (a lone call in a decode slot) | \
+| a generated token with a pad, every thread (simworld's way for a single token) | \
 {ms["padded"]} ms | {d["padded_vs_plain"]} |
 
 Why simworld pays them: the pieces make every prompt token's KV entry the same whatever
 was reused before it (see Notes); and a single token's decode on more than one thread takes
 flash attention's split-KV path, whose sums depend on the thread count, which changes as a
-pool's engines lend each other threads, so a lone token runs either on one thread or with a
-pad token that keeps it off that path. At (a)'s {per_call:.1f} completion tokens a call,
+pool's engines lend each other threads, so a lone token gets a pad token that keeps it off
+that path (a lone call in a decode slot, and every single token of the serial engine:
+`slots=1`, sampled answers, log-probabilities); decoding it on one thread would too, at the
+cost above. At (a)'s {per_call:.1f} completion tokens a call,
 these costs alone give simworld / direct = {direct / simworld:.3f} (sampling and simworld's
 own path left out, on both sides).
 """

@@ -202,7 +202,7 @@ def test_slots_option_is_checked():
 @pytest.mark.parametrize("slots", [1, 4])
 def test_a_long_prompts_answer_does_not_depend_on_the_thread_count(slots):
     """Over 512 cached tokens, flash attention sums a lone query's cache in one chunk per
-    thread: single tokens are decoded on one thread (serial path) or with a pad (slots)."""
+    thread: single tokens are decoded with a pad token after them (serial path and slots)."""
     heard = "\n".join(f"- Speaker {i}: remote work gave me {i} evenings." for i in range(60))
     user = f"What you have heard:\n{heard}\nSay where you stand on remote work."
     prompt = to_prompt([{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}])

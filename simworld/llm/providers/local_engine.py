@@ -983,22 +983,41 @@ class LlamaEngine(OnePerConfig):
         llm.n_tokens += len(tokens)
 
     def _decode(self, batch: Any) -> None:
-        """``llama_decode`` of ``batch``, on as many threads as the engine has now, or on one
-        for a single token.
+        """``llama_decode`` of ``batch`` (room for one more token), on as many threads as the
+        engine has now; a single token gets a pad.
 
         The thread count changes no number: every output element of llama.cpp's CPU
         operations is computed whole by one thread, which ``tests/test_local.py`` checks,
         except in flash attention's split-KV path, which sums the cache in one chunk per
-        thread and runs for a batch of exactly one query over 512 cells or more: a single
-        token is therefore always decoded on one thread.
+        thread and runs for a batch of exactly one query over 512 cells or more. So a single
+        token is decoded with a pad token after it, as a lone call in a decode slot is
+        (:mod:`~simworld.llm.providers.local_slots`): the same token at the next position of
+        the same sequences, hidden from the real one by the causal mask, asking for no
+        logits, its cells removed right after. Its numbers are those of the token decoded
+        alone on one thread (``tests/test_local_slots.py``), on every thread the engine has:
+        18 ms a token instead of 23 ms on one of two AVX2 cores (``bench_local.py`` (d)).
         """
         import llama_cpp
 
-        threads = self._threads() if batch.n_tokens > 1 else 1
+        pad = batch.n_tokens == 1
+        if pad:
+            pos, seqs = batch.pos[0], [batch.seq_id[0][k] for k in range(batch.n_seq_id[0])]
+            batch.token[1], batch.pos[1], batch.n_seq_id[1] = batch.token[0], pos + 1, len(seqs)
+            for k, seq in enumerate(seqs):
+                batch.seq_id[1][k] = seq
+            batch.logits[1] = False
+            batch.n_tokens = 2
+        threads = self._threads()
         if threads != self._threads_set:
             llama_cpp.llama_set_n_threads(self._llm.ctx, threads, threads)
             self._threads_set = threads
-        if llama_cpp.llama_decode(self._llm.ctx, batch) != 0:
+        failed = llama_cpp.llama_decode(self._llm.ctx, batch) != 0
+        if pad:
+            memory = llama_cpp.llama_get_memory(self._llm.ctx)
+            for seq in seqs:
+                llama_cpp.llama_memory_seq_rm(memory, seq, pos + 1, -1)
+            batch.n_tokens = 1
+        if failed:
             raise RuntimeError(f"llama_decode failed on {self.config.path}")
 
     def _restore(self, store: SeqStates, key: tuple[int, ...], keep: int) -> bool:
@@ -1153,7 +1172,7 @@ class LlamaEngine(OnePerConfig):
         entries = [(token, fork.pos + j, [_SEQ, *seqs]) for j, token in enumerate(fork.shared)]
         for seq, branch in zip(seqs, branches, strict=True):
             entries += [(token, after + j, [seq]) for j, token in enumerate(branch)]
-        batch = llama_cpp.llama_batch_init(max(1, len(entries)), 0, 1 + len(branches))
+        batch = llama_cpp.llama_batch_init(max(2, len(entries)), 0, 1 + len(branches))  # a pad
         try:
             batch.n_tokens = len(entries)
             for j, (token, pos, ids) in enumerate(entries):

@@ -111,8 +111,11 @@ PROBE_SIDES = {"drawn": MODEL, "sampled": f"{MODEL}?answers=sampled"}
 CALL_TIMEOUT_S = 1800.0  # a loaded machine must not turn a slow call into a failed one
 
 
-def _requests(count: int, *, probe: bool, logprobs: bool = False, model: str = MODEL) -> list[Any]:
-    """Post (or probe) requests of ``count`` different personas on the scenario's first topic."""
+def _requests(
+    count: int, *, probe: bool, logprobs: bool = False, model: str = MODEL, first: int = 0
+) -> list[Any]:
+    """Post (or probe) requests of ``count`` different personas (the library's from the
+    ``first``-th on) on the scenario's first topic."""
     from simworld.config.persona import load_library
     from simworld.config.scenario import load_scenario
     from simworld.engine.agent import answer_model
@@ -124,7 +127,10 @@ def _requests(count: int, *, probe: bool, logprobs: bool = False, model: str = M
     assert scenario.population.library is not None  # the shipped scenario names one
     library = load_library((SCENARIO.parent / scenario.population.library).resolve())
     out = []
-    for persona in library.personas[:count]:
+    personas = library.personas[first : first + count]
+    if len(personas) < count:
+        raise SystemExit(f"{SCENARIO}: {first + count} personas needed, its library has fewer")
+    for persona in personas:
         system = prompts.persona_system(persona, scenario.topics)
         fields = {
             "statement": topic.statement,
@@ -508,11 +514,18 @@ def prefix_reuse() -> dict[str, Any]:
 
 
 def probe_logprobs(loop: asyncio.AbstractEventLoop) -> dict[str, Any]:
-    """(c) Mean probe latency, log-probabilities on, answers drawn (the default) and sampled."""
+    """(c) Mean probe latency, log-probabilities on, answers drawn (the default) and sampled.
+
+    The probes are of personas (a) did not use: (a) leaves the default model's engine with
+    its personas' preambles saved, which would spare the drawn side (the default model)
+    their prefill and not the sampled side (another engine).
+    """
     out: dict[str, Any] = {"probes": PROBES}
     for label, model in PROBE_SIDES.items():
         gateway = _gateway(model)
-        requests = _requests(PROBES + 1, probe=True, logprobs=True, model=model)
+        requests = _requests(
+            PROBES + 1, probe=True, logprobs=True, model=model, first=THROUGHPUT_PROMPTS + 1
+        )
         loop.run_until_complete(gateway.call(requests[0]))
         started = time.perf_counter()
         outcomes = [loop.run_until_complete(gateway.call(r)) for r in requests[1:]]
@@ -710,7 +723,8 @@ reuse on or off: **{b["identical_outputs"]}**.
 
 ## (c) Probe latency: answers drawn and sampled
 
-{c["probes"]} probes with log-probabilities, one after another: {c["drawn"]["mean_latency_s"]} s
+{c["probes"]} probes with log-probabilities, one after another, of personas (a) did not use
+(neither side starts with their preambles saved): {c["drawn"]["mean_latency_s"]} s
 each with the answer drawn from every option's score (the default, `{c["drawn"]["model"]}`),
 {c["sampled"]["mean_latency_s"]} s each sampled token by token and then scored
 (`{c["sampled"]["model"]}`): **{c["speedup"]}x**. Option distributions:

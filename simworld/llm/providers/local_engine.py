@@ -993,9 +993,9 @@ class LlamaEngine(OnePerConfig):
         token is decoded with a pad token after it, as a lone call in a decode slot is
         (:mod:`~simworld.llm.providers.local_slots`): the same token at the next position of
         the same sequences, hidden from the real one by the causal mask, asking for no
-        logits, its cells removed right after. Its numbers are those of the token decoded
-        alone on one thread (``tests/test_local_slots.py``), on every thread the engine has:
-        18 ms a token instead of 23 ms on one of two AVX2 cores (``bench_local.py`` (d)).
+        logits, its cells removed right after (``tests/test_local_slots.py`` checks that the
+        answer then does not depend on the thread count). On every thread the engine has, 18
+        ms a token instead of 23 ms on one thread of two AVX2 cores (``bench_local.py`` (d)).
         """
         import llama_cpp
 

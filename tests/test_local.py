@@ -14,7 +14,7 @@ import subprocess
 import sys
 import threading
 import time
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import llama_cpp
@@ -72,6 +72,7 @@ from simworld.llm.providers.local_engine import (
     missing_features,
     piece_ends,
     reusable,
+    system_info,
     use_extra_bufts,
 )
 from simworld.llm.providers.local_options import (
@@ -240,24 +241,39 @@ def test_cpu_flags_are_read_from_cpuinfo(tmp_path):
     assert cpu_flags(tmp_path / "missing") == frozenset()
 
 
-def test_a_build_for_instructions_the_cpu_lacks_is_named(monkeypatch):
+def test_a_build_for_instructions_the_cpu_lacks_is_named():
     info = "CPU : SSE3 = 1 | AVX2 = 1 | AVX512 = 1 | AVX512_VNNI = 1 | AMX_INT8 = 0 | REPACK = 1 |"
     avx2 = frozenset({"pni", "avx2"})
     assert missing_features(info, avx2) == ["AVX512", "AVX512_VNNI"]
     assert missing_features(info, avx2 | {"avx512f", "avx512_vnni"}) == []
     assert missing_features(info, frozenset()) == []  # flags unknown: nothing claimed
-    monkeypatch.setattr(llama_cpp, "llama_print_system_info", lambda: info.encode())
     every = frozenset(BUILD_FEATURES.values())
-    check_build(every)
+    check_build(every, info)
     with pytest.raises(BuildMismatchError, match=r"lacks \(AVX2, AVX512\).*--no-cache-dir"):
-        check_build(every - {"avx2", "avx512f"})
+        check_build(every - {"avx2", "avx512f"}, info)
 
 
 def test_the_installed_build_fits_this_cpu():
     """What a run checks before loading the model: fails where llama-cpp-python came from a
     machine with other instructions (a wheel from a shared pip cache)."""
     check_build()
-    assert not missing_features(llama_cpp.llama_print_system_info().decode(), cpu_flags())
+    assert not missing_features(system_info(), cpu_flags())
+
+
+def test_the_build_is_read_whole_by_threads_checking_it_at_once():
+    """``inline`` mode checks the build from every call's thread: llama.cpp rebuilds the text
+    in one static buffer on each call, so unguarded threads read each other's half-written
+    text (runs failed with a UnicodeDecodeError)."""
+    expected = llama_cpp.llama_print_system_info().decode()
+    start = threading.Barrier(8)
+
+    def read() -> list[str]:
+        start.wait()
+        return [system_info() for _ in range(300)]
+
+    with ThreadPoolExecutor(8) as pool:
+        seen = {text for texts in pool.map(lambda _: read(), range(8)) for text in texts}
+    assert seen == {expected}
 
 
 @pytest.mark.parametrize("flag", sorted(AMX_FLAGS))

@@ -86,6 +86,7 @@ from collections import deque
 from collections.abc import Generator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -601,6 +602,14 @@ class BatchedEngine(OnePerConfig):
         return self._model.detokenize(list(tokens), False).decode("utf-8", errors="replace")
 
 
+@lru_cache(maxsize=1)
+def _check_build_once() -> bool:
+    """:func:`check_build` until it passes once in this process (``inline`` mode asks before
+    every call; a failed check is not cached, so it raises again)."""
+    check_build()
+    return True
+
+
 def load_engine(config: EngineConfig) -> LlamaEngine | EnginePool | BatchedEngine:
     """The process's engine for ``config``: a :class:`BatchedEngine` for ``batch`` > 1, else
     the serial :class:`~simworld.llm.providers.local_engine.LlamaEngine`, or an
@@ -609,7 +618,7 @@ def load_engine(config: EngineConfig) -> LlamaEngine | EnginePool | BatchedEngin
     Raises:
         BuildMismatchError: llama.cpp was compiled for another CPU (:func:`check_build`).
     """
-    check_build()
+    _check_build_once()
     if config.batch > 1:
         return BatchedEngine.get(config)
     if config.engines > 1:

@@ -106,6 +106,7 @@ AMX_FLAGS = frozenset({"amx_tile", "amx_int8", "amx_bf16"})
 EXTRA_BUFTS_CHOICES = ("auto", "on", "off")
 _CPUINFO = Path("/proc/cpuinfo")
 _PARAMS_LOCK = threading.Lock()
+_SYSTEM_INFO_LOCK = threading.Lock()
 
 
 class ContextOverflowError(ValueError):
@@ -297,18 +298,37 @@ def missing_features(system_info: str, flags: frozenset[str]) -> list[str]:
     return missing
 
 
-def check_build(flags: frozenset[str] | None = None) -> None:
+@lru_cache(maxsize=1)
+def _read_system_info() -> str:
+    import llama_cpp
+
+    return llama_cpp.llama_print_system_info().decode("utf-8", errors="replace")
+
+
+def system_info() -> str:
+    """What llama.cpp's ``llama_print_system_info()`` prints, read once a process.
+
+    The native function clears and refills one static string on every call and returns its
+    buffer, and ctypes lets threads into it at once: two threads calling it together read
+    each other's half-written text (in ``inline`` mode a run's first calls check the build
+    from their own threads, and runs failed with a ``UnicodeDecodeError`` from it). So it is
+    read under a lock, once.
+    """
+    with _SYSTEM_INFO_LOCK:
+        return _read_system_info()
+
+
+def check_build(flags: frozenset[str] | None = None, info: str | None = None) -> None:
     """Refuse to load a model with a llama.cpp build compiled for another CPU.
 
     Args:
         flags: The CPU's feature flags (default: this machine's, :func:`cpu_flags`).
+        info: What the build says it was compiled for (default: :func:`system_info`).
 
     Raises:
         BuildMismatchError: Naming what the CPU lacks and the command that rebuilds it here.
     """
-    import llama_cpp
-
-    info = llama_cpp.llama_print_system_info().decode()
+    info = system_info() if info is None else info
     missing = missing_features(info, cpu_flags() if flags is None else flags)
     if missing:
         raise BuildMismatchError(

@@ -75,6 +75,7 @@ from simworld.llm.providers.local_slots import (
     DecodeSlots,
     SlotAccept,
     SlotCall,
+    decode_padded,
     seq_state,
     take,
 )
@@ -1011,33 +1012,18 @@ class LlamaEngine(OnePerConfig):
         except in flash attention's split-KV path, which sums the cache in one chunk per
         thread and runs for a batch of exactly one query over 512 cells or more. So a single
         token is decoded with a pad token after it, as a lone call in a decode slot is
-        (:mod:`~simworld.llm.providers.local_slots`): the same token at the next position of
-        the same sequences, hidden from the real one by the causal mask, asking for no
-        logits, its cells removed right after (``tests/test_local_slots.py`` checks that the
-        answer then does not depend on the thread count). On every thread the engine has, 18
-        ms a token instead of 23 ms on one thread of two AVX2 cores (``bench_local.py`` (d)).
+        (:func:`~simworld.llm.providers.local_slots.decode_padded`; ``tests/test_local_slots.py``
+        checks that the answer then does not depend on the thread count). On every thread
+        the engine has, 18 ms a token instead of 23 ms on one thread of two AVX2 cores
+        (``bench_local.py`` (d)).
         """
         import llama_cpp
 
-        pad = batch.n_tokens == 1
-        if pad:
-            pos, seqs = batch.pos[0], [batch.seq_id[0][k] for k in range(batch.n_seq_id[0])]
-            batch.token[1], batch.pos[1], batch.n_seq_id[1] = batch.token[0], pos + 1, len(seqs)
-            for k, seq in enumerate(seqs):
-                batch.seq_id[1][k] = seq
-            batch.logits[1] = False
-            batch.n_tokens = 2
         threads = self._threads()
         if threads != self._threads_set:
             llama_cpp.llama_set_n_threads(self._llm.ctx, threads, threads)
             self._threads_set = threads
-        failed = llama_cpp.llama_decode(self._llm.ctx, batch) != 0
-        if pad:
-            memory = llama_cpp.llama_get_memory(self._llm.ctx)
-            for seq in seqs:
-                llama_cpp.llama_memory_seq_rm(memory, seq, pos + 1, -1)
-            batch.n_tokens = 1
-        if failed:
+        if decode_padded(self._llm.ctx, batch):
             raise RuntimeError(f"llama_decode failed on {self.config.path}")
 
     def _restore(self, store: SeqStates, key: tuple[int, ...], keep: int) -> bool:

@@ -22,8 +22,9 @@ llama.cpp's CPU backend (llama-cpp-python 0.3.36) and checked by ``tests/test_lo
   bytes as below (not ``llama_memory_seq_cp``: llama.cpp copies a stream's data only at the
   next decode, by when the freed slot may hold a new call's prompt, which the copy would
   overwrite).
-* A call decoding alone gets a pad token after its own (at the next position, hidden from
-  it by the causal mask, its cell removed right after): a decode with exactly one query
+* A call decoding alone gets a pad token after its own (:func:`decode_padded`: at the next
+  position, hidden from it by the causal mask, its cell removed right after): a decode with
+  exactly one query
   takes flash attention's split-KV path, whose sums depend on the thread count. The pad
   asks for no logits, so it skips the output matrix (most of a token's work): a lone
   call's step cost 18 ms instead of 26 ms on 2 cores of an AVX2-only EPYC, against 15 ms
@@ -129,6 +130,35 @@ def seq_state(ctx: Any, seq: int) -> bytes:
     # string_at copies the bytes at once; slicing the ctypes array would build a list of
     # every byte first (~150 ms for a 400-token prompt's state).
     return ctypes.string_at(buf, llama_cpp.llama_state_seq_get_data(ctx, buf, size, seq))
+
+
+def decode_padded(ctx: Any, batch: Any) -> bool:
+    """``llama_decode`` of ``batch`` (room for one more token) in ``ctx``; whether it failed.
+
+    A batch of a single token gets a pad token after it: the same token at the next
+    position of the same sequences, hidden from the real one by the causal mask, asking for
+    no logits, its cells removed right after. A decode of exactly one query over 512 cells
+    or more takes flash attention's split-KV path, whose sums depend on the thread count
+    (see the module docstring); the pad keeps every single token off it. The serial engine
+    and the decode slots both decode through here.
+    """
+    import llama_cpp
+
+    pad = batch.n_tokens == 1
+    if pad:
+        pos, seqs = batch.pos[0], [batch.seq_id[0][k] for k in range(batch.n_seq_id[0])]
+        batch.token[1], batch.pos[1], batch.n_seq_id[1] = batch.token[0], pos + 1, len(seqs)
+        for k, seq in enumerate(seqs):
+            batch.seq_id[1][k] = seq
+        batch.logits[1] = False
+        batch.n_tokens = 2
+    failed = llama_cpp.llama_decode(ctx, batch) != 0
+    if pad:
+        memory = llama_cpp.llama_get_memory(ctx)
+        for seq in seqs:
+            llama_cpp.llama_memory_seq_rm(memory, seq, pos + 1, -1)
+        batch.n_tokens = 1
+    return failed
 
 
 def take(
@@ -254,24 +284,18 @@ class DecodeSlots:
             self._leave(call, "cancelled")
         if not self.calls:
             return
-        entries = [(call.token, call.pos, slot) for slot, call in enumerate(self.calls)]
-        if len(entries) == 1:  # the pad: no decode of a single query
-            entries.append((entries[0][0], entries[0][1] + 1, 0))
         batch = self._batch
-        batch.n_tokens = len(entries)
-        for j, (token, pos, slot) in enumerate(entries):
-            batch.token[j] = token
-            batch.pos[j] = pos
-            batch.n_seq_id[j] = 1
-            batch.seq_id[j][0] = slot
-            batch.logits[j] = j < len(self.calls)  # not the pad's
+        batch.n_tokens = len(self.calls)
+        for slot, call in enumerate(self.calls):
+            batch.token[slot] = call.token
+            batch.pos[slot] = call.pos
+            batch.n_seq_id[slot] = 1
+            batch.seq_id[slot][0] = slot
+            batch.logits[slot] = True
         if threads != self._threads:
             llama_cpp.llama_set_n_threads(self._ctx, threads, threads)
             self._threads = threads
-        failed = llama_cpp.llama_decode(self._ctx, batch) != 0
-        if len(self.calls) == 1:
-            llama_cpp.llama_memory_seq_rm(self._mem, 0, entries[0][1] + 1, -1)
-        if failed:
+        if decode_padded(self._ctx, batch):  # a lone call gets the pad
             for call in list(self.calls):
                 call.error = RuntimeError("llama_decode failed in a decode slot")
                 self._leave(call, "error")

@@ -301,13 +301,11 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 def console() -> int:
     """The ``simworld`` console script: :func:`main` in a process of its own, so a command
     that simulates tunes the collector first (:func:`~simworld.support.process.tune_gc`),
-    and a SIGTERM stops the command as a Ctrl-C does
+    and a SIGTERM or a SIGHUP stops the command as a Ctrl-C does
     (:class:`~simworld.support.process.Terminated`)."""
-    import signal
+    from simworld.support.process import ctrl_c_handled, handle_terminating, stopped_line, tune_gc
 
-    from simworld.support.process import ctrl_c_handled, raise_terminated, stopped_line, tune_gc
-
-    signal.signal(signal.SIGTERM, raise_terminated)
+    handle_terminating()
     argv = sys.argv[1:]
     try:  # from the imports on, which take seconds: a Ctrl-C then is no traceback either
         if argv and argv[0] in SIMULATING:

@@ -59,8 +59,12 @@ def test_ctrl_c_inside_native_code_exits_130_under_python_m(tmp_path):
 
 @pytest.mark.parametrize(
     ("sent", "code", "said"),
-    [("SIGINT", 130, "simworld: interrupted"), ("SIGTERM", 143, "simworld: terminated (SIGTERM)")],
-    ids=["ctrl_c", "sigterm"],
+    [
+        ("SIGINT", 130, "simworld: interrupted"),
+        ("SIGTERM", 143, "simworld: terminated (SIGTERM)"),
+        ("SIGHUP", 129, "simworld: terminated (SIGHUP)"),
+    ],
+    ids=["ctrl_c", "sigterm", "sighup"],
 )
 def test_ctrl_c_while_the_command_imports_is_one_line(
     tmp_path, ctrl_c_deliverable, sent, code, said
@@ -106,15 +110,16 @@ def test_ctrl_c_while_the_command_imports_is_one_line(
     [
         ("SIGINT", 130, "simworld: interrupted", "interrupted by the user"),
         ("SIGTERM", 143, "simworld: terminated (SIGTERM)", "terminated (SIGTERM)"),
+        ("SIGHUP", 129, "simworld: terminated (SIGHUP)", "terminated (SIGHUP)"),
     ],
-    ids=["ctrl_c", "sigterm"],
+    ids=["ctrl_c", "sigterm", "sighup"],
 )
 def test_ctrl_c_is_one_line_and_the_run_resumes(
     tmp_path, ctrl_c_deliverable, sent, code, said, recorded
 ):
-    """Ctrl-C (or SIGTERM, as a job scheduler or ``timeout`` sends) during a run: exit 130
-    (143), one line and no traceback; the run directory is marked interrupted and
-    ``simworld resume`` completes it."""
+    """Ctrl-C (or SIGTERM, as a job scheduler or ``timeout`` sends, or SIGHUP, as a closed
+    terminal sends) during a run: exit 130 (143, 129), one line and no traceback; the run
+    directory is marked interrupted and ``simworld resume`` completes it."""
     import json
     import os
     import signal
@@ -152,6 +157,39 @@ def test_ctrl_c_is_one_line_and_the_run_resumes(
         [*cmd, "resume", str(run_dir)], capture_output=True, text=True, env=env, timeout=300
     )
     assert done.returncode == 0, done.stderr
+    manifest = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["status"] == "completed"
+
+
+@pytest.mark.slow
+def test_a_run_started_with_nohup_goes_on_after_a_sighup(tmp_path):
+    """``nohup simworld run ...``: the command was started ignoring SIGHUP and keeps
+    ignoring it; the run completes."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import time
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "simworld.cli", "run", str(root / "scenarios/opinion_exchange.yaml"),
+         "--steps", "1", "--model", "fake/default?latency_ms=100", "--out", str(run_dir),
+         "--quiet"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "SIMWORLD_LLM_WORKERS": "0"},
+        preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN),  # as nohup does
+    )  # fmt: skip
+    transcript = run_dir / "transcript.jsonl"
+    deadline = time.monotonic() + 600
+    while not (transcript.is_file() and transcript.stat().st_size) and proc.poll() is None:
+        assert time.monotonic() < deadline, "the run never started"
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGHUP)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
     manifest = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))
     assert manifest["status"] == "completed"
 

@@ -236,6 +236,7 @@ def test_the_child_stops_when_the_simworld_process_is_killed():
     [
         pytest.param(signal.SIGINT, 130, "simworld: interrupted", id="ctrl_c"),
         pytest.param(signal.SIGTERM, 143, "simworld: terminated (SIGTERM)", id="sigterm"),
+        pytest.param(signal.SIGHUP, 129, "simworld: terminated (SIGHUP)", id="sighup"),
     ],
 )  # fmt: skip
 def test_ctrl_c_in_a_terminal_stops_a_run_on_the_embedded_model_in_one_line(
@@ -243,9 +244,9 @@ def test_ctrl_c_in_a_terminal_stops_a_run_on_the_embedded_model_in_one_line(
 ):
     """A terminal's Ctrl-C goes to the whole foreground process group, the model's child
     included: the command still ends with its one line (exit 130), and the child prints no
-    traceback of its own. So does a job scheduler's SIGTERM to the group (exit 143), which
-    ends the child too: whichever the command notices first, the run is interrupted, not
-    crashed."""
+    traceback of its own. So does a job scheduler's SIGTERM to the group (exit 143), or a
+    closed terminal's SIGHUP (exit 129), which ends the child too: whichever the command
+    notices first, the run is interrupted, not crashed."""
     path = make_scenario({**THREE_AGENTS, "protocol.steps": 2})
     run_dir = tmp_path / "run"
     command = [sys.executable, "-m", "simworld.cli", "run", str(path), "--out", str(run_dir)]

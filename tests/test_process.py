@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gc
+import pickle
+import signal
 from collections.abc import Iterator
 
 import pytest
@@ -56,3 +58,6 @@ def test_the_stopped_line_names_the_run_to_resume_only_when_there_is_one(tmp_pat
         f"simworld: terminated (SIGTERM); {tmp_path}/my run is marked interrupted: "
         f"simworld resume '{tmp_path}/my run'"
     )
+    hup = Terminated(signal.SIGHUP)
+    assert stopped_line(hup) == ("simworld: terminated (SIGHUP)", 129)
+    assert pickle.loads(pickle.dumps(hup)).signum == signal.SIGHUP  # from a sweep's worker

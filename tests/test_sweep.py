@@ -417,16 +417,21 @@ def test_a_worker_that_dies_costs_its_run_a_restart_not_the_sweep(scenario, refe
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    ("ctrl_c", "code", "said"),
-    [(False, 143, "terminated (SIGTERM)"), (True, 130, "interrupted")],
-    ids=["sigterm", "ctrl_c"],
+    ("sent", "group", "code", "said"),
+    [
+        (signal.SIGTERM, False, 143, "terminated (SIGTERM)"),
+        (signal.SIGINT, True, 130, "interrupted"),
+        (signal.SIGHUP, True, 129, "terminated (SIGHUP)"),
+    ],
+    ids=["sigterm", "ctrl_c", "sighup"],
 )
 def test_a_stopped_sweep_says_so_in_one_line_marks_its_runs_and_a_rerun_finishes_it(
-    scenario, tmp_path, ctrl_c_deliverable, ctrl_c, code, said
+    scenario, tmp_path, ctrl_c_deliverable, sent, group, code, said
 ):
-    """SIGTERM (a job scheduler's stop) to the sweep command, or a terminal's Ctrl-C (to its
-    whole process group, workers too): one line naming it, no traceback; the runs in flight
-    are marked interrupted, and the same command run again completes the sweep."""
+    """SIGTERM (a job scheduler's stop) to the sweep command, or a terminal's Ctrl-C or
+    SIGHUP (to its whole process group, workers too): one line naming it, no traceback; the
+    runs in flight are marked interrupted, and the same command run again completes the
+    sweep."""
     out = tmp_path / "sweep"
     cmd = _sweep_command(scenario, out)
     with subprocess.Popen(
@@ -437,10 +442,10 @@ def test_a_stopped_sweep_says_so_in_one_line_marks_its_runs_and_a_rerun_finishes
             assert proc.poll() is None, "the sweep finished before it could be stopped"
             assert time.monotonic() < deadline, "no run started"
             time.sleep(0.02)
-        if ctrl_c:
-            os.killpg(proc.pid, signal.SIGINT)
+        if group:
+            os.killpg(proc.pid, sent)
         else:
-            proc.send_signal(signal.SIGTERM)
+            proc.send_signal(sent)
         _, err = proc.communicate(timeout=120)
     assert proc.returncode == code, err
     assert "Traceback" not in err

@@ -337,13 +337,14 @@ class SocialSimulation(mesa.Model):
         litellm's call path catches ``BaseException`` around what it awaits (and makes it a
         failed call, which is retried): a Ctrl-C landing there would be lost. So while the
         loop runs, SIGINT goes to the loop (:meth:`asyncio.loop.add_signal_handler`), which
-        raises ``KeyboardInterrupt`` from a callback of its own, outside any call; so does
-        SIGTERM, as :class:`~simworld.support.process.Terminated`, when the process handles
-        it with :func:`~simworld.support.process.raise_terminated` (the command does). Only
-        in the main thread, and only for a signal whose handler is that one (Python's default
-        for SIGINT): a program that installed its own keeps it. A signal the loop has read
-        but not yet acted on when the work ends raises before this returns; a callback still
-        queued once it has returned (a second signal right behind the first) does nothing.
+        raises ``KeyboardInterrupt`` from a callback of its own, outside any call; so do
+        SIGTERM and SIGHUP, as :class:`~simworld.support.process.Terminated`, when the
+        process handles them with :func:`~simworld.support.process.raise_terminated` (the
+        command does). Only in the main thread, and only for a signal whose handler is that
+        one (Python's default for SIGINT): a program that installed its own keeps it. A
+        signal the loop has read but not yet acted on when the work ends raises before this
+        returns; a callback still queued once it has returned (a second signal right behind
+        the first) does nothing.
         """
         loop = self._loop
         routed = []

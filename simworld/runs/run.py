@@ -37,7 +37,7 @@ from simworld.runs.tables import write_run_tables
 from simworld.runs.writer import RunWriter, recorded_keys
 from simworld.support.events import EventType
 from simworld.support.plugins import plugin_fault
-from simworld.support.process import TERMINATED, Terminated, note_stopped_run, stops_held
+from simworld.support.process import Terminated, note_stopped_run, stops_held
 from simworld.support.progress import ProgressBar
 from simworld.support.recipients import COMPACT, EXPLICIT, RecipientsFormat
 from simworld.support.rundir import CACHE_FILE, MEMORY_DIR, TRACKERS_DIR, RunStatus, read_manifest
@@ -399,9 +399,9 @@ def _execute(
     except (ReplayMissError, ModelFailureError, ModelLoadError) as exc:
         status, error = RunStatus.FAILED, redactor.text(str(exc))
     except ModelCrashedError as exc:
-        if exc.terminated:  # sent SIGTERM with the command, as a scheduler stops a job
-            status, error = RunStatus.INTERRUPTED, TERMINATED
-            stop = Terminated()
+        if exc.stopped_by is not None:  # with the command: a scheduler's stop, a closed terminal
+            stop = Terminated(exc.stopped_by)
+            status, error = RunStatus.INTERRUPTED, stop.how
             note_stopped_run(stop, run_dir)
             raise stop from exc
         # the model's process died; what the finished steps wrote stands, resume goes on
@@ -415,7 +415,7 @@ def _execute(
         interrupted = isinstance(exc, KeyboardInterrupt)
         status = RunStatus.INTERRUPTED if interrupted else RunStatus.FAILED
         if isinstance(exc, Terminated):
-            error = TERMINATED
+            error = exc.how
         elif interrupted:
             error = "interrupted by the user"
         else:

@@ -1,5 +1,5 @@
 """The processes simworld owns: garbage-collector tuning (the CLI and the LLM workers), a
-SIGTERM that stops a run as Ctrl-C does (the CLI), and a safe ``sys.path`` for the
+SIGTERM or SIGHUP that stops a run as Ctrl-C does (the CLI), and a safe ``sys.path`` for the
 interpreters it starts."""
 
 from __future__ import annotations
@@ -42,26 +42,46 @@ def tune_gc() -> None:
     gc.set_threshold(GC_GEN0_THRESHOLD, gen1, gen2)
 
 
+TERMINATING = (signal.SIGTERM, signal.SIGHUP)
+"""The signals that stop a run as a Ctrl-C does, marked interrupted: SIGTERM (what a job
+scheduler or ``timeout`` sends to stop a command) and SIGHUP (the terminal closed, an SSH
+connection dropped; ``nohup`` makes the command ignore it, and then it does)."""
+
+
 class Terminated(KeyboardInterrupt):
-    """A SIGTERM (what a job scheduler or ``timeout`` sends to stop a command), raised by
-    the ``simworld`` command's handler (:func:`raise_terminated`) as an interrupt: a run
-    stops as after a Ctrl-C, marked interrupted, and ``simworld resume`` continues it."""
+    """A signal of :data:`TERMINATING`, raised by the ``simworld`` command's handler
+    (:func:`raise_terminated`) as an interrupt: a run stops as after a Ctrl-C, marked
+    interrupted, and ``simworld resume`` continues it.
+
+    Args:
+        signum: The signal (SIGTERM unless told).
+    """
+
+    def __init__(self, signum: int = signal.SIGTERM) -> None:
+        super().__init__()
+        self.signum = signal.Signals(signum)
+
+    def __reduce__(self) -> tuple[type[Terminated], tuple[int]]:
+        return Terminated, (int(self.signum),)  # a sweep's worker sends it to the driver
+
+    @property
+    def how(self) -> str:
+        """How the stop is reported, on stderr and as a stopped run's error:
+        ``terminated (SIGTERM)``."""
+        return f"terminated ({self.signum.name})"
 
 
 EXIT_INTERRUPTED = 130
-"""The ``simworld`` command's exit code after a Ctrl-C (128 + SIGINT, as shells report it)."""
-EXIT_TERMINATED = 143
-"""The ``simworld`` command's exit code after a SIGTERM (128 + SIGTERM)."""
-TERMINATED = "terminated (SIGTERM)"
-"""How a SIGTERM's stop is reported, on stderr and as a stopped run's error."""
+"""The ``simworld`` command's exit code after a Ctrl-C (128 + SIGINT, as shells report it);
+after a signal of :data:`TERMINATING`, 128 + that signal."""
 
 
 def stopped_by(exc: KeyboardInterrupt) -> tuple[str, int]:
     """How the ``simworld`` command reports being stopped by ``exc``: the word for it and
     the exit code (``interrupted``, 130; for :class:`Terminated`, ``terminated (SIGTERM)``,
-    143)."""
+    143, or ``terminated (SIGHUP)``, 129)."""
     if isinstance(exc, Terminated):
-        return TERMINATED, EXIT_TERMINATED
+        return exc.how, 128 + exc.signum
     return "interrupted", EXIT_INTERRUPTED
 
 
@@ -105,30 +125,39 @@ def ctrl_c_handled() -> None:
 
 
 def raise_terminated(signum: int, frame: FrameType | None) -> None:
-    """The ``simworld`` command's SIGTERM handler (``signal.signal``): raise
-    :class:`Terminated`. While a simulation's event loop runs, the loop raises it instead
-    (:meth:`~simworld.engine.model.SocialSimulation.gather`), outside any model call."""
-    raise Terminated
+    """The ``simworld`` command's handler of the signals of :data:`TERMINATING`
+    (``signal.signal``): raise :class:`Terminated`. While a simulation's event loop runs,
+    the loop raises it instead (:meth:`~simworld.engine.model.SocialSimulation.gather`),
+    outside any model call."""
+    raise Terminated(signum)
+
+
+def handle_terminating() -> None:
+    """Make the signals of :data:`TERMINATING` stop this process as a Ctrl-C does
+    (:func:`raise_terminated`), except one it was started ignoring (``nohup``'s SIGHUP)."""
+    for sig in TERMINATING:
+        if signal.getsignal(sig) is not signal.SIG_IGN:
+            signal.signal(sig, raise_terminated)
 
 
 STOP_HANDLERS: dict[signal.Signals, Any] = {
     signal.SIGINT: signal.default_int_handler,
-    signal.SIGTERM: raise_terminated,
+    **dict.fromkeys(TERMINATING, raise_terminated),
 }
-"""The handlers with which a process stops on Ctrl-C (Python's default) and SIGTERM (the
-``simworld`` command's): simworld takes a signal over for a while (routes it through an
+"""The handlers with which a process stops on Ctrl-C (Python's default), SIGTERM and SIGHUP
+(the ``simworld`` command's): simworld takes a signal over for a while (routes it through an
 event loop, holds it) only where its handler is this one; a program's own stays its own."""
 
 
 def stop_for(signum: int) -> KeyboardInterrupt:
-    """The interrupt a stop signal raises: :class:`Terminated` for SIGTERM, else
-    ``KeyboardInterrupt``."""
-    return Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+    """The interrupt a stop signal raises: :class:`Terminated` for a signal of
+    :data:`TERMINATING`, else ``KeyboardInterrupt``."""
+    return Terminated(signum) if signum in TERMINATING else KeyboardInterrupt()
 
 
 @contextmanager
 def stops_held() -> Iterator[list[KeyboardInterrupt]]:
-    """Hold a Ctrl-C or a SIGTERM (as the ``simworld`` command raises them) while a run
+    """Hold a Ctrl-C, a SIGTERM or a SIGHUP (as the ``simworld`` command raises them) while a run
     closes and writes its last manifest, so a stop that lands then cannot leave the run
     marked ``running``; the stop held is yielded, for the caller to raise once done.
 
@@ -160,32 +189,37 @@ def stops_held() -> Iterator[list[KeyboardInterrupt]]:
 
 
 def leave_ctrl_c_to_the_parent() -> None:
-    """In a helper process simworld starts (an LLM worker, the embedded model's child):
-    ignore SIGINT, then let it through again (:func:`ctrl_c_held` kept it pending while the
-    helper started).
+    """In a helper process simworld starts (an LLM worker, the embedded model's child, a
+    sweep's worker): ignore SIGINT and SIGHUP, then let SIGINT through again
+    (:func:`ctrl_c_held` kept it pending while the helper started).
 
-    A terminal's Ctrl-C goes to every process of its foreground group, not only to the
-    ``simworld`` command. The command stops cleanly, then closes its helpers' pipes, on
-    which they end by themselves; interrupted on their own, they would print a traceback
-    into the user's terminal. (SIGTERM keeps its default: ``multiprocessing`` ends the
-    embedded model's child with it when the command exits.)
+    A terminal's Ctrl-C, and its SIGHUP when it closes, go to every process of its group,
+    not only to the ``simworld`` command. The command stops cleanly, then closes its
+    helpers' pipes, on which they end by themselves; interrupted on their own, they would
+    print a traceback into the user's terminal, or die before the command could mark the
+    run. (SIGTERM keeps its default: ``multiprocessing`` ends the embedded model's child
+    with it when the command exits.)
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # one pending is discarded
 
 
 @contextmanager
 def ctrl_c_held() -> Iterator[None]:
-    """Start helper processes with SIGINT blocked: a Ctrl-C while one is still importing
-    (seconds, before :func:`leave_ctrl_c_to_the_parent` runs in it) stays pending there
-    instead of raising ``KeyboardInterrupt`` mid-import, and is discarded once the helper
-    ignores it.
+    """Start helper processes with SIGINT and SIGHUP blocked: a Ctrl-C (or a closed
+    terminal's SIGHUP) while one is still importing (seconds, before
+    :func:`leave_ctrl_c_to_the_parent` runs in it) stays pending there instead of raising
+    ``KeyboardInterrupt`` mid-import (or ending it), and is discarded once the helper
+    ignores it. SIGHUP stays blocked in them: so also in multiprocessing's resource tracker,
+    which a sweep's pool starts here and which ignores only SIGINT and SIGTERM (killed by a
+    SIGHUP, it is started again and prints a traceback for every lock it never saw made).
 
     A child inherits the signal mask of the thread that starts it, across ``exec``. The mask
     is this thread's alone, and only while the block runs: a Ctrl-C meanwhile still reaches
     the ``simworld`` command (in another thread, or just after the block).
     """
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGHUP})
     try:
         yield
     finally:

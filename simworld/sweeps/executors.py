@@ -204,7 +204,7 @@ def _worker_init() -> None:
 
     A terminal's Ctrl-C is the driver's alone: it stops its workers with SIGTERM
     (:meth:`LocalExecutor.close`), which ends a run as the ``simworld`` command's SIGTERM
-    does (:func:`_pool_task`) and an idle worker at once.
+    does (:func:`_pool_task`) and an idle worker at once. So is a closed terminal's SIGHUP.
     """
     leave_ctrl_c_to_the_parent()
     signal.signal(signal.SIGTERM, _leave_idle)

@@ -43,7 +43,12 @@ from simworld.llm.providers.local_engine import (
     Sampling,
     reinstall_command,
 )
-from simworld.support.process import ctrl_c_held, leave_ctrl_c_to_the_parent, safe_path
+from simworld.support.process import (
+    TERMINATING,
+    ctrl_c_held,
+    leave_ctrl_c_to_the_parent,
+    safe_path,
+)
 
 PROCESS_ENV = "SIMWORLD_LOCAL_PROCESS"
 PROCESS_CHOICES = ("child", "inline")
@@ -77,10 +82,14 @@ class ModelCrashedError(SimworldError):
         super().__init__(f"llm.model {model!r}: the embedded model {self.happened}: {what}")
 
     @property
-    def terminated(self) -> bool:
-        """Whether a SIGTERM ended the process: a stop someone asked for (a job scheduler
-        stopping the command's whole process group reaches the child too), not a crash."""
-        return self.exitcode == -signal.SIGTERM
+    def stopped_by(self) -> int | None:
+        """The signal of :data:`~simworld.support.process.TERMINATING` that ended the
+        process, if one did: a stop someone asked for (a job scheduler stopping the
+        command's whole process group, or a closed terminal, reaches the child too), not a
+        crash."""
+        if self.exitcode is not None and -self.exitcode in TERMINATING:
+            return -self.exitcode
+        return None
 
 
 class ModelLoadError(ModelCrashedError):

@@ -60,4 +60,6 @@ def test_the_stopped_line_names_the_run_to_resume_only_when_there_is_one(tmp_pat
     )
     hup = Terminated(signal.SIGHUP)
     assert stopped_line(hup) == ("simworld: terminated (SIGHUP)", 129)
-    assert pickle.loads(pickle.dumps(hup)).signum == signal.SIGHUP  # from a sweep's worker
+    note_stopped_run(hup, tmp_path / "my run")
+    sent = pickle.loads(pickle.dumps(hup))  # as a sweep's worker sends it to the driver
+    assert (sent.signum, sent.__notes__) == (signal.SIGHUP, hup.__notes__)

@@ -61,8 +61,9 @@ class Terminated(KeyboardInterrupt):
         super().__init__()
         self.signum = signal.Signals(signum)
 
-    def __reduce__(self) -> tuple[type[Terminated], tuple[int]]:
-        return Terminated, (int(self.signum),)  # a sweep's worker sends it to the driver
+    def __reduce__(self) -> tuple[type[Terminated], tuple[int], dict[str, Any]]:
+        # a sweep's worker sends it to the driver: its signal, and its notes
+        return Terminated, (int(self.signum),), self.__dict__
 
     @property
     def how(self) -> str:

@@ -24,11 +24,10 @@ llama.cpp's CPU backend (llama-cpp-python 0.3.36) and checked by ``tests/test_lo
   overwrite).
 * A call decoding alone gets a pad token after its own (:func:`decode_padded`: at the next
   position, hidden from it by the causal mask, its cell removed right after): a decode with
-  exactly one query
-  takes flash attention's split-KV path, whose sums depend on the thread count. The pad
-  asks for no logits, so it skips the output matrix (most of a token's work): a lone
-  call's step cost 18 ms instead of 26 ms on 2 cores of an AVX2-only EPYC, against 15 ms
-  for one unpadded token.
+  exactly one query takes flash attention's split-KV path, whose sums depend on the thread
+  count. The pad asks for no logits, so it skips the output matrix (most of a token's
+  work): a lone call's step cost 18 ms instead of 26 ms on 2 cores of an AVX2-only EPYC,
+  against 15 ms for one unpadded token.
 * At most :data:`MAX_SLOTS` slots: up to seven tokens in a decode give one set of numbers,
   eight or more another (see :mod:`simworld.llm.providers.local_batch`).
 

@@ -261,9 +261,9 @@ def test_the_installed_build_fits_this_cpu():
 
 
 def test_the_build_is_read_whole_by_threads_checking_it_at_once():
-    """``inline`` mode checks the build from every call's thread: llama.cpp rebuilds the text
-    in one static buffer on each call, so unguarded threads read each other's half-written
-    text (runs failed with a UnicodeDecodeError)."""
+    """In ``inline`` mode a run's first calls check the build from their own threads:
+    llama.cpp rebuilds the text in one static buffer on each call, so unguarded threads read
+    each other's half-written text (runs failed with a UnicodeDecodeError)."""
     expected = llama_cpp.llama_print_system_info().decode()
     start = threading.Barrier(8)
 

@@ -399,8 +399,8 @@ def _execute(
     except (ReplayMissError, ModelFailureError, ModelLoadError) as exc:
         status, error = RunStatus.FAILED, redactor.text(str(exc))
     except ModelCrashedError as exc:
-        if exc.stopped_by is not None:  # with the command: a scheduler's stop, a closed terminal
-            stop = Terminated(exc.stopped_by)
+        if exc.stop_signal is not None:  # with the command: a scheduler's stop, a closed terminal
+            stop = Terminated(exc.stop_signal)
             status, error = RunStatus.INTERRUPTED, stop.how
             note_stopped_run(stop, run_dir)
             raise stop from exc

@@ -82,7 +82,7 @@ class ModelCrashedError(SimworldError):
         super().__init__(f"llm.model {model!r}: the embedded model {self.happened}: {what}")
 
     @property
-    def stopped_by(self) -> int | None:
+    def stop_signal(self) -> int | None:
         """The signal of :data:`~simworld.support.process.TERMINATING` that ended the
         process, if one did: a stop someone asked for (a job scheduler stopping the
         command's whole process group, or a closed terminal, reaches the child too), not a

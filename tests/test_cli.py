@@ -161,6 +161,91 @@ def test_ctrl_c_is_one_line_and_the_run_resumes(
     assert manifest["status"] == "completed"
 
 
+def _worker_pids(group: int) -> list[int]:
+    """Processes of process group ``group`` that run an LLM worker (``simworld.llm.worker``)."""
+    import os
+    from pathlib import Path
+
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if os.getpgid(int(entry.name)) != group:
+                continue
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except (ValueError, OSError):  # not a process, or it ended meanwhile
+            continue
+        if b"simworld.llm.worker" in argv:
+            found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("sent", "code", "said"),
+    [
+        ("SIGINT", 130, "simworld: interrupted"),
+        ("SIGTERM", 143, "simworld: terminated (SIGTERM)"),
+        ("SIGHUP", 129, "simworld: terminated (SIGHUP)"),
+    ],
+    ids=["ctrl_c", "sigterm", "sighup"],
+)
+def test_a_signal_to_the_group_of_a_run_with_llm_workers_is_the_commands(
+    tmp_path, ctrl_c_deliverable, sent, code, said
+):
+    """A terminal's Ctrl-C, a scheduler's SIGTERM or a closed terminal's SIGHUP goes to the
+    whole process group, the LLM workers included: the command ends with its one line and
+    the run marked interrupted; no worker prints a traceback (one that took the Ctrl-C
+    itself would), none is left running, and ``simworld resume`` completes the run."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import time
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    run_dir = tmp_path / "run"
+    cmd = [sys.executable, "-m", "simworld.cli"]
+    env = {**os.environ, "SIMWORLD_LLM_WORKERS": "2"}
+    proc = subprocess.Popen(
+        [*cmd, "run", str(root / "scenarios/opinion_exchange.yaml"), "--steps", "2",
+         "--model", "fake/default?latency_ms=300", "--out", str(run_dir),
+         "--cache", str(tmp_path / "cache.sqlite"), "--quiet"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        transcript = run_dir / "transcript.jsonl"
+        deadline = time.monotonic() + 600  # start-up alone can take minutes on a loaded host
+        while b'"llm_call"' not in (transcript.read_bytes() if transcript.is_file() else b""):
+            assert proc.poll() is None and time.monotonic() < deadline, "no call was answered"
+            time.sleep(0.2)
+        workers = _worker_pids(proc.pid)
+        assert len(workers) == 2, "the run's calls did not go through its LLM workers"
+        os.killpg(proc.pid, getattr(signal, sent))  # what the terminal (or the scheduler) does
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == code, err
+    assert "Traceback" not in err, err
+    assert err.strip().splitlines() == [
+        f"{said}; {run_dir} is marked interrupted: simworld resume {run_dir}"
+    ]
+    deadline = time.monotonic() + 30
+    while _worker_pids(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _worker_pids(proc.pid) == [], "a worker outlived the command"
+    assert json.loads((run_dir / "manifest.json").read_text("utf-8"))["status"] == "interrupted"
+    done = subprocess.run(
+        [*cmd, "resume", str(run_dir)], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    manifest = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["status"] == "completed"
+
+
 @pytest.mark.slow
 def test_a_run_started_with_nohup_goes_on_after_a_sighup(tmp_path):
     """``nohup simworld run ...``: the command was started ignoring SIGHUP and keeps

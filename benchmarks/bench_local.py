@@ -8,16 +8,20 @@ litellm, the ``local/`` provider) and straight to a ``llama_cpp.Llama`` of the s
 loaded the same way, in alternating blocks, with simworld's sampling settings and as many
 tokens asked for as simworld generated; the ratio compares total (prompt + completion) tokens
 per second with every prompt token evaluated on both sides, and is also given with each
-side's default prefix reuse. Then the simworld calls run in-process with their parts timed
-show where simworld's time goes. ``--throughput-only`` runs just this part.
-(b) A 30-agent scenario (``scenarios/opinion_exchange.yaml``, one step: 30 posts and 120
-probes), run by the CLI in a fresh process with prefix reuse on and off, alternating.
-``--reuse-only`` runs just this part.
+side's default prefix reuse. Then the simworld calls run in-process with their parts timed,
+to show where simworld's time goes (``--only throughput``).
+(b) A 30-agent scenario (``scenarios/opinion_exchange.yaml``, one step: 30 posts, their 30
+stance annotations and 120 probes), run by the CLI in a fresh process with prefix reuse on
+and off, alternating (``--only reuse``).
 (c) Probe latency with answers drawn from the options' scores (the default) and sampled token
-by token (``?answers=sampled``). ``--probes-only`` runs just this part.
+by token (``?answers=sampled``) (``--only probes``).
 (d) What determinism costs: a prompt's prefill whole and in the engine's pieces, and a
 generated token's decode alone on every thread, alone on one thread and with a pad token,
-with one plain ``llama_cpp.Llama``. ``--costs-only`` runs just this part.
+with one plain ``llama_cpp.Llama`` (``--only costs``).
+
+``--only PART`` (repeatable) runs those parts and keeps the others from the saved result file;
+the file records, per part, the host, commit, start time and load of the run it comes from
+(``parts``), and the page says which run gave which part when they differ.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 import harness  # benchmarks/, on the path when this script runs
+from bench_main_job import host
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results" / "local.json"
@@ -62,6 +67,15 @@ SUMMARY = ROOT / "docs" / "benchmarks-local.md"
 SCENARIO = ROOT / "scenarios" / "opinion_exchange.yaml"
 MODEL = "local/gemma3-270m"
 THROUGHPUT_PROMPTS = 12
+PARTS = {
+    "throughput": "throughput",
+    "probes": "probe_logprobs",
+    "costs": "costs",
+    "reuse": "prefix_reuse",
+}
+"""The benchmark's parts as ``--only`` names them, in the order they run ((a), (c), (d),
+(b)), and their keys in the result file ((a) also writes ``profile``)."""
+LETTERS = {"throughput": "a", "reuse": "b", "probes": "c", "costs": "d"}
 THROUGHPUT_MAX_TOKENS = 64
 THROUGHPUT_ROUNDS = 2
 # pairing -> (simworld model suffix, reset the direct Llama before each call)
@@ -692,6 +706,38 @@ own path left out, on both sides).
 """
 
 
+def provenance(result: dict[str, Any]) -> str:
+    """Which run of ``bench_local.py`` each part's numbers come from (``--only`` keeps the
+    other parts of the saved file): one sentence if one run gave them all."""
+    parts = result.get("parts", {})
+
+    def where(part: str) -> str:
+        record = parts.get(part, {})
+        if "host" not in record:  # written before runs were recorded per part
+            return f"recorded in commit {record.get('recorded_in', '(unknown)')}"
+        made = record["host"]
+        changed = " with the local changes the file lists" if record["local_changes"] else ""
+        cpu = f"{made['cores']} cores ({made['cpu_model']}, {', '.join(made['flags'])})"
+        return f"run at commit {made['commit']}{changed} on {cpu}, started {record['started']}"
+
+    sources = {part: where(part) for part in PARTS}
+    versions = f"model `{MODEL}`, llama-cpp-python {result['machine']['llama_cpp_python']}"
+    if len(set(sources.values())) == 1:
+        return (
+            f"Numbers from one run of `benchmarks/bench_local.py` ({versions}), copied from\n"
+            f"`benchmarks/results/local.json`: {sources['throughput']}."
+        )
+    lines = "\n".join(
+        f"- ({LETTERS[part]}): {sources[part]}"
+        for part in sorted(PARTS, key=lambda part: LETTERS[part])
+    )
+    return (
+        f"Numbers from runs of `benchmarks/bench_local.py` ({versions}), copied from\n"
+        "`benchmarks/results/local.json`; `--only` re-ran some parts and kept the others:\n\n"
+        + lines
+    )
+
+
 def summary(result: dict[str, Any]) -> str:
     """The markdown summary of one result file."""
     from simworld.llm.providers.local_engine import LINE_PIECE, PREFILL_CHUNK
@@ -700,9 +746,7 @@ def summary(result: dict[str, Any]) -> str:
     on, off = b["with_reuse"], b["without_reuse"]
     return f"""# Benchmark: the embedded local model
 
-Numbers from one run of `benchmarks/bench_local.py` ({result["machine"]["cpus"]} CPU cores,
-llama-cpp-python {result["machine"]["llama_cpp_python"]}, model `{MODEL}`), copied from
-`benchmarks/results/local.json`.
+{provenance(result)}
 
 ## (a) simworld vs. llama-cpp-python called directly
 
@@ -767,24 +811,10 @@ def main() -> None:
         help=f"prompts per block in (a) (default {THROUGHPUT_PROMPTS}; fewer to check the script)",
     )
     parser.add_argument(
-        "--throughput-only",
-        action="store_true",
-        help="run (a) only, keeping (b) and (c) from the saved JSON",
-    )
-    parser.add_argument(
-        "--costs-only",
-        action="store_true",
-        help="run (d) only, keeping (a), (b) and (c) from the saved JSON",
-    )
-    parser.add_argument(
-        "--probes-only",
-        action="store_true",
-        help="run (c) only, keeping (a) and (b) from the saved JSON",
-    )
-    parser.add_argument(
-        "--reuse-only",
-        action="store_true",
-        help="run (b) only, keeping (a) and (c) from the saved JSON",
+        "--only",
+        action="append",
+        choices=PARTS,
+        help="run this part (repeatable), keeping the others from the saved JSON",
     )
     args = parser.parse_args()
     globals()["THROUGHPUT_PROMPTS"] = args.prompts
@@ -793,31 +823,47 @@ def main() -> None:
         return
     import llama_cpp  # noqa: F401  # fail fast without the extra
 
-    loop = asyncio.new_event_loop()
-    partial = args.throughput_only or args.probes_only or args.reuse_only or args.costs_only
-    saved = harness.read_result(RESULTS) if partial else {}
-    result = {
+    run = set(args.only or PARTS)
+    saved = harness.read_result(RESULTS) if run != set(PARTS) and RESULTS.is_file() else {}
+    missing = sorted(part for part in set(PARTS) - run if PARTS[part] not in saved)
+    if missing:
+        raise SystemExit(f"{RESULTS}: no saved {', '.join(missing)} to keep; run them too")
+    result: dict[str, Any] = {
         "machine": {
             "python": platform.python_version(),
             "cpus": os.cpu_count(),
             "llama_cpp_python": metadata.version("llama-cpp-python"),
-            "loadavg_start": list(os.getloadavg()),
         },
+        "parts": dict(saved.get("parts", {})),
     }
-    if args.probes_only or args.reuse_only or args.costs_only:
-        result["throughput"], result["profile"] = saved["throughput"], saved["profile"]
-    else:
-        result["throughput"], result["profile"] = throughput(loop), profile_simworld(loop)
-    keep_c = (args.throughput_only or args.reuse_only or args.costs_only) and "drawn" in saved.get(
-        "probe_logprobs", {}
-    )
-    result["probe_logprobs"] = saved["probe_logprobs"] if keep_c else probe_logprobs(loop)
+    started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())  # names this run
+    loop = asyncio.new_event_loop()
+    measure = {
+        "throughput": lambda: (throughput(loop), profile_simworld(loop)),
+        "probes": lambda: probe_logprobs(loop),
+        "costs": determinism_costs,
+        "reuse": prefix_reuse,
+    }
+    for part, key in PARTS.items():
+        if part not in run:
+            result[key] = saved[key]
+            if part == "throughput":
+                result["profile"] = saved.get("profile")
+            continue
+        load_start = harness.loadavg()
+        measured = measure[part]()
+        if part == "throughput":
+            result[key], result["profile"] = measured
+        else:
+            result[key] = measured
+        result["parts"][part] = {
+            "host": host(),
+            "local_changes": harness.local_changes(),
+            "started": started,
+            "loadavg_start": load_start,
+            "loadavg_end": harness.loadavg(),
+        }
     loop.close()
-    keep_b = not args.reuse_only and saved.get("prefix_reuse")
-    keep_d = partial and not args.costs_only and saved.get("costs")
-    result["costs"] = keep_d or determinism_costs()
-    result["prefix_reuse"] = keep_b or prefix_reuse()
-    result["machine"]["loadavg_end"] = list(os.getloadavg())
     harness.write_result(RESULTS, result)
     SUMMARY.write_text(summary(result))
     print(json.dumps(result, indent=2))

@@ -118,7 +118,7 @@ def host() -> dict[str, Any]:
         "python": platform.python_version(),
         "llama_cpp_python": _version("llama-cpp-python"),
         "litellm": _version("litellm"),
-        "commit": _commit(),
+        "commit": harness.commit(),
     }
 
 
@@ -127,35 +127,6 @@ def _version(package: str) -> str | None:
         return metadata.version(package)
     except metadata.PackageNotFoundError:
         return None
-
-
-def _commit(checkout: Path = ROOT) -> str | None:
-    try:
-        done = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=checkout, capture_output=True, text=True
-        )
-    except OSError:
-        return None
-    return done.stdout.strip() or None
-
-
-def _changes(checkout: Path) -> list[str]:
-    """The files a checkout has changed since its commit (``git status --porcelain``)."""
-    try:
-        done = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=checkout,
-            capture_output=True,
-            text=True,
-        )
-    except OSError:
-        return []
-    return [line[3:] for line in done.stdout.splitlines() if line.strip()]
-
-
-def loadavg() -> list[float]:
-    """The 1, 5 and 15 minute load averages."""
-    return [round(x, 2) for x in os.getloadavg()]
 
 
 def _sha256(path: Path) -> str | None:
@@ -214,7 +185,7 @@ def run_once(
         *(("--steps", str(steps)) if steps is not None else ()),
         *(arg for item in sets for arg in ("--set", item)),
     ]
-    load_before = loadavg()
+    load_before = harness.loadavg()
     log = folder / f"{label}.log"
     folder.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -235,8 +206,8 @@ def run_once(
     cached = int(totals.get("cached_prompt_tokens") or 0)
     return {
         "model": model,
-        "commit": _commit(side.checkout),
-        "local_changes": _changes(side.checkout),
+        "commit": harness.commit(side.checkout),
+        "local_changes": harness.local_changes(side.checkout),
         "status": manifest["status"],
         "agents": manifest["agents"],
         "steps": manifest["steps_completed"],
@@ -255,7 +226,7 @@ def run_once(
         "prompt_tokens_per_s": round(totals["prompt_tokens"] / wall, 1),
         "completion_tokens_per_s": round(totals["completion_tokens"] / wall, 2),
         "loadavg_before": load_before,
-        "loadavg_after": loadavg(),
+        "loadavg_after": harness.loadavg(),
         "transcript_sha256": _sha256(run_dir / "transcript.jsonl"),
         "opinions_sha256": _sha256(run_dir / "opinions.parquet"),
         "answers_sha256": answers_sha256(run_dir),
@@ -327,7 +298,8 @@ def main() -> None:
         sides = {args.only: sides[args.only]}
     if args.as_filed is not None:
         as_filed = Side(DEFAULT, args.as_filed.resolve())
-        if _commit(as_filed.checkout) != AS_FILED_COMMIT or not Path(as_filed.python).is_file():
+        checked_out = harness.commit(as_filed.checkout)
+        if checked_out != AS_FILED_COMMIT or not Path(as_filed.python).is_file():
             raise SystemExit(
                 f"--as-filed {args.as_filed}: not a checkout of {AS_FILED_COMMIT} with a .venv"
             )
@@ -342,14 +314,14 @@ def main() -> None:
         "sets": args.set,
         "rounds": args.rounds,
         "host": host(),
-        "loadavg_start": loadavg(),
+        "loadavg_start": harness.loadavg(),
     }
     started = time.perf_counter()
     result["runs"] = measure(
         sides, rounds=args.rounds, steps=QUICK_STEPS if args.quick else None, sets=args.set
     )
     result["benchmark_s"] = round(time.perf_counter() - started, 1)
-    result["loadavg_end"] = loadavg()
+    result["loadavg_end"] = harness.loadavg()
     runs = result["runs"]
     for label, key in (
         ("serial", "speedup"),

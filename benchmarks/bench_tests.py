@@ -30,7 +30,7 @@ from typing import Any
 import harness  # benchmarks/, on the path when this script runs
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_main_job import host, loadavg
+from bench_main_job import host
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results" / "tests.json"
@@ -91,7 +91,7 @@ def main() -> None:
     result: dict[str, Any] = {
         "selection": args.selection,
         "host": host(),
-        "loadavg_start": loadavg(),
+        "loadavg_start": harness.loadavg(),
         "phases": {},
     }
     phases = result["phases"]
@@ -108,7 +108,7 @@ def main() -> None:
         phases["mypy"] = {"command": "mypy", "seconds": round(typed, 1), "exit_code": code_typed}
         phases["fast"] = pytest_phase("not slow", args.selection, Path(tmp))
         phases["slow"] = pytest_phase("slow", args.selection, Path(tmp))
-    result["loadavg_end"] = loadavg()
+    result["loadavg_end"] = harness.loadavg()
     cases = [c for p in phases.values() for c in p.pop("cases", [])]
     result["slowest"] = sorted(cases, key=lambda c: -c["seconds"])[:SLOWEST]
     # pytest exits 5 when a session selects no test (a selection without slow tests)

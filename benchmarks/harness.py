@@ -12,6 +12,7 @@ import argparse
 import json
 import os
 import platform
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,39 @@ from typing import Any
 import yaml
 
 Result = dict[str, Any]
+ROOT = Path(__file__).resolve().parents[1]
+"""The checkout the benchmarks belong to."""
 LIKERT = ["Strongly disagree", "Disagree", "Neutral", "Agree", "Strongly agree"]
+
+
+def commit(checkout: Path = ROOT) -> str | None:
+    """The short hash of ``checkout``'s ``HEAD`` (``None`` outside a git checkout)."""
+    try:
+        done = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=checkout, capture_output=True, text=True
+        )
+    except OSError:
+        return None
+    return done.stdout.strip() or None
+
+
+def local_changes(checkout: Path = ROOT) -> list[str]:
+    """The files ``checkout`` has changed since its commit (``git status --porcelain``)."""
+    try:
+        done = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=checkout,
+            capture_output=True,
+            text=True,
+        )
+    except OSError:
+        return []
+    return [line[3:] for line in done.stdout.splitlines() if line.strip()]
+
+
+def loadavg() -> list[float]:
+    """The 1, 5 and 15 minute load averages."""
+    return [round(x, 2) for x in os.getloadavg()]
 
 
 def write_result(path: Path, result: Result) -> None:

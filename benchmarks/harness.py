@@ -1,4 +1,5 @@
-"""What the benchmarks share: the result file, the figure, the command line, a test scenario.
+"""What the benchmarks share: the result file, the figure, the command line, a test scenario,
+and what a result records of its run (the checkout's commit and local changes, the load).
 
 Imported by the ``bench_*.py`` scripts as ``harness`` (``benchmarks/`` is on the path when one
 of them runs). A benchmark measures, writes its result file under ``benchmarks/results/``

@@ -128,17 +128,21 @@ def finished_run(
 
 
 @pytest.fixture
-def ctrl_c_deliverable() -> Iterator[None]:
-    """Python's Ctrl-C handler for the test, also when pytest was started with SIGINT ignored
-    (``nohup``, or ``&`` in a script: such a process, and every process it starts, never
-    sees a Ctrl-C); the previous disposition is restored afterwards. Child processes started
-    meanwhile get SIGINT's default action, so Python installs its handler in them too."""
-    previous = signal.getsignal(signal.SIGINT)
+def stop_signals_deliverable() -> Iterator[None]:
+    """Python's Ctrl-C handler and SIGHUP's default action for the test, also when pytest was
+    started ignoring them (``nohup`` ignores SIGHUP, ``&`` in a script SIGINT: such a process,
+    and every process it starts, never sees them); the previous dispositions are restored
+    afterwards. Child processes started meanwhile get both signals' default actions, as
+    from a terminal, so Python installs its Ctrl-C handler in them and simworld its SIGHUP
+    handler."""
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGHUP)}
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 @pytest.fixture

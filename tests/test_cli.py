@@ -67,7 +67,7 @@ def test_ctrl_c_inside_native_code_exits_130_under_python_m(tmp_path):
     ids=["ctrl_c", "sigterm", "sighup"],
 )
 def test_ctrl_c_while_the_command_imports_is_one_line(
-    tmp_path, ctrl_c_deliverable, sent, code, said
+    tmp_path, stop_signals_deliverable, sent, code, said
 ):
     """Ctrl-C (or SIGTERM) in the seconds a run's command spends importing its engine
     (litellm among it) ends it with its one line too, not a traceback, and writes nothing."""
@@ -115,7 +115,7 @@ def test_ctrl_c_while_the_command_imports_is_one_line(
     ids=["ctrl_c", "sigterm", "sighup"],
 )
 def test_ctrl_c_is_one_line_and_the_run_resumes(
-    tmp_path, ctrl_c_deliverable, sent, code, said, recorded
+    tmp_path, stop_signals_deliverable, sent, code, said, recorded
 ):
     """Ctrl-C (or SIGTERM, as a job scheduler or ``timeout`` sends, or SIGHUP, as a closed
     terminal sends) during a run: exit 130 (143, 129), one line and no traceback; the run
@@ -190,7 +190,7 @@ def _worker_pids(group: int) -> list[int]:
     ids=["ctrl_c", "sigterm", "sighup"],
 )
 def test_a_signal_to_the_group_of_a_run_with_llm_workers_is_the_commands(
-    tmp_path, ctrl_c_deliverable, sent, code, said
+    tmp_path, stop_signals_deliverable, sent, code, said
 ):
     """A terminal's Ctrl-C, a scheduler's SIGTERM or a closed terminal's SIGHUP goes to the
     whole process group, the LLM workers included: the command ends with its one line and

@@ -40,7 +40,7 @@ class SwallowsCtrlC(LanguageModel):
 
 
 def test_ctrl_c_inside_a_provider_call_still_interrupts_the_step(
-    make_scenario: Callable[..., Path], ctrl_c_deliverable: None
+    make_scenario: Callable[..., Path], stop_signals_deliverable: None
 ) -> None:
     backend = SwallowsCtrlC()
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

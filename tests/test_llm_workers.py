@@ -195,7 +195,7 @@ def test_worker_exit_fails_its_calls_as_transient(own_pool: WorkerPool) -> None:
 
 
 def test_ctrl_c_while_a_worker_starts_is_left_to_the_parent(
-    own_pool: WorkerPool, ctrl_c_deliverable: None, capfd: pytest.CaptureFixture[str]
+    own_pool: WorkerPool, stop_signals_deliverable: None, capfd: pytest.CaptureFixture[str]
 ) -> None:
     """A Ctrl-C in a worker's first seconds, while it imports litellm and has not yet chosen
     to ignore Ctrl-C, neither kills it nor prints its traceback."""

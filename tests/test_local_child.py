@@ -240,7 +240,7 @@ def test_the_child_stops_when_the_simworld_process_is_killed():
     ],
 )  # fmt: skip
 def test_ctrl_c_in_a_terminal_stops_a_run_on_the_embedded_model_in_one_line(
-    make_scenario, tmp_path, ctrl_c_deliverable, sent, code, said
+    make_scenario, tmp_path, stop_signals_deliverable, sent, code, said
 ):
     """A terminal's Ctrl-C goes to the whole foreground process group, the model's child
     included: the command still ends with its one line (exit 130), and the child prints no
@@ -271,7 +271,7 @@ def test_ctrl_c_in_a_terminal_stops_a_run_on_the_embedded_model_in_one_line(
 
 @pytest.mark.slow
 def test_ctrl_c_while_the_child_starts_is_left_to_the_parent(
-    fresh_children, ctrl_c_deliverable, capfd
+    fresh_children, stop_signals_deliverable, capfd
 ):
     """A Ctrl-C in the child's first seconds, while it still imports and has not yet chosen
     to ignore Ctrl-C, neither kills it nor prints its traceback: the signal waits until the

@@ -426,7 +426,7 @@ def test_a_worker_that_dies_costs_its_run_a_restart_not_the_sweep(scenario, refe
     ids=["sigterm", "ctrl_c", "sighup"],
 )
 def test_a_stopped_sweep_says_so_in_one_line_marks_its_runs_and_a_rerun_finishes_it(
-    scenario, tmp_path, ctrl_c_deliverable, sent, group, code, said
+    scenario, tmp_path, stop_signals_deliverable, sent, group, code, said
 ):
     """SIGTERM (a job scheduler's stop) to the sweep command, or a terminal's Ctrl-C or
     SIGHUP (to its whole process group, workers too): one line naming it, no traceback; the

@@ -57,7 +57,7 @@ def test_ctrl_c_inside_native_code_exits_130_under_python_m(tmp_path):
     assert proc.stderr == "simworld: interrupted\n"  # no run directory was written
 
 
-@pytest.mark.parametrize(
+STOPS = pytest.mark.parametrize(
     ("sent", "code", "said"),
     [
         ("SIGINT", 130, "simworld: interrupted"),
@@ -66,6 +66,11 @@ def test_ctrl_c_inside_native_code_exits_130_under_python_m(tmp_path):
     ],
     ids=["ctrl_c", "sigterm", "sighup"],
 )
+"""A terminal's Ctrl-C, a job scheduler's (or ``timeout``'s) SIGTERM, a closed terminal's
+SIGHUP: the command's exit code and its line."""
+
+
+@STOPS
 def test_ctrl_c_while_the_command_imports_is_one_line(
     tmp_path, stop_signals_deliverable, sent, code, said
 ):
@@ -104,63 +109,6 @@ def test_ctrl_c_while_the_command_imports_is_one_line(
     assert not os.path.exists(run_dir)
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize(
-    ("sent", "code", "said", "recorded"),
-    [
-        ("SIGINT", 130, "simworld: interrupted", "interrupted by the user"),
-        ("SIGTERM", 143, "simworld: terminated (SIGTERM)", "terminated (SIGTERM)"),
-        ("SIGHUP", 129, "simworld: terminated (SIGHUP)", "terminated (SIGHUP)"),
-    ],
-    ids=["ctrl_c", "sigterm", "sighup"],
-)
-def test_ctrl_c_is_one_line_and_the_run_resumes(
-    tmp_path, stop_signals_deliverable, sent, code, said, recorded
-):
-    """Ctrl-C (or SIGTERM, as a job scheduler or ``timeout`` sends, or SIGHUP, as a closed
-    terminal sends) during a run: exit 130 (143, 129), one line and no traceback; the run
-    directory is marked interrupted and ``simworld resume`` completes it."""
-    import json
-    import os
-    import signal
-    import subprocess
-    import time
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parents[1]
-    run_dir = tmp_path / "run"
-    cmd = [sys.executable, "-m", "simworld.cli"]
-    env = {**os.environ, "SIMWORLD_LLM_WORKERS": "0"}
-    proc = subprocess.Popen(
-        [*cmd, "run", str(root / "scenarios/opinion_exchange.yaml"), "--steps", "2",
-         "--model", "fake/default?latency_ms=300", "--out", str(run_dir),
-         "--cache", str(tmp_path / "cache.sqlite")],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-    )  # fmt: skip
-    transcript = run_dir / "transcript.jsonl"
-    deadline = time.monotonic() + 600  # start-up alone can take minutes on a loaded host
-    while not (transcript.is_file() and transcript.stat().st_size) and proc.poll() is None:
-        assert time.monotonic() < deadline, "the run never started"
-        time.sleep(0.2)
-    time.sleep(1.0)
-    proc.send_signal(getattr(signal, sent))
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == code, err
-    assert "Traceback" not in err
-    assert err.strip().splitlines()[-1] == (
-        f"{said}; {run_dir} is marked interrupted: simworld resume {run_dir}"
-    )
-    manifest = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))
-    assert manifest["status"] == "interrupted"
-    assert manifest["error"] == recorded
-    done = subprocess.run(
-        [*cmd, "resume", str(run_dir)], capture_output=True, text=True, env=env, timeout=300
-    )
-    assert done.returncode == 0, done.stderr
-    manifest = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))
-    assert manifest["status"] == "completed"
-
-
 def _worker_pids(group: int) -> list[int]:
     """Processes of process group ``group`` that run an LLM worker (``simworld.llm.worker``)."""
     import os
@@ -180,22 +128,16 @@ def _worker_pids(group: int) -> list[int]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    ("sent", "code", "said"),
-    [
-        ("SIGINT", 130, "simworld: interrupted"),
-        ("SIGTERM", 143, "simworld: terminated (SIGTERM)"),
-        ("SIGHUP", 129, "simworld: terminated (SIGHUP)"),
-    ],
-    ids=["ctrl_c", "sigterm", "sighup"],
-)
-def test_a_signal_to_the_group_of_a_run_with_llm_workers_is_the_commands(
-    tmp_path, stop_signals_deliverable, sent, code, said
+@pytest.mark.parametrize("workers", [0, 2], ids=["in_process", "llm_workers"])
+@STOPS
+def test_a_stopped_run_is_one_line_and_resumes(
+    tmp_path, stop_signals_deliverable, workers, sent, code, said
 ):
-    """A terminal's Ctrl-C, a scheduler's SIGTERM or a closed terminal's SIGHUP goes to the
-    whole process group, the LLM workers included: the command ends with its one line and
-    the run marked interrupted; no worker prints a traceback (one that took the Ctrl-C
-    itself would), none is left running, and ``simworld resume`` completes the run."""
+    """A stop during a run: exit 130 (143, 129), one line and no traceback; the run
+    directory is marked interrupted and ``simworld resume`` completes it. With LLM workers
+    (``SIMWORLD_LLM_WORKERS=2``) the signal goes to the whole process group, as a terminal
+    sends it: no worker prints a traceback (one that took the Ctrl-C itself would) and none
+    is left running."""
     import json
     import os
     import signal
@@ -206,7 +148,7 @@ def test_a_signal_to_the_group_of_a_run_with_llm_workers_is_the_commands(
     root = Path(__file__).resolve().parents[1]
     run_dir = tmp_path / "run"
     cmd = [sys.executable, "-m", "simworld.cli"]
-    env = {**os.environ, "SIMWORLD_LLM_WORKERS": "2"}
+    env = {**os.environ, "SIMWORLD_LLM_WORKERS": str(workers)}
     proc = subprocess.Popen(
         [*cmd, "run", str(root / "scenarios/opinion_exchange.yaml"), "--steps", "2",
          "--model", "fake/default?latency_ms=300", "--out", str(run_dir),
@@ -220,12 +162,14 @@ def test_a_signal_to_the_group_of_a_run_with_llm_workers_is_the_commands(
         while b'"llm_call"' not in (transcript.read_bytes() if transcript.is_file() else b""):
             assert proc.poll() is None and time.monotonic() < deadline, "no call was answered"
             time.sleep(0.2)
-        workers = _worker_pids(proc.pid)
-        assert len(workers) == 2, "the run's calls did not go through its LLM workers"
-        os.killpg(proc.pid, getattr(signal, sent))  # what the terminal (or the scheduler) does
+        assert len(_worker_pids(proc.pid)) == workers, "the calls went elsewhere"
+        if workers:
+            os.killpg(proc.pid, getattr(signal, sent))  # what the terminal does
+        else:
+            proc.send_signal(getattr(signal, sent))
         _, err = proc.communicate(timeout=120)
     finally:
-        if proc.poll() is None:
+        if proc.poll() is None:  # an assertion failed first
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
     assert proc.returncode == code, err
@@ -237,7 +181,11 @@ def test_a_signal_to_the_group_of_a_run_with_llm_workers_is_the_commands(
     while _worker_pids(proc.pid) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert _worker_pids(proc.pid) == [], "a worker outlived the command"
-    assert json.loads((run_dir / "manifest.json").read_text("utf-8"))["status"] == "interrupted"
+    manifest = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["status"] == "interrupted"
+    assert manifest["error"] == (
+        "interrupted by the user" if sent == "SIGINT" else f"terminated ({sent})"
+    )
     done = subprocess.run(
         [*cmd, "resume", str(run_dir)], capture_output=True, text=True, env=env, timeout=300
     )

@@ -40,7 +40,7 @@ import time
 from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import harness  # benchmarks/, on the path when this script runs
 from bench_main_job import host
@@ -67,15 +67,22 @@ SUMMARY = ROOT / "docs" / "benchmarks-local.md"
 SCENARIO = ROOT / "scenarios" / "opinion_exchange.yaml"
 MODEL = "local/gemma3-270m"
 THROUGHPUT_PROMPTS = 12
+
+
+class Part(NamedTuple):
+    """One part of the benchmark: its letter on the page and its keys in the result file."""
+
+    letter: str
+    keys: tuple[str, ...]
+
+
 PARTS = {
-    "throughput": "throughput",
-    "probes": "probe_logprobs",
-    "costs": "costs",
-    "reuse": "prefix_reuse",
+    "throughput": Part("a", ("throughput", "profile")),
+    "probes": Part("c", ("probe_logprobs",)),
+    "costs": Part("d", ("costs",)),
+    "reuse": Part("b", ("prefix_reuse",)),
 }
-"""The benchmark's parts as ``--only`` names them, in the order they run ((a), (c), (d),
-(b)), and their keys in the result file ((a) also writes ``profile``)."""
-LETTERS = {"throughput": "a", "reuse": "b", "probes": "c", "costs": "d"}
+"""The benchmark's parts as ``--only`` names them, in the order they run."""
 THROUGHPUT_MAX_TOKENS = 64
 THROUGHPUT_ROUNDS = 2
 # pairing -> (simworld model suffix, reset the direct Llama before each call)
@@ -728,8 +735,8 @@ def provenance(result: dict[str, Any]) -> str:
             f"`benchmarks/results/local.json`: {sources['throughput']}."
         )
     lines = "\n".join(
-        f"- ({LETTERS[part]}): {sources[part]}"
-        for part in sorted(PARTS, key=lambda part: LETTERS[part])
+        f"- ({PARTS[part].letter}): {sources[part]}"
+        for part in sorted(PARTS, key=lambda part: PARTS[part].letter)
     )
     return (
         f"Numbers from runs of `benchmarks/bench_local.py` ({versions}), copied from\n"
@@ -825,7 +832,7 @@ def main() -> None:
 
     run = set(args.only or PARTS)
     saved = harness.read_result(RESULTS) if run != set(PARTS) and RESULTS.is_file() else {}
-    missing = sorted(part for part in set(PARTS) - run if PARTS[part] not in saved)
+    missing = sorted(part for part in set(PARTS) - run if PARTS[part].keys[0] not in saved)
     if missing:
         raise SystemExit(f"{RESULTS}: no saved {', '.join(missing)} to keep; run them too")
     result: dict[str, Any] = {
@@ -836,30 +843,26 @@ def main() -> None:
         },
         "parts": dict(saved.get("parts", {})),
     }
-    started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())  # names this run
+    made = {  # the same for every part this run measures
+        "host": host(),
+        "local_changes": harness.local_changes(),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),  # names this run
+    }
     loop = asyncio.new_event_loop()
     measure = {
         "throughput": lambda: (throughput(loop), profile_simworld(loop)),
-        "probes": lambda: probe_logprobs(loop),
-        "costs": determinism_costs,
-        "reuse": prefix_reuse,
+        "probes": lambda: (probe_logprobs(loop),),
+        "costs": lambda: (determinism_costs(),),
+        "reuse": lambda: (prefix_reuse(),),
     }
-    for part, key in PARTS.items():
+    for part, (_, keys) in PARTS.items():
         if part not in run:
-            result[key] = saved[key]
-            if part == "throughput":
-                result["profile"] = saved.get("profile")
+            result.update({key: saved.get(key) for key in keys})
             continue
         load_start = harness.loadavg()
-        measured = measure[part]()
-        if part == "throughput":
-            result[key], result["profile"] = measured
-        else:
-            result[key] = measured
+        result.update(zip(keys, measure[part](), strict=True))
         result["parts"][part] = {
-            "host": host(),
-            "local_changes": harness.local_changes(),
-            "started": started,
+            **made,
             "loadavg_start": load_start,
             "loadavg_end": harness.loadavg(),
         }

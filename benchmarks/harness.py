@@ -37,8 +37,15 @@ def commit(checkout: Path = ROOT) -> str | None:
     return done.stdout.strip() or None
 
 
+OUTPUTS = ("benchmarks/results/", "docs/", "README.md")
+"""What benchmark runs write (result files, the pages and README figures rendered from them):
+changes there are not local changes of the code measured."""
+
+
 def local_changes(checkout: Path = ROOT) -> list[str]:
-    """The files ``checkout`` has changed since its commit (``git status --porcelain``)."""
+    """The files ``checkout`` has changed since its commit (``git status --porcelain``),
+    except :data:`OUTPUTS`: a re-run in a checkout an earlier run wrote to measures the
+    commit's code."""
     try:
         done = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no"],
@@ -48,7 +55,8 @@ def local_changes(checkout: Path = ROOT) -> list[str]:
         )
     except OSError:
         return []
-    return [line[3:] for line in done.stdout.splitlines() if line.strip()]
+    changed = [line[3:] for line in done.stdout.splitlines() if line.strip()]
+    return [path for path in changed if not path.startswith(OUTPUTS)]
 
 
 def loadavg() -> list[float]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -88,3 +89,18 @@ def test_the_workers_repay_their_wait_after_the_steps_their_faster_steps_take(mo
     assert summarize.repay_steps({"runs": runs}, 100) == 34
     slower = [*runs[:2], _plan_run("workers", 2.7, [0.35, 0.35])]
     assert summarize.repay_steps({"runs": slower}, 100) is None
+
+
+def test_local_changes_leave_out_what_benchmarks_write(tmp_path):
+    files = ["simworld/x.py", "benchmarks/results/x.json", "docs/benchmarks-x.md", "README.md"]
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(tmp_path)]
+    subprocess.run([*git, "init", "-q"], check=True)
+    for name in files:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("a\n", encoding="utf-8")
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "c"], check=True)
+    assert harness.local_changes(tmp_path) == []
+    for name in files:  # an earlier run's result file, page and README figures, and code
+        (tmp_path / name).write_text("b\n", encoding="utf-8")
+    assert harness.local_changes(tmp_path) == ["simworld/x.py"]

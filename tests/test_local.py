@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import importlib.metadata
 import json
 import math
 import os
@@ -66,8 +67,11 @@ from simworld.llm.providers.local_engine import (
     Sampling,
     SeqStates,
     _gbnf,
+    build_record,
     check_build,
+    compiled_for,
     cpu_flags,
+    cpu_model,
     grid_ends,
     missing_features,
     piece_ends,
@@ -239,6 +243,26 @@ def test_cpu_flags_are_read_from_cpuinfo(tmp_path):
     info.write_text("processor\t: 0\nflags\t\t: fpu avx2 amx_int8 amx_tile\n\nflags : other\n")
     assert cpu_flags(info) == frozenset({"fpu", "avx2", "amx_int8", "amx_tile"})
     assert cpu_flags(tmp_path / "missing") == frozenset()
+
+
+def test_the_cpu_model_is_read_from_cpuinfo(tmp_path):
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nmodel name\t: AMD EPYC 9B14\n\nmodel name : other\n")
+    assert cpu_model(info) == "AMD EPYC 9B14"
+    info.write_text("processor\t: 0\nflags\t: fpu\n")
+    assert cpu_model(info) is None
+    assert cpu_model(tmp_path / "missing") is None
+
+
+def test_the_build_record_names_what_llama_cpp_was_compiled_for():
+    info = "CPU : SSE3 = 1 | AVX2 = 1 | AVX512 = 0 | AMX_INT8 = 0 | REPACK = 1 | LLAMAFILE = 1 |"
+    assert compiled_for(info) == ["SSE3", "AVX2", "REPACK", "LLAMAFILE"]
+    record = build_record(parse_model(MODEL))
+    assert record["compiled_for"] == compiled_for(system_info())
+    assert "AVX" in record["compiled_for"]  # every x86-64 build this project makes
+    assert record["llama_cpp_python"] == importlib.metadata.version("llama-cpp-python")
+    assert (record["cpu"], record["extra_bufts"]) == (cpu_model(), "off")
+    assert build_record(parse_model(MODEL + "?extra_bufts=on"))["extra_bufts"] == "on"
 
 
 def test_a_build_for_instructions_the_cpu_lacks_is_named():

@@ -15,9 +15,9 @@ import pytest
 from conftest import gguf_header, gguf_string
 
 from simworld.cli import main
-from simworld.llm.providers.local import LocalModelError, check_model, parse_model
-from simworld.llm.providers.local_child import ChildEngine, ModelCrashedError
-from simworld.llm.providers.local_engine import AMX_FLAGS, Sampling, cpu_flags
+from simworld.llm.providers.local import LocalModelError, build_of, check_model, parse_model
+from simworld.llm.providers.local_child import ChildEngine, ModelCrashedError, engine_for
+from simworld.llm.providers.local_engine import AMX_FLAGS, Sampling, build_record, cpu_flags
 
 # One thread: on a shared 2-core host two spinning llama.cpp threads crawl.
 MODEL = "local/gemma3-270m?threads=1"
@@ -85,10 +85,19 @@ def test_abort_in_the_child_then_resume_matches_an_inline_run(
     assert "SIGABRT" in err[0] and "(step 0 completed)" in err[0]
     manifest = json.loads((run / "manifest.json").read_text(encoding="utf-8"))
     assert (manifest["status"], manifest["last_completed_step"]) == ("crashed", 0)
+    build = [{"model": MODEL, **build_record(parse_model(MODEL))}]
+    assert manifest["model_builds"] == build  # what the crashed child loaded the model with
     monkeypatch.delenv("SIMWORLD_LOCAL_CRASH_AFTER")
     assert main(["resume", str(run), "--quiet"]) == 0
     manifest = json.loads((run / "manifest.json").read_text(encoding="utf-8"))
     assert manifest["status"] == "completed"
+    assert manifest["model_builds"] == build  # the same build answered again: listed once
+    assert json.loads((ref / "manifest.json").read_text(encoding="utf-8"))["model_builds"] == build
+    # the same run again from its cache: no call reached the model loaded in this process
+    monkeypatch.setenv("SIMWORLD_LOCAL_PROCESS", "inline")
+    again = tmp_path / "again"
+    assert main(["run", str(path), "--out", str(again), "--cache", str(tmp_path / "r.db")]) == 0
+    assert json.loads((again / "manifest.json").read_text(encoding="utf-8"))["model_builds"] == []
     for name in SAME:
         assert (run / name).read_bytes() == (ref / name).read_bytes(), name
 
@@ -145,6 +154,20 @@ def test_a_child_killed_mid_call_is_reported_as_likely_out_of_memory(fresh_child
     assert again is not engine and not again.crashed
     out = again.generate("Q: Say yes.\nA:", preamble="", sampling=Sampling(4, 0.0, 1))
     assert out.completion_tokens > 0
+
+
+@pytest.mark.parametrize("mode", ["child", "inline"])
+def test_the_build_that_answers_is_known_once_the_model_is_loaded(
+    fresh_children, monkeypatch, mode
+):
+    """The child sends what it loaded the model with in its ready message; ``inline`` reads
+    it in this process. A run's manifest lists it (``model_builds``)."""
+    model = MODEL + "&slots=2"  # a config no other test has loaded inline in this process
+    monkeypatch.setenv("SIMWORLD_LOCAL_PROCESS", mode)
+    assert build_of(model) is None  # not loaded yet
+    engine_for(model, parse_model(model))
+    assert build_of(model) == build_record(parse_model(model))
+    assert build_of("fake/default") is None
 
 
 @pytest.mark.slow

@@ -161,6 +161,28 @@ def test_an_old_run_directory_still_reports(run, tmp_path):
     assert run_opinions(old)["probs"].dropna().map(len).gt(0).all()
 
 
+def test_the_report_names_the_build_that_answered(run, tmp_path):
+    """A run on the embedded model lists its llama.cpp build in the manifest; the report's
+    header says it (a fake run lists none, and the row is left out)."""
+    assert "answered by" not in build_report(run).read_text(encoding="utf-8")
+    local = tmp_path / "local"
+    shutil.copytree(run, local, ignore=shutil.ignore_patterns("report"))
+    manifest = json.loads((local / "manifest.json").read_text(encoding="utf-8"))
+    manifest["model_builds"] = [
+        {"model": "local/gemma3-270m", "llama_cpp_python": "0.3.36",
+         "compiled_for": ["AVX2", "AVX512"], "cpu": "AMD EPYC", "extra_bufts": "off"},
+        {"model": "local/gemma3-270m", "llama_cpp_python": "0.3.36", "compiled_for": ["AVX2"],
+         "cpu": None, "extra_bufts": "off"},
+        "damaged",
+    ]  # fmt: skip
+    (local / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    page = build_report(local).read_text(encoding="utf-8")
+    assert (
+        "llama-cpp-python 0.3.36 compiled for AVX2 AVX512 on AMD EPYC, extra buffer types off; "
+        "llama-cpp-python 0.3.36 compiled for AVX2 on a CPU not named, extra buffer types off"
+    ) in page
+
+
 def test_a_run_probed_once_gets_no_figures_of_change_over_time(make_scenario, tmp_path):
     topic = {
         "id": "legs",

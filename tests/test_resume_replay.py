@@ -127,6 +127,10 @@ def test_replay_reports_the_first_difference(make_scenario, tmp_path, capsys):
 def test_branch_reuses_everything_before_the_step(make_scenario, tmp_path):
     path = make_scenario({"protocol.steps": 4})
     parent = run_scenario(path, out_dir=tmp_path / "parent", cache_path=tmp_path / "c.db")
+    # as if the parent's calls had been answered by the embedded model on some build
+    built = tmp_path / "parent" / "manifest.json"
+    build = {"model": "local/gemma3-270m", "llama_cpp_python": "0.3.36", "compiled_for": ["AVX2"]}
+    built.write_text(json.dumps({**json.loads(built.read_text()), "model_builds": [build]}))
     branch = branch_run(
         tmp_path / "parent",
         from_step=3,
@@ -144,6 +148,7 @@ def test_branch_reuses_everything_before_the_step(make_scenario, tmp_path):
     manifest = json.loads((branch.run_dir / "manifest.json").read_text())
     assert manifest["branch"]["from_step"] == 3
     assert manifest["scenario"]["protocol"]["instruction"].startswith("Be stubborn")
+    assert manifest["model_builds"] == [build]  # what answered the steps it replays
 
 
 def test_a_branch_of_the_current_directory_sits_beside_it(make_scenario, tmp_path, monkeypatch):

@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 
 from simworld.errors import ConfigError
-from simworld.runs.run import run_scenario
+from simworld.runs import run as run_module
+from simworld.runs.run import model_builds, run_scenario
 from simworld.runs.writer import read_transcript
 
 DETERMINISTIC_FILES = ("transcript.jsonl", "opinions.parquet")
@@ -29,6 +30,7 @@ def test_run_directory_contents(make_scenario, tmp_path):
     assert manifest["seed"] == 11
     assert manifest["scenario"]["protocol"]["steps"] == 3
     assert {"mesa", "litellm", "pydantic"} <= set(manifest["versions"])
+    assert manifest["model_builds"] == []  # the fake model: no llama.cpp build answered
     assert manifest["totals"]["calls"] == result.accounting.calls > 0
     assert manifest["wall_time_s"] > 0
     opinions = pd.read_parquet(run / "opinions.parquet")
@@ -43,6 +45,20 @@ def test_run_directory_contents(make_scenario, tmp_path):
     assert len(calls) == result.accounting.calls
     kinds = {e["type"] for e in read_events(run)}
     assert {"run_start", "llm_call", "message", "probe", "step_end"} <= kinds
+
+
+def test_model_builds_keep_a_resumed_runs_and_add_this_processs_once(monkeypatch):
+    avx2 = {"llama_cpp_python": "0.3.36", "compiled_for": ["AVX2"], "cpu": "A"}
+    avx512 = {**avx2, "compiled_for": ["AVX2", "AVX512"], "cpu": "B"}
+    loaded = {"local/gemma3-270m": avx512}
+    monkeypatch.setattr(run_module, "build_of", loaded.get)
+    earlier = [{"model": "local/gemma3-270m", **avx2}]
+    both = [*earlier, {"model": "local/gemma3-270m", **avx512}]
+    models = {"local/gemma3-270m", "fake/default"}
+    assert model_builds(earlier, models) == both  # resumed on another kind of host
+    assert model_builds(both, models) == both  # the same build again: listed once
+    assert model_builds(None, ["fake/default"]) == []
+    assert model_builds("damaged", models) == [{"model": "local/gemma3-270m", **avx512}]
 
 
 def test_same_seed_identical_across_concurrency(make_scenario, tmp_path):

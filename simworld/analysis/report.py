@@ -645,6 +645,24 @@ def _run(page: Page) -> Run:
     return page.run
 
 
+def builds_text(builds: object) -> str | None:
+    """The manifest's ``model_builds`` in words, one clause a build (the embedded model's
+    answers depend on them); ``None`` when it lists none."""
+    if not isinstance(builds, list):
+        return None
+    texts = []
+    for build in builds:
+        if isinstance(build, dict):
+            features = build.get("compiled_for")
+            texts.append(
+                f"llama-cpp-python {build.get('llama_cpp_python')} compiled for "
+                f"{' '.join(map(str, features)) if isinstance(features, list) else features} "
+                f"on {build.get('cpu') or 'a CPU not named'}, extra buffer types "
+                f"{build.get('extra_bufts')}"
+            )
+    return "; ".join(texts) or None
+
+
 def section_header(page: Page) -> list[str]:
     """Title and what was run (scenario, seed, model, status, branch)."""
     run = _run(page)
@@ -658,6 +676,7 @@ def section_header(page: Page) -> list[str]:
         ("run", run.id),
         ("seed", run.seed),
         ("model", m.get("model")),
+        ("answered by", builds_text(m.get("model_builds"))),
         ("status", m.get("status")),
         ("agents", m.get("agents")),
         ("steps completed", m.get("steps_completed")),

@@ -25,6 +25,7 @@ from simworld.runs.run import (
     execute,
     free_path,
     manifest_scenario,
+    model_builds,
     read_manifest,
     recorded_cache,
     recorded_recipients,
@@ -271,7 +272,11 @@ def branch_run(
         cache_path=cache,
         progress=progress,
         branch=Branch(from_step, child),
-        manifest_extra={"branch": info},
+        # the steps before from_step replay the parent's answers: its builds answered them
+        manifest_extra={
+            "branch": info,
+            "model_builds": model_builds(manifest.get("model_builds"), ()),
+        },
         recipients=recipients,
     )
 

@@ -6,7 +6,7 @@ import contextlib
 import platform
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from importlib import metadata
@@ -29,6 +29,7 @@ from simworld.llm.cache import ResponseCache, check_cache_file
 from simworld.llm.credentials import missing_key, redactor_for
 from simworld.llm.gateway import Accounting, Gateway
 from simworld.llm.litellm_backend import LiteLLMModel, dropped_params
+from simworld.llm.providers.local import build_of
 from simworld.llm.providers.local_child import ModelCrashedError, ModelLoadError
 from simworld.llm.providers.registry import check_scenario_model
 from simworld.runs.estimate import check_feasible
@@ -125,6 +126,22 @@ def package_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             out[name] = "not installed"
     return out
+
+
+def model_builds(earlier: object, models: Iterable[str]) -> list[dict[str, Any]]:
+    """The llama.cpp builds and CPUs that answered a run's ``local/`` calls, each once.
+
+    The embedded model's answers depend on them (see
+    :func:`~simworld.llm.providers.local_engine.build_record`), so the manifest lists them
+    (``model_builds``): ``earlier``, the list a resumed run's manifest holds, then the builds
+    that answered ``models`` in this process.
+    """
+    builds = [b for b in earlier if isinstance(b, dict)] if isinstance(earlier, list) else []
+    for model in sorted(set(models)):
+        build = build_of(model)
+        if build is not None and (record := {"model": model, **build}) not in builds:
+            builds.append(record)
+    return builds
 
 
 def free_path(base: Path) -> Path:
@@ -367,11 +384,14 @@ def _execute(
             m: list(dropped_params(m)) for m in sorted({first.llm.model, final.llm.model})
         },
         "recipients": recipients,
+        "model_builds": [],
         **(manifest_extra or {}),
     }
     if resume:
-        resumed = read_manifest(run_dir).get("resumed", 0)
+        earlier = read_manifest(run_dir)
+        resumed = earlier.get("resumed", 0)
         manifest["resumed"] = (resumed if isinstance(resumed, int) else 0) + 1
+        manifest["model_builds"] = model_builds(earlier.get("model_builds"), ())
     status, error = RunStatus.COMPLETED, None
     bar = ProgressBar(
         gateway.progress, name=final.name, steps=final.protocol.steps, disable=not progress
@@ -447,6 +467,10 @@ def _execute(
                 totals=asdict(gateway.accounting),
                 prefix_share=gateway.accounting.prefix_share,
                 cacheable_share=gateway.accounting.cacheable_share,
+                model_builds=model_builds(  # a run answered from the cache loaded none
+                    manifest["model_builds"],
+                    {first.llm.model, final.llm.model} if gateway.accounting.model_calls else (),
+                ),
                 wall_time_s=round(wall, 3),
                 finished_at=datetime.now(UTC).isoformat(timespec="seconds"),
             )

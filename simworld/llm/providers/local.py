@@ -55,6 +55,7 @@ from litellm.types.utils import ModelResponse
 from simworld.errors import SimworldError
 from simworld.llm.providers.gguf import MAGIC, GGUFError, trained_context
 from simworld.llm.providers.local_child import ModelCrashedError, engine_for
+from simworld.llm.providers.local_child import build_of as model_build
 from simworld.llm.providers.local_child import crash_of as model_crash
 from simworld.llm.providers.local_engine import (
     DEFAULT_BATCH,
@@ -350,13 +351,27 @@ def crash_of(model: str) -> ModelCrashedError | None:
     Errors raised inside a litellm handler reach the caller wrapped as retryable connection
     errors; a crash must instead stop the run, so the backend asks here after a failure.
     """
+    config = _engine_config(model)
+    return None if config is None else model_crash(config)
+
+
+def build_of(model: str) -> dict[str, Any] | None:
+    """What llama.cpp build and CPU answered ``model`` in this process
+    (:func:`~simworld.llm.providers.local_engine.build_record`); ``None`` for other
+    providers and before the model was loaded."""
+    config = _engine_config(model)
+    return None if config is None else model_build(config)
+
+
+def _engine_config(model: str) -> EngineConfig | None:
+    """The engine config of a ``local/`` model string; ``None`` for other model strings and
+    for ones that do not parse (their calls fail on their own)."""
     if not model.startswith(PROVIDER_PREFIX):
         return None
     try:
-        config = parse_model(model)
+        return parse_model(model)
     except LocalModelError:
         return None
-    return model_crash(config)
 
 
 def _schema(params: dict[str, Any]) -> dict[str, Any] | None:

@@ -41,6 +41,7 @@ from simworld.llm.providers.local_engine import (
     EngineConfig,
     Generation,
     Sampling,
+    build_record,
     reinstall_command,
 )
 from simworld.support.process import (
@@ -131,6 +132,8 @@ def process_mode() -> str:
 
 _INLINE_LOAD_ERRORS: dict[EngineConfig, ModelLoadError] = {}
 """The last failed load of each config in this process (``inline`` mode), until one loads."""
+_INLINE_BUILDS: dict[EngineConfig, dict[str, Any]] = {}
+"""What each config's model was loaded with in this process (``inline`` mode)."""
 
 
 def engine_for(model: str, config: EngineConfig) -> Engine:
@@ -150,6 +153,8 @@ def engine_for(model: str, config: EngineConfig) -> Engine:
             _INLINE_LOAD_ERRORS[config] = error
             raise error from exc
         _INLINE_LOAD_ERRORS.pop(config, None)
+        if config not in _INLINE_BUILDS:
+            _INLINE_BUILDS[config] = build_record(config)
         return engine
     return ChildEngine.get(model, config)
 
@@ -158,6 +163,13 @@ def crash_of(config: EngineConfig) -> ModelCrashedError | None:
     """Why ``config``'s model cannot answer: its child died or could not load it, or this
     process could not (``inline`` mode); ``None`` when neither happened."""
     return _INLINE_LOAD_ERRORS.get(config) or ChildEngine.crash_of(config)
+
+
+def build_of(config: EngineConfig) -> dict[str, Any] | None:
+    """The build that answered ``config``'s model in this process
+    (:func:`~simworld.llm.providers.local_engine.build_record`, read where the model was
+    loaded: its child or, ``inline``, this process); ``None`` before it was loaded."""
+    return _INLINE_BUILDS.get(config) or ChildEngine.build_of(config)
 
 
 def death_cause(exitcode: int | None) -> str:
@@ -221,6 +233,8 @@ class ChildEngine:
         self.stopped = 0
         """Calls the child has cancelled on the caller's word."""
         self._reader: threading.Thread | None = None
+        self.build: dict[str, Any] | None = None
+        """What the child loaded the model with (its ready message), once it is ready."""
         ctx = multiprocessing.get_context("spawn")
         self._conn, child_end = ctx.Pipe()
         self._process = ctx.Process(
@@ -264,6 +278,13 @@ class ChildEngine:
         with cls._instances_lock:
             engine = cls._instances.get(config)
         return None if engine is None else engine._crash
+
+    @classmethod
+    def build_of(cls, config: EngineConfig) -> dict[str, Any] | None:
+        """The build of the child last started for ``config`` (from its ready message)."""
+        with cls._instances_lock:
+            engine = cls._instances.get(config)
+        return None if engine is None else engine.build
 
     @property
     def crashed(self) -> bool:
@@ -327,13 +348,14 @@ class ChildEngine:
     def _wait_ready(self) -> None:
         """Wait for the child's ready message, then start the reader thread."""
         try:
-            kind, failure = self._conn.recv()
+            kind, payload = self._conn.recv()
         except (EOFError, ConnectionResetError, OSError):
             self._died()
             return
         if kind == _LOAD_FAILED:
-            self._died(ModelLoadError(self.model, str(failure)))
+            self._died(ModelLoadError(self.model, str(payload)))
             return
+        self.build = payload
         self._reader = threading.Thread(
             target=self._read, name=f"simworld-local-reader-{self.pid}", daemon=True
         )
@@ -411,11 +433,12 @@ def _serve(conn: Connection, config: EngineConfig, crash_after: int) -> None:
     leave_ctrl_c_to_the_parent()
     try:
         engine = load_engine(config)
+        build = build_record(config)
     except Exception as exc:  # the parent stops the run with it (ModelLoadError)
         conn.send((_LOAD_FAILED, _Failure.of(exc)))
         return
     send_lock = threading.Lock()
-    conn.send((_READY, None))
+    conn.send((_READY, build))
     served = 0
     running: dict[int, Future[Generation]] = {}
 

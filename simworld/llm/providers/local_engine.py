@@ -219,6 +219,20 @@ class Generation:
     cached_tokens: int = field(default=0, compare=False)
 
 
+def _cpuinfo_field(name: str, cpuinfo: Path) -> str | None:
+    """The value of the first processor's ``name`` line in ``cpuinfo``; ``None`` where the
+    file is missing, unreadable or has no such line."""
+    try:
+        text = cpuinfo.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep and key.strip() == name:
+            return value.strip()
+    return None
+
+
 def cpu_flags(cpuinfo: Path = _CPUINFO) -> frozenset[str]:
     """The CPU feature flags the kernel reports (the ``flags`` line of ``/proc/cpuinfo``).
 
@@ -228,15 +242,16 @@ def cpu_flags(cpuinfo: Path = _CPUINFO) -> frozenset[str]:
     Returns:
         The flags of the first processor; empty where the file is missing or unreadable.
     """
-    try:
-        text = cpuinfo.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return frozenset()
-    for line in text.splitlines():
-        name, sep, value = line.partition(":")
-        if sep and name.strip() == "flags":
-            return frozenset(value.split())
-    return frozenset()
+    return frozenset((_cpuinfo_field("flags", cpuinfo) or "").split())
+
+
+def cpu_model(cpuinfo: Path = _CPUINFO) -> str | None:
+    """The CPU's model name (the ``model name`` line of ``/proc/cpuinfo``), if known.
+
+    Args:
+        cpuinfo: The file to read.
+    """
+    return _cpuinfo_field("model name", cpuinfo)
 
 
 BUILD_FEATURES = {
@@ -273,6 +288,23 @@ class BuildMismatchError(RuntimeError):
     """llama.cpp was compiled for instructions this CPU does not have."""
 
 
+def compiled_for(info: str) -> list[str]:
+    """The features a llama.cpp build says it was compiled with, in the order printed.
+
+    Args:
+        info: What ``llama_print_system_info()`` prints (``CPU : AVX2 = 1 | REPACK = 1 |``).
+
+    Returns:
+        The names set to 1 (``AVX2``, ``REPACK``).
+    """
+    names = []
+    for item in info.replace(":", "|").split("|"):
+        name, sep, value = item.partition("=")
+        if sep and value.strip() == "1":
+            names.append(name.strip())
+    return names
+
+
 def missing_features(system_info: str, flags: frozenset[str]) -> list[str]:
     """The instruction sets a llama.cpp build uses that a CPU lacks.
 
@@ -290,13 +322,11 @@ def missing_features(system_info: str, flags: frozenset[str]) -> list[str]:
     """
     if not flags:
         return []
-    missing = []
-    for item in system_info.replace(":", "|").split("|"):
-        name, sep, value = item.partition("=")
-        flag = BUILD_FEATURES.get(name.strip())
-        if sep and value.strip() == "1" and flag is not None and flag not in flags:
-            missing.append(name.strip())
-    return missing
+    return [
+        name
+        for name in compiled_for(system_info)
+        if (flag := BUILD_FEATURES.get(name)) is not None and flag not in flags
+    ]
 
 
 @lru_cache(maxsize=1)
@@ -317,6 +347,32 @@ def system_info() -> str:
     """
     with _SYSTEM_INFO_LOCK:
         return _read_system_info()
+
+
+def build_record(config: EngineConfig) -> dict[str, Any]:
+    """What decides the embedded model's numbers on this machine, besides the model file.
+
+    llama.cpp computes with kernels chosen for the instructions it was compiled for (pip
+    compiles it for the CPU it builds on), and their floating-point sums differ from one
+    instruction set to another: the same scenario and seed give other answers on another kind
+    of CPU or build. The run's manifest lists this record (``model_builds``) so two runs can be
+    told apart. Needs llama-cpp-python; read in the process that loads the model.
+
+    Args:
+        config: The engine's config (its ``extra_bufts`` choice).
+
+    Returns:
+        ``llama_cpp_python`` (its version), ``compiled_for`` (:func:`compiled_for`), ``cpu``
+        (:func:`cpu_model`) and ``extra_bufts`` (``on`` or ``off``, as loaded).
+    """
+    from importlib.metadata import version
+
+    return {
+        "llama_cpp_python": version("llama-cpp-python"),
+        "compiled_for": compiled_for(system_info()),
+        "cpu": cpu_model(),
+        "extra_bufts": "on" if use_extra_bufts(config.extra_bufts, cpu_flags()) else "off",
+    }
 
 
 def check_build(flags: frozenset[str] | None = None, info: str | None = None) -> None:

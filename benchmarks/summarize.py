@@ -162,6 +162,13 @@ def _ratio(r: dict[str, Any]) -> float:
     return float(r["ratio_max"])
 
 
+def local_host(result: dict[str, Any]) -> str:
+    """Where ``bench_local.py``'s (a) ran, as the pages name hosts (empty for a result file
+    that does not record it)."""
+    host = result.get("parts", {}).get("throughput", {}).get("host")
+    return f" on {timings.host_name(host)}" if host else ""
+
+
 def costs_line(costs: dict[str, Any] | None) -> str:
     """What simworld's determinism costs the embedded model (``bench_local.py`` (d)), or
     nothing for a result file without it."""
@@ -370,7 +377,7 @@ the rows a step's events touch, and write their frames when the run ends (and ev
 ## Embedded model
 
 - {"Total tokens per second, same work," if "pairs" in lo["throughput"] else "Completion tokens per second"} through simworld vs. llama-cpp-python directly on the same
-  prompts: {lo["throughput"]["ratio"]:.3f} (target ≥ 0.9: {verdict(lo["throughput"]["ratio"] >= 0.9)}).{costs_line(lo.get("costs"))}
+  prompts{local_host(lo)}: {lo["throughput"]["ratio"]:.3f} (target ≥ 0.9: {verdict(lo["throughput"]["ratio"] >= 0.9)}).{costs_line(lo.get("costs"))}
 - Main job: {main_job_line()}
 - 30-agent scenario, one step: {on:.2f} calls/s with prefix (key/value) reuse, {off:.2f}
   without: {on / off:.2f}× faster, identical outputs either way.

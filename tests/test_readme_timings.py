@@ -116,12 +116,15 @@ def test_the_pages_are_written_from_the_result_files(result, page, render):
         assert page.read_text(encoding="utf-8") == render(data)
 
 
-def test_the_benchmarks_summary_quotes_the_main_job_result(monkeypatch):
+def test_the_benchmarks_summary_quotes_the_main_job_and_local_results(monkeypatch):
     """``docs/benchmarks.md`` (``benchmarks/summarize.py``) says what the result file says."""
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))  # summarize imports timings
     summarize = benchmark_module("summarize")
     text = (ROOT / "docs" / "benchmarks.md").read_text(encoding="utf-8")
     assert f"- Main job: {summarize.main_job_line()}\n" in text
+    local = json.loads((ROOT / "benchmarks" / "results" / "local.json").read_text(encoding="utf-8"))
+    host = local["parts"]["throughput"]["host"]  # (a) may have run on another host
+    assert f"prompts on {timings.host_name(host)}: {local['throughput']['ratio']:.3f} " in text
 
 
 def test_the_main_job_sides_are_labelled_as_the_script_labels_them():

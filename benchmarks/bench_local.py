@@ -200,11 +200,11 @@ def _direct_llama() -> tuple[Any, dict[str, Any]]:
     """A plain ``llama_cpp.Llama`` loaded exactly as the engine loads its model: same file,
     context, thread count and extra buffer types (off)."""
     from simworld.llm.providers.local import parse_model
-    from simworld.llm.providers.local_engine import _load_llama, cpu_flags, use_extra_bufts
+    from simworld.llm.providers.local_engine import _load_llama, use_extra_bufts
 
     config = parse_model(MODEL)
     threads = config.threads or os.cpu_count() or 1
-    extra = use_extra_bufts(config.extra_bufts, cpu_flags())
+    extra = use_extra_bufts(config.extra_bufts)
     setup = {"threads": threads, "n_ctx": config.n_ctx, "extra_bufts": extra}
     return _load_llama(config, threads, extra_bufts=extra), setup
 

@@ -30,9 +30,9 @@ EXTRA_BUFTS_CHOICES = ("auto", "on", "off")
 def keep_extra_bufts(choice: str) -> bool:
     """Whether the server's model keeps llama.cpp's extra buffer types (``auto``: not on
     CPUs with AMX)."""
-    from simworld.llm.providers.local_engine import cpu_flags, use_extra_bufts
+    from simworld.llm.providers.local_engine import use_extra_bufts
 
-    return use_extra_bufts(choice, cpu_flags())
+    return use_extra_bufts(choice)
 
 
 def json_schema_as_json_object(response_format: Any) -> Any:

@@ -104,7 +104,6 @@ from simworld.llm.providers.local_engine import (
     _gbnf,
     _quiet_llama_logs,
     check_build,
-    cpu_flags,
     first_line,
     grid_ends,
     prompt_budget,
@@ -189,7 +188,7 @@ class BatchedEngine(OnePerConfig):
         self.batch = max(1, config.batch)
         self.n_seqs = self.batch + max(MIN_SPARE, self.batch // 2)
         threads = config.thread_count
-        self.extra_bufts = use_extra_bufts(config.extra_bufts, cpu_flags())
+        self.extra_bufts = use_extra_bufts(config.extra_bufts)
         model_params = llama_cpp.llama_model_default_params()
         model_params.use_extra_bufts = self.extra_bufts
         self._model = _internals.LlamaModel(

@@ -371,7 +371,7 @@ def build_record(config: EngineConfig) -> dict[str, Any]:
         "llama_cpp_python": version("llama-cpp-python"),
         "compiled_for": compiled_for(system_info()),
         "cpu": cpu_model(),
-        "extra_bufts": "on" if use_extra_bufts(config.extra_bufts, cpu_flags()) else "off",
+        "extra_bufts": "on" if use_extra_bufts(config.extra_bufts) else "off",
     }
 
 
@@ -395,7 +395,7 @@ def check_build(flags: frozenset[str] | None = None, info: str | None = None) ->
         )
 
 
-def use_extra_bufts(choice: str, flags: frozenset[str]) -> bool:
+def use_extra_bufts(choice: str, flags: frozenset[str] | None = None) -> bool:
     """Whether to load a model with llama.cpp's extra CPU buffer types.
 
     The extra buffer types (AMX tiles, weights repacked for AVX2/AVX-512): on CPUs with AMX
@@ -409,7 +409,7 @@ def use_extra_bufts(choice: str, flags: frozenset[str]) -> bool:
 
     Args:
         choice: ``auto``, ``on`` or ``off``.
-        flags: The CPU's feature flags (see :func:`cpu_flags`).
+        flags: The CPU's feature flags (default: this machine's, :func:`cpu_flags`).
 
     Returns:
         True to keep llama.cpp's default (extra buffer types on).
@@ -816,7 +816,7 @@ class LlamaEngine(OnePerConfig):
         fixed = config.thread_count
         self._threads = threads or (lambda: fixed)
         self._threads_set = self._threads()
-        self.extra_bufts = use_extra_bufts(config.extra_bufts, cpu_flags())
+        self.extra_bufts = use_extra_bufts(config.extra_bufts)
         self._llm = _load_llama(config, self._threads_set, extra_bufts=self.extra_bufts)
         self._vocab = llama_cpp.llama_model_get_vocab(self._llm.model)
         self._n_vocab = self._llm.n_vocab()

@@ -22,6 +22,8 @@ with one plain ``llama_cpp.Llama`` (``--only costs``).
 ``--only PART`` (repeatable) runs those parts and keeps the others from the saved result file;
 the file records, per part, the host, commit, start time and load of the run it comes from
 (``parts``), and the page says which run gave which part when they differ.
+``--out benchmarks/results/local.NAME.json`` keeps another kind of host's run beside the main
+one (``local.json``): the page lists it under "Other hosts".
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from typing import Any, NamedTuple
 
 import harness  # benchmarks/, on the path when this script runs
 from bench_main_job import host
+from timings import host_name, other_hosts
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results" / "local.json"
@@ -121,6 +124,8 @@ TIMED = {
 }
 COST_ROUNDS = 3
 COST_TOKENS = 32
+COST_RATIOS = ("prefill_pieces_vs_whole", "padded_vs_plain", "one_thread_vs_plain")
+"""(d)'s ratios, as the other hosts' table lists them."""
 SCENARIO_STEPS = 1
 SCENARIO_REPEATS = 2
 PROBES = 16
@@ -745,8 +750,44 @@ def provenance(result: dict[str, Any]) -> str:
     )
 
 
-def summary(result: dict[str, Any]) -> str:
-    """The markdown summary of one result file."""
+def other_hosts_section(others: list[dict[str, Any]]) -> str:
+    """The page's section on other hosts' runs (``local.NAME.json``; empty without any)."""
+    if not others:
+        return ""
+    rows = []
+    for result in others:
+        a, costs = result["throughput"], result.get("costs") or {}
+        made = [record["host"] for record in result["parts"].values() if "host" in record]
+        commits = ", ".join(dict.fromkeys(h["commit"] for h in made))
+        cells = [
+            a["ratio"],
+            a["pairs"]["default"]["ratio"],
+            f"{result['prefix_reuse']['speedup']}x",
+            f"{result['probe_logprobs']['speedup']}x",
+            *(f"{costs[key]}x" if key in costs else "-" for key in COST_RATIOS),
+        ]
+        h = made[0]
+        rows.append(
+            f"| {host_name(h)}; flags {', '.join(h['flags'])} | {commits} | "
+            + " | ".join(str(cell) for cell in cells)
+            + " |"
+        )
+    return f"""## Other hosts
+
+The same benchmark on other kinds of 2-core host (`bench_local.py --out
+benchmarks/results/local.NAME.json`); each ratio is side by side within its host's run:
+
+| host | commit | (a) same work | (a) each side's reuse | (b) reuse on / off \
+| (c) sampled / drawn | (d) pieces | (d) pad | (d) one thread |
+|{" --- |" * 9}
+{chr(10).join(rows)}
+
+"""
+
+
+def summary(result: dict[str, Any], others: list[dict[str, Any]] | None = None) -> str:
+    """The markdown summary of one result file (``others``: other hosts' results, in a
+    section of their own)."""
     from simworld.llm.providers.local_engine import LINE_PIECE, PREFILL_CHUNK
 
     a, b, c = result["throughput"], result["prefix_reuse"], result["probe_logprobs"]
@@ -783,7 +824,7 @@ each with the answer drawn from every option's score (the default, `{c["drawn"][
 completion tokens {c["drawn"]["completion_tokens"]} and {c["sampled"]["completion_tokens"]}.
 
 {costs_section(result.get("costs"), a)}
-## Notes
+{other_hosts_section(others or [])}## Notes
 
 - Prompts are cut into pieces by their content alone, each evaluated in one batch: a piece
   ends at the end of the preamble (instructions and persona card), at a line end after it
@@ -823,18 +864,25 @@ def main() -> None:
         choices=PARTS,
         help="run this part (repeatable), keeping the others from the saved JSON",
     )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=RESULTS,
+        help="result file (local.NAME.json beside local.json: another kind of host's run)",
+    )
     args = parser.parse_args()
     globals()["THROUGHPUT_PROMPTS"] = args.prompts
     if args.summary_only:
-        SUMMARY.write_text(summary(harness.read_result(RESULTS)))
+        write_summary()
         return
     import llama_cpp  # noqa: F401  # fail fast without the extra
 
+    out: Path = args.out
     run = set(args.only or PARTS)
-    saved = harness.read_result(RESULTS) if run != set(PARTS) and RESULTS.is_file() else {}
+    saved = harness.read_result(out) if run != set(PARTS) and out.is_file() else {}
     missing = sorted(part for part in set(PARTS) - run if PARTS[part].keys[0] not in saved)
     if missing:
-        raise SystemExit(f"{RESULTS}: no saved {', '.join(missing)} to keep; run them too")
+        raise SystemExit(f"{out}: no saved {', '.join(missing)} to keep; run them too")
     result: dict[str, Any] = {
         "machine": {
             "python": platform.python_version(),
@@ -867,9 +915,16 @@ def main() -> None:
             "loadavg_end": harness.loadavg(),
         }
     loop.close()
-    harness.write_result(RESULTS, result)
-    SUMMARY.write_text(summary(result))
+    harness.write_result(out, result)
+    write_summary()
     print(json.dumps(result, indent=2))
+
+
+def write_summary() -> None:
+    """Write the page from ``local.json``, listing the other hosts' files beside it (none
+    while ``local.json`` is missing)."""
+    if RESULTS.is_file():
+        SUMMARY.write_text(summary(harness.read_result(RESULTS), other_hosts(RESULTS)))
 
 
 if __name__ == "__main__":

@@ -169,6 +169,17 @@ def local_host(result: dict[str, Any]) -> str:
     return f" on {timings.host_name(host)}" if host else ""
 
 
+def local_others_line() -> str:
+    """(a)'s ratio on the other hosts' ``bench_local.py`` runs (``local.NAME.json``), or
+    nothing without any."""
+    others = [
+        f"{r['throughput']['ratio']:.3f} on {timings.host_name(r['parts']['throughput']['host'])}"
+        f" ({verdict(r['throughput']['ratio'] >= 0.9)})"
+        for r in timings.other_hosts(RESULTS / "local.json")
+    ]
+    return f"\n  On other hosts: {'; '.join(others)}." if others else ""
+
+
 def costs_line(costs: dict[str, Any] | None) -> str:
     """What simworld's determinism costs the embedded model (``bench_local.py`` (d)), or
     nothing for a result file without it."""
@@ -264,10 +275,10 @@ side by side in one run.
 | engine | `.venv/bin/python benchmarks/bench_engine.py` | `engine.json` |
 | path chosen from the plan | `.venv/bin/python benchmarks/bench_plan.py` | `plan.json` |
 | replay | `.venv/bin/python benchmarks/bench_replay.py` | `replay.json` |
-| embedded model | `.venv/bin/python benchmarks/bench_local.py` | `local.json`, [details](benchmarks-local.md) |
+| embedded model | `.venv/bin/python benchmarks/bench_local.py` | `local.json` (other hosts: `local.NAME.json`, `--out`), [details](benchmarks-local.md) |
 | memory | `.venv/bin/python benchmarks/bench_memory.py` | `memory.json`, [details](benchmarks-memory.md) |
 | sweeps | `.venv/bin/python benchmarks/bench_sweep.py` | `sweep.json`, [details](benchmarks-sweep.md) |
-| main job | `.venv/bin/python benchmarks/bench_main_job.py` | `main_job.json`, [details](benchmarks-main-job.md) |
+| main job | `.venv/bin/python benchmarks/bench_main_job.py` | `main_job.json` (other hosts: `main_job.NAME.json`, `--out`), [details](benchmarks-main-job.md) |
 | test command | `.venv/bin/python benchmarks/bench_tests.py` | `tests.json`, [details](benchmarks-tests.md) |
 
 ## Engine
@@ -377,7 +388,7 @@ the rows a step's events touch, and write their frames when the run ends (and ev
 ## Embedded model
 
 - {"Total tokens per second, same work," if "pairs" in lo["throughput"] else "Completion tokens per second"} through simworld vs. llama-cpp-python directly on the same
-  prompts{local_host(lo)}: {lo["throughput"]["ratio"]:.3f} (target ≥ 0.9: {verdict(lo["throughput"]["ratio"] >= 0.9)}).{costs_line(lo.get("costs"))}
+  prompts{local_host(lo)}: {lo["throughput"]["ratio"]:.3f} (target ≥ 0.9: {verdict(lo["throughput"]["ratio"] >= 0.9)}).{local_others_line()}{costs_line(lo.get("costs"))}
 - Main job: {main_job_line()}
 - 30-agent scenario, one step: {on:.2f} calls/s with prefix (key/value) reuse, {off:.2f}
   without: {on / off:.2f}× faster, identical outputs either way.

@@ -18,8 +18,6 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 MAIN_JOB = RESULTS / "main_job.json"
-OTHER_HOSTS = "main_job.*.json"
-"""Main-job results of other kinds of host (``bench_main_job.py --out``), beside the main one."""
 TESTS = RESULTS / "tests.json"
 README = ROOT / "README.md"
 TESTS_PAGE = ROOT / "docs" / "benchmarks-tests.md"
@@ -59,11 +57,18 @@ def _load(path: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
-def other_main_jobs() -> list[dict[str, Any]]:
-    """The main-job results of other hosts (:data:`OTHER_HOSTS`), by file name."""
+def other_hosts(main: Path) -> list[dict[str, Any]]:
+    """The results of other kinds of host beside the result file ``main`` (``NAME.json``):
+    the files ``NAME.*.json`` in its folder, by file name."""
     return [
-        json.loads(path.read_text(encoding="utf-8")) for path in sorted(RESULTS.glob(OTHER_HOSTS))
+        json.loads(path.read_text(encoding="utf-8"))
+        for path in sorted(main.parent.glob(f"{main.stem}.*{main.suffix}"))
     ]
+
+
+def other_main_jobs() -> list[dict[str, Any]]:
+    """The main-job results of other hosts (``main_job.NAME.json``), by file name."""
+    return other_hosts(MAIN_JOB)
 
 
 def host_name(host: dict[str, Any]) -> str:

@@ -101,3 +101,41 @@ def test_a_part_to_keep_that_the_file_lacks_is_one_line(bench, monkeypatch):
         bench.main()
     assert ran == []
     assert json.loads(bench.RESULTS.read_text("utf-8")) == saved  # not rewritten
+
+
+def test_another_hosts_run_goes_to_its_own_file_and_the_page_lists_it(bench, monkeypatch, capsys):
+    _measured(monkeypatch, bench)
+    kept = bench.RESULTS.read_text("utf-8")
+    other = bench.RESULTS.parent / "local.other-cpu.json"
+    monkeypatch.setattr(sys, "argv", ["bench_local.py", "--only", "probes", "--out", str(other)])
+    with pytest.raises(SystemExit, match=r"local\.other-cpu\.json: no saved costs, reuse, "):
+        bench.main()  # keeps parts from its own file, which does not exist yet
+    monkeypatch.setattr(sys, "argv", ["bench_local.py", "--out", str(other)])
+    bench.main()
+    capsys.readouterr()
+    assert bench.RESULTS.read_text("utf-8") == kept  # the main host's file is untouched
+    written = json.loads(other.read_text("utf-8"))
+    assert written["probe_logprobs"]["probes"] == 99
+    page = bench.SUMMARY.read_text("utf-8")
+    assert "99 probes with log-probabilities" not in page  # the page is the main file's
+    section = page.split("## Other hosts\n", 1)[1].split("## Notes", 1)[0]
+    named = bench.host_name(bench.host())  # this machine's, as the run recorded it
+    row = next(line for line in section.splitlines() if line.startswith(f"| {named}; "))
+    costs = SAVED["costs"]
+    assert f"| {bench.harness.commit()} | {SAVED['throughput']['ratio']} | " in row
+    assert row.endswith(f"| {costs['one_thread_vs_plain']}x |")
+    bench.RESULTS.unlink()
+    monkeypatch.setattr(sys, "argv", ["bench_local.py", "--summary-only"])
+    bench.main()
+    assert "## Other hosts" in page and bench.SUMMARY.read_text("utf-8") == page  # not rewritten
+
+
+def test_the_page_is_written_from_the_result_files(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    module = benchmark_module("bench_local")
+    others = module.other_hosts(module.RESULTS)
+    assert others  # the AVX2-only EPYC's run
+    page = module.summary(SAVED, others)
+    assert module.SUMMARY.read_text("utf-8") == page
+    for other in others:
+        assert f"| {module.host_name(other['parts']['throughput']['host'])}; " in page

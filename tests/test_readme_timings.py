@@ -125,6 +125,11 @@ def test_the_benchmarks_summary_quotes_the_main_job_and_local_results(monkeypatc
     local = json.loads((ROOT / "benchmarks" / "results" / "local.json").read_text(encoding="utf-8"))
     host = local["parts"]["throughput"]["host"]  # (a) may have run on another host
     assert f"prompts on {timings.host_name(host)}: {local['throughput']['ratio']:.3f} " in text
+    others = timings.other_hosts(ROOT / "benchmarks" / "results" / "local.json")
+    assert others  # the AVX2-only EPYC's run
+    for other in others:
+        named = timings.host_name(other["parts"]["throughput"]["host"])
+        assert f"{other['throughput']['ratio']:.3f} on {named} (" in text
 
 
 def test_the_main_job_sides_are_labelled_as_the_script_labels_them():

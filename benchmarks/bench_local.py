@@ -124,6 +124,9 @@ TIMED = {
 }
 COST_ROUNDS = 3
 COST_TOKENS = 32
+FA_TILE = 64
+"""Queries from which llama.cpp's CPU flash attention takes its tiled path (a batch of
+fewer takes the per-row path; llama-cpp-python 0.3.36)."""
 COST_RATIOS = ("prefill_pieces_vs_whole", "padded_vs_plain", "one_thread_vs_plain")
 """(d)'s ratios, as the other hosts' table lists them."""
 SCENARIO_STEPS = 1
@@ -383,8 +386,10 @@ def determinism_costs() -> dict[str, Any]:
     """(d) What simworld's determinism costs, with one plain ``Llama`` loaded as the engine
     loads its model, on the throughput prompts, the ways alternating within every round.
 
-    Prefill: every prompt whole (llama-cpp-python's batches of ``n_batch``) and in the
-    pieces the serial engine cuts it into (:func:`piece_ends`). A generated token's decode,
+    Prefill: every prompt whole (llama-cpp-python's batches of ``n_batch``), in the pieces
+    the serial engine cuts it into (:func:`piece_ends`) and in pieces of :data:`FA_TILE`
+    tokens (the last one shorter), which take flash attention's tiled path where most of
+    the engine's shorter pieces do not. A generated token's decode,
     :data:`COST_TOKENS` after each prompt: alone on every thread (llama-cpp-python), alone on
     one thread (the other way to keep a single token's numbers independent of the thread
     count) and with a pad token on every thread (simworld's way, for a lone call in a decode
@@ -447,16 +452,17 @@ def determinism_costs() -> dict[str, Any]:
         preamble = _common_prefix(direct.tokenize(prompt.preamble.encode(), add_bos=True), tokens)
         prompts.append((tokens, piece_ends(tokens, preamble, state_len, ends_line)))
     token_ways = {"plain": (False, threads), "one_thread": (False, 1), "padded": (True, threads)}
-    spent = dict.fromkeys(["whole", "pieces", *token_ways], 0.0)
-    names = list(token_ways)
+    cut_ways = {"whole": direct.n_batch, "pieces": 0, "tiles": FA_TILE}  # 0: the engine's
+    spent = dict.fromkeys([*cut_ways, *token_ways], 0.0)
+    names, cut_names = list(token_ways), list(cut_ways)
     try:
         for rnd in range(COST_ROUNDS):
-            ways = ["whole", "pieces"][:: 1 if rnd % 2 == 0 else -1]
+            ways = cut_names[rnd % len(cut_names) :] + cut_names[: rnd % len(cut_names)]
             turn = names[rnd % len(names) :] + names[: rnd % len(names)]
             for tokens, ends in prompts:
                 for way in ways:
-                    cuts = ends if way == "pieces" else grid_ends(len(tokens), direct.n_batch)
-                    spent[way] += prefill(tokens, cuts)
+                    grid = cut_ways[way]
+                    spent[way] += prefill(tokens, grid_ends(len(tokens), grid) if grid else ends)
                 for name in turn:
                     spent[name] += tokens_after(tokens, *token_ways[name])
     finally:
@@ -473,6 +479,8 @@ def determinism_costs() -> dict[str, Any]:
         "prefill_whole_s": round(spent["whole"] / n_prompts, 3),
         "prefill_pieces_s": round(spent["pieces"] / n_prompts, 3),
         "prefill_pieces_vs_whole": round(spent["pieces"] / spent["whole"], 3),
+        "prefill_tiles_s": round(spent["tiles"] / n_prompts, 3),
+        "prefill_tiles_vs_whole": round(spent["tiles"] / spent["whole"], 3),
         "token_ms": ms,
         "one_thread_vs_plain": round(ms["one_thread"] / ms["plain"], 3),
         "padded_vs_plain": round(ms["padded"] / ms["plain"], 3),
@@ -689,6 +697,20 @@ def costs_section(d: dict[str, Any] | None, a: dict[str, Any]) -> str:
     per_call = same["completion_tokens"] / (a["calls"] * a["rounds"])
     direct = d["prefill_whole_s"] + per_call * ms["plain"] / 1000
     simworld = d["prefill_pieces_s"] + per_call * ms["padded"] / 1000
+    tiles_row, tiles_note = "", ""
+    if "prefill_tiles_s" in d:  # measured since c49d298
+        tiles_row = (
+            f"| a prompt's prefill, in pieces of {FA_TILE} tokens (the last one shorter) | "
+            f"{d['prefill_tiles_s']} s | {d['prefill_tiles_vs_whole']} |\n"
+        )
+        tiles_note = f"""
+Most of the pieces' cost is not their number: llama.cpp's CPU flash attention evaluates a
+batch of {FA_TILE} or more queries on a tiled path and a smaller one row by row, at about
+twice the attention cost a query, and most of simworld's pieces (cut at line ends) are
+shorter than {FA_TILE} tokens, while pieces of {FA_TILE} (the row above) take the tiled path.
+Cutting at {FA_TILE} tokens regardless of the lines would let fewer pieces be reused (see
+Notes): the cuts are where prompts that share a beginning part.
+"""
     return f"""## (d) What determinism costs
 
 The same {d["prompts"]} post prompts (about {d["prompt_tokens"]} tokens each) with one plain
@@ -700,7 +722,7 @@ alternating within each of {d["rounds"]} rounds:
 | a prompt's prefill, whole (llama-cpp-python) | {d["prefill_whole_s"]} s | 1 |
 | a prompt's prefill, in simworld's pieces ({d["pieces"]} a prompt) | {d["prefill_pieces_s"]} s \
 | {d["prefill_pieces_vs_whole"]} |
-| a generated token alone, every thread (llama-cpp-python) | {ms["plain"]} ms | 1 |
+{tiles_row}| a generated token alone, every thread (llama-cpp-python) | {ms["plain"]} ms | 1 |
 | a generated token alone, one thread (the other way off the split-KV path) | \
 {ms["one_thread"]} ms | {d["one_thread_vs_plain"]} |
 | a generated token with a pad, every thread (simworld's way for a single token) | \
@@ -715,7 +737,7 @@ that path (a lone call in a decode slot, and every single token of the serial en
 cost above. At (a)'s {per_call:.1f} completion tokens a call,
 these costs alone give simworld / direct = {direct / simworld:.3f} (sampling and simworld's
 own path left out, on both sides).
-"""
+{tiles_note}"""
 
 
 def provenance(result: dict[str, Any]) -> str:

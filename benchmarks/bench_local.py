@@ -698,18 +698,17 @@ def costs_section(d: dict[str, Any] | None, a: dict[str, Any]) -> str:
     direct = d["prefill_whole_s"] + per_call * ms["plain"] / 1000
     simworld = d["prefill_pieces_s"] + per_call * ms["padded"] / 1000
     tiles_row, tiles_note = "", ""
-    if "prefill_tiles_s" in d:  # measured since c49d298
+    if "prefill_tiles_s" in d:  # measured since edb8c43
         tiles_row = (
             f"| a prompt's prefill, in pieces of {FA_TILE} tokens (the last one shorter) | "
             f"{d['prefill_tiles_s']} s | {d['prefill_tiles_vs_whole']} |\n"
         )
         tiles_note = f"""
-Most of the pieces' cost is not their number: llama.cpp's CPU flash attention evaluates a
-batch of {FA_TILE} or more queries on a tiled path and a smaller one row by row, at about
-twice the attention cost a query, and most of simworld's pieces (cut at line ends) are
-shorter than {FA_TILE} tokens, while pieces of {FA_TILE} (the row above) take the tiled path.
-Cutting at {FA_TILE} tokens regardless of the lines would let fewer pieces be reused (see
-Notes): the cuts are where prompts that share a beginning part.
+The pieces of {FA_TILE} tokens are fewer than simworld's, and all but a prompt's last take
+the tiled path of llama.cpp's CPU flash attention, which a batch of {FA_TILE} or more queries
+takes; a smaller batch, as most of simworld's pieces (cut at line ends) are, takes the
+per-row path. Cut so regardless of the lines, fewer pieces would be reused (see Notes): the
+cuts are where prompts that share a beginning part.
 """
     return f"""## (d) What determinism costs
 

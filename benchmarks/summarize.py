@@ -173,8 +173,7 @@ def local_others_line() -> str:
     """(a)'s ratio on the other hosts' ``bench_local.py`` runs (``local.NAME.json``), or
     nothing without any."""
     others = [
-        f"{r['throughput']['ratio']:.3f} on {timings.host_name(r['parts']['throughput']['host'])}"
-        f" ({verdict(r['throughput']['ratio'] >= 0.9)})"
+        f"{r['throughput']['ratio']:.3f}{local_host(r)} ({verdict(r['throughput']['ratio'] >= 0.9)})"
         for r in timings.other_hosts(RESULTS / "local.json")
     ]
     return f"\n  On other hosts: {'; '.join(others)}." if others else ""

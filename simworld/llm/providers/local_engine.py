@@ -409,7 +409,8 @@ def use_extra_bufts(choice: str, flags: frozenset[str] | None = None) -> bool:
 
     Args:
         choice: ``auto``, ``on`` or ``off``.
-        flags: The CPU's feature flags (default: this machine's, :func:`cpu_flags`).
+        flags: The CPU's feature flags (:func:`cpu_flags`); not read today (see above),
+            so callers leave it out.
 
     Returns:
         True to keep llama.cpp's default (extra buffer types on).

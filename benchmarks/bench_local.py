@@ -39,7 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from importlib import metadata
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -452,18 +452,22 @@ def determinism_costs() -> dict[str, Any]:
         preamble = _common_prefix(direct.tokenize(prompt.preamble.encode(), add_bos=True), tokens)
         prompts.append((tokens, piece_ends(tokens, preamble, state_len, ends_line)))
     token_ways = {"plain": (False, threads), "one_thread": (False, 1), "padded": (True, threads)}
-    cut_ways = {"whole": direct.n_batch, "pieces": 0, "tiles": FA_TILE}  # 0: the engine's
+    cut_ways: dict[str, Callable[[list[int], list[int]], list[int]]] = {
+        "whole": lambda tokens, _: grid_ends(len(tokens), direct.n_batch),
+        "pieces": lambda _, ends: ends,
+        "tiles": lambda tokens, _: grid_ends(len(tokens), FA_TILE),
+    }
     spent = dict.fromkeys([*cut_ways, *token_ways], 0.0)
-    names, cut_names = list(token_ways), list(cut_ways)
+
+    def rotated(names: list[str], rnd: int) -> list[str]:
+        return names[rnd % len(names) :] + names[: rnd % len(names)]
+
     try:
         for rnd in range(COST_ROUNDS):
-            ways = cut_names[rnd % len(cut_names) :] + cut_names[: rnd % len(cut_names)]
-            turn = names[rnd % len(names) :] + names[: rnd % len(names)]
             for tokens, ends in prompts:
-                for way in ways:
-                    grid = cut_ways[way]
-                    spent[way] += prefill(tokens, grid_ends(len(tokens), grid) if grid else ends)
-                for name in turn:
+                for way in rotated(list(cut_ways), rnd):
+                    spent[way] += prefill(tokens, cut_ways[way](tokens, ends))
+                for name in rotated(list(token_ways), rnd):
                     spent[name] += tokens_after(tokens, *token_ways[name])
     finally:
         llama_cpp.llama_batch_free(batch)

@@ -395,7 +395,7 @@ def check_build(flags: frozenset[str] | None = None, info: str | None = None) ->
         )
 
 
-def use_extra_bufts(choice: str, flags: frozenset[str] | None = None) -> bool:
+def use_extra_bufts(choice: str) -> bool:
     """Whether to load a model with llama.cpp's extra CPU buffer types.
 
     The extra buffer types (AMX tiles, weights repacked for AVX2/AVX-512): on CPUs with AMX
@@ -404,13 +404,10 @@ def use_extra_bufts(choice: str, flags: frozenset[str] | None = None) -> bool:
     measurable, prefill and decode within a few percent (``benchmarks/bench_extra_bufts.py``),
     and with them on an AVX2-only build made the batched engine's answers depend on which
     calls share a batch (the serial engine's stayed identical). So ``auto`` turns them off on
-    every host and ``on`` forces them; ``flags`` no longer changes the answer (it is kept so
-    callers need not change if a CPU that gains from them turns up).
+    every host, whatever its CPU, and ``on`` forces them.
 
     Args:
         choice: ``auto``, ``on`` or ``off``.
-        flags: The CPU's feature flags (:func:`cpu_flags`); not read today (see above),
-            so callers leave it out.
 
     Returns:
         True to keep llama.cpp's default (extra buffer types on).

@@ -464,10 +464,11 @@ def determinism_costs() -> dict[str, Any]:
 
     try:
         for rnd in range(COST_ROUNDS):
+            ways, turn = rotated(list(cut_ways), rnd), rotated(list(token_ways), rnd)
             for tokens, ends in prompts:
-                for way in rotated(list(cut_ways), rnd):
+                for way in ways:
                     spent[way] += prefill(tokens, cut_ways[way](tokens, ends))
-                for name in rotated(list(token_ways), rnd):
+                for name in turn:
                     spent[name] += tokens_after(tokens, *token_ways[name])
     finally:
         llama_cpp.llama_batch_free(batch)
@@ -792,7 +793,7 @@ def other_hosts_section(others: list[dict[str, Any]]) -> str:
             f"{result['probe_logprobs']['speedup']}x",
             *(f"{costs[key]}x" if key in costs else "-" for key in COST_RATIOS),
         ]
-        h = made[0]
+        h = result["parts"]["throughput"]["host"]  # (a)'s, as docs/benchmarks.md names it
         rows.append(
             f"| {host_name(h)}; flags {', '.join(h['flags'])} | {commits} | "
             + " | ".join(str(cell) for cell in cells)

@@ -713,7 +713,7 @@ The pieces of {FA_TILE} tokens are fewer than simworld's, and all but a prompt's
 the tiled path of llama.cpp's CPU flash attention, which a batch of {FA_TILE} or more queries
 takes; a smaller batch, as most of simworld's pieces (cut at line ends) are, takes the
 per-row path. On the tiled path a token's numbers do not depend on where its piece begins
-or ends; an engine built on that (every piece 64 tokens or more, reused at any token) ran
+or ends; an engine built on that (every piece {FA_TILE} tokens or more, reused at any token) ran
 the main job no faster and was not kept.
 """
     return f"""## (d) What determinism costs

@@ -238,8 +238,7 @@ def _direct_block(
 ) -> tuple[list[float], list[int]]:
     """Each prompt straight to llama-cpp-python with simworld's sampling settings, asking for
     as many tokens as simworld generated (after one warm-up call): seconds and tokens made."""
-    from simworld.llm.providers.local_engine import TEXT_REPEAT_PENALTY
-    from simworld.llm.providers.local_sampler import MIN_P, TOP_K, TOP_P
+    from simworld.llm.providers.local_sampler import MIN_P, TEXT_REPEAT_PENALTY, TOP_K, TOP_P
 
     times, made = [], []
     for i, (tokens, length, seed) in enumerate(zip(prompts, lengths, seeds, strict=True)):
@@ -639,6 +638,8 @@ def extra_bufts_section() -> str:
 
 def throughput_section(a: dict[str, Any], profile: dict[str, Any] | None) -> str:
     """Section (a): both pairings, the ratio, and where simworld's time goes."""
+    from simworld.llm.providers.local_sampler import MIN_P, TEXT_REPEAT_PENALTY, TOP_K, TOP_P
+
     if "pairs" not in a:  # a result file from before the pairings
         return f"Ratio simworld / direct: **{a['ratio']}** (target >= {a['target_ratio']})."
     setup = a["setup"]
@@ -661,7 +662,8 @@ def throughput_section(a: dict[str, Any], profile: dict[str, Any] | None) -> str
         "process) and straight to a `llama_cpp.Llama` of the same GGUF loaded the same way",
         f"({setup['threads']} threads, n_ctx {setup['n_ctx']}, extra buffer types "
         f"{'on' if setup['extra_bufts'] else 'off'}), with simworld's sampling chain (repeat",
-        "penalty 1.1, top-k 40, top-p 0.95, min-p 0.05, the same temperature and seed) and asked",
+        f"penalty {TEXT_REPEAT_PENALTY}, top-k {TOP_K}, top-p {TOP_P}, min-p {MIN_P}, the same "
+        "temperature and seed) and asked",
         "for as many tokens as simworld generated. Blocks of all prompts alternate between the",
         f"sides, the order flipping each round ({a['rounds']} rounds): a call right after the",
         "other process's leaves it competing with that process's spinning OpenMP threads.",

@@ -19,6 +19,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import llama_cpp
+import numpy as np
 import pandas as pd
 import pytest
 from conftest import gguf_header, gguf_string
@@ -86,6 +87,7 @@ from simworld.llm.providers.local_options import (
     in_turn,
     log_softmax,
 )
+from simworld.llm.providers.local_sampler import TEXT_REPEAT_PENALTY, TokenSampler
 from simworld.llm.providers.local_slots import DECODE_SLOTS
 from simworld.memory.reflection import insights_model
 
@@ -448,6 +450,23 @@ def test_grammar_with_string_enum(engine):
             "C",
             "D",
         }
+
+
+def test_free_text_is_penalised_for_repeating_itself_and_a_grammar_answer_is_not(engine):
+    """The sampler's one rule, for both engines: free text gets the repeat penalty, an answer
+    under a grammar none. Greedy picks of the same logits: ``a`` (10) first; penalised, it
+    drops to 10 / 1.1 below ``b`` (9.5)."""
+    a, b = (engine._llm.tokenize(c, add_bos=False, special=False)[0] for c in (b"a", b"b"))
+    logits = np.full(engine._n_vocab, -10.0, dtype=np.float32)
+    logits[a], logits[b] = 10.0, 9.5
+    assert 10.0 / TEXT_REPEAT_PENALTY < 9.5
+    picks = {}
+    for grammar in (None, 'root ::= ("a" | "b")+'):
+        with TokenSampler(
+            engine._vocab, engine._n_vocab, temperature=0.0, seed=1, grammar=grammar
+        ) as sampler:
+            picks[grammar is None] = [sampler.pick_logits(logits) for _ in range(2)]
+    assert picks == {True: [a, b], False: [a, a]}
 
 
 INSIGHTS_PROMPT = (

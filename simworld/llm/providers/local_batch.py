@@ -92,7 +92,6 @@ from typing import Any
 import numpy as np
 
 from simworld.llm.providers.local_engine import (
-    TEXT_REPEAT_PENALTY,
     EngineConfig,
     EnginePool,
     Generation,
@@ -545,7 +544,6 @@ class BatchedEngine(OnePerConfig):
             self._n_vocab,
             temperature=s.temperature,
             seed=s.seed,
-            repeat_penalty=1.0 if grammar is not None else TEXT_REPEAT_PENALTY,
             grammar=grammar,
         ) as sampler:
             while True:

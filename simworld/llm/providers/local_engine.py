@@ -91,7 +91,6 @@ main job's prompts, limits of 12 to 24 tokens saved about the same, while 32 no 
 at the topic line that an agent's calls on one topic share."""
 PREFIX_CACHE_BYTES = 512 * 1024 * 1024
 PROMPT_CACHE_BYTES = 768 * 1024 * 1024
-TEXT_REPEAT_PENALTY = 1.1
 FORK_SEQS = 32
 """Sequences of the serial engine's context: the prompt's, and one per option scored with it
 (:meth:`LlamaEngine._decode_fork`; a fork of more branches is evaluated in turn). 32 covers
@@ -1099,7 +1098,6 @@ class LlamaEngine(OnePerConfig):
             self._n_vocab,
             temperature=s.temperature,
             seed=s.seed,
-            repeat_penalty=1.0 if grammar is not None else TEXT_REPEAT_PENALTY,
             grammar=grammar,
         )
         accept = partial(

@@ -23,6 +23,9 @@ TOP_K = 40
 TOP_P = 0.95
 MIN_P = 0.05
 PENALTY_LAST_N = 64
+TEXT_REPEAT_PENALTY = 1.1
+"""Penalty on the last :data:`PENALTY_LAST_N` tokens of free text. An answer under a grammar
+gets none: the grammar's rejected first picks would otherwise enter the penalty window."""
 GRAMMAR_SHORTLIST = 1024
 CANDIDATES = TOP_K + PENALTY_LAST_N
 _DEFAULT_SEED = 0xFFFFFFFF  # llama.cpp draws a random seed for this value: never pass it
@@ -49,9 +52,8 @@ class TokenSampler:
         n_vocab: Size of the vocabulary.
         temperature: Sampling temperature; 0 picks the most likely token.
         seed: Seed of the draw.
-        repeat_penalty: Penalty on recently generated tokens (1.0: none; use none with a
-            grammar, whose rejected first picks would otherwise enter the penalty window).
-        grammar: GBNF grammar (root rule ``root``) the output must match, if any.
+        grammar: GBNF grammar (root rule ``root``) the output must match, if any; without
+            one, recently generated tokens get :data:`TEXT_REPEAT_PENALTY`.
     """
 
     def __init__(
@@ -61,7 +63,6 @@ class TokenSampler:
         *,
         temperature: float,
         seed: int,
-        repeat_penalty: float = 1.0,
         grammar: str | None = None,
     ) -> None:
         import llama_cpp
@@ -73,10 +74,10 @@ class TokenSampler:
         )
         self._grammar = None
         stages = []
-        if repeat_penalty != 1.0:
+        if grammar is None:
             stages.append(
                 llama_cpp.llama_sampler_init_penalties(
-                    n_vocab, PENALTY_LAST_N, repeat_penalty, 0.0, 0.0
+                    n_vocab, PENALTY_LAST_N, TEXT_REPEAT_PENALTY, 0.0, 0.0
                 )
             )
         if temperature <= 0.0:

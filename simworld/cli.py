@@ -127,6 +127,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SimworldError as exc:
         print(f"simworld: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except OSError as exc:
+        if exc.filename is None:  # not about a path the user gave or the run uses
+            raise
+        print(f"simworld: error: {exc.filename}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     except Exception as exc:
         fault = plugin_fault(exc)
         if fault is None:

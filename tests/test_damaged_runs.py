@@ -117,6 +117,30 @@ def test_truncated_recorded_parquet_is_named_by_replay(recorded, tmp_path, capsy
     assert "opinions.parquet: damaged: not a readable parquet file" in err
 
 
+@pytest.mark.parametrize(
+    ("file", "text", "expected"),
+    [
+        ("opinions.parquet", None, "opinions.parquet: missing: nothing to compare a replay with"),
+        ("transcript.jsonl", "", "transcript.jsonl: the run recorded nothing yet"),
+    ],
+    ids=["opinions-missing", "transcript-empty"],
+)
+def test_replay_refuses_a_run_whose_record_is_gone_before_replaying(
+    recorded, tmp_path, capsys, file, text, expected
+):
+    run_dir, _ = _copy(recorded, tmp_path, running=False)
+    out = tmp_path / "replayed"
+    if text is None:
+        (run_dir / file).unlink()
+    else:
+        (run_dir / file).write_text(text, encoding="utf-8")
+    code = main(["replay", str(run_dir), "--out", str(out), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1, err
+    assert expected in err, err
+    assert not out.exists()  # refused before replaying
+
+
 def test_truncated_transcript_tail_is_resumed(recorded, tmp_path):
     """A last line cut short (a kill while writing it) is not damage: resume redoes it."""
     run_dir, _ = _copy(recorded, tmp_path, running=True)

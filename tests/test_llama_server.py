@@ -15,7 +15,7 @@ import pytest
 from conftest import BASE_SCENARIO
 
 from simworld.llm.fake_server import free_port
-from simworld.llm.providers.llama_server import json_schema_as_json_object
+from simworld.llm.providers.llama_server import json_schema_as_json_object, main
 from simworld.runs.replay import verify_replay
 from simworld.runs.run import run_scenario
 
@@ -27,6 +27,15 @@ def test_json_schema_format_becomes_the_servers_json_object_with_the_schema():
     wrapped = {"type": "json_schema", "json_schema": {"name": "A", "schema": schema}}
     assert json_schema_as_json_object(wrapped) == {"type": "json_object", "schema": schema}
     assert json_schema_as_json_object({"type": "text"}) == {"type": "text"}
+
+
+def test_help_names_the_wrappers_own_option_before_the_servers(capsys, monkeypatch):
+    monkeypatch.setattr(sys, "argv", sys.argv[:])  # main hands the server its own argv
+    with pytest.raises(SystemExit) as done:
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert done.value.code == 0
+    assert out.index("--extra-bufts {auto,on,off}") < out.index("usage: python -m llama_cpp.server")
 
 
 @pytest.fixture

@@ -12,7 +12,9 @@ import pytest
 from pydantic import BaseModel
 from test_run import DETERMINISTIC_FILES
 
+from simworld.cli import main
 from simworld.config.scenario import LLMConfig, PriceConfig
+from simworld.errors import ConfigError
 from simworld.llm import workers as llm_workers
 from simworld.llm.gateway import Gateway
 from simworld.llm.litellm_backend import CallIdentity, LiteLLMModel, LLMRequest, RemoteModelError
@@ -74,8 +76,19 @@ def test_worker_policy(monkeypatch: pytest.MonkeyPatch) -> None:
     assert WorkerPolicy.resolve(2) == WorkerPolicy(2)
     assert not WorkerPolicy(0).due(10**6, 1.0)
     monkeypatch.setenv(llm_workers.WORKERS_ENV, "many")
-    with pytest.raises(ValueError, match=llm_workers.WORKERS_ENV):
+    with pytest.raises(ConfigError, match=llm_workers.WORKERS_ENV):
         WorkerPolicy.resolve()
+
+
+def test_a_bad_workers_variable_is_one_line_and_writes_nothing(
+    make_scenario, tmp_path, capsys, monkeypatch
+):
+    monkeypatch.setenv(llm_workers.WORKERS_ENV, "-1")
+    out = tmp_path / "run"
+    assert main(["run", str(make_scenario({})), "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"simworld: error: {llm_workers.WORKERS_ENV}: -1: expected 'auto' or a number"]
+    assert not out.exists()
 
 
 def test_auto_policy_waits_for_a_large_fast_run() -> None:

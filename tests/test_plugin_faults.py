@@ -93,6 +93,26 @@ class NoTemplate(Protocol):
 class Silent(PersonaAgent):
     def postprocess(self, text, topic, step):
         return None
+
+
+class PlanNone(Protocol):
+    def plan(self, model, step, topic):
+        return None
+
+
+class PlanInts(Protocol):
+    def plan(self, model, step, topic):
+        return [[1, 2, 3]]
+
+
+class AddressesNone(PersonaAgent):
+    def addressees(self, listeners, topic, step):
+        return None
+
+
+class SpeaksNothing(PersonaAgent):
+    def speaks(self):
+        return True
 """
 
 
@@ -138,8 +158,30 @@ def run_cli(path: Path, out: Path, capsys: pytest.CaptureFixture[str]) -> tuple[
             {"population.agent_class": "plugins.py:Silent"},
             r"Silent\.postprocess returned NoneType, not the message text \(str\)$",
         ),
+        (
+            {"protocol.mode": "plugins.py:PlanNone"},
+            r"protocol 'plan_none': its plan gave a NoneType; expected a list of conversations",
+        ),
+        (
+            {"protocol.mode": "plugins.py:PlanInts"},
+            r"protocol 'plan_ints': its plan gave a turn that is a int; expected a list of ",
+        ),
+        (
+            {"population.agent_class": "plugins.py:AddressesNone"},
+            r"AddressesNone\.addressees returned NoneType, not a list of the listeners",
+        ),
     ],
-    ids=["rows-raise", "not-a-table", "plan-raises", "far", "no-template", "postprocess-none"],
+    ids=[
+        "rows-raise",
+        "not-a-table",
+        "plan-raises",
+        "far",
+        "no-template",
+        "postprocess-none",
+        "plan-none",
+        "plan-ints",
+        "addressees-none",
+    ],
 )
 def test_a_plugin_that_breaks_during_a_run_fails_it_in_one_line(
     make_scenario: Callable[..., Path],
@@ -178,8 +220,13 @@ def test_a_plugin_that_breaks_during_a_run_fails_it_in_one_line(
             "protocol.mode",
             "simworld calls plan(model, step, topic), but too many positional arguments",
         ),
+        (
+            {"population.agent_class": "plugins.py:SpeaksNothing"},
+            "population.agent_class",
+            "simworld calls speaks(topic, step), but too many positional arguments",
+        ),
     ],
-    ids=["tracker-signature", "tracker-constructor", "plan-signature"],
+    ids=["tracker-signature", "tracker-constructor", "plan-signature", "speaks-signature"],
 )
 def test_a_plugin_simworld_cannot_call_is_bad_input(
     make_scenario: Callable[..., Path],

@@ -161,6 +161,47 @@ def test_an_old_run_directory_still_reports(run, tmp_path):
     assert run_opinions(old)["probs"].dropna().map(len).gt(0).all()
 
 
+def _damage(copy: Path, how: str) -> list[str]:
+    """Damage a copy of a run one way; the command-line arguments that meet the damage."""
+    manifest = copy / "manifest.json"
+    data = json.loads(manifest.read_text(encoding="utf-8"))
+    if how == "scenario-missing":
+        del data["scenario"]
+    elif how == "scenario-bad":
+        data["scenario"]["population"]["size"] = "x"
+    manifest.write_text(json.dumps(data), encoding="utf-8")
+    if how in ("agents.parquet", "trackers/drift.parquet"):
+        (copy / how).write_text("garbage", encoding="utf-8")
+    if how == "out-is-a-file":
+        (copy / "a-file").write_text("", encoding="utf-8")
+        return ["--out", str(copy / "a-file" / "report")]
+    if how == "network-steps":
+        return ["--network-steps", "0", "99"]
+    return []
+
+
+@pytest.mark.parametrize(
+    ("how", "says"),
+    [
+        ("scenario-missing", "manifest.json: scenario: missing"),
+        ("scenario-bad", "manifest.json: scenario.population.size: "),
+        ("agents.parquet", "agents.parquet: damaged: not a readable parquet file"),
+        ("trackers/drift.parquet", "drift.parquet: damaged: not a readable parquet file"),
+        ("out-is-a-file", "a-file/report: Not a directory"),
+        ("network-steps", "--network-steps: 99: not a probe step of this run"),
+    ],
+)
+def test_a_damaged_run_or_a_bad_option_is_one_line_exit_2(run, tmp_path, capsys, how, says):
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy, ignore=shutil.ignore_patterns("report", "other"))
+    args = _damage(copy, how)
+    capsys.readouterr()
+    assert main(["report", str(copy), *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and says in err[0], err
+    assert not (copy / "report").exists()
+
+
 def test_the_report_names_the_build_that_answered(run, tmp_path):
     """A run on the embedded model lists its llama.cpp build in the manifest; the report's
     header says it (a fake run lists none, and the row is left out)."""

@@ -136,6 +136,13 @@ def test_cli_compares_and_rejects_bad_paths(sweep, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "nothing" in err[0]
     assert main(["report", str(sweep), "--level", "1.5"]) == 2
+    run = next(p for p in sorted((sweep / "runs").iterdir()) if (p / "manifest.json").is_file())
+    for twice in ([run, run], [sweep, run]):  # a run counted twice would be two seeds
+        capsys.readouterr()
+        assert main(["report", *map(str, twice), "--out", str(tmp_path / "twice")]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "among the runs twice" in err[0], err
+    assert not (tmp_path / "twice").exists()
 
 
 def test_scenario_files_are_told_apart_by_name_and_belief_is_compared(make_scenario, tmp_path):

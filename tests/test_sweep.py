@@ -200,6 +200,10 @@ def test_estimate_counts_every_call_of_a_run(make_scenario, tmp_path, mode):
         (["--ray-address", "auto"], "--executor ray"),
         (["--grid", "llm.model=fake/default,nosuchprovider/x"], "llm.model: 'nosuchprovider/x'"),
         (["--grid", "llm.model=fake/default,local/missing.gguf"], "no GGUF file"),
+        (["--grid", "protocol.mode=broadcast,nosuchmode"], "unknown protocol 'nosuchmode'"),
+        (["--grid", "protocol.mode=broadcast,no_such_file.py:P"], "protocol.mode"),
+        (["--grid", "population.agent_class=no_such_module:A"], "population.agent_class"),
+        (["--grid", "trackers.extra=[],[no_such_module:T]"], "trackers.extra[0]"),
     ],
 )
 def test_bad_input_one_line_exit_2_nothing_written(scenario, tmp_path, capsys, args, needle):
@@ -458,6 +462,30 @@ def test_a_stopped_sweep_says_so_in_one_line_marks_its_runs_and_a_rerun_finishes
     assert again.done_now == 0 and again.skipped == RUNS
 
 
+@pytest.mark.slow
+def test_a_stopped_sweep_starts_no_further_run(tmp_path):
+    """Runs far longer than the wait for a stop: the runs in flight when SIGTERM comes are
+    marked interrupted, and no worker starts one of the runs still queued (it would run
+    on, or be killed and left ``running``)."""
+    slow = {"protocol.steps": 6, "llm.model": "fake/default?latency_ms=1000"}
+    scenario = write_scenario(tmp_path / "slow.yaml", slow)
+    out = tmp_path / "sweep"
+    with subprocess.Popen(
+        _sweep_command(scenario, out), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        text=True,
+    ) as proc:  # fmt: skip
+        deadline = time.monotonic() + KILL_WAIT_S
+        while not (out.exists() and _statuses(out)):
+            assert proc.poll() is None and time.monotonic() < deadline, "no run started"
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err
+    runs = sorted((out / "runs").iterdir())
+    assert 1 <= len(runs) <= 2, [r.name for r in runs]  # two workers
+    assert {status for status, _ in _statuses(out).values()} == {"interrupted"}, _statuses(out)
+
+
 # -- the shared cache ------------------------------------------------------------------------
 def test_concurrent_cache_writers_lose_nothing(tmp_path):
     """Several spawned processes open one fresh cache file at once and write into it."""
@@ -512,6 +540,25 @@ def test_a_sweep_never_writes_into_what_is_not_its_directory(
     assert rc == 2 and len(err.strip().splitlines()) == 1 and needle in err, err
     after = sorted((p.name, p.read_bytes()) for p in out.iterdir()) if out.is_dir() else None
     assert after == before
+
+
+@pytest.mark.slow
+def test_a_sweep_given_its_grid_keys_in_another_order_is_refused_and_left_alone(tmp_path, capsys):
+    """The keys' order numbers the runs: rerun swapped, it would file finished runs anew."""
+    scenario = write_scenario(tmp_path / "s.yaml", {"llm.model": "fake/default"})
+    out = tmp_path / "sweep"
+    grids = ["--grid", "protocol.mode=broadcast,pairs", "--grid", "network.p=0.1,0.5"]
+    command = ["sweep", str(scenario), "--seeds", "0", "--out", str(out), "--quiet"]
+    assert main([*command, *grids]) == 0
+    before = sorted((p.relative_to(out), p.read_bytes()) for p in out.rglob("*") if p.is_file())
+    capsys.readouterr()
+    assert main([*command, *grids[2:], *grids[:2]]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1, err
+    assert "another order (protocol.mode, network.p)" in err, err
+    after = sorted((p.relative_to(out), p.read_bytes()) for p in out.rglob("*") if p.is_file())
+    assert after == before
+    assert main([*command, *grids]) == 0  # in the recorded order it is the same sweep, done
 
 
 @pytest.mark.slow

@@ -59,6 +59,39 @@ def test_a_file_tracker_runs_live_in_analyze_and_in_the_report(
     assert "Tracker talkers" in build_report(run).read_text(encoding="utf-8")
 
 
+MEDDLER = """
+class Meddler:
+    def __init__(self):
+        self.messages = 0
+
+    def observe(self, event):
+        self.messages += event.pop("type", None) == "message"
+        event.pop("agent", None)
+        event["text"] = "changed"
+
+    def rows(self):
+        return [{"messages": self.messages}]
+"""
+
+
+def test_a_tracker_that_changes_its_events_changes_nothing_else(
+    make_scenario: Callable[..., Path], tmp_path: Path
+) -> None:
+    """Each tracker not built in gets its own copy of every event."""
+    path = with_tracker(make_scenario, "plugins/meddler.py:Meddler")
+    (path.parent / "plugins" / "meddler.py").write_text(MEDDLER, encoding="utf-8")
+    plain = make_scenario({"protocol.steps": 2, "llm.cache": "off"})
+    runs = {"with": (path, tmp_path / "with"), "without": (plain, tmp_path / "without")}
+    for scenario, run in runs.values():
+        assert run_scenario(scenario, out_dir=run).status == "completed"
+    meddled, alone = runs["with"][1], runs["without"][1]
+    assert pd.read_parquet(meddled / "trackers" / "meddler.parquet").messages.tolist() == [16]
+    for name in ("transcript.jsonl", "opinions.parquet", *(
+        f"trackers/{f.name}" for f in (alone / "trackers").iterdir()
+    )):  # fmt: skip
+        assert (meddled / name).read_bytes() == (alone / name).read_bytes(), name
+
+
 def test_a_missing_tracker_file_is_one_line(
     make_scenario: Callable[..., Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

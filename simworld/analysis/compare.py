@@ -178,7 +178,8 @@ def collect(paths: Sequence[str | Path], *, skipped: list[str] | None = None) ->
     than one value.
 
     Raises:
-        ConfigError: A path is neither a sweep nor a run directory, or no run finished.
+        ConfigError: A path is neither a sweep nor a run directory, a run is given twice, or
+            no run finished.
     """
     sweeps, runs = [], []
     for raw in paths:
@@ -192,6 +193,13 @@ def collect(paths: Sequence[str | Path], *, skipped: list[str] | None = None) ->
     members = [m for s in sweeps for m in _sweep_members(s, skipped)] + _run_members(runs, skipped)
     if not members:
         raise ConfigError(paths[0], "", "no finished run to report on")
+    seen: set[Path] = set()
+    for member in members:
+        where = member.run.path.resolve()
+        if where in seen:
+            msg = "is among the runs twice (given twice, or in a sweep given too); each counts once"
+            raise ConfigError(member.run.path, "", msg)
+        seen.add(where)
     return members
 
 

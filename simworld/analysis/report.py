@@ -11,6 +11,7 @@ import base64
 import html
 import io
 import math
+import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,9 +43,10 @@ from simworld.analysis.figures import (
 )
 from simworld.analysis.human_reference import ASCH_1951, Reference
 from simworld.analysis.tables import Run, inconstancy_by_diversity, run_rates
+from simworld.errors import ConfigError
 from simworld.measures import STATES, asch_table, belief_curve
 from simworld.runs.state import RunState, run_state
-from simworld.runs.tables import run_agents, run_edges
+from simworld.runs.tables import read_table, run_agents, run_edges
 from simworld.runs.writer import atomic_write_bytes
 from simworld.support.events import EventType
 from simworld.support.recipients import Recipients
@@ -493,7 +495,7 @@ def calls_by_purpose(run: Run) -> pd.DataFrame:
     path = run.path / "llm_calls.parquet"
     if not path.is_file():
         return pd.DataFrame()
-    calls = pd.read_parquet(path)
+    calls = read_table(path).to_pandas()
     if calls.empty:
         return pd.DataFrame()
     calls = calls.rename(columns={"key": "call"})
@@ -814,7 +816,7 @@ def extra_frame_names(run: Run) -> list[str]:
     if written.is_dir():
         builtin = {cls.name for cls in BUILTIN_TRACKERS}
         return sorted(p.stem for p in written.glob("*.parquet") if p.stem not in builtin)
-    trackers = TrackerSet(tracker_scenario(run.manifest))
+    trackers = TrackerSet(tracker_scenario(run.manifest, run.path))
     return trackers.names[len(BUILTIN_TRACKERS) :]
 
 
@@ -897,17 +899,31 @@ def build_report(
         The HTML file.
 
     Raises:
-        ConfigError: The directory holds no run, or a run that recorded nothing yet.
+        ConfigError: The directory holds no run, or a run that recorded nothing yet, or
+            ``steps`` names a step at which the run took no probe.
     """
     state = run_state(run_dir)
     run = Run(Path(run_dir))
+    if steps:
+        probed = sorted({int(s) for s in run.frame("drift")["step"]})
+        wrong = [s for s in steps if s not in probed]
+        if wrong:
+            known = ", ".join(map(str, probed)) or "none"
+            msg = f"{wrong[0]}: not a probe step of this run (its probe steps: {known})"
+            raise ConfigError(run.path, "--network-steps", msg)
     out = Path(out_dir) if out_dir is not None else run.path / REPORT_DIR
+    made = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     page = Page(out=out, run=run, steps=steps)
     sections = RUN_SECTIONS
     if not state.complete:
         sections = [RUN_SECTIONS[0], _incomplete(state), *RUN_SECTIONS[1:]]
-    return write_page(page, sections, f"simworld report — {run.id}")
+    try:
+        return write_page(page, sections, f"simworld report — {run.id}")
+    except BaseException:
+        if made:  # no half-written report: a damaged run, a stop
+            shutil.rmtree(out, ignore_errors=True)
+        raise
 
 
 def _incomplete(state: RunState) -> Section:

@@ -12,10 +12,10 @@ from typing import Any, Literal, cast
 
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 from scipy import stats
 
 from simworld.measures import asch_table, belief_curve, diversity_table, score_change
+from simworld.runs.tables import read_table
 from simworld.support.events import Event
 from simworld.support.rundir import TRANSCRIPT
 from simworld.trackers.tracker_set import (
@@ -69,11 +69,12 @@ class Run:
     @property
     def seed(self) -> int:
         """The run's seed."""
-        return int(self.manifest.get("seed", self.manifest["scenario"].get("seed", 0)))
+        seed = self.manifest.get("seed")
+        return int(seed if seed is not None else self.setting("seed") or 0)
 
     def setting(self, key: str) -> Any:
         """A scenario setting by dotted key (``protocol.instruction``); None when absent."""
-        node: Any = self.manifest["scenario"]
+        node: Any = self.manifest.get("scenario")
         for part in key.split("."):
             if not isinstance(node, dict) or part not in node:
                 return None
@@ -86,7 +87,7 @@ class Run:
         the file lacks a column the built-in tracker now has (a run older than the column)."""
         path = self.path / TRACKERS_DIR / f"{name}.parquet"
         if path.is_file():
-            table = pq.read_table(path)
+            table = read_table(path)
             wanted = BUILTIN_COLUMNS.get(name, set())
             if wanted <= set(table.column_names):
                 return table.to_pandas(types_mapper=nullable_types)
@@ -104,7 +105,7 @@ class Run:
     @property
     def topics(self) -> dict[str, Any]:
         """Topic id → the topic as in the scenario."""
-        return {t.id: t for t in tracker_scenario(self.manifest).topics}
+        return {t.id: t for t in tracker_scenario(self.manifest, self.path).topics}
 
 
 def runs(run_dirs: RunDirs) -> list[Run]:
@@ -139,7 +140,7 @@ def frames(run_dirs: RunDirs, name: str, *, by: Sequence[str] = ()) -> pd.DataFr
         run_dirs: Run directories.
         name: Frame name (``drift``, ``population``, ``conformity``, ``inconstancy``,
             ``statements``, ``personality``, ``memory``, ``belief``, ``asch``,
-            ``interventions`` or an extra tracker's).
+            ``interventions``, ``signal`` or an extra tracker's).
         by: Dotted scenario keys added as condition columns (e.g. ``protocol.instruction``).
     """
     return _per_run(run_dirs, name, by, pd.DataFrame.copy)

@@ -57,7 +57,8 @@ class SignalConfig(_Strict):
 
     Attributes:
         modal_share: Warn that answers are degenerate when at least this share of a
-            topic's probe answers (all agents, all steps) are the same option.
+            topic's probe answers is the same option at every probe step (the lowest
+            per-step modal share reaches it).
         position_bias: Warn that answers are mostly position-driven when the position-bias
             index reaches this value.
     """

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from functools import cache
 from pathlib import Path
 from typing import Any, Literal, cast
@@ -22,7 +23,14 @@ from simworld.memory.importance import rate_importance
 from simworld.memory.reflection import reflect
 from simworld.memory.stream import MemoryStream
 from simworld.prompts import render as prompts
-from simworld.support.plugins import import_object
+from simworld.support.plugins import check_call, import_object
+
+BEHAVIOUR_HOOKS: dict[str, tuple[int, str]] = {
+    "speaks": (2, "speaks(topic, step)"),
+    "addressees": (3, "addressees(listeners, topic, step)"),
+    "postprocess": (3, "postprocess(text, topic, step)"),
+}
+"""The behaviour hooks an agent class may override: arguments simworld passes, and the call."""
 
 
 def answer_model(topic: Topic) -> type[BaseModel]:
@@ -331,10 +339,17 @@ def agent_class_from(spec: str, *, source: str | Path = "<scenario>") -> type[Pe
     ``package.module:Class``): a subclass of :class:`PersonaAgent`.
 
     Raises:
-        ConfigError: The class cannot be imported or is not a :class:`PersonaAgent`.
+        ConfigError: The class cannot be imported, is not a :class:`PersonaAgent`, or a
+            behaviour hook of it cannot be called as simworld calls it.
     """
-    found = import_object(spec, source=source, field="population.agent_class")
+    field = "population.agent_class"
+    found = import_object(spec, source=source, field=field)
     if not (isinstance(found, type) and issubclass(found, PersonaAgent)):
         msg = f"{spec}: not a simworld.engine.agent.PersonaAgent subclass"
-        raise ConfigError(source, "population.agent_class", msg)
+        raise ConfigError(source, field, msg)
+    for name, (n_args, call) in BEHAVIOUR_HOOKS.items():
+        hook = inspect.getattr_static(found, name)
+        bound = isinstance(hook, staticmethod | classmethod)
+        n = n_args if bound else n_args + 1  # read from the class: self is an argument
+        check_call(getattr(found, name), n, source=source, field=field, spec=spec, call=call)
     return found

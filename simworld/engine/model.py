@@ -462,6 +462,7 @@ class SocialSimulation(mesa.Model):
         progress bar is told of the speech calls and of the stance and judge calls to come
         (one per tracker per model-written message, as if every speech call succeeds).
         """
+        self._check_plan(conversations)
         shaped = [self._shape(conv, topic, step) for conv in conversations]
         conversations = [conv for conv in shaped if conv]
         speeches = sum(not self._scripted(t.speaker) for conv in conversations for t in conv)
@@ -475,13 +476,38 @@ class SocialSimulation(mesa.Model):
             self._log_conversation(record, conv, topic, step, index)
             self._apply(record, conv, outcomes, texts, topic, step)
 
+    def _check_plan(self, conversations: object) -> None:
+        """Refuse a plan that is not a list of conversations, each a list of :class:`Turn`.
+
+        Raises:
+            PluginError: Naming the protocol and the first thing that is not as expected.
+        """
+        wrong = None
+        if not isinstance(conversations, list | tuple):
+            wrong = f"a {type(conversations).__name__}"
+        else:
+            for conv in conversations:
+                if not isinstance(conv, list | tuple):
+                    wrong = f"a conversation that is a {type(conv).__name__}"
+                    break
+                turn = next((t for t in conv if not isinstance(t, Turn)), None)
+                if turn is not None:
+                    wrong = f"a turn that is a {type(turn).__name__}"
+                    break
+        if wrong is not None:
+            raise PluginError(
+                f"protocol {protocol_name(self.protocol)!r}: its plan gave {wrong}; expected a "
+                "list of conversations, each a list of Turn"
+            )
+
     def _shape(self, turns: list[Turn], topic: Topic, step: int) -> list[Turn]:
         """The turns whose speaker speaks, each to the listeners its speaker addresses.
 
         Raises:
             PluginError: The protocol gave a turn a prompt template that does not exist or a
-                listener that is not the speaker's neighbour, or an agent addressed someone
-                who would not have heard the turn.
+                listener that is not the speaker's neighbour, or an agent's ``addressees``
+                returned something other than a list, or someone who would not have heard
+                the turn.
         """
         shaped = []
         for turn in turns:
@@ -503,11 +529,17 @@ class SocialSimulation(mesa.Model):
             if not speaker.speaks(topic, step):
                 continue
             chosen = speaker.addressees(list(turn.listeners), topic, step)
-            strangers = [a.key for a in chosen if a not in turn.listeners]
+            if not isinstance(chosen, list | tuple):
+                raise PluginError(
+                    f"{type(speaker).__qualname__}.addressees returned "
+                    f"{type(chosen).__name__}, not a list of the listeners it addresses"
+                )
+            strangers = [a for a in chosen if a not in turn.listeners]
             if strangers:
+                who = getattr(strangers[0], "key", None) or repr(strangers[0])
                 raise PluginError(
                     f"{type(speaker).__qualname__}.addressees: agent {speaker.key} addressed "
-                    f"{strangers[0]}, who is not a listener"
+                    f"{who}, who is not a listener"
                 )
             shaped.append(replace(turn, listeners=list(chosen)))
         return shaped
@@ -823,6 +855,22 @@ class SocialSimulation(mesa.Model):
         self.opinions.append(row)
         answers = self._answers.setdefault(row["topic"], {}).setdefault(row["step"], {})
         answers[row["agent"]] = row["answer"]
+
+
+def check_plugins(scenario: Scenario, source: str | Path) -> None:
+    """Resolve every plug-in and name a scenario gives, as building its model does, without
+    building it: the agent class, prompt overrides, ``protocol.mode``, custom interventions
+    and extra trackers (a sweep checks each run with this before any starts).
+
+    Raises:
+        ConfigError: One of them cannot be used, naming ``source`` and its field.
+    """
+    if scenario.population.agent_class is not None:
+        agent_class_from(scenario.population.agent_class, source=source)
+    prompts.check_overrides(scenario.prompts, source=source)
+    resolve_protocol(scenario.protocol.mode, source=source)
+    load_custom(scenario.interventions, source=source)
+    TrackerSet(scenario, source=source)
 
 
 def planned_calls_per_step(scenario: Scenario) -> int:

@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from simworld.errors import ConfigError
 from simworld.llm.types import Completion, LLMRequest, RemoteModelError
 from simworld.llm.worker_protocol import (
     CALL,
@@ -117,14 +118,14 @@ class WorkerPolicy:
         """The policy for an explicit worker count, else for ``SIMWORLD_LLM_WORKERS``.
 
         Raises:
-            ValueError: ``SIMWORLD_LLM_WORKERS`` is neither ``auto`` nor a count.
+            ConfigError: ``SIMWORLD_LLM_WORKERS`` is neither ``auto`` nor a count.
         """
         if value is not None:
             return cls(max(value, 0))
         raw = os.environ.get(WORKERS_ENV, AUTO).strip().lower()
         if raw != AUTO:
             if not raw.isdigit():
-                raise ValueError(f"{WORKERS_ENV}: expected 'auto' or a number, got {raw!r}")
+                raise ConfigError(WORKERS_ENV, raw, "expected 'auto' or a number")
             return cls(int(raw))
         if sys.platform == "win32":  # the parent's selector-based socket handling needs POSIX
             return cls(0)

@@ -1,4 +1,7 @@
-"""Measures: inconstancy, drift, conformity, personality, population, signal (docs/metrics.md)."""
+"""Measures: inconstancy, drift, conformity, impersonation, belief, personality, population, signal.
+
+Each a pure function over frames or answers, defined in docs/metrics.md.
+"""
 
 from simworld.measures._common import (
     CATEGORICAL,

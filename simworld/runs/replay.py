@@ -30,6 +30,8 @@ from simworld.runs.run import (
     recorded_cache,
     recorded_recipients,
 )
+from simworld.runs.state import run_state
+from simworld.runs.tables import read_table
 from simworld.runs.writer import RunWriter, option_probs, transcript_lines
 from simworld.support.rundir import FINISHED
 from simworld.support.yamlio import strict_mismatch
@@ -114,10 +116,7 @@ def first_table_difference(recorded: Path, replayed: Path) -> str | None:
     """
     if recorded.read_bytes() == replayed.read_bytes():
         return None
-    try:
-        a = pd.read_parquet(recorded)
-    except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
-        raise ConfigError(recorded, "", "damaged: not a readable parquet file") from exc
+    a = read_table(recorded).to_pandas()
     b = pd.read_parquet(replayed)
     if a.shape != b.shape or list(a.columns) != list(b.columns):
         return f"{recorded.name}: shape {a.shape} recorded, {b.shape} replayed"
@@ -151,6 +150,7 @@ def verify_replay(
     Raises:
         ResumeError: The run is a branch, or has not finished (still running, or stopped
             before its end: resume it first).
+        ConfigError: Its manifest, transcript, tables or cache are missing or damaged.
     """
     run_dir = Path(run_dir)
     manifest = read_manifest(run_dir)
@@ -169,6 +169,10 @@ def verify_replay(
     cache = recorded_cache(run_dir, manifest, cache_path)
     recipients = recorded_recipients(run_dir, manifest)
     check_recorded_cache(run_dir, cache)
+    run_state(run_dir)  # a transcript that recorded nothing is refused now, not compared later
+    for name in VERIFIED_FILES:
+        if not (run_dir / name).is_file():
+            raise ConfigError(run_dir / name, "", "missing: nothing to compare a replay with")
     temp = None if out_dir is not None else Path(tempfile.mkdtemp(prefix="simworld-replay-"))
     target = Path(out_dir) if out_dir is not None else temp / "run"  # type: ignore[operator]
     if target.exists():

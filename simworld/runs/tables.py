@@ -19,6 +19,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from simworld.errors import ConfigError
 from simworld.runs.writer import atomic_write_bytes, mask_table, parquet_bytes
 from simworld.support.rundir import AGENTS, EDGES, TRANSCRIPT, read_manifest
 
@@ -185,9 +186,21 @@ def derived_tables(run_dir: Path) -> tuple[pa.Table, pa.Table]:
     return _agent_table(rows, edges, network), _edge_table(keys, edges)
 
 
+def read_table(path: Path) -> pa.Table:
+    """A parquet table of a run directory.
+
+    Raises:
+        ConfigError: The file is damaged (not parquet, cut short), naming it.
+    """
+    try:
+        return pq.read_table(path)
+    except pa.ArrowInvalid as exc:
+        raise ConfigError(path, "", "damaged: not a readable parquet file") from exc
+
+
 def _read(run_dir: Path, name: str, which: int) -> pd.DataFrame:
     path = run_dir / name
-    table = pq.read_table(path) if path.is_file() else derived_tables(run_dir)[which]
+    table = read_table(path) if path.is_file() else derived_tables(run_dir)[which]
     return table.to_pandas(types_mapper=_nullable)
 
 
@@ -233,7 +246,7 @@ def run_opinions(run_dir: str | Path) -> pd.DataFrame:
     """
     from simworld.runs.writer import option_probs
 
-    table = pq.read_table(Path(run_dir) / "opinions.parquet")
+    table = read_table(Path(run_dir) / "opinions.parquet")
     df = table.to_pandas(types_mapper=_nullable)
     kind = table.schema.field("probs").type if "probs" in df else None
     if kind is not None and (pa.types.is_string(kind) or pa.types.is_large_string(kind)):

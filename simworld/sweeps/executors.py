@@ -24,6 +24,7 @@ from typing import Any, Protocol
 from simworld.errors import ConfigError
 from simworld.support.process import SAFE_PATH_ENV as SAFE_PATH_ENV
 from simworld.support.process import (
+    Terminated,
     ctrl_c_held,
     leave_ctrl_c_to_the_parent,
     raise_terminated,
@@ -244,12 +245,26 @@ def _leave_idle(signum: int, frame: FrameType | None) -> None:
     _fast_exit()
 
 
+_STOPPED = threading.Event()
+"""Set in a pool worker whose run a SIGTERM stopped: it takes no further run."""
+
+
 def _pool_task(task: RunTask) -> TaskResult:
     """:func:`execute_task` in a local pool's worker: a SIGTERM meanwhile stops the run
-    marked interrupted (:class:`~simworld.support.process.Terminated`), to be resumed."""
+    marked interrupted (:class:`~simworld.support.process.Terminated`), to be resumed.
+
+    The pool queues tasks for its workers ahead of time, so a worker stopped mid-run would
+    take the next one before the driver's shutdown ends it, and start that run; it leaves
+    instead, and the run stays pending for the next sweep.
+    """
+    if _STOPPED.is_set():
+        _fast_exit()
     signal.signal(signal.SIGTERM, raise_terminated)
     try:
         return execute_task(task)
+    except Terminated:
+        _STOPPED.set()
+        raise
     finally:
         signal.signal(signal.SIGTERM, _leave_idle)
 

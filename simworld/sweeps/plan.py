@@ -133,6 +133,25 @@ def _digest(obj: Any) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+def grid_points(grid: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
+    """The grid's points in sweep order: the first key varies slowest, the last fastest."""
+    return [dict(zip(grid, combo, strict=True)) for combo in itertools.product(*grid.values())]
+
+
+def run_names(grid: Mapping[str, Sequence[Any]], seeds: Sequence[int]) -> list[str]:
+    """Run directory names in index order, ``<index>-<hash of params and seed>``.
+
+    The index follows the order of the grid's keys, so the same grid with its keys in another
+    order names its runs differently (the hashes are the same, their indices are not).
+    """
+    pairs = [(params, seed) for params in grid_points(grid) for seed in seeds]
+    width = max(MIN_INDEX_WIDTH, len(str(len(pairs) - 1)))
+    return [
+        f"{index:0{width}d}-{_digest({'params': params, 'seed': seed})[:HASH_CHARS]}"
+        for index, (params, seed) in enumerate(pairs)
+    ]
+
+
 @dataclass(frozen=True)
 class PlannedRun:
     """One run of a sweep: a grid point and a seed.
@@ -202,7 +221,7 @@ def plan_sweep(
 
     Raises:
         ConfigError: A bad grid or seeds, or a run's scenario does not validate (its model
-            string included).
+            string and the plug-ins it names included).
         simworld.llm.providers.local.LocalModelError: A run's local model cannot be used.
     """
     path = Path(scenario_path).resolve()
@@ -214,22 +233,20 @@ def plan_sweep(
         seed_list = parse_int_list(seeds)
     else:
         seed_list = parse_int_list(",".join(str(int(s)) for s in seeds))
-    points = [
-        dict(zip(checked, combo, strict=True)) for combo in itertools.product(*checked.values())
-    ]
-    total = len(points) * len(seed_list)
-    width = max(MIN_INDEX_WIDTH, len(str(total - 1)))
+    names = iter(run_names(checked, seed_list))
     runs: list[PlannedRun] = []
-    for params in points:
+    for params in grid_points(checked):
         for seed in seed_list:
-            index = len(runs)
             scenario = load_scenario(path, {**params, "seed": seed})
-            digest = _digest({"params": params, "seed": seed})[:HASH_CHARS]
-            runs.append(PlannedRun(index, f"{index:0{width}d}-{digest}", params, seed, scenario))
+            runs.append(PlannedRun(len(runs), next(names), params, seed, scenario))
     from simworld.llm.providers.registry import check_scenario_model  # imports litellm
 
     for model in dict.fromkeys(run.scenario.llm.model for run in runs):
         check_scenario_model(model, path)
+    from simworld.engine.model import check_plugins  # imports the engine
+
+    for run in runs:
+        check_plugins(run.scenario, path)
     sha = hashlib.sha256(path.read_bytes()).hexdigest()
     return SweepPlan(path, base.name, checked, seed_list, runs, sha)
 

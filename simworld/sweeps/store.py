@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import itertools
 import json
 import time
 from dataclasses import dataclass, field, fields
@@ -23,6 +24,7 @@ from simworld.runs.writer import (
 )
 from simworld.support.rundir import AGENTS, EDGES, MANIFEST, SWEEP_MANIFEST, read_sweep_manifest
 from simworld.sweeps.executors import FINISHED_STATUSES, TaskResult, read_run_status
+from simworld.sweeps.plan import run_names
 
 COMBINED_FRAME = "opinions.parquet"
 RUN_OPINIONS = "opinions.parquet"
@@ -36,6 +38,8 @@ FRAME_MIN_INTERVAL_S = 2.0
 # The driver rewrites sweep.json and the combined frame as results come in, but spends at
 # most this share of its time on it (big sweeps): it shares the CPUs with the workers.
 MAX_REWRITE_SHARE = 0.05
+MAX_ORDER_SEARCH_KEYS = 6
+"""Up to this many grid keys, a sweep given its keys in another order is told the order."""
 TOTAL_KEYS = tuple(f.name for f in fields(Accounting))
 """The totals a run reports (its manifest's ``totals``), summed over a sweep's runs."""
 
@@ -60,7 +64,8 @@ def check_same_sweep(sweep_dir: Path, spec: dict[str, Any]) -> None:
 
     Raises:
         ConfigError: ``sweep_dir`` is a file, a run directory or a folder of other files, or
-            the scenario file, grid or seeds differ from the recorded ones.
+            the scenario file, grid or seeds differ from the recorded ones, or the grid's keys
+            are in another order (which numbers the runs differently).
     """
     if sweep_dir.exists() and not sweep_dir.is_dir():
         raise ConfigError(sweep_dir, "", "is a file; a sweep directory is a folder")
@@ -86,6 +91,28 @@ def check_same_sweep(sweep_dir: Path, spec: dict[str, Any]) -> None:
                 "spec",
                 f"this directory holds a different sweep ({what}); choose another --out",
             )
+    recorded_names = [r.get("name") for r in sorted(old.get("runs", []), key=lambda r: r["index"])]
+    if recorded_names and recorded_names != run_names(spec["grid"], spec["seeds"]):
+        order = recorded_grid_order(spec["grid"], spec["seeds"], recorded_names)
+        given = f" ({', '.join(order)})" if order else ""
+        raise ConfigError(
+            sweep_dir / SWEEP_MANIFEST,
+            "spec",
+            f"this sweep numbers its runs with the --grid keys in another order{given}; "
+            "give them in that order or choose another --out",
+        )
+
+
+def recorded_grid_order(
+    grid: dict[str, list[Any]], seeds: list[int], names: list[str | None]
+) -> list[str] | None:
+    """The order of ``grid``'s keys that names runs as ``names`` (None if none does)."""
+    if len(grid) > MAX_ORDER_SEARCH_KEYS:
+        return None
+    for keys in itertools.permutations(grid):
+        if run_names({k: grid[k] for k in keys}, seeds) == names:
+            return list(keys)
+    return None
 
 
 class SweepLock:

@@ -306,7 +306,7 @@ class PersonalityTracker(BuiltinTracker):
 
 
 class MemoryTracker(BuiltinTracker):
-    """How many memory events (forgetting, ratings, reflections …) each agent had per step."""
+    """How many memory events (forgetting and reflections) each agent had per step."""
 
     name = "memory"
     reads = ("memory",)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import inspect
 import json
 import re
@@ -15,13 +16,14 @@ from typing import TYPE_CHECKING, Any
 import mesa
 import pandas as pd
 import pyarrow as pa
+from pydantic import ValidationError
 
 from simworld.config.scenario import Scenario
-from simworld.errors import ConfigError, PluginError
+from simworld.errors import ConfigError, PluginError, config_error_from_validation
 from simworld.runs.writer import atomic_write_bytes, mask_table, parquet_bytes
 from simworld.support.plugins import build_error, check_call, import_object, snake_case
 from simworld.support.recipients import Recipients, UnresolvedRecipients
-from simworld.support.rundir import TRACKERS_DIR, TRANSCRIPT, read_manifest
+from simworld.support.rundir import MANIFEST, TRACKERS_DIR, TRANSCRIPT, read_manifest
 from simworld.trackers.base import (
     BuiltinTracker,
     Event,
@@ -191,7 +193,8 @@ class TrackerSet:
 
         A ``message``'s ``to`` reaches them as the list of its listeners' ids, whichever
         form the transcript wrote (:mod:`simworld.support.recipients`; a list shared by the
-        messages of one neighbourhood: read only).
+        messages of one neighbourhood: read only). A tracker not built in gets its own copy
+        of the event, so one that changes what it is given changes nothing for the others.
 
         Raises:
             UnresolvedRecipients: A message whose ``to`` does not resolve.
@@ -203,8 +206,8 @@ class TrackerSet:
         elif kind == "message":
             event = self.recipients.explicit(event)
         self.store.observe(event)
-        for tracker in self.trackers.values():
-            tracker.observe(event)
+        for name, tracker in self.trackers.items():
+            tracker.observe(event if name in self._builtin else copy.deepcopy(event))
 
     def observe_all(self, events: Iterable[Event]) -> None:
         """Feed events in order."""
@@ -356,11 +359,21 @@ def nullable_types(type_: pa.DataType) -> Any:
     return None
 
 
-def tracker_scenario(manifest: dict[str, Any]) -> Scenario:
-    """The scenario the run's trackers were built with (a branch's parent scenario)."""
+def tracker_scenario(manifest: dict[str, Any], run_dir: str | Path) -> Scenario:
+    """The scenario the run's trackers were built with (a branch's parent scenario).
+
+    Raises:
+        ConfigError: The manifest of the run in ``run_dir`` holds no valid scenario.
+    """
+    where = Path(run_dir) / MANIFEST
     branch = manifest.get("branch") or {}
-    data = branch.get("parent_scenario") or manifest["scenario"]
-    return Scenario.model_validate(data)
+    data = branch.get("parent_scenario") or manifest.get("scenario")
+    if data is None:
+        raise ConfigError(where, "scenario", "missing")
+    try:
+        return Scenario.model_validate(data)
+    except ValidationError as exc:
+        raise config_error_from_validation(where, exc, "scenario") from exc
 
 
 def derive(run_dir: str | Path) -> TrackerSet:
@@ -373,7 +386,7 @@ def derive(run_dir: str | Path) -> TrackerSet:
         ConfigError: A transcript line is not JSON, or a message's ``to`` does not resolve.
     """
     run_dir = Path(run_dir)
-    trackers = TrackerSet(tracker_scenario(read_manifest(run_dir)))
+    trackers = TrackerSet(tracker_scenario(read_manifest(run_dir), run_dir))
     path = run_dir / TRANSCRIPT
     with open(path, encoding="utf-8") as fh:
         for n, line in enumerate(fh, start=1):

@@ -25,6 +25,13 @@ import sys
 from typing import Any
 
 EXTRA_BUFTS_CHOICES = ("auto", "on", "off")
+OWN_HELP = """\
+simworld's option (every other option below is llama-cpp-python's server's own):
+  --extra-bufts {auto,on,off}
+                        llama.cpp's extra CPU buffer types (AMX, repacked weights):
+                        auto (the default) turns them off on CPUs with AMX, where the
+                        first answer otherwise crashes the server
+"""
 
 
 def keep_extra_bufts(choice: str) -> bool:
@@ -67,6 +74,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument("--extra-bufts", choices=EXTRA_BUFTS_CHOICES, default="auto")
     ours, rest = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
+    if "-h" in rest or "--help" in rest:
+        print(OWN_HELP)  # the server's help follows, and exits
     if not any(a == "--model" or a.startswith("--model=") for a in rest):
         from simworld.llm.providers.local import model_cache_dir, packaged_model_path
 

@@ -203,7 +203,10 @@ def _replay(args: argparse.Namespace) -> int:
         report = verify_replay(
             args.run_dir, out_dir=args.out, cache_path=args.cache, progress=progress
         )
-        print(report.result.summary())
+        lines = report.result.summary().splitlines()
+        if args.out is None:  # the replay ran in a temporary folder, removed by now
+            lines[0] = f"run        {args.run_dir}, replayed in a temporary folder (--out keeps it)"
+        print("\n".join(lines))
         if report.result.status != RunStatus.COMPLETED:
             return EXIT_RUN_FAILED
         if not report.identical:

@@ -93,6 +93,12 @@ def test_conformity_rates_by_condition_over_seeds(runs):
     assert (boot.n_runs <= 4).all() and set(boot.measure) == set(table.measure)
 
 
+def test_conformity_rates_of_no_run_are_no_rows_with_the_same_columns(runs):
+    some = conformity_rates(runs[:1], by=["protocol.instruction"])
+    none = conformity_rates([], by=["protocol.instruction"])  # e.g. a glob that matched nothing
+    assert none.empty and list(none.columns) == list(some.columns)
+
+
 def test_inconstancy_by_diversity_is_the_per_s_table(runs):
     table = inconstancy_by_diversity(runs)
     assert list(table.columns) == [

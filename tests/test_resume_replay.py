@@ -106,7 +106,10 @@ def test_replay_verifies_identical_with_zero_model_calls(make_scenario, tmp_path
     report = verify_replay(tmp_path / "run", out_dir=tmp_path / "again")
     assert report.identical and report.result.accounting.model_calls == 0
     assert main(["replay", str(tmp_path / "run"), "--quiet"]) == 0
-    assert "identical" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "identical" in out
+    temporary = ", replayed in a temporary folder (--out keeps it)"  # removed by now
+    assert out.splitlines()[0] == f"run        {tmp_path / 'run'}{temporary}"
 
 
 def test_replay_reports_the_first_difference(make_scenario, tmp_path, capsys):

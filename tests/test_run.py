@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from simworld.errors import ConfigError
+from simworld.llm.cache import ResponseCache
 from simworld.runs import run as run_module
 from simworld.runs.run import model_builds, run_scenario
 from simworld.runs.writer import read_transcript
@@ -112,6 +113,9 @@ def test_record_then_replay_makes_no_model_calls(make_scenario, tmp_path):
 
 
 def test_replay_miss_fails_the_run(make_scenario, tmp_path):
+    cache = ResponseCache(tmp_path / "c.db")
+    assert cache.get("no such key") is None  # made, and it holds no answer of this run
+    cache.close()
     result = run_scenario(
         make_scenario({"llm.cache": "replay"}), out_dir=tmp_path / "r", cache_path=tmp_path / "c.db"
     )
@@ -119,6 +123,15 @@ def test_replay_miss_fails_the_run(make_scenario, tmp_path):
     assert "no recorded answer" in (result.error or "")
     manifest = json.loads((tmp_path / "r" / "manifest.json").read_text())
     assert manifest["status"] == "failed"
+
+
+def test_replay_from_a_cache_that_does_not_exist_is_refused_before_anything(
+    make_scenario, tmp_path
+):
+    path = make_scenario({"llm.cache": "replay"})
+    with pytest.raises(ConfigError, match="no such cache to replay from"):
+        run_scenario(path, out_dir=tmp_path / "r", cache_path=tmp_path / "c.db")
+    assert not (tmp_path / "r").exists() and not (tmp_path / "c.db").exists()
 
 
 def test_injected_failures_are_recorded_never_invented(make_scenario, tmp_path):

@@ -273,7 +273,10 @@ def _summarise(
     method: CIMethod,
 ) -> pd.DataFrame:
     rows = []
-    groups = table.groupby(list(by), sort=True, dropna=False) if by else [((), table)]
+    if table.empty:  # no run: no rows, the same columns
+        groups: Any = []
+    else:
+        groups = table.groupby(list(by), sort=True, dropna=False) if by else [((), table)]
     for key, sub in groups:
         key = key if isinstance(key, tuple) else (key,)
         for measure in measures:

@@ -565,16 +565,16 @@ def run_scenario(
     if not force:
         target = Path(out_dir) if out_dir is not None else Path(out_root)
         check_feasible(scenario, source=source, out_root=target)
-    cache = Path(cache_path) if cache_path is not None else default_cache_path(out_dir, out_root)
-    if scenario.llm.cache != "off":
-        check_cache_file(cache, writable=scenario.llm.cache == "record")
-    if scenario.llm.cache == "replay" and not cache.is_file():
-        raise ConfigError(cache, "", "no such cache to replay from (llm.cache: replay)")
     if out_dir is not None:
         run_dir = Path(out_dir)
     else:
         run_dir = claim_new(Path(out_root), scenario.name, scenario.seed)
+    cache = Path(cache_path) if cache_path is not None else default_cache_path(out_dir, out_root)
     try:
+        if scenario.llm.cache != "off":
+            check_cache_file(cache, writable=scenario.llm.cache == "record")
+        if scenario.llm.cache == "replay" and not cache.is_file():
+            raise ConfigError(cache, "", "no such cache to replay from (llm.cache: replay)")
         return execute(
             scenario,
             source=source,

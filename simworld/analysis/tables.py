@@ -272,11 +272,11 @@ def _summarise(
     level: float,
     method: CIMethod,
 ) -> pd.DataFrame:
-    rows = []
+    cols = [*by, "measure", "n_runs", "mean", "sd", "ci_low", "ci_high", "level", "method"]
     if table.empty:  # no run: no rows, the same columns
-        groups: Any = []
-    else:
-        groups = table.groupby(list(by), sort=True, dropna=False) if by else [((), table)]
+        return pd.DataFrame(columns=cols)
+    rows = []
+    groups = table.groupby(list(by), sort=True, dropna=False) if by else [((), table)]
     for key, sub in groups:
         key = key if isinstance(key, tuple) else (key,)
         for measure in measures:
@@ -295,7 +295,6 @@ def _summarise(
                     "method": method,
                 }
             )
-    cols = [*by, "measure", "n_runs", "mean", "sd", "ci_low", "ci_high", "level", "method"]
     return pd.DataFrame(rows, columns=cols)
 
 

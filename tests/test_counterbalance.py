@@ -11,11 +11,11 @@ import pytest
 
 from simworld.analysis.report import build_report
 from simworld.cli import main
-from simworld.config.scenario import Topic
+from simworld.config.scenario import Topic, recorded_scenario
 from simworld.engine.counterbalance import ShownOrder, options_lines, shown_order
 from simworld.llm.providers.fake import FakeOptions
 from simworld.llm.types import CallIdentity
-from simworld.runs.run import recorded_scenario, run_scenario
+from simworld.runs.run import run_scenario
 from simworld.trackers.tracker_set import TRACKERS_DIR, analyze_run
 
 LIKERT = ["Strongly disagree", "Disagree", "Neutral", "Agree", "Strongly agree"]
@@ -80,6 +80,9 @@ def test_a_manifest_without_counterbalance_is_a_fixed_order_run(make_scenario):
     assert data["protocol"]["counterbalance"] is True  # new runs: on by default
     del data["protocol"]["counterbalance"]
     assert recorded_scenario(data).protocol.counterbalance is False
+    from simworld.trackers.tracker_set import tracker_scenario  # what analyze and report read
+
+    assert tracker_scenario({"scenario": data}, ".").protocol.counterbalance is False
 
 
 def run(make_scenario, tmp_path: Path, name: str, bias: float, **changes) -> tuple[Path, object]:

@@ -11,7 +11,7 @@ import pyarrow as pa
 import simworld.trackers.tracker_set as trackers
 from simworld.config.scenario import load_scenario
 from simworld.runs.run import run_scenario
-from simworld.runs.writer import CALL_SCHEMA, GrowingTable, mask_table, parquet_bytes
+from simworld.runs.writer import CALL_SCHEMA, GrowingTable, RunWriter, mask_table, parquet_bytes
 from simworld.support.redact import MASK, Redactor
 from simworld.trackers.tracker_set import TRACKERS_DIR, TrackerSet, analyze_run
 
@@ -52,6 +52,26 @@ def test_masking_a_table_equals_masking_its_rows():
     assert f"fake/{MASK}" in models and not any(SECRET in m for m in models)
     clean = pa.Table.from_pylist(call_rows(3, 1), schema=CALL_SCHEMA)
     assert mask_table(clean, redactor) is clean  # nothing to mask: the same table
+
+
+def test_transcript_events_are_masked_string_by_string(tmp_path):
+    """A key after an escaped character is masked, and a secret that is also a field name
+    leaves a line that still parses: masking looks at each string, not at the JSON text."""
+    writer = RunWriter(tmp_path / "run", redactor=Redactor(["neighbours_of"]))
+    event = {
+        "type": "message",
+        "to": {"neighbours_of": "agent-1"},
+        "text": f'my key:\n{SECRET}\tand "{SECRET}"',
+    }
+    writer.event(event)
+    writer.close()
+    (line,) = (tmp_path / "run" / RunWriter.TRANSCRIPT).read_text(encoding="utf-8").splitlines()
+    assert SECRET not in line and "neighbours_of" not in line
+    assert json.loads(line) == {
+        "type": "message",
+        "to": {MASK: "agent-1"},
+        "text": f'my key:\n{MASK}\tand "{MASK}"',
+    }
 
 
 def test_tracker_frames_are_written_at_checkpoints_and_at_the_end(make_scenario, tmp_path):

@@ -105,6 +105,21 @@ class PlanInts(Protocol):
         return [[1, 2, 3]]
 
 
+class RunAppendsText(Protocol):
+    def run(self, model, record, step, topic):
+        record.events.append("something happened")
+
+
+class RunAppendsUntyped(Protocol):
+    def run(self, model, record, step, topic):
+        record.events.append({"what": "something happened"})
+
+
+class RunAppendsASet(Protocol):
+    def run(self, model, record, step, topic):
+        record.events.append({"type": "tally", "who": {"a", "b"}})
+
+
 class AddressesNone(PersonaAgent):
     def addressees(self, listeners, topic, step):
         return None
@@ -170,6 +185,21 @@ def run_cli(path: Path, out: Path, capsys: pytest.CaptureFixture[str]) -> tuple[
             {"population.agent_class": "plugins.py:AddressesNone"},
             r"AddressesNone\.addressees returned NoneType, not a list of the listeners",
         ),
+        (
+            {"protocol.mode": "plugins.py:RunAppendsText"},
+            r"protocol 'run_appends_text': its run\(\) added an event that is a str, not a "
+            r"dict with a 'type'$",
+        ),
+        (
+            {"protocol.mode": "plugins.py:RunAppendsUntyped"},
+            r"protocol 'run_appends_untyped': its run\(\) added an event with no 'type' "
+            r"\(keys: what\)$",
+        ),
+        (
+            {"protocol.mode": "plugins.py:RunAppendsASet"},
+            r"protocol 'run_appends_a_set': its run\(\) added a 'tally' event that is not "
+            r"JSON: Object of type set is not JSON serializable$",
+        ),
     ],
     ids=[
         "rows-raise",
@@ -181,6 +211,9 @@ def run_cli(path: Path, out: Path, capsys: pytest.CaptureFixture[str]) -> tuple[
         "plan-none",
         "plan-ints",
         "addressees-none",
+        "run-appends-text",
+        "run-appends-untyped",
+        "run-appends-set",
     ],
 )
 def test_a_plugin_that_breaks_during_a_run_fails_it_in_one_line(

@@ -232,13 +232,22 @@ def test_out_root_that_is_a_file_is_refused_in_one_line(make_scenario, tmp_path,
     assert "is a file" in capsys.readouterr().err
 
 
-def test_a_directory_as_the_scenario_and_a_file_as_the_run_directory_say_so(
+def test_a_directory_or_pipe_as_the_scenario_and_a_file_as_the_run_directory_say_so(
     make_scenario, tmp_path, capsys
 ):
     assert main(["run", str(tmp_path), "--out", str(tmp_path / "r")]) == 2
     assert (
         capsys.readouterr().err == f"simworld: error: {tmp_path}: is a directory, not a YAML file\n"
     )
+    fifo = tmp_path / "scenario.pipe"
+    os.mkfifo(fifo)  # not opened: reading it would wait for a writer
+    for path, why in (
+        (fifo, "is not a regular file (a device, pipe or socket); give a YAML file"),
+        ("-", "file not found (standard input is not read: give a YAML file)"),
+    ):
+        assert main(["run", str(path), "--out", str(tmp_path / "r")]) == 2
+        assert capsys.readouterr().err == f"simworld: error: {path}: {why}\n"
+    assert not (tmp_path / "r").exists()
     taken = tmp_path / "taken.txt"
     taken.write_text("mine")
     assert main(["run", str(make_scenario()), "--out", str(taken)]) == 2

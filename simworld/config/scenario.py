@@ -668,6 +668,34 @@ def _refuse_converted(path: Path, data: Any, scenario: Scenario | None = None) -
         raise ConfigError(path, *mismatch)
 
 
+def recorded_scenario(
+    data: Any, where: str | Path = "<manifest>", field: str = "scenario"
+) -> Scenario:
+    """A scenario as a run's manifest recorded it (resolved, every default written out).
+
+    A run recorded before ``protocol.counterbalance`` existed showed its probes in a fixed
+    order, so a protocol without the key means ``counterbalance: false`` (not today's
+    default); resuming, replaying or analysing it then asks and reads the same questions.
+
+    Args:
+        data: The recorded scenario (``None`` when the manifest lacks it).
+        where: The manifest it was read from, for errors.
+        field: The manifest's field that holds it, for errors.
+
+    Raises:
+        ConfigError: ``data`` is missing or not a valid scenario.
+    """
+    if data is None:
+        raise ConfigError(where, field, "missing")
+    protocol = data.get("protocol") if isinstance(data, dict) else None
+    if isinstance(protocol, dict) and "counterbalance" not in protocol:
+        data = {**data, "protocol": {**protocol, "counterbalance": False}}
+    try:
+        return Scenario.model_validate(data)
+    except ValidationError as exc:
+        raise config_error_from_validation(where, exc, field) from exc
+
+
 def check_no_credentials(scenario: Scenario, source: str | Path, redactor: Redactor) -> None:
     """Refuse a scenario that holds a credential (see :mod:`simworld.support.redact`).
 

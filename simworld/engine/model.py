@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import json
 import signal
 import threading
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Self, TypeVar
 
@@ -22,7 +23,7 @@ from simworld.engine.asch import draw_peer_answers
 from simworld.engine.bfi import bfi_jobs
 from simworld.engine.counterbalance import ShownOrder
 from simworld.engine.inline import message_text
-from simworld.engine.interventions import apply_intervention, due, load_custom
+from simworld.engine.interventions import UserIntervention, apply_intervention, due, load_custom
 from simworld.engine.policy import BaselinePolicy, Statement
 from simworld.engine.probe_batch import batch_request, item_field
 from simworld.engine.protocols import Protocol, Turn, protocol_name, resolve_protocol
@@ -101,13 +102,12 @@ class SocialSimulation(mesa.Model):
         self.graph: nx.Graph = build_graph(scenario.network, personas, self.rng, source=source)
         self.warnings: list[str] = _graph_warnings(scenario, self.graph, source)
         self.memory_system = MemorySystem(scenario.memory, seed=scenario.seed, directory=memory_dir)
-        if agent_class is None:
-            spec = scenario.population.agent_class
-            agent_class = PersonaAgent if spec is None else agent_class_from(spec, source=source)
-        prompts.check_overrides(scenario.prompts, source=source)
+        plugins = resolve_plugins(scenario, source, agent_class)
         with prompts.overridden(scenario.prompts):
             try:
-                self._by_node = [agent_class(self, p, node) for node, p in enumerate(personas)]
+                self._by_node = [
+                    plugins.agent_class(self, p, node) for node, p in enumerate(personas)
+                ]
             except Exception as exc:
                 fault = plugin_fault(exc)
                 if fault is None:
@@ -120,14 +120,14 @@ class SocialSimulation(mesa.Model):
             )
             for agent in self._by_node:
                 agent.baseline = self.policy.is_baseline(agent)
-        self.protocol: Protocol = resolve_protocol(scenario.protocol.mode, source=source)
+        self.protocol: Protocol = plugins.protocol
         """The interaction protocol ``protocol.mode`` names (:mod:`simworld.engine.protocols`)."""
         self.probe_steps = set(scenario.protocol.probe_steps())
         self.opinions: list[dict[str, Any]] = []
         self._answers: dict[str, dict[int, dict[str, str | None]]] = {}
         self.peer_answers = draw_peer_answers(scenario)
         _check_removals(scenario, {p.id for p in personas}, source)
-        self._custom = load_custom(scenario.interventions, source=source)
+        self._custom = plugins.interventions
         self._announced = 0
         """Stance and judge calls :meth:`discuss` announced in the current step."""
         self.stopped_reason: RunStatus | None = None
@@ -140,7 +140,7 @@ class SocialSimulation(mesa.Model):
         self._followed: tuple[StepRecord | None, int] = (None, 0)
         start = self.start_event()
         self.recipients.observe(start)
-        self.trackers = TrackerSet(scenario, source=source)
+        self.trackers = plugins.trackers
         self.trackers.observe(start)
         self.datacollector = self.trackers.datacollector()
         self._owned_cache: ResponseCache | None = None
@@ -433,7 +433,10 @@ class SocialSimulation(mesa.Model):
         self.gateway.progress.expect(self._probe_calls(step) + bfi)
         topic = self.topic_for(step)
         self._announced = 0
+        before = len(record.events)
         self.protocol.run(self, record, step, topic)
+        if type(self.protocol).run is not Protocol.run:  # its own events, not discuss()'s
+            self._check_events(record.events[before:])
         annotations, self._announced = self._announced, 0
         if self.policy is not None and self.scenario.trackers.stance:
             record.events.extend(self.policy.stance_events(record.events, step))
@@ -475,6 +478,29 @@ class SocialSimulation(mesa.Model):
         for index, (conv, (outcomes, texts)) in enumerate(zip(conversations, results, strict=True)):
             self._log_conversation(record, conv, topic, step, index)
             self._apply(record, conv, outcomes, texts, topic, step)
+
+    def _check_events(self, events: list[Any]) -> None:
+        """Refuse events a protocol's own ``run()`` added that the transcript cannot hold:
+        each must be a dict with a ``type`` that serialises as JSON.
+
+        Raises:
+            PluginError: Naming the protocol and the first event that is not as expected.
+        """
+        where = f"protocol {protocol_name(self.protocol)!r}: its run() added"
+        for event in events:
+            if not isinstance(event, dict):
+                raise PluginError(
+                    f"{where} an event that is a {type(event).__name__}, not a dict with a 'type'"
+                )
+            if not isinstance(event.get("type"), str):
+                keys = ", ".join(sorted(map(str, event))) or "none"
+                raise PluginError(f"{where} an event with no 'type' (keys: {keys})")
+            try:
+                json.dumps(event, sort_keys=True)
+            except (TypeError, ValueError) as exc:
+                raise PluginError(
+                    f"{where} a {event['type']!r} event that is not JSON: {exc}"
+                ) from None
 
     def _check_plan(self, conversations: object) -> None:
         """Refuse a plan that is not a list of conversations, each a list of :class:`Turn`.
@@ -857,20 +883,42 @@ class SocialSimulation(mesa.Model):
         answers[row["agent"]] = row["answer"]
 
 
-def check_plugins(scenario: Scenario, source: str | Path) -> None:
-    """Resolve every plug-in and name a scenario gives, as building its model does, without
-    building it: the agent class, prompt overrides, ``protocol.mode``, custom interventions
-    and extra trackers (a sweep checks each run with this before any starts).
+@dataclass(frozen=True)
+class Plugins:
+    """What a scenario's plug-in fields resolve to (:func:`resolve_plugins`)."""
+
+    agent_class: type[PersonaAgent]
+    protocol: Protocol
+    interventions: dict[int, UserIntervention]
+    """The custom interventions, by index in ``interventions``."""
+    trackers: TrackerSet
+
+
+def resolve_plugins(
+    scenario: Scenario, source: str | Path, agent_class: type[PersonaAgent] | None = None
+) -> Plugins:
+    """Resolve every plug-in and name a scenario gives: the agent class, prompt overrides,
+    ``protocol.mode``, custom interventions and extra trackers. Building a model does this;
+    a sweep does it for each run before any starts.
+
+    Args:
+        scenario: The scenario.
+        source: Where it came from, for errors.
+        agent_class: The agents' class, instead of ``population.agent_class``'s.
 
     Raises:
         ConfigError: One of them cannot be used, naming ``source`` and its field.
     """
-    if scenario.population.agent_class is not None:
-        agent_class_from(scenario.population.agent_class, source=source)
+    if agent_class is None:
+        spec = scenario.population.agent_class
+        agent_class = PersonaAgent if spec is None else agent_class_from(spec, source=source)
     prompts.check_overrides(scenario.prompts, source=source)
-    resolve_protocol(scenario.protocol.mode, source=source)
-    load_custom(scenario.interventions, source=source)
-    TrackerSet(scenario, source=source)
+    return Plugins(
+        agent_class=agent_class,
+        protocol=resolve_protocol(scenario.protocol.mode, source=source),
+        interventions=load_custom(scenario.interventions, source=source),
+        trackers=TrackerSet(scenario, source=source),
+    )
 
 
 def planned_calls_per_step(scenario: Scenario) -> int:

@@ -13,9 +13,12 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
-from simworld.config.scenario import Scenario, check_no_credentials, resolve_scenario
+from simworld.config.scenario import (
+    Scenario,
+    check_no_credentials,
+    recorded_scenario,
+    resolve_scenario,
+)
 from simworld.engine.model import SocialSimulation
 from simworld.engine.record import StepRecord
 from simworld.errors import (
@@ -23,7 +26,6 @@ from simworld.errors import (
     ModelFailureError,
     ReplayMissError,
     ResumeError,
-    config_error_from_validation,
 )
 from simworld.llm.cache import ResponseCache, check_cache_file
 from simworld.llm.credentials import missing_key, redactor_for
@@ -175,19 +177,6 @@ def recorded_cache(run_dir: Path, manifest: dict[str, Any], cache_path: str | Pa
     return path
 
 
-def recorded_scenario(data: Any) -> Scenario:
-    """A scenario as a manifest recorded it (resolved, every default written out).
-
-    A run recorded before ``protocol.counterbalance`` existed showed its probes in a fixed
-    order, so a protocol without the key means ``counterbalance: false`` (not today's
-    default); resuming or replaying it then asks the same questions.
-    """
-    protocol = data.get("protocol") if isinstance(data, dict) else None
-    if isinstance(protocol, dict) and "counterbalance" not in protocol:
-        data = {**data, "protocol": {**protocol, "counterbalance": False}}
-    return Scenario.model_validate(data)
-
-
 def check_recorded_cache(
     run_dir: Path, cache_path: Path, *, before_step: int | None = None
 ) -> None:
@@ -222,14 +211,13 @@ def check_recorded_cache(
 
 
 def manifest_scenario(run_dir: str | Path, manifest: dict[str, Any]) -> Scenario:
-    """The resolved scenario recorded in a run's manifest (see :func:`recorded_scenario`)."""
-    try:
-        return recorded_scenario(manifest["scenario"])
-    except (KeyError, ValidationError) as exc:
-        where = Path(run_dir) / RunWriter.MANIFEST
-        if isinstance(exc, ValidationError):
-            raise config_error_from_validation(where, exc, "scenario") from exc
-        raise ConfigError(where, "scenario", "missing") from exc
+    """The resolved scenario recorded in a run's manifest (see
+    :func:`~simworld.config.scenario.recorded_scenario`).
+
+    Raises:
+        ConfigError: The manifest holds no valid scenario.
+    """
+    return recorded_scenario(manifest.get("scenario"), Path(run_dir) / RunWriter.MANIFEST)
 
 
 def recorded_recipients(run_dir: str | Path, manifest: dict[str, Any]) -> RecipientsFormat:
@@ -638,13 +626,13 @@ def _resume_locked(run_dir: Path, *, cache_path: str | Path | None, progress: bo
     info = manifest.get("branch")
     branch = None
     if info is not None:
+        where = run_dir / RunWriter.MANIFEST
         try:
             branch = Branch(int(info["from_step"]), scenario)
-            scenario = recorded_scenario(info["parent_scenario"])
-        except (KeyError, TypeError, ValueError) as exc:  # ValidationError is a ValueError
-            raise ConfigError(
-                run_dir / RunWriter.MANIFEST, "branch", "damaged: not a branch record"
-            ) from exc
+            parent = info["parent_scenario"]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ConfigError(where, "branch", "damaged: not a branch record") from exc
+        scenario = recorded_scenario(parent, where, "branch.parent_scenario")
     return execute(
         scenario,
         source=manifest.get("scenario_file", "<manifest>"),

@@ -386,7 +386,9 @@ class RunWriter:
             self._explicit.observe(event)
             if event.get("type") == "message":
                 event = self._explicit.explicit(event)
-        line = self._redactor.text(json.dumps(event, sort_keys=True, ensure_ascii=False))
+        # Masked string by string, not as serialised text: there an escape (``\n``) hides
+        # where a key-shaped token starts, and a mask could break the line's JSON.
+        line = json.dumps(self._redactor.deep(event), sort_keys=True, ensure_ascii=False)
         if self._checked < len(self._expected):
             if line != self._expected[self._checked]:
                 raise ResumeError(

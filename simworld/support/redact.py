@@ -102,7 +102,7 @@ class Redactor:
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         values = {v for v in secrets if len(v) >= MIN_SECRET_LENGTH}
-        # JSON-escaped forms too: transcripts are masked after serialisation.
+        # JSON-escaped forms too, for text that is itself serialised JSON (a model's answer).
         escaped = {json.dumps(v, ensure_ascii=False)[1:-1] for v in values}
         self._secrets = sorted(values | escaped, key=len, reverse=True)
 

@@ -74,9 +74,7 @@ def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
     """
     p = Path(path)
     if not p.is_file():
-        raise ConfigError(
-            p, "", "is a directory, not a YAML file" if p.is_dir() else "file not found"
-        )
+        raise ConfigError(p, "", _not_a_file(p))
     try:
         size = p.stat().st_size
         if size > MAX_YAML_BYTES:
@@ -104,6 +102,17 @@ def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(p, "", "expected a mapping at the top level")
     return data
+
+
+def _not_a_file(path: Path) -> str:
+    """Why ``path``, which is not a regular file, cannot be read as YAML."""
+    if path.is_dir():
+        return "is a directory, not a YAML file"
+    if path.exists():
+        return "is not a regular file (a device, pipe or socket); give a YAML file"
+    if str(path) == "-":
+        return "file not found (standard input is not read: give a YAML file)"
+    return "file not found"
 
 
 def _safe_load(text: str, path: Path) -> Any:

@@ -243,10 +243,10 @@ def plan_sweep(
 
     for model in dict.fromkeys(run.scenario.llm.model for run in runs):
         check_scenario_model(model, path)
-    from simworld.engine.model import check_plugins  # imports the engine
+    from simworld.engine.model import resolve_plugins  # imports the engine
 
     for run in runs:
-        check_plugins(run.scenario, path)
+        resolve_plugins(run.scenario, path)  # what building its model resolves, checked now
     sha = hashlib.sha256(path.read_bytes()).hexdigest()
     return SweepPlan(path, base.name, checked, seed_list, runs, sha)
 

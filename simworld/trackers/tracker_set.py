@@ -16,10 +16,9 @@ from typing import TYPE_CHECKING, Any
 import mesa
 import pandas as pd
 import pyarrow as pa
-from pydantic import ValidationError
 
-from simworld.config.scenario import Scenario
-from simworld.errors import ConfigError, PluginError, config_error_from_validation
+from simworld.config.scenario import Scenario, recorded_scenario
+from simworld.errors import ConfigError, PluginError
 from simworld.runs.writer import atomic_write_bytes, mask_table, parquet_bytes
 from simworld.support.plugins import build_error, check_call, import_object, snake_case
 from simworld.support.recipients import Recipients, UnresolvedRecipients
@@ -366,14 +365,10 @@ def tracker_scenario(manifest: dict[str, Any], run_dir: str | Path) -> Scenario:
         ConfigError: The manifest of the run in ``run_dir`` holds no valid scenario.
     """
     where = Path(run_dir) / MANIFEST
-    branch = manifest.get("branch") or {}
-    data = branch.get("parent_scenario") or manifest.get("scenario")
-    if data is None:
-        raise ConfigError(where, "scenario", "missing")
-    try:
-        return Scenario.model_validate(data)
-    except ValidationError as exc:
-        raise config_error_from_validation(where, exc, "scenario") from exc
+    parent = (manifest.get("branch") or {}).get("parent_scenario")
+    if parent is not None:
+        return recorded_scenario(parent, where, "branch.parent_scenario")
+    return recorded_scenario(manifest.get("scenario"), where)
 
 
 def derive(run_dir: str | Path) -> TrackerSet:

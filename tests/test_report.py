@@ -51,6 +51,21 @@ def test_every_figure_axis_is_labelled(run):
             plt.close(fig)
 
 
+def test_a_missing_value_shows_as_a_dash_in_every_kind_of_column():
+    from simworld.analysis.report import MISSING, _table
+
+    frame = pd.DataFrame(
+        {
+            "time_to_consensus": pd.array([3, None], dtype="Int64"),
+            "consensus": pd.array([True, None], dtype="boolean"),
+            "share": [0.25, None],
+            "modal_opinion": ["3", None],
+        }
+    )
+    cells = re.findall(r"<td>(.*?)</td>", _table(frame))
+    assert cells == ["3", "True", "0.25", "3", MISSING, MISSING, MISSING, MISSING]
+
+
 @pytest.mark.slow
 def test_report_is_self_contained(run):
     path = build_report(run)
@@ -93,6 +108,28 @@ def test_report_is_deterministic_and_marks_what_it_leaves_out(run, tmp_path):
     page = a.read_text(encoding="utf-8")
     assert "Accuracy over time: no topic has a truth." in page  # one line saying why
     assert "What agents said" in page and "sampled messages" in page
+
+
+def test_each_topic_is_summarised_at_its_own_last_probe_step():
+    from simworld.analysis.report import last_probe_rows
+
+    frame = pd.DataFrame(
+        {"topic": ["a", "a", "b", "b", "c"], "step": [0, 4, 0, 3, 2], "bias": [1, 2, 3, 4, 5]}
+    )
+    assert last_probe_rows(frame)["bias"].tolist() == [2, 4, 5]
+    assert last_probe_rows(frame.iloc[:0]).empty
+
+
+def test_a_run_without_discussions_says_why_its_inconstancy_tables_are_missing(run, tmp_path):
+    from simworld.analysis.report import Page, section_rates
+
+    broadcast = finished_run({"llm.cache": "off"}, tmp_path / "s.yaml", tmp_path / "run")
+    for run_dir, discussed in ((run, True), (broadcast, False)):
+        page = Page(out=tmp_path, run=Run(run_dir))
+        html = "".join(section_rates(page))
+        assert ("Per-diversity table" in html) is discussed
+        said_why = any(n.startswith("Per-diversity tables left out") for n in page.notes)
+        assert said_why is not discussed
 
 
 def test_time_axes_have_integer_steps_and_interventions_marked(make_scenario, tmp_path):

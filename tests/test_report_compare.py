@@ -232,3 +232,16 @@ def test_run_directories_unfinished_are_left_out_and_execution_settings_are_one_
     assert [m.run.path.name for m in members] == ["a", "b"]
     assert len({m.condition for m in members}) == 1  # concurrency changes no output
     assert skipped == [f"{tmp_path / 'c'} (interrupted)"]
+
+
+def test_a_setting_one_run_lacks_is_labelled_unset(make_scenario, tmp_path):
+    path = make_scenario({"protocol.steps": 1, "llm.cache": "off"})
+    price = {"llm.price.input_per_million": 1.0, "llm.price.output_per_million": 2.0}
+    for name, overrides in (("plain", {}), ("priced", price)):
+        result = run_scenario(path, out_dir=tmp_path / name, overrides=overrides)
+        assert result.status == "completed"
+    members = collect([tmp_path / "plain", tmp_path / "priced"])
+    assert [m.condition for m in members] == [
+        "llm.price.input_per_million=unset, llm.price.output_per_million=unset",
+        "llm.price.input_per_million=1.0, llm.price.output_per_million=2.0",
+    ]

@@ -107,10 +107,11 @@ def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def _label(settings: dict[str, Any]) -> str:
-    """``key=value, …`` (long values cut), or ``all runs`` when nothing differs."""
+    """``key=value, …`` (long values cut; ``unset`` for a setting a run lacks), or ``all
+    runs`` when nothing differs."""
 
     def short(value: Any) -> str:
-        text = str(value)
+        text = "unset" if value is None else str(value)
         return text if len(text) <= LABEL_VALUE_CHARS else text[: LABEL_VALUE_CHARS - 1] + "…"
 
     return ", ".join(f"{k}={short(v)}" for k, v in settings.items()) or "all runs"

@@ -64,6 +64,8 @@ MESSAGES_PER_STEP = 3
 MESSAGE_CHARS = 400
 SAMPLE_SEED = 0
 COUNT_AXIS = "agents (count)"
+MISSING = "—"
+"""What a table cell with no value shows."""
 
 
 def _opinion_axis(topic: Any) -> str:
@@ -247,15 +249,23 @@ def _name_nodes(
                           "overlap)")  # fmt: skip
 
 
+def last_probe_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows of each topic's last probe step (topics probed in turn end at different
+    steps)."""
+    if frame.empty:
+        return frame
+    return frame[frame["step"] == frame.groupby("topic")["step"].transform("max")]
+
+
 def figure_drift(drift: pd.DataFrame, topics: dict[str, Any]) -> Figure | None:
-    """Drift over agents at the last probe step (docs/metrics.md §2; None: nothing to draw).
+    """Drift over agents at each topic's last probe step (docs/metrics.md §2; None: nothing
+    to draw).
 
     Left: absolute drift from the first probe; right: distance from the persona's assigned
     opinion. Likert distances are in scale points; on choice topics both are 0/1
     (answer differs or not). A panel with no values is left out.
     """
-    answered = drift[~drift["missing"].astype(bool)]
-    last = answered[answered["step"] == answered["step"].max()] if len(answered) else answered
+    last = last_probe_rows(drift[~drift["missing"].astype(bool)])
     panels = [
         (column, what)
         for column, what in (
@@ -276,7 +286,7 @@ def figure_drift(drift: pd.DataFrame, topics: dict[str, Any]) -> Figure | None:
                 bins = np.arange(-0.25, max(vals.max(), 1) + 0.75, 0.5)
                 ax.hist(vals, bins=bins, alpha=0.6, color=f"C{i}", label=topic)
         legend_outside(ax)
-    fig.suptitle("Drift at the last probe step")
+    fig.suptitle("Drift at each topic's last probe step")
     fig.tight_layout()
     return fig
 
@@ -460,7 +470,11 @@ def _png(fig: Figure) -> bytes:
 def _table(df: pd.DataFrame) -> str:
     if df.empty:
         return "<p class='none'>(no rows)</p>"
-    return df.to_html(index=False, na_rep="—", float_format=lambda x: f"{x:.3g}", border=0)
+    shown = df.copy()
+    for name, column in df.items():  # na_rep does not reach a nullable column's <NA>
+        if isinstance(column.dtype, pd.api.extensions.ExtensionDtype):
+            shown[name] = column.astype(object).where(column.notna(), MISSING)
+    return shown.to_html(index=False, na_rep=MISSING, float_format=lambda x: f"{x:.3g}", border=0)
 
 
 def cost_table(run: Run) -> pd.DataFrame:
@@ -740,9 +754,16 @@ def section_messages(page: Page) -> list[str]:
 def section_rates(page: Page) -> list[str]:
     """Conformity and inconstancy rates and the per-diversity table."""
     run = _run(page)
+    rates = ["<h2>Conformity and inconstancy rates</h2>", _table(_rates_table(run))]
+    if run.frame("inconstancy").empty:
+        page.notes.append(
+            "Per-diversity tables left out, and the inconstancy rates have no case: the run "
+            "has no conversation (pairs or group) with a probe before and after it "
+            "(docs/metrics.md §1)."
+        )
+        return rates
     return [
-        "<h2>Conformity and inconstancy rates</h2>",
-        _table(_rates_table(run)),
+        *rates,
         "<h2>Per-diversity table (docs/metrics.md §1)</h2>",
         "<p>By seat order:</p>",
         _table(inconstancy_by_diversity(run.path)),
@@ -766,14 +787,9 @@ def section_signal(page: Page) -> list[str]:
 
 
 def section_population(page: Page) -> list[str]:
-    """Population measures at the last probe step."""
-    population = _run(page).frame("population")
-    last = (
-        population[population["step"] == population["step"].max()]
-        if len(population)
-        else population
-    )
-    return ["<h2>Population measures at the last probe step</h2>", _table(last)]
+    """Population measures at each topic's last probe step."""
+    last = last_probe_rows(_run(page).frame("population"))
+    return ["<h2>Population measures at each topic's last probe step</h2>", _table(last)]
 
 
 def section_personality(page: Page) -> list[str]:

@@ -128,7 +128,7 @@ def config_error_from_validation(
         shown = short_repr(first["input"])
         if len(shown) <= MAX_SHOWN:
             msg = f"{msg} (got {shown})"
-        if kind == "string_type" and isinstance(first["input"], bool):
+        if kind in {"string_type", "literal_error"} and isinstance(first["input"], bool):
             msg += "; unquoted Yes, No, On or Off is read as true or false: quote the text"
     field = format_loc(loc, prefix, data)
     if kind.startswith("union_tag"):

@@ -534,6 +534,26 @@ def _tree(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
 
 
+def test_an_off_scale_persona_is_refused_whether_or_not_the_seed_draws_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A library persona's opinion off a topic's scale is refused for every seed, not only
+    for the seeds that happen to draw that persona into a population of one."""
+    case = Case(
+        "one-of-four",
+        LIBRARY_FILE,
+        "personas[3].opinions.remote_work",
+        scenario=(_set("population.size", 1), _set("network", {"generator": "complete"})),
+        library=(_set("personas.3.opinions.remote_work", 7),),
+    )
+    _write_inputs(tmp_path, case)
+    for seed in range(8):
+        assert _run(tmp_path, "--seed", str(seed)) == 2, seed
+        err = capsys.readouterr().err
+        assert f"{tmp_path / LIBRARY_FILE}: personas[3].opinions.remote_work: 7 is not" in err
+        assert not (tmp_path / RUN_DIR).exists()
+
+
 def test_cases_are_distinct() -> None:
     """Every case has its own id, and there are plenty of them."""
     ids = [c.id for c in CASES]

@@ -156,7 +156,10 @@ def test_isolated_agents_are_reported(make_scenario, tmp_path, capsys):
     path = make_scenario({"network": {"generator": "edge_list", "path": str(edges)}})
     run_dir = tmp_path / "run"
     assert main(["run", str(path), "--out", str(run_dir), "--quiet"]) == 0
-    warning = "network: 5 of 8 agents have no neighbours (the edge list edges.txt names 3 of them)"
+    warning = (
+        "network: 5 of 8 agents have no neighbours "
+        "(the edge list edges.txt gives 3 of them a neighbour)"
+    )
     assert f"WARNING    {warning}" in capsys.readouterr().out
     assert json.loads((run_dir / "manifest.json").read_text())["warnings"] == [warning]
 

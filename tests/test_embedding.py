@@ -9,6 +9,7 @@ from simworld.config.memory import EmbeddingConfig, MemoryConfig
 from simworld.llm.embedding import (
     MINILM_DIMENSION,
     CachedEmbedder,
+    LiteLLMEmbedder,
     l2_normalise,
     local_embedder,
     make_embedder,
@@ -246,6 +247,41 @@ def test_litellm_provider_needs_no_local_model():
         EmbeddingConfig(provider="local", model="text-embedding-3-small")
     emb = make_embedder(EmbeddingConfig(provider="litellm", model="openai/text-embedding-3-small"))
     assert emb.name == "openai/text-embedding-3-small"  # built, never called in tests
+
+
+def test_a_litellm_embedding_is_retried_then_fails_the_run_in_one_line(monkeypatch):
+    """A transient error is retried; after the last attempt, or at once for an error no
+    retry fixes, the embedder raises the run's failure instead of making up a vector."""
+    import litellm
+
+    from simworld.errors import ModelFailureError
+    from simworld.llm import embedding
+
+    calls: list[list[str]] = []
+    waits: list[float] = []
+    errors = iter(
+        [litellm.APIConnectionError("down", "openai", "m")] * 2
+        + [litellm.AuthenticationError("bad key sk-abc", "openai", "m")]
+    )
+
+    def fake_embedding(model: str, input: list[str]) -> object:
+        calls.append(input)
+        raise next(errors)
+
+    monkeypatch.setattr(litellm, "embedding", fake_embedding)
+    monkeypatch.setattr(embedding.time, "sleep", waits.append)
+    embedder = LiteLLMEmbedder("openai/text-embedding-3-small", attempts=4, backoff_s=0.5)
+    with pytest.raises(ModelFailureError) as info:
+        embedder.embed(["a memory"])
+    assert len(calls) == 3 and waits == [0.5, 1.0]  # two transient errors, then a fatal one
+    message = str(info.value)
+    assert message.startswith("memory.embedding.model openai/text-embedding-3-small: auth ")
+    assert "\n" not in message
+    errors = iter([litellm.APIConnectionError("down", "openai", "m")] * 9)
+    calls.clear()
+    with pytest.raises(ModelFailureError, match="connection error after 4 attempt"):
+        embedder.embed(["a memory"])
+    assert len(calls) == 4
 
 
 def test_paraphrase_retrieves_the_stored_memory():

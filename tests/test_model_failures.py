@@ -279,3 +279,36 @@ def test_openai_run_keeps_the_seed(monkeypatch):
     with pytest.raises(litellm.RateLimitError):
         asyncio.run(LiteLLMModel(workers=0).complete(request, attempt=0, timeout_s=5))
     assert sent[0]["seed"] == request.identity.derived_seed(0)
+
+
+def test_an_embedding_model_that_fails_stops_the_run_in_one_line(
+    make_scenario, tmp_path, capsys, monkeypatch
+):
+    """memory.embedding through litellm: a request no retry fixes ends the run ``failed``
+    with one line naming the embedding model, and the manifest records it (no traceback, no
+    run left ``running``). A missing key is refused before anything is written."""
+    path = make_scenario(
+        {
+            "memory.store": "chroma",
+            "memory.embedding": {"provider": "litellm", "model": "openai/text-embedding-3-small"},
+        }
+    )
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    assert main(["run", str(path), "--out", str(tmp_path / "nokey"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.endswith("memory.embedding.model: environment variable OPENAI_API_KEY is not set\n")
+    assert not (tmp_path / "nokey").exists()
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-a-real-key-0123456789")
+
+    def refused(model: str, input: list[str]) -> object:
+        raise litellm.AuthenticationError("Incorrect API key provided", "openai", model)
+
+    monkeypatch.setattr(litellm, "embedding", refused)
+    code, manifest = _run(path, tmp_path, capsys)
+    err = capsys.readouterr().err.splitlines()
+    assert code == 1
+    assert len(err) == 1 and "Traceback" not in err[0], err
+    assert "memory.embedding.model openai/text-embedding-3-small: auth error" in err[0]
+    assert manifest["status"] == "failed"
+    assert manifest["error"].startswith("memory.embedding.model openai/text-embedding-3-small")

@@ -235,6 +235,12 @@ def test_edge_list_by_indices_with_comments_commas_and_repeats(tmp_path: Path) -
     assert g.degree(5) == 0
 
 
+def test_edge_list_saved_with_a_byte_order_mark(tmp_path: Path) -> None:
+    """A spreadsheet's UTF-8 export starts with a byte-order mark: it is not part of a name."""
+    g = _build(_edge_list(tmp_path, "\ufeffp0,p1\n1,2\n"), _people(3))
+    assert _edges(g) == {(0, 1), (1, 2)}
+
+
 def test_edge_list_mixes_ids_and_indices(tmp_path: Path) -> None:
     """A line may name one end by id and the other by index."""
     g = _build(_edge_list(tmp_path, "p2 0\n"), _people(3))
@@ -249,8 +255,16 @@ def test_edge_list_mixes_ids_and_indices(tmp_path: Path) -> None:
         ("0 -1\n", "line 1", "'-1'"),
         ("p0 p1 p2\n", "line 1", "two"),
         ("p0\n", "line 1", "two"),
+        ("0 \u00b2\n", "line 1", "'\u00b2'"),
     ],
-    ids=["unknown-id", "index-too-large", "negative-index", "three-names", "one-name"],
+    ids=[
+        "unknown-id",
+        "index-too-large",
+        "negative-index",
+        "three-names",
+        "one-name",
+        "superscript-digit",
+    ],
 )
 def test_edge_list_errors_name_file_and_line(
     tmp_path: Path, text: str, line: str, mention: str

@@ -196,8 +196,9 @@ def test_size_beyond_library_needs_replacement(panel: PersonaLibrary) -> None:
         sample_from_library(panel, len(panel.personas) + 1, np.random.default_rng(0))
 
 
-def test_with_replacement_suffixes_duplicate_ids(panel: PersonaLibrary) -> None:
-    """Repeated draws become distinct agents: ``id``, ``id-2``, ``id-3`` and so on."""
+def test_with_replacement_suffixes_duplicate_ids_and_names(panel: PersonaLibrary) -> None:
+    """Repeated draws become distinct agents: ``id``, ``id-2``, ``id-3`` and so on, named
+    ``name``, ``name (2)``, ``name (3)``: no two agents are heard under one name."""
     size = 3 * len(panel.personas)
     drawn = sample_from_library(panel, size, np.random.default_rng(9), replace=True)
     ids = _ids(drawn)
@@ -210,17 +211,24 @@ def test_with_replacement_suffixes_duplicate_ids(panel: PersonaLibrary) -> None:
         seen[base] += 1
         expected = base if seen[base] == 1 else f"{base}-{seen[base]}"
         assert p.id == expected
-        # everything but the id is the library persona
-        assert p.model_dump(exclude={"id"}) == originals[base].model_dump(exclude={"id"})
+        name = originals[base].name
+        assert p.name == (name if seen[base] == 1 else f"{name} ({seen[base]})")
+        # everything but the id and name is the library persona
+        same = {"id", "name"}
+        assert p.model_dump(exclude=same) == originals[base].model_dump(exclude=same)
     assert max(seen.values()) > 1
+    assert len({p.name for p in drawn}) == size
 
 
-def test_suffixed_ids_never_clash_with_library_ids() -> None:
-    """A library holding both ``ana`` and ``ana-2`` still yields unique agent ids."""
-    library = _library("ana", "ana-2")
+def test_suffixed_ids_and_names_never_clash_with_the_librarys() -> None:
+    """A library holding both ``ana`` and ``ana-2`` (named ``Ana (2)``) still yields unique
+    agent ids and names."""
+    personas = [Persona(**_persona("ana")), Persona(**_persona("ana-2", name="Ana (2)"))]
+    library = PersonaLibrary(name="lib", personas=personas)
     for seed in range(20):
-        ids = _ids(sample_from_library(library, 8, np.random.default_rng(seed), replace=True))
-        assert len(set(ids)) == 8, ids
+        drawn = sample_from_library(library, 8, np.random.default_rng(seed), replace=True)
+        assert len(set(_ids(drawn))) == 8, _ids(drawn)
+        assert len({p.name for p in drawn}) == 8, [p.name for p in drawn]
 
 
 # -- sampling from distributions ----------------------------------------------------------------

@@ -254,3 +254,21 @@ def test_a_directory_or_pipe_as_the_scenario_and_a_file_as_the_run_directory_say
     err = capsys.readouterr().err
     assert err == f"simworld: error: {taken}: is a file, not a run directory; choose a new --out\n"
     assert taken.read_text() == "mine"
+
+
+def test_a_run_that_breaks_before_it_starts_leaves_no_directory(
+    make_scenario, tmp_path, monkeypatch
+):
+    """Whatever stops a run before its first manifest (bad input, or a bug raising anything
+    else while the model is built) removes the run directory it claimed."""
+    from simworld.engine import model
+    from simworld.runs.run import run_scenario
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("a bug while drawing the population")
+
+    monkeypatch.setattr(model, "build_population", broken)
+    out = tmp_path / "run"
+    with pytest.raises(RuntimeError, match="a bug while drawing"):
+        run_scenario(make_scenario(), out_dir=out)
+    assert not out.exists()

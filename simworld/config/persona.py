@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import re
 from pathlib import Path
 from typing import Annotated
 
@@ -143,14 +145,24 @@ class PopulationDistributions(_Strict):
             raise ValueError("age_min: must not exceed age_max")
         for name in ("nationality", "gender", "occupation", "education"):
             _check_weights(getattr(self, name), name)
+            for value in getattr(self, name):  # it becomes a persona's field and name
+                if not value.strip() or any(ord(c) < 32 or ord(c) == 127 for c in value):
+                    raise ValueError(
+                        f"{name}: {value!r} is not a value: blank, or with control characters"
+                    )
         for topic, dist in self.opinions.items():
             _check_weights(dist, f"opinions.{topic}")
         return self
 
 
 def _check_weights(weights: dict[str, float], name: str) -> None:
-    if not weights or any(w < 0 for w in weights.values()) or sum(weights.values()) <= 0:
-        raise ValueError(f"{name}: weights must be non-negative with a positive sum")
+    total = sum(weights.values())
+    if (
+        not weights
+        or any(not math.isfinite(w) or w < 0 for w in weights.values())
+        or not 0 < total < math.inf
+    ):
+        raise ValueError(f"{name}: weights must be finite and non-negative with a positive sum")
 
 
 def _draw(rng: np.random.Generator, weights: dict[str, float]) -> str:
@@ -164,8 +176,10 @@ def _draw(rng: np.random.Generator, weights: dict[str, float]) -> str:
     return keys[int(rng.choice(len(keys), p=p / p.sum()))]
 
 
-def _opinion_value(raw: str) -> OpinionValue:
-    return int(raw) if raw.lstrip("-").isdigit() else raw
+def opinion_value(raw: str) -> OpinionValue:
+    """A key of ``distributions.opinions``: a Likert value when it is a whole number written
+    in ASCII digits, else a choice letter."""
+    return int(raw) if re.fullmatch(r"-?[0-9]+", raw) else raw
 
 
 def sample_from_library(
@@ -177,7 +191,8 @@ def sample_from_library(
         library: Personas to draw from.
         size: How many to draw.
         rng: Seeded generator (the model's ``rng``).
-        replace: Draw with replacement (duplicates get ids suffixed ``-2``, ``-3`` …).
+        replace: Draw with replacement (a persona drawn again gets its id suffixed ``-2``,
+            ``-3`` … and its name ``(2)``, ``(3)`` …, so no two agents share a voice).
 
     Returns:
         The drawn personas.
@@ -191,17 +206,19 @@ def sample_from_library(
     idx = rng.choice(n, size=size, replace=replace)
     out: list[Persona] = []
     counts: dict[str, int] = {}
-    taken = {p.id for p in library.personas}  # a suffixed id must not be a library id
+    # a copy's id and name must be no library persona's: others hear an agent by its name
+    taken = {p.id for p in library.personas} | {p.name for p in library.personas}
     for i in idx:
         p = library.personas[int(i)]
         counts[p.id] = counts.get(p.id, 0) + 1
         if counts[p.id] == 1:
             out.append(p)
             continue
-        while f"{p.id}-{counts[p.id]}" in taken:
+        while {f"{p.id}-{counts[p.id]}", f"{p.name} ({counts[p.id]})"} & taken:
             counts[p.id] += 1
-        taken.add(f"{p.id}-{counts[p.id]}")
-        out.append(p.model_copy(update={"id": f"{p.id}-{counts[p.id]}"}))
+        copy = {"id": f"{p.id}-{counts[p.id]}", "name": f"{p.name} ({counts[p.id]})"}
+        taken |= set(copy.values())
+        out.append(p.model_copy(update=copy))
     return out
 
 
@@ -235,7 +252,7 @@ def sample_from_distributions(
                     **dict(zip(BIG_FIVE_TRAITS, (round(float(v), 2) for v in levels), strict=True))
                 ),
                 opinions={
-                    t: _opinion_value(_draw(rng, d)) for t, d in sorted(dist.opinions.items())
+                    t: opinion_value(_draw(rng, d)) for t, d in sorted(dist.opinions.items())
                 },
             )
         )

@@ -56,6 +56,16 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def _check_answer_texts(texts: list[str], field: str) -> None:
+    """Answers are shown to agents as a list and told apart by their text: each must be one
+    line and not blank, and no two may differ only in letter case or spacing."""
+    for text in texts:
+        if not text.strip() or any(ord(c) < 32 or ord(c) == 127 for c in text):
+            raise ValueError(f"{field}: {text!r} is blank or not one line of text")
+    if len({" ".join(t.split()).casefold() for t in texts}) != len(texts):
+        raise ValueError(f"{field}: must be distinct (ignoring letter case and spacing)")
+
+
 class LikertScale(_Strict):
     """An ordinal scale with values ``1..K``, one label per value."""
 
@@ -64,8 +74,7 @@ class LikertScale(_Strict):
 
     @model_validator(mode="after")
     def _distinct(self) -> LikertScale:
-        if len({lab.casefold() for lab in self.labels}) != len(self.labels):
-            raise ValueError("labels: must be distinct")
+        _check_answer_texts(self.labels, "labels")
         return self
 
     @property
@@ -83,6 +92,11 @@ class ChoiceScale(_Strict):
 
     type: Literal["choice"]
     options: dict[Annotated[str, Field(pattern=r"^[A-Z]$")], str] = Field(min_length=2)
+
+    @model_validator(mode="after")
+    def _distinct(self) -> ChoiceScale:
+        _check_answer_texts(list(self.options.values()), "options")
+        return self
 
     @property
     def values(self) -> list[OpinionValue]:
@@ -510,6 +524,14 @@ class Scenario(_Strict):
     def topic(self, topic_id: str) -> Topic:
         """The topic with this id."""
         return next(t for t in self.topics if t.id == topic_id)
+
+    def provider_models(self) -> list[str]:
+        """The model strings a run sends requests for: ``llm.model``, and the embedding
+        model when memories are embedded through litellm."""
+        embedding = self.memory.embedding
+        if self.memory.store != "window" and embedding.provider == "litellm":
+            return [self.llm.model, embedding.model]
+        return [self.llm.model]
 
 
 def set_dotted(

@@ -33,7 +33,7 @@ from simworld.llm.cache import ResponseCache
 from simworld.llm.gateway import CallOutcome, Gateway
 from simworld.llm.litellm_backend import LiteLLMModel, in_place_executor
 from simworld.llm.logprobs import expected_value
-from simworld.llm.providers.registry import check_scenario_model
+from simworld.llm.providers.registry import check_scenario_embedding, check_scenario_model
 from simworld.llm.types import LanguageModel
 from simworld.memory.system import MemorySystem
 from simworld.prompts import render as prompts
@@ -183,6 +183,7 @@ class SocialSimulation(mesa.Model):
         resolved, source = resolve_scenario(scenario, overrides)
         if backend is None:
             check_scenario_model(resolved.llm.model, source)
+        check_scenario_embedding(resolved.memory, source)
         if cache_path is None:
             llm = resolved.llm.model_copy(update={"cache": "off"})
             resolved = resolved.model_copy(update={"llm": llm})
@@ -573,19 +574,20 @@ class SocialSimulation(mesa.Model):
     def close(self) -> None:
         """Close the memories, cancel leftover tasks (litellm's logging worker), close the loop
         (and the cache :meth:`from_scenario` opened); idempotent."""
-        self.memory_system.close()
-        if self._owned_cache is not None:
-            self._owned_cache.close()
-            self._owned_cache = None
-        if self._loop.is_closed():
-            return
-        pending = asyncio.all_tasks(self._loop)
-        for task in pending:
-            task.cancel()
-        if pending:
-            self.gather(pending, return_exceptions=True)
-        self._loop.run_until_complete(self._loop.shutdown_asyncgens())
-        self._loop.close()
+        try:
+            self.memory_system.close()
+        finally:  # the rest is released even when the memories could not be stored
+            if self._owned_cache is not None:
+                self._owned_cache.close()
+                self._owned_cache = None
+            if not self._loop.is_closed():
+                pending = asyncio.all_tasks(self._loop)
+                for task in pending:
+                    task.cancel()
+                if pending:
+                    self.gather(pending, return_exceptions=True)
+                self._loop.run_until_complete(self._loop.shutdown_asyncgens())
+                self._loop.close()
 
     def _finish(self, record: StepRecord) -> None:
         self.gateway.check_failures()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from functools import cache
@@ -14,6 +15,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from simworld.config.memory import LOCAL_EMBEDDING_MODEL, EmbeddingConfig
+from simworld.errors import ModelFailureError
 
 MINILM_MODEL_SHA256 = "8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6"
 MINILM_TOKENIZER_SHA256 = "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037"
@@ -21,6 +23,11 @@ MINILM_TOKENIZER_FILE = "all-MiniLM-L6-v2.tokenizer.json"
 MINILM_DIMENSION = 384
 MINILM_MAX_TOKENS = 256  # sentence-transformers' max_seq_length for this model
 DEFAULT_CACHE_SIZE = 16_384
+EMBEDDING_ATTEMPTS = 4
+"""Requests made for one batch of texts before a transient error fails the run."""
+EMBEDDING_BACKOFF_S = 0.5
+"""The wait before the second attempt; it doubles with each further one (unless the
+server asks for another)."""
 _NORM_FLOOR = 1e-12
 
 
@@ -134,23 +141,55 @@ class LiteLLMEmbedder:
         batch_size: Texts per request.
     """
 
-    def __init__(self, model: str, *, batch_size: int = 64) -> None:
+    def __init__(
+        self,
+        model: str,
+        *,
+        batch_size: int = 64,
+        attempts: int = EMBEDDING_ATTEMPTS,
+        backoff_s: float = EMBEDDING_BACKOFF_S,
+    ) -> None:
         self.name = model
         self._batch_size = batch_size
+        self._attempts = attempts
+        self._backoff_s = backoff_s
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
-        """Embed ``texts`` in batches of ``batch_size`` requests."""
-        import litellm
+        """Embed ``texts`` in batches of ``batch_size`` requests.
 
+        Raises:
+            ModelFailureError: A request failed with an error no retry fixes, or with a
+                transient one ``attempts`` times: a memory cannot go without its vector,
+                so the run stops (``failed``) instead of inventing one.
+        """
         rows: list[list[float]] = []
         for start in range(0, len(texts), self._batch_size):
             chunk = list(texts[start : start + self._batch_size])
-            response: Any = litellm.embedding(model=self.name, input=chunk)
-            data = sorted(response.data, key=lambda d: d["index"])
+            data = sorted(self._request(chunk).data, key=lambda d: d["index"])
             rows.extend(d["embedding"] for d in data)
         if not rows:
             return np.zeros((0, 0), dtype=np.float32)
         return l2_normalise(np.asarray(rows, dtype=np.float64))
+
+    def _request(self, chunk: list[str]) -> Any:
+        """One ``litellm.embedding`` request, retried after a transient error."""
+        import litellm
+
+        from simworld.llm.errors import MAX_ERROR_CHARS, error_kind, is_transient, retry_after_s
+
+        for attempt in range(1, self._attempts + 1):
+            try:
+                return litellm.embedding(model=self.name, input=chunk)
+            except Exception as exc:  # classified: retried or turned into the run's failure
+                if not is_transient(exc) or attempt == self._attempts:
+                    message = " ".join(str(exc).split())[:MAX_ERROR_CHARS]
+                    raise ModelFailureError(
+                        f"memory.embedding.model {self.name}: {error_kind(exc)} error after "
+                        f"{attempt} attempt(s): {message}"
+                    ) from exc
+                wait = retry_after_s(exc)
+                time.sleep(self._backoff_s * 2 ** (attempt - 1) if wait is None else wait)
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
 
 class CachedEmbedder:

@@ -23,6 +23,8 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     litellm.InternalServerError,
     asyncio.TimeoutError,
 )
+MAX_ERROR_CHARS = 300
+"""Where a recorded error message is cut."""
 FATAL_KINDS = frozenset({"auth", "permission", "not_found", "unsupported_params", "bad_request"})
 """Error kinds that no retry can fix and that every later call would meet as well: the run
 stops at once (``failed``) instead of recording them call after call."""

@@ -17,7 +17,13 @@ from pydantic import BaseModel, ValidationError
 from simworld.config.scenario import LLMConfig
 from simworld.errors import ModelFailureError, ReplayMissError
 from simworld.llm.cache import ResponseCache
-from simworld.llm.errors import FATAL_KINDS, error_kind, is_transient, retry_after_s
+from simworld.llm.errors import (
+    FATAL_KINDS,
+    MAX_ERROR_CHARS,
+    error_kind,
+    is_transient,
+    retry_after_s,
+)
 from simworld.llm.errors import TRANSIENT_ERRORS as TRANSIENT_ERRORS  # moved; kept importable
 from simworld.llm.prefix import PrefixCount, PrefixMeter, prefix_share
 from simworld.llm.slots import Slot, calling_with
@@ -30,7 +36,6 @@ from simworld.llm.types import (
 from simworld.support.progress import CallProgress
 from simworld.support.redact import Redactor
 
-MAX_ERROR_CHARS = 300
 TRACEBACK = "Traceback (most recent call last)"
 """Where a recorded error message is cut: the traceback (of this machine's files) that
 litellm appends to some messages tells nothing about the call."""

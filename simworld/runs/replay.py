@@ -221,7 +221,7 @@ def branch_scenario(parent: Scenario, overrides: dict[str, Any], *, source: str 
     mismatch = strict_mismatch(data, child.model_dump())
     if mismatch is not None:
         raise ConfigError(source, *mismatch)
-    check_no_credentials(child, source, redactor_for([child.llm.model]))
+    check_no_credentials(child, source, redactor_for(child.provider_models()))
     return child
 
 

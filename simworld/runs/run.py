@@ -33,7 +33,7 @@ from simworld.llm.gateway import Accounting, Gateway
 from simworld.llm.litellm_backend import LiteLLMModel, dropped_params
 from simworld.llm.providers.local import build_of
 from simworld.llm.providers.local_child import ModelCrashedError, ModelLoadError
-from simworld.llm.providers.registry import check_scenario_model
+from simworld.llm.providers.registry import check_scenario_embedding, check_scenario_model
 from simworld.runs.estimate import check_feasible
 from simworld.runs.lock import claim, claim_new, is_unstarted, locked
 from simworld.runs.tables import write_run_tables
@@ -302,9 +302,9 @@ def execute(
                 before_step=before_step,
                 recipients=recipients,
             )
-    except ConfigError:
-        if not resume and is_unstarted(run_dir):
-            shutil.rmtree(run_dir, ignore_errors=True)  # bad input: leave nothing behind
+    except BaseException:
+        if not resume and is_unstarted(run_dir):  # stopped before it began: leave nothing
+            shutil.rmtree(run_dir, ignore_errors=True)
         raise
 
 
@@ -324,10 +324,10 @@ def _execute(
     """:func:`execute` in a claimed, locked run directory."""
     started = time.perf_counter()
     route = scenario.llm.route()
-    redactor = redactor_for(
-        [scenario.llm.model, None if branch is None else branch.scenario.llm.model],
-        names=() if route is None else route.key_envs(),
-    )
+    models = scenario.provider_models()
+    if branch is not None:
+        models += branch.scenario.provider_models()
+    redactor = redactor_for(models, names=() if route is None else route.key_envs())
     first = (
         scenario
         if branch is None
@@ -434,7 +434,11 @@ def _execute(
     finally:
         with stops_held() as held:  # a stop now is recorded, then raised
             bar.close()
-            model.close()
+            try:
+                model.close()
+            except ModelFailureError as exc:  # the memories' last vectors could not be made
+                if error is None:
+                    status, error = RunStatus.FAILED, redactor.text(str(exc))
             wall = time.perf_counter() - started
             signal = signal_summary(model.trackers.trackers["signal"].rows())
             warnings = tuple(str(t["warning"]) for t in signal.values() if t["warning"])
@@ -487,11 +491,17 @@ def check_keys(scenario: Scenario, source: str | Path) -> None:
     """Refuse a run whose model cannot be reached for want of a key, before anything is
     written (else every call fails at once, after the run directory is): a variable that
     ``llm.api_key_env`` or ``llm.deployments`` names and the environment lacks, or, with
-    neither set, the key the model's provider needs (:func:`missing_key`).
+    neither set, the key the model's provider needs (:func:`missing_key`); and the key the
+    provider of a litellm embedding model (``memory.embedding``) needs.
 
     Raises:
         ConfigError: Naming the scenario field and the variable.
     """
+    for model in scenario.provider_models()[1:]:  # the embedding model: its provider's key
+        need = missing_key(model)
+        if need is not None:
+            msg = f"environment variable {need} is not set"
+            raise ConfigError(source, "memory.embedding.model", msg)
     route = scenario.llm.route()
     if route is None:
         need = missing_key(scenario.llm.model)
@@ -540,12 +550,13 @@ def run_scenario(
     """
     scenario, source = resolve_scenario(scenario, overrides)
     check_scenario_model(scenario.llm.model, source)
+    check_scenario_embedding(scenario.memory, source)
     check_keys(scenario, source)
     route = scenario.llm.route()
     check_no_credentials(
         scenario,
         source,
-        redactor_for([scenario.llm.model], names=() if route is None else route.key_envs()),
+        redactor_for(scenario.provider_models(), names=() if route is None else route.key_envs()),
     )
     if out_dir is not None and Path(out_dir).exists() and not is_unstarted(Path(out_dir)):
         what = "is a file, not a run directory" if Path(out_dir).is_file() else "already exists"

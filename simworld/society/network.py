@@ -80,7 +80,7 @@ def isolation_warning(graph: nx.Graph, config: NetworkConfig) -> str | None:
         return None
     n = graph.number_of_nodes()
     detail = (
-        f"the edge list {Path(config.path).name} names {n - isolated} of them"
+        f"the edge list {Path(config.path).name} gives {n - isolated} of them a neighbour"
         if isinstance(config, EdgeListNetwork)
         else f"generator {config.generator}"
     )
@@ -123,6 +123,7 @@ def _edge_list(path: Path, personas: list[Persona]) -> nx.Graph:
         raise ConfigError(path, "", f"not UTF-8 text (byte {exc.start})") from None
     except OSError as exc:
         raise ConfigError(path, "", f"cannot read file: {exc.strerror or exc}") from None
+    text = text.removeprefix("\ufeff")  # the byte-order mark spreadsheet exports begin with
     if "\x00" in text:
         raise ConfigError(
             path,
@@ -140,7 +141,7 @@ def _edge_list(path: Path, personas: list[Persona]) -> nx.Graph:
         for part in parts:
             if part in index:
                 ends.append(index[part])
-            elif part.isdigit() and int(part) < len(personas):
+            elif part.isascii() and part.isdigit() and int(part) < len(personas):
                 ends.append(int(part))
             else:
                 raise ConfigError(

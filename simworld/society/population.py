@@ -7,19 +7,22 @@ from pathlib import Path
 import numpy as np
 
 from simworld.config.persona import (
+    OpinionValue,
     Persona,
     load_library,
+    opinion_value,
     sample_from_distributions,
     sample_from_library,
 )
-from simworld.config.scenario import Scenario
+from simworld.config.scenario import Scenario, Topic
 from simworld.errors import ConfigError
 
 
 def build_population(
     scenario: Scenario, rng: np.random.Generator, *, source: str | Path
 ) -> list[Persona]:
-    """Draw the scenario's personas and check their opinions fit the topics' scales.
+    """Draw the scenario's personas, once every opinion they could be drawn with fits the
+    topics' scales (so whether a scenario is valid does not depend on its seed).
 
     Args:
         scenario: The scenario.
@@ -30,37 +33,35 @@ def build_population(
         The population in draw order.
 
     Raises:
-        ConfigError: The library is bad, too small, or a persona's opinion is off-scale.
+        ConfigError: The library is bad or too small, a persona of the library holds an
+            off-scale opinion, or ``distributions.opinions`` names a topic the scenario lacks
+            or an answer off its scale.
     """
     pop = scenario.population
+    topics = {t.id: t for t in scenario.topics}
     if pop.library is not None:
         library = load_library(pop.library)
+        for i, persona in enumerate(library.personas):
+            for topic_id, value in persona.opinions.items():
+                if topic_id in topics:  # a library may hold opinions on others' topics
+                    where = f"personas[{i}].opinions.{topic_id}"
+                    _check_on_scale(value, topics[topic_id], pop.library, where)
         try:
-            personas = sample_from_library(library, pop.size, rng, replace=pop.replace)
+            return sample_from_library(library, pop.size, rng, replace=pop.replace)
         except ValueError as exc:
             raise ConfigError(source, "population.size", str(exc)) from exc
-        origin: str | Path = pop.library
-        positions = {p.id: i for i, p in enumerate(library.personas)}
-    else:
-        assert pop.distributions is not None
-        personas = sample_from_distributions(pop.distributions, pop.size, rng)
-        origin, positions = source, {}
-    for persona in personas:
-        base_id = persona.id if persona.id in positions else persona.id.rsplit("-", 1)[0]
-        where = (
-            f"personas[{positions[base_id]}]"
-            if base_id in positions
-            else "population.distributions"
-        )
-        for topic in scenario.topics:
-            if topic.id not in persona.opinions:
-                continue
-            value = persona.opinions[topic.id]
-            allowed = topic.scale.values
-            if value not in allowed:
-                raise ConfigError(
-                    origin,
-                    f"{where}.opinions.{topic.id}",
-                    f"{value!r} is not on the topic's scale {allowed}",
-                )
-    return personas
+    assert pop.distributions is not None
+    for topic_id, weights in pop.distributions.opinions.items():
+        where = f"population.distributions.opinions.{topic_id}"
+        if topic_id not in topics:
+            known = ", ".join(topics)
+            raise ConfigError(source, where, f"not a topic of the scenario ({known})")
+        for key in weights:
+            _check_on_scale(opinion_value(key), topics[topic_id], source, where)
+    return sample_from_distributions(pop.distributions, pop.size, rng)
+
+
+def _check_on_scale(value: OpinionValue, topic: Topic, origin: str | Path, where: str) -> None:
+    allowed = topic.scale.values
+    if value not in allowed:
+        raise ConfigError(origin, where, f"{value!r} is not on the topic's scale {allowed}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,8 @@ MAX_YAML_NODES = 1_000_000
 on any input: an alias bomb is refused before it is expanded)."""
 MAX_YAML_DEPTH = 100
 MAX_FIELD_CHARS = 80
+EXPONENT_NUMBER = re.compile(r"([-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+))[eE]([-+]?[0-9]+)")
+"""A number in exponent form, as YAML 1.1 may take it for text."""
 FAST_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 """libyaml's safe loader when PyYAML was built with it (several times faster)."""
 
@@ -282,5 +285,20 @@ def strict_mismatch(data: Any, validated: Any, field: str = "") -> tuple[str, st
         if isinstance(data, bool):
             return field, f"expected a number, got {str(data).lower()}"
         if isinstance(data, str):
-            return field, f"expected a number, got text {short_repr(data)}"
+            return field, f"expected a number, got text {short_repr(data)}{_exponent_hint(data)}"
     return None
+
+
+def _exponent_hint(text: str) -> str:
+    """How to write ``text`` as a number YAML 1.1 reads, when it is one in exponent form
+    that YAML took for text (``1e-3``, ``2.5e3``); else nothing."""
+    match = EXPONENT_NUMBER.fullmatch(text.strip())
+    if match is None:
+        return ""
+    mantissa, exponent = match.groups()
+    mantissa = mantissa if "." in mantissa else f"{mantissa}.0"
+    exponent = exponent if exponent[0] in "+-" else f"+{exponent}"
+    return (
+        f"; YAML reads an exponent as a number only with a decimal point and a sign: "
+        f"write {mantissa}e{exponent}"
+    )

@@ -239,10 +239,15 @@ def plan_sweep(
         for seed in seed_list:
             scenario = load_scenario(path, {**params, "seed": seed})
             runs.append(PlannedRun(len(runs), next(names), params, seed, scenario))
-    from simworld.llm.providers.registry import check_scenario_model  # imports litellm
+    from simworld.llm.providers.registry import (  # imports litellm
+        check_scenario_embedding,
+        check_scenario_model,
+    )
 
     for model in dict.fromkeys(run.scenario.llm.model for run in runs):
         check_scenario_model(model, path)
+    for run in runs:
+        check_scenario_embedding(run.scenario.memory, path)
     from simworld.engine.model import resolve_plugins  # imports the engine
 
     for run in runs:

@@ -127,6 +127,47 @@ SCHEMA_CASES: dict[str, tuple[Callable[[dict[str, Any]], None], str]] = {
         several(DIST, setting("population.distributions.nationality", {"Japan": 0.0})),
         "population.distributions",
     ),
+    "weights_overflow": (
+        several(DIST, setting("population.distributions.nationality", {"A": 1e308, "B": 1e308})),
+        "population.distributions.nationality: weights must be finite",
+    ),
+    "distribution_value_with_tab": (
+        several(DIST, setting("population.distributions.nationality", {"Fr\tance": 1.0})),
+        "population.distributions.nationality: 'Fr\\tance' is not a value",
+    ),
+    "distribution_value_blank": (
+        several(DIST, setting("population.distributions.gender", {"": 1.0})),
+        "population.distributions.gender: '' is not a value",
+    ),
+    "distribution_opinion_unknown_topic": (
+        several(DIST, setting("population.distributions.opinions", {"remote_wrok": {"1": 1.0}})),
+        "population.distributions.opinions.remote_wrok: not a topic of the scenario",
+    ),
+    "distribution_opinion_off_scale_unweighted": (  # refused whatever the seed draws
+        several(
+            DIST,
+            setting("population.distributions.opinions", {"remote_work": {"1": 1.0, "9": 0.0}}),
+        ),
+        "population.distributions.opinions.remote_work: 9 is not on the topic's scale",
+    ),
+    "distribution_opinion_unicode_digit": (
+        several(DIST, setting("population.distributions.opinions", {"remote_work": {"²": 1.0}})),
+        "population.distributions.opinions.remote_work: '²' is not on the topic's scale",
+    ),
+    "embedding_fake": (
+        setting(
+            "memory",
+            {"store": "chroma", "embedding": {"provider": "litellm", "model": "fake/default"}},
+        ),
+        "memory.embedding.model: 'fake/default': simworld's fake and local providers serve",
+    ),
+    "embedding_unknown_provider": (
+        setting(
+            "memory",
+            {"store": "chroma", "embedding": {"provider": "litellm", "model": "nosuchprovider/x"}},
+        ),
+        "memory.embedding.model: 'nosuchprovider/x': no provider is known",
+    ),
     "ages_reversed": (
         several(
             DIST,
@@ -194,6 +235,10 @@ SCHEMA_CASES: dict[str, tuple[Callable[[dict[str, Any]], None], str]] = {
         setting("network", {"generator": "edge_list", "path": "edges/comments_only.txt"}),
         "network.path",
     ),
+    "edge_list_unicode_digit": (
+        setting("network", {"generator": "edge_list", "path": "edges/unicode_digit.txt"}),
+        "edges/unicode_digit.txt: line 1: unknown node '１'",
+    ),
     "topics_missing": (removing("topics"), "topics"),
     "topics_empty": (setting("topics", []), "topics"),
     "topic_id_bad": (setting("topics[0].id", "Remote Work"), "topics[0].id"),
@@ -204,6 +249,22 @@ SCHEMA_CASES: dict[str, tuple[Callable[[dict[str, Any]], None], str]] = {
     "likert_duplicate_labels": (
         setting("topics[0].scale.labels", ["Yes", "yes", "No"]),
         "topics[0].scale.labels",
+    ),
+    "likert_labels_differ_in_spacing": (
+        setting("topics[0].scale.labels", ["Agree", "Agree ", "Disagree"]),
+        "topics[0].scale.labels: must be distinct",
+    ),
+    "likert_label_blank": (
+        setting("topics[0].scale.labels", ["Agree", "  ", "Disagree"]),
+        "topics[0].scale.labels: ' ' is blank",
+    ),
+    "choice_options_duplicate": (
+        setting("topics[1].scale.options", {"A": "Yes please", "B": "yes PLEASE"}),
+        "topics[1].scale.options: must be distinct",
+    ),
+    "choice_option_blank": (
+        setting("topics[1].scale.options", {"A": "", "B": "Housing"}),
+        "topics[1].scale.options: '' is blank",
     ),
     "choice_lowercase_key": (
         setting("topics[1].scale.options", {"a": "One", "B": "Two"}),
@@ -307,6 +368,8 @@ RAW_CASES: dict[str, tuple[str | bytes, str]] = {
     "nul_bytes": (b"name: bad\x00\n", "character 10"),
     "inf_in_yaml": (None, "llm.price.input_per_million (line"),  # type: ignore[dict-item]
     "nan_in_yaml": (None, "network.p (line"),  # type: ignore[dict-item]
+    "off_unquoted": (None, "quote the text"),  # type: ignore[dict-item]
+    "exponent_without_point": (None, "write 1.0e-1"),  # type: ignore[dict-item]
 }
 EDGES: dict[str, bytes] = {
     "latin1.txt": "aiko-tanaka 1\n0 caf\xe9\n".encode("latin-1"),
@@ -314,6 +377,7 @@ EDGES: dict[str, bytes] = {
     "unknown_node.txt": b"0 1\n0 nobody-here\n",
     "three_columns.txt": b"0 1 2\n",
     "comments_only.txt": b"# no edges at all\n\n",
+    "unicode_digit.txt": "１ 2\n".encode(),  # a fullwidth digit: not an index
 }
 
 
@@ -341,6 +405,11 @@ def main() -> None:
         raw["inf_in_yaml"][1],
     )
     raw["nan_in_yaml"] = (base.replace("p: 0.2", "p: .nan"), raw["nan_in_yaml"][1])
+    raw["off_unquoted"] = (base.replace("cache: record", "cache: off"), raw["off_unquoted"][1])
+    raw["exponent_without_point"] = (
+        base + "  temperature: 1e-1\n",
+        raw["exponent_without_point"][1],
+    )
     for name, (content, field) in raw.items():
         path = HERE / f"{name}.yaml"
         if isinstance(content, bytes):

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import litellm
 
+from simworld.config.memory import MemoryConfig
 from simworld.errors import ConfigError
 from simworld.llm.providers import local
 from simworld.llm.providers.fake import FakeLLM, FakeOptions
@@ -65,3 +66,36 @@ def check_scenario_model(model: str, source: str | Path) -> None:
         check_model(model)
     except ValueError as exc:
         raise ConfigError(source, "llm.model", str(exc)) from exc
+
+
+def check_scenario_embedding(memory: MemoryConfig, source: str | Path) -> None:
+    """Refuse, before anything is written, a litellm embedding model
+    (``memory.embedding.provider: litellm``) that no provider can serve: one of simworld's
+    own (``fake/``, ``local/``: they serve no embeddings) or a model string litellm knows no
+    provider for. A memory ``window`` embeds nothing and is not checked.
+
+    Raises:
+        ConfigError: Naming ``source`` and ``memory.embedding.model``.
+    """
+    embedding = memory.embedding
+    if memory.store == "window" or embedding.provider != "litellm":
+        return
+    model = embedding.model
+    field = "memory.embedding.model"
+    if model.startswith(("fake/", local.PROVIDER_PREFIX)):
+        raise ConfigError(
+            source,
+            field,
+            f"{model!r}: simworld's fake and local providers serve no embeddings; use "
+            "memory.embedding.provider: local (all-MiniLM-L6-v2, offline)",
+        )
+    try:
+        check_model(model)
+    except ValueError as exc:
+        raise ConfigError(
+            source,
+            field,
+            f"{model!r}: no provider is known for this embedding model; name one as "
+            "PROVIDER/MODEL (openai/text-embedding-3-small, ollama/nomic-embed-text), or use "
+            "memory.embedding.provider: local",
+        ) from exc

@@ -7,11 +7,12 @@ import json
 import os
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from simworld.errors import ConfigError, SimworldError
 from simworld.support.plugins import plugin_fault
-from simworld.support.rundir import FINISHED, RunStatus
+from simworld.support.rundir import FINISHED, RunStatus, read_manifest
 from simworld.support.yamlio import parse_scalar
 
 if TYPE_CHECKING:
@@ -248,8 +249,6 @@ def _analyze(args: argparse.Namespace) -> int:
     for name, state in status.items():
         print(f"{name:<12} {state}")
     if not args.check:
-        from pathlib import Path
-
         import pyarrow.parquet as pq
 
         from simworld.support.rundir import TRACKERS_DIR
@@ -264,7 +263,6 @@ def _analyze(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from pathlib import Path
 
     from simworld.analysis.report import build_report
     from simworld.runs.state import run_state
@@ -272,7 +270,7 @@ def _report(args: argparse.Namespace) -> int:
     paths = [Path(p) for p in args.run_dir]
     if not 0 < args.level < 1:
         raise ConfigError("--level", str(args.level), "must be between 0 and 1")
-    if len(paths) == 1 and (paths[0] / "manifest.json").is_file():
+    if len(paths) == 1 and (paths[0] / "manifest.json").is_file() and not _is_branch(paths[0]):
         recorded = run_state(paths[0])
         if not recorded.complete:
             print(f"note       {recorded.describe()}")
@@ -286,6 +284,11 @@ def _report(args: argparse.Namespace) -> int:
         print(f"note       {len(skipped)} run(s) left out, not finished: {', '.join(skipped)}")
     print(page)
     return 0
+
+
+def _is_branch(run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds a counterfactual branch (reported beside its parent)."""
+    return "branch" in read_manifest(run_dir)
 
 
 def _schema(args: argparse.Namespace) -> int:

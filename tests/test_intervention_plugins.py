@@ -33,6 +33,11 @@ class Rumour:
 
 class NoApply:
     pass
+
+
+class ASet:
+    def apply(self, model, step):
+        return {"thing": {1, 2}}
 """
 
 
@@ -88,3 +93,18 @@ def test_a_bad_custom_intervention_is_one_line_and_exit_2(
     assert main(["run", str(path), "--out", str(out), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert not out.exists() and err.count("\n") == 1 and message in err
+
+
+def test_a_custom_intervention_whose_event_is_not_json_fails_the_run_in_one_line(
+    make_scenario: Callable[..., Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = with_custom(make_scenario, {"type": "plugins/rumour.py:ASet"})
+    out = tmp_path / "run"
+    assert main(["run", str(path), "--out", str(out), "--quiet"]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1, err
+    assert err[0].endswith(
+        "apply() made an event of type 'intervention' that is not JSON: Object of type set "
+        "is not JSON serializable"
+    )
+    assert json.loads((out / "manifest.json").read_text(encoding="utf-8"))["status"] == "failed"

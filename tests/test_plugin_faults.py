@@ -197,7 +197,7 @@ def run_cli(path: Path, out: Path, capsys: pytest.CaptureFixture[str]) -> tuple[
         ),
         (
             {"protocol.mode": "plugins.py:RunAppendsASet"},
-            r"protocol 'run_appends_a_set': its run\(\) added a 'tally' event that is not "
+            r"protocol 'run_appends_a_set': its run\(\) added an event of type 'tally' that is not "
             r"JSON: Object of type set is not JSON serializable$",
         ),
     ],

@@ -126,6 +126,10 @@ def test_run_directories_and_a_branch_against_its_parent(make_scenario, tmp_path
     assert steps.min() == 1  # from the last step shared with the parent on
     parent = comparison.series[comparison.series.condition != label]["step"]
     assert parent.min() == 0
+    # the command does the same: a branch alone is reported beside its parent
+    assert main(["report", str(tmp_path / "branch"), "--out", str(tmp_path / "page")]) == 0
+    page = (tmp_path / "page" / "report.html").read_text(encoding="utf-8")
+    assert "branch from step 2" in page
 
 
 def test_cli_compares_and_rejects_bad_paths(sweep, tmp_path, capsys):

@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from conftest import interrupted_run
 
@@ -172,6 +173,52 @@ def test_branch_refuses_changing_who_is_simulated(make_scenario, tmp_path):
         branch_run(tmp_path / "p", from_step=2, overrides={"protocol.steps": "many"})
     assert main(["replay", str(tmp_path / "p"), "--from-step", "2", "--set", "seed=3"]) == 2
     assert not (tmp_path / "p-branch2").exists()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "from_step", "line"),
+    [
+        ({"llm.model": "nosuchprovider/x"}, 2, "--set: llm.model: 'nosuchprovider/x': no provider"),
+        ({"llm.model": "openai/gpt-4o-mini"}, 2, "--set: llm.model: environment variable "),
+        ({"prompts": {"no_such_template": "x"}}, 2, "--set: prompts"),
+        ({"protocol.mode": "nofile.py:Foo"}, 2, "--set: protocol.mode: nofile.py:Foo: cannot"),
+        ({"protocol.steps": 2}, 3, "--set: protocol.steps: 2 ends before --from-step 3"),
+        (
+            {"interventions": [{"step": 1, "kind": "remove", "agents": ["p0"]}]},
+            3,
+            "--set: interventions[0].step: step 1 is before --from-step 3",
+        ),
+    ],
+    ids=["unknown-provider", "no-key", "prompt", "protocol", "steps", "intervention-too-early"],
+)
+def test_a_bad_branch_is_refused_before_anything_is_written(
+    make_scenario, tmp_path, capsys, monkeypatch, overrides, from_step, line
+):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    path = make_scenario({"protocol.steps": 3})
+    parent = run_scenario(path, out_dir=tmp_path / "p", cache_path=tmp_path / "c.db")
+    assert parent.status == "completed"
+    if "interventions" in overrides:  # an agent the parent has
+        first = pd.read_parquet(tmp_path / "p" / "agents.parquet")["agent"][0]
+        overrides["interventions"][0]["agents"] = [first]
+    with pytest.raises(ConfigError) as info:
+        branch_run(tmp_path / "p", from_step=from_step, overrides=overrides)
+    assert str(info.value).startswith(line), info.value
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["c.db", "p", path.name])
+
+
+def test_a_branch_of_a_branch_or_beyond_an_unfinished_parent_is_refused(make_scenario, tmp_path):
+    path = make_scenario({"protocol.steps": 3})
+    run_scenario(path, out_dir=tmp_path / "p", cache_path=tmp_path / "c.db")
+    branch_run(tmp_path / "p", from_step=2, overrides={"protocol.instruction": "Be brief."})
+    with pytest.raises(ConfigError, match=r"p-branch2: is a branch: branch its parent \("):
+        branch_run(tmp_path / "p-branch2", from_step=3, overrides={})
+    manifest = tmp_path / "p" / "manifest.json"
+    data = json.loads(manifest.read_text())
+    manifest.write_text(json.dumps({**data, "status": "interrupted", "last_completed_step": 1}))
+    with pytest.raises(ConfigError, match="recorded steps up to 1: branch from step 2 or earlier"):
+        branch_run(tmp_path / "p", from_step=3, overrides={})
+    assert branch_run(tmp_path / "p", from_step=2, overrides={}).status == "completed"
 
 
 def test_set_values_are_yaml_scalars_but_off_stays_a_string():

@@ -60,6 +60,9 @@ class Removal(_Scheduled):
     def _one_choice(self) -> Removal:
         if (self.agents is None) == (self.select is None):
             raise ValueError("give exactly one of 'agents' or 'select'")
+        if self.agents is not None and len(set(self.agents)) != len(self.agents):
+            twice = next(a for a in self.agents if self.agents.count(a) > 1)
+            raise ValueError(f"agents: {twice!r} is listed twice")
         return self
 
 

@@ -437,6 +437,11 @@ class Scenario(_Strict):
                 f"baseline.model: {self.baseline.model} needs Likert topics; "
                 f"{choice[0]!r} is a choice topic"
             )
+        if self.baseline is not None and self.protocol.mode == "asch":
+            raise ValueError(
+                "baseline: baseline agents do not answer Asch trials (protocol.mode: asch); "
+                "drop the baseline section or choose another mode"
+            )
         bfi = self.trackers.bfi
         scheduled = {
             "protocol.probe_at": self.protocol.probe_at or [],

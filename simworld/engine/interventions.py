@@ -22,7 +22,7 @@ from simworld.config.interventions import (
 from simworld.engine.context import AgentView, Society
 from simworld.errors import ConfigError, PluginError
 from simworld.measures import believes
-from simworld.support.events import Event, EventType
+from simworld.support.events import Event, EventType, event_problem
 from simworld.support.plugins import build_error, check_call, import_object, snake_case
 
 Edge = list[int]
@@ -95,7 +95,8 @@ def apply_intervention(
 
     Raises:
         ValueError: A custom intervention without its built ``custom`` object.
-        PluginError: Its ``apply`` returned no dict or set a reserved key.
+        PluginError: Its ``apply`` returned no dict, set a reserved key, or returned a value
+            that does not serialise as JSON.
     """
     event: Event = {
         "type": EventType.INTERVENTION.value,
@@ -118,6 +119,9 @@ def apply_intervention(
             )
         event["kind"] = custom_name(custom)
         event.update(fields)
+        problem = event_problem(event)
+        if problem is not None:
+            raise PluginError(f"interventions[{index}].type: {item.type}: apply() made {problem}")
     else:
         event.update(_rewire(model, item))
     return event

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import json
 import signal
 import threading
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
@@ -39,7 +38,7 @@ from simworld.memory.system import MemorySystem
 from simworld.prompts import render as prompts
 from simworld.society.network import build_graph, isolation_warning
 from simworld.society.population import build_population
-from simworld.support.events import Event, EventType
+from simworld.support.events import Event, EventType, event_problem
 from simworld.support.hashing import canonical_json
 from simworld.support.plugins import plugin_fault
 from simworld.support.process import STOP_HANDLERS, stop_for
@@ -481,27 +480,17 @@ class SocialSimulation(mesa.Model):
             self._apply(record, conv, outcomes, texts, topic, step)
 
     def _check_events(self, events: list[Any]) -> None:
-        """Refuse events a protocol's own ``run()`` added that the transcript cannot hold:
-        each must be a dict with a ``type`` that serialises as JSON.
+        """Refuse events a protocol's own ``run()`` added that the transcript cannot hold
+        (:func:`~simworld.support.events.event_problem`).
 
         Raises:
             PluginError: Naming the protocol and the first event that is not as expected.
         """
-        where = f"protocol {protocol_name(self.protocol)!r}: its run() added"
         for event in events:
-            if not isinstance(event, dict):
-                raise PluginError(
-                    f"{where} an event that is a {type(event).__name__}, not a dict with a 'type'"
-                )
-            if not isinstance(event.get("type"), str):
-                keys = ", ".join(sorted(map(str, event))) or "none"
-                raise PluginError(f"{where} an event with no 'type' (keys: {keys})")
-            try:
-                json.dumps(event, sort_keys=True)
-            except (TypeError, ValueError) as exc:
-                raise PluginError(
-                    f"{where} a {event['type']!r} event that is not JSON: {exc}"
-                ) from None
+            problem = event_problem(event)
+            if problem is not None:
+                name = protocol_name(self.protocol)
+                raise PluginError(f"protocol {name!r}: its run() added {problem}")
 
     def _check_plan(self, conversations: object) -> None:
         """Refuse a plan that is not a list of conversations, each a list of :class:`Turn`.

@@ -14,13 +14,15 @@ import pandas as pd
 from pydantic import ValidationError
 
 from simworld.config.scenario import Scenario, check_no_credentials, set_dotted
-from simworld.engine.model import BRANCH_FIXED_FIELDS
+from simworld.engine.model import BRANCH_FIXED_FIELDS, resolve_plugins
 from simworld.errors import ConfigError, ResumeError, config_error_from_validation
 from simworld.llm.credentials import redactor_for
+from simworld.llm.providers.registry import check_scenario_embedding, check_scenario_model
 from simworld.memory.system import BRANCH_FIXED_MEMORY_FIELDS
 from simworld.runs.run import (
     Branch,
     RunResult,
+    check_keys,
     check_recorded_cache,
     execute,
     free_path,
@@ -225,6 +227,36 @@ def branch_scenario(parent: Scenario, overrides: dict[str, Any], *, source: str 
     return child
 
 
+def check_branch(parent: Scenario, child: Scenario, from_step: int) -> None:
+    """Check, before anything is written, what a branch from step ``from_step`` runs under
+    its own scenario ``child``: at least that step, interventions that can still apply, a
+    model and embedding model that can be reached, and plug-ins that load.
+
+    Raises:
+        ConfigError: Naming ``--set`` and the field at fault.
+    """
+    source = "--set"
+    if child.protocol.steps < from_step:
+        raise ConfigError(
+            source,
+            "protocol.steps",
+            f"{child.protocol.steps} ends before --from-step {from_step}: the branch would "
+            "run no step of its own",
+        )
+    for i, item in enumerate(child.interventions):
+        if item.step < from_step and item not in parent.interventions:
+            raise ConfigError(
+                source,
+                f"interventions[{i}].step",
+                f"step {item.step} is before --from-step {from_step}, whose steps replay the "
+                "parent: it would never apply",
+            )
+    check_scenario_model(child.llm.model, source)
+    check_scenario_embedding(child.memory, source)
+    check_keys(child, source)
+    resolve_plugins(child, source)
+
+
 def branch_run(
     run_dir: str | Path,
     *,
@@ -249,10 +281,23 @@ def branch_run(
     """
     run_dir = Path(run_dir)
     manifest = read_manifest(run_dir)
+    if "branch" in manifest:  # its first steps ran under its parent's scenario
+        parent_run = manifest["branch"].get("parent_run", "its parent")
+        raise ConfigError(run_dir, "", f"is a branch: branch its parent ({parent_run}) instead")
     parent = manifest_scenario(run_dir, manifest)
     if not 1 <= from_step <= parent.protocol.steps:
         raise ConfigError("--from-step", "", f"must be between 1 and {parent.protocol.steps}")
+    recorded = manifest.get("last_completed_step")
+    if manifest.get("status") not in FINISHED and (recorded is None or recorded < from_step - 1):
+        status = manifest.get("status")
+        reach = (
+            f"recorded steps up to {recorded}: branch from step {recorded + 1} or earlier, or"
+            if recorded is not None and recorded >= 0
+            else "recorded no step:"
+        )
+        raise ConfigError("--from-step", "", f"the parent run ({status}) {reach} resume it first")
     child = branch_scenario(parent, overrides, source="--set")
+    check_branch(parent, child, from_step)
     cache = recorded_cache(run_dir, manifest, cache_path)
     recipients = recorded_recipients(run_dir, manifest)
     check_recorded_cache(run_dir, cache, before_step=from_step)

@@ -7,6 +7,7 @@ frame from them (``simworld analyze``).
 
 from __future__ import annotations
 
+import json
 from enum import StrEnum
 from typing import Any
 
@@ -60,3 +61,18 @@ MESSAGE_FIELDS: dict[str, str] = {
 """The fields of a ``message`` event and their JSON types (docs/outputs.md lists them). ``to``
 is compact when the message reached all of its speaker's neighbours
 (:mod:`simworld.support.recipients`)."""
+
+
+def event_problem(event: object) -> str | None:
+    """What keeps ``event`` out of a transcript, or ``None``: an event is a dict with a
+    string ``type`` whose values serialise as JSON (a plug-in may add its own types)."""
+    if not isinstance(event, dict):
+        return f"an event that is a {type(event).__name__}, not a dict with a 'type'"
+    if not isinstance(event.get("type"), str):
+        keys = ", ".join(sorted(map(str, event))) or "none"
+        return f"an event with no 'type' (keys: {keys})"
+    try:
+        json.dumps(event, sort_keys=True)
+    except (TypeError, ValueError) as exc:
+        return f"an event of type {event['type']!r} that is not JSON: {exc}"
+    return None

@@ -710,7 +710,15 @@ def section_header(page: Page) -> list[str]:
 def section_cost(page: Page) -> list[str]:
     """Manifest totals and model calls per purpose."""
     run = _run(page)
-    return ["<h2>Cost</h2>", _table(cost_table(run)), _table(calls_by_purpose(run))]
+    return [
+        "<h2>Cost</h2>",
+        "<p>cost: what the run's answers cost when the model gave them, cached answers "
+        "included (as recorded); spent: what the calls sent to the model in this run cost "
+        "(0 for answers from the cache). Both are 0 unless <code>llm.price</code> is set or "
+        "litellm knows the provider's prices.</p>",
+        _table(cost_table(run)),
+        _table(calls_by_purpose(run)),
+    ]
 
 
 def section_figures(page: Page) -> list[str]:

@@ -277,7 +277,7 @@ class ProtocolConfig(_Strict):
     asch: AschConfig | None = None
     rounds: int = Field(default=3, ge=1)
     probe_every: int = Field(default=1, ge=1)
-    probe_at: list[Annotated[int, Field(ge=0)]] | None = None
+    probe_at: list[Annotated[int, Field(ge=0)]] | None = Field(default=None, min_length=1)
     memory_window: int = Field(default=8, ge=0)
     instruction: str = ""
     counterbalance: bool = True

@@ -285,6 +285,7 @@ SCHEMA_CASES: dict[str, tuple[Callable[[dict[str, Any]], None], str]] = {
     "instruction_list": (setting("protocol.instruction", ["a", "b"]), "protocol.instruction"),
     "balanced_without_group": (setting("protocol.grouping", "balanced"), "protocol.grouping"),
     "asch_without_config": (setting("protocol.mode", "asch"), "protocol.asch"),
+    "probe_at_empty": (setting("protocol.probe_at", []), "protocol.probe_at"),
     "baseline_with_asch": (
         several(
             setting("topics", [BASE["topics"][0]]),

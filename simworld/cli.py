@@ -263,7 +263,6 @@ def _analyze(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-
     from simworld.analysis.report import build_report
     from simworld.runs.state import run_state
 

@@ -32,6 +32,12 @@ BIG_FIVE_TRAITS = (
 )
 
 
+def is_one_line(text: str) -> bool:
+    """Whether ``text`` is one line that is not blank (no control characters): what a name,
+    a persona attribute or an answer's text must be to sit in a prompt's line."""
+    return bool(text.strip()) and not any(ord(c) < 32 or ord(c) == 127 for c in text)
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -73,7 +79,7 @@ class Persona(_Strict):
     @classmethod
     def _one_line(cls, name: str) -> str:
         """A name heads the agent's lines in others' prompts: one line, not blank."""
-        if not name.strip() or any(ord(c) < 32 or ord(c) == 127 for c in name):
+        if not is_one_line(name):
             raise ValueError("a name is one line of text: not blank, no control characters")
         return name
 
@@ -146,7 +152,7 @@ class PopulationDistributions(_Strict):
         for name in ("nationality", "gender", "occupation", "education"):
             _check_weights(getattr(self, name), name)
             for value in getattr(self, name):  # it becomes a persona's field and name
-                if not value.strip() or any(ord(c) < 32 or ord(c) == 127 for c in value):
+                if not is_one_line(value):
                     raise ValueError(
                         f"{name}: {value!r} is not a value: blank, or with control characters"
                     )

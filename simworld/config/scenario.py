@@ -29,7 +29,7 @@ from simworld.config.interventions import (
     Rewiring,
 )
 from simworld.config.memory import MemoryConfig
-from simworld.config.persona import PopulationDistributions
+from simworld.config.persona import PopulationDistributions, is_one_line
 from simworld.config.servers import (
     Deployment,
     Route,
@@ -60,7 +60,7 @@ def _check_answer_texts(texts: list[str], field: str) -> None:
     """Answers are shown to agents as a list and told apart by their text: each must be one
     line and not blank, and no two may differ only in letter case or spacing."""
     for text in texts:
-        if not text.strip() or any(ord(c) < 32 or ord(c) == 127 for c in text):
+        if not is_one_line(text):
             raise ValueError(f"{field}: {text!r} is blank or not one line of text")
     if len({" ".join(t.split()).casefold() for t in texts}) != len(texts):
         raise ValueError(f"{field}: must be distinct (ignoring letter case and spacing)")

@@ -17,12 +17,11 @@ from simworld.config.scenario import Scenario, check_no_credentials, set_dotted
 from simworld.engine.model import BRANCH_FIXED_FIELDS, resolve_plugins
 from simworld.errors import ConfigError, ResumeError, config_error_from_validation
 from simworld.llm.credentials import redactor_for
-from simworld.llm.providers.registry import check_scenario_embedding, check_scenario_model
 from simworld.memory.system import BRANCH_FIXED_MEMORY_FIELDS
 from simworld.runs.run import (
     Branch,
     RunResult,
-    check_keys,
+    check_models,
     check_recorded_cache,
     execute,
     free_path,
@@ -251,9 +250,7 @@ def check_branch(parent: Scenario, child: Scenario, from_step: int) -> None:
                 f"step {item.step} is before --from-step {from_step}, whose steps replay the "
                 "parent: it would never apply",
             )
-    check_scenario_model(child.llm.model, source)
-    check_scenario_embedding(child.memory, source)
-    check_keys(child, source)
+    check_models(child, source)
     resolve_plugins(child, source)
 
 

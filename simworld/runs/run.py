@@ -487,6 +487,20 @@ def _execute(
     )
 
 
+def check_models(scenario: Scenario, source: str | Path) -> None:
+    """Refuse, before anything is written, a run whose models cannot be reached: a model
+    string no provider serves (``llm.model``, a litellm ``memory.embedding`` model) or a key
+    one of them needs and the environment lacks (:func:`check_keys`).
+
+    Raises:
+        ConfigError: Naming ``source`` and the field at fault.
+        simworld.llm.providers.local.LocalModelError: The local model cannot be used.
+    """
+    check_scenario_model(scenario.llm.model, source)
+    check_scenario_embedding(scenario.memory, source)
+    check_keys(scenario, source)
+
+
 def check_keys(scenario: Scenario, source: str | Path) -> None:
     """Refuse a run whose model cannot be reached for want of a key, before anything is
     written (else every call fails at once, after the run directory is): a variable that
@@ -549,9 +563,7 @@ def run_scenario(
             written.
     """
     scenario, source = resolve_scenario(scenario, overrides)
-    check_scenario_model(scenario.llm.model, source)
-    check_scenario_embedding(scenario.memory, source)
-    check_keys(scenario, source)
+    check_models(scenario, source)
     route = scenario.llm.route()
     check_no_credentials(
         scenario,

@@ -260,6 +260,19 @@ def test_set_text_is_kept_as_typed_where_yaml_would_change_it():
         parse_assignments(["g=[x"])
 
 
+@pytest.mark.parametrize(
+    ("typed", "problem"),
+    [
+        ("010", r"reads 010 as a number in base 8 \(8\)"),
+        ("1:30", r"reads 1:30 as a number in base 60 \(90\)"),
+    ],
+)
+def test_a_number_yaml_would_read_in_another_base_is_refused(typed, problem):
+    with pytest.raises(ConfigError, match=rf"--set: seed={typed}: YAML {problem}"):
+        parse_assignments([f"seed={typed}"])
+    assert parse_assignments(["seed=007", "a='010'", "b=0x10"]) == {"seed": 7, "a": "010", "b": 16}
+
+
 def test_an_unfinished_run_is_not_replayed(make_scenario, tmp_path, capsys):
     run_dir = interrupted_run(make_scenario({"protocol.steps": 3}), tmp_path / "run", at_step=2)
     assert main(["replay", str(run_dir), "--quiet"]) == 2

@@ -23,6 +23,10 @@ EXPONENT_NUMBER = re.compile(r"([-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+))[eE]([-+]?[0-9
 """A number in exponent form, as YAML 1.1 may take it for text."""
 FAST_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 """libyaml's safe loader when PyYAML was built with it (several times faster)."""
+OCTAL_NUMBER = re.compile(r"[-+]?0[0-7_]+")
+"""An integer YAML 1.1 reads in base 8 (``010`` is 8)."""
+SEXAGESIMAL_NUMBER = re.compile(r"[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+(?:\.[0-9_]*)?")
+"""A number YAML 1.1 reads in base 60 (``1:30`` is 90)."""
 
 
 def parse_scalar(text: str, *, source: str, field: str) -> Any:
@@ -59,8 +63,36 @@ def parse_scalar(text: str, *, source: str, field: str) -> Any:
     if isinstance(value, bool) and plain.casefold() not in YAML_BOOLS:
         return plain
     if isinstance(value, int | float) or value is None:
+        if value is not None and (problem := surprising_number(plain)):
+            raise ConfigError(source, field, problem)
         return plain if "#" in plain else value
     return plain
+
+
+def surprising_number(text: str) -> str | None:
+    """Why a number as typed is not the number YAML 1.1 reads, or ``None``.
+
+    YAML 1.1 reads digits with a leading zero in base 8 (``010`` is 8) and digits joined by
+    colons in base 60 (``1:30`` is 90): a seed or a step count typed that way would silently
+    be another number.
+
+    Args:
+        text: A scalar as typed, which YAML reads as a number.
+    """
+    plain = text.strip()
+    if OCTAL_NUMBER.fullmatch(plain):
+        base = "base 8"
+    elif SEXAGESIMAL_NUMBER.fullmatch(plain):
+        base = "base 60"
+    else:
+        return None
+    value = yaml.safe_load(plain)
+    if base == "base 8" and value == int(plain.replace("_", ""), 10):
+        return None  # 007: the same number either way
+    return (
+        f"YAML reads {plain} as a number in {base} ({value}); write the number you mean, "
+        f"or quote it ('{plain}') for text"
+    )
 
 
 def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
@@ -182,6 +214,13 @@ def check_document(root: yaml.Node, path: Path) -> None:
             and not _finite(node.value)
         ):
             raise ConfigError(path, _where(field, node), "must be a finite number")
+        if (
+            isinstance(node, yaml.ScalarNode)
+            and not node.style
+            and node.tag.endswith((":int", ":float"))
+            and (problem := surprising_number(node.value))
+        ):
+            raise ConfigError(path, _where(field, node), problem)
         if isinstance(node, yaml.MappingNode):
             _check_keys(node, field, path)
         open_nodes.add(nid)

@@ -387,6 +387,8 @@ RAW_CASES: dict[str, tuple[str | bytes, str]] = {
     "nan_in_yaml": (None, "network.p (line"),  # type: ignore[dict-item]
     "off_unquoted": (None, "quote the text"),  # type: ignore[dict-item]
     "exponent_without_point": (None, "write 1.0e-1"),  # type: ignore[dict-item]
+    "octal_seed": (None, "seed (line 2): YAML reads 010 as a number in base 8 (8)"),  # type: ignore[dict-item]
+    "base_60_steps": (None, "protocol.steps (line"),  # type: ignore[dict-item]
 }
 EDGES: dict[str, bytes] = {
     "latin1.txt": "aiko-tanaka 1\n0 caf\xe9\n".encode("latin-1"),
@@ -426,6 +428,11 @@ def main() -> None:
     raw["exponent_without_point"] = (
         base + "  temperature: 1e-1\n",
         raw["exponent_without_point"][1],
+    )
+    raw["octal_seed"] = (base.replace("seed: 3\n", "seed: 010\n"), raw["octal_seed"][1])
+    raw["base_60_steps"] = (
+        base.replace("  steps: 2\n", "  steps: 1:30\n"),
+        raw["base_60_steps"][1],
     )
     for name, (content, field) in raw.items():
         path = HERE / f"{name}.yaml"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import gc
+import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -552,6 +553,31 @@ def test_an_off_scale_persona_is_refused_whether_or_not_the_seed_draws_it(
         err = capsys.readouterr().err
         assert f"{tmp_path / LIBRARY_FILE}: personas[3].opinions.remote_work: 7 is not" in err
         assert not (tmp_path / RUN_DIR).exists()
+
+
+def test_an_edge_list_naming_persona_ids_of_a_sample_is_refused_for_every_seed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Which personas a sample of the library holds depends on the seed, so an edge list
+    naming persona ids is refused for every seed (not only where the seed left one out);
+    indices are valid for every seed, and ids are once the whole library is drawn."""
+    sample = (_set("population.size", 2), _set("network", EDGE_LIST_NETWORK))
+    case = Case("ids-of-a-sample", EDGES_FILE, "line 1", sample, files={EDGES_FILE: "ana ben\n"})
+    _write_inputs(tmp_path, case)
+    for seed in range(8):
+        assert _run(tmp_path, "--seed", str(seed)) == 2, seed
+        err = capsys.readouterr().err
+        assert (
+            f"{tmp_path / EDGES_FILE}: line 1: names 'ana', but population.size draws 2 of " in err
+        )
+        assert "name agents by index 0..1" in err
+        assert not (tmp_path / RUN_DIR).exists()
+    (tmp_path / EDGES_FILE).write_text("0 1\n", encoding="utf-8")
+    assert _run(tmp_path, "--seed", "5") == 0
+    shutil.rmtree(tmp_path / RUN_DIR)
+    _write_inputs(tmp_path, Case("whole-library", S, "", (_set("network", EDGE_LIST_NETWORK),)))
+    (tmp_path / EDGES_FILE).write_text("ana ben\n", encoding="utf-8")
+    assert _run(tmp_path, "--seed", "5") == 0
 
 
 def test_cases_are_distinct() -> None:

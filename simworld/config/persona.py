@@ -20,6 +20,9 @@ from pydantic import (
 from simworld.errors import ConfigError, config_error_from_validation
 from simworld.support.yamlio import read_yaml_mapping, strict_mismatch
 
+SLUG = r"^[a-z0-9][a-z0-9_\-]*$"
+"""An id: a persona's, a topic's, a scenario's name (lowercase letters, digits, ``_``, ``-``)."""
+
 TraitLevel = Annotated[float, Field(ge=1.0, le=5.0)]
 OpinionValue = int | str
 
@@ -61,7 +64,7 @@ class Persona(_Strict):
         opinions: Initial opinion per topic id (a Likert value or a choice letter).
     """
 
-    id: str = Field(pattern=r"^[a-z0-9][a-z0-9_\-]*$")
+    id: str = Field(pattern=SLUG)
     name: str = Field(min_length=1)
     age: int = Field(ge=16, le=110)
     gender: str = Field(min_length=1)

@@ -29,7 +29,7 @@ from simworld.config.interventions import (
     Rewiring,
 )
 from simworld.config.memory import MemoryConfig
-from simworld.config.persona import PopulationDistributions, is_one_line
+from simworld.config.persona import SLUG, PopulationDistributions, is_one_line
 from simworld.config.servers import (
     Deployment,
     Route,
@@ -47,7 +47,6 @@ DEFAULT_MODEL = "local/gemma3-270m"
 DEFAULT_TEMPERATURE = 0.7
 DEFAULT_MAX_TOKENS = 160
 DEFAULT_CONCURRENCY = 16
-SLUG = r"^[a-z0-9][a-z0-9_\-]*$"
 
 OpinionValue = int | str
 
@@ -217,7 +216,12 @@ class StochasticBlockNetwork(_Strict):
 
 
 class EdgeListNetwork(_Strict):
-    """Edges read from a file: one ``a b`` pair of persona ids or 0-based indices per line."""
+    """Edges read from a file: one ``a b`` pair of persona ids or 0-based indices per line.
+
+    Persona ids are allowed only where the population's ids do not depend on the seed
+    (synthetic personas, or the whole library drawn without replacement); a sample of a
+    library is named by index, so the file is valid for every seed or for none.
+    """
 
     generator: Literal["edge_list"]
     path: str

@@ -37,7 +37,7 @@ from simworld.llm.types import LanguageModel
 from simworld.memory.system import MemorySystem
 from simworld.prompts import render as prompts
 from simworld.society.network import build_graph, isolation_warning
-from simworld.society.population import build_population
+from simworld.society.population import build_population, seed_drawn_ids
 from simworld.support.events import Event, EventType, event_problem
 from simworld.support.hashing import canonical_json
 from simworld.support.plugins import plugin_fault
@@ -98,7 +98,15 @@ class SocialSimulation(mesa.Model):
         self._prepared = False
         self.on_step = on_step
         personas = build_population(scenario, self.rng, source=source)
-        self.graph: nx.Graph = build_graph(scenario.network, personas, self.rng, source=source)
+        self.graph: nx.Graph = build_graph(
+            scenario.network,
+            personas,
+            self.rng,
+            source=source,
+            seed_drawn_ids=seed_drawn_ids(scenario)
+            if scenario.network.generator == "edge_list"
+            else None,
+        )
         self.warnings: list[str] = _graph_warnings(scenario, self.graph, source)
         self.memory_system = MemorySystem(scenario.memory, seed=scenario.seed, directory=memory_dir)
         plugins = resolve_plugins(scenario, source, agent_class)

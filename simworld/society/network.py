@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 
 import networkx as nx
 import numpy as np
 
-from simworld.config.persona import Persona
+from simworld.config.persona import SLUG, Persona
 from simworld.config.scenario import (
     BarabasiAlbertNetwork,
     CompleteNetwork,
@@ -27,6 +28,7 @@ def build_graph(
     rng: np.random.Generator,
     *,
     source: str | Path,
+    seed_drawn_ids: str | None = None,
 ) -> nx.Graph:
     """Build an undirected graph whose nodes ``0..n-1`` are the agents in population order.
 
@@ -35,6 +37,9 @@ def build_graph(
         personas: The population, in order.
         rng: Seeded generator; random generators draw their seed from it.
         source: The scenario file, named in errors.
+        seed_drawn_ids: Why the population's persona ids depend on the seed
+            (:func:`simworld.society.population.seed_drawn_ids`), or ``None``. An edge list
+            then must name agents by index, so that it is valid for every seed or none.
 
     Returns:
         The graph.
@@ -63,7 +68,7 @@ def build_graph(
     elif isinstance(config, StochasticBlockNetwork):
         graph = _stochastic_block(config, personas, seed, bad)
     elif isinstance(config, EdgeListNetwork):
-        graph = _edge_list(Path(config.path), personas)
+        graph = _edge_list(Path(config.path), personas, seed_drawn_ids)
     else:  # pragma: no cover - the discriminated union admits nothing else
         raise bad("generator", f"unknown generator {config!r}")
     out: nx.Graph[int] = nx.Graph()
@@ -112,10 +117,11 @@ def _stochastic_block(
     return nx.relabel_nodes(block, dict(enumerate(order)))
 
 
-def _edge_list(path: Path, personas: list[Persona]) -> nx.Graph:
+def _edge_list(path: Path, personas: list[Persona], seed_drawn_ids: str | None) -> nx.Graph:
     if not path.is_file():
         raise ConfigError(path, "", "edge list file not found")
     index = {p.id: i for i, p in enumerate(personas)}
+    indices = f"0..{len(personas) - 1}"
     graph: nx.Graph[int] = nx.Graph()
     try:
         text = path.read_text(encoding="utf-8")
@@ -139,16 +145,23 @@ def _edge_list(path: Path, personas: list[Persona]) -> nx.Graph:
             raise ConfigError(path, f"line {lineno}", "expected two node names per line")
         ends = []
         for part in parts:
-            if part in index:
+            is_index = part.isascii() and part.isdigit() and int(part) < len(personas)
+            if seed_drawn_ids is None and part in index:  # an id wins over an index
                 ends.append(index[part])
-            elif part.isascii() and part.isdigit() and int(part) < len(personas):
+            elif is_index:
                 ends.append(int(part))
+            elif seed_drawn_ids is not None and re.fullmatch(SLUG, part) and not part.isdigit():
+                raise ConfigError(
+                    path,
+                    f"line {lineno}",
+                    f"names {short_repr(part)}, but {seed_drawn_ids}, so which persona ids "
+                    f"the population holds depends on the seed: name agents by index {indices}",
+                )
             else:
                 raise ConfigError(
                     path,
                     f"line {lineno}",
-                    f"unknown node {short_repr(part)}: not a persona id nor an index "
-                    f"0..{len(personas) - 1}",
+                    f"unknown node {short_repr(part)}: not a persona id nor an index {indices}",
                 )
         graph.add_edge(*ends)
     return graph

@@ -61,6 +61,25 @@ def build_population(
     return sample_from_distributions(pop.distributions, pop.size, rng)
 
 
+def seed_drawn_ids(scenario: Scenario) -> str | None:
+    """Why which persona ids the population holds depends on the seed (a sample of a
+    library, or a draw with replacement), or ``None`` when every seed holds the same ids.
+
+    An edge list may name agents by persona id only when the ids do not depend on the seed
+    (:func:`simworld.society.network.build_graph`); otherwise a file valid for one seed
+    would fail for another.
+    """
+    pop = scenario.population
+    if pop.library is None:
+        return None  # synthetic personas: synthetic-000 ... whatever the seed
+    if pop.replace:
+        return f"population.replace draws {pop.size} personas with replacement"
+    available = len(load_library(pop.library).personas)
+    if pop.size < available:
+        return f"population.size draws {pop.size} of the library's {available} personas"
+    return None
+
+
 def _check_on_scale(value: OpinionValue, topic: Topic, origin: str | Path, where: str) -> None:
     allowed = topic.scale.values
     if value not in allowed:

@@ -151,26 +151,30 @@ def test_cli_compares_and_rejects_bad_paths(sweep, tmp_path, capsys):
 
 def test_scenario_files_are_told_apart_by_name_and_belief_is_compared(make_scenario, tmp_path):
     runs = []
-    for name in ("control", "correction"):
+    for name in ("control", "correction", "rebuttal"):
         changes = {"name": name, "description": f"The {name} condition, described at length.",
                    "protocol.steps": 2, "trackers.belief": {"topic": "remote_work"}}  # fmt: skip
-        if name == "correction":
+        if name != "control":
             changes["interventions"] = [{"step": 2, "kind": "broadcast", "topic": "remote_work",
                                          "text": "Experts disagree with this."}]  # fmt: skip
         out = tmp_path / name
         assert run_scenario(make_scenario(changes), out_dir=out).status == "completed"
         runs.append(out)
     comparison = compare(runs)
-    assert comparison.conditions == ["name=control", "name=correction"]
+    assert comparison.conditions == ["name=control", "name=correction", "name=rebuttal"]
     believing = comparison.summary[comparison.summary.measure == "believing_share"]
-    assert set(believing["condition"]) == {"name=control", "name=correction"}
+    assert set(believing["condition"]) == set(comparison.conditions)
     assert believing["estimate"].between(0, 1).all()
-    # the broadcast only the correction condition had is drawn in its colour, dash-dotted
+    # the broadcast only two conditions had is drawn in their colours, dash-dotted side by
+    # side, and labelled once (not once per condition, one word printed over the other)
     fig = figure_over_time(comparison, "remote_work", _interventions(comparison))
     try:
-        marks = [ln for ln in fig.axes[0].get_lines() if ln.get_linestyle() == "-."]
-        assert len(marks) == 1 and marks[0].get_xdata()[0] == pytest.approx(1.5 + 0.04)
-        assert marks[0].get_color() == CATEGORY_COLOURS(1)
+        ax = fig.axes[0]
+        marks = [ln for ln in ax.get_lines() if ln.get_linestyle() == "-."]
+        assert [ln.get_xdata()[0] for ln in marks] == [pytest.approx(1.5), pytest.approx(1.58)]
+        assert [ln.get_color() for ln in marks] == [CATEGORY_COLOURS(1), CATEGORY_COLOURS(2)]
+        labels = [t for t in ax.texts if t.get_text() == "broadcast"]
+        assert len(labels) == 1 and labels[0].get_position()[0] == pytest.approx(1.5)
     finally:
         plt.close(fig)
 

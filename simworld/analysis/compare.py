@@ -516,7 +516,7 @@ def _interventions(comparison: Comparison) -> pd.DataFrame:
 
 def _mark(ax: Any, comparison: Comparison, interventions: pd.DataFrame) -> None:
     """Interventions every condition had in grey; those of some conditions only in those
-    conditions' colours (dash-dotted, side by side); all labelled above the plot."""
+    conditions' colours (dash-dotted, side by side); each labelled once above the plot."""
     n = len(comparison.conditions)
     everyone = tuple(range(n))
     shared = interventions[[c == everyone for c in interventions["conditions"]]]
@@ -526,10 +526,14 @@ def _mark(ax: Any, comparison: Comparison, interventions: pd.DataFrame) -> None:
     for j, row in enumerate(own.to_dict("records"), start=len(shared)):
         for i in row["conditions"]:
             x = float(row["step"]) - 0.5 + 0.08 * (i - (n - 1) / 2)
-            colour = CATEGORY_COLOURS(i % 10)
-            ax.axvline(x, color=colour, linestyle="-.", lw=1.1, zorder=0)
-            ax.text(x, 1.01 + 0.06 * (j % 2), str(row["kind"]), transform=trans, color=colour,
-                    fontsize="x-small", va="bottom", ha="center", clip_on=False)  # fmt: skip
+            ax.axvline(x, color=CATEGORY_COLOURS(i % 10), linestyle="-.", lw=1.1, zorder=0)
+        # one label per intervention, however many conditions had it (the lines' colours say
+        # which): a label per condition would print the same word over itself
+        only = row["conditions"][0] if len(row["conditions"]) == 1 else None
+        colour = CATEGORY_COLOURS(only % 10) if only is not None else "0.3"
+        ax.text(float(row["step"]) - 0.5, 1.01 + 0.06 * (j % 2), str(row["kind"]),
+                transform=trans, color=colour, fontsize="x-small", va="bottom", ha="center",
+                clip_on=False)  # fmt: skip
     ax.set_title(ax.get_title(), pad=30)
 
 

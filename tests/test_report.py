@@ -166,6 +166,32 @@ def test_time_axes_have_integer_steps_and_interventions_marked(make_scenario, tm
             plt.close(fig)
 
 
+def test_a_dollar_sign_in_options_and_condition_labels_is_drawn_as_text(make_scenario, tmp_path):
+    """Matplotlib reads ``$...$`` as a formula: an option "by $1 (20% off) or by $2" failed
+    to parse (no report), and "from $5 to $10" was drawn as "from 5to10"."""
+    dollars = {"A": "Cut the fare by $1 (20% off) or by $2", "B": "Keep it at $5 to $10"}
+    options = {**BASE_SCENARIO["topics"][1]["scale"]["options"], **dollars}
+    topic = {**BASE_SCENARIO["topics"][1], "scale": {"type": "choice", "options": options}}
+    runs = []
+    for price in ("$5", "$10"):
+        path = make_scenario({"protocol.instruction": f"The fare is {price} today.",
+                              "topics": [BASE_SCENARIO["topics"][0], topic]})  # fmt: skip
+        runs.append(tmp_path / price.strip("$"))
+        assert run_scenario(path, out_dir=runs[-1]).status == "completed"
+    assert main(["report", str(runs[0])]) == 0
+    assert main(["report", *map(str, runs), "--out", str(tmp_path / "both")]) == 0
+    figures = report_figures(Run(runs[0]))
+    try:
+        texts = [
+            t for fig in figures.values() for t in fig.findobj(plt.Text) if "$" in t.get_text()
+        ]
+        assert {t.get_text() for t in texts} >= {f"{k}: {v}" for k, v in dollars.items()}
+        assert not any(t.get_parse_math() for t in texts)
+    finally:
+        for fig in figures.values():
+            plt.close(fig)
+
+
 def test_group_discussions_are_drawn_as_who_talked_with_whom(run):
     figures = report_figures(Run(run), steps=[0, 2])
     try:

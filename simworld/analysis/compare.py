@@ -40,6 +40,7 @@ from simworld.analysis.figures import (
     integer_steps,
     legend_outside,
     mark_interventions,
+    plain_text,
     time_axis,
 )
 from simworld.analysis.human_reference import ASCH_1951
@@ -376,6 +377,7 @@ def summary_table(comparison: Comparison) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=SUMMARY_SCHEMA)
 
 
+@plain_text
 def figure_over_time(comparison: Comparison, topic: str, interventions: pd.DataFrame) -> Figure:
     """One panel per measure on ``topic``: each condition's mean over seeds and its CI band.
 
@@ -423,6 +425,7 @@ def figure_over_time(comparison: Comparison, topic: str, interventions: pd.DataF
     return fig
 
 
+@plain_text
 def figure_rates(comparison: Comparison) -> Figure | None:
     """Each per-run rate by condition: the mean and its CI (None: no rate has a value)."""
     s = comparison.summary
@@ -454,6 +457,7 @@ def figure_rates(comparison: Comparison) -> Figure | None:
     return fig
 
 
+@plain_text
 def figure_asch_levels(comparison: Comparison) -> Figure | None:
     """Asch CL and RL against p per condition (mean, CI band), beside Asch (1951)."""
     s = comparison.summary.dropna(subset=["p", "estimate"])

@@ -7,9 +7,10 @@ plotting area (figures are saved with a tight bounding box, so they are never cu
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, ParamSpec, TypeVar
 
 import matplotlib
 
@@ -25,6 +26,9 @@ from matplotlib.transforms import Bbox
 
 from simworld.analysis.human_reference import Reference
 
+P = ParamSpec("P")
+R = TypeVar("R")
+
 STEP_AXIS = "probe step (simulation steps)"
 SHARE_AXIS = "share of agents (fraction)"
 LAYOUT_SEED = 0
@@ -33,6 +37,19 @@ MAX_GROUP_SPREAD = 2.4
 MISSING_COLOUR = "0.45"  # darker than the neutral middle of LIKERT_CMAP
 CATEGORY_COLOURS = plt.get_cmap("tab10")
 LIKERT_CMAP = "coolwarm"
+
+
+def plain_text(function: Callable[P, R]) -> Callable[P, R]:
+    """Run ``function`` (one that builds or saves figures) with matplotlib's math text off:
+    a ``$`` in an option, a statement or a condition label ("cut the fare by $1 or by $2")
+    is text, not the start of a formula (which would garble the label or fail to parse)."""
+
+    @functools.wraps(function)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        with matplotlib.rc_context({"text.parse_math": False}):
+            return function(*args, **kwargs)
+
+    return wrapper
 
 
 def integer_steps(ax: Any) -> None:
@@ -87,6 +104,7 @@ def figure_handles(fig: Figure) -> tuple[list[Any], list[str]]:
     return list(seen.values()), list(seen)
 
 
+@plain_text
 def figure_accuracy(
     drift: pd.DataFrame, topics: Sequence[Any], interventions: pd.DataFrame
 ) -> Figure:
@@ -117,6 +135,7 @@ def answer_shares(df: pd.DataFrame, values: Sequence[Any]) -> pd.DataFrame:
     return table[columns]
 
 
+@plain_text
 def figure_distributions(
     drift: pd.DataFrame, topics: Sequence[Any], interventions: pd.DataFrame
 ) -> Figure:
@@ -276,6 +295,7 @@ def place_labels(
     return left_out
 
 
+@plain_text
 def figure_asch_reference(levels: pd.DataFrame, reference: Reference | None) -> Figure:
     """Asch conformity level CL and resistance level RL as functions of p, with humans.
 

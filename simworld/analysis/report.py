@@ -39,6 +39,7 @@ from simworld.analysis.figures import (
     legend_outside,
     network_layout,
     place_labels,
+    plain_text,
     time_axis,
 )
 from simworld.analysis.human_reference import ASCH_1951, Reference
@@ -78,6 +79,7 @@ def _empty(ax: Any, text: str) -> None:
     ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color="0.4")
 
 
+@plain_text
 def figure_trajectories(
     drift: pd.DataFrame, topic: Any, interventions: pd.DataFrame | None = None
 ) -> Figure:
@@ -139,6 +141,7 @@ def _talk_layout(
     return network_layout(grouped, edges)
 
 
+@plain_text
 def figure_network(
     agents: pd.DataFrame,
     edges: pd.DataFrame,
@@ -257,6 +260,7 @@ def last_probe_rows(frame: pd.DataFrame) -> pd.DataFrame:
     return frame[frame["step"] == frame.groupby("topic")["step"].transform("max")]
 
 
+@plain_text
 def figure_drift(drift: pd.DataFrame, topics: dict[str, Any]) -> Figure | None:
     """Drift over agents at each topic's last probe step (docs/metrics.md §2; None: nothing
     to draw).
@@ -291,6 +295,7 @@ def figure_drift(drift: pd.DataFrame, topics: dict[str, Any]) -> Figure | None:
     return fig
 
 
+@plain_text
 def figure_conformity(conformity: pd.DataFrame, statements: pd.DataFrame) -> Figure | None:
     """Distribution over agents of local conformity and public/private mismatch.
 
@@ -331,6 +336,7 @@ POPULATION_PANELS = (
 """Population measures drawn over time: column, axis label, Likert topics only."""
 
 
+@plain_text
 def figure_population(
     population: pd.DataFrame, topics: dict[str, Any], interventions: pd.DataFrame | None = None
 ) -> Figure | None:
@@ -372,6 +378,7 @@ def figure_population(
     return fig
 
 
+@plain_text
 def figure_belief(curve: pd.DataFrame, interventions: pd.DataFrame) -> Figure:
     """Shares of susceptible, believing and recovered agents per probe step.
 
@@ -389,6 +396,7 @@ def figure_belief(curve: pd.DataFrame, interventions: pd.DataFrame) -> Figure:
     return fig
 
 
+@plain_text
 def figure_asch(levels: pd.DataFrame, reference: Reference | None = None) -> Figure:
     """Asch conformity level CL and resistance level RL as functions of p (docs/metrics.md §3).
 
@@ -461,6 +469,7 @@ def report_figures(
     return figs
 
 
+@plain_text
 def _png(fig: Figure) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=DPI, metadata={"Software": None}, bbox_inches="tight")

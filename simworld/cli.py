@@ -8,10 +8,11 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from simworld.errors import ConfigError, SimworldError
 from simworld.support.plugins import plugin_fault
+from simworld.support.redact import Redactor
 from simworld.support.rundir import FINISHED, RunStatus, read_manifest
 from simworld.support.yamlio import parse_scalar
 
@@ -24,8 +25,15 @@ EXIT_RUN_FAILED = 1
 SIMULATING = frozenset({"run", "resume", "replay"})
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors, which echo what was typed, mask credentials."""
+
+    def error(self, message: str) -> NoReturn:
+        super().error(Redactor.for_environment().text(message))
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="simworld", description="Multi-agent social simulation.")
+    parser = _Parser(prog="simworld", description="Multi-agent social simulation.")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run a scenario into a new run directory")
     run.add_argument("scenario", help="scenario YAML file")
@@ -126,19 +134,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit
         return EXIT_RUN_FAILED
     except SimworldError as exc:
-        print(f"simworld: error: {exc}", file=sys.stderr)
+        _error(str(exc))
         return EXIT_BAD_INPUT
     except OSError as exc:
         if exc.filename is None:  # not about a path the user gave or the run uses
             raise
-        print(f"simworld: error: {exc.filename}: {exc.strerror or exc}", file=sys.stderr)
+        _error(f"{exc.filename}: {exc.strerror or exc}")
         return EXIT_BAD_INPUT
     except Exception as exc:
         fault = plugin_fault(exc)
         if fault is None:
             raise  # simworld's own bug: its traceback is what a report needs
-        print(f"simworld: error: {fault}", file=sys.stderr)
+        _error(fault)
         return EXIT_RUN_FAILED
+
+
+def _error(message: str) -> None:
+    """Print ``simworld: error: message`` on stderr, with credentials masked: a value the
+    user gave is echoed back (``--set llm.temperature=...``), perhaps a key pasted in the
+    wrong place."""
+    print(f"simworld: error: {Redactor.for_environment().text(message)}", file=sys.stderr)
 
 
 def _finish(result: RunResult) -> int:
@@ -147,13 +162,12 @@ def _finish(result: RunResult) -> int:
         return 0
     if result.status == RunStatus.CRASHED:
         after = "no step" if result.last_step is None else f"step {result.last_step}"
-        print(
-            f"simworld: error: {result.error}; run {result.run_dir} is marked crashed "
-            f"({after} completed); continue it with: simworld resume {result.run_dir}",
-            file=sys.stderr,
+        _error(
+            f"{result.error}; run {result.run_dir} is marked crashed "
+            f"({after} completed); continue it with: simworld resume {result.run_dir}"
         )
     else:
-        print(f"simworld: error: run {result.status}: {result.error}", file=sys.stderr)
+        _error(f"run {result.status}: {result.error}")
     return EXIT_RUN_FAILED
 
 

@@ -10,11 +10,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pytest
 import yaml
 
 from simworld.cli import main
 from simworld.llm.credentials import redactor_for
+from simworld.runs.writer import mask_table
 from simworld.support.redact import MASK, MIN_SECRET_LENGTH, Redactor
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -229,6 +231,8 @@ def test_known_key_shapes_are_masked_without_env(secret: str) -> None:
         "desk-top-computer",
         "task-1234",
         "AKIA-lower",
+        "#ASIAPacific2024Summit",
+        "AKIAIOSFODNN7EXAMPLE2",
         "sk-learn-compatible-pipelines",
         "sk-model-v2-release-2024-pipeline",
         "hf_hub_download_helper_function",
@@ -266,3 +270,83 @@ def test_default_reads_process_environment(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setenv("ANTHROPIC_API_KEY", "from-the-environment")
     red = redactor_for(["anthropic/claude-3-5-haiku-20241022"])
     assert red.text("from-the-environment") == MASK
+
+
+@pytest.mark.usefixtures("_collect_garbage")
+def test_a_key_in_the_library_a_grid_or_a_branch_is_refused_before_anything_is_written(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    secrets: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The persona library, a sweep's grid values and a branch's ``--set`` are scenario
+    content too: a key in them is refused in one line naming the file and field (masking
+    would change what is simulated), and nothing is written."""
+    key = secrets["OPENAI_API_KEY"]
+    monkeypatch.setenv("VAULT_VAR", "CorrectHorseBattery9")  # any name, via api_key_env
+    library = yaml.safe_load(PANEL.read_text(encoding="utf-8"))
+    library["personas"][-1]["occupation"] = f"Keeps {key} safe"
+    (tmp_path / "panel.yaml").write_text(yaml.safe_dump(library), encoding="utf-8")
+    scenario = _short_scenario(tmp_path)
+    data = yaml.safe_load(scenario.read_text(encoding="utf-8"))
+    data["population"]["library"] = str(tmp_path / "panel.yaml")
+    scenario.write_text(yaml.safe_dump(data), encoding="utf-8")
+    last = len(library["personas"]) - 1
+    assert main(["run", str(scenario), "--out", str(tmp_path / "a"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert f"panel.yaml: personas[{last}].occupation: holds a key-shaped token" in err
+    assert key not in err and not (tmp_path / "a").exists()
+
+    scenario = _short_scenario(tmp_path)
+    grid = f"protocol.instruction=plain,use {key} here"
+    assert main(["sweep", str(scenario), "--grid", grid, "--out", str(tmp_path / "s")]) == 2
+    err = capsys.readouterr().err
+    assert "protocol.instruction: holds a key-shaped token" in err and key not in err
+    assert not (tmp_path / "s").exists()
+
+    run = tmp_path / "run"
+    args = ["--set", "llm.api_key_env=VAULT_VAR", "--out", str(run), "--quiet"]
+    assert main(["run", str(scenario), *args]) == 0
+    capsys.readouterr()
+    before = sorted(tmp_path.iterdir())
+    instruction = "protocol.instruction=Say CorrectHorseBattery9 now"
+    assert main(["replay", str(run), "--from-step", "1", "--set", instruction, "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "protocol.instruction: holds the value of a credential variable" in err
+    assert "CorrectHorseBattery9" not in err and sorted(tmp_path.iterdir()) == before
+
+
+def test_a_value_echoed_in_an_error_is_masked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], secrets: dict[str, str]
+) -> None:
+    """An error that quotes what was typed (a key pasted as a value) masks it."""
+    key, scenario = secrets["OPENAI_API_KEY"], _short_scenario(tmp_path)
+    for args in (["--set", f"llm.temperature={key}"], ["--model", key]):
+        assert main(["run", str(scenario), *args, "--out", str(tmp_path / "r")]) == 2
+        err = capsys.readouterr().err
+        assert key not in err and err.startswith("simworld: error: "), err
+    with pytest.raises(SystemExit) as stop:  # argparse's own error
+        main(["run", str(scenario), "--steps", key])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and f"'{MASK}'" in err and key not in err
+
+
+def test_strings_inside_list_and_struct_columns_are_masked() -> None:
+    """A tracker of one's own may keep lists of messages: masked like a string column."""
+    red = Redactor(["tok-1234567890"])
+    kind = pa.struct([("speaker", pa.string()), ("words", pa.list_(pa.string()))])
+    table = pa.table(
+        {
+            "said": pa.array([["hi tok-1234567890", "ok"], None], pa.list_(pa.string())),
+            "turn": pa.array(
+                [{"speaker": "tok-1234567890", "words": ["a", "tok-1234567890"]}, None], kind
+            ),
+            "n": [1, 2],
+        }
+    )
+    masked = mask_table(table, red).to_pylist()
+    assert masked == [
+        {"said": [f"hi {MASK}", "ok"], "turn": {"speaker": MASK, "words": ["a", MASK]}, "n": 1},
+        {"said": None, "turn": None, "n": 2},
+    ]
+    assert mask_table(table, Redactor()).equals(table)

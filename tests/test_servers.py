@@ -96,6 +96,13 @@ def test_provider_params_enter_the_cache_key_endpoint_and_key_do_not():
     [
         ({"api_key_env": "sk-abc123"}, "llm.api_key_env", "never the key itself"),
         ({"params": {"api_key": "x"}}, "llm.params", "llm.api_key_env"),
+        ({"params": {"aws_secret_access_key": "x"}}, "llm.params", "aws_secret_access_key"),
+        ({"params": {"azure_ad_token": "x"}}, "llm.params", "azure_ad_token: keys never"),
+        ({"params": {"vertex_credentials": "x"}}, "llm.params", "vertex_credentials"),
+        ({"params": {"default_headers": {"a": "b"}}}, "llm.params", "default_headers"),
+        ({"params": {"extra_body": {"api_key": "x"}}}, "llm.params", "extra_body.api_key"),
+        ({"api_base": "https://me:pw@h/v1"}, "llm.api_base", "user name or password"),
+        ({"deployments": [{"api_base": "http://tok@b"}]}, "llm.deployments", "user name"),
         ({"params": {"seed": 3}}, "llm.params", "set by simworld"),
         ({"params": {"base_url": "http://h"}}, "llm.params", "llm.api_base"),
         ({"api_base": "http://a", "deployments": [{"api_base": "http://b"}]}, "llm", "not both"),

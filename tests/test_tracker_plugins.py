@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from simworld.analysis.report import build_report, extra_frame_names
+from simworld.analysis.report import build_report
 from simworld.analysis.tables import Run
 from simworld.cli import main
 from simworld.config.scenario import load_scenario
@@ -55,8 +56,34 @@ def test_a_file_tracker_runs_live_in_analyze_and_in_the_report(
     assert list(frame.step) == [1, 2] and (frame.speakers == 8).all()
     monkeypatch.chdir(tmp_path / "out")  # the manifest keeps the absolute path
     assert analyze_run(run, check=True)["talkers"] == "identical"
-    assert extra_frame_names(Run(run)) == ["talkers"]
+    assert Run(run).own_frame_names() == ["talkers"]
     assert "Tracker talkers" in build_report(run).read_text(encoding="utf-8")
+
+
+def test_reading_or_reporting_a_run_never_runs_the_code_it_names(
+    make_scenario: Callable[..., Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A run stopped before its first frames has no trackers/ folder: the report derives
+    the built-in frames and leaves the run's own out, saying why; only analyze (which
+    rebuilds the run, as resume and replay do) imports the tracker's file."""
+    path = with_tracker(make_scenario, "plugins/talkers.py:Talkers")
+    marker = tmp_path / "built"  # made whenever a Talkers is built
+    built = f"        open({str(marker)!r}, 'a').close()\n        self.seen = {{}}"
+    plugin = path.parent / "plugins" / "talkers.py"
+    plugin.write_text(TRACKER.replace("        self.seen = {}", built), encoding="utf-8")
+    run = tmp_path / "run"
+    assert run_scenario(path, out_dir=run).status == "completed" and marker.exists()
+    shutil.rmtree(run / "trackers")
+    marker.unlink()
+    assert main(["report", str(run)]) == 0
+    page = (run / "report" / "report.html").read_text(encoding="utf-8")
+    assert "Tracker talkers" not in page and f"simworld analyze {run} writes them" in page
+    with pytest.raises(ConfigError, match=r"talkers\.parquet: not written; simworld analyze"):
+        Run(run).frame("talkers")
+    assert not Run(run).frame("drift").empty
+    assert not marker.exists()
+    assert main(["analyze", str(run)]) == 0 and marker.exists()
+    assert Run(run).own_frame_names() == ["talkers"]
 
 
 MEDDLER = """

@@ -52,7 +52,6 @@ from simworld.runs.writer import atomic_write_bytes
 from simworld.support.events import EventType
 from simworld.support.recipients import Recipients
 from simworld.support.rundir import REPORT_DIR, TRACKERS_DIR, TRANSCRIPT
-from simworld.trackers.tracker_set import BUILTIN_TRACKERS, TrackerSet, tracker_scenario
 
 REPORT_FILE = "report.html"
 DPI = 100
@@ -797,7 +796,7 @@ def section_signal(page: Page) -> list[str]:
     out = ["<h2>Do the answers carry an opinion? (signal checks, docs/metrics.md §8)</h2>"]
     warnings = [w for w in frame["warning"] if isinstance(w, str)] if len(frame) else []
     out += [f"<p class='warning'><b>Warning:</b> {html.escape(w)}</p>" for w in warnings]
-    if len(frame) and not warnings:
+    if len(frame) and not warnings:  # a topic without answers has a warning
         out.append("<p>No topic's answers look degenerate or position-driven.</p>")
     out.append(_table(frame.drop(columns=["warning"]) if len(frame) else frame))
     return out
@@ -841,24 +840,18 @@ def section_scripted(page: Page) -> list[str]:
     return out
 
 
-def extra_frame_names(run: Run) -> list[str]:
-    """The frames of the run's own trackers (``trackers.extra``): those written in its
-    ``trackers/`` folder, by name, so a report needs no plug-in code; of a run without the
-    folder, those its scenario's trackers give, in scenario order."""
-    written = run.path / TRACKERS_DIR
-    if written.is_dir():
-        builtin = {cls.name for cls in BUILTIN_TRACKERS}
-        return sorted(p.stem for p in written.glob("*.parquet") if p.stem not in builtin)
-    trackers = TrackerSet(tracker_scenario(run.manifest, run.path))
-    return trackers.names[len(BUILTIN_TRACKERS) :]
-
-
 def section_extra(page: Page) -> list[str]:
     """One table per frame of the scenario's extra trackers (at most :data:`EXTRA_ROWS`
     rows each)."""
     run = _run(page)
+    own = ((run.manifest.get("scenario") or {}).get("trackers") or {}).get("extra")
+    if own and not (run.path / TRACKERS_DIR).is_dir():
+        page.notes.append(
+            "Frames of the run's own trackers (trackers.extra): the run wrote no trackers/ "
+            f"folder; simworld analyze {run.path} writes them (it runs the trackers' code)."
+        )
     out = []
-    for name in extra_frame_names(run):
+    for name in run.own_frame_names():
         frame = run.frame(name)
         note = f" (first {EXTRA_ROWS} of {len(frame)} rows)" if len(frame) > EXTRA_ROWS else ""
         out += [f"<h2>Tracker {html.escape(name)}{note}</h2>", _table(frame.head(EXTRA_ROWS))]

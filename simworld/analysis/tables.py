@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from simworld.errors import ConfigError
 from simworld.measures import asch_table, belief_curve, diversity_table, score_change
 from simworld.runs.tables import read_table
 from simworld.support.events import Event
@@ -84,18 +85,44 @@ class Run:
     def frame(self, name: str) -> pd.DataFrame:
         """A tracker frame: ``trackers/<name>.parquet``, re-derived from the transcript
         (no model call) when the run has no such file (e.g. a run older than trackers) or
-        the file lacks a column the built-in tracker now has (a run older than the column)."""
+        the file lacks a column the built-in tracker now has (a run older than the column).
+
+        Reading a run never runs code it names: a frame of the run's own trackers
+        (``trackers.extra``) is read from its file only (``simworld analyze`` writes it).
+
+        Raises:
+            ConfigError: A frame of the run's own trackers has no file.
+            KeyError: No tracker of the run gives a frame of that name (the message lists
+                those that do).
+        """
         path = self.path / TRACKERS_DIR / f"{name}.parquet"
         if path.is_file():
             table = read_table(path)
             wanted = BUILTIN_COLUMNS.get(name, set())
             if wanted <= set(table.column_names):
                 return table.to_pandas(types_mapper=nullable_types)
-        return self._derived.frame(name)
+        if name in BUILTIN_COLUMNS:
+            return self._derived.frame(name)
+        own = ((self.manifest.get("scenario") or {}).get("trackers") or {}).get("extra")
+        if own and not (self.path / TRACKERS_DIR).is_dir():
+            raise ConfigError(
+                path,
+                "",
+                f"not written; simworld analyze {self.path} writes the frames of the run's own "
+                "trackers (it runs the code the run's trackers.extra names)",
+            )
+        known = [*BUILTIN_COLUMNS, *self.own_frame_names()]
+        raise KeyError(f"no frame {name!r}; the frames: {', '.join(known)}")
+
+    def own_frame_names(self) -> list[str]:
+        """The frames of the run's own trackers (``trackers.extra``) written in its
+        ``trackers/`` folder, by name (read without running their code)."""
+        written = self.path / TRACKERS_DIR
+        return sorted(p.stem for p in written.glob("*.parquet") if p.stem not in BUILTIN_COLUMNS)
 
     @cached_property
     def _derived(self) -> Any:
-        return derive(self.path)
+        return derive(self.path, own_trackers=False)
 
     def start_event(self) -> Event:
         """The ``run_start`` event (agents, assigned opinions, edges)."""

@@ -29,11 +29,12 @@ from simworld.config.interventions import (
     Rewiring,
 )
 from simworld.config.memory import MemoryConfig
-from simworld.config.persona import SLUG, PopulationDistributions, is_one_line
+from simworld.config.persona import SLUG, PopulationDistributions, is_one_line, load_library
 from simworld.config.servers import (
     Deployment,
     Route,
     RoutingConfig,
+    check_api_base,
     check_env_name,
     check_params,
     make_route,
@@ -380,6 +381,11 @@ class LLMConfig(_Strict):
     @classmethod
     def _params(cls, value: dict[str, JsonValue]) -> dict[str, JsonValue]:
         return check_params(value)
+
+    @field_validator("api_base")
+    @classmethod
+    def _api_base(cls, value: str | None) -> str | None:
+        return check_api_base(value)
 
     @model_validator(mode="after")
     def _one_endpoint(self) -> LLMConfig:
@@ -728,28 +734,36 @@ def recorded_scenario(
 
 
 def check_no_credentials(scenario: Scenario, source: str | Path, redactor: Redactor) -> None:
-    """Refuse a scenario that holds a credential (see :mod:`simworld.support.redact`).
+    """Refuse a scenario, or the persona library it draws from, that holds a credential
+    (see :mod:`simworld.support.redact`).
 
     Outputs never hold credentials, and masking never changes scenario content: a scenario
-    with a key in it could be neither recorded as it is nor replayed from a masked copy.
+    with a key in it could be neither recorded as it is nor replayed from a masked copy; a
+    library's personas are written into ``agents.parquet`` and every prompt.
 
     Args:
         scenario: The validated scenario.
         source: The scenario file, named in errors.
-        redactor: The run's redactor (``simworld.llm.credentials.redactor_for``).
+        redactor: The run's redactor (``simworld.llm.credentials.run_redactor``).
 
     Raises:
         ConfigError: A field holds the value of the provider's credential variable or a
-            key-shaped token (the message names the field, never the value).
+            key-shaped token (the message names the file and field, never the value).
     """
-    hit = find_credential(scenario.model_dump(mode="json"), redactor)
-    if hit is not None:
-        field, what = hit
-        raise ConfigError(
-            source,
-            field,
-            f"holds {what}; keep credentials in the environment, not in scenario files",
-        )
+    documents: list[tuple[str | Path, Any]] = [(source, scenario.model_dump(mode="json"))]
+    if scenario.population.library is not None:
+        library = scenario.population.library
+        documents.append((library, load_library(library).model_dump(mode="json")))
+    for where, data in documents:
+        hit = find_credential(data, redactor)
+        if hit is not None:
+            field, what = hit
+            raise ConfigError(
+                where,
+                field,
+                f"holds {what}; keep credentials in the environment, "
+                "not in scenario or persona files",
+            )
 
 
 def scenario_json_schema() -> dict[str, Any]:

@@ -13,6 +13,7 @@ import os
 import re
 from functools import lru_cache
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
 
@@ -41,6 +42,12 @@ RESERVED_PARAMS = frozenset(
         "headers",
     }
 )
+SECRET_PARAM = re.compile(
+    r"api_?key|access_key|secret|passw(or)?d|credential|token$|auth|headers|cookie", re.IGNORECASE
+)
+"""A provider parameter, at any depth of ``llm.params``, whose value would be a credential
+(``api_key``, ``aws_secret_access_key``, ``azure_ad_token``, ``vertex_credentials``,
+``default_headers``, ``extra_body.api_key``)."""
 # Provider parameters that are passed through but cannot change an answer: not in cache keys.
 NEUTRAL_PARAMS = frozenset({"user", "api_version"})
 
@@ -90,6 +97,12 @@ class Deployment(_Frozen):
     @classmethod
     def _env_name(cls, value: str | None) -> str | None:
         return check_env_name(value)
+
+    @field_validator("api_base")
+    @classmethod
+    def _no_user_info(cls, value: str) -> str:
+        check_api_base(value)
+        return value
 
 
 class RoutingConfig(_Frozen):
@@ -160,22 +173,44 @@ def make_route(
     )
 
 
-def check_params(params: dict[str, JsonValue]) -> dict[str, JsonValue]:
-    """Reject provider parameters simworld sets itself or that would carry a secret.
+def check_api_base(value: str | None) -> str | None:
+    """Accept an endpoint URL that carries no user name or password (``user:pw@host``).
+
+    Raises:
+        ValueError: The URL holds user information.
+    """
+    try:
+        parts = urlsplit(value) if value is not None else None
+    except ValueError as exc:
+        raise ValueError(f"not a URL ({exc})") from None
+    if parts is not None and (parts.username is not None or parts.password is not None):
+        raise ValueError(
+            "holds a user name or password (user:password@); keys never go in a scenario: "
+            "name the environment variable holding the key in llm.api_key_env"
+        )
+    return value
+
+
+def check_params(params: dict[str, JsonValue], field: str = "") -> dict[str, JsonValue]:
+    """Reject provider parameters simworld sets itself or that would carry a secret, at any
+    depth (:data:`SECRET_PARAM`).
 
     Raises:
         ValueError: Naming the first offending parameter.
     """
-    for name in params:
-        if name in {"api_key", "extra_headers", "headers"}:
+    for name, value in params.items():
+        where = f"{field}.{name}" if field else name
+        if SECRET_PARAM.search(name):
             raise ValueError(
-                f"{name}: keys never go in a scenario; name the environment variable "
+                f"{where}: keys never go in a scenario; name the environment variable "
                 "holding the key in llm.api_key_env"
             )
-        if name in {"api_base", "base_url"}:
+        if not field and name in {"api_base", "base_url"}:
             raise ValueError(f"{name}: give the endpoint as llm.api_base")
-        if name in RESERVED_PARAMS:
+        if not field and name in RESERVED_PARAMS:
             raise ValueError(f"{name}: set by simworld (see the llm section), not a parameter")
+        if isinstance(value, dict):
+            check_params(value, where)
     return params
 
 

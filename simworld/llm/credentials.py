@@ -8,6 +8,7 @@ from collections.abc import Iterable, Mapping
 
 import litellm
 
+from simworld.config.scenario import Scenario
 from simworld.support.redact import NO_CREDENTIALS, Redactor
 
 
@@ -57,3 +58,14 @@ def redactor_for(
     providers read, of the variables in ``names`` (the scenario's ``api_key_env``
     variables), and key-shaped tokens (``None`` entries of ``models`` add nothing)."""
     return Redactor.for_providers((provider_of(m) for m in models if m), environ, names=names)
+
+
+def run_redactor(*scenarios: Scenario, environ: Mapping[str, str] | None = None) -> Redactor:
+    """The redactor of a run of ``scenarios`` (a branch runs its parent's and its own): the
+    credential variables of every model they send requests for and their ``api_key_env``
+    variables (:func:`redactor_for`)."""
+    models = [model for s in scenarios for model in s.provider_models()]
+    names = [
+        name for s in scenarios if (route := s.llm.route()) is not None for name in route.key_envs()
+    ]
+    return redactor_for(models, environ, names=names)

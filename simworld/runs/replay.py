@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from simworld.config.scenario import Scenario, check_no_credentials, set_dotted
 from simworld.engine.model import BRANCH_FIXED_FIELDS, resolve_plugins
 from simworld.errors import ConfigError, ResumeError, config_error_from_validation
-from simworld.llm.credentials import redactor_for
+from simworld.llm.credentials import run_redactor
 from simworld.memory.system import BRANCH_FIXED_MEMORY_FIELDS
 from simworld.runs.run import (
     Branch,
@@ -222,7 +222,7 @@ def branch_scenario(parent: Scenario, overrides: dict[str, Any], *, source: str 
     mismatch = strict_mismatch(data, child.model_dump())
     if mismatch is not None:
         raise ConfigError(source, *mismatch)
-    check_no_credentials(child, source, redactor_for(child.provider_models()))
+    check_no_credentials(child, source, run_redactor(parent, child))
     return child
 
 

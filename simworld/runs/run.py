@@ -28,7 +28,7 @@ from simworld.errors import (
     ResumeError,
 )
 from simworld.llm.cache import ResponseCache, check_cache_file
-from simworld.llm.credentials import missing_key, redactor_for
+from simworld.llm.credentials import missing_key, run_redactor
 from simworld.llm.gateway import Accounting, Gateway
 from simworld.llm.litellm_backend import LiteLLMModel, dropped_params
 from simworld.llm.providers.local import build_of
@@ -323,11 +323,7 @@ def _execute(
 ) -> RunResult:
     """:func:`execute` in a claimed, locked run directory."""
     started = time.perf_counter()
-    route = scenario.llm.route()
-    models = scenario.provider_models()
-    if branch is not None:
-        models += branch.scenario.provider_models()
-    redactor = redactor_for(models, names=() if route is None else route.key_envs())
+    redactor = run_redactor(scenario, *([] if branch is None else [branch.scenario]))
     first = (
         scenario
         if branch is None
@@ -563,13 +559,8 @@ def run_scenario(
             written.
     """
     scenario, source = resolve_scenario(scenario, overrides)
+    check_no_credentials(scenario, source, run_redactor(scenario))
     check_models(scenario, source)
-    route = scenario.llm.route()
-    check_no_credentials(
-        scenario,
-        source,
-        redactor_for(scenario.provider_models(), names=() if route is None else route.key_envs()),
-    )
     if out_dir is not None and Path(out_dir).exists() and not is_unstarted(Path(out_dir)):
         what = "is a file, not a run directory" if Path(out_dir).is_file() else "already exists"
         raise ConfigError(out_dir, "", f"{what}; choose a new --out")

@@ -236,20 +236,49 @@ def parquet_bytes(table: pa.Table) -> bytes:
 
 
 def mask_table(table: pa.Table, redactor: Redactor) -> pa.Table:
-    """The table with secrets masked in its string columns (masking each distinct value once).
+    """The table with secrets masked in its strings, also inside list and struct columns
+    (a tracker of one's own may keep a list of messages); each distinct string value of a
+    string column is masked once.
 
-    Equal to masking every string cell of the rows the table was built from (column names
-    are identifiers, never secrets).
+    Equal to masking every string cell of the rows the table was built from (column and
+    struct field names are identifiers, never secrets).
     """
     for i, field in enumerate(table.schema):
-        if not pa.types.is_string(field.type):
+        if not _holds_strings(field.type):
             continue
         values = table.column(i).to_pylist()
-        masked = {v: redactor.text(v) for v in set(values) if v is not None}
-        if any(k != v for k, v in masked.items()):
-            cells = [None if v is None else masked[v] for v in values]
-            table = table.set_column(i, field, pa.array(cells, type=field.type))
+        if pa.types.is_string(field.type) or pa.types.is_large_string(field.type):
+            masked = {v: redactor.text(v) for v in set(values) if v is not None}
+            if any(k != v for k, v in masked.items()):
+                cells = [None if v is None else masked[v] for v in values]
+                table = table.set_column(i, field, pa.array(cells, type=field.type))
+            continue
+        nested = [_mask_nested(v, redactor) for v in values]
+        if nested != values:
+            table = table.set_column(i, field, pa.array(nested, type=field.type))
     return table
+
+
+def _holds_strings(kind: pa.DataType) -> bool:
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        return True
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind):
+        return _holds_strings(kind.value_type)
+    if pa.types.is_struct(kind):
+        return any(_holds_strings(kind.field(j).type) for j in range(kind.num_fields))
+    return False
+
+
+def _mask_nested(value: Any, redactor: Redactor) -> Any:
+    """``value`` (a cell of a list or struct column) with its strings masked; a struct's
+    field names are kept."""
+    if isinstance(value, str):
+        return redactor.text(value)
+    if isinstance(value, dict):
+        return {k: _mask_nested(v, redactor) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_mask_nested(v, redactor) for v in value]
+    return value
 
 
 class GrowingTable:

@@ -25,8 +25,6 @@ MASK = "[REDACTED]"
 # Prefixes of well-known key formats; what follows must look random (:func:`looks_like_key`).
 KEY_PREFIXES = (
     r"sk-(?:proj-|svcacct-|admin-|ant-(?:api|admin)\d\d-)?",
-    r"AKIA",
-    r"ASIA",
     r"hf_",
     r"gh[pousr]_",
     r"github_pat_",
@@ -35,8 +33,15 @@ KEY_PREFIXES = (
     r"gsk_",
     r"r8_",
 )
+AWS_KEY_ID = r"(?:AKIA|ASIA)[A-Z0-9]{16}(?![A-Za-z0-9_\-])"
+"""An AWS access key id: exactly 16 capitals and digits after its prefix (so a word such as
+``ASIAPacific2024Summit`` is not one)."""
 KEY_CANDIDATE = re.compile(
-    r"(?<![A-Za-z0-9_\-])(?:" + "|".join(KEY_PREFIXES) + r")[A-Za-z0-9_\-]{12,}"
+    r"(?<![A-Za-z0-9_\-])(?:(?:"
+    + "|".join(KEY_PREFIXES)
+    + r")[A-Za-z0-9_\-]{12,}|"
+    + AWS_KEY_ID
+    + ")"
 )
 # Every key prefix holds one of these (a quick test before the regular expression).
 _PREFIX_MARKS = ("-", "_", "AKIA", "ASIA", "AIza")
@@ -128,6 +133,18 @@ class Redactor:
         wanted = {name for p in providers for name in credential_variables(p, env)}
         wanted |= {name for name in names if name in env}
         return cls(env[name] for name in sorted(wanted))
+
+    @classmethod
+    def for_environment(cls, environ: Mapping[str, str] | None = None) -> Redactor:
+        """A redactor of every variable named like a secret (:data:`SECRET_NAME`), whatever
+        reads it, and of key-shaped tokens: for messages printed before a run's own
+        redactor is known (a bad value given on the command line is echoed back).
+
+        Args:
+            environ: The environment (``os.environ`` by default).
+        """
+        env = os.environ if environ is None else environ
+        return cls(value for name, value in env.items() if SECRET_NAME.search(name))
 
     @property
     def secrets(self) -> list[str]:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from simworld.config.scenario import Scenario, load_scenario
+from simworld.config.scenario import Scenario, check_no_credentials, load_scenario
 from simworld.errors import ConfigError
 from simworld.support.yamlio import parse_scalar
 
@@ -221,7 +221,7 @@ def plan_sweep(
 
     Raises:
         ConfigError: A bad grid or seeds, or a run's scenario does not validate (its model
-            string and the plug-ins it names included).
+            string and the plug-ins it names included) or holds a credential.
         simworld.llm.providers.local.LocalModelError: A run's local model cannot be used.
     """
     path = Path(scenario_path).resolve()
@@ -239,10 +239,11 @@ def plan_sweep(
         for seed in seed_list:
             scenario = load_scenario(path, {**params, "seed": seed})
             runs.append(PlannedRun(len(runs), next(names), params, seed, scenario))
-    from simworld.llm.providers.registry import (  # imports litellm
-        check_scenario_embedding,
-        check_scenario_model,
-    )
+    from simworld.llm.credentials import run_redactor  # imports litellm
+    from simworld.llm.providers.registry import check_scenario_embedding, check_scenario_model
+
+    for run in runs:  # a key given in the grid would be written into sweep.json and labels
+        check_no_credentials(run.scenario, path, run_redactor(run.scenario))
 
     for model in dict.fromkeys(run.scenario.llm.model for run in runs):
         check_scenario_model(model, path)

@@ -371,17 +371,27 @@ def tracker_scenario(manifest: dict[str, Any], run_dir: str | Path) -> Scenario:
     return recorded_scenario(manifest.get("scenario"), where)
 
 
-def derive(run_dir: str | Path) -> TrackerSet:
+def derive(run_dir: str | Path, *, own_trackers: bool = True) -> TrackerSet:
     """Re-derive every tracker of a finished run from its transcript, with no model call.
 
     The scenario (topics, tracker settings) is read from the run's manifest; every value
     comes from ``transcript.jsonl``.
 
+    Args:
+        run_dir: The run directory.
+        own_trackers: Derive the trackers of the scenario's ``trackers.extra`` too, which
+            imports and runs the code they name; ``False``: the built-in trackers only (what
+            reading a run, as a report does, needs).
+
     Raises:
         ConfigError: A transcript line is not JSON, or a message's ``to`` does not resolve.
     """
     run_dir = Path(run_dir)
-    trackers = TrackerSet(tracker_scenario(read_manifest(run_dir), run_dir))
+    scenario = tracker_scenario(read_manifest(run_dir), run_dir)
+    if not own_trackers:
+        trackers_config = scenario.trackers.model_copy(update={"extra": []})
+        scenario = scenario.model_copy(update={"trackers": trackers_config})
+    trackers = TrackerSet(scenario)
     path = run_dir / TRANSCRIPT
     with open(path, encoding="utf-8") as fh:
         for n, line in enumerate(fh, start=1):
@@ -413,10 +423,14 @@ def analyze_run(
         ``different`` (a file with other bytes); unless ``check``, new and different
         frames are (re)written.
     """
-    from simworld.llm.credentials import redactor_for
+    from simworld.llm.credentials import run_redactor
 
     trackers = derive(run_dir)
-    redactor = redactor_for([read_manifest(run_dir).get("model")])
+    manifest = read_manifest(run_dir)
+    scenarios = [recorded_scenario(manifest.get("scenario"), Path(run_dir) / MANIFEST)]
+    if (manifest.get("branch") or {}).get("parent_scenario") is not None:
+        scenarios.append(tracker_scenario(manifest, run_dir))  # a branch ran both
+    redactor = run_redactor(*scenarios)  # the run's own (:func:`simworld.runs.run.execute`)
     target = Path(out_dir) if out_dir is not None else Path(run_dir) / TRACKERS_DIR
     status: dict[str, str] = {}
     for name in trackers.names:

@@ -87,6 +87,16 @@ def test_transient_errors_are_retried_then_succeed():
     assert out.attempts == 3
 
 
+def test_an_error_without_a_message_is_recorded_with_one():
+    """The asyncio timeout says nothing: the record (and the failure summary quoting it)
+    says what happened instead of ending in "such as: "."""
+    model = Scripted([TimeoutError(), '{"answer": 3}'])
+    out = run(gateway(model, timeout_s=7.5).call(request(), Answer))
+    assert [(e["kind"], e["message"]) for e in out.errors] == [
+        ("timeout", "no answer within llm.timeout_s (7.5 s)")
+    ]
+
+
 def test_only_invalid_answers_move_the_seed_attempt():
     timeout = litellm.Timeout("t", model="m", llm_provider="test")
     model = Scripted([timeout, "not json", rate_limited(), '{"answer": "x"}', '{"answer": 2}'])

@@ -126,6 +126,51 @@ def test_answer_enum_and_content_normalisation():
     assert logprob_content(raw) == [{"token": "a", "logprob": -1.0, "top_logprobs": []}]
 
 
+@pytest.mark.parametrize(
+    "logprobs",
+    [
+        "garbage",
+        {"content": "garbage"},
+        {"content": [{"token": "a"}]},
+        {"content": [{"token": "a", "logprob": "high"}]},
+        {"content": [{"token": "a", "logprob": float("nan")}]},
+        {
+            "content": [
+                {"token": "a", "logprob": -1, "top_logprobs": [{"token": "b", "logprob": None}]}
+            ]
+        },
+        {"content": [{"token": "a", "logprob": float("-inf")}]},
+    ],
+)
+def test_log_probabilities_a_server_sends_malformed_are_none(logprobs):
+    """They are an extra of the answer: none, not a failed call, and never a NaN that would
+    reach the transcript (which must stay JSON)."""
+    assert logprob_content(logprobs) is None
+    zero = {"token": "a", "logprob": -1, "top_logprobs": [{"token": "b", "logprob": -math.inf}]}
+    assert logprob_content({"content": [zero]}) == [  # probability 0: as good as absent
+        {"token": "a", "logprob": -1.0, "top_logprobs": []}
+    ]
+
+
+def test_a_response_without_a_choice_is_a_transient_empty_response_error():
+    """A content filter or a proxy may answer 200 with no choices: retried, then a failure."""
+    from types import SimpleNamespace
+
+    from simworld.llm.errors import error_kind, is_transient
+    from simworld.llm.litellm_backend import first_choice
+
+    for response in (
+        SimpleNamespace(choices=[]),
+        SimpleNamespace(choices=[SimpleNamespace(message=None)]),
+        SimpleNamespace(),
+    ):
+        with pytest.raises(Exception, match="holds no answer") as caught:
+            first_choice(response)
+        assert error_kind(caught.value) == "empty_response" and is_transient(caught.value)
+    choice = SimpleNamespace(message=SimpleNamespace(content="hi"))
+    assert first_choice(SimpleNamespace(choices=[choice])) is choice
+
+
 # -- the fake provider and the LiteLLM path ---------------------------------------------------
 SCHEMA = {
     "type": "object",

@@ -89,6 +89,14 @@ def test_threshold_is_settable(make_scenario, tmp_path, capsys):
     code, manifest = _run(path, tmp_path, capsys)
     assert code == 0 and manifest["status"] == "completed"
     assert manifest["totals"]["failures"] == manifest["totals"]["calls"] > 0
+    # a topic none of whose probes was answered has no measures, and the run says so
+    printed = capsys.readouterr().out
+    for topic, checks in manifest["signal"].items():
+        assert checks["n"] == 0 and "none of its" in checks["warning"], topic
+        assert f"WARNING    topic {topic}: none of its" in printed
+    assert main(["report", str(tmp_path / "run")]) == 0
+    page = (tmp_path / "run" / "report" / "report.html").read_text(encoding="utf-8")
+    assert "so it has no measures" in page and "look degenerate" not in page
 
 
 def test_the_commonest_cause_does_not_depend_on_the_order_of_failures():

@@ -10,6 +10,7 @@ import json
 import multiprocessing
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -25,6 +26,7 @@ from conftest import BASE_SCENARIO, deep_update
 
 from simworld.cli import main
 from simworld.config.scenario import load_scenario
+from simworld.errors import ConfigError
 from simworld.llm.cache import ResponseCache
 from simworld.runs.run import run_scenario
 from simworld.support.rundir import SWEEP_MANIFEST
@@ -35,6 +37,7 @@ from simworld.sweeps.driver import (
     plan_sweep,
     run_sweep,
 )
+from simworld.sweeps.executors import ray_unreachable
 from simworld.sweeps.plan import estimate_run
 from simworld.sweeps.store import COMBINED_FRAME
 
@@ -198,6 +201,8 @@ def test_estimate_counts_every_call_of_a_run(make_scenario, tmp_path, mode):
         (["--only", "99"], "--only"),
         (["--workers", "0"], "--workers"),
         (["--ray-address", "auto"], "--executor ray"),
+        (["--executor", "ray", "--ray-address", "127.0.0.1:9"], "cannot reach 127.0.0.1:9"),
+        (["--executor", "ray", "--ray-address", "ray://127.0.0.1:9"], "cannot reach 127.0.0.1:9"),
         (["--grid", "llm.model=fake/default,nosuchprovider/x"], "llm.model: 'nosuchprovider/x'"),
         (["--grid", "llm.model=fake/default,local/missing.gguf"], "no GGUF file"),
         (["--grid", "protocol.mode=broadcast,nosuchmode"], "unknown protocol 'nosuchmode'"),
@@ -214,6 +219,37 @@ def test_bad_input_one_line_exit_2_nothing_written(scenario, tmp_path, capsys, a
     assert len(err.strip().splitlines()) == 1, err
     assert needle in err
     assert not out.exists()
+
+
+def test_an_executor_that_cannot_start_leaves_no_run_marked_running(
+    scenario, tmp_path, monkeypatch
+):
+    """Ray that cannot start (a cluster gone) is one line; the sweep's runs stay pending."""
+    import simworld.sweeps.driver as driver
+
+    def no_ray(*args: Any, **kwargs: Any) -> None:
+        raise ConfigError("--ray-address", "auto", "cannot start Ray: no cluster")
+
+    monkeypatch.setattr(driver, "make_executor", no_ray)
+    out = tmp_path / "sweep"
+    with pytest.raises(ConfigError, match="cannot start Ray"):
+        run_sweep(scenario, grid=GRID, seeds=SEEDS, out_dir=out, executor="ray")
+    assert {run["status"] for run in read_sweep(out)["runs"]} == {"pending"}
+
+
+def test_a_ray_address_is_tried_before_anything_is_written():
+    """``ray.init`` retries a host:port that does not answer for many minutes."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        assert ray_unreachable(f"127.0.0.1:{port}") is None
+        assert ray_unreachable(f"ray://127.0.0.1:{port}") is None
+    assert (
+        ray_unreachable(f"127.0.0.1:{port}")
+        == f"cannot reach 127.0.0.1:{port} (Connection refused)"
+    )
+    assert ray_unreachable("auto") is None and ray_unreachable("local") is None
 
 
 # -- executors agree -------------------------------------------------------------------------
@@ -274,7 +310,8 @@ def test_two_workers_match_one(scenario, reference, tmp_path):
 
 @pytest.mark.slow
 def test_ray_matches_local(scenario, reference, tmp_path):
-    ray = pytest.importorskip("ray")
+    import ray  # a test dependency (pyproject's test extra)
+
     out = tmp_path / "sweep"
     result = run_sweep(scenario, grid=GRID, seeds=SEEDS, out_dir=out, executor="ray", workers=2)
     assert not ray.is_initialized(), "the local Ray instance must be shut down"

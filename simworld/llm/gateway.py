@@ -547,6 +547,12 @@ class Gateway:
     def _error(self, attempt: int, kind: str, exc: BaseException) -> dict[str, Any]:
         text = _ADDRESS.sub("", str(exc).split(TRACEBACK, 1)[0])
         message = self._redactor.text(" ".join(text.split()))[:MAX_ERROR_CHARS]
+        if not message:  # asyncio's own timeout has none; the failure summary quotes it
+            message = (
+                f"no answer within llm.timeout_s ({self.config.timeout_s:g} s)"
+                if kind == "timeout"
+                else f"{type(exc).__name__} (no message)"
+            )
         return {"attempt": attempt, "kind": kind, "message": message}
 
     def _backoff(self, attempt: int, asked: float | None = None) -> float:

@@ -205,6 +205,24 @@ def configure_litellm() -> None:
 configure_litellm()
 
 
+def first_choice(response: Any) -> Any:
+    """The first choice of a chat completion response.
+
+    Raises:
+        RemoteModelError: The response holds no choice with a message (what a content
+            filter or a proxy may send with status 200): kind ``empty_response``, retried
+            like a server error and then recorded as the call's failure.
+    """
+    choices = getattr(response, "choices", None)
+    if not choices or getattr(choices[0], "message", None) is None:
+        raise RemoteModelError(
+            "the server's response holds no answer (no choice with a message)",
+            kind="empty_response",
+            transient=True,
+        )
+    return choices[0]
+
+
 def cached_prompt_tokens(usage: Any) -> int:
     """The prompt tokens a response's usage says came from the provider's prefix cache
     (``prompt_tokens_details.cached_tokens``, a dict or an object; 0 when absent)."""
@@ -577,10 +595,11 @@ class LiteLLMModel(LanguageModel):
             if route is not None:
                 kwargs.update(endpoint_kwargs(route.api_base, route.api_key_env))
             response = await litellm.acompletion(**kwargs)
-        text = response.choices[0].message.content or ""
+        choice = first_choice(response)
+        text = choice.message.content or ""
         extra: dict[str, Any] = {}
         if request.logprobs:
-            content = logprob_content(getattr(response.choices[0], "logprobs", None))
+            content = logprob_content(getattr(choice, "logprobs", None))
             if content:
                 extra["logprobs"] = content
                 enum = answer_enum(request.schema)

@@ -40,29 +40,43 @@ def answer_enum(schema: dict[str, Any] | None) -> list[Value] | None:
 def logprob_content(logprobs: Any) -> list[TokenLogprob] | None:
     """Plain-dict copy of an OpenAI-format ``choices[i].logprobs`` (object or dict).
 
+    Log-probabilities are an extra of an answer: a server's that are not in this format, or
+    not finite numbers, are taken as none (the answer stands; no distribution is read from
+    them), never as a failed call.
+
     Returns:
         ``[{"token", "logprob", "top_logprobs": [{"token", "logprob"}]}]``, or ``None``
-        when there are no log-probabilities.
+        when there are no usable log-probabilities.
     """
     if logprobs is None:
         return None
-    content = logprobs.get("content") if isinstance(logprobs, dict) else logprobs.content
-    if not content:
+    content = (
+        logprobs.get("content")
+        if isinstance(logprobs, dict)
+        else getattr(logprobs, "content", None)
+    )
+    if not content or not isinstance(content, list):
         return None
-    out = []
-    for entry in content:
-        item = entry if isinstance(entry, dict) else entry.model_dump()
-        out.append(
-            {
-                "token": str(item["token"]),
-                "logprob": float(item["logprob"]),
-                "top_logprobs": [
-                    {"token": str(alt["token"]), "logprob": float(alt["logprob"])}
-                    for alt in (item.get("top_logprobs") or [])
-                ],
-            }
-        )
-    return out
+    try:
+        out = [_token_logprob(entry) for entry in content]
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None
+    numbers = [e["logprob"] for e in out] + [a["logprob"] for e in out for a in e["top_logprobs"]]
+    return out if all(math.isfinite(n) for n in numbers) else None
+
+
+def _token_logprob(entry: Any) -> TokenLogprob:
+    item = entry if isinstance(entry, dict) else entry.model_dump()
+    alternatives = [
+        {"token": str(alt["token"]), "logprob": float(alt["logprob"])}
+        for alt in (item.get("top_logprobs") or [])
+    ]
+    return {
+        "token": str(item["token"]),
+        "logprob": float(item["logprob"]),
+        # an alternative of probability 0 (log-probability -inf) is as good as absent
+        "top_logprobs": [a for a in alternatives if a["logprob"] != -math.inf],
+    }
 
 
 def token_entry(token: str, logprob: float, alts: list[tuple[str, float]]) -> dict[str, Any]:

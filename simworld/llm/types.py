@@ -199,7 +199,8 @@ class LanguageModel(ABC):
 
 
 class RemoteModelError(openai.OpenAIError):
-    """A model call's error raised in an LLM worker process, classified there.
+    """A model call's error raised in an LLM worker process, classified there (or a
+    response that is no answer, classified where it is read).
 
     The gateway treats it as the original error: same kind, same retry class, same message.
 

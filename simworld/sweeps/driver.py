@@ -26,6 +26,7 @@ from simworld.sweeps.executors import (
     RunTask,
     TaskResult,
     make_executor,
+    ray_unreachable,
 )
 from simworld.sweeps.plan import (
     DEFAULT_OUT_ROOT,
@@ -144,6 +145,8 @@ def _check_executor(kind: str, ray_address: str | None, workers: int | None) -> 
         raise ConfigError("--executor", "ray", "needs Ray: pip install 'simworld[ray]'")
     if kind != "ray" and ray_address is not None:
         raise ConfigError("--ray-address", ray_address, "needs --executor ray")
+    if kind == "ray" and ray_address and (problem := ray_unreachable(ray_address)):
+        raise ConfigError("--ray-address", ray_address, problem)
 
 
 def _check_sizes(runs: Sequence[PlannedRun], source: Path, sweep_dir: Path) -> None:
@@ -240,8 +243,6 @@ def run_sweep(
             )
             for e in todo
         ]
-        store.dispatched([t.index for t in tasks])
-        store.write_manifest()
         # every interpreter the sweep starts (the workers, and multiprocessing's resource
         # tracker that a process pool starts) leaves the current directory off its sys.path
         with safe_path():
@@ -272,6 +273,15 @@ def _drive(
     selected: int,
 ) -> None:
     """Hand tasks to the executor; record each result; keep the files current."""
+    store.write_manifest()
+    # made before any run is marked running: an executor that cannot start (Ray) leaves the
+    # sweep's runs pending
+    runner = (
+        make_executor(kind, workers=workers, tasks=len(tasks), ray_address=ray_address)
+        if tasks
+        else None
+    )
+    store.dispatched([t.index for t in tasks])
     bar = Bar(
         total=selected,
         initial=selected - len(tasks),
@@ -280,11 +290,6 @@ def _drive(
         smoothing=0,
         file=sys.stderr,
         disable=not progress,
-    )
-    runner = (
-        make_executor(kind, workers=workers, tasks=len(tasks), ray_address=ray_address)
-        if tasks
-        else None
     )
     lock, stop = threading.Lock(), threading.Event()
 
@@ -296,6 +301,7 @@ def _drive(
 
     ticker = threading.Thread(target=tick, name="simworld-sweep-bar", daemon=True)
     try:
+        store.write_manifest()
         _postfix(bar, store, runner)
         if progress and runner is not None:
             ticker.start()

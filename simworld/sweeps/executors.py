@@ -10,6 +10,7 @@ import multiprocessing
 import os
 import shutil
 import signal
+import socket
 import sys
 import threading
 import time
@@ -37,6 +38,8 @@ from simworld.support.rundir import RunStatus
 RAY_TASK_MAX_RETRIES = 1
 RAY_LOCAL_OBJECT_STORE_BYTES = 128 * 1024**2
 RAY_POLL_TIMEOUT_S = 1.0
+RAY_CONNECT_TIMEOUT_S = 10.0
+"""How long :func:`ray_unreachable` waits for the cluster's port to answer."""
 MAX_ERROR_CHARS = 500
 PARENT_POLL_S = 0.5
 EXIT_PARENT_GONE = 70
@@ -453,6 +456,21 @@ class RayExecutor:
         if self._owns and self._ray.is_initialized():
             self._ray.shutdown()
         self._owns = False
+
+
+def ray_unreachable(address: str) -> str | None:
+    """Why the Ray cluster at ``address`` (``host:port`` or ``ray://host:port``) cannot be
+    reached, tried with one TCP connection, or ``None`` (also for ``auto`` and anything not
+    in those forms, which ``ray.init`` judges itself). ``ray.init`` retries a ``host:port``
+    that does not answer for many minutes; this says so in seconds."""
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not host or not port.isdigit():
+        return None
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), RAY_CONNECT_TIMEOUT_S):
+            return None
+    except OSError as exc:
+        return f"cannot reach {host}:{port} ({exc.strerror or exc or 'timed out'})"
 
 
 def make_executor(

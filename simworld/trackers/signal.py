@@ -107,7 +107,11 @@ class SignalTracker(BuiltinTracker):
             "degenerate": degenerate,
             "position_driven": driven,
             "persona_signal": signal,
-            "warning": signal_warning(info.id, lowest, pbi, signal, degenerate, driven),
+            "warning": (
+                signal_warning(info.id, lowest, pbi, signal, degenerate, driven)
+                if acc.n
+                else unanswered_warning(info.id, acc.n_missing)
+            ),
         }
 
 
@@ -132,6 +136,15 @@ def _probs(text: Any) -> dict[str, float] | None:
     data = json.loads(text)
     out = {str(k): float(v) for k, v in data.items()}
     return out if sum(out.values()) > 0 else None
+
+
+def unanswered_warning(topic: str, missing: int) -> str:
+    """The warning of a topic whose every probe went unanswered (there is nothing to check,
+    and its measures are empty)."""
+    return (
+        f"topic {topic}: none of its {missing} probes was answered (every call failed or gave "
+        "no valid answer), so it has no measures."
+    )
 
 
 def signal_warning(
@@ -163,4 +176,4 @@ def signal_warning(
     return f"topic {topic}: " + "; ".join(parts) + ". These answers may not be opinions."
 
 
-__all__ = ["SignalTracker", "signal_summary", "signal_warning"]
+__all__ = ["SignalTracker", "signal_summary", "signal_warning", "unanswered_warning"]

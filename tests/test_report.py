@@ -14,6 +14,7 @@ import pytest
 from browser import WIDTH, laid_out_width, screenshot
 from conftest import BASE_SCENARIO, finished_run
 
+from simworld.analysis.figures import LEGEND_WIDTH, legend_text
 from simworld.analysis.report import REPORT_DIR, REPORT_FILE, build_report, report_figures
 from simworld.analysis.tables import Run
 from simworld.cli import main
@@ -185,11 +186,20 @@ def test_a_dollar_sign_in_options_and_condition_labels_is_drawn_as_text(make_sce
         texts = [
             t for fig in figures.values() for t in fig.findobj(plt.Text) if "$" in t.get_text()
         ]
-        assert {t.get_text() for t in texts} >= {f"{k}: {v}" for k, v in dollars.items()}
+        shown = {t.get_text().replace("\n", " ") for t in texts}  # long entries are wrapped
+        assert shown >= {f"{k}: {v}" for k, v in dollars.items()}
         assert not any(t.get_parse_math() for t in texts)
     finally:
         for fig in figures.values():
             plt.close(fig)
+
+
+def test_a_long_option_or_condition_is_wrapped_in_its_legend():
+    """A 146-character option in one legend line squeezed the network plots to half width."""
+    long = "Invest in " + " and ".join(["much better public transport"] * 5)
+    lines = legend_text(f"B: {long}").split("\n")
+    assert " ".join(lines) == f"B: {long}" and max(map(len, lines)) <= LEGEND_WIDTH
+    assert legend_text("A: Parks") == "A: Parks"
 
 
 def test_group_discussions_are_drawn_as_who_talked_with_whom(run):

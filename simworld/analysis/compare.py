@@ -39,6 +39,7 @@ from simworld.analysis.figures import (
     figure_handles,
     integer_steps,
     legend_outside,
+    legend_text,
     mark_interventions,
     plain_text,
     time_axis,
@@ -407,7 +408,7 @@ def figure_over_time(comparison: Comparison, topic: str, interventions: pd.DataF
             colour = CATEGORY_COLOURS(i % 10)
             n = int(df["n"].max())
             ax.plot(df["step"], df["estimate"], marker="o", ms=3, color=colour,
-                    label=f"{condition} (n={n})")  # fmt: skip
+                    label=legend_text(f"{condition} (n={n})"))  # fmt: skip
             band = df.dropna(subset=["ci_low", "ci_high"])
             ax.fill_between(band["step"].astype(float), band["ci_low"], band["ci_high"],
                             color=colour, alpha=0.2, lw=0)  # fmt: skip
@@ -474,7 +475,7 @@ def figure_asch_levels(comparison: Comparison) -> Figure | None:
                 continue
             colour = CATEGORY_COLOURS(i % 10)
             ax.plot(df["p"], df["estimate"], marker="o", color=colour,
-                    label=f"{condition} (n={int(df['n'].max())})")  # fmt: skip
+                    label=legend_text(f"{condition} (n={int(df['n'].max())})"))  # fmt: skip
             band = df.dropna(subset=["ci_low", "ci_high"])
             ax.fill_between(band["p"].astype(float), band["ci_low"], band["ci_high"],
                             color=colour, alpha=0.2, lw=0)  # fmt: skip

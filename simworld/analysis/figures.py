@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import math
+import textwrap
 from collections.abc import Callable, Sequence
 from typing import Any, ParamSpec, TypeVar
 
@@ -37,6 +38,19 @@ MAX_GROUP_SPREAD = 2.4
 MISSING_COLOUR = "0.45"  # darker than the neutral middle of LIKERT_CMAP
 CATEGORY_COLOURS = plt.get_cmap("tab10")
 LIKERT_CMAP = "coolwarm"
+LEGEND_WIDTH = 40
+"""Characters per line of a legend entry: a long option or condition is wrapped, so the
+legend does not squeeze the plots beside it."""
+
+
+def legend_text(text: str) -> str:
+    """``text`` wrapped to :data:`LEGEND_WIDTH` characters a line, for a legend."""
+    return "\n".join(textwrap.wrap(text, LEGEND_WIDTH, break_long_words=True)) or text
+
+
+def answer_label(topic: Any, answer: Any) -> str:
+    """A legend entry for one answer of ``topic``: ``B: Affordable housing`` (wrapped)."""
+    return legend_text(f"{answer}: {topic.scale.label(answer)}")
 
 
 def plain_text(function: Callable[P, R]) -> Callable[P, R]:
@@ -155,7 +169,7 @@ def figure_distributions(
             else:
                 j = order.index(answer)
                 colour = cmap(j / max(n - 1, 1)) if topic.ordinal else CATEGORY_COLOURS(j % 10)
-                label = f"{answer}: {topic.scale.label(answer)}"
+                label = answer_label(topic, answer)
             ax.bar(shares.index, shares[answer], bottom=bottom, color=colour, width=0.8,
                    label=label, edgecolor="white", linewidth=0.5)  # fmt: skip
             bottom += shares[answer].to_numpy()

@@ -32,6 +32,7 @@ from simworld.analysis.figures import (
     LAYOUT_SEED,
     LIKERT_CMAP,
     MISSING_COLOUR,
+    answer_label,
     figure_accuracy,
     figure_asch_reference,
     figure_distributions,
@@ -221,9 +222,7 @@ def figure_network(
         bar.set_label(_opinion_axis(topic))
     else:
         handles = [
-            matplotlib.patches.Patch(
-                color=CATEGORY_COLOURS(i % 10), label=f"{v}: {topic.scale.label(v)}"
-            )
+            matplotlib.patches.Patch(color=CATEGORY_COLOURS(i % 10), label=answer_label(topic, v))
             for i, v in enumerate(values)
         ]
         handles.append(matplotlib.patches.Patch(color=MISSING_COLOUR, label="no answer"))

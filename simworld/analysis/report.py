@@ -52,7 +52,7 @@ from simworld.runs.tables import read_table, run_agents, run_edges
 from simworld.runs.writer import atomic_write_bytes
 from simworld.support.events import EventType
 from simworld.support.recipients import Recipients
-from simworld.support.rundir import REPORT_DIR, TRACKERS_DIR, TRANSCRIPT
+from simworld.support.rundir import REPORT_DIR, TRANSCRIPT
 
 REPORT_FILE = "report.html"
 DPI = 100
@@ -795,7 +795,7 @@ def section_signal(page: Page) -> list[str]:
     out = ["<h2>Do the answers carry an opinion? (signal checks, docs/metrics.md §8)</h2>"]
     warnings = [w for w in frame["warning"] if isinstance(w, str)] if len(frame) else []
     out += [f"<p class='warning'><b>Warning:</b> {html.escape(w)}</p>" for w in warnings]
-    if len(frame) and not warnings:  # a topic without answers has a warning
+    if len(frame) and not warnings:
         out.append("<p>No topic's answers look degenerate or position-driven.</p>")
     out.append(_table(frame.drop(columns=["warning"]) if len(frame) else frame))
     return out
@@ -843,8 +843,7 @@ def section_extra(page: Page) -> list[str]:
     """One table per frame of the scenario's extra trackers (at most :data:`EXTRA_ROWS`
     rows each)."""
     run = _run(page)
-    own = ((run.manifest.get("scenario") or {}).get("trackers") or {}).get("extra")
-    if own and not (run.path / TRACKERS_DIR).is_dir():
+    if run.own_frames_unwritten:
         page.notes.append(
             "Frames of the run's own trackers (trackers.extra): the run wrote no trackers/ "
             f"folder; simworld analyze {run.path} writes them (it runs the trackers' code)."

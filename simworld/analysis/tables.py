@@ -103,8 +103,7 @@ class Run:
                 return table.to_pandas(types_mapper=nullable_types)
         if name in BUILTIN_COLUMNS:
             return self._derived.frame(name)
-        own = ((self.manifest.get("scenario") or {}).get("trackers") or {}).get("extra")
-        if own and not (self.path / TRACKERS_DIR).is_dir():
+        if self.own_frames_unwritten:
             raise ConfigError(
                 path,
                 "",
@@ -113,6 +112,14 @@ class Run:
             )
         known = [*BUILTIN_COLUMNS, *self.own_frame_names()]
         raise KeyError(f"no frame {name!r}; the frames: {', '.join(known)}")
+
+    @property
+    def own_frames_unwritten(self) -> bool:
+        """Whether the run names trackers of its own (``trackers.extra``) but wrote no
+        ``trackers/`` folder (it stopped before its first frames): only ``simworld
+        analyze``, which runs their code, can give their frames."""
+        own = ((self.manifest.get("scenario") or {}).get("trackers") or {}).get("extra")
+        return bool(own) and not (self.path / TRACKERS_DIR).is_dir()
 
     def own_frame_names(self) -> list[str]:
         """The frames of the run's own trackers (``trackers.extra``) written in its

@@ -4,6 +4,7 @@ where in it), exit 2, before anything is written; and warnings about isolated ag
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sqlite3
 from collections.abc import Callable
@@ -177,3 +178,28 @@ def test_edge_list_without_edges_is_refused_where_messages_need_them(
         {"network": {"generator": "edge_list", "path": str(edges)}, "protocol.mode": "group"}
     )
     assert main(["run", str(group), "--out", str(tmp_path / "g"), "--quiet"]) == 0
+
+
+def test_a_cache_on_read_only_storage_is_not_called_damaged(
+    recorded, tmp_path, monkeypatch, capsys
+):
+    """SQLite writes beside a WAL cache even to read it: on read-only storage (an archive)
+    opening it fails, which is not damage; the line says what to do."""
+    import simworld.llm.cache as cache_module
+
+    run_dir, cache = _copy(recorded, tmp_path, running=False)
+    real_access = os.access
+
+    def read_only(path, mode, *args, **kwargs):  # the cache's folder, as on a read-only mount
+        if Path(path) == cache.parent and mode == os.W_OK:
+            return False
+        return real_access(path, mode, *args, **kwargs)
+
+    def cannot_open(*args, **kwargs):
+        raise sqlite3.OperationalError("unable to open database file")
+
+    monkeypatch.setattr(cache_module.os, "access", read_only)
+    monkeypatch.setattr(cache_module.sqlite3, "connect", cannot_open)
+    assert main(["replay", str(run_dir), "--cache", str(cache), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert f"{cache.parent} is not writable" in err and "damaged" not in err

@@ -84,6 +84,14 @@ def check_cache_file(path: str | Path, *, deep: bool = False, writable: bool = F
             finally:
                 conn.close()
         except sqlite3.DatabaseError as exc:
+            if not os.access(p.parent, os.W_OK):  # read-only storage, not damage
+                raise ConfigError(
+                    p,
+                    "",
+                    f"cannot open the cache: {p.parent} is not writable, and SQLite writes "
+                    "beside a cache even to read it (its -wal and -shm files); copy the cache "
+                    "to writable storage and give it with --cache",
+                ) from None
             raise ConfigError(p, "", f"damaged: {exc}") from None
         if result is None or result[0] != "ok":
             raise ConfigError(p, "", f"damaged: {result[0] if result else 'unreadable'}")

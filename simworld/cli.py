@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from simworld.errors import ConfigError, SimworldError
+from simworld.errors import ConfigError, SimworldError, StorageError
 from simworld.support.plugins import plugin_fault
 from simworld.support.redact import Redactor
 from simworld.support.rundir import FINISHED, RunStatus, read_manifest
@@ -132,6 +132,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return COMMANDS[args.command](args)
     except BrokenPipeError:  # whoever read stdout left (`simworld run ... | head -3`)
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit
+        return EXIT_RUN_FAILED
+    except StorageError as exc:  # the run stopped, as after a crash: a failed run
+        _error(str(exc))
         return EXIT_RUN_FAILED
     except SimworldError as exc:
         _error(str(exc))

@@ -51,6 +51,12 @@ class ReplayMissError(SimworldError):
     """Replay mode met a model call that the cache does not hold."""
 
 
+class StorageError(SimworldError):
+    """A run's files could not be written (no space left, a quota, read-only storage): the
+    run stopped where it was, as after a crash, and ``simworld resume`` continues it once
+    there is room. The command exits 1 (the run failed), not 2 (bad input)."""
+
+
 def format_loc(loc: Sequence[str | int], prefix: str = "", data: Any = _NO_DATA) -> str:
     """Turn a pydantic error location into a dotted field path such as ``topics[2].scale``.
 

@@ -272,3 +272,39 @@ def test_a_run_that_breaks_before_it_starts_leaves_no_directory(
     with pytest.raises(RuntimeError, match="a bug while drawing"):
         run_scenario(make_scenario(), out_dir=out)
     assert not out.exists()
+
+
+def test_a_full_disk_stops_the_run_in_one_line_and_it_resumes(
+    make_scenario, tmp_path, monkeypatch, capsys
+):
+    """No space left (or a quota, or read-only storage) is the storage's fault: one line,
+    exit 1, and the run continues byte for byte once there is room."""
+    import errno
+
+    from simworld.runs.writer import RunWriter
+
+    path = make_scenario({"protocol.steps": 3})
+    reference = tmp_path / "reference"
+    assert run_scenario(path, out_dir=reference, cache_path=tmp_path / "r.db").status == (
+        "completed"
+    )
+    real_step = RunWriter.step
+
+    def full_at_step_2(self, record, opinions):
+        if record.step == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_step(self, record, opinions)
+
+    monkeypatch.setattr(RunWriter, "step", full_at_step_2)
+    run = tmp_path / "run"
+    args = ["--out", str(run), "--cache", str(tmp_path / "c.db"), "--quiet"]
+    assert main(["run", str(path), *args]) == 1
+    err = capsys.readouterr().err
+    assert err == (
+        f"simworld: error: {run}: cannot write the run's files (No space left on device); "
+        f"free space, then continue it: simworld resume {run}\n"
+    )
+    monkeypatch.setattr(RunWriter, "step", real_step)
+    assert main(["resume", str(run), "--quiet"]) == 0
+    for name in ("transcript.jsonl", "opinions.parquet"):
+        assert (run / name).read_bytes() == (reference / name).read_bytes(), name

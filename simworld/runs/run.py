@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import platform
 import shutil
+import sqlite3
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
@@ -26,6 +28,7 @@ from simworld.errors import (
     ModelFailureError,
     ReplayMissError,
     ResumeError,
+    StorageError,
 )
 from simworld.llm.cache import ResponseCache, check_cache_file
 from simworld.llm.credentials import missing_key, run_redactor
@@ -302,10 +305,29 @@ def execute(
                 before_step=before_step,
                 recipients=recipients,
             )
-    except BaseException:
-        if not resume and is_unstarted(run_dir):  # stopped before it began: leave nothing
+    except BaseException as exc:
+        unstarted = not resume and is_unstarted(run_dir)
+        if unstarted:  # stopped before it began: leave nothing
             shutil.rmtree(run_dir, ignore_errors=True)
-        raise
+        problem = storage_problem(exc)
+        if problem is None:
+            raise
+        then = "" if unstarted else f"; free space, then continue it: simworld resume {run_dir}"
+        raise StorageError(f"{run_dir}: cannot write the run's files ({problem}){then}") from exc
+
+
+STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS})
+"""Write errors of the storage, not of simworld: the run stops and can be resumed."""
+
+
+def storage_problem(exc: BaseException) -> str | None:
+    """What a run's write failed on, when it is the storage (full, over quota, read-only):
+    an ``OSError`` of :data:`STORAGE_ERRNOS`, or SQLite's own words for a full disk."""
+    if isinstance(exc, OSError) and exc.errno in STORAGE_ERRNOS:
+        return exc.strerror or str(exc)
+    if isinstance(exc, sqlite3.OperationalError) and ("full" in str(exc) or "disk I/O" in str(exc)):
+        return f"the cache: {exc}"
+    return None
 
 
 def _execute(

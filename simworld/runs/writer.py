@@ -118,11 +118,15 @@ def atomic_write_bytes(path: Path, data: bytes, *, durable: bool = True) -> None
             readers and survives the process being killed, but not a power loss.
     """
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        if durable:
-            fh.flush()
-            os.fsync(fh.fileno())
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            if durable:
+                fh.flush()
+                os.fsync(fh.fileno())
+    except OSError:  # a full disk: leave no partial temporary file behind
+        tmp.unlink(missing_ok=True)
+        raise
     write_point()
     os.replace(tmp, path)
     write_point()

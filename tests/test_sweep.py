@@ -201,6 +201,7 @@ def test_estimate_counts_every_call_of_a_run(make_scenario, tmp_path, mode):
         (["--only", "99"], "--only"),
         (["--workers", "0"], "--workers"),
         (["--ray-address", "auto"], "--executor ray"),
+        (["--grid", "llm.max_retries=0,4"], "--grid: llm.max_retries: the runs of a sweep"),
         (["--executor", "ray", "--ray-address", "127.0.0.1:9"], "cannot reach 127.0.0.1:9"),
         (["--executor", "ray", "--ray-address", "ray://127.0.0.1:9"], "cannot reach 127.0.0.1:9"),
         (["--grid", "llm.model=fake/default,nosuchprovider/x"], "llm.model: 'nosuchprovider/x'"),

@@ -111,11 +111,17 @@ def _distinct(where: str, values: list[Any]) -> list[Any]:
     return values
 
 
+RETRY_LIMITS = ("llm.max_retries", "llm.max_invalid_retries")
+"""Settings a call's cache key leaves out but its recorded outcome depends on: runs with
+different values must not share a cache."""
+
+
 def check_grid(grid: Mapping[str, Sequence[Any]]) -> dict[str, list[Any]]:
     """Check a grid given from Python (or parsed): keys, non-empty lists of values.
 
     Raises:
-        ConfigError: A key is ``seed`` or empty, or has no values.
+        ConfigError: A key is ``seed`` or empty, or has no values, or the grid varies a
+            retry limit (:data:`RETRY_LIMITS`).
     """
     out: dict[str, list[Any]] = {}
     for key, values in grid.items():
@@ -123,6 +129,14 @@ def check_grid(grid: Mapping[str, Sequence[Any]]) -> dict[str, list[Any]]:
             raise ConfigError("--grid", key, "give seeds with --seeds, not in the grid")
         if not key or not isinstance(values, list | tuple) or not values:
             raise ConfigError("--grid", str(key), "expected a key and at least one value")
+        if key in RETRY_LIMITS and len(values) > 1:
+            raise ConfigError(
+                "--grid",
+                key,
+                "the runs of a sweep share one cache, whose records do not say how many "
+                "retries they were allowed (a run could reuse an answer that took more); "
+                "sweep each value in a sweep of its own",
+            )
         out[key] = _distinct(key, list(values))
     return out
 

@@ -231,3 +231,22 @@ def test_without_live_workers_calls_stay_in_process(
     expected = asyncio.run(LiteLLMModel(workers=0).complete(request("w"), attempt=0, timeout_s=10))
     assert done == expected
     assert "no LLM worker process is running" in caplog.text
+
+
+def test_a_second_ctrl_c_while_workers_close_at_exit_kills_them_quietly(monkeypatch):
+    """The exit handler waits for the workers to leave; a Ctrl-C pressed again meanwhile
+    printed a KeyboardInterrupt traceback after the command's own line."""
+    from simworld.llm import workers as module
+
+    killed: list[str] = []
+
+    class Pool:
+        def close(self):
+            raise KeyboardInterrupt
+
+        def kill(self):
+            killed.append("pool")
+
+    monkeypatch.setattr(module, "_POOLS", {2: Pool(), 3: Pool()})
+    module.close_pools()  # no KeyboardInterrupt escapes
+    assert killed == ["pool", "pool"] and module._POOLS == {}

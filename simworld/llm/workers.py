@@ -400,6 +400,13 @@ class WorkerPool:
             worker.close()
         self._workers = []
 
+    def kill(self) -> None:
+        """Kill every worker without waiting for it to leave."""
+        for worker in self._workers:
+            with contextlib.suppress(OSError):
+                worker.process.kill()
+        self._workers = []
+
 
 _POOLS: dict[int, WorkerPool] = {}
 
@@ -414,7 +421,15 @@ def shared_pool(workers: int) -> WorkerPool:
 
 @atexit.register
 def close_pools() -> None:
-    """Stop every shared pool (at exit; also usable by tests)."""
-    for pool in _POOLS.values():
-        pool.close()
+    """Stop every shared pool (at exit; also usable by tests).
+
+    A Ctrl-C pressed again while the workers are leaving (the command has already said it
+    stopped) kills them instead of printing a traceback from the exit handler.
+    """
+    try:
+        for pool in _POOLS.values():
+            pool.close()
+    except KeyboardInterrupt:
+        for pool in _POOLS.values():
+            pool.kill()
     _POOLS.clear()

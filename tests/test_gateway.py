@@ -197,6 +197,26 @@ def test_record_then_serve_from_cache_including_failures(tmp_path):
     assert json.dumps(stored)  # plain JSON, never pickled
 
 
+def test_a_record_that_took_more_retries_than_the_run_allows_is_not_reused(tmp_path):
+    """The cache key leaves the retry limits out: a run allowing no retry, sharing a cache
+    with one that retried, must not take an answer it could not have got, nor overwrite
+    the other run's record; in replay mode it says so instead of answering."""
+    cache = ResponseCache(tmp_path / "c.sqlite")
+    patient = gateway(Scripted([rate_limited(), '{"answer": 2}']), cache=cache, max_retries=4)
+    recorded = run(patient.call(request(), Answer))
+    assert recorded.ok and len(recorded.errors) == 1
+    hasty = gateway(Scripted([rate_limited()]), cache=cache, max_retries=0)
+    own = run(hasty.call(request(), Answer))
+    assert own.status == "failed" and not own.cached  # as with a cache of its own
+    assert hasty.accounting.model_calls == 1
+    assert cache.get(recorded.key) == recorded.record()  # the other run's record stands
+    strict = Gateway(Scripted([]), config=LLMConfig(cache="replay", max_retries=0), cache=cache)
+    with pytest.raises(ReplayMissError, match=r"took more retries than llm\.max_retries"):
+        run(strict.call(request(), Answer))
+    same = Gateway(Scripted([]), config=LLMConfig(cache="replay", max_retries=4), cache=cache)
+    assert run(same.call(request(), Answer)).record() == recorded.record()
+
+
 def test_budget_is_tracked_on_spending():
     gw = gateway(Scripted([]), budget_usd=1.0)
     run(gw.call(request(agent="a"), Answer))

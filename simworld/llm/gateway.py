@@ -333,7 +333,9 @@ class Gateway:
                     self.progress.call_started()
                     self._count(outcome)
                     return outcome
-                retrying = True
+                # a failure of this run's limits is tried again and replaced; another run's
+                # record (made under other limits) is left to that run
+                retrying = self._within_limits(stored)
             elif self.config.cache == "replay":
                 raise ReplayMissError(
                     f"replay: no recorded answer for {request.identity} (key {key[:12]})"
@@ -392,12 +394,38 @@ class Gateway:
     def _reuse(self, stored: dict[str, Any], identity: CallIdentity) -> bool:
         """Whether a recorded outcome answers the call: always in replay mode; in record mode
         a recorded failure is tried again, except in the steps a resumed run re-executes
-        (:attr:`keep_failures_through`), which must reproduce what was written."""
+        (:attr:`keep_failures_through`), which must reproduce what was written.
+
+        Never one that took more retries than this run's limits allow (:meth:`_within_limits`):
+        the cache key leaves the limits out, so a shared cache may hold a call as a run with
+        other limits recorded it, and this run would have ended that call sooner.
+
+        Raises:
+            ReplayMissError: Replay mode, and the record took more retries than allowed.
+        """
+        if not self._within_limits(stored):
+            if self.config.cache == "replay":
+                raise ReplayMissError(
+                    f"replay: the answer recorded for {identity} took more retries than "
+                    "llm.max_retries / llm.max_invalid_retries allow (a run with other limits "
+                    "recorded it into this cache)"
+                )
+            return False
         return (
             stored.get("status") == "ok"
             or self.config.cache == "replay"
             or identity.step <= self.keep_failures_through
         )
+
+    def _within_limits(self, stored: dict[str, Any]) -> bool:
+        """Whether a recorded outcome took no more retries than this run allows: the errors
+        before an answer, or before a failure's last error, are the retries (invalid answers
+        against ``llm.max_invalid_retries``, the rest against ``llm.max_retries``)."""
+        errors = stored.get("errors") or []
+        retried = errors if stored.get("status") == "ok" else errors[:-1]
+        invalid = sum(e.get("kind") == "invalid_output" for e in retried)
+        cfg = self.config
+        return invalid <= cfg.max_invalid_retries and len(retried) - invalid <= cfg.max_retries
 
     def _not_sent(self, request: LLMRequest, key: str) -> CallOutcome:
         """The outcome of a call not sent because the run is stopping (never recorded)."""

@@ -317,3 +317,32 @@ def test_bad_distributions_are_rejected(changes: dict[str, Any]) -> None:
     """Impossible distributions fail validation."""
     with pytest.raises(ValidationError):
         _dist(**changes)
+
+
+def test_an_unchanged_library_is_read_once_and_a_changed_one_again(tmp_path, monkeypatch):
+    """A run reads its library several times before it starts, a sweep once per run."""
+    import os
+
+    import simworld.config.persona as persona_module
+
+    path = tmp_path / "panel.yaml"
+    library = yaml.safe_load(PANEL.read_text(encoding="utf-8"))
+    path.write_text(yaml.safe_dump(library), encoding="utf-8")
+    reads: list[str] = []
+    real_read = persona_module.read_yaml_mapping
+
+    def counted(p: str | Path) -> dict[str, Any]:
+        reads.append(str(p))
+        return real_read(p)
+
+    monkeypatch.setattr(persona_module, "read_yaml_mapping", counted)
+    first = load_library(path)
+    assert load_library(path) is first and reads == [str(path)]
+    library["personas"][0]["occupation"] = "Lighthouse keeper"
+    path.write_text(yaml.safe_dump(library), encoding="utf-8")
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))  # a later edit
+    assert load_library(path).personas[0].occupation == "Lighthouse keeper"
+    assert len(reads) == 2
+    with pytest.raises(ConfigError, match="not found"):
+        load_library(tmp_path / "missing.yaml")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from pathlib import Path
@@ -20,6 +21,8 @@ from pydantic import (
 from simworld.errors import ConfigError, config_error_from_validation
 from simworld.support.yamlio import read_yaml_mapping, strict_mismatch
 
+LIBRARIES_KEPT = 8
+"""Persona libraries :func:`load_library` keeps, read and validated."""
 SLUG = r"^[a-z0-9][a-z0-9_\-]*$"
 """An id: a persona's, a topic's, a scenario's name (lowercase letters, digits, ``_``, ``-``)."""
 
@@ -111,15 +114,32 @@ class PersonaLibrary(_Strict):
 def load_library(path: str | Path) -> PersonaLibrary:
     """Load and validate a persona library.
 
+    A run reads its library several times before it starts (the credential check, drawing
+    the population, an edge list's check), and a sweep once per run: a file unchanged since
+    it was last read (same path, modification time and size) is not read again.
+
     Args:
         path: YAML file with ``name``, ``description`` and ``personas``.
 
     Returns:
-        The validated library.
+        The validated library (frozen; shared by the readers of an unchanged file).
 
     Raises:
         ConfigError: The file is missing or any field is malformed.
     """
+    try:
+        stat = Path(path).stat()
+    except OSError:
+        return _read_library(str(path))  # says what is wrong with the path
+    return _unchanged_library(str(path), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=LIBRARIES_KEPT)
+def _unchanged_library(path: str, mtime_ns: int, size: int) -> PersonaLibrary:
+    return _read_library(path)
+
+
+def _read_library(path: str) -> PersonaLibrary:
     data = read_yaml_mapping(path)
     try:
         library = PersonaLibrary.model_validate(data)
